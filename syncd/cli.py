@@ -1,0 +1,155 @@
+"""Command-line parsing only: each command is a call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from syncd import __version__
+
+__all__ = ["main"]
+
+_SETTING_FLAGS = (
+    ("--state-dir", Path, "state directory (password records, applied fingerprints)"),
+    ("--resync-interval", float, "seconds between resyncs of a device (jittered ±10%%)"),
+    ("--concurrency", int, "devices in flight at once"),
+    ("--request-timeout", float, "seconds to wait for a device's answer"),
+    ("--log-format", str, "json or console (default: console on a terminal, else json)"),
+    ("--log-level", str, "debug, info, warning or error"),
+    ("--metrics-address", str, "HOST:PORT to serve Prometheus metrics and /healthz on"),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--desired", type=Path, metavar="DIR", help="desired-state directory")
+    common.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="limit to this device (name or glob; repeatable)",
+    )
+    common.add_argument("--config", type=Path, metavar="PATH", help="TOML settings file")
+    for flag, kind, text in _SETTING_FLAGS:
+        common.add_argument(flag, type=kind, help=text)
+
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep the SIP accounts of 2N IP intercoms equal to a tree of YAML files.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", parents=[common], help="check the desired state offline")
+    p.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="same as --desired DIR")
+    p.add_argument("--resolve-secrets", action="store_true",
+                   help="also check that every secret reference resolves")
+
+    p = sub.add_parser("plan", parents=[common], help="show what would change on each device")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub.add_parser("apply", parents=[common], help="one reconcile pass over all devices")
+    sub.add_parser("run", parents=[common], help="the daemon: keep devices converged")
+
+    p = sub.add_parser("export", parents=[common], help="print desired-state YAML for a device")
+    p.add_argument("--url", required=True, help="device URL, e.g. https://192.0.2.10")
+    p.add_argument("--auth", choices=["digest", "basic", "none"], default="digest")
+    p.add_argument("--username")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--password-env", metavar="VAR", help="read the API password from $VAR")
+    secret.add_argument("--password-file", type=Path, metavar="PATH",
+                        help="read the API password from a file")
+    p.add_argument("--ca-file", type=Path, metavar="PATH", help="extra CA certificate to trust")
+    p.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    p.add_argument("--name", help="device name to write (default: from the URL)")
+
+    sub.add_parser("simulate", add_help=False, help="run emulated intercoms on loopback")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from syncd.settings import load_settings
+
+    desired = getattr(args, "dir", None) or args.desired
+    return load_settings(
+        args.config,
+        desired_dir=desired,
+        state_dir=args.state_dir,
+        resync_interval=args.resync_interval,
+        concurrency=args.concurrency,
+        request_timeout=args.request_timeout,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        metrics_address=args.metrics_address,
+    )
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from syncd import commands
+    from syncd.logs import configure_logging
+
+    settings = _settings(args)
+    # `run` logs to stdout (journald); every other command keeps stdout for its result.
+    stream = sys.stdout if args.command == "run" else sys.stderr
+    configure_logging(level=settings.log_level, fmt=settings.log_format, stream=stream)
+    if args.command == "validate":
+        return commands.validate(
+            desired_dir=settings.desired_dir,
+            devices=args.device,
+            resolve_secrets=args.resolve_secrets,
+        )
+    if args.command == "plan":
+        return commands.plan(settings, devices=args.device, as_json=args.json)
+    if args.command == "apply":
+        return commands.apply(settings, devices=args.device)
+    if args.command == "run":
+        from syncd.daemon import run_daemon
+
+        return run_daemon(settings, devices=args.device)
+    if args.command == "export":
+        from syncd.export import export_command
+
+        return export_command(args, settings)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        try:
+            from syncd.simulator.cli import main as simulate
+        except ImportError as exc:
+            print(
+                f"syncd: error: the emulator needs extra packages ({exc.name} is missing); "
+                "install them with: pip install 'syncd[simulator]'",
+                file=sys.stderr,
+            )
+            return 1
+        return simulate(argv[1:])
+    args = _parser().parse_args(argv)
+    debug = args.log_level == "debug"
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from syncd.commands import CommandError
+        from syncd.settings import SettingsError
+        from syncd.state import StateError
+
+        if isinstance(exc, CommandError | SettingsError | StateError):
+            print(f"syncd: error: {exc}", file=sys.stderr)
+        else:
+            print(
+                f"syncd: error: unexpected {type(exc).__name__}: {exc} "
+                "(run with --log-level debug for details)",
+                file=sys.stderr,
+            )
+        if debug:
+            traceback.print_exc()
+        return 1

@@ -1,0 +1,286 @@
+"""Async client for the 2N HTTP API functions syncd uses, and its error types.
+
+One :class:`ClientPool` per process owns the HTTP connections (one pool per
+distinct TLS setting, since certificate checks are a property of a
+connection); a :class:`DeviceClient` per device holds its address and
+credentials. Every failure surfaces as a :class:`DeviceError` whose class says
+what to do about it: retry (:class:`TransportError`), wait for the desired
+state to change (:class:`RejectedError`), or wait for the credentials to change
+(:class:`AuthError`). No message, repr or attribute carries a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from syncd.model import AuthMethod, AuthSpec, TlsSpec
+
+__all__ = [
+    "AUTH_CODES",
+    "REJECT_CODES",
+    "ApiError",
+    "AuthError",
+    "ClientPool",
+    "DeviceClient",
+    "DeviceError",
+    "RejectedError",
+    "TlsError",
+    "TransportError",
+]
+
+CONFIG_PATH = "/api/phone/config"
+INFO_PATH = "/api/system/info"
+
+#: Codes meaning "these credentials may not do this": back off until they change.
+AUTH_CODES = frozenset({8, 9, 10})
+#: Codes meaning "this request is wrong": do not repeat it unchanged.
+REJECT_CODES = frozenset({11, 12, 13})
+
+_CODE_NAMES = {
+    1: "function not supported",
+    2: "invalid path",
+    3: "invalid method",
+    4: "function disabled",
+    5: "function licensed",
+    7: "HTTPS required",
+    8: "invalid authentication method",
+    9: "authorisation required",
+    10: "insufficient privileges",
+    11: "missing mandatory parameter",
+    12: "invalid parameter value",
+    13: "parameter data too big",
+    14: "unspecified processing error",
+    15: "no data available",
+}
+
+
+class DeviceError(Exception):
+    """Something went wrong talking to one device; ``str()`` is one clear sentence."""
+
+    kind = "device"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        param: str | None = None,
+        description: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        self.description = description
+        self.status = status
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r}, param={self.param!r})"
+
+
+class TransportError(DeviceError):
+    """No usable answer: refused, reset, timed out, HTTP 5xx, or a body that is not JSON."""
+
+    kind = "transport"
+
+
+class TlsError(TransportError):
+    """The device's certificate failed verification; retrying will not help."""
+
+    kind = "tls"
+
+
+class ApiError(DeviceError):
+    """The device answered ``success: false``."""
+
+    kind = "api"
+
+
+class RejectedError(ApiError):
+    """The device refused the request itself (codes 11, 12, 13, and others)."""
+
+    kind = "rejected"
+
+
+class AuthError(ApiError):
+    """The credentials were refused or lack a privilege (codes 8, 9, 10)."""
+
+    kind = "auth"
+
+
+def _tls_context(tls: TlsSpec) -> ssl.SSLContext:
+    if not tls.verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context()
+    if tls.ca_file:
+        ctx.load_verify_locations(cafile=tls.ca_file)
+    return ctx
+
+
+class ClientPool:
+    """The process's HTTP connections, shared by every device client.
+
+    Keep-alive connections are kept long enough to be reused across resyncs
+    where the device keeps them open, which saves a TLS handshake per device
+    per pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 64,
+        keepalive_expiry: float = 120.0,
+        max_keepalive: int = 10_000,
+    ) -> None:
+        self._timeout = httpx.Timeout(timeout)
+        self._limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive,
+            keepalive_expiry=keepalive_expiry,
+        )
+        self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
+
+    def client_for(self, tls: TlsSpec) -> httpx.AsyncClient:
+        key = (tls.verify, tls.ca_file)
+        client = self._clients.get(key)
+        if client is None:
+            try:
+                ctx = _tls_context(tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
+            client = httpx.AsyncClient(
+                verify=ctx, timeout=self._timeout, limits=self._limits, trust_env=False
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    async def __aenter__(self) -> ClientPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _httpx_auth(auth: AuthSpec) -> httpx.Auth | None:
+    if auth.method is AuthMethod.NONE:
+        return None
+    username = auth.username or ""
+    password = auth.password.get_secret_value() if auth.password else ""
+    if auth.method is AuthMethod.BASIC:
+        return httpx.BasicAuth(username, password)
+    # httpx's DigestAuth keeps the last challenge, so one instance per device
+    # saves the 401 round trip on every request, and answers a stale nonce
+    # with exactly one retry under the fresh challenge.
+    return httpx.DigestAuth(username, password)
+
+
+class DeviceClient:
+    """The 2N HTTP API of one device: read and write SIP accounts, read identity."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        pool: ClientPool,
+        auth: AuthSpec | None = None,
+        tls: TlsSpec | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._tls = tls or TlsSpec()
+        self._pool = pool
+        self._auth = _httpx_auth(auth or AuthSpec(method=AuthMethod.NONE))
+
+    def __repr__(self) -> str:
+        return f"DeviceClient(url={self.url!r})"
+
+    async def get_accounts(self, account: int | None = None) -> list[dict[str, Any]]:
+        """``GET /api/phone/config``: the live SIP accounts, without passwords."""
+        params = {"account": str(account)} if account is not None else None
+        result = await self._call("GET", CONFIG_PATH, params=params)
+        accounts = result.get("accounts") if isinstance(result, dict) else None
+        if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+            raise TransportError(f"{self.url} answered without a list of accounts")
+        return accounts
+
+    async def put_accounts(self, accounts: Sequence[Mapping[str, Any]]) -> None:
+        """``PUT /api/phone/config`` with ``blob-json`` as a multipart part."""
+        blob = json.dumps({"accounts": list(accounts)}, separators=(",", ":")).encode()
+        files = {"blob-json": ("blob-json.json", blob, "application/json")}
+        await self._call("PUT", CONFIG_PATH, files=files)
+
+    async def system_info(self) -> dict[str, Any]:
+        """``GET /api/system/info``: the device's identity."""
+        result = await self._call("GET", INFO_PATH)
+        if not isinstance(result, dict):
+            raise TransportError(f"{self.url} answered system info without a result")
+        return result
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        client = self._pool.client_for(self._tls)
+        auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
+        try:
+            response = await client.request(method, self.url + path, auth=auth, **kwargs)
+        except httpx.TimeoutException:
+            raise TransportError(f"{self.url} did not answer in time") from None
+        except httpx.ConnectError as exc:
+            raise _connect_error(self.url, exc) from None
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise TransportError(f"{self.url} connection failed: {reason}") from None
+        return _unwrap(self.url, response)
+
+
+def _connect_error(url: str, exc: httpx.ConnectError) -> TransportError:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return TlsError(f"{url} certificate verification failed: {cause.verify_message}")
+        cause = cause.__cause__ or cause.__context__
+    return TransportError(f"{url} could not be reached: {exc or 'connection failed'}")
+
+
+def _unwrap(url: str, response: httpx.Response) -> Any:
+    status = response.status_code
+    if status >= 500:
+        raise TransportError(f"{url} answered HTTP {status}", status=status)
+    try:
+        body = response.json()
+    except ValueError:
+        if status == 401:
+            raise AuthError(
+                f"{url} refused the credentials (HTTP 401)", code=9, status=status
+            ) from None
+        raise TransportError(
+            f"{url} answered HTTP {status} with a body that is not JSON", status=status
+        ) from None
+    if not isinstance(body, dict) or "success" not in body:
+        raise TransportError(f"{url} answered JSON without a success flag", status=status)
+    if body["success"] is True:
+        if status != 200:
+            raise TransportError(f"{url} answered HTTP {status}", status=status)
+        return body.get("result")
+    raw_error = body.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    param = error.get("param") if isinstance(error.get("param"), str) else None
+    description = error.get("description") if isinstance(error.get("description"), str) else None
+    what = description or _CODE_NAMES.get(code or 0) or "request refused"
+    message = f"{url} refused the request: {what} (code {code}"
+    message += f", param {param})" if param else ")"
+    cls = AuthError if (code in AUTH_CODES or status == 401) else RejectedError
+    raise cls(message, code=code, param=param, description=description, status=status)

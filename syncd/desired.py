@@ -1,0 +1,693 @@
+"""Read the desired-state tree: find files, merge ``_defaults.yaml``, validate.
+
+The result is a :class:`DesiredState`: every valid device as a
+:class:`DeviceEntry` (secrets still as references), and every problem as a
+:class:`Problem` that names file, line and field. A bad file never hides a
+good one, and a bad ``_defaults.yaml`` invalidates only the devices below it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainValidator,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
+
+from syncd.model import (
+    ACCOUNT_FIELDS,
+    ACCOUNT_NUMBERS,
+    AccountSpec,
+    AuthMethod,
+    AuthSpec,
+    DeviceSpec,
+    FieldKind,
+    Mode,
+    TlsSpec,
+)
+from syncd.secrets import SecretError, SecretRef, parse_secret_ref, resolve_secret
+from syncd.yamldoc import Pos, YamlError, YamlList, YamlMap, parse_yaml
+
+__all__ = [
+    "DEFAULTS_FILE",
+    "MAX_FILE_BYTES",
+    "DesiredState",
+    "DeviceEntry",
+    "Loader",
+    "Problem",
+    "load_desired",
+    "resolve_device",
+]
+
+DEFAULTS_FILE = "_defaults.yaml"
+SUFFIXES = (".yaml", ".yml")
+#: Larger files are refused unread: a device file is a few hundred bytes.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_TEXT = 255
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or, with ``warning``, worth knowing) in the desired state."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+# ---------------------------------------------------------------- field types
+
+
+def _error(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _text(value: object, info: ValidationInfo) -> str:
+    if not isinstance(value, str):
+        raise _error("text_type", "must be a string")
+    if len(value) > MAX_TEXT:
+        raise _error("text_long", f"is {len(value)} characters long; at most {MAX_TEXT} allowed")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _error("text_control", "contains a control character")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _error(
+            "bool_type", 'must be true or false (a YAML boolean, unquoted; "yes" is a string)'
+        )
+    return value
+
+
+def _port(value: object) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and (value == "" or value.isdigit()):
+        number = int(value) if value else 0
+    if number is None or not 0 <= number <= 65535:
+        raise _error("port", 'must be a port number 1-65535, or "" or 0 for the default port')
+    return number
+
+
+def _number(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise _error("number", "must be a whole number, e.g. 1")
+
+
+def _account_number(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value in ACCOUNT_NUMBERS:
+        return value
+    raise _error("account", "must be 1 or 2")
+
+
+def _secret(value: object) -> SecretRef:
+    try:
+        return parse_secret_ref(value)
+    except ValueError as exc:
+        raise _error("secret", str(exc)) from None
+
+
+def _url(value: object) -> str:
+    if not isinstance(value, str):
+        raise _error("url", "must be a URL such as https://192.0.2.10")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        raise _error("url", "must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise _error("url", "must not hold credentials; put them under device.auth")
+    try:
+        port = parts.port
+    except ValueError:
+        raise _error("url", "has an invalid port") from None
+    if not parts.hostname:
+        raise _error("url", "has no host name")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _error("url", "must be just scheme, host and optional port (no path)")
+    del port
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+Text = Annotated[str, PlainValidator(_text)]
+Bool = Annotated[bool, PlainValidator(_bool)]
+Port = Annotated[int, PlainValidator(_port)]
+Number = Annotated[int, PlainValidator(_number)]
+AccountNumber = Annotated[int, PlainValidator(_account_number)]
+Secret = Annotated[SecretRef, PlainValidator(_secret)]
+Url = Annotated[str, PlainValidator(_url)]
+
+_KIND_TYPES: Mapping[FieldKind, Any] = {
+    FieldKind.BOOL: Bool,
+    FieldKind.TEXT: Text,
+    FieldKind.PORT: Port,
+    FieldKind.NUMBER: Number,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class AuthDoc(_Strict):
+    method: AuthMethod = AuthMethod.DIGEST
+    username: Text | None = None
+    password: Secret | None = None
+
+
+class TlsDoc(_Strict):
+    verify: Bool = True
+    caFile: Text | None = None
+
+
+class DeviceDoc(_Strict):
+    url: Url
+    name: Text | None = None
+    auth: AuthDoc = AuthDoc()
+    tls: TlsDoc = TlsDoc()
+    mode: Mode = Mode.ENFORCE
+
+
+class _AccountBase(_Strict):
+    account: AccountNumber
+    password: Secret | None = None
+
+    def managed(self) -> dict[str, bool | str | int]:
+        """The fields the operator wrote, canonical; left-out fields are unmanaged."""
+        values = {k: getattr(self, k) for k in ACCOUNT_FIELDS if k in self.model_fields_set}
+        return values
+
+
+#: One account as written; its fields come from ACCOUNT_FIELDS, the one list of them.
+_FIELD_DEFS: dict[str, Any] = {
+    name: (_KIND_TYPES[kind] | None, None) for name, kind in ACCOUNT_FIELDS.items()
+}
+AccountDoc: type[_AccountBase] = create_model("AccountDoc", __base__=_AccountBase, **_FIELD_DEFS)
+
+
+class FileDoc(_Strict):
+    device: DeviceDoc
+    accounts: list[AccountDoc] = []  # type: ignore[valid-type,unused-ignore]
+
+
+# ------------------------------------------------------------- loaded values
+
+
+@dataclass(frozen=True)
+class AccountEntry:
+    account: int
+    fields: Mapping[str, bool | str | int]
+    password: SecretRef | None = None
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    """One device as validated from its files; secrets are still references."""
+
+    name: str
+    file: str
+    url: str
+    auth_method: AuthMethod
+    username: str | None
+    password: SecretRef | None
+    tls_verify: bool
+    ca_file: str | None
+    mode: Mode
+    accounts: Mapping[int, AccountEntry]
+    sources: tuple[str, ...]
+
+
+@dataclass
+class DesiredState:
+    root: Path
+    devices: dict[str, DeviceEntry] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    #: Files that failed, relative to root (a device file or a defaults file).
+    invalid_files: set[str] = field(default_factory=set)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.warning]
+
+
+# ------------------------------------------------------------------ loading
+
+
+class _FileFailed(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    mtime_ns: int
+    size: int
+    ino: int
+
+
+class Loader:
+    """Loads the tree, re-parsing only files whose stamp changed since last time.
+
+    The daemon keeps one Loader for its lifetime, so a change to one file
+    costs one parse, not a parse of the whole fleet.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._parsed: dict[Path, tuple[_Stamp, Any]] = {}
+
+    def load(self) -> DesiredState:
+        state = DesiredState(root=self.root)
+        files, problems = _discover(self.root)
+        state.problems.extend(problems)
+        by_url: dict[str, str] = {}
+        seen: dict[str, DeviceEntry] = {}
+        for rel in files:
+            try:
+                entry, warnings = self._load_device(rel)
+            except _FileFailed as failed:
+                state.problems.extend(failed.problems)
+                state.invalid_files.add(rel)
+                continue
+            state.problems.extend(warnings)
+            clash = seen.get(entry.name) or seen.get(by_url.get(entry.url, ""))
+            if clash is not None:
+                what = "name" if clash.name == entry.name else "URL"
+                state.problems.append(
+                    Problem(rel, 1, "device", f"same device {what} as {clash.file}")
+                )
+                state.problems.append(
+                    Problem(clash.file, 1, "device", f"same device {what} as {rel}")
+                )
+                state.invalid_files.update((rel, clash.file))
+                state.devices.pop(clash.name, None)
+                continue
+            seen[entry.name] = entry
+            by_url[entry.url] = entry.name
+            state.devices[entry.name] = entry
+        # Keep only the first copy of a problem reported through many devices.
+        state.problems = list(dict.fromkeys(state.problems))
+        known = {p.resolve() for p in (self.root / f for f in files)}
+        for path in list(self._parsed):
+            if path not in known and path.name != DEFAULTS_FILE:
+                del self._parsed[path]
+        return state
+
+    def _parse(self, rel: str) -> Any:
+        path = self.root / rel
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise _FileFailed([Problem(rel, None, "", f"cannot read: {exc.strerror}")]) from None
+        stamp = _Stamp(st.st_mtime_ns, st.st_size, st.st_ino)
+        key = path.resolve()
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        doc = _read_doc(path, rel, st)
+        self._parsed[key] = (stamp, doc)
+        return doc
+
+    def _defaults_chain(self, rel: str) -> list[str]:
+        parts = Path(rel).parts[:-1]
+        chain = []
+        for depth in range(len(parts) + 1):
+            candidate = Path(*parts[:depth], DEFAULTS_FILE) if depth else Path(DEFAULTS_FILE)
+            if (self.root / candidate).is_file():
+                chain.append(candidate.as_posix())
+        return chain
+
+    def _load_device(self, rel: str) -> tuple[DeviceEntry, list[Problem]]:
+        problems: list[Problem] = []
+        sources = [*self._defaults_chain(rel), rel]
+        merged: Any = None
+        for source in sources:
+            doc = self._parse(source)
+            if doc is None:
+                if source == rel:
+                    raise _FileFailed([Problem(rel, 1, "", "file is empty")])
+                continue
+            if not isinstance(doc, YamlMap):
+                raise _FileFailed(
+                    [Problem(source, 1, "", "must be a mapping with device: and accounts:")]
+                )
+            _check_accounts(doc, problems)
+            merged = doc if merged is None else _merge(merged, doc)
+        try:
+            parsed = FileDoc.model_validate(merged)
+        except ValidationError as exc:
+            problems += [_problem(err, merged, rel) for err in exc.errors()]
+        if problems:
+            unique = {(p.file, p.line, p.path): p for p in reversed(problems)}
+            raise _FileFailed(sorted(unique.values(), key=lambda p: (p.file, p.line or 0)))
+        warnings = _literal_secret_warnings(parsed, merged, rel)
+        name = parsed.device.name or rel.rsplit(".", 1)[0]
+        accounts = {
+            a.account: AccountEntry(a.account, a.managed(), a.password) for a in parsed.accounts
+        }
+        entry = DeviceEntry(
+            name=name,
+            file=rel,
+            url=parsed.device.url,
+            auth_method=parsed.device.auth.method,
+            username=parsed.device.auth.username,
+            password=parsed.device.auth.password,
+            tls_verify=parsed.device.tls.verify,
+            ca_file=parsed.device.tls.caFile,
+            mode=parsed.device.mode,
+            accounts=accounts,
+            sources=tuple(sources),
+        )
+        return entry, warnings
+
+
+def load_desired(root: Path) -> DesiredState:
+    """Load the desired-state tree under ``root`` once."""
+    return Loader(root).load()
+
+
+def _discover(root: Path) -> tuple[list[str], list[Problem]]:
+    """Every device file under root (sorted, relative), and problems met finding them.
+
+    Symbolic links are followed only while they stay inside the tree, and a
+    directory is entered once, so link loops end.
+    """
+    files: list[str] = []
+    problems: list[Problem] = []
+    real_root = root.resolve()
+    visited: set[Path] = set()
+
+    def walk(directory: Path, rel: str) -> None:
+        real = directory.resolve()
+        if real in visited:
+            problems.append(Problem(rel or ".", None, "", "symbolic link loop; not followed"))
+            return
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(Problem(rel or ".", None, "", f"cannot read directory: {exc.strerror}"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            path = Path(entry.path)
+            is_dir = entry.is_dir(follow_symlinks=True)
+            wanted = is_dir or entry.name.endswith(SUFFIXES)
+            if not wanted:
+                continue
+            if entry.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    problems.append(Problem(child_rel, None, "", "broken or looping symbolic link"))
+                    continue
+                if not target.is_relative_to(real_root):
+                    problems.append(
+                        Problem(child_rel, None, "", "symbolic link points outside the desired dir")
+                    )
+                    continue
+            if is_dir:
+                walk(path, child_rel)
+            elif entry.name != DEFAULTS_FILE:
+                files.append(child_rel)
+
+    walk(root, "")
+    return sorted(files), problems
+
+
+def _read_doc(path: Path, rel: str, st: os.stat_result) -> Any:
+    if not stat.S_ISREG(st.st_mode):
+        raise _FileFailed([Problem(rel, None, "", "not a regular file")])
+    if st.st_size > MAX_FILE_BYTES:
+        raise _FileFailed(
+            [Problem(rel, None, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
+        )
+    try:
+        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+    except OSError as exc:
+        raise _FileFailed([Problem(rel, None, "", f"cannot read: {exc.strerror}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise _FileFailed(
+            [Problem(rel, None, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise _FileFailed([Problem(rel, line, "", "not valid UTF-8 text")]) from None
+    bad = next((c for c in text if ord(c) < 32 and c not in "\t\n\r"), None)
+    if bad is not None:
+        line = text[: text.index(bad)].count("\n") + 1
+        raise _FileFailed([Problem(rel, line, "", f"control character {ord(bad):#04x} in file")])
+    try:
+        return parse_yaml(text, rel)
+    except YamlError as exc:
+        raise _FileFailed([Problem(rel, exc.pos.line, "", exc.message)]) from None
+
+
+def _check_accounts(doc: YamlMap, problems: list[Problem]) -> None:
+    """Accounts merge by number, so each source must name each account once, validly."""
+    accounts = doc.get("accounts")
+    if not isinstance(accounts, YamlList):
+        return
+    seen: dict[int, int] = {}
+    for i, item in enumerate(accounts):
+        pos = accounts.item_pos[i]
+        if not isinstance(item, YamlMap):
+            problems.append(Problem(pos.file, pos.line, f"accounts[{i}]", "must be a mapping"))
+            continue
+        number = item.get("account")
+        where = item.key_pos.get("account", item.pos)
+        if "account" not in item:
+            problems.append(Problem(pos.file, pos.line, f"accounts[{i}]", "account: is missing"))
+        elif not (isinstance(number, int) and not isinstance(number, bool)) or number not in (
+            ACCOUNT_NUMBERS
+        ):
+            problems.append(
+                Problem(where.file, where.line, f"accounts[{i}].account", "must be 1 or 2")
+            )
+        elif number in seen:
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    f"accounts[{i}].account",
+                    f"account {number} is listed twice (first on line {seen[number]})",
+                )
+            )
+        else:
+            seen[number] = where.line
+
+
+def _merge(base: Any, top: Any) -> Any:
+    """Deep-merge ``top`` over ``base`` keeping positions; accounts merge by number."""
+    if isinstance(base, YamlMap) and isinstance(top, YamlMap):
+        out = YamlMap(base)
+        out.pos = top.pos
+        out.key_pos = dict(base.key_pos)
+        for key, value in top.items():
+            if (
+                key == "accounts"
+                and isinstance(value, YamlList)
+                and isinstance(base.get(key), YamlList)
+            ):
+                out[key] = _merge_accounts(base[key], value)
+            elif key in base:
+                out[key] = _merge(base[key], value)
+            else:
+                out[key] = value
+            out.key_pos[key] = top.key_pos[key]
+        return out
+    return top
+
+
+def _both_lists(a: Any, b: Any) -> bool:
+    return isinstance(a, YamlList) and isinstance(b, YamlList)
+
+
+def _merge_accounts(base: YamlList, top: YamlList) -> YamlList:
+    def number(item: Any) -> Any:
+        return item.get("account") if isinstance(item, YamlMap) else None
+
+    out = YamlList()
+    out.pos = top.pos
+    out.item_pos = []
+    index = {number(item): i for i, item in enumerate(base)}
+    used: set[int] = set()
+    for item, pos in zip(top, top.item_pos, strict=True):
+        i = index.get(number(item))
+        if i is not None:
+            used.add(i)
+            out.append(_merge(base[i], item))
+        else:
+            out.append(item)
+        out.item_pos.append(pos)
+    for i, item in enumerate(base):
+        if i not in used:
+            out.append(item)
+            out.item_pos.append(base.item_pos[i])
+    return out
+
+
+# ------------------------------------------------------------ error messages
+
+
+def _locate(doc: Any, loc: tuple[int | str, ...], fallback: str) -> tuple[Pos, str]:
+    """The position of the deepest value on ``loc``, and ``loc`` as a dotted path."""
+    pos = getattr(doc, "pos", None) or Pos(fallback, 1)
+    node = doc
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            if isinstance(node, YamlList) and part < len(node):
+                pos = node.item_pos[part]
+                node = node[part]
+            else:
+                break
+        else:
+            path += f".{part}" if path else part
+            if isinstance(node, YamlMap) and part in node:
+                pos = node.key_pos[part]
+                node = node[part]
+            else:
+                if isinstance(node, YamlMap):
+                    pos = node.pos
+                break
+    return pos, path
+
+
+def _problem(err: Any, doc: Any, rel: str) -> Problem:
+    loc = tuple(err["loc"])
+    pos, path = _locate(doc, loc, rel)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        parent_model = _model_at(loc[:-1])
+        known = list(parent_model.model_fields) if parent_model else []
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        if known and not close:
+            hint = f"; known keys: {', '.join(known)}"
+        return Problem(pos.file, pos.line, path, f"unknown key '{key}'{hint}")
+    if kind == "missing":
+        return Problem(pos.file, pos.line, path, "is required")
+    if kind == "text_type" and pos.raw is not None:
+        return Problem(
+            pos.file,
+            pos.line,
+            path,
+            f'must be a string; quote it: {loc[-1]}: "{pos.raw}" '
+            "(unquoted, YAML reads it as another type, and 0123 as a different number)",
+        )
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return Problem(pos.file, pos.line, path, "must be a mapping")
+    if kind == "list_type":
+        return Problem(pos.file, pos.line, path, "must be a list")
+    message = err["msg"]
+    if kind == "enum":
+        message = message.replace("Input should be", "must be")
+    return Problem(pos.file, pos.line, path, message)
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = FileDoc
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        annotation = info.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nested is None:
+            return None
+        model = nested
+    return model
+
+
+def _literal_secret_warnings(parsed: FileDoc, doc: Any, rel: str) -> list[Problem]:
+    refs: list[tuple[tuple[int | str, ...], SecretRef | None]] = [
+        (("device", "auth", "password"), parsed.device.auth.password)
+    ]
+    refs += [(("accounts", i, "password"), a.password) for i, a in enumerate(parsed.accounts)]
+    out = []
+    for loc, ref in refs:
+        if ref is not None and ref.source == "literal":
+            pos, path = _locate(doc, loc, rel)
+            out.append(
+                Problem(
+                    pos.file,
+                    pos.line,
+                    path,
+                    "literal secret in the desired state; prefer {env: NAME}, "
+                    "{file: PATH} or {credential: NAME}",
+                    warning=True,
+                )
+            )
+    return out
+
+
+def resolve_device(entry: DeviceEntry, *, environ: Mapping[str, str], base_dir: Path) -> DeviceSpec:
+    """Resolve an entry's secret references; raise :class:`SecretError` naming one.
+
+    Relative ``file`` references and ``caFile`` are anchored at ``base_dir``
+    (the desired dir), so a checkout can be moved.
+    """
+
+    def secret(ref: SecretRef | None, where: str) -> SecretStr | None:
+        if ref is None:
+            return None
+        try:
+            return resolve_secret(ref, environ=environ, base_dir=base_dir)
+        except SecretError as exc:
+            raise SecretError(f"{entry.file}: {where}: {exc}") from None
+
+    accounts = {
+        n: AccountSpec(n, a.fields, secret(a.password, f"accounts.{n}.password"))
+        for n, a in entry.accounts.items()
+    }
+    ca_file = str(base_dir / entry.ca_file) if entry.ca_file else None
+    return DeviceSpec(
+        name=entry.name,
+        file=entry.file,
+        url=entry.url,
+        auth=AuthSpec(
+            entry.auth_method, entry.username, secret(entry.password, "device.auth.password")
+        ),
+        tls=TlsSpec(entry.tls_verify, ca_file),
+        mode=entry.mode,
+        accounts=accounts,
+        sources=entry.sources,
+    )

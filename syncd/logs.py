@@ -1,0 +1,84 @@
+"""Structured logging: one JSON object per line, flushed at once.
+
+structlog renders syncd's own events; the standard library's loggers (httpx,
+tenacity, asyncio) are routed through the same processors, so journald and
+alert rules see one format.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["configure_logging", "get_logger"]
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def _rename_level(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    level = event.get("level")
+    if level == "critical":
+        event["level"] = "error"
+    elif level == "warn":
+        event["level"] = "warning"
+    return event
+
+
+def _order_keys(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """timestamp, level, event first: what a person scanning journald reads first."""
+    head: dict[str, Any] = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
+    return {**head, **event}
+
+
+def configure_logging(*, level: str = "info", fmt: str | None = None,
+                      stream: TextIO | None = None) -> None:
+    """Configure structlog and stdlib logging to write to ``stream``.
+
+    ``fmt`` None picks console rendering on a terminal and JSON otherwise.
+    """
+    out = stream if stream is not None else sys.stdout
+    if fmt is None:
+        fmt = "console" if out.isatty() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _rename_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _order_keys,
+    ]
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    numeric = _LEVELS[level]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # httpx logs every request at INFO; that is debug detail for syncd.
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+def get_logger() -> Any:
+    return structlog.get_logger()

@@ -1,0 +1,240 @@
+"""One device, once: GET live -> diff -> PUT (enforce) -> GET to verify.
+
+Each request is retried within a bounded budget (tenacity) when the failure
+may pass: transport errors, timeouts, HTTP 5xx, code 14, and a first 401.
+Rejections and auth failures are not retried here; the caller (the daemon)
+decides when to try the device again. Every step logs the SPEC's events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
+from tenacity.retry import retry_base
+
+from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TlsError, TransportError
+from syncd.diff import Change, DiffError, Plan, diff
+from syncd.logs import get_logger
+from syncd.model import DeviceSpec, Mode
+from syncd.state import StateError, StateStore
+
+__all__ = ["Outcome", "Reconciler", "RetryPolicy"]
+
+T = TypeVar("T")
+Status = Literal["in_sync", "changes", "applied", "error", "skipped"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    initial: float = 0.2
+    maximum: float = 2.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile found and did."""
+
+    device: str
+    url: str
+    mode: Mode
+    status: Status
+    changes: tuple[Change, ...] = ()
+    drift: bool = False
+    error: DeviceError | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "error"
+
+
+def _may_pass(exc: BaseException, attempt: int) -> bool:
+    if isinstance(exc, TlsError):
+        return False
+    if isinstance(exc, TransportError):
+        return True
+    if isinstance(exc, AuthError):
+        return exc.status == 401 and attempt == 1
+    return isinstance(exc, DeviceError) and exc.code == 14
+
+
+class _RetryIfMayPass(retry_base):
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        return exc is not None and _may_pass(exc, retry_state.attempt_number)
+
+
+class Reconciler:
+    """Reconciles devices one at a time each; share one across a fleet."""
+
+    def __init__(
+        self,
+        *,
+        pool: ClientPool,
+        state: StateStore,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._pool = pool
+        self._state = state
+        self._retry = retry or RetryPolicy()
+        self._clients: dict[str, tuple[DeviceSpec, DeviceClient]] = {}
+        self.log = get_logger()
+
+    def client(self, spec: DeviceSpec) -> DeviceClient:
+        """A client per device, kept while its address and credentials stay the same."""
+        cached = self._clients.get(spec.name)
+        if cached is not None:
+            old, client = cached
+            if (old.url, old.auth, old.tls) == (spec.url, spec.auth, spec.tls):
+                return client
+        client = DeviceClient(url=spec.url, pool=self._pool, auth=spec.auth, tls=spec.tls)
+        self._clients[spec.name] = (spec, client)
+        return client
+
+    def forget(self, name: str) -> None:
+        self._clients.pop(name, None)
+
+    async def _with_retries(
+        self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        policy = self._retry
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            self.log.warning(
+                "apply.retrying",
+                device=spec.name,
+                request=what,
+                attempt=state.attempt_number,
+                delay=round(delay, 3),
+                error=str(exc),
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+            retry=_RetryIfMayPass(),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        result: T = await retrying(call)
+        return result
+
+    def _passwords_due(self, spec: DeviceSpec) -> set[int]:
+        return {
+            n
+            for n, account in spec.accounts.items()
+            if account.password is not None
+            and self._state.password_due(spec.name, spec.url, n, account.password)
+        }
+
+    async def reconcile(self, spec: DeviceSpec, *, apply: bool) -> Outcome:
+        """Bring one device to ``spec`` (when ``apply`` and mode is enforce), or report."""
+        log = self.log.bind(device=spec.name)
+        if spec.mode is Mode.SUSPEND:
+            log.info("reconcile.skipped", reason="mode is suspend")
+            return Outcome(spec.name, spec.url, spec.mode, "skipped")
+        client = self.client(spec)
+        try:
+            live = await self._with_retries(spec, "GET", client.get_accounts)
+        except DeviceError as exc:
+            log.error("device.unreachable", error=str(exc), code=exc.code, kind=exc.kind)
+            return self._failed(spec, exc)
+        try:
+            plan = diff(spec.accounts, live, passwords_due=self._passwords_due(spec))
+        except DiffError as exc:
+            log.error("apply.failed", error=str(exc), code=None, param=None, description=None)
+            return Outcome(spec.name, spec.url, spec.mode, "error", error_kind="device",
+                           error_message=str(exc))
+        if plan.empty:
+            self._record_in_force(spec)
+            return Outcome(spec.name, spec.url, spec.mode, "in_sync")
+        drift = bool(plan.readable_changes) and (
+            self._state.applied_fingerprint(spec.name) == spec.fingerprint
+        )
+        fields = [c.as_dict() for c in plan.changes]
+        if drift:
+            log.warning("drift.detected", fields=fields)
+        else:
+            log.info("change.pending", fields=fields)
+        if spec.mode is Mode.OBSERVE:
+            log.info("reconcile.skipped", reason="mode is observe", changes=len(plan.changes))
+        if not apply or spec.mode is not Mode.ENFORCE:
+            return Outcome(spec.name, spec.url, spec.mode, "changes", plan.changes, drift)
+        return await self._apply(spec, client, plan, drift)
+
+    async def _apply(
+        self, spec: DeviceSpec, client: DeviceClient, plan: Plan, drift: bool
+    ) -> Outcome:
+        log = self.log.bind(device=spec.name)
+        body = plan.put_body()
+        try:
+            await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
+        except DeviceError as exc:
+            log.error(
+                "apply.failed",
+                error=str(exc),
+                code=exc.code,
+                param=exc.param,
+                description=exc.description,
+                kind=exc.kind,
+            )
+            return self._failed(spec, exc, plan.changes, drift)
+        try:
+            self._state.record_passwords(spec.name, spec.url, dict(plan.passwords))
+        except StateError as exc:
+            log.error("state.write_failed", error=str(exc))
+        try:
+            live = await self._with_retries(spec, "GET", client.get_accounts)
+            left = diff(spec.accounts, live).readable_changes
+        except (DeviceError, DiffError) as exc:
+            log.error("apply.failed", error=f"could not verify: {exc}", code=None, param=None,
+                      description=None)
+            return Outcome(spec.name, spec.url, spec.mode, "error", plan.changes, drift,
+                           error_kind="verify", error_message=f"could not verify: {exc}")
+        if left:
+            names = ", ".join(f"account {c.account} {c.field}" for c in left)
+            message = f"the device accepted the PUT but did not take: {names}"
+            log.error("apply.failed", error=message, fields=[c.as_dict() for c in left],
+                      code=None, param=None, description=None)
+            return Outcome(spec.name, spec.url, spec.mode, "error", plan.changes, drift,
+                           error_kind="verify", error_message=message)
+        self._record_in_force(spec)
+        log.info("apply.succeeded", fields=[c.as_dict() for c in plan.changes])
+        return Outcome(spec.name, spec.url, spec.mode, "applied", plan.changes, drift)
+
+    def _record_in_force(self, spec: DeviceSpec) -> None:
+        try:
+            self._state.record_fingerprint(spec.name, spec.fingerprint)
+        except StateError as exc:
+            self.log.error("state.write_failed", device=spec.name, error=str(exc))
+
+    @staticmethod
+    def _failed(
+        spec: DeviceSpec,
+        exc: DeviceError,
+        changes: tuple[Change, ...] = (),
+        drift: bool = False,
+    ) -> Outcome:
+        return Outcome(
+            spec.name,
+            spec.url,
+            spec.mode,
+            "error",
+            changes,
+            drift,
+            error=exc,
+            error_kind=exc.kind,
+            error_message=str(exc),
+        )

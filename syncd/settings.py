@@ -1,0 +1,87 @@
+"""Daemon and command settings: flags, then ``SYNCD_*``, then a TOML file, then defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
+
+DEFAULT_CONFIG = Path("/etc/syncd/syncd.toml")
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names it."""
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= hands us $STATE_DIRECTORY (possibly several, ':'-separated).
+    under_systemd = os.environ.get("STATE_DIRECTORY")
+    return Path(under_systemd.split(":")[0]) if under_systemd else Path(".syncd-state")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SYNCD_", extra="forbid", frozen=True)
+
+    _toml_file: ClassVar[Path | None] = None
+
+    desired_dir: Path = Path("desired")
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    resync_interval: float = Field(60.0, gt=0)
+    concurrency: int = Field(32, ge=1, le=10_000)
+    request_timeout: float = Field(10.0, gt=0)
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_address: str | None = None
+    #: Attempts per request before a device counts as failed for this pass.
+    retry_attempts: int = Field(3, ge=1, le=20)
+    #: Longest wait between a failing device's reconciles in the daemon.
+    max_backoff: float = Field(300.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if cls._toml_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file),)
+        return sources
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``overrides`` are command-line flags (None means not given).
+
+    Raises :class:`SettingsError` with one sentence naming the setting.
+    """
+    toml_file = config
+    if toml_file is None and DEFAULT_CONFIG.is_file():
+        toml_file = DEFAULT_CONFIG
+    if toml_file is not None and not toml_file.is_file():
+        raise SettingsError(f"config file {toml_file} does not exist")
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    source_cls = type("FileSettings", (Settings,), {"_toml_file": toml_file})
+    try:
+        settings: Settings = source_cls(**flags)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        where = f" (flag --{name.replace('_', '-')}, SYNCD_{name.upper()}"
+        where += f" or {toml_file})" if toml_file else ")"
+        raise SettingsError(f"bad setting {name}{where}: {err['msg']}") from None
+    except ValueError as exc:  # e.g. TOML syntax
+        raise SettingsError(f"cannot read config file {toml_file}: {exc}") from None
+    return Settings.model_construct(**settings.model_dump())

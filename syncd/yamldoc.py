@@ -1,0 +1,132 @@
+"""Parse one YAML document into plain values that remember where they came from.
+
+libyaml (through PyYAML's C loader) does the parsing; this module only walks
+the node tree it composes, so that every mapping key and list item keeps its
+file and line, duplicate keys are refused, and hostile documents (alias
+bombs, deep nesting) stop early with a message instead of eating the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Pos", "YamlError", "YamlList", "YamlMap", "parse_yaml"]
+
+#: No legitimate desired-state file comes near these; alias bombs and junk do.
+MAX_NODES = 20_000
+MAX_DEPTH = 24
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Pos:
+    """Where a value was written: file (relative to the desired dir), line, source text."""
+
+    file: str
+    line: int
+    raw: str | None = None
+
+
+class YamlError(Exception):
+    def __init__(self, pos: Pos, message: str) -> None:
+        super().__init__(f"{pos.file}:{pos.line}: {message}")
+        self.pos = pos
+        self.message = message
+
+
+class YamlMap(dict[str, Any]):
+    """A mapping that also records the position of itself and of each key."""
+
+    pos: Pos
+    key_pos: dict[str, Pos]
+
+
+class YamlList(list[Any]):
+    """A sequence that also records the position of itself and of each item."""
+
+    pos: Pos
+    item_pos: list[Pos]
+
+
+def parse_yaml(text: str, file: str) -> Any:
+    """Parse ``text`` (one YAML document) into YamlMap/YamlList/scalars.
+
+    Raises :class:`YamlError` naming ``file`` and the line for syntax errors,
+    duplicate keys, non-string keys, and documents too large or too deep.
+    """
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            problem = exc.problem or exc.context or "not valid YAML"
+            raise YamlError(Pos(file, line), f"invalid YAML: {problem}") from None
+        except yaml.YAMLError as exc:
+            raise YamlError(Pos(file, 1), f"invalid YAML: {exc}") from None
+        except RecursionError:
+            raise YamlError(Pos(file, 1), "invalid YAML: nested too deeply") from None
+        if node is None:
+            return None
+        return _Walker(loader, file).walk(node, 0)
+    finally:
+        loader.dispose()
+
+
+class _Walker:
+    def __init__(self, loader: yaml.SafeLoader, file: str) -> None:
+        self._loader = loader
+        self._file = file
+        self._nodes = 0
+
+    def _pos(self, node: yaml.Node, raw: bool = False) -> Pos:
+        text = node.value if raw and isinstance(node, yaml.ScalarNode) else None
+        return Pos(self._file, node.start_mark.line + 1, text)
+
+    def walk(self, node: yaml.Node, depth: int) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise YamlError(
+                self._pos(node), f"document too large: more than {MAX_NODES} values (alias bomb?)"
+            )
+        if depth > MAX_DEPTH:
+            raise YamlError(self._pos(node), f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, depth)
+        if isinstance(node, yaml.SequenceNode):
+            seq = YamlList(self.walk(item, depth + 1) for item in node.value)
+            seq.pos = self._pos(node)
+            seq.item_pos = [self._pos(item, raw=True) for item in node.value]
+            return seq
+        try:
+            return self._loader.construct_object(node)
+        except yaml.YAMLError as exc:
+            raise YamlError(self._pos(node), f"invalid value: {exc}") from None
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> YamlMap:
+        result = YamlMap()
+        result.pos = self._pos(node)
+        result.key_pos = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise YamlError(self._pos(key_node), "YAML merge keys (<<) are not supported")
+            key = self.walk(key_node, depth + 1)
+            if not isinstance(key, str):
+                raise YamlError(self._pos(key_node), f"key {key!r} must be a string")
+            if key in result:
+                first = result.key_pos[key].line
+                raise YamlError(
+                    self._pos(key_node), f"duplicate key '{key}' (first written on line {first})"
+                )
+            result[key] = self.walk(value_node, depth + 1)
+            result.key_pos[key] = Pos(self._file, key_node.start_mark.line + 1, _raw(value_node))
+        return result
+
+
+def _raw(node: yaml.Node) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
