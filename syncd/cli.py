@@ -47,8 +47,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", parents=[common], help="check the desired state offline")
     p.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="same as --desired DIR")
-    p.add_argument("--resolve-secrets", action="store_true",
-                   help="also check that every secret reference resolves")
+    p.add_argument(
+        "--resolve-secrets",
+        action="store_true",
+        help="also check that every secret reference resolves",
+    )
 
     p = sub.add_parser("plan", parents=[common], help="show what would change on each device")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -62,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--username")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument("--password-env", metavar="VAR", help="read the API password from $VAR")
-    secret.add_argument("--password-file", type=Path, metavar="PATH",
-                        help="read the API password from a file")
+    secret.add_argument(
+        "--password-file", type=Path, metavar="PATH", help="read the API password from a file"
+    )
     p.add_argument("--ca-file", type=Path, metavar="PATH", help="extra CA certificate to trust")
     p.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     p.add_argument("--name", help="device name to write (default: from the URL)")

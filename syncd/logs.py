@@ -15,8 +15,12 @@ import structlog
 
 __all__ = ["configure_logging", "get_logger"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def _rename_level(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -34,8 +38,9 @@ def _order_keys(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return {**head, **event}
 
 
-def configure_logging(*, level: str = "info", fmt: str | None = None,
-                      stream: TextIO | None = None) -> None:
+def configure_logging(
+    *, level: str = "info", fmt: str | None = None, stream: TextIO | None = None
+) -> None:
     """Configure structlog and stdlib logging to write to ``stream``.
 
     ``fmt`` None picks console rendering on a terminal and JSON otherwise.
@@ -76,7 +81,7 @@ def configure_logging(*, level: str = "info", fmt: str | None = None,
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # httpx logs every request at INFO; that is debug detail for syncd.
-    for noisy in ("httpx", "httpcore", "hpack"):
+    for noisy in ("httpx", "httpcore", "hpack", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 

@@ -8,6 +8,7 @@ decides when to try the device again. Every step logs the SPEC's events.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -18,6 +19,7 @@ from tenacity.retry import retry_base
 from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TlsError, TransportError
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.logs import get_logger
+from syncd.metrics import Metrics
 from syncd.model import DeviceSpec, Mode
 from syncd.state import StateError, StateStore
 
@@ -83,7 +85,9 @@ class Reconciler:
         pool: ClientPool,
         state: StateStore,
         retry: RetryPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
@@ -108,8 +112,20 @@ class Reconciler:
         self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
     ) -> T:
         policy = self._retry
+        metrics = self._metrics
+
+        async def timed() -> T:
+            if metrics is None:
+                return await call()
+            started = time.perf_counter()
+            try:
+                return await call()
+            finally:
+                metrics.request_seconds.labels(what.lower()).observe(time.perf_counter() - started)
 
         def before_sleep(state: RetryCallState) -> None:
+            if metrics is not None:
+                metrics.retries.inc()
             exc = state.outcome.exception() if state.outcome else None
             delay = state.next_action.sleep if state.next_action else 0.0
             self.log.warning(
@@ -128,7 +144,7 @@ class Reconciler:
             before_sleep=before_sleep,
             reraise=True,
         )
-        result: T = await retrying(call)
+        result: T = await retrying(timed)
         return result
 
     def _passwords_due(self, spec: DeviceSpec) -> set[int]:
@@ -155,8 +171,9 @@ class Reconciler:
             plan = diff(spec.accounts, live, passwords_due=self._passwords_due(spec))
         except DiffError as exc:
             log.error("apply.failed", error=str(exc), code=None, param=None, description=None)
-            return Outcome(spec.name, spec.url, spec.mode, "error", error_kind="device",
-                           error_message=str(exc))
+            return Outcome(
+                spec.name, spec.url, spec.mode, "error", error_kind="device", error_message=str(exc)
+            )
         if plan.empty:
             self._record_in_force(spec)
             return Outcome(spec.name, spec.url, spec.mode, "in_sync")
@@ -199,17 +216,44 @@ class Reconciler:
             live = await self._with_retries(spec, "GET", client.get_accounts)
             left = diff(spec.accounts, live).readable_changes
         except (DeviceError, DiffError) as exc:
-            log.error("apply.failed", error=f"could not verify: {exc}", code=None, param=None,
-                      description=None)
-            return Outcome(spec.name, spec.url, spec.mode, "error", plan.changes, drift,
-                           error_kind="verify", error_message=f"could not verify: {exc}")
+            log.error(
+                "apply.failed",
+                error=f"could not verify: {exc}",
+                code=None,
+                param=None,
+                description=None,
+            )
+            return Outcome(
+                spec.name,
+                spec.url,
+                spec.mode,
+                "error",
+                plan.changes,
+                drift,
+                error_kind="verify",
+                error_message=f"could not verify: {exc}",
+            )
         if left:
             names = ", ".join(f"account {c.account} {c.field}" for c in left)
             message = f"the device accepted the PUT but did not take: {names}"
-            log.error("apply.failed", error=message, fields=[c.as_dict() for c in left],
-                      code=None, param=None, description=None)
-            return Outcome(spec.name, spec.url, spec.mode, "error", plan.changes, drift,
-                           error_kind="verify", error_message=message)
+            log.error(
+                "apply.failed",
+                error=message,
+                fields=[c.as_dict() for c in left],
+                code=None,
+                param=None,
+                description=None,
+            )
+            return Outcome(
+                spec.name,
+                spec.url,
+                spec.mode,
+                "error",
+                plan.changes,
+                drift,
+                error_kind="verify",
+                error_message=message,
+            )
         self._record_in_force(spec)
         log.info("apply.succeeded", fields=[c.as_dict() for c in plan.changes])
         return Outcome(spec.name, spec.url, spec.mode, "applied", plan.changes, drift)
