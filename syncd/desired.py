@@ -38,6 +38,7 @@ from syncd.model import (
     FieldKind,
     Mode,
     TlsSpec,
+    is_digits,
 )
 from syncd.secrets import SecretError, SecretRef, parse_secret_ref, resolve_secret
 from syncd.yamldoc import Pos, YamlError, YamlList, YamlMap, parse_yaml
@@ -104,7 +105,7 @@ def _port(value: object) -> int:
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and (value == "" or value.isdigit()):
+    elif isinstance(value, str) and (value == "" or is_digits(value)):
         number = int(value) if value else 0
     if number is None or not 0 <= number <= 65535:
         raise _error("port", 'must be a port number 1-65535, or "" or 0 for the default port')
@@ -114,7 +115,7 @@ def _port(value: object) -> int:
 def _number(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and is_digits(value):
         return int(value)
     raise _error("number", "must be a whole number, e.g. 1")
 
@@ -202,8 +203,9 @@ class _AccountBase(_Strict):
 
 
 #: One account as written; its fields come from ACCOUNT_FIELDS, the one list of them.
+#: Left out means unmanaged (the unvalidated default); an explicit null is a type error.
 _FIELD_DEFS: dict[str, Any] = {
-    name: (_KIND_TYPES[kind] | None, None) for name, kind in ACCOUNT_FIELDS.items()
+    name: (_KIND_TYPES[kind], None) for name, kind in ACCOUNT_FIELDS.items()
 }
 AccountDoc: type[_AccountBase] = create_model("AccountDoc", __base__=_AccountBase, **_FIELD_DEFS)
 
@@ -368,7 +370,7 @@ class Loader:
         if problems:
             unique = {(p.file, p.line, p.path): p for p in reversed(problems)}
             raise _FileFailed(sorted(unique.values(), key=lambda p: (p.file, p.line or 0)))
-        warnings = _literal_secret_warnings(parsed, merged, rel)
+        warnings = _warnings(parsed, merged, rel)
         name = parsed.device.name or rel.rsplit(".", 1)[0]
         accounts = {
             a.account: AccountEntry(a.account, a.managed(), a.password) for a in parsed.accounts
@@ -398,17 +400,23 @@ def _discover(root: Path) -> tuple[list[str], list[Problem]]:
     """Every device file under root (sorted, relative), and problems met finding them.
 
     Symbolic links are followed only while they stay inside the tree, and a
-    directory is entered once, so link loops end.
+    directory is entered once, so link loops end. Linked folders are entered
+    after the real tree, so a folder is read (and named) by its own path.
     """
     files: list[str] = []
     problems: list[Problem] = []
     real_root = root.resolve()
     visited: set[Path] = set()
+    linked: list[tuple[Path, str]] = []
 
     def walk(directory: Path, rel: str) -> None:
         real = directory.resolve()
         if real in visited:
-            problems.append(Problem(rel or ".", None, "", "symbolic link loop; not followed"))
+            problems.append(
+                Problem(
+                    rel, None, "", "symbolic link to a folder already read (a loop?); not followed"
+                )
+            )
             return
         visited.add(real)
         try:
@@ -421,7 +429,11 @@ def _discover(root: Path) -> tuple[list[str], list[Problem]]:
                 continue
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
             path = Path(entry.path)
-            is_dir = entry.is_dir(follow_symlinks=True)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:  # e.g. ELOOP: a link that points at itself
+                problems.append(Problem(child_rel, None, "", "broken or looping symbolic link"))
+                continue
             wanted = is_dir or entry.name.endswith(SUFFIXES)
             if not wanted:
                 continue
@@ -436,12 +448,16 @@ def _discover(root: Path) -> tuple[list[str], list[Problem]]:
                         Problem(child_rel, None, "", "symbolic link points outside the desired dir")
                     )
                     continue
-            if is_dir:
+            if is_dir and entry.is_symlink():
+                linked.append((path, child_rel))
+            elif is_dir:
                 walk(path, child_rel)
             elif entry.name != DEFAULTS_FILE:
                 files.append(child_rel)
 
     walk(root, "")
+    while linked:
+        walk(*linked.pop(0))
     return sorted(files), problems
 
 
@@ -637,12 +653,24 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _literal_secret_warnings(parsed: FileDoc, doc: Any, rel: str) -> list[Problem]:
+def _warnings(parsed: FileDoc, doc: Any, rel: str) -> list[Problem]:
+    """Valid but worth an operator's attention at every load."""
+    out = []
+    if not parsed.device.tls.verify:
+        pos, path = _locate(doc, ("device", "tls", "verify"), rel)
+        out.append(
+            Problem(
+                pos.file,
+                pos.line,
+                path,
+                "TLS certificate and host-name checks are off for this device",
+                warning=True,
+            )
+        )
     refs: list[tuple[tuple[int | str, ...], SecretRef | None]] = [
         (("device", "auth", "password"), parsed.device.auth.password)
     ]
     refs += [(("accounts", i, "password"), a.password) for i, a in enumerate(parsed.accounts)]
-    out = []
     for loc, ref in refs:
         if ref is not None and ref.source == "literal":
             pos, path = _locate(doc, loc, rel)

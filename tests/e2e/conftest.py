@@ -99,9 +99,7 @@ class DaemonProcess:
             self.events.append(event)
             self._queue.put(event)
 
-    def wait_for(
-        self, name: str, timeout: float = 15, **match: Any
-    ) -> dict[str, Any]:
+    def wait_for(self, name: str, timeout: float = 15, **match: Any) -> dict[str, Any]:
         """The next event called ``name`` whose fields include ``match``."""
         deadline = time.monotonic() + timeout
         while True:

@@ -27,8 +27,9 @@ def _tree(tmp_path: Path, fleet, accounts: str = ACCOUNT_1) -> Path:
 
 
 def _run(cmd: str, root: Path, tmp_path: Path, *extra: str, env=None):
-    return syncd(cmd, "--desired", str(root), "--state-dir", str(tmp_path / "state"), *extra,
-                 env=env)
+    return syncd(
+        cmd, "--desired", str(root), "--state-dir", str(tmp_path / "state"), *extra, env=env
+    )
 
 
 class TestPlanApply:
@@ -47,9 +48,18 @@ class TestPlanApply:
             (put,) = puts(dev)
             assert put.multipart
             # answerMode is already "1" on a factory device: not sent.
-            assert put.blob == {"accounts": [{
-                "account": 1, "enabled": True, "displayName": "Lobby door", "sipNumber": "4001",
-                "domain": "pbx.example.com", "domainPort": "5060"}]}
+            assert put.blob == {
+                "accounts": [
+                    {
+                        "account": 1,
+                        "enabled": True,
+                        "displayName": "Lobby door",
+                        "sipNumber": "4001",
+                        "domain": "pbx.example.com",
+                        "domainPort": "5060",
+                    }
+                ]
+            }
             dev.clear_journal()
 
         again = _run("apply", root, tmp_path)
@@ -73,14 +83,24 @@ class TestPlanApply:
         """_defaults.yaml values reach the device, and the device file wins over them."""
         fleet = sim(devices=1)
         root = tmp_path / "desired"
-        write(root, "_defaults.yaml", "accounts:\n  - account: 1\n    domain: from-defaults\n"
-              "    displayName: default name\n  - account: 2\n    sipNumber: \"9\"\n")
-        write(root, "a/dev.yaml", device_yaml(fleet.devices[0].url,
-                                              "  - account: 1\n    displayName: mine\n"))
+        write(
+            root,
+            "_defaults.yaml",
+            "accounts:\n  - account: 1\n    domain: from-defaults\n"
+            '    displayName: default name\n  - account: 2\n    sipNumber: "9"\n',
+        )
+        write(
+            root,
+            "a/dev.yaml",
+            device_yaml(fleet.devices[0].url, "  - account: 1\n    displayName: mine\n"),
+        )
         assert _run("apply", root, tmp_path).returncode == 0
         acc1, acc2 = fleet.devices[0].accounts
         assert (acc1["domain"], acc1["displayName"], acc2["sipNumber"]) == (
-            "from-defaults", "mine", "9")
+            "from-defaults",
+            "mine",
+            "9",
+        )
 
     def test_unmanaged_fields_and_accounts_are_never_touched(self, sim, tmp_path):
         """Fields and accounts left out of the desired state keep their live values."""
@@ -131,9 +151,15 @@ class TestPasswords:
         assert result.returncode == 2
         doc = json.loads(result.stdout)
         assert doc["devices"][0]["changes"] == [
-            {"account": 2, "field": "password", "live": None, "desired": "(will be set)"}]
-        assert doc["summary"] == {"devices": 1, "in_sync": 0, "changes": 1, "errors": 0,
-                                  "skipped": 0}
+            {"account": 2, "field": "password", "live": None, "desired": "(will be set)"}
+        ]
+        assert doc["summary"] == {
+            "devices": 1,
+            "in_sync": 0,
+            "changes": 1,
+            "errors": 0,
+            "skipped": 0,
+        }
         assert "pw-2" not in result.stdout + result.stderr
 
 
@@ -175,8 +201,11 @@ class TestFailures:
         fleet = sim(devices=2)
         root = tmp_path / "desired"
         write(root, "good.yaml", device_yaml(fleet.devices[0].url, ACCOUNT_1))
-        write(root, "bad.yaml", device_yaml(fleet.devices[1].url,
-                                            "  - account: 1\n    domainPort: 99999\n"))
+        write(
+            root,
+            "bad.yaml",
+            device_yaml(fleet.devices[1].url, "  - account: 1\n    domainPort: 99999\n"),
+        )
         result = _run("apply", root, tmp_path)
         assert result.returncode == 1
         assert "bad.yaml:7: accounts[0].domainPort: must be a port number" in result.stderr
@@ -224,16 +253,23 @@ class TestValidate:
         write(root, "a.yaml", device_yaml("https://192.0.2.10", ACCOUNT_1))
         ok = syncd("validate", str(root))
         assert ok.returncode == 0, ok.stderr
-        write(root, "b.yaml", device_yaml("https://192.0.2.11", "  - account: 1\n    sipNumber: 4001\n"))
+        write(
+            root,
+            "b.yaml",
+            device_yaml("https://192.0.2.11", "  - account: 1\n    sipNumber: 4001\n"),
+        )
         bad = syncd("validate", str(root))
         assert bad.returncode == 1
-        assert 'b.yaml:7: accounts[0].sipNumber: must be a string; quote it' in bad.stderr
+        assert "b.yaml:7: accounts[0].sipNumber: must be a string; quote it" in bad.stderr
 
     def test_validate_checks_secret_form_only_unless_asked(self, tmp_path):
         """Unset env references pass validate, and fail with --resolve-secrets naming the variable."""
         root = tmp_path / "desired"
-        write(root, "a.yaml", device_yaml("https://192.0.2.10",
-                                          "  - account: 1\n    password: {env: NOT_SET_X}\n"))
+        write(
+            root,
+            "a.yaml",
+            device_yaml("https://192.0.2.10", "  - account: 1\n    password: {env: NOT_SET_X}\n"),
+        )
         assert syncd("validate", str(root)).returncode == 0
         strict = syncd("validate", str(root), "--resolve-secrets")
         assert strict.returncode == 1 and "NOT_SET_X" in strict.stderr
@@ -243,4 +279,5 @@ class TestValidate:
         result = syncd("plan", "--desired", str(tmp_path / "nope"))
         assert result.returncode == 1
         assert result.stderr.strip().splitlines() == [
-            f"syncd: error: desired dir {tmp_path / 'nope'} does not exist or is not a directory"]
+            f"syncd: error: desired dir {tmp_path / 'nope'} does not exist or is not a directory"
+        ]

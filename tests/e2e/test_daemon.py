@@ -24,8 +24,15 @@ def _setup(tmp_path: Path, fleet, name: str = "Door") -> Path:
 
 
 def _args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return ["--desired", str(root), "--state-dir", str(tmp_path / "state"),
-            "--resync-interval", "2", *extra]
+    return [
+        "--desired",
+        str(root),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--resync-interval",
+        "2",
+        *extra,
+    ]
 
 
 def _wait_until(predicate, timeout: float = 10.0) -> float:
@@ -74,7 +81,8 @@ class TestConverging:
         event = proc.wait_for("drift.detected", device="dev1", timeout=10)
         assert event["level"] == "warning"
         assert event["fields"] == [
-            {"account": 1, "field": "displayName", "live": "Hacked", "desired": "Door 1"}]
+            {"account": 1, "field": "displayName", "live": "Hacked", "desired": "Door 1"}
+        ]
         _wait_until(lambda: fleet.devices[0].accounts[0]["displayName"] == "Door 1")
 
     def test_drift_survives_restart_as_drift(self, sim, daemon, tmp_path):
@@ -119,8 +127,14 @@ class TestBadEdits:
         write(new, "dev1.yaml", device_yaml(url, ACCOUNT.format(name="Rev B")))
         link = tmp_path / "current"
         link.symlink_to(old)
-        proc = daemon("--desired", str(link), "--state-dir", str(tmp_path / "state"),
-                      "--resync-interval", "600")
+        proc = daemon(
+            "--desired",
+            str(link),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--resync-interval",
+            "600",
+        )
         proc.wait_for("apply.succeeded", device="dev1")
         tmp_link = tmp_path / ".current.tmp"
         tmp_link.symlink_to(new)
@@ -176,8 +190,9 @@ class TestStartup:
         err = proc.proc.stderr.read()
         assert "does not exist" in err and "Traceback" not in err
 
-    @pytest.mark.parametrize(("flag", "value"), [("--resync-interval", "-1"),
-                                                 ("--concurrency", "0")])
+    @pytest.mark.parametrize(
+        ("flag", "value"), [("--resync-interval", "-1"), ("--concurrency", "0")]
+    )
     def test_bad_setting_is_fatal_naming_it(self, daemon, tmp_path, flag, value):
         """A bad setting value exits non-zero naming the setting."""
         proc = daemon("--desired", str(tmp_path), flag, value)
@@ -202,8 +217,10 @@ class TestNotify:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(path)
         sock.settimeout(0.2)
-        proc = daemon(*_args(_setup(tmp_path, fleet), tmp_path),
-                      env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+        proc = daemon(
+            *_args(_setup(tmp_path, fleet), tmp_path),
+            env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"},
+        )
         proc.wait_for("apply.succeeded", device="dev1")
         time.sleep(1.0)
         assert proc.stop() == 0
