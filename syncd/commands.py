@@ -12,6 +12,7 @@ from syncd.client import ClientPool
 from syncd.desired import DesiredState, Loader
 from syncd.fleet import build_fleet, reconcile_many, select_devices
 from syncd.logs import get_logger
+from syncd.progress import Progress
 from syncd.reconcile import Outcome, Reconciler, RetryPolicy
 from syncd.report import plan_json, plan_text
 from syncd.settings import Settings
@@ -38,8 +39,7 @@ def load_tree(desired_dir: Path) -> DesiredState:
     log = get_logger()
     for problem in desired.problems:
         if problem.warning:
-            log.warning("desired.warning", file=problem.file, line=problem.line,
-                        error=str(problem))
+            log.warning("desired.warning", file=problem.file, line=problem.line, error=str(problem))
         else:
             log.error("desired.invalid", file=problem.file, line=problem.line, error=str(problem))
     log.info("desired.loaded", devices=len(desired.devices), invalid=len(desired.invalid_files))
@@ -70,9 +70,9 @@ def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool
     return EXIT_OK
 
 
-async def _pass(settings: Settings, devices: Sequence[str], *, apply: bool) -> tuple[
-    list[Outcome], dict[str, str]
-]:
+async def _pass(
+    settings: Settings, devices: Sequence[str], *, apply: bool
+) -> tuple[list[Outcome], dict[str, str]]:
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     fleet = build_fleet(desired, environ=os.environ, only=devices)
@@ -83,9 +83,17 @@ async def _pass(settings: Settings, devices: Sequence[str], *, apply: bool) -> t
         reconciler = Reconciler(
             pool=pool, state=state, retry=RetryPolicy(attempts=settings.retry_attempts)
         )
-        outcomes = await reconcile_many(
-            reconciler, fleet.specs.values(), apply=apply, concurrency=settings.concurrency
-        )
+        progress = Progress(len(fleet.specs))
+        try:
+            outcomes = await reconcile_many(
+                reconciler,
+                fleet.specs.values(),
+                apply=apply,
+                concurrency=settings.concurrency,
+                on_done=progress.advance,
+            )
+        finally:
+            progress.close()
     return outcomes, fleet.broken
 
 

@@ -85,6 +85,7 @@ class DaemonProcess:
         self.lines: list[str] = []
         self.events: list[dict[str, Any]] = []
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._pending: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -100,22 +101,34 @@ class DaemonProcess:
             self._queue.put(event)
 
     def wait_for(self, name: str, timeout: float = 15, **match: Any) -> dict[str, Any]:
-        """The next event called ``name`` whose fields include ``match``."""
+        """The first not yet awaited event called ``name`` whose fields include ``match``.
+
+        Each event is returned at most once, so waiting twice for the same
+        name waits for a second occurrence; events of other names stay
+        available in the order they came.
+        """
         deadline = time.monotonic() + timeout
         while True:
+            while True:
+                try:
+                    self._pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for i, event in enumerate(self._pending):
+                if event.get("event") == name and all(
+                    event.get(k) == v for k, v in match.items()
+                ):
+                    return self._pending.pop(i)
             left = deadline - time.monotonic()
             if left <= 0:
                 seen = [e.get("event") for e in self.events][-30:]
                 raise AssertionError(f"no {name} {match} within {timeout}s; last events: {seen}")
             try:
-                event = self._queue.get(timeout=min(left, 0.5))
+                self._pending.append(self._queue.get(timeout=min(left, 0.5)))
             except queue.Empty:
-                if self.proc.poll() is not None:
+                if self.proc.poll() is not None and self._queue.empty():
                     err = self.proc.stderr.read() if self.proc.stderr else ""
                     raise AssertionError(f"daemon exited {self.proc.returncode}: {err}") from None
-                continue
-            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
-                return event
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.proc.poll() is None:
