@@ -270,9 +270,14 @@ class _FileFailed(Exception):
 
 @dataclass(frozen=True)
 class _Stamp:
+    """A file's identity: any edit, rename-into-place or checkout swap changes it."""
+
     mtime_ns: int
     size: int
     ino: int
+
+
+_Result = tuple[DeviceEntry, list[Problem]] | _FileFailed
 
 
 class Loader:
@@ -284,21 +289,25 @@ class Loader:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._parsed: dict[Path, tuple[_Stamp, Any]] = {}
+        self._parsed: dict[str, tuple[_Stamp, Any]] = {}
+        self._results: dict[str, tuple[tuple[_Stamp, ...], _Result]] = {}
+        self._stamps: dict[str, _Stamp] = {}
+        self._defaults: set[str] = set()
 
     def load(self) -> DesiredState:
         state = DesiredState(root=self.root)
-        files, problems = _discover(self.root)
+        files, self._defaults, problems = _discover(self.root)
+        self._stamps = {}
         state.problems.extend(problems)
         by_url: dict[str, str] = {}
         seen: dict[str, DeviceEntry] = {}
         for rel in files:
-            try:
-                entry, warnings = self._load_device(rel)
-            except _FileFailed as failed:
-                state.problems.extend(failed.problems)
+            result = self._device_result(rel)
+            if isinstance(result, _FileFailed):
+                state.problems.extend(result.problems)
                 state.invalid_files.add(rel)
                 continue
+            entry, warnings = result
             state.problems.extend(warnings)
             clash = seen.get(entry.name) or seen.get(by_url.get(entry.url, ""))
             if clash is not None:
@@ -317,39 +326,60 @@ class Loader:
             state.devices[entry.name] = entry
         # Keep only the first copy of a problem reported through many devices.
         state.problems = list(dict.fromkeys(state.problems))
-        known = {p.resolve() for p in (self.root / f for f in files)}
-        for path in list(self._parsed):
-            if path not in known and path.name != DEFAULTS_FILE:
-                del self._parsed[path]
+        live = set(files) | self._defaults
+        self._parsed = {k: v for k, v in self._parsed.items() if k in live}
+        self._results = {k: v for k, v in self._results.items() if k in live}
         return state
 
+    def _stamp(self, rel: str) -> _Stamp:
+        """The file's identity for this load (stat once per load)."""
+        stamp = self._stamps.get(rel)
+        if stamp is None:
+            try:
+                st = os.stat(self.root / rel)
+            except OSError as exc:
+                problem = Problem(rel, None, "", f"cannot read: {exc.strerror}")
+                raise _FileFailed([problem]) from None
+            if not stat.S_ISREG(st.st_mode):
+                raise _FileFailed([Problem(rel, None, "", "not a regular file")])
+            stamp = _Stamp(st.st_mtime_ns, st.st_size, st.st_ino)
+            self._stamps[rel] = stamp
+        return stamp
+
     def _parse(self, rel: str) -> Any:
-        path = self.root / rel
-        try:
-            st = path.stat()
-        except OSError as exc:
-            raise _FileFailed([Problem(rel, None, "", f"cannot read: {exc.strerror}")]) from None
-        stamp = _Stamp(st.st_mtime_ns, st.st_size, st.st_ino)
-        key = path.resolve()
-        cached = self._parsed.get(key)
+        stamp = self._stamp(rel)
+        cached = self._parsed.get(rel)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        doc = _read_doc(path, rel, st)
-        self._parsed[key] = (stamp, doc)
+        doc = _read_doc(self.root / rel, rel, stamp.size)
+        self._parsed[rel] = (stamp, doc)
         return doc
 
     def _defaults_chain(self, rel: str) -> list[str]:
-        parts = Path(rel).parts[:-1]
-        chain = []
-        for depth in range(len(parts) + 1):
-            candidate = Path(*parts[:depth], DEFAULTS_FILE) if depth else Path(DEFAULTS_FILE)
-            if (self.root / candidate).is_file():
-                chain.append(candidate.as_posix())
-        return chain
+        parts = rel.split("/")[:-1]
+        candidates = ["/".join([*parts[:depth], DEFAULTS_FILE]) for depth in range(len(parts) + 1)]
+        return [c for c in candidates if c in self._defaults]
 
-    def _load_device(self, rel: str) -> tuple[DeviceEntry, list[Problem]]:
-        problems: list[Problem] = []
+    def _device_result(self, rel: str) -> _Result:
+        """Validated entry of one device file, reused while it and its defaults are unchanged."""
         sources = [*self._defaults_chain(rel), rel]
+        try:
+            stamps = tuple(self._stamp(s) for s in sources)
+        except _FileFailed as failed:
+            return failed
+        cached = self._results.get(rel)
+        if cached is not None and cached[0] == stamps:
+            return cached[1]
+        result: _Result
+        try:
+            result = self._load_device(rel, sources)
+        except _FileFailed as failed:
+            result = failed
+        self._results[rel] = (stamps, result)
+        return result
+
+    def _load_device(self, rel: str, sources: list[str]) -> tuple[DeviceEntry, list[Problem]]:
+        problems: list[Problem] = []
         merged: Any = None
         for source in sources:
             doc = self._parse(source)
@@ -396,7 +426,7 @@ def load_desired(root: Path) -> DesiredState:
     return Loader(root).load()
 
 
-def _discover(root: Path) -> tuple[list[str], list[Problem]]:
+def _discover(root: Path) -> tuple[list[str], set[str], list[Problem]]:
     """Every device file under root (sorted, relative), and problems met finding them.
 
     Symbolic links are followed only while they stay inside the tree, and a
@@ -404,6 +434,7 @@ def _discover(root: Path) -> tuple[list[str], list[Problem]]:
     after the real tree, so a folder is read (and named) by its own path.
     """
     files: list[str] = []
+    defaults: set[str] = set()
     problems: list[Problem] = []
     real_root = root.resolve()
     visited: set[Path] = set()
@@ -452,19 +483,19 @@ def _discover(root: Path) -> tuple[list[str], list[Problem]]:
                 linked.append((path, child_rel))
             elif is_dir:
                 walk(path, child_rel)
-            elif entry.name != DEFAULTS_FILE:
+            elif entry.name == DEFAULTS_FILE:
+                defaults.add(child_rel)
+            else:
                 files.append(child_rel)
 
     walk(root, "")
     while linked:
         walk(*linked.pop(0))
-    return sorted(files), problems
+    return sorted(files), defaults, problems
 
 
-def _read_doc(path: Path, rel: str, st: os.stat_result) -> Any:
-    if not stat.S_ISREG(st.st_mode):
-        raise _FileFailed([Problem(rel, None, "", "not a regular file")])
-    if st.st_size > MAX_FILE_BYTES:
+def _read_doc(path: Path, rel: str, size: int) -> Any:
+    if size > MAX_FILE_BYTES:
         raise _FileFailed(
             [Problem(rel, None, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
         )

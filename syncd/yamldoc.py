@@ -19,6 +19,7 @@ __all__ = ["MAX_DEPTH", "MAX_NODES", "Pos", "YamlError", "YamlList", "YamlMap", 
 MAX_NODES = 20_000
 MAX_DEPTH = 24
 
+_STR = "tag:yaml.org,2002:str"
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -67,6 +68,13 @@ def parse_yaml(text: str, file: str) -> Any:
             line = mark.line + 1 if mark is not None else 1
             problem = exc.problem or exc.context or "not valid YAML"
             raise YamlError(Pos(file, line), f"invalid YAML: {problem}") from None
+        except yaml.reader.ReaderError as exc:
+            # A character YAML refuses (DEL, C1 controls, U+FFFE): name it and its line.
+            code = exc.character if isinstance(exc.character, int) else None
+            at = text.find(chr(code)) if code is not None else -1
+            line = text.count("\n", 0, at) + 1 if at >= 0 else 1
+            what = f"character {code:#06x}" if code is not None else "a character"
+            raise YamlError(Pos(file, line), f"invalid YAML: {what} is not allowed") from None
         except yaml.YAMLError as exc:
             raise YamlError(Pos(file, 1), f"invalid YAML: {exc}") from None
         except RecursionError:
@@ -103,10 +111,13 @@ class _Walker:
             seq.pos = self._pos(node)
             seq.item_pos = [self._pos(item, raw=True) for item in node.value]
             return seq
+        if node.tag == _STR:
+            return node.value  # the common case, without PyYAML's generic constructor
         try:
             return self._loader.construct_object(node)
         except yaml.YAMLError as exc:
-            raise YamlError(self._pos(node), f"invalid value: {exc}") from None
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise YamlError(self._pos(node), f"invalid value: {problem}") from None
 
     def _mapping(self, node: yaml.MappingNode, depth: int) -> YamlMap:
         result = YamlMap()
