@@ -1,0 +1,125 @@
+"""Admin endpoints under ``/_emulator/``: drive a device from outside its own API.
+
+A test that runs syncd as a subprocess against ``syncd simulate`` in another
+process cannot call Python methods; these endpoints expose the same controls
+(state and drift, faults, journal, nonces) over plain HTTP on each device's own
+port. They need no authentication, are not journaled and never consume faults,
+so using them does not disturb what is being tested. Errors are HTTP 400 with
+``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from syncd.simulator.blob import parse_updates
+from syncd.simulator.device import EmulatedDevice
+from syncd.simulator.errors import ApiError
+from syncd.simulator.faults import Fault
+from syncd.simulator.ports import device_of
+
+__all__ = ["PREFIX", "add_admin_routes", "state_json"]
+
+PREFIX = "/_emulator"
+
+
+def state_json(device: EmulatedDevice) -> dict[str, Any]:
+    """A device's identity and live state, passwords included."""
+    return {
+        "device": device.number,
+        "url": device.url,
+        "identity": device.identity,
+        "accounts": device.accounts,
+        "passwords": {str(n): password for n, password in device.passwords.items()},
+    }
+
+
+async def get_state(request: web.Request) -> web.Response:
+    """``GET /_emulator/state``: accounts as GET reports them, plus passwords."""
+    return web.json_response(state_json(device_of(request)))
+
+
+async def put_state(request: web.Request) -> web.Response:
+    """``PUT|POST /_emulator/state`` with ``{"accounts": [...]}``: drift, by PUT rules."""
+    device = device_of(request)
+    document = await _json_body(request)
+    try:
+        updates = parse_updates(document, firmware=device.firmware)
+    except ApiError as exc:
+        raise _bad_request(f"{exc.param}: {exc.description}") from None
+    device.apply(updates)
+    return web.json_response(state_json(device))
+
+
+async def delete_state(request: web.Request) -> web.Response:
+    """``DELETE /_emulator/state``: factory reset."""
+    device = device_of(request)
+    device.factory_reset()
+    return web.json_response(state_json(device))
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    """``GET /_emulator/faults``: pending faults with their remaining counts."""
+    return web.json_response([fault.to_json() for fault in device_of(request).faults])
+
+
+async def post_fault(request: web.Request) -> web.Response:
+    """``POST /_emulator/faults`` with a fault object (``kind``, ``count``, ...)."""
+    device = device_of(request)
+    try:
+        fault = Fault.from_json(await _json_body(request))
+    except (TypeError, ValueError) as exc:
+        raise _bad_request(str(exc)) from None
+    device.add_fault(fault)
+    return web.json_response(fault.to_json(), status=201)
+
+
+async def delete_faults(request: web.Request) -> web.Response:
+    """``DELETE /_emulator/faults``: cancel every pending fault."""
+    device_of(request).clear_faults()
+    return web.json_response([])
+
+
+async def get_journal(request: web.Request) -> web.Response:
+    """``GET /_emulator/journal``: received device-API requests, oldest first."""
+    return web.json_response([entry.to_json() for entry in device_of(request).journal])
+
+
+async def delete_journal(request: web.Request) -> web.Response:
+    """``DELETE /_emulator/journal``: forget the journal."""
+    device_of(request).clear_journal()
+    return web.json_response([])
+
+
+async def delete_nonces(request: web.Request) -> web.Response:
+    """``DELETE /_emulator/nonces``: expire every Digest nonce issued so far."""
+    device_of(request).expire_nonces()
+    return web.json_response({"expired": True})
+
+
+def add_admin_routes(router: web.UrlDispatcher) -> None:
+    """Register the admin endpoints."""
+    router.add_get(f"{PREFIX}/state", get_state, allow_head=False)
+    router.add_put(f"{PREFIX}/state", put_state)
+    router.add_post(f"{PREFIX}/state", put_state)
+    router.add_delete(f"{PREFIX}/state", delete_state)
+    router.add_get(f"{PREFIX}/faults", get_faults, allow_head=False)
+    router.add_post(f"{PREFIX}/faults", post_fault)
+    router.add_delete(f"{PREFIX}/faults", delete_faults)
+    router.add_get(f"{PREFIX}/journal", get_journal, allow_head=False)
+    router.add_delete(f"{PREFIX}/journal", delete_journal)
+    router.add_delete(f"{PREFIX}/nonces", delete_nonces)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except ValueError:
+        raise _bad_request("the body must be JSON") from None
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")

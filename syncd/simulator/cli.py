@@ -1,0 +1,137 @@
+"""``syncd simulate``: serve an emulated fleet until SIGTERM/SIGINT (SPEC section 8).
+
+Prints ``device N: URL`` per device on stdout once every port listens, so a
+script can wait for the lines and then point syncd at the URLs. Start-up
+failures (a port in use, an unusable certificate directory) are one sentence
+on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import get_args
+
+from syncd.simulator.auth import AuthMethod
+from syncd.simulator.fields import Firmware
+from syncd.simulator.fleet import Fleet, FleetError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``syncd simulate`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.port and args.port + args.devices - 1 > 65535:
+        parser.error(f"--port {args.port} leaves no room for {args.devices} devices below 65536")
+    if args.cert_dir is not None and not args.tls:
+        parser.error("--cert-dir keeps the TLS certificate, so it needs --tls")
+    _raise_open_file_limit()
+    try:
+        asyncio.run(_serve(args))
+    except FleetError as exc:
+        print(f"syncd simulate: {exc}.", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    fleet = Fleet(
+        devices=args.devices,
+        host=args.host,
+        port=args.port,
+        tls=args.tls,
+        cert_dir=args.cert_dir,
+        auth=args.auth,
+        username=args.username,
+        password=args.password,
+        firmware=args.firmware,
+    )
+    async with fleet:
+        sys.stdout.write("".join(f"device {d.number}: {d.url}\n" for d in fleet.devices))
+        sys.stdout.flush()
+        if fleet.cert_path is not None:
+            print(f"certificate: {fleet.cert_path}", file=sys.stderr, flush=True)
+        await stop.wait()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd simulate",
+        description="Serve emulated 2N IP intercoms on loopback until SIGTERM/SIGINT.",
+    )
+    parser.add_argument(
+        "--devices", type=_positive, default=2, metavar="N", help="number of devices (default 2)"
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=8080,
+        metavar="FIRST",
+        help="port of device 1; device n listens on FIRST+n-1 (default 8080; "
+        "0 gives each device an ephemeral port)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="serve HTTPS with a generated self-signed certificate"
+    )
+    parser.add_argument(
+        "--cert-dir",
+        metavar="DIR",
+        help="keep the certificate (cert.pem, key.pem) in DIR and reuse it",
+    )
+    parser.add_argument(
+        "--auth",
+        choices=get_args(AuthMethod),
+        default="none",
+        help="authentication of the device API (default none)",
+    )
+    parser.add_argument("--username", default="admin", help="API user name (default admin)")
+    parser.add_argument("--password", default="secret", help="API password (default secret)")
+    parser.add_argument(
+        "--firmware",
+        choices=get_args(Firmware),
+        default="string",
+        help="typing of ports and answerMode in answers (default string)",
+    )
+    return parser
+
+
+def _positive(text: str) -> int:
+    return _integer(text, low=1, high=None, expected="a whole number of at least 1")
+
+
+def _port(text: str) -> int:
+    return _integer(text, low=0, high=65535, expected="a TCP port, 0..65535")
+
+
+def _integer(text: str, *, low: int, high: int | None, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
+    return value
+
+
+def _raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one: each device is a listening socket."""
+    try:
+        import resource
+    except ImportError:  # not on Unix; the platform's default has to do
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,193 @@
+"""The device API: ``/api/phone/config``, ``/api/system/info`` and every other ``/api`` path.
+
+Each endpoint is a plain function from a :class:`Call` to the ``result`` of a
+successful answer (or ``None`` for a bare ``{"success": true}``), raising
+:class:`ApiError` to refuse. :func:`device_endpoint` wraps one in what every
+device request goes through, in this order: read the blob, consume a fault,
+answer (method, then authorisation, then parameters), record in the journal.
+Faults come before authorisation on purpose: a device that is down fails an
+unauthenticated probe too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from syncd.simulator.auth import Privilege, authorize, challenge
+from syncd.simulator.blob import BLOB, AccountUpdate, parse_updates
+from syncd.simulator.device import EmulatedDevice
+from syncd.simulator.errors import ApiError, AuthRequired, envelope
+from syncd.simulator.faults import DEFAULT_MALFORMED_BODY, Fault
+from syncd.simulator.journal import JournalEntry
+from syncd.simulator.ports import device_of
+from syncd.simulator.request_body import ReceivedBody, receive_body
+
+__all__ = ["Call", "device_endpoint", "invalid_path", "phone_config", "system_info"]
+
+Result = dict[str, Any] | None
+Endpoint = Callable[["Call"], Result]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """What an endpoint needs to know about one request."""
+
+    device: EmulatedDevice
+    method: str
+    uri: str
+    query: Mapping[str, str]
+    authorization: str | None
+    body: ReceivedBody
+
+    def require(self, privilege: Privilege) -> None:
+        """Raise unless the request's credentials grant ``privilege``."""
+        authorize(
+            policy=self.device.auth,
+            nonces=self.device.nonces,
+            header=self.authorization,
+            method=self.method,
+            uri=self.uri,
+            privilege=privilege,
+        )
+
+
+def phone_config(call: Call) -> Result:
+    """``GET`` reads one or both accounts (never a password); ``PUT`` applies a blob."""
+    if call.method == "GET":
+        call.require("monitoring")
+        return {"accounts": call.device.read(_account_param(call.query))}
+    if call.method == "PUT":
+        call.require("management")
+        call.device.apply(_blob_updates(call))
+        return None
+    raise ApiError(3)
+
+
+def system_info(call: Call) -> Result:
+    """The device's identity; no privilege needed."""
+    if call.method != "GET":
+        raise ApiError(3)
+    return dict(call.device.identity)
+
+
+def invalid_path(call: Call) -> Result:
+    """Any other path under ``/api``."""
+    raise ApiError(2)
+
+
+def _account_param(query: Mapping[str, str]) -> int | None:
+    value = query.get("account")
+    if value is None:
+        return None
+    if value not in ("1", "2"):
+        raise ApiError(12, "account", description="account must be 1 or 2")
+    return int(value)
+
+
+def _blob_updates(call: Call) -> list[AccountUpdate]:
+    body = call.body
+    if body.too_big:
+        raise ApiError(13, BLOB)
+    if body.text is None:
+        raise ApiError(11, BLOB)
+    if not body.is_json:
+        raise ApiError(12, BLOB, description="not valid JSON")
+    return parse_updates(body.document, firmware=call.device.firmware)
+
+
+def device_endpoint(endpoint: Endpoint) -> Handler:
+    """The aiohttp handler serving ``endpoint`` for whichever device was reached."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        device = device_of(request)
+        received_at = time.time()
+        body = await receive_body(request)
+        fault = device.take_fault(request.method)
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.kind != "delay":
+            response, code = _misbehave(fault, request=request, device=device)
+        else:
+            call = Call(
+                device=device,
+                method=request.method,
+                uri=request.raw_path,
+                query=request.query,
+                authorization=request.headers.get("Authorization"),
+                body=body,
+            )
+            response, code = _answer(endpoint, call)
+        dropped = fault is not None and fault.kind == "drop"
+        device.record(
+            JournalEntry(
+                time=received_at,
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                content_type=request.headers.get("Content-Type", ""),
+                body_format=body.format,
+                blob_text=body.text,
+                blob=body.document,
+                status=None if dropped else response.status,
+                code=code,
+                fault=None if fault is None else fault.kind,
+            )
+        )
+        return response
+
+    return handle
+
+
+def _answer(endpoint: Endpoint, call: Call) -> tuple[web.Response, int | None]:
+    try:
+        result = endpoint(call)
+    except ApiError as error:
+        return _refusal(error, device=call.device), error.code
+    payload = {"success": True} if result is None else {"success": True, "result": result}
+    return web.json_response(payload), None
+
+
+def _refusal(error: ApiError, *, device: EmulatedDevice) -> web.Response:
+    if not isinstance(error, AuthRequired) and error.code != 9:
+        return web.json_response(envelope(error))
+    stale = isinstance(error, AuthRequired) and error.stale
+    headers = {}
+    if device.auth.method != "none":
+        headers["WWW-Authenticate"] = challenge(
+            policy=device.auth, nonces=device.nonces, stale=stale
+        )
+    return web.json_response(envelope(error), status=401, headers=headers)
+
+
+def _misbehave(
+    fault: Fault, *, request: web.Request, device: EmulatedDevice
+) -> tuple[web.Response, int | None]:
+    if fault.kind == "drop":
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(), None
+    if fault.kind == "malformed":
+        body = DEFAULT_MALFORMED_BODY if fault.body is None else fault.body
+        return web.Response(text=body, content_type="application/json"), None
+    if fault.kind == "status":
+        reason = _reason(fault.status)
+        body = f"{fault.status} {reason}" if fault.body is None else fault.body
+        content_type = "application/json" if fault.body_is_json else "text/plain"
+        return web.Response(status=fault.status, text=body, content_type=content_type), None
+    error = ApiError(fault.code, fault.param, description=fault.description)
+    return _refusal(error, device=device), fault.code
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,199 @@
+"""A fleet of emulated intercoms served from one event loop.
+
+One aiohttp ``AppRunner`` with one site per device port: a thousand devices
+cost a thousand listening sockets and nothing else until requests arrive.
+Sockets are bound here rather than by aiohttp so that a port in use fails the
+start with a sentence naming the port, and so that ``port=0`` (each device on
+its own ephemeral port, for tests) is known before the devices are built.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Final, get_args
+
+from aiohttp import web
+
+from syncd.simulator.auth import AuthMethod, AuthPolicy, User
+from syncd.simulator.certificate import certificate_hosts, ensure_certificate, server_context
+from syncd.simulator.device import EmulatedDevice
+from syncd.simulator.fields import Firmware
+from syncd.simulator.server import build_app
+
+__all__ = ["Fleet", "FleetError"]
+
+_SHUTDOWN_SECONDS: Final = 1.0
+
+
+class FleetError(Exception):
+    """The fleet cannot start; the message is one sentence for an operator."""
+
+
+class Fleet:
+    """``devices`` emulated intercoms on ``host``, each on its own port with its own state.
+
+    ``port=0`` gives every device an ephemeral port; otherwise device ``n``
+    listens on ``port + n - 1``. ``auth``, ``username``/``password`` (full
+    rights) and the optional ``monitor_username``/``monitor_password`` (GET
+    only; PUT answers code 10) apply to every device. ``tls`` serves HTTPS only,
+    with a self-signed certificate kept in ``cert_dir`` (reused if there) or in
+    a temporary directory removed on close. Use as ``async with Fleet(...) as
+    fleet`` or call :meth:`start` and :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        devices: int = 2,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: bool = False,
+        cert_dir: str | Path | None = None,
+        auth: AuthMethod = "none",
+        username: str = "admin",
+        password: str = "secret",
+        firmware: Firmware = "string",
+        monitor_username: str | None = None,
+        monitor_password: str | None = None,
+        nonce_lifetime: float = 300.0,
+        journal_limit: int = 1000,
+    ) -> None:
+        if devices < 1:
+            raise ValueError("a fleet needs at least one device")
+        if not 0 <= port <= 65535 or (port and port + devices - 1 > 65535):
+            raise ValueError(f"ports {port}..{port + devices - 1} are not all valid TCP ports")
+        if auth not in get_args(AuthMethod):
+            raise ValueError(f"auth must be none, basic or digest, not {auth!r}")
+        if firmware not in get_args(Firmware):
+            raise ValueError(f"firmware must be string or integer, not {firmware!r}")
+        users = {username: User(password=password, may_manage=True)}
+        if monitor_username is not None:
+            users[monitor_username] = User(password=monitor_password or "", may_manage=False)
+        self.count = devices
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.firmware: Firmware = firmware
+        self.auth = AuthPolicy(method=auth, users=users, nonce_lifetime=nonce_lifetime)
+        self.journal_limit = journal_limit
+        self.devices: list[EmulatedDevice] = []
+        self.cert_path: Path | None = None
+        self.key_path: Path | None = None
+        self._cert_dir = Path(cert_dir) if cert_dir is not None else None
+        self._temporary_dir: Path | None = None
+        self._runner: web.AppRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"<Fleet {self.count} devices on {self.host} ({self.firmware} firmware)>"
+
+    def device(self, number: int) -> EmulatedDevice:
+        """Device ``number``, counted from 1 as the CLI prints them."""
+        if not 1 <= number <= len(self.devices):
+            raise IndexError(f"no device {number} in a fleet of {len(self.devices)}")
+        return self.devices[number - 1]
+
+    async def __aenter__(self) -> Fleet:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Bind every port and start serving; raise :class:`FleetError` if that fails."""
+        if self._runner is not None:
+            raise RuntimeError("the fleet is already running")
+        context = self._tls_context() if self.tls else None
+        sockets = _listen_all(self.host, first=self.port, count=self.count)
+        scheme = "https" if self.tls else "http"
+        url_host = f"[{self.host}]" if ":" in self.host else self.host
+        self.devices = []
+        for number, sock in enumerate(sockets, start=1):
+            port = sock.getsockname()[1]
+            self.devices.append(
+                EmulatedDevice(
+                    number=number,
+                    url=f"{scheme}://{url_host}:{port}",
+                    port=port,
+                    firmware=self.firmware,
+                    auth=self.auth,
+                    journal_limit=self.journal_limit,
+                )
+            )
+        app = build_app({device.port: device for device in self.devices})
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
+        await runner.setup()
+        self._runner = runner
+        started = 0
+        try:
+            for sock in sockets:
+                await web.SockSite(runner, sock, ssl_context=context).start()
+                started += 1
+        except BaseException:
+            for sock in sockets[started:]:
+                sock.close()
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop serving (in-flight requests get a second to finish) and free the ports."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._temporary_dir is not None:
+            shutil.rmtree(self._temporary_dir, ignore_errors=True)
+            self._temporary_dir = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        directory = self._cert_dir
+        if directory is None:
+            directory = self._temporary_dir = Path(tempfile.mkdtemp(prefix="syncd-simulator-"))
+        try:
+            self.cert_path, self.key_path = ensure_certificate(
+                directory, hosts=certificate_hosts(self.host)
+            )
+            return server_context(self.cert_path, self.key_path)
+        except (OSError, ssl.SSLError) as exc:
+            raise FleetError(f"cannot use a TLS certificate in {directory}: {exc}") from exc
+
+
+def _listen_all(host: str, *, first: int, count: int) -> list[socket.socket]:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, first, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise FleetError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for number in range(1, count + 1):
+            port = first + number - 1 if first else 0
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address[0], port, *address[2:]))
+            except OSError as exc:
+                raise FleetError(_bind_failure(exc, host=host, port=port, number=number)) from None
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind_failure(exc: OSError, *, host: str, port: int, number: int) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} (device {number}) is already in use; choose another port"
+    return f"cannot listen on {host} port {port} (device {number}): {exc.strerror or exc}"

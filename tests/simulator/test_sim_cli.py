@@ -1,0 +1,195 @@
+"""The command line (`python -m syncd.simulator`, wired as `syncd simulate`), as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from syncd.simulator.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Simulator:
+    """A running `python -m syncd.simulator` whose stdout lines arrive on a queue."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "syncd.simulator", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put("")
+
+    def read_lines(self, count: int, *, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        while len(lines) < count:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if line == "":
+                raise AssertionError(f"simulator ended early: {self.stop_and_stderr()}")
+            lines.append(line)
+        return lines
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=10)
+
+    def stop_and_stderr(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+
+@pytest.fixture
+def simulators() -> Iterator[Callable[..., Simulator]]:
+    started: list[Simulator] = []
+
+    def start(*args: str) -> Simulator:
+        simulator = Simulator(*args)
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        if simulator.process.poll() is None:
+            simulator.process.kill()
+        simulator.process.wait(timeout=10)
+        for stream in (simulator.process.stdout, simulator.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class TestCommandLine:
+    def test_prints_devices_and_serves_until_sigterm(
+        self, simulators: Callable[..., Simulator], free_ports: Callable[[int], int]
+    ) -> None:
+        """It prints `device N: URL` per device, serves them, and exits 0 on SIGTERM."""
+        first = free_ports(3)
+        simulator = simulators("--devices", "3", "--port", str(first))
+        lines = simulator.read_lines(3, timeout=15)
+        assert lines == [f"device {n}: http://127.0.0.1:{first + n - 1}" for n in (1, 2, 3)]
+        for n in (1, 2, 3):
+            response = httpx.get(f"http://127.0.0.1:{first + n - 1}/api/system/info")
+            assert response.json()["result"]["deviceName"].endswith(str(n))
+        assert simulator.stop() == 0
+        assert simulator.stop_and_stderr() == ""
+
+    def test_sigint_exits_zero(
+        self, simulators: Callable[..., Simulator], free_ports: Callable[[int], int]
+    ) -> None:
+        """SIGINT (Ctrl-C) also ends it with status 0 and no traceback."""
+        simulator = simulators("--devices", "1", "--port", str(free_ports(1)))
+        simulator.read_lines(1, timeout=15)
+        assert simulator.stop(signal.SIGINT) == 0
+        assert "Traceback" not in simulator.stop_and_stderr()
+
+    def test_port_in_use(
+        self, simulators: Callable[..., Simulator], free_ports: Callable[[int], int]
+    ) -> None:
+        """A port already in use is one sentence on stderr and exit status 1."""
+        first = free_ports(3)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", first + 2))
+            taken.listen()
+            simulator = simulators("--devices", "3", "--port", str(first))
+            assert simulator.process.wait(timeout=15) == 1
+            stderr = simulator.stop_and_stderr()
+        assert "Traceback" not in stderr
+        assert stderr.count("\n") == 1
+        assert f"port {first + 2}" in stderr
+        assert "already in use" in stderr
+
+    def test_main_returns_one_on_port_in_use(
+        self, free_ports: Callable[[int], int], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """main() itself returns 1 (not raising) when it cannot listen."""
+        first = free_ports(1)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", first))
+            taken.listen()
+            assert main(["--devices", "1", "--port", str(first)]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "already in use" in captured.err
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["--devices", "0"],
+            ["--port", "70000"],
+            ["--port", "65535", "--devices", "2"],
+            ["--auth", "ntlm"],
+            ["--cert-dir", "certs"],
+        ],
+    )
+    def test_bad_arguments(self, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+        """Impossible flags are a usage error (exit 2) before anything listens."""
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == 2
+        assert "usage: syncd simulate" in capsys.readouterr().err
+
+    def test_tls_digest_integer(
+        self,
+        simulators: Callable[..., Simulator],
+        free_ports: Callable[[int], int],
+        tmp_path: Path,
+    ) -> None:
+        """--tls --cert-dir --auth digest --firmware integer all take effect."""
+        first = free_ports(2)
+        simulator = simulators(
+            "--devices", "2", "--port", str(first), "--tls", "--cert-dir", str(tmp_path),
+            "--auth", "digest", "--username", "ops", "--password", "pw", "--firmware", "integer",
+        )  # fmt: skip
+        assert simulator.read_lines(2, timeout=15)[1] == f"device 2: https://127.0.0.1:{first + 1}"
+        cert = tmp_path / "cert.pem"
+        result = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--cacert", str(cert), "--digest", "-u", "ops:pw",
+             f"https://127.0.0.1:{first + 1}/api/phone/config?account=1"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        (account,) = json.loads(result.stdout)["result"]["accounts"]
+        assert account["domainPort"] == 0
+        assert simulator.stop() == 0
+        assert f"certificate: {cert}" in simulator.stop_and_stderr()
+
+    @pytest.mark.slow
+    def test_a_thousand_devices(
+        self, simulators: Callable[..., Simulator], free_ports: Callable[[int], int]
+    ) -> None:
+        """One process serves 1,000 devices, all listening within a few seconds."""
+        first = free_ports(1000)
+        started = time.monotonic()
+        simulator = simulators("--devices", "1000", "--port", str(first))
+        lines = simulator.read_lines(1000, timeout=30)
+        elapsed = time.monotonic() - started
+        assert lines[-1] == f"device 1000: http://127.0.0.1:{first + 999}"
+        assert elapsed < 10, f"1,000 devices took {elapsed:.1f} s to start"
+        with httpx.Client() as client:
+            for port in (first, first + 500, first + 999):
+                response = client.get(f"http://127.0.0.1:{port}/api/phone/config")
+                assert response.json()["success"] is True
+        assert simulator.stop() == 0
