@@ -126,26 +126,45 @@ def _tls_context(tls: TlsSpec) -> ssl.SSLContext:
     return ctx
 
 
+def _open_files_budget() -> int:
+    """Raise the soft open-files limit to the hard one; return how many may idle.
+
+    systemd starts services with a soft limit of 1,024, fewer than the idle
+    keep-alive connections of a large fleet; what stays is kept for the rest.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else 65_536
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        return max(64, min(int(soft), 65_536) - 256)
+    except (ImportError, OSError, ValueError):
+        return 768
+
+
 class ClientPool:
     """The process's HTTP connections, shared by every device client.
 
-    Keep-alive connections are kept long enough to be reused across resyncs
-    where the device keeps them open, which saves a TLS handshake per device
-    per pass.
+    Connections are not capped here (callers bound how many devices are in
+    flight); idle keep-alive connections are kept, one per device, long
+    enough to be reused at the next resync where the device keeps them open,
+    which saves a TCP and TLS handshake per device per pass.
     """
 
     def __init__(
         self,
         *,
         timeout: float = 10.0,
-        max_connections: int = 64,
         keepalive_expiry: float = 120.0,
-        max_keepalive: int = 10_000,
+        max_idle: int | None = None,
     ) -> None:
         self._timeout = httpx.Timeout(timeout)
         self._limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_keepalive,
+            max_connections=None,
+            max_keepalive_connections=max_idle if max_idle is not None else _open_files_budget(),
             keepalive_expiry=keepalive_expiry,
         )
         self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}

@@ -77,9 +77,7 @@ async def _pass(
     _check_filter(desired, devices)
     fleet = build_fleet(desired, environ=os.environ, only=devices)
     state = StateStore.open(settings.state_dir)
-    async with ClientPool(
-        timeout=settings.request_timeout, max_connections=settings.concurrency
-    ) as pool:
+    async with ClientPool(timeout=settings.request_timeout) as pool:
         reconciler = Reconciler(
             pool=pool, state=state, retry=RetryPolicy(attempts=settings.retry_attempts)
         )

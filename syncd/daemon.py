@@ -107,6 +107,23 @@ class DeviceWorker:
                 self.running = True
                 try:
                     outcome = await self.daemon.reconciler.reconcile(self.spec, apply=True)
+                except Exception as exc:  # a bug must not end this device's schedule
+                    self.daemon.log.error(
+                        "apply.failed",
+                        device=self.spec.name,
+                        error=f"internal error: {type(exc).__name__}: {exc}",
+                        code=None,
+                        param=None,
+                        description=None,
+                    )
+                    outcome = Outcome(
+                        self.spec.name,
+                        self.spec.url,
+                        self.spec.mode,
+                        "error",
+                        error_kind="internal",
+                        error_message=str(exc),
+                    )
                 finally:
                     self.running = False
             self.last = outcome
@@ -136,7 +153,6 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.pool = ClientPool(
             timeout=settings.request_timeout,
-            max_connections=max(settings.concurrency * 2, 16),
             keepalive_expiry=settings.resync_interval * 1.2 + 5,
         )
         self.reconciler = Reconciler(
