@@ -60,7 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="the daemon: keep devices converged")
 
     p = sub.add_parser("export", parents=[common], help="print desired-state YAML for a device")
-    p.add_argument("--url", required=True, help="device URL, e.g. https://192.0.2.10")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="device URL, e.g. https://192.0.2.10")
+    source.add_argument(
+        "--from-list",
+        type=Path,
+        metavar="FILE",
+        help="export every device listed in FILE, one 'NAME URL' a line (needs --output)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="write DIR/NAME.yaml instead of printing; never overwrites a file",
+    )
     p.add_argument("--auth", choices=["digest", "basic", "none"], default="digest")
     p.add_argument("--username")
     secret = p.add_mutually_exclusive_group()

@@ -7,6 +7,7 @@ alert rules see one format.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any, TextIO
@@ -38,6 +39,18 @@ def _order_keys(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return {**head, **event}
 
 
+def _compact_fields(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """On a terminal, show changed fields as ``1.displayName: "" -> "Door"``."""
+    fields = event.get("fields")
+    if isinstance(fields, list) and all(isinstance(f, dict) for f in fields):
+        event["fields"] = "; ".join(
+            f"{f.get('account')}.{f.get('field')}: {json.dumps(f.get('live'))} -> "
+            f"{json.dumps(f.get('desired'))}"
+            for f in fields
+        )
+    return event
+
+
 def configure_logging(
     *, level: str = "info", fmt: str | None = None, stream: TextIO | None = None
 ) -> None:
@@ -59,6 +72,7 @@ def configure_logging(
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
+        shared.append(_compact_fields)
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     numeric = _LEVELS[level]
     structlog.configure(
