@@ -13,8 +13,9 @@ from syncd.desired import DesiredState, Loader
 from syncd.fleet import build_fleet, reconcile_many, select_devices
 from syncd.logs import get_logger
 from syncd.progress import Progress
-from syncd.reconcile import Outcome, Reconciler, RetryPolicy
+from syncd.reconcile import Outcome, Reconciler
 from syncd.report import plan_json, plan_text
+from syncd.retrying import RetryPolicy
 from syncd.settings import Settings
 from syncd.state import StateStore
 

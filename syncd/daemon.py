@@ -27,7 +27,8 @@ from syncd.logs import get_logger
 from syncd.metrics import Metrics, serve_metrics
 from syncd.model import DeviceSpec
 from syncd.notify import Notifier
-from syncd.reconcile import Outcome, Reconciler, RetryPolicy
+from syncd.reconcile import Outcome, Reconciler
+from syncd.retrying import RetryPolicy
 from syncd.settings import Settings
 from syncd.state import StateError, StateStore
 

@@ -21,14 +21,11 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
-
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
-from tenacity.retry import retry_base
 
 from syncd import __version__
 from syncd.client import (
@@ -37,7 +34,6 @@ from syncd.client import (
     DeviceClient,
     DeviceError,
     TlsError,
-    TransportError,
 )
 from syncd.fleet import select_devices
 from syncd.logs import get_logger
@@ -51,6 +47,7 @@ from syncd.model import (
     is_digits,
     normalise_live,
 )
+from syncd.retrying import RetryPolicy, with_retries
 from syncd.secrets import SecretError, SecretRef, resolve_secret
 from syncd.settings import Settings
 
@@ -317,54 +314,6 @@ def read_device_list(path: Path, output: Path) -> list[Target]:
 # ------------------------------------------------------------- reading devices
 
 
-def _may_pass(exc: BaseException, attempt: int) -> bool:
-    """The daemon's retry rule: transport errors, 5xx, code 14 and a first 401."""
-    if isinstance(exc, TlsError):
-        return False
-    if isinstance(exc, TransportError):
-        return True
-    if isinstance(exc, AuthError):
-        return exc.status == 401 and attempt == 1
-    return isinstance(exc, DeviceError) and exc.code == 14
-
-
-class _RetryIfMayPass(retry_base):
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        outcome = retry_state.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        exc = outcome.exception()
-        return exc is not None and _may_pass(exc, retry_state.attempt_number)
-
-
-async def _with_retries(
-    target: Target, settings: Settings, what: str, call: Callable[[], Awaitable[T]]
-) -> T:
-    log = get_logger()
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        delay = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
-            "apply.retrying",
-            device=target.who,
-            request=what,
-            attempt=state.attempt_number,
-            delay=round(delay, 3),
-            error=str(exc),
-        )
-
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(settings.retry_attempts),
-        wait=wait_exponential_jitter(initial=0.2, max=2.0),
-        retry=_RetryIfMayPass(),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    result: T = await retrying(call)
-    return result
-
-
 def _explain(exc: DeviceError, access: Access) -> str:
     """The client's sentence, plus what the operator can do about it."""
     message = exc.message
@@ -385,7 +334,10 @@ async def _read(
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     client = DeviceClient(url=target.url, pool=pool, auth=access.auth, tls=access.tls)
     try:
-        accounts = await _with_retries(target, settings, "GET", client.get_accounts)
+        policy = RetryPolicy(attempts=settings.retry_attempts)
+        accounts = await with_retries(
+            client.get_accounts, device=target.who, request="GET", policy=policy
+        )
     except DeviceError as exc:
         raise ExportError(_explain(exc, access)) from None
     try:

@@ -1,39 +1,29 @@
 """One device, once: GET live -> diff -> PUT (enforce) -> GET to verify.
 
-Each request is retried within a bounded budget (tenacity) when the failure
-may pass: transport errors, timeouts, HTTP 5xx, code 14, and a first 401.
-Rejections and auth failures are not retried here; the caller (the daemon)
-decides when to try the device again. Every step logs the SPEC's events.
+Each request is retried within a bounded budget when its failure may pass
+(see :mod:`syncd.retrying`). Rejections and auth failures are not retried
+here; the caller (the daemon) decides when to try the device again. Every step
+logs the SPEC's events.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
-from tenacity.retry import retry_base
-
-from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TlsError, TransportError
+from syncd.client import ClientPool, DeviceClient, DeviceError
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.logs import get_logger
 from syncd.metrics import Metrics
 from syncd.model import DeviceSpec, Mode
+from syncd.retrying import RetryPolicy, with_retries
 from syncd.state import StateError, StateStore
 
-__all__ = ["Outcome", "Reconciler", "RetryPolicy"]
+__all__ = ["Outcome", "Reconciler"]
 
 T = TypeVar("T")
 Status = Literal["in_sync", "changes", "applied", "error", "skipped"]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3
-    initial: float = 0.2
-    maximum: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,25 +45,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status != "error"
-
-
-def _may_pass(exc: BaseException, attempt: int) -> bool:
-    if isinstance(exc, TlsError):
-        return False
-    if isinstance(exc, TransportError):
-        return True
-    if isinstance(exc, AuthError):
-        return exc.status == 401 and attempt == 1
-    return isinstance(exc, DeviceError) and exc.code == 14
-
-
-class _RetryIfMayPass(retry_base):
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        outcome = retry_state.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        exc = outcome.exception()
-        return exc is not None and _may_pass(exc, retry_state.attempt_number)
 
 
 class Reconciler:
@@ -111,41 +82,9 @@ class Reconciler:
     async def _with_retries(
         self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
     ) -> T:
-        policy = self._retry
-        metrics = self._metrics
-
-        async def timed() -> T:
-            if metrics is None:
-                return await call()
-            started = time.perf_counter()
-            try:
-                return await call()
-            finally:
-                metrics.request_seconds.labels(what.lower()).observe(time.perf_counter() - started)
-
-        def before_sleep(state: RetryCallState) -> None:
-            if metrics is not None:
-                metrics.retries.inc()
-            exc = state.outcome.exception() if state.outcome else None
-            delay = state.next_action.sleep if state.next_action else 0.0
-            self.log.warning(
-                "apply.retrying",
-                device=spec.name,
-                request=what,
-                attempt=state.attempt_number,
-                delay=round(delay, 3),
-                error=str(exc),
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
-            retry=_RetryIfMayPass(),
-            before_sleep=before_sleep,
-            reraise=True,
+        return await with_retries(
+            call, device=spec.name, request=what, policy=self._retry, metrics=self._metrics
         )
-        result: T = await retrying(timed)
-        return result
 
     def _passwords_due(self, spec: DeviceSpec) -> set[int]:
         return {

@@ -1,0 +1,100 @@
+"""The one retry rule of syncd, shared by reconcile and export.
+
+A request is retried, within a bounded number of attempts with exponential
+backoff and jitter, when its failure may pass: transport errors, timeouts,
+HTTP 5xx, code 14 (unspecified processing error), and a first 401 (a Digest
+nonce gone stale between two requests). A failed certificate check, a
+rejection and refused credentials are not retried: doing the same again
+cannot help.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
+from tenacity.retry import retry_base
+
+from syncd.client import AuthError, DeviceError, TlsError, TransportError
+from syncd.logs import get_logger
+from syncd.metrics import Metrics
+
+__all__ = ["RetryPolicy", "may_pass", "with_retries"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    initial: float = 0.2
+    maximum: float = 2.0
+
+
+def may_pass(exc: BaseException, attempt: int) -> bool:
+    """Whether ``exc``, met on try number ``attempt``, is worth another try."""
+    if isinstance(exc, TlsError):
+        return False
+    if isinstance(exc, TransportError):
+        return True
+    if isinstance(exc, AuthError):
+        return exc.status == 401 and attempt == 1
+    return isinstance(exc, DeviceError) and exc.code == 14
+
+
+class _RetryIfMayPass(retry_base):
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        return exc is not None and may_pass(exc, retry_state.attempt_number)
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    *,
+    device: str,
+    request: str,
+    policy: RetryPolicy,
+    metrics: Metrics | None = None,
+) -> T:
+    """Await ``call()`` under the retry rule; log ``apply.retrying`` before each wait."""
+    log = get_logger()
+
+    async def timed() -> T:
+        if metrics is None:
+            return await call()
+        started = time.perf_counter()
+        try:
+            return await call()
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.request_seconds.labels(request.lower()).observe(elapsed)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if metrics is not None:
+            metrics.retries.inc()
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "apply.retrying",
+            device=device,
+            request=request,
+            attempt=state.attempt_number,
+            delay=round(delay, 3),
+            error=str(exc),
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+        retry=_RetryIfMayPass(),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    result: T = await retrying(timed)
+    return result
