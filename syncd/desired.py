@@ -150,7 +150,8 @@ def _url(value: object) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise _error("url", "must be just scheme, host and optional port (no path)")
     del port
-    return f"{parts.scheme}://{parts.netloc}"
+    # Host names are case-insensitive: one device, one URL (for the same-URL check).
+    return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 Text = Annotated[str, PlainValidator(_text)]
@@ -299,8 +300,7 @@ class Loader:
         files, self._defaults, problems = _discover(self.root)
         self._stamps = {}
         state.problems.extend(problems)
-        by_url: dict[str, str] = {}
-        seen: dict[str, DeviceEntry] = {}
+        entries: list[DeviceEntry] = []
         for rel in files:
             result = self._device_result(rel)
             if isinstance(result, _FileFailed):
@@ -309,21 +309,19 @@ class Loader:
                 continue
             entry, warnings = result
             state.problems.extend(warnings)
-            clash = seen.get(entry.name) or seen.get(by_url.get(entry.url, ""))
-            if clash is not None:
-                what = "name" if clash.name == entry.name else "URL"
-                state.problems.append(
-                    Problem(rel, 1, "device", f"same device {what} as {clash.file}")
-                )
-                state.problems.append(
-                    Problem(clash.file, 1, "device", f"same device {what} as {rel}")
-                )
-                state.invalid_files.update((rel, clash.file))
-                state.devices.pop(clash.name, None)
-                continue
-            seen[entry.name] = entry
-            by_url[entry.url] = entry.name
-            state.devices[entry.name] = entry
+            entries.append(entry)
+        # Files naming one device (same name, or same URL) are all invalid, however many.
+        for what in ("name", "URL"):
+            groups: dict[str, list[DeviceEntry]] = {}
+            for entry in entries:
+                groups.setdefault(entry.name if what == "name" else entry.url, []).append(entry)
+            for group in groups.values():
+                for entry in group if len(group) > 1 else ():
+                    others = ", ".join(o.file for o in group if o is not entry)
+                    message = f"same device {what} as {others}"
+                    state.problems.append(Problem(entry.file, 1, "device", message))
+                    state.invalid_files.add(entry.file)
+        state.devices = {e.name: e for e in entries if e.file not in state.invalid_files}
         # Keep only the first copy of a problem reported through many devices.
         state.problems = list(dict.fromkeys(state.problems))
         live = set(files) | self._defaults

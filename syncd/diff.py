@@ -14,7 +14,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from syncd.model import ACCOUNT_FIELDS, AccountSpec, normalise_live, render_for_device
+from syncd.model import (
+    ACCOUNT_FIELDS,
+    AccountSpec,
+    is_digits,
+    normalise_live,
+    render_for_device,
+)
 
 __all__ = ["PASSWORD_PLACEHOLDER", "Change", "DiffError", "Plan", "diff"]
 
@@ -85,9 +91,14 @@ def normalise_live_account(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and is_digits(value):
         return int(value)
     return None
+
+
+def _equal(have: Any, want: Any) -> bool:
+    """Equal values of one kind: a live ``1`` is not ``true``, nor ``false`` a mode ``0``."""
+    return isinstance(have, bool) == isinstance(want, bool) and have == want
 
 
 def diff(
@@ -118,7 +129,7 @@ def diff(
                 continue
             want = spec.fields[name]
             have = live_account.get(name)
-            if name in live_account and normalise_live(kind, have) == want:
+            if name in live_account and _equal(normalise_live(kind, have), want):
                 continue
             rendered = render_for_device(kind, want, have)
             changes.append(Change(number, name, have, rendered))

@@ -27,6 +27,7 @@ __all__ = [
     "FieldKind",
     "Mode",
     "TlsSpec",
+    "is_digits",
     "normalise_live",
     "render_for_device",
 ]
@@ -127,6 +128,15 @@ class DeviceSpec:
         return hashlib.sha256(raw).hexdigest()[:32]
 
 
+def is_digits(text: str) -> bool:
+    """True for a plain ASCII decimal of sane length ("5060"), which ``int()`` reads safely.
+
+    ``str.isdigit`` alone admits "²" (which ``int()`` refuses) and non-ASCII digits,
+    and ``int()`` refuses strings of thousands of digits.
+    """
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def normalise_live(kind: FieldKind, value: Any) -> Any:
     """Map a value as a device reports it onto the canonical form of ``kind``.
 
@@ -142,7 +152,7 @@ def normalise_live(kind: FieldKind, value: Any) -> Any:
             text = value.strip()
             if text == "" and kind is FieldKind.PORT:
                 return 0
-            if text.isdigit():
+            if is_digits(text):
                 return int(text)
     return value
 

@@ -10,8 +10,13 @@ from syncd.reconcile import Outcome
 
 __all__ = ["plan_json", "plan_text", "summary"]
 
-_STATUS = {"in_sync": "in_sync", "changes": "changes", "applied": "in_sync", "error": "error",
-           "skipped": "skipped"}
+_STATUS = {
+    "in_sync": "in_sync",
+    "changes": "changes",
+    "applied": "in_sync",
+    "error": "error",
+    "skipped": "skipped",
+}
 
 
 def _value(value: Any) -> str:

@@ -36,16 +36,16 @@ class Settings(BaseSettings):
 
     desired_dir: Path = Path("desired")
     state_dir: Path = Field(default_factory=_default_state_dir)
-    resync_interval: float = Field(60.0, gt=0)
+    resync_interval: float = Field(60.0, gt=0, allow_inf_nan=False)
     concurrency: int = Field(32, ge=1, le=10_000)
-    request_timeout: float = Field(10.0, gt=0)
+    request_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_address: str | None = None
     #: Attempts per request before a device counts as failed for this pass.
     retry_attempts: int = Field(3, ge=1, le=20)
     #: Longest wait between a failing device's reconciles in the daemon.
-    max_backoff: float = Field(300.0, gt=0)
+    max_backoff: float = Field(300.0, gt=0, allow_inf_nan=False)
 
     @classmethod
     def settings_customise_sources(

@@ -86,6 +86,8 @@ class StateStore:
                 loaded = json.loads(self._path(device).read_text())
                 if isinstance(loaded, dict) and loaded.get("device") == device:
                     record.update(loaded)
+                    if not isinstance(record["passwords"], dict):
+                        record["passwords"] = {}  # damaged: as if never applied
             except (OSError, ValueError):
                 pass  # missing or damaged: as if never applied
             self._cache[device] = record

@@ -118,6 +118,12 @@ class _Walker:
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise YamlError(self._pos(node), f"invalid value: {problem}") from None
+        except Exception:
+            # PyYAML's constructors raise plain ValueError/KeyError/... for values such as
+            # 2024-13-45, `!!float x`, `!!bool x` or an integer of 5,000 digits. Their
+            # messages may quote the value (a secret, maybe), so name only the type.
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            raise YamlError(self._pos(node), f"invalid value: not a valid {kind}") from None
 
     def _mapping(self, node: yaml.MappingNode, depth: int) -> YamlMap:
         result = YamlMap()
