@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from syncd.model import (
     ACCOUNT_FIELDS,
     AccountSpec,
+    FieldKind,
     is_digits,
     normalise_live,
     render_for_device,
@@ -101,6 +102,21 @@ def _equal(have: Any, want: Any) -> bool:
     return isinstance(have, bool) == isinstance(want, bool) and have == want
 
 
+def _numeric_typing(live: Sequence[Mapping[str, Any]]) -> Any:
+    """A sample of how this firmware types numbers: ``0`` (integers) or ``""`` (strings)."""
+    numeric = [
+        k for k, kind in ACCOUNT_FIELDS.items() if kind in (FieldKind.PORT, FieldKind.NUMBER)
+    ]
+    for account in live:
+        for name in numeric:
+            value = account.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return 0
+            if isinstance(value, str):
+                return ""
+    return ""
+
+
 def diff(
     desired: Mapping[int, AccountSpec],
     live: Sequence[Mapping[str, Any]],
@@ -114,6 +130,7 @@ def diff(
     accounts whose desired password is new or changed since last applied.
     """
     current = live_by_account(live)
+    typing = _numeric_typing(live)
     changes: list[Change] = []
     updates: dict[int, dict[str, Any]] = {}
     passwords: dict[int, SecretStr] = {}
@@ -131,7 +148,8 @@ def diff(
             have = live_account.get(name)
             if name in live_account and _equal(normalise_live(kind, have), want):
                 continue
-            rendered = render_for_device(kind, want, have)
+            # A field the device does not report takes the typing of its other numbers.
+            rendered = render_for_device(kind, want, have if name in live_account else typing)
             changes.append(Change(number, name, have, rendered))
             updates.setdefault(number, {})[name] = rendered
         if spec.password is not None and number in passwords_due:

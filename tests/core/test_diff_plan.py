@@ -499,3 +499,15 @@ class TestRendering:
     def test_normalise_live(self, kind: FieldKind, live: Any, canonical_value: Any) -> None:
         """normalise_live maps the device's forms to canonical and leaves unknown shapes alone."""
         assert normalise_live(kind, live) == canonical_value
+
+
+class TestUnreportedFieldTyping:
+    def test_field_missing_from_live_takes_the_firmwares_number_typing(self) -> None:
+        """A port the device does not report is sent as an int to integer firmware, a string otherwise."""
+        from syncd.model import AccountSpec as Spec
+
+        desired = {1: Spec(1, {"proxyPort": 5060})}
+        integer = diff(desired, [{"account": 1, "domainPort": 0}]).put_body()
+        string = diff(desired, [{"account": 1, "domainPort": ""}]).put_body()
+        assert integer == [{"account": 1, "proxyPort": 5060}]
+        assert string == [{"account": 1, "proxyPort": "5060"}]
