@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from syncd.client import ClientPool
-from syncd.desired import DesiredState, Loader
+from syncd.desired import DEFAULTS_FILE, DesiredState, Loader, Problem
 from syncd.fleet import build_fleet, reconcile_many, select_devices
 from syncd.logs import get_logger
 from syncd.progress import Progress
@@ -30,13 +30,15 @@ class CommandError(Exception):
     """A user-caused failure of a command: one sentence, exit status 1."""
 
 
-def load_tree(desired_dir: Path) -> DesiredState:
+def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
     """Load the desired tree, logging each problem; a missing dir is a CommandError."""
     if not desired_dir.is_dir():
         raise CommandError(f"desired dir {desired_dir} does not exist or is not a directory")
     if not os.access(desired_dir, os.R_OK | os.X_OK):
         raise CommandError(f"desired dir {desired_dir} is not readable")
     desired = Loader(desired_dir).load()
+    if not log_problems:
+        return desired
     log = get_logger()
     for problem in desired.problems:
         if problem.warning:
@@ -55,20 +57,37 @@ def _check_filter(desired: DesiredState, devices: Sequence[str]) -> None:
 
 
 def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) -> int:
-    """Offline check of the tree; secret references resolved only when asked."""
-    desired = load_tree(desired_dir)
+    """Offline check of the tree; secret references resolved only when asked.
+
+    The problems are the result: one ``FILE:LINE: field: message`` line each on
+    stderr (warnings too, marked), a one-line verdict on stdout when valid.
+    """
+    desired = load_tree(desired_dir, log_problems=False)
     _check_filter(desired, devices)
-    errors = [str(p) for p in desired.errors]
+    problems = desired.problems
     if resolve_secrets:
-        fleet = build_fleet(desired, environ=os.environ, only=devices)
-        errors = [str(p) for p in fleet.problems if not p.warning]
-    for line in errors:
-        print(line, file=sys.stderr)
+        problems = build_fleet(desired, environ=os.environ, only=devices).problems
+    if devices:
+        problems = [p for p in problems if _concerns(p, desired, devices)]
+    errors = [p for p in problems if not p.warning]
+    for problem in problems:
+        print(f"warning: {problem}" if problem.warning else str(problem), file=sys.stderr)
     if errors:
         print(f"{len(errors)} problem(s) in {desired_dir}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"{desired_dir}: {len(desired.devices)} device(s) valid")
+    chosen = select_devices(desired.devices, devices) if devices else desired.devices
+    print(f"{desired_dir}: {len(chosen)} device(s) valid")
     return EXIT_OK
+
+
+def _concerns(problem: Problem, desired: DesiredState, devices: Sequence[str]) -> bool:
+    """Whether a problem is in a file that the devices chosen by --device are built from."""
+    if problem.file.rsplit("/", 1)[-1] == DEFAULTS_FILE:
+        return True
+    if select_devices([problem.file.rsplit(".", 1)[0]], devices):
+        return True
+    chosen = select_devices(desired.devices, devices)
+    return any(problem.file in desired.devices[name].sources for name in chosen)
 
 
 async def _pass(
