@@ -281,3 +281,15 @@ class TestValidate:
         assert result.stderr.strip().splitlines() == [
             f"syncd: error: desired dir {tmp_path / 'nope'} does not exist or is not a directory"
         ]
+
+    def test_validate_device_filter_limits_the_check(self, tmp_path):
+        """validate --device reports only the chosen devices' problems."""
+        root = tmp_path / "desired"
+        write(root, "good.yaml", device_yaml("https://192.0.2.10", ACCOUNT_1))
+        write(root, "bad.yaml", "device:\n  url: ftp://192.0.2.11\n")
+        assert syncd("validate", str(root)).returncode == 1
+        only_good = syncd("validate", str(root), "--device", "good")
+        assert only_good.returncode == 0, only_good.stderr
+        assert "bad.yaml" not in only_good.stderr
+        only_bad = syncd("validate", str(root), "--device", "bad")
+        assert only_bad.returncode == 1 and "bad.yaml:2: device.url" in only_bad.stderr
