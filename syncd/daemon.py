@@ -246,7 +246,6 @@ class Daemon:
             m.applies.labels("succeeded").inc()
         elif outcome.status == "error" and outcome.changes:
             m.applies.labels("failed").inc()
-        self._update_status()
 
     def summary(self) -> str:
         counts = {"in sync": 0, "differing": 0, "failing": 0, "skipped": 0, "pending": 0}
@@ -327,6 +326,7 @@ class Daemon:
         while not self.stopping.is_set():
             now = time.monotonic()
             self.metrics.heartbeat = now
+            self._update_status()  # once a tick: a summary costs a walk over the fleet
             if interval and now - last_ping >= interval:
                 self.notifier.watchdog()
                 last_ping = now
