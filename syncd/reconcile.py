@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from syncd.client import ClientPool, DeviceClient, DeviceError
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.logs import get_logger
-from syncd.metrics import Metrics
 from syncd.model import DeviceSpec, Mode
 from syncd.retrying import RetryPolicy, with_retries
 from syncd.state import StateError, StateStore
+
+if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
+    from syncd.metrics import Metrics
 
 __all__ = ["Outcome", "Reconciler"]
 
