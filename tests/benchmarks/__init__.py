@@ -1,0 +1,1 @@
+"""Performance benchmark of syncd against ``syncd simulate``; see :mod:`tests.benchmarks.fleet`."""
