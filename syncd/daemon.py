@@ -14,6 +14,7 @@ import contextlib
 import os
 import random
 import signal
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -274,10 +275,28 @@ class Daemon:
 
     async def _watch(self) -> None:
         """Reload when a YAML file (or a defaults file) under the desired dir changes."""
+        first = True
+        reported_missing = False
         while not self.stopping.is_set():
             target = self._realpath()
+            identity = _dir_identity(target)
+            if identity is None:
+                # Removed (rm -rf and a fresh clone, say): keep the last state until it is back.
+                first = False
+                if not reported_missing:
+                    reported_missing = True
+                    await self.reload(why="desired dir missing")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), LINK_CHECK)
+                continue
+            reported_missing = False
+            if not first:
+                # Relinked, replaced or back: what changed while unwatched counts too.
+                self._real_dir = target
+                await self.reload(why="desired dir relinked")
+            first = False
             stop_watch = asyncio.Event()
-            relinked = asyncio.create_task(self._watch_link(target, stop_watch))
+            relinked = asyncio.create_task(self._watch_link(target, identity, stop_watch))
             try:
                 async for changes in watchfiles.awatch(
                     target,
@@ -300,15 +319,15 @@ class Daemon:
                 relinked.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await relinked
-            if not self.stopping.is_set() and self._realpath() != self._real_dir:
-                self._real_dir = self._realpath()
-                await self.reload(why="desired dir relinked")
 
-    async def _watch_link(self, target: Path, stop_watch: asyncio.Event) -> None:
-        """Stop the watcher when the desired dir now resolves elsewhere (symlink swap)."""
+    async def _watch_link(
+        self, target: Path, identity: tuple[int, int], stop_watch: asyncio.Event
+    ) -> None:
+        """Stop the watcher when the desired dir resolves elsewhere (symlink swap) or is
+        no longer the directory watched (removed, or replaced by a new one)."""
         while not self.stopping.is_set():
             await asyncio.sleep(LINK_CHECK)
-            if self._realpath() != target:
+            if self._realpath() != target or _dir_identity(target) != identity:
                 break
         stop_watch.set()
 
@@ -345,7 +364,7 @@ class Daemon:
                 server, _ = serve_metrics(
                     self.metrics, self.settings.metrics_address, stale_after=10.0
                 )
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, OverflowError) as exc:  # port > 65535: OverflowError
                 raise StartupError(
                     f"bad setting metrics_address {self.settings.metrics_address!r}: {exc}"
                 ) from None
@@ -395,6 +414,15 @@ class Daemon:
     def _on_hup(self) -> None:
         self.log.info("daemon.signal", signal="SIGHUP")
         asyncio.get_running_loop().create_task(self.reload(kick_all=True, why="SIGHUP"))
+
+
+def _dir_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory at ``path``; None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _desired_filter(change: watchfiles.Change, path: str) -> bool:

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         return sources
 
 
+#: The command-line flag of each setting whose flag is not ``--`` plus its name (None: no flag).
+_FLAGS: dict[str, str | None] = {
+    "desired_dir": "--desired",
+    "retry_attempts": None,
+    "max_backoff": None,
+}
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Build settings; ``overrides`` are command-line flags (None means not given).
 
@@ -79,8 +87,14 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"]) or "settings"
-        where = f" (flag --{name.replace('_', '-')}, SYNCD_{name.upper()}"
-        where += f" or {toml_file})" if toml_file else ")"
+        sources = []
+        if name in Settings.model_fields:  # not for an unknown key in the TOML file
+            flag = _FLAGS.get(name, f"--{name.replace('_', '-')}")
+            sources += [f"flag {flag}"] if flag else []
+            sources.append(f"SYNCD_{name.upper()}")
+        sources += [str(toml_file)] if toml_file else []
+        where = ", ".join(sources[:-1]) + " or " if len(sources) > 1 else ""
+        where = f" ({where}{sources[-1]})" if sources else ""
         raise SettingsError(f"bad setting {name}{where}: {err['msg']}") from None
     except ValueError as exc:  # e.g. TOML syntax
         raise SettingsError(f"cannot read config file {toml_file}: {exc}") from None
