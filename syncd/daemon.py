@@ -189,6 +189,16 @@ class Daemon:
                 )
                 return
             desired = await asyncio.to_thread(self.loader.load)
+            unreadable = [p for p in desired.problems if p.file == "."]
+            if unreadable:
+                # An unreadable desired dir says nothing about the devices: keep them all.
+                self.log.error(
+                    "desired.invalid",
+                    file=str(self.desired_dir),
+                    line=None,
+                    error=f"{unreadable[0].message}; keeping the last state",
+                )
+                return
             fleet = build_fleet(desired, environ=os.environ, only=self.only)
             for problem in fleet.problems:
                 if problem.warning:

@@ -336,10 +336,10 @@ class Loader:
             try:
                 st = os.stat(self.root / rel)
             except OSError as exc:
-                problem = Problem(rel, None, "", f"cannot read: {exc.strerror}")
+                problem = Problem(rel, 1, "", f"cannot read: {exc.strerror}")
                 raise _FileFailed([problem]) from None
             if not stat.S_ISREG(st.st_mode):
-                raise _FileFailed([Problem(rel, None, "", "not a regular file")])
+                raise _FileFailed([Problem(rel, 1, "", "not a regular file")])
             stamp = _Stamp(st.st_mtime_ns, st.st_size, st.st_ino)
             self._stamps[rel] = stamp
         return stamp
@@ -461,7 +461,7 @@ def _discover(root: Path) -> tuple[list[str], set[str], list[Problem]]:
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError:  # e.g. ELOOP: a link that points at itself
-                problems.append(Problem(child_rel, None, "", "broken or looping symbolic link"))
+                problems.append(Problem(child_rel, 1, "", "broken or looping symbolic link"))
                 continue
             wanted = is_dir or entry.name.endswith(SUFFIXES)
             if not wanted:
@@ -470,11 +470,11 @@ def _discover(root: Path) -> tuple[list[str], set[str], list[Problem]]:
                 try:
                     target = path.resolve(strict=True)
                 except (OSError, RuntimeError):
-                    problems.append(Problem(child_rel, None, "", "broken or looping symbolic link"))
+                    problems.append(Problem(child_rel, 1, "", "broken or looping symbolic link"))
                     continue
                 if not target.is_relative_to(real_root):
                     problems.append(
-                        Problem(child_rel, None, "", "symbolic link points outside the desired dir")
+                        Problem(child_rel, 1, "", "symbolic link points outside the desired dir")
                     )
                     continue
             if is_dir and entry.is_symlink():
@@ -495,15 +495,15 @@ def _discover(root: Path) -> tuple[list[str], set[str], list[Problem]]:
 def _read_doc(path: Path, rel: str, size: int) -> Any:
     if size > MAX_FILE_BYTES:
         raise _FileFailed(
-            [Problem(rel, None, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
+            [Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
         )
     try:
         data = path.read_bytes()[: MAX_FILE_BYTES + 1]
     except OSError as exc:
-        raise _FileFailed([Problem(rel, None, "", f"cannot read: {exc.strerror}")]) from None
+        raise _FileFailed([Problem(rel, 1, "", f"cannot read: {exc.strerror}")]) from None
     if len(data) > MAX_FILE_BYTES:
         raise _FileFailed(
-            [Problem(rel, None, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
+            [Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
         )
     try:
         text = data.decode("utf-8")
