@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from syncd import loop
 from syncd.client import ClientPool
 from syncd.desired import DEFAULTS_FILE, DesiredState, Loader, Problem
 from syncd.fleet import build_fleet, reconcile_many, select_devices
@@ -116,7 +116,7 @@ async def _pass(
 
 
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
-    outcomes, broken = asyncio.run(_pass(settings, devices, apply=False))
+    outcomes, broken = loop.run(_pass(settings, devices, apply=False))
     sys.stdout.write(plan_json(outcomes, broken) if as_json else plan_text(outcomes, broken))
     if broken or any(o.status == "error" for o in outcomes):
         return EXIT_ERROR
@@ -126,7 +126,7 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
 
 
 def apply(settings: Settings, *, devices: Sequence[str]) -> int:
-    outcomes, broken = asyncio.run(_pass(settings, devices, apply=True))
+    outcomes, broken = loop.run(_pass(settings, devices, apply=True))
     applied = sum(o.status == "applied" for o in outcomes)
     failed = [o for o in outcomes if o.status == "error"]
     for o in failed:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import watchfiles
 
+from syncd import loop
 from syncd.client import REJECT_CODES, AuthError, ClientPool, RejectedError
 from syncd.desired import DEFAULTS_FILE, SUFFIXES, Loader
 from syncd.fleet import build_fleet
@@ -456,7 +457,7 @@ def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
             raise
 
     try:
-        return asyncio.run(main())
+        return loop.run(main())
     except StartupError as exc:
         import sys
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from syncd import __version__
+from syncd import __version__, loop
 from syncd.client import (
     AuthError,
     ClientPool,
@@ -113,7 +113,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.output is None:
         (target,) = targets
         try:
-            text = asyncio.run(_export_one(target, access, settings))
+            text = loop.run(_export_one(target, access, settings))
         except ExportError as exc:
             _fail(str(exc))
             return EXIT_ERROR
@@ -375,7 +375,7 @@ def _export_tree(
             failures[target.who] = f"{target.path} already exists; not overwritten"
         else:
             pending.append(target)
-    written = asyncio.run(_export_many(pending, access, settings, failures))
+    written = loop.run(_export_many(pending, access, settings, failures))
     for target in targets:
         if target.who in failures:
             _fail(f"{target.who}: {failures[target.who]}")
