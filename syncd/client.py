@@ -242,6 +242,8 @@ class DeviceClient:
         tls: TlsSpec | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        # Parsed once: httpx re-parses a string URL on every request.
+        self._urls = {path: httpx.URL(self.url + path) for path in (CONFIG_PATH, INFO_PATH)}
         self._tls = tls or TlsSpec()
         self._pool = pool
         self._auth = _httpx_auth(auth or AuthSpec(method=AuthMethod.NONE))
@@ -275,7 +277,7 @@ class DeviceClient:
         client = self._pool.client_for(self._tls)
         auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
         try:
-            response = await client.request(method, self.url + path, auth=auth, **kwargs)
+            response = await client.request(method, self._urls[path], auth=auth, **kwargs)
         except httpx.TimeoutException:
             raise TransportError(f"{self.url} did not answer in time") from None
         except httpx.ConnectError as exc:
