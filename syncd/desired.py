@@ -14,33 +14,25 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    PlainValidator,
     SecretStr,
     ValidationError,
-    ValidationInfo,
-    create_model,
 )
-from pydantic_core import PydanticCustomError
 
 from syncd.model import (
-    ACCOUNT_FIELDS,
     ACCOUNT_NUMBERS,
     AccountSpec,
     AuthMethod,
     AuthSpec,
     DeviceSpec,
-    FieldKind,
     Mode,
     TlsSpec,
-    is_digits,
 )
-from syncd.secrets import SecretError, SecretRef, parse_secret_ref, resolve_secret
+from syncd.schema import FileDoc
+from syncd.secrets import SecretError, SecretRef, resolve_secret
 from syncd.yamldoc import Pos, YamlError, YamlList, YamlMap, parse_yaml
 
 __all__ = [
@@ -58,7 +50,6 @@ DEFAULTS_FILE = "_defaults.yaml"
 SUFFIXES = (".yaml", ".yml")
 #: Larger files are refused unread: a device file is a few hundred bytes.
 MAX_FILE_BYTES = 1024 * 1024
-MAX_TEXT = 255
 
 
 @dataclass(frozen=True)
@@ -74,146 +65,6 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-# ---------------------------------------------------------------- field types
-
-
-def _error(kind: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError(kind, message)
-
-
-def _text(value: object, info: ValidationInfo) -> str:
-    if not isinstance(value, str):
-        raise _error("text_type", "must be a string")
-    if len(value) > MAX_TEXT:
-        raise _error("text_long", f"is {len(value)} characters long; at most {MAX_TEXT} allowed")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise _error("text_control", "contains a control character")
-    return value
-
-
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _error(
-            "bool_type", 'must be true or false (a YAML boolean, unquoted; "yes" is a string)'
-        )
-    return value
-
-
-def _port(value: object) -> int:
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and (value == "" or is_digits(value)):
-        number = int(value) if value else 0
-    if number is None or not 0 <= number <= 65535:
-        raise _error("port", 'must be a port number 1-65535, or "" or 0 for the default port')
-    return number
-
-
-def _number(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and is_digits(value):
-        return int(value)
-    raise _error("number", "must be a whole number, e.g. 1")
-
-
-def _account_number(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value in ACCOUNT_NUMBERS:
-        return value
-    raise _error("account", "must be 1 or 2")
-
-
-def _secret(value: object) -> SecretRef:
-    try:
-        return parse_secret_ref(value)
-    except ValueError as exc:
-        raise _error("secret", str(exc)) from None
-
-
-def _url(value: object) -> str:
-    if not isinstance(value, str):
-        raise _error("url", "must be a URL such as https://192.0.2.10")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https"):
-        raise _error("url", "must start with http:// or https://")
-    if "@" in parts.netloc:
-        raise _error("url", "must not hold credentials; put them under device.auth")
-    try:
-        port = parts.port
-    except ValueError:
-        raise _error("url", "has an invalid port") from None
-    if not parts.hostname:
-        raise _error("url", "has no host name")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _error("url", "must be just scheme, host and optional port (no path)")
-    del port
-    # Host names are case-insensitive: one device, one URL (for the same-URL check).
-    return f"{parts.scheme}://{parts.netloc.lower()}"
-
-
-Text = Annotated[str, PlainValidator(_text)]
-Bool = Annotated[bool, PlainValidator(_bool)]
-Port = Annotated[int, PlainValidator(_port)]
-Number = Annotated[int, PlainValidator(_number)]
-AccountNumber = Annotated[int, PlainValidator(_account_number)]
-Secret = Annotated[SecretRef, PlainValidator(_secret)]
-Url = Annotated[str, PlainValidator(_url)]
-
-_KIND_TYPES: Mapping[FieldKind, Any] = {
-    FieldKind.BOOL: Bool,
-    FieldKind.TEXT: Text,
-    FieldKind.PORT: Port,
-    FieldKind.NUMBER: Number,
-}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-
-class AuthDoc(_Strict):
-    method: AuthMethod = AuthMethod.DIGEST
-    username: Text | None = None
-    password: Secret | None = None
-
-
-class TlsDoc(_Strict):
-    verify: Bool = True
-    caFile: Text | None = None
-
-
-class DeviceDoc(_Strict):
-    url: Url
-    name: Text | None = None
-    auth: AuthDoc = AuthDoc()
-    tls: TlsDoc = TlsDoc()
-    mode: Mode = Mode.ENFORCE
-
-
-class _AccountBase(_Strict):
-    account: AccountNumber
-    password: Secret | None = None
-
-    def managed(self) -> dict[str, bool | str | int]:
-        """The fields the operator wrote, canonical; left-out fields are unmanaged."""
-        values = {k: getattr(self, k) for k in ACCOUNT_FIELDS if k in self.model_fields_set}
-        return values
-
-
-#: One account as written; its fields come from ACCOUNT_FIELDS, the one list of them.
-#: Left out means unmanaged (the unvalidated default); an explicit null is a type error.
-_FIELD_DEFS: dict[str, Any] = {
-    name: (_KIND_TYPES[kind], None) for name, kind in ACCOUNT_FIELDS.items()
-}
-AccountDoc: type[_AccountBase] = create_model("AccountDoc", __base__=_AccountBase, **_FIELD_DEFS)
-
-
-class FileDoc(_Strict):
-    device: DeviceDoc
-    accounts: list[AccountDoc] = []  # type: ignore[valid-type,unused-ignore]
 
 
 # ------------------------------------------------------------- loaded values

@@ -1,0 +1,162 @@
+"""The desired-state file format as typed pydantic models, with operator-worded errors.
+
+Each validator raises a custom error whose message reads well after
+``FILE:LINE: path:`` (``must be a port number 1-65535, ...``); the loader in
+:mod:`syncd.desired` turns pydantic's error locations into file and line.
+The account fields come from :data:`syncd.model.ACCOUNT_FIELDS`, the one list
+of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationInfo, create_model
+from pydantic_core import PydanticCustomError
+
+from syncd.model import ACCOUNT_FIELDS, ACCOUNT_NUMBERS, AuthMethod, FieldKind, Mode, is_digits
+from syncd.secrets import SecretRef, parse_secret_ref
+
+__all__ = ["MAX_TEXT", "AccountDoc", "AuthDoc", "DeviceDoc", "FileDoc", "TlsDoc"]
+
+#: Longest text value accepted; no intercom field needs more.
+MAX_TEXT = 255
+
+
+def _error(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _text(value: object, info: ValidationInfo) -> str:
+    if not isinstance(value, str):
+        raise _error("text_type", "must be a string")
+    if len(value) > MAX_TEXT:
+        raise _error("text_long", f"is {len(value)} characters long; at most {MAX_TEXT} allowed")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _error("text_control", "contains a control character")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _error(
+            "bool_type", 'must be true or false (a YAML boolean, unquoted; "yes" is a string)'
+        )
+    return value
+
+
+def _port(value: object) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and (value == "" or is_digits(value)):
+        number = int(value) if value else 0
+    if number is None or not 0 <= number <= 65535:
+        raise _error("port", 'must be a port number 1-65535, or "" or 0 for the default port')
+    return number
+
+
+def _number(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and is_digits(value):
+        return int(value)
+    raise _error("number", "must be a whole number, e.g. 1")
+
+
+def _account_number(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value in ACCOUNT_NUMBERS:
+        return value
+    raise _error("account", "must be 1 or 2")
+
+
+def _secret(value: object) -> SecretRef:
+    try:
+        return parse_secret_ref(value)
+    except ValueError as exc:
+        raise _error("secret", str(exc)) from None
+
+
+def _url(value: object) -> str:
+    if not isinstance(value, str):
+        raise _error("url", "must be a URL such as https://192.0.2.10")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        raise _error("url", "must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise _error("url", "must not hold credentials; put them under device.auth")
+    try:
+        port = parts.port
+    except ValueError:
+        raise _error("url", "has an invalid port") from None
+    if not parts.hostname:
+        raise _error("url", "has no host name")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _error("url", "must be just scheme, host and optional port (no path)")
+    del port
+    # Host names are case-insensitive: one device, one URL (for the same-URL check).
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+Text = Annotated[str, PlainValidator(_text)]
+Bool = Annotated[bool, PlainValidator(_bool)]
+Port = Annotated[int, PlainValidator(_port)]
+Number = Annotated[int, PlainValidator(_number)]
+AccountNumber = Annotated[int, PlainValidator(_account_number)]
+Secret = Annotated[SecretRef, PlainValidator(_secret)]
+Url = Annotated[str, PlainValidator(_url)]
+
+_KIND_TYPES: Mapping[FieldKind, Any] = {
+    FieldKind.BOOL: Bool,
+    FieldKind.TEXT: Text,
+    FieldKind.PORT: Port,
+    FieldKind.NUMBER: Number,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class AuthDoc(_Strict):
+    method: AuthMethod = AuthMethod.DIGEST
+    username: Text | None = None
+    password: Secret | None = None
+
+
+class TlsDoc(_Strict):
+    verify: Bool = True
+    caFile: Text | None = None
+
+
+class DeviceDoc(_Strict):
+    url: Url
+    name: Text | None = None
+    auth: AuthDoc = AuthDoc()
+    tls: TlsDoc = TlsDoc()
+    mode: Mode = Mode.ENFORCE
+
+
+class _AccountBase(_Strict):
+    account: AccountNumber
+    password: Secret | None = None
+
+    def managed(self) -> dict[str, bool | str | int]:
+        """The fields the operator wrote, canonical; left-out fields are unmanaged."""
+        values = {k: getattr(self, k) for k in ACCOUNT_FIELDS if k in self.model_fields_set}
+        return values
+
+
+#: One account as written; its fields come from ACCOUNT_FIELDS, the one list of them.
+#: Left out means unmanaged (the unvalidated default); an explicit null is a type error.
+_FIELD_DEFS: dict[str, Any] = {
+    name: (_KIND_TYPES[kind], None) for name, kind in ACCOUNT_FIELDS.items()
+}
+AccountDoc: type[_AccountBase] = create_model("AccountDoc", __base__=_AccountBase, **_FIELD_DEFS)
+
+
+class FileDoc(_Strict):
+    device: DeviceDoc
+    accounts: list[AccountDoc] = []  # type: ignore[valid-type,unused-ignore]
