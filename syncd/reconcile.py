@@ -157,47 +157,43 @@ class Reconciler:
             live = await self._with_retries(spec, "GET", client.get_accounts)
             left = diff(spec.accounts, live).readable_changes
         except (DeviceError, DiffError) as exc:
-            log.error(
-                "apply.failed",
-                error=f"could not verify: {exc}",
-                code=None,
-                param=None,
-                description=None,
-            )
-            return Outcome(
-                spec.name,
-                spec.url,
-                spec.mode,
-                "error",
-                plan.changes,
-                drift,
-                error_kind="verify",
-                error_message=f"could not verify: {exc}",
-            )
+            return self._unverified(spec, plan, drift, f"could not verify: {exc}")
         if left:
             names = ", ".join(f"account {c.account} {c.field}" for c in left)
             message = f"the device accepted the PUT but did not take: {names}"
-            log.error(
-                "apply.failed",
-                error=message,
-                fields=[c.as_dict() for c in left],
-                code=None,
-                param=None,
-                description=None,
-            )
-            return Outcome(
-                spec.name,
-                spec.url,
-                spec.mode,
-                "error",
-                plan.changes,
-                drift,
-                error_kind="verify",
-                error_message=message,
-            )
+            return self._unverified(spec, plan, drift, message, left)
         self._record_in_force(spec)
         log.info("apply.succeeded", fields=[c.as_dict() for c in plan.changes])
         return Outcome(spec.name, spec.url, spec.mode, "applied", plan.changes, drift)
+
+    def _unverified(
+        self,
+        spec: DeviceSpec,
+        plan: Plan,
+        drift: bool,
+        message: str,
+        left: tuple[Change, ...] = (),
+    ) -> Outcome:
+        """A PUT that was accepted but is not (or cannot be shown to be) in force."""
+        self.log.error(
+            "apply.failed",
+            device=spec.name,
+            error=message,
+            fields=[c.as_dict() for c in left],
+            code=None,
+            param=None,
+            description=None,
+        )
+        return Outcome(
+            spec.name,
+            spec.url,
+            spec.mode,
+            "error",
+            plan.changes,
+            drift,
+            error_kind="verify",
+            error_message=message,
+        )
 
     def _record_in_force(self, spec: DeviceSpec) -> None:
         try:
