@@ -23,7 +23,7 @@ import watchfiles
 
 from syncd import loop
 from syncd.client import REJECT_CODES, AuthError, ClientPool, RejectedError
-from syncd.desired import DEFAULTS_FILE, SUFFIXES, Loader
+from syncd.desired import DEFAULTS_FILE, SUFFIXES, Loader, Problem
 from syncd.fleet import build_fleet
 from syncd.logs import get_logger
 from syncd.metrics import Metrics, serve_metrics
@@ -149,6 +149,7 @@ class Daemon:
         self._real_dir = self._realpath()
         self._reload_lock = asyncio.Lock()
         self._last_status = ""
+        self._last_problems: set[Problem] = set()
         state_dir = settings.state_dir
         try:
             self.state = StateStore.open(state_dir)
@@ -201,7 +202,12 @@ class Daemon:
                 )
                 return
             fleet = build_fleet(desired, environ=os.environ, only=self.only)
+            # The 30 s backstop repeats only what is new, so journald is not flooded.
+            periodic = why == "periodic"
+            seen, self._last_problems = self._last_problems, set(fleet.problems)
             for problem in fleet.problems:
+                if periodic and problem in seen:
+                    continue
                 if problem.warning:
                     self.log.warning(
                         "desired.warning", file=problem.file, line=problem.line, error=str(problem)
@@ -226,16 +232,21 @@ class Daemon:
                 await self.workers.pop(name).stop()
                 self.reconciler.forget(name)
             self.metrics.forget(gone)
+            changed = len(gone)
             for name, spec in specs.items():
                 current = self.workers.get(name)
                 if current is None:
                     self.workers[name] = DeviceWorker(self, spec)
                     self.workers[name].start()
+                    changed += 1
                 elif current.spec != spec or kick_all:
                     current.spec = spec
                     current.failures = 0
                     current.kick()
+                    changed += 1
             self.metrics.devices.set(len(self.workers))
+            if periodic and not changed and seen == self._last_problems:
+                return
             self.log.info(
                 "desired.loaded",
                 devices=len(self.workers),

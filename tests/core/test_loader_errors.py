@@ -358,3 +358,14 @@ class TestDocumentShape:
         problem = only_error(load({"a.yaml": text}))
         assert problem.file == "a.yaml" and problem.line == 2
         assert "\n" not in str(problem)
+
+
+class TestWarnings:
+    def test_tls_verify_off_is_a_warning_at_every_load(self, load: Load) -> None:
+        """tls.verify: false loads the device and warns, naming file and line, on each load."""
+        for _ in range(2):
+            state = load({"a.yaml": device(extra="tls:\n  verify: false\n")})
+            assert "a" in state.devices and not state.errors
+            (warning,) = state.warnings
+            assert (warning.file, warning.line, warning.path) == ("a.yaml", 4, "device.tls.verify")
+            assert "checks are off" in warning.message
