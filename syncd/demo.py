@@ -11,6 +11,7 @@ import argparse
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -51,12 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with run_fleet_in_thread(devices=2, port=args.port):
             print(_INTRO.format(p1=args.port, p2=args.port + 1), flush=True)
+            # A fresh state dir: the emulated devices start from factory state
+            # each time, so last run's "already applied" records would read as drift.
+            state = tempfile.mkdtemp(prefix="syncd-demo-state-")
             daemon = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "syncd",
                     "run",
+                    "--state-dir",
+                    state,
                     "--desired",
                     str(args.desired),
                     "--resync-interval",
