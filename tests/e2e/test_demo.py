@@ -1,0 +1,61 @@
+"""The README's demo command: emulated intercoms plus the daemon on the example desired/."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_demo_converges_the_example_and_stops_on_ctrl_c():
+    """python -m syncd.demo applies desired/ to both emulated devices and exits 0 on Ctrl-C."""
+    if not (_free(8080) and _free(8081)):
+        pytest.skip("ports 8080-8081 (what desired/ targets) are busy")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd.demo"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    applied: set[str] = set()
+    intro: list[str] = []
+    deadline = time.monotonic() + 30
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("{"):
+                event = json.loads(line)
+                if event["event"] == "apply.succeeded":
+                    applied.add(event["device"])
+            else:
+                intro.append(line)
+            if applied == {"site-a/lobby", "site-a/garage"} or time.monotonic() > deadline:
+                break
+        assert applied == {"site-a/lobby", "site-a/garage"}
+        assert any("curl -X PUT" in line for line in intro)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
