@@ -40,6 +40,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "DesiredState",
     "DeviceEntry",
+    "DeviceSecretError",
     "Loader",
     "Problem",
     "load_desired",
@@ -92,6 +93,17 @@ class DeviceEntry:
     mode: Mode
     accounts: Mapping[int, AccountEntry]
     sources: tuple[str, ...]
+    #: Where each secret reference was written: "device" or the account number ->
+    #: (file, line, path), so an unresolvable reference is reported at its line.
+    secret_pos: Mapping[str | int, tuple[str, int, str]] = field(default_factory=dict)
+
+
+class DeviceSecretError(SecretError):
+    """Secret references of one device do not resolve; each names file, line and field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
 
 
 @dataclass
@@ -266,6 +278,7 @@ class Loader:
             mode=parsed.device.mode,
             accounts=accounts,
             sources=tuple(sources),
+            secret_pos=_secret_positions(parsed, merged, rel),
         )
         return entry, warnings
 
@@ -533,6 +546,18 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model
 
 
+def _secret_positions(parsed: FileDoc, doc: Any, rel: str) -> dict[str | int, tuple[str, int, str]]:
+    out: dict[str | int, tuple[str, int, str]] = {}
+    if parsed.device.auth.password is not None:
+        pos, path = _locate(doc, ("device", "auth", "password"), rel)
+        out["device"] = (pos.file, pos.line, path)
+    for i, account in enumerate(parsed.accounts):
+        if account.password is not None:
+            pos, path = _locate(doc, ("accounts", i, "password"), rel)
+            out[account.account] = (pos.file, pos.line, path)
+    return out
+
+
 def _warnings(parsed: FileDoc, doc: Any, rel: str) -> list[Problem]:
     """Valid but worth an operator's attention at every load."""
     out = []
@@ -574,26 +599,31 @@ def resolve_device(entry: DeviceEntry, *, environ: Mapping[str, str], base_dir: 
     (the desired dir), so a checkout can be moved.
     """
 
-    def secret(ref: SecretRef | None, where: str) -> SecretStr | None:
+    failed: list[Problem] = []
+
+    def secret(ref: SecretRef | None, key: str | int) -> SecretStr | None:
         if ref is None:
             return None
         try:
             return resolve_secret(ref, environ=environ, base_dir=base_dir)
         except SecretError as exc:
-            raise SecretError(f"{entry.file}: {where}: {exc}") from None
+            fallback = "device.auth.password" if key == "device" else f"account {key} password"
+            file, line, path = entry.secret_pos.get(key, (entry.file, 1, fallback))
+            failed.append(Problem(file, line, path, str(exc)))
+            return None
 
+    api_password = secret(entry.password, "device")
     accounts = {
-        n: AccountSpec(n, a.fields, secret(a.password, f"accounts.{n}.password"))
-        for n, a in entry.accounts.items()
+        n: AccountSpec(n, a.fields, secret(a.password, n)) for n, a in entry.accounts.items()
     }
+    if failed:
+        raise DeviceSecretError(failed)
     ca_file = str(base_dir / entry.ca_file) if entry.ca_file else None
     return DeviceSpec(
         name=entry.name,
         file=entry.file,
         url=entry.url,
-        auth=AuthSpec(
-            entry.auth_method, entry.username, secret(entry.password, "device.auth.password")
-        ),
+        auth=AuthSpec(entry.auth_method, entry.username, api_password),
         tls=TlsSpec(entry.tls_verify, ca_file),
         mode=entry.mode,
         accounts=accounts,

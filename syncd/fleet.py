@@ -7,10 +7,15 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from syncd.desired import DesiredState, DeviceEntry, Problem, resolve_device
+from syncd.desired import (
+    DesiredState,
+    DeviceEntry,
+    DeviceSecretError,
+    Problem,
+    resolve_device,
+)
 from syncd.model import DeviceSpec
 from syncd.reconcile import Outcome, Reconciler
-from syncd.secrets import SecretError
 
 __all__ = ["Fleet", "build_fleet", "reconcile_many", "select_devices"]
 
@@ -50,8 +55,8 @@ def build_fleet(
     for name, entry in entries.items():
         try:
             fleet.specs[name] = resolve_device(entry, environ=environ, base_dir=desired.root)
-        except SecretError as exc:
-            fleet.problems.append(Problem(entry.file, None, "", str(exc).split(": ", 1)[1]))
+        except DeviceSecretError as exc:
+            fleet.problems.extend(exc.problems)
             fleet.broken[name] = str(exc)
     for rel in sorted(desired.invalid_files):
         stem = rel.rsplit(".", 1)[0]

@@ -184,7 +184,7 @@ class TestUnresolvable:
         with pytest.raises(SecretError) as caught:
             resolve_device(entry, environ={"API_PW": API, "SIP2_PW": SIP2}, base_dir=root)
         message = str(caught.value)
-        assert "nope/sip1" in message and "accounts.1.password" in message
+        assert "nope/sip1" in message and "a.yaml:8: accounts[0].password" in message
         assert API not in message and SIP2 not in message
 
     def test_credential_without_credentials_directory(self, tree: Tree) -> None:
@@ -233,6 +233,23 @@ class TestUnresolvable:
         (tmp_path / "d").mkdir()
         with pytest.raises(SecretError, match="d"):
             resolve_secret(SecretRef("file", name="d"), environ={}, base_dir=tmp_path)
+
+
+class TestEveryUnresolvableReported:
+    def test_each_bad_reference_is_a_problem_at_its_line(self, tree: Tree) -> None:
+        """All unresolvable references of a device are reported, each with file, line and field."""
+        from syncd.desired import DeviceSecretError
+
+        entry, root = entry_with(tree, "{env: GONE_API}", "{env: GONE_SIP1}", '"literal"')
+        with pytest.raises(DeviceSecretError) as caught:
+            resolve_device(entry, environ={}, base_dir=root)
+        where = [(p.file, p.line, p.path) for p in caught.value.problems]
+        assert where == [
+            ("a.yaml", 5, "device.auth.password"),
+            ("a.yaml", 8, "accounts[0].password"),
+        ]
+        assert "GONE_API" in caught.value.problems[0].message
+        assert "literal" not in str(caught.value)
 
 
 class TestNoLeaks:
