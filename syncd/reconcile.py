@@ -65,6 +65,8 @@ class Reconciler:
         self._state = state
         self._retry = retry or RetryPolicy()
         self._clients: dict[str, tuple[DeviceSpec, DeviceClient]] = {}
+        #: Serial number per device, read once while the device stays reachable.
+        self._serials: dict[str, str] = {}
         self.log = get_logger()
 
     def client(self, spec: DeviceSpec) -> DeviceClient:
@@ -80,6 +82,7 @@ class Reconciler:
 
     def forget(self, name: str) -> None:
         self._clients.pop(name, None)
+        self._serials.pop(name, None)
 
     async def _with_retries(
         self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
@@ -88,13 +91,30 @@ class Reconciler:
             call, device=spec.name, request=what, policy=self._retry, metrics=self._metrics
         )
 
-    def _passwords_due(self, spec: DeviceSpec) -> set[int]:
-        return {
-            n
-            for n, account in spec.accounts.items()
-            if account.password is not None
-            and self._state.password_due(spec.name, spec.url, n, account.password)
-        }
+    async def _password_target(self, spec: DeviceSpec, client: DeviceClient) -> str:
+        """What a password record is bound to: the URL and the device's serial number.
+
+        A device replaced at the same address (an RMA swap) has another serial,
+        so it gets its passwords again. The serial is read once and again after
+        the device was unreachable; if it cannot be read, the URL alone is used.
+        """
+        serial = self._serials.get(spec.name)
+        if serial is None:
+            try:
+                info = await client.system_info()
+            except DeviceError:
+                return spec.url
+            serial = str(info.get("serialNumber") or "")
+            self._serials[spec.name] = serial
+        return f"{spec.url}#{serial}" if serial else spec.url
+
+    async def _passwords_due(self, spec: DeviceSpec, client: DeviceClient) -> tuple[str, set[int]]:
+        managed = {n: a.password for n, a in spec.accounts.items() if a.password is not None}
+        if not managed:
+            return spec.url, set()
+        target = await self._password_target(spec, client)
+        due = {n for n, pw in managed.items() if self._state.password_due(spec.name, target, n, pw)}
+        return target, due
 
     async def reconcile(self, spec: DeviceSpec, *, apply: bool) -> Outcome:
         """Bring one device to ``spec`` (when ``apply`` and mode is enforce), or report."""
@@ -106,10 +126,12 @@ class Reconciler:
         try:
             live = await self._with_retries(spec, "GET", client.get_accounts)
         except DeviceError as exc:
+            self._serials.pop(spec.name, None)  # it may come back as another device
             log.error("device.unreachable", error=str(exc), code=exc.code, kind=exc.kind)
             return self._failed(spec, exc)
+        target, due = await self._passwords_due(spec, client)
         try:
-            plan = diff(spec.accounts, live, passwords_due=self._passwords_due(spec))
+            plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
             log.error("apply.failed", error=str(exc), code=None, param=None, description=None)
             return Outcome(
@@ -130,10 +152,10 @@ class Reconciler:
             log.info("reconcile.skipped", reason="mode is observe", changes=len(plan.changes))
         if not apply or spec.mode is not Mode.ENFORCE:
             return Outcome(spec.name, spec.url, spec.mode, "changes", plan.changes, drift)
-        return await self._apply(spec, client, plan, drift)
+        return await self._apply(spec, client, plan, drift, target)
 
     async def _apply(
-        self, spec: DeviceSpec, client: DeviceClient, plan: Plan, drift: bool
+        self, spec: DeviceSpec, client: DeviceClient, plan: Plan, drift: bool, target: str
     ) -> Outcome:
         log = self.log.bind(device=spec.name)
         body = plan.put_body()
@@ -150,7 +172,7 @@ class Reconciler:
             )
             return self._failed(spec, exc, plan.changes, drift)
         try:
-            self._state.record_passwords(spec.name, spec.url, dict(plan.passwords))
+            self._state.record_passwords(spec.name, target, dict(plan.passwords))
         except StateError as exc:
             log.error("state.write_failed", error=str(exc))
         try:

@@ -115,24 +115,28 @@ class StateStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _digest(self, url: str, account: int, password: SecretStr) -> str:
-        message = f"{url}\0{account}\0".encode() + password.get_secret_value().encode()
+    def _digest(self, target: str, account: int, password: SecretStr) -> str:
+        message = f"{target}\0{account}\0".encode() + password.get_secret_value().encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def password_due(self, device: str, url: str, account: int, password: SecretStr) -> bool:
-        """True unless exactly this password was applied to this device's account."""
+    def password_due(self, device: str, target: str, account: int, password: SecretStr) -> bool:
+        """True unless exactly this password was applied to this device's account.
+
+        ``target`` names the physical device the password went to (its URL, and
+        its serial number where known): another target means another device.
+        """
         stored = self._record(device)["passwords"].get(str(account))
         return not (
             isinstance(stored, str)
-            and hmac.compare_digest(stored, self._digest(url, account, password))
+            and hmac.compare_digest(stored, self._digest(target, account, password))
         )
 
-    def record_passwords(self, device: str, url: str, passwords: dict[int, SecretStr]) -> None:
+    def record_passwords(self, device: str, target: str, passwords: dict[int, SecretStr]) -> None:
         if not passwords:
             return
         record = self._record(device)
         for account, password in passwords.items():
-            record["passwords"][str(account)] = self._digest(url, account, password)
+            record["passwords"][str(account)] = self._digest(target, account, password)
         self._save(device)
 
     def applied_fingerprint(self, device: str) -> str | None:

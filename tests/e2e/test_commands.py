@@ -143,6 +143,23 @@ class TestPasswords:
             assert all(secret not in out for out in outputs)
             assert secret.encode() not in state
 
+    def test_replaced_device_at_same_url_gets_its_password_again(self, sim, tmp_path):
+        """A device swapped at the same address (another serial number) is sent the password again."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        root = _tree(tmp_path, fleet, "  - account: 1\n    password: {env: SIP1}\n")
+        env = {"SIP1": "s3cret-one"}
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 1
+        dev.factory_reset()
+        dev.identity["serialNumber"] = "54-9999-0001"
+        assert dev.passwords[1] is None
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 2 and dev.passwords[1] == "s3cret-one"
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 2
+
     def test_plan_json_shows_password_placeholder(self, sim, tmp_path):
         """plan --json reports a due password as live null, desired "(will be set)"."""
         fleet = sim(devices=1)
