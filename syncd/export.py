@@ -35,6 +35,7 @@ from syncd.client import (
     DeviceError,
     TlsError,
 )
+from syncd.diff import normalise_live_account
 from syncd.fleet import select_devices
 from syncd.logs import get_logger
 from syncd.model import (
@@ -44,10 +45,10 @@ from syncd.model import (
     AuthSpec,
     FieldKind,
     TlsSpec,
-    is_digits,
     normalise_live,
 )
 from syncd.retrying import RetryPolicy, with_retries
+from syncd.schema import MAX_TEXT, text_problem
 from syncd.secrets import SecretError, SecretRef, resolve_secret
 from syncd.settings import Settings
 
@@ -59,7 +60,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 
 #: The longest text the desired-state format accepts (see syncd.desired).
-MAX_TEXT = 255
 SUFFIXES = (".yaml", ".yml")
 #: Live keys handled apart from the managed fields (a password is never exported).
 _KEYS = frozenset({"account", "password"})
@@ -205,7 +205,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 
 
 def _check_text(flag: str, value: str) -> None:
-    if len(value) > MAX_TEXT or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if text_problem(value) is not None:
         raise ExportError(
             f"{flag} must be at most {MAX_TEXT} characters without control characters"
         )
@@ -256,7 +256,7 @@ def check_device_name(name: str, *, what: str) -> str:
         raise ExportError(f"{what}: '{name}' has a part starting with '.', which syncd ignores")
     if parts[-1] == "_defaults":
         raise ExportError(f"{what}: '_defaults' is the name of the defaults file")
-    if "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > MAX_TEXT:
+    if "\\" in name or text_problem(name) is not None:
         raise ExportError(f"{what}: '{name}' contains characters not allowed in a device name")
     return name
 
@@ -485,16 +485,14 @@ def _comment(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-def _text_ok(value: str) -> bool:
-    return len(value) <= MAX_TEXT and not any(ord(c) < 32 or ord(c) == 127 for c in value)
-
-
 def render_value(kind: FieldKind, value: Any) -> str | None:
     """A live value as desired-state YAML that compares equal to it, or None if none can."""
     if kind is FieldKind.BOOL:
         return ("true" if value else "false") if isinstance(value, bool) else None
     if kind is FieldKind.TEXT:
-        return yaml_string(value) if isinstance(value, str) and _text_ok(value) else None
+        return (
+            yaml_string(value) if isinstance(value, str) and text_problem(value) is None else None
+        )
     number = normalise_live(kind, value)
     if not isinstance(number, int) or isinstance(number, bool) or number < 0:
         return None
@@ -503,14 +501,6 @@ def render_value(kind: FieldKind, value: Any) -> str | None:
             return None
         return '""' if number == 0 else str(number)
     return str(number)
-
-
-def _account_number(value: Any) -> int | None:
-    if isinstance(value, str) and is_digits(value):
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value in ACCOUNT_NUMBERS:
-        return value
-    return None
 
 
 def render_document(
@@ -553,7 +543,8 @@ def render_document(
     body: list[str] = []
     seen: set[int] = set()
     for index, live in enumerate(accounts):
-        number = _account_number(live.get("account"))
+        number = normalise_live_account(live.get("account"))
+        number = number if number in ACCOUNT_NUMBERS else None
         if number is None or number in seen:
             why = "is listed twice" if number in seen else "has no account number 1 or 2"
             notes.append(f"live account #{index + 1} {why}; not exported")

@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from syncd.model import ACCOUNT_FIELDS, ACCOUNT_NUMBERS, AuthMethod, FieldKind, Mode, is_digits
 from syncd.secrets import SecretRef, parse_secret_ref
 
-__all__ = ["MAX_TEXT", "AccountDoc", "AuthDoc", "DeviceDoc", "FileDoc", "TlsDoc"]
+__all__ = ["MAX_TEXT", "AccountDoc", "AuthDoc", "DeviceDoc", "FileDoc", "TlsDoc", "text_problem"]
 
 #: Longest text value accepted; no intercom field needs more.
 MAX_TEXT = 255
@@ -29,13 +29,21 @@ def _error(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, message)
 
 
+def text_problem(value: str) -> str | None:
+    """What keeps ``value`` from being a text field's value, or None: the one text rule."""
+    if len(value) > MAX_TEXT:
+        return f"is {len(value)} characters long; at most {MAX_TEXT} allowed"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "contains a control character"
+    return None
+
+
 def _text(value: object, info: ValidationInfo) -> str:
     if not isinstance(value, str):
         raise _error("text_type", "must be a string")
-    if len(value) > MAX_TEXT:
-        raise _error("text_long", f"is {len(value)} characters long; at most {MAX_TEXT} allowed")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise _error("text_control", "contains a control character")
+    problem = text_problem(value)
+    if problem is not None:
+        raise _error("text_value", problem)
     return value
 
 
