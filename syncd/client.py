@@ -7,34 +7,62 @@ credentials. Every failure surfaces as a :class:`DeviceError` whose class says
 what to do about it: retry (:class:`TransportError`), wait for the desired
 state to change (:class:`RejectedError`), or wait for the credentials to change
 (:class:`AuthError`). No message, repr or attribute carries a secret.
+
+Every request says who sends it (``User-Agent: syncd/VERSION``, plus the
+cluster node), so a device's own log shows who changed it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from typing import Any
 
 import httpx
 
+from syncd import __version__
+from syncd.device_status import (
+    AccountStatus,
+    CallSession,
+    StatusFormatError,
+    read_call_status,
+    read_phone_status,
+)
+from syncd.http_auth import httpx_auth, method_mismatch
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
 
 __all__ = [
     "AUTH_CODES",
     "REJECT_CODES",
+    "AccountStatus",
     "ApiError",
     "AuthError",
+    "CallSession",
     "ClientPool",
     "DeviceClient",
     "DeviceError",
     "RejectedError",
     "TlsError",
     "TransportError",
+    "user_agent",
 ]
 
 CONFIG_PATH = "/api/phone/config"
 INFO_PATH = "/api/system/info"
+PHONE_STATUS_PATH = "/api/phone/status"
+CALL_STATUS_PATH = "/api/call/status"
+_PATHS = (CONFIG_PATH, INFO_PATH, PHONE_STATUS_PATH, CALL_STATUS_PATH)
+
+#: OpenSSL's reasons for a TLS handshake answered by something that is not TLS.
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
+)
+#: How long the check "does this port speak TLS?" may take, after a plain-HTTP failure.
+_TLS_PROBE_SECONDS = 2.0
 
 #: Codes meaning "these credentials may not do this": back off until they change.
 AUTH_CODES = frozenset({8, 9, 10})
@@ -114,6 +142,15 @@ class AuthError(ApiError):
     kind = "auth"
 
 
+def user_agent(node: str | None = None) -> str:
+    """``syncd/VERSION``, plus `` (NODE)`` for a cluster node."""
+    try:
+        version = metadata.version("syncd")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        version = __version__
+    return f"syncd/{version}" + (f" ({node})" if node else "")
+
+
 def _tls_context(tls: TlsSpec) -> ssl.SSLContext:
     if not tls.verify:
         ctx = ssl.create_default_context()
@@ -183,11 +220,16 @@ class ClientPool:
     small pool per device. Connections are not capped here (callers bound how
     many devices are in flight); each device's connection is kept open long
     enough to be reused at the next resync where the device keeps it, which
-    saves a TCP and TLS handshake per device per pass.
+    saves a TCP and TLS handshake per device per pass. Every request carries
+    :func:`user_agent` for ``node``.
     """
 
-    def __init__(self, *, timeout: float = 10.0, keepalive_expiry: float = 120.0) -> None:
+    def __init__(
+        self, *, timeout: float = 10.0, keepalive_expiry: float = 120.0, node: str | None = None
+    ) -> None:
         _raise_open_files_limit()
+        self.timeout = timeout
+        self.user_agent = user_agent(node)
         self._timeout = httpx.Timeout(timeout)
         self._keepalive_expiry = keepalive_expiry
         self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
@@ -201,7 +243,12 @@ class ClientPool:
             except (OSError, ssl.SSLError) as exc:
                 raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
             transport = _PerDeviceTransport(verify=ctx, keepalive_expiry=self._keepalive_expiry)
-            client = httpx.AsyncClient(transport=transport, timeout=self._timeout, trust_env=False)
+            client = httpx.AsyncClient(
+                transport=transport,
+                timeout=self._timeout,
+                trust_env=False,
+                headers={"User-Agent": self.user_agent},
+            )
             self._clients[key] = client
         return client
 
@@ -217,21 +264,8 @@ class ClientPool:
         await self.aclose()
 
 
-def _httpx_auth(auth: AuthSpec) -> httpx.Auth | None:
-    if auth.method is AuthMethod.NONE:
-        return None
-    username = auth.username or ""
-    password = auth.password.get_secret_value() if auth.password else ""
-    if auth.method is AuthMethod.BASIC:
-        return httpx.BasicAuth(username, password)
-    # httpx's DigestAuth keeps the last challenge, so one instance per device
-    # saves the 401 round trip on every request, and answers a stale nonce
-    # with exactly one retry under the fresh challenge.
-    return httpx.DigestAuth(username, password)
-
-
 class DeviceClient:
-    """The 2N HTTP API of one device: read and write SIP accounts, read identity."""
+    """The 2N HTTP API of one device: SIP accounts, their registration, calls, identity."""
 
     def __init__(
         self,
@@ -243,10 +277,11 @@ class DeviceClient:
     ) -> None:
         self.url = url.rstrip("/")
         # Parsed once: httpx re-parses a string URL on every request.
-        self._urls = {path: httpx.URL(self.url + path) for path in (CONFIG_PATH, INFO_PATH)}
+        self._urls = {path: httpx.URL(self.url + path) for path in _PATHS}
         self._tls = tls or TlsSpec()
         self._pool = pool
-        self._auth = _httpx_auth(auth or AuthSpec(method=AuthMethod.NONE))
+        self._method = (auth or AuthSpec(method=AuthMethod.NONE)).method
+        self._auth = httpx_auth(auth or AuthSpec(method=AuthMethod.NONE))
 
     def __repr__(self) -> str:
         return f"DeviceClient(url={self.url!r})"
@@ -273,19 +308,66 @@ class DeviceClient:
             raise TransportError(f"{self.url} answered system info without a result")
         return result
 
+    async def phone_status(self, account: int | None = None) -> list[AccountStatus]:
+        """``GET /api/phone/status``: whether each SIP account is registered."""
+        params = {"account": str(account)} if account is not None else None
+        result = await self._call("GET", PHONE_STATUS_PATH, params=params)
+        try:
+            return read_phone_status(result)
+        except StatusFormatError as exc:
+            raise TransportError(f"{self.url}{PHONE_STATUS_PATH} answered {exc}") from None
+
+    async def call_status(self) -> list[CallSession]:
+        """``GET /api/call/status``: the active calls, none when the device is idle."""
+        result = await self._call("GET", CALL_STATUS_PATH)
+        try:
+            return read_call_status(result)
+        except StatusFormatError as exc:
+            raise TransportError(f"{self.url}{CALL_STATUS_PATH} answered {exc}") from None
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         client = self._pool.client_for(self._tls)
         auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
+        url = self._urls[path]
         try:
-            response = await client.request(method, self._urls[path], auth=auth, **kwargs)
+            response = await client.request(method, url, auth=auth, **kwargs)
         except httpx.TimeoutException:
             raise TransportError(f"{self.url} did not answer in time") from None
         except httpx.ConnectError as exc:
             raise _connect_error(self.url, exc) from None
         except httpx.TransportError as exc:
+            if url.scheme == "http" and await _speaks_tls(url, self._pool.timeout):
+                raise TlsError(
+                    f"{self.url}: the device expects HTTPS on this port; use https://"
+                ) from None
             reason = str(exc) or type(exc).__name__
             raise TransportError(f"{self.url} connection failed: {reason}") from None
-        return _unwrap(self.url, response)
+        if response.status_code == 401 and (mismatch := method_mismatch(self._method, response)):
+            # Not a refusal of the credentials, which were never tried: no status,
+            # so the retry rule does not repeat a request that cannot succeed.
+            raise AuthError(f"{self.url}: {mismatch}", code=8)
+        where = self.url if path in (CONFIG_PATH, INFO_PATH) else f"{self.url}{path}"
+        return _unwrap(where, response)
+
+
+async def _speaks_tls(url: httpx.URL, timeout: float) -> bool:
+    """Whether ``url``'s port completes a TLS handshake (certificate unchecked).
+
+    Asked only after a plain-HTTP request failed without an answer, which is
+    how a TLS-only port treats one.
+    """
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(min(timeout, _TLS_PROBE_SECONDS)):
+            _, writer = await asyncio.open_connection(url.host, url.port or 80, ssl=ctx)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _connect_error(url: str, exc: httpx.ConnectError) -> TransportError:
@@ -293,6 +375,8 @@ def _connect_error(url: str, exc: httpx.ConnectError) -> TransportError:
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return TlsError(f"{url} certificate verification failed: {cause.verify_message}")
+        if isinstance(cause, ssl.SSLError) and cause.reason in _NOT_TLS_REASONS:
+            return TlsError(f"{url}: the device answered plain HTTP on an HTTPS URL; use http://")
         cause = cause.__cause__ or cause.__context__
     return TransportError(f"{url} could not be reached: {exc or 'connection failed'}")
 
