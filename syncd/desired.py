@@ -403,7 +403,7 @@ def _check_accounts(doc: YamlMap, problems: list[Problem]) -> None:
             ACCOUNT_NUMBERS
         ):
             problems.append(
-                Problem(where.file, where.line, f"accounts[{i}].account", "must be 1 or 2")
+                Problem(where.file, where.line, f"accounts[{i}].account", "must be 1 to 4")
             )
         elif number in seen:
             problems.append(

@@ -97,6 +97,12 @@ def normalise_live_account(value: Any) -> int | None:
     return None
 
 
+def _missing_account(number: int, current: Mapping[int, object]) -> str:
+    listed = ", ".join(str(n) for n in sorted(current))
+    reports = {0: "no accounts", 1: f"account {listed}"}.get(len(current), f"accounts {listed}")
+    return f"the device has no SIP account {number} (it reports {reports})"
+
+
 def _equal(have: Any, want: Any) -> bool:
     """Equal values of one kind: a live ``1`` is not ``true``, nor ``false`` a mode ``0``."""
     return isinstance(have, bool) == isinstance(want, bool) and have == want
@@ -140,7 +146,7 @@ def diff(
             continue
         live_account = current.get(number)
         if live_account is None:
-            raise DiffError(f"the device has no SIP account {number}")
+            raise DiffError(_missing_account(number, current))
         for name, kind in ACCOUNT_FIELDS.items():
             if name not in spec.fields:
                 continue

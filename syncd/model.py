@@ -40,7 +40,9 @@ class FieldKind(enum.Enum):
     NUMBER = "number"
 
 
-ACCOUNT_NUMBERS = (1, 2)
+#: SIP account numbers: 1 and 2 on every firmware, 3 and 4 on newer ones. A device
+#: has the accounts its GET lists.
+ACCOUNT_NUMBERS = (1, 2, 3, 4)
 
 #: The managed fields of one SIP account, in the device's own order.
 #: ``account`` is the key and ``password`` is write-only; both are handled apart.

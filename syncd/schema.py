@@ -77,7 +77,7 @@ def _number(value: object) -> int:
 def _account_number(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value in ACCOUNT_NUMBERS:
         return value
-    raise _error("account", "must be 1 or 2")
+    raise _error("account", "must be 1 to 4")
 
 
 def _secret(value: object) -> SecretRef:
