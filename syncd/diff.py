@@ -97,10 +97,9 @@ def normalise_live_account(value: Any) -> int | None:
     return None
 
 
-def _missing_account(number: int, current: Mapping[int, object]) -> str:
-    listed = ", ".join(str(n) for n in sorted(current))
-    reports = {0: "no accounts", 1: f"account {listed}"}.get(len(current), f"accounts {listed}")
-    return f"the device has no SIP account {number} (it reports {reports})"
+def _accounts(numbers: Collection[int], none: str = "no accounts") -> str:
+    listed = ", ".join(str(n) for n in sorted(numbers))
+    return {0: none, 1: f"account {listed}"}.get(len(numbers), f"accounts {listed}")
 
 
 def _equal(have: Any, want: Any) -> bool:
@@ -136,17 +135,24 @@ def diff(
     accounts whose desired password is new or changed since last applied.
     """
     current = live_by_account(live)
+    managed = [
+        number
+        for number, spec in sorted(desired.items())
+        if spec.fields or (spec.password and number in passwords_due)
+    ]
+    missing = [number for number in managed if number not in current]
+    if missing:
+        # A device has the accounts its GET lists: nothing is sent to it.
+        raise DiffError(
+            f"the device has no SIP {_accounts(missing)} (it reports {_accounts(current)})"
+        )
     typing = _numeric_typing(live)
     changes: list[Change] = []
     updates: dict[int, dict[str, Any]] = {}
     passwords: dict[int, SecretStr] = {}
-    for number in sorted(desired):
+    for number in managed:
         spec = desired[number]
-        if not spec.fields and not (spec.password and number in passwords_due):
-            continue
-        live_account = current.get(number)
-        if live_account is None:
-            raise DiffError(_missing_account(number, current))
+        live_account = current[number]
         for name, kind in ACCOUNT_FIELDS.items():
             if name not in spec.fields:
                 continue
