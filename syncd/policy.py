@@ -353,10 +353,15 @@ def load_policy(root: Path) -> PolicyResult:
     path = root / FLEET_FILE
     try:
         size = path.stat().st_size
+        inside = path.resolve(strict=True).is_relative_to(root.resolve())
     except FileNotFoundError:
         return PolicyResult(None)
-    except OSError as exc:
-        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", f"cannot read: {exc.strerror}")])
+    except (OSError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or "broken or looping symbolic link"
+        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", f"cannot read: {reason}")])
+    if not inside:
+        message = "symbolic link points outside the desired dir"
+        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", message)])
     try:
         doc = _read_doc(path, FLEET_FILE, size)
     except _FileFailed as failed:

@@ -71,6 +71,11 @@ def only_error(root: Path, text: str | bytes) -> Problem:
     return result.errors[0]
 
 
+def only_error_of(result: PolicyResult) -> Problem:
+    assert result.policy is None and len(result.errors) == 1, [str(p) for p in result.problems]
+    return result.errors[0]
+
+
 def assert_problem(problem: Problem, line: int | None, path: str, text: str) -> None:
     assert (problem.file, problem.line, problem.path) == ("_fleet.yaml", line, path), str(problem)
     assert text in problem.message, str(problem)
@@ -343,6 +348,18 @@ class TestErrors:
         """Broken YAML and non-UTF-8 bytes are one error with file and line, no traceback."""
         assert_problem(only_error(root, "rollout: {\n"), 2, "", "invalid YAML")
         assert_problem(only_error(root, b"rollout:\n  bake: \xff\n"), 2, "", "UTF-8")
+
+    def test_link_outside_the_desired_dir_is_not_read(self, root: Path, tmp_path: Path) -> None:
+        """A _fleet.yaml linking outside the desired dir is refused, like a device file."""
+        outside = tmp_path / "secret.yaml"
+        outside.write_text("rollout: {bake: 1}\n", encoding="utf-8")
+        (root / "_fleet.yaml").symlink_to(outside)
+        assert_problem(only_error_of(load_policy(root)), 1, "", "outside the desired dir")
+
+    def test_folder_named_fleet_file_is_an_error(self, root: Path) -> None:
+        """A folder named _fleet.yaml is an error saying it cannot be read."""
+        (root / "_fleet.yaml").mkdir()
+        assert_problem(only_error_of(load_policy(root)), 1, "", "cannot read")
 
     def test_several_errors_are_all_reported(self, root: Path) -> None:
         """Every bad value of the file is reported, in line order."""
