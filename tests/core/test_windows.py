@@ -15,8 +15,10 @@ PRAGUE = "Europe/Prague"
 MON, FRI, SAT, SUN = 0, 4, 5, 6
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def hm(text: str) -> int:
