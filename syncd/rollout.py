@@ -1,0 +1,405 @@
+"""The rollout of one desired revision, as a pure state machine.
+
+The daemon (or ``syncd apply``) feeds it facts — a device's outcome, the
+monotonic clock — and does what it answers: which device may start now, which
+events to log, which failed devices to revert. Nothing here reads a clock,
+the network or a file, so every rule is a unit test.
+
+A :class:`Rollout` is a value: each function returns a new one. It holds the
+waves (only devices with a pending change; waves without one are skipped), a
+status per device, and the policy values it needs, resolved when it started
+(``maxFailures`` as a number of devices, ``bake``, whether to revert). A pause
+is not part of it: it survives new revisions, so the caller keeps it and
+passes it in. :meth:`Rollout.to_doc` and :meth:`Rollout.from_doc` carry it
+through the state store as plain JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from syncd.policy import FleetPolicy
+
+__all__ = [
+    "Decision",
+    "DeviceStatus",
+    "Event",
+    "Result",
+    "Rollout",
+    "RolloutState",
+    "Step",
+    "WaitReason",
+    "WaveProgress",
+    "begin",
+    "may_start",
+    "progress",
+    "record",
+    "restarted",
+    "resume",
+    "reverted",
+    "reverts_due",
+    "start",
+    "tick",
+]
+
+
+class DeviceStatus(enum.StrEnum):
+    PENDING = "pending"  # waits for its wave (or for the halt/pause to end)
+    ACTIVE = "active"  # its PUT or health check is under way
+    HEALTHY = "healthy"  # PUT accepted, verified and (where gated) registered again
+    IN_SYNC = "in_sync"  # nothing to change after all
+    FAILED = "failed"  # PUT rejected, not verified, or health check failed
+    UNREACHABLE = "unreachable"  # not a failure; it may start again when it answers
+    REVERTED = "reverted"  # failed, then given back what the PUT changed
+
+
+class RolloutState(enum.StrEnum):
+    RUNNING = "running"
+    HALTED = "halted"
+    COMPLETED = "completed"
+
+
+class WaitReason(enum.StrEnum):
+    WAVE = "wave"  # its wave has not started
+    HALTED = "halted"
+    PAUSED = "paused"
+    ACTIVE = "active"  # it is already under way
+    DONE = "done"  # it has its outcome in this rollout
+
+
+#: What the caller reports about one device.
+Result = Literal["healthy", "in_sync", "failed", "unreachable"]
+
+#: Statuses that count a device as settled for its wave being done.
+_SETTLED = frozenset(
+    {
+        DeviceStatus.HEALTHY,
+        DeviceStatus.IN_SYNC,
+        DeviceStatus.FAILED,
+        DeviceStatus.UNREACHABLE,
+        DeviceStatus.REVERTED,
+    }
+)
+#: Statuses that never start again in this rollout (an unreachable device may).
+_FINAL = _SETTLED - {DeviceStatus.UNREACHABLE}
+_FAILED = frozenset({DeviceStatus.FAILED, DeviceStatus.REVERTED})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One SPEC section 7 event: its name and JSON-ready fields (``revision`` included)."""
+
+    name: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """May this device's PUT start now? If not, why, and for a wave, which."""
+
+    go: bool
+    reason: WaitReason | None = None
+    wave: str | None = None
+
+
+@dataclass(frozen=True)
+class WaveProgress:
+    """One wave as ``syncd status`` shows it."""
+
+    name: str
+    devices: int
+    done: int
+    failed: int
+    state: Literal["waiting", "running", "done"]
+
+
+@dataclass(frozen=True)
+class Rollout:
+    revision: str
+    #: (wave name, its devices with a pending change), in rollout order; no empty wave.
+    waves: tuple[tuple[str, tuple[str, ...]], ...]
+    status: Mapping[str, DeviceStatus]
+    #: Index into ``waves`` of the wave under way (or where it halted, or the last).
+    wave: int = 0
+    state: RolloutState = RolloutState.RUNNING
+    #: Failures since the start or the last resume.
+    failures: int = 0
+    #: Failures tolerated (``maxFailures`` resolved for this rollout's size); None: no limit.
+    max_failures: int | None = None
+    bake: float = 0.0
+    revert: bool = False
+    #: Monotonic time since which the current, done wave has had no new failure.
+    bake_started: float | None = None
+
+    @property
+    def current_wave(self) -> str | None:
+        return self.waves[self.wave][0] if self.waves else None
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(d for _, devices in self.waves for d in devices)
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Every device that failed in this rollout (reverted or not), sorted."""
+        return tuple(sorted(d for d, s in self.status.items() if s in _FAILED))
+
+    def wave_of(self, device: str) -> int | None:
+        return next((i for i, (_, ds) in enumerate(self.waves) if device in ds), None)
+
+    def to_doc(self) -> dict[str, Any]:
+        """Plain JSON values, for the state store."""
+        return {
+            "revision": self.revision,
+            "waves": [{"name": n, "devices": list(ds)} for n, ds in self.waves],
+            "status": {d: str(s) for d, s in self.status.items()},
+            "wave": self.wave,
+            "state": str(self.state),
+            "failures": self.failures,
+            "maxFailures": self.max_failures,
+            "bake": self.bake,
+            "revert": self.revert,
+            "bakeStarted": self.bake_started,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Rollout:
+        """The rollout :meth:`to_doc` wrote; ValueError when ``doc`` is not one."""
+        try:
+            waves = tuple((str(w["name"]), tuple(map(str, w["devices"]))) for w in doc["waves"])
+            status = {str(d): DeviceStatus(s) for d, s in doc["status"].items()}
+            rollout = cls(
+                revision=str(doc["revision"]),
+                waves=waves,
+                status=status,
+                wave=int(doc["wave"]),
+                state=RolloutState(doc["state"]),
+                failures=int(doc["failures"]),
+                max_failures=None if doc["maxFailures"] is None else int(doc["maxFailures"]),
+                bake=float(doc["bake"]),
+                revert=bool(doc["revert"]),
+                bake_started=None if doc["bakeStarted"] is None else float(doc["bakeStarted"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a saved rollout: {exc!r}") from None
+        if set(rollout.devices) != set(status) or not 0 <= rollout.wave < max(len(waves), 1):
+            raise ValueError("not a saved rollout: its waves and statuses disagree")
+        return rollout
+
+
+class Step(NamedTuple):
+    """A new rollout, the events to log, and failed devices to revert now."""
+
+    rollout: Rollout
+    events: tuple[Event, ...] = ()
+    revert: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def start(
+    revision: str, pending: Mapping[str, str], wave_order: Sequence[str], policy: FleetPolicy
+) -> Step:
+    """A rollout of ``revision`` over ``pending`` (device -> wave), its first wave started.
+
+    ``wave_order`` names the waves in order (see ``waves.wave_order``); a wave
+    not in it runs after those that are. With nothing pending the rollout is
+    completed at once and logs nothing.
+    """
+    order = list(wave_order) + sorted(set(pending.values()) - set(wave_order))
+    waves = tuple(
+        (name, tuple(sorted(d for d, w in pending.items() if w == name))) for name in order
+    )
+    waves = tuple(w for w in waves if w[1])
+    rollout = Rollout(
+        revision=revision,
+        waves=waves,
+        status=dict.fromkeys(pending, DeviceStatus.PENDING),
+        max_failures=policy.max_failures_for(len(pending)),
+        bake=policy.rollout.bake,
+        revert=policy.rollout.on_failure == "revert",
+    )
+    if not waves:
+        return Step(dataclasses.replace(rollout, state=RolloutState.COMPLETED))
+    started = _event(
+        rollout,
+        "rollout.started",
+        waves=[{"name": name, "devices": len(devices)} for name, devices in waves],
+    )
+    return Step(rollout, (started, _wave_event(rollout)))
+
+
+def may_start(rollout: Rollout, device: str, *, paused: bool) -> Decision:
+    """Whether ``device``'s PUT may start now as far as the rollout goes.
+
+    Windows and calls are checked apart. A device not in the rollout is not
+    held by it (a drift correction, say).
+    """
+    status = rollout.status.get(device)
+    if status is None:
+        return Decision(True)
+    if status in _FINAL:
+        return Decision(False, WaitReason.DONE)
+    if status is DeviceStatus.ACTIVE:
+        return Decision(False, WaitReason.ACTIVE)
+    if rollout.state is RolloutState.HALTED:
+        return Decision(False, WaitReason.HALTED)
+    if paused:
+        return Decision(False, WaitReason.PAUSED)
+    index = rollout.wave_of(device)
+    if rollout.state is RolloutState.RUNNING and index is not None and index > rollout.wave:
+        return Decision(False, WaitReason.WAVE, rollout.waves[index][0])
+    return Decision(True)
+
+
+def begin(rollout: Rollout, device: str) -> Rollout:
+    """``device``'s PUT has started (call after a ``go`` from :func:`may_start`)."""
+    if rollout.status.get(device) not in (DeviceStatus.PENDING, DeviceStatus.UNREACHABLE):
+        return rollout
+    bake_started = rollout.bake_started
+    if rollout.wave_of(device) == rollout.wave:
+        bake_started = None  # the wave is not done while one of its devices is under way
+    return _with(rollout, device, DeviceStatus.ACTIVE, bake_started=bake_started)
+
+
+def record(
+    rollout: Rollout, device: str, result: Result, now: float, *, paused: bool = False
+) -> Step:
+    """``device``'s outcome: settle it, count a failure, maybe halt, maybe start the next wave.
+
+    ``now`` is monotonic. An outcome for a device that already has a final one
+    in this rollout, or is not in it, changes nothing.
+    """
+    status = rollout.status.get(device)
+    if status is None or status in _FINAL:
+        return Step(rollout)
+    new = DeviceStatus(result)
+    if new is not DeviceStatus.FAILED:
+        return _advance(_with(rollout, device, new), now, paused=paused)
+    bake_started = rollout.bake_started
+    if rollout.wave_of(device) == rollout.wave:
+        bake_started = None  # bake measures time with no new failure: it starts over
+    failed = _with(rollout, device, new, failures=rollout.failures + 1, bake_started=bake_started)
+    if failed.state is RolloutState.HALTED:
+        return Step(failed, (), (device,) if failed.revert else ())
+    if failed.state is RolloutState.COMPLETED:
+        return Step(failed)
+    if failed.max_failures is not None and failed.failures > failed.max_failures:
+        halted = dataclasses.replace(failed, state=RolloutState.HALTED, bake_started=None)
+        event = _event(
+            halted, "rollout.halted", wave=halted.current_wave, failed=list(halted.failed)
+        )
+        return Step(halted, (event,), reverts_due(halted))
+    return _advance(failed, now, paused=paused)
+
+
+def tick(rollout: Rollout, now: float, *, paused: bool = False) -> Step:
+    """Let time pass: a done wave whose bake is over hands over to the next one."""
+    return _advance(rollout, now, paused=paused)
+
+
+def resume(rollout: Rollout) -> Rollout:
+    """A halted rollout runs again: devices not yet done go on, failures count from zero.
+
+    Its current wave's bake starts over at the next :func:`tick`. Anything
+    other than a halted rollout is returned as it is.
+    """
+    if rollout.state is not RolloutState.HALTED:
+        return rollout
+    return dataclasses.replace(rollout, state=RolloutState.RUNNING, failures=0, bake_started=None)
+
+
+def reverted(rollout: Rollout, device: str) -> Rollout:
+    """A failed device has been given back what the rollout's PUT changed (or had nothing to)."""
+    if rollout.status.get(device) is not DeviceStatus.FAILED:
+        return rollout
+    return _with(rollout, device, DeviceStatus.REVERTED)
+
+
+def reverts_due(rollout: Rollout) -> tuple[str, ...]:
+    """Failed devices still to revert: with ``onFailure: revert``, once the rollout halted.
+
+    The daemon asks this after a restart too, so a SIGKILL between the halt
+    and the revert loses no revert.
+    """
+    if not rollout.revert or rollout.state is not RolloutState.HALTED:
+        return ()
+    return tuple(sorted(d for d, s in rollout.status.items() if s is DeviceStatus.FAILED))
+
+
+def restarted(rollout: Rollout) -> Rollout:
+    """The rollout as a freshly started process should take it from the state store.
+
+    A device that was under way starts again (its GET shows whether the PUT
+    landed), and a bake under way starts over: monotonic time does not survive
+    a restart, and waiting a bake twice is safer than skipping one.
+    """
+    status = {
+        d: DeviceStatus.PENDING if s is DeviceStatus.ACTIVE else s
+        for d, s in rollout.status.items()
+    }
+    return dataclasses.replace(rollout, status=status, bake_started=None)
+
+
+def progress(rollout: Rollout) -> tuple[WaveProgress, ...]:
+    """Per wave: devices, how many are settled, how many failed, and where it stands."""
+    out = []
+    for i, (name, devices) in enumerate(rollout.waves):
+        statuses = [rollout.status[d] for d in devices]
+        done = sum(s in _SETTLED for s in statuses)
+        failed = sum(s in _FAILED for s in statuses)
+        state: Literal["waiting", "running", "done"] = (
+            "waiting" if i > rollout.wave else "done" if done == len(devices) else "running"
+        )
+        out.append(WaveProgress(name, len(devices), done, failed, state))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------- internals
+
+
+def _advance(rollout: Rollout, now: float, *, paused: bool) -> Step:
+    """Complete the rollout, or move past done waves whose bake is over."""
+    events: list[Event] = []
+    while rollout.state is RolloutState.RUNNING and rollout.waves:
+        _, devices = rollout.waves[rollout.wave]
+        if any(rollout.status[d] not in _SETTLED for d in devices):
+            rollout = dataclasses.replace(rollout, bake_started=None)
+            break
+        if rollout.wave == len(rollout.waves) - 1:
+            rollout = dataclasses.replace(rollout, state=RolloutState.COMPLETED, bake_started=None)
+            events.append(
+                _event(
+                    rollout,
+                    "rollout.completed",
+                    devices=len(rollout.status),
+                    failed=list(rollout.failed),
+                )
+            )
+            break
+        if rollout.bake_started is None:
+            rollout = dataclasses.replace(rollout, bake_started=now)
+        assert rollout.bake_started is not None
+        if paused or now - rollout.bake_started < rollout.bake:
+            break
+        rollout = dataclasses.replace(rollout, wave=rollout.wave + 1, bake_started=None)
+        events.append(_wave_event(rollout))
+    return Step(rollout, tuple(events))
+
+
+def _with(rollout: Rollout, device: str, status: DeviceStatus, **changes: Any) -> Rollout:
+    return dataclasses.replace(rollout, status={**rollout.status, device: status}, **changes)
+
+
+def _event(rollout: Rollout, name: str, **fields: Any) -> Event:
+    return Event(name, {"revision": rollout.revision, **fields})
+
+
+def _wave_event(rollout: Rollout) -> Event:
+    name, devices = rollout.waves[rollout.wave]
+    return _event(rollout, "rollout.wave", wave=name, devices=len(devices))
