@@ -2,10 +2,10 @@
 
 A test that runs syncd as a subprocess against ``syncd simulate`` in another
 process cannot call Python methods; these endpoints expose the same controls
-(state and drift, faults, journal, nonces) over plain HTTP on each device's own
-port. They need no authentication, are not journaled and never consume faults,
-so using them does not disturb what is being tested. Errors are HTTP 400 with
-``{"error": "..."}``.
+(state and drift, faults, journal, nonces, calls, registration failures) over
+plain HTTP on each device's own port. They need no authentication, are not
+journaled and never consume faults, so using them does not disturb what is
+being tested. Errors are HTTP 400 with ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def state_json(device: EmulatedDevice) -> dict[str, Any]:
         "identity": device.identity,
         "accounts": device.accounts,
         "passwords": {str(n): password for n, password in device.passwords.items()},
+        "status": device.status(),
+        "calls": device.calls,
     }
 
 
@@ -47,7 +49,7 @@ async def put_state(request: web.Request) -> web.Response:
     device = device_of(request)
     document = await _json_body(request)
     try:
-        updates = parse_updates(document, firmware=device.firmware)
+        updates = parse_updates(document, firmware=device.firmware, accounts=device.account_numbers)
     except ApiError as exc:
         raise _bad_request(f"{exc.param}: {exc.description}") from None
     device.apply(updates)
@@ -100,6 +102,49 @@ async def delete_nonces(request: web.Request) -> web.Response:
     return web.json_response({"expired": True})
 
 
+async def get_calls(request: web.Request) -> web.Response:
+    """``GET /_emulator/call``: the active calls."""
+    return web.json_response(device_of(request).calls)
+
+
+async def post_call(request: web.Request) -> web.Response:
+    """``POST /_emulator/call`` [``{"direction": ..., "state": ...}``]: start a call."""
+    device = device_of(request)
+    spec = await _json_body(request, empty={})
+    if not isinstance(spec, dict) or set(spec) - {"direction", "state"}:
+        raise _bad_request('a call is {"direction": "incoming"|"outgoing", "state": ...}')
+    try:
+        session = device.start_call(
+            direction=spec.get("direction", "incoming"), state=spec.get("state", "connected")
+        )
+    except ValueError as exc:
+        raise _bad_request(str(exc)) from None
+    return web.json_response(session, status=201)
+
+
+async def delete_calls(request: web.Request) -> web.Response:
+    """``DELETE /_emulator/call``: end every call."""
+    device_of(request).end_calls()
+    return web.json_response([])
+
+
+async def post_registration(request: web.Request) -> web.Response:
+    """``POST /_emulator/registration`` with ``{"account": N, "fail": BOOL}``."""
+    device = device_of(request)
+    spec = await _json_body(request)
+    if not isinstance(spec, dict) or set(spec) - {"account", "fail"} or "account" not in spec:
+        raise _bad_request('expected {"account": N, "fail": true|false}')
+    account, fail = spec["account"], spec.get("fail", True)
+    if not isinstance(account, int) or isinstance(account, bool) or not isinstance(fail, bool):
+        raise _bad_request('"account" must be an integer and "fail" a boolean')
+    try:
+        device.fail_registration(account, fail=fail)
+    except ValueError as exc:
+        raise _bad_request(str(exc)) from None
+    (status,) = device.status(account)
+    return web.json_response(status)
+
+
 def add_admin_routes(router: web.UrlDispatcher) -> None:
     """Register the admin endpoints."""
     router.add_get(f"{PREFIX}/state", get_state, allow_head=False)
@@ -112,11 +157,18 @@ def add_admin_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{PREFIX}/journal", get_journal, allow_head=False)
     router.add_delete(f"{PREFIX}/journal", delete_journal)
     router.add_delete(f"{PREFIX}/nonces", delete_nonces)
+    router.add_get(f"{PREFIX}/call", get_calls, allow_head=False)
+    router.add_post(f"{PREFIX}/call", post_call)
+    router.add_delete(f"{PREFIX}/call", delete_calls)
+    router.add_post(f"{PREFIX}/registration", post_registration)
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: web.Request, *, empty: Any = None) -> Any:
+    raw = await request.read()
+    if empty is not None and not raw.strip():
+        return empty
     try:
-        return json.loads(await request.read())
+        return json.loads(raw)
     except ValueError:
         raise _bad_request("the body must be JSON") from None
 

@@ -23,7 +23,7 @@ from syncd.simulator.fields import (
     coerce_text,
 )
 
-__all__ = ["MAX_BLOB_BYTES", "AccountUpdate", "parse_updates"]
+__all__ = ["MAX_BLOB_BYTES", "AccountUpdate", "account_range", "parse_updates"]
 
 MAX_BLOB_BYTES: Final = 64 * 1024
 BLOB: Final = "blob-json"
@@ -38,8 +38,13 @@ class AccountUpdate:
     password: str | None
 
 
-def parse_updates(document: object, *, firmware: Firmware) -> list[AccountUpdate]:
-    """Validate a parsed blob ``{"accounts": [...]}``; raise the device's first complaint."""
+def parse_updates(
+    document: object, *, firmware: Firmware, accounts: tuple[int, ...] = ACCOUNT_NUMBERS
+) -> list[AccountUpdate]:
+    """Validate a parsed blob ``{"accounts": [...]}``; raise the device's first complaint.
+
+    ``accounts`` are the account numbers the device has; naming another is code 12.
+    """
     if not isinstance(document, dict) or set(document) != {"accounts"}:
         raise ApiError(12, BLOB, description='expected {"accounts": [...]}')
     entries = document["accounts"]
@@ -47,19 +52,26 @@ def parse_updates(document: object, *, firmware: Firmware) -> list[AccountUpdate
         raise ApiError(12, BLOB, description="accounts must be a list of objects")
     updates: list[AccountUpdate] = []
     for entry in entries:
-        update = _account_update(entry, firmware=firmware)
+        update = _account_update(entry, firmware=firmware, accounts=accounts)
         if any(done.account == update.account for done in updates):
             raise ApiError(12, "account", description=f"account {update.account} given twice")
         updates.append(update)
     return updates
 
 
-def _account_update(entry: dict[str, object], *, firmware: Firmware) -> AccountUpdate:
+def account_range(accounts: tuple[int, ...]) -> str:
+    """How an error names the valid account numbers: ``1 or 2``, ``1 to 4``."""
+    return f"{accounts[0]} or {accounts[-1]}" if len(accounts) == 2 else f"1 to {accounts[-1]}"
+
+
+def _account_update(
+    entry: dict[str, object], *, firmware: Firmware, accounts: tuple[int, ...]
+) -> AccountUpdate:
     if "account" not in entry:
         raise ApiError(11, "account")
     number = entry["account"]
-    if not isinstance(number, int) or isinstance(number, bool) or number not in ACCOUNT_NUMBERS:
-        raise ApiError(12, "account", description="account must be 1 or 2")
+    if not isinstance(number, int) or isinstance(number, bool) or number not in accounts:
+        raise ApiError(12, "account", description=f"account must be {account_range(accounts)}")
     if len(entry) == 1:
         raise ApiError(11, "account", description="an account needs at least one more parameter")
     fields: dict[str, FieldValue] = {}

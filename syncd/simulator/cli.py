@@ -2,8 +2,10 @@
 
 Prints ``device N: URL`` per device on stdout once every port listens, so a
 script can wait for the lines and then point syncd at the URLs. Start-up
-failures (a port in use, an unusable certificate directory) are one sentence
-on stderr and exit status 1.
+failures (a port in use, an unusable certificate directory, too few file
+descriptors) are one sentence on stderr and exit status 1. The soft limit of
+open files is raised to the hard limit first: each device is a listening
+socket, and 10,000 devices need 10,000 of them.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
+from pathlib import Path
 from typing import get_args
 
 from syncd.simulator.auth import AuthMethod
-from syncd.simulator.fields import Firmware
+from syncd.simulator.device import DEFAULT_PBX
+from syncd.simulator.fields import ACCOUNT_COUNTS, Firmware
 from syncd.simulator.fleet import Fleet, FleetError
 
 __all__ = ["main"]
@@ -30,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port {args.port} leaves no room for {args.devices} devices below 65536")
     if args.cert_dir is not None and not args.tls:
         parser.error("--cert-dir keeps the TLS certificate, so it needs --tls")
+    if args.dual_challenge and args.auth == "none":
+        parser.error("--dual-challenge needs --auth basic or digest")
     _raise_open_file_limit()
     try:
         asyncio.run(_serve(args))
@@ -54,6 +61,12 @@ async def _serve(args: argparse.Namespace) -> None:
         username=args.username,
         password=args.password,
         firmware=args.firmware,
+        accounts=args.accounts,
+        pbx=args.pbx or list(DEFAULT_PBX),
+        register_delay=args.register_delay,
+        latency=args.latency,
+        nonce_uses=args.nonce_uses,
+        dual_challenge=args.dual_challenge,
     )
     async with fleet:
         sys.stdout.write("".join(f"device {d.number}: {d.url}\n" for d in fleet.devices))
@@ -66,7 +79,10 @@ async def _serve(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd simulate",
-        description="Serve emulated 2N IP intercoms on loopback until SIGTERM/SIGINT.",
+        description="Serve emulated 2N IP intercoms on loopback until SIGTERM/SIGINT. "
+        "Prints 'device N: URL' per device once all listen. Each device also has admin "
+        "endpoints under /_emulator/ (state, faults, journal, nonces, call, registration; "
+        "see the syncd.simulator module documentation).",
     )
     parser.add_argument(
         "--devices", type=_positive, default=2, metavar="N", help="number of devices (default 2)"
@@ -102,13 +118,72 @@ def _parser() -> argparse.ArgumentParser:
         "--firmware",
         choices=get_args(Firmware),
         default="string",
-        help="typing of ports and answerMode in answers (default string)",
+        help="typing of ports and answerMode in answers; integer firmware also reports "
+        "a read-only accountType (default string)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        choices=ACCOUNT_COUNTS,
+        default=2,
+        help="SIP accounts per device: 2, or 4 (account 4 is a local account that "
+        "never registers) (default 2)",
+    )
+    parser.add_argument(
+        "--pbx",
+        action="append",
+        metavar="HOST",
+        help="a PBX host name accounts can register with (repeatable; default "
+        f"{DEFAULT_PBX[0]}); an account registers when it is enabled with registration "
+        "enabled, a password set, and its registrarAddress (else domain) is one of them",
+    )
+    parser.add_argument(
+        "--register-delay",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="time an account takes to register after its SIP settings change (default 1)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="delay of every device-API answer, as over a real network (default 0)",
+    )
+    parser.add_argument(
+        "--nonce-uses",
+        type=_count,
+        default=0,
+        metavar="K",
+        help="requests each Digest nonce is accepted for; the next one gets 401 "
+        "stale=true with a new nonce (default 0: unlimited)",
+    )
+    parser.add_argument(
+        "--dual-challenge",
+        action="store_true",
+        help="send two WWW-Authenticate headers (Basic, then Digest) with every 401 "
+        "and accept either method, as some firmware does",
     )
     return parser
 
 
 def _positive(text: str) -> int:
     return _integer(text, low=1, high=None, expected="a whole number of at least 1")
+
+
+def _count(text: str) -> int:
+    return _integer(text, low=0, high=None, expected="a whole number of at least 0")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def _port(text: str) -> int:
@@ -132,6 +207,18 @@ def _raise_open_file_limit() -> None:
     except ImportError:  # not on Unix; the platform's default has to do
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
+    if hard == resource.RLIM_INFINITY:
+        hard = _kernel_file_limit()
+    if soft != resource.RLIM_INFINITY and soft < hard:
         with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+            )
+
+
+def _kernel_file_limit() -> int:
+    """The most files a process may open when its hard limit is "unlimited" (Linux: nr_open)."""
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return 1 << 20

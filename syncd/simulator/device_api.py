@@ -1,12 +1,13 @@
-"""The device API: ``/api/phone/config``, ``/api/system/info`` and every other ``/api`` path.
+"""The device API: ``/api/phone/config``, ``/api/phone/status``, ``/api/call/status``,
+``/api/system/info`` and every other ``/api`` path.
 
 Each endpoint is a plain function from a :class:`Call` to the ``result`` of a
 successful answer (or ``None`` for a bare ``{"success": true}``), raising
 :class:`ApiError` to refuse. :func:`device_endpoint` wraps one in what every
 device request goes through, in this order: read the blob, consume a fault,
-answer (method, then authorisation, then parameters), record in the journal.
-Faults come before authorisation on purpose: a device that is down fails an
-unauthenticated probe too.
+wait the device's latency, answer (method, then authorisation, then
+parameters), record in the journal. Faults come before authorisation on
+purpose: a device that is down fails an unauthenticated probe too.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
-from syncd.simulator.auth import Privilege, authorize, challenge
-from syncd.simulator.blob import BLOB, AccountUpdate, parse_updates
+from syncd.simulator.auth import Privilege, authorize, challenges
+from syncd.simulator.blob import BLOB, AccountUpdate, account_range, parse_updates
 from syncd.simulator.device import EmulatedDevice
 from syncd.simulator.errors import ApiError, AuthRequired, envelope
 from syncd.simulator.faults import DEFAULT_MALFORMED_BODY, Fault
@@ -29,7 +31,15 @@ from syncd.simulator.journal import JournalEntry
 from syncd.simulator.ports import device_of
 from syncd.simulator.request_body import ReceivedBody, receive_body
 
-__all__ = ["Call", "device_endpoint", "invalid_path", "phone_config", "system_info"]
+__all__ = [
+    "Call",
+    "call_status",
+    "device_endpoint",
+    "invalid_path",
+    "phone_config",
+    "phone_status",
+    "system_info",
+]
 
 Result = dict[str, Any] | None
 Endpoint = Callable[["Call"], Result]
@@ -63,12 +73,28 @@ def phone_config(call: Call) -> Result:
     """``GET`` reads one or both accounts (never a password); ``PUT`` applies a blob."""
     if call.method == "GET":
         call.require("monitoring")
-        return {"accounts": call.device.read(_account_param(call.query))}
+        return {"accounts": call.device.read(_account_param(call))}
     if call.method == "PUT":
         call.require("management")
         call.device.apply(_blob_updates(call))
         return None
     raise ApiError(3)
+
+
+def phone_status(call: Call) -> Result:
+    """``GET``: SIP registration of one account or all."""
+    if call.method != "GET":
+        raise ApiError(3)
+    call.require("monitoring")
+    return {"accounts": call.device.status(_account_param(call))}
+
+
+def call_status(call: Call) -> Result:
+    """``GET``: the active calls (``sessions`` is empty when idle)."""
+    if call.method != "GET":
+        raise ApiError(3)
+    call.require("monitoring")
+    return {"sessions": call.device.calls}
 
 
 def system_info(call: Call) -> Result:
@@ -83,12 +109,13 @@ def invalid_path(call: Call) -> Result:
     raise ApiError(2)
 
 
-def _account_param(query: Mapping[str, str]) -> int | None:
-    value = query.get("account")
+def _account_param(call: Call) -> int | None:
+    value = call.query.get("account")
     if value is None:
         return None
-    if value not in ("1", "2"):
-        raise ApiError(12, "account", description="account must be 1 or 2")
+    numbers = call.device.account_numbers
+    if value not in {str(n) for n in numbers}:
+        raise ApiError(12, "account", description=f"account must be {account_range(numbers)}")
     return int(value)
 
 
@@ -100,7 +127,9 @@ def _blob_updates(call: Call) -> list[AccountUpdate]:
         raise ApiError(11, BLOB)
     if not body.is_json:
         raise ApiError(12, BLOB, description="not valid JSON")
-    return parse_updates(body.document, firmware=call.device.firmware)
+    return parse_updates(
+        body.document, firmware=call.device.firmware, accounts=call.device.account_numbers
+    )
 
 
 def device_endpoint(endpoint: Endpoint) -> Handler:
@@ -110,9 +139,13 @@ def device_endpoint(endpoint: Endpoint) -> Handler:
         device = device_of(request)
         received_at = time.time()
         body = await receive_body(request)
-        fault = device.take_fault(request.method)
+        fault = device.take_fault(request.method, request.path)
+        if device.latency > 0:
+            await asyncio.sleep(device.latency)
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.delay)
+        if fault is not None and fault.kind == "hang":
+            await device.hang()
         if fault is not None and fault.kind != "delay":
             response, code = _misbehave(fault, request=request, device=device)
         else:
@@ -125,7 +158,7 @@ def device_endpoint(endpoint: Endpoint) -> Handler:
                 body=body,
             )
             response, code = _answer(endpoint, call)
-        dropped = fault is not None and fault.kind == "drop"
+        dropped = fault is not None and fault.kind in ("drop", "hang")
         device.record(
             JournalEntry(
                 time=received_at,
@@ -139,6 +172,9 @@ def device_endpoint(endpoint: Endpoint) -> Handler:
                 status=None if dropped else response.status,
                 code=code,
                 fault=None if fault is None else fault.kind,
+                user_agent=request.headers.get("User-Agent", ""),
+                started=received_at,
+                finished=time.time(),
             )
         )
         return response
@@ -159,18 +195,16 @@ def _refusal(error: ApiError, *, device: EmulatedDevice) -> web.Response:
     if not isinstance(error, AuthRequired) and error.code != 9:
         return web.json_response(envelope(error))
     stale = isinstance(error, AuthRequired) and error.stale
-    headers = {}
-    if device.auth.method != "none":
-        headers["WWW-Authenticate"] = challenge(
-            policy=device.auth, nonces=device.nonces, stale=stale
-        )
+    headers: CIMultiDict[str] = CIMultiDict()
+    for value in challenges(policy=device.auth, nonces=device.nonces, stale=stale):
+        headers.add("WWW-Authenticate", value)
     return web.json_response(envelope(error), status=401, headers=headers)
 
 
 def _misbehave(
     fault: Fault, *, request: web.Request, device: EmulatedDevice
 ) -> tuple[web.Response, int | None]:
-    if fault.kind == "drop":
+    if fault.kind in ("drop", "hang"):
         if request.transport is not None:
             request.transport.close()
         return web.Response(), None

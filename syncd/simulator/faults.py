@@ -2,10 +2,11 @@
 
 A client's retry, timeout and error handling can only be tested against a
 device that fails on cue. A :class:`Fault` says how (an HTTP error status, a
-delay, a dropped connection, a malformed body, or a ``success: false``
-rejection), for how many requests, and optionally for which HTTP method only.
-Faults queue up per device and are consumed in order; admin requests
-(``/_emulator/...``) never consume them.
+delay, a dropped connection, a connection that hangs, a malformed body, or a
+``success: false`` rejection), for how many requests (or until cleared), and
+optionally for which HTTP method and which path only. Faults queue up per
+device and are consumed in order; admin requests (``/_emulator/...``) never
+consume them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Final, Literal, get_args
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "FaultQueue"]
 
-FaultKind = Literal["status", "delay", "drop", "malformed", "reject"]
+FaultKind = Literal["status", "delay", "drop", "hang", "malformed", "reject"]
 FAULT_KINDS: Final[tuple[str, ...]] = get_args(FaultKind)
 
 DEFAULT_MALFORMED_BODY: Final = '{"success": true, "result": {"accounts": [{"account": 1, '
@@ -30,14 +31,23 @@ class Fault:
     ``status``: answer with HTTP ``status`` and ``body`` (default: the reason
     phrase as text/plain; a ``body`` that is JSON is sent as application/json).
     ``delay``: wait ``delay`` seconds, then answer normally. ``drop``: close
-    the connection without answering. ``malformed``: HTTP 200 with a body that
-    is not JSON (``body`` overrides it). ``reject``: ``success: false`` with
+    the connection without answering. ``hang``: accept the request and never
+    answer, as a powered-down site behind a router looks, until the device's
+    faults are cleared (then the connection is closed unanswered) or the
+    fleet stops. ``malformed``: HTTP 200 with a body that is not JSON
+    (``body`` overrides it). ``reject``: ``success: false`` with
     ``code``/``param``/``description``, applying nothing.
+
+    ``count``: how many requests the fault applies to (at least 1); ``None``
+    (JSON ``null``) means every matching request until the faults are cleared.
+    ``method`` (e.g. ``PUT``) and ``path`` (exact, e.g. ``/api/phone/status``)
+    limit the requests that match; ``None`` matches all.
     """
 
     kind: FaultKind
-    count: int = 1
+    count: int | None = 1
     method: str | None = None
+    path: str | None = None
     status: int = 503
     body: str | None = None
     delay: float = 1.0
@@ -48,8 +58,13 @@ class Fault:
     def __post_init__(self) -> None:
         problems = [
             ("kind", self.kind in FAULT_KINDS, f"one of {', '.join(FAULT_KINDS)}"),
-            ("count", _is_int(self.count) and self.count >= 1, "an integer >= 1"),
+            (
+                "count",
+                self.count is None or (_is_int(self.count) and self.count >= 1),
+                "an integer >= 1, or null for unlimited",
+            ),
             ("method", _is_optional_str(self.method), "a method name or null"),
+            ("path", self.path is None or _is_path(self.path), "a path starting with / or null"),
             ("status", _is_int(self.status) and 100 <= self.status <= 599, "an HTTP status"),
             ("body", _is_optional_str(self.body), "a string or null"),
             ("delay", _is_seconds(self.delay), "a finite number of seconds >= 0"),
@@ -73,9 +88,11 @@ class Fault:
             raise ValueError(f"unknown fault keys: {', '.join(sorted(unknown))}")
         return cls(**spec)
 
-    def applies_to(self, method: str) -> bool:
-        """Whether a request with this HTTP method consumes the fault."""
-        return self.method is None or self.method == method
+    def applies_to(self, method: str, path: str | None = None) -> bool:
+        """Whether a request with this HTTP method (and path, if given) consumes the fault."""
+        return (self.method is None or self.method == method) and (
+            self.path is None or path is None or self.path == path
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, as the admin endpoint lists it."""
@@ -106,13 +123,13 @@ class FaultQueue:
         """Queue ``fault`` behind the ones already pending."""
         self._pending.append(fault)
 
-    def take(self, method: str) -> Fault | None:
-        """Consume one request's worth of the first fault that applies to ``method``."""
+    def take(self, method: str, path: str | None = None) -> Fault | None:
+        """Consume one request's worth of the first fault matching ``method`` and ``path``."""
         for index, fault in enumerate(self._pending):
-            if fault.applies_to(method):
+            if fault.applies_to(method, path):
                 if fault.count == 1:
                     del self._pending[index]
-                else:
+                elif fault.count is not None:
                     self._pending[index] = replace(fault, count=fault.count - 1)
                 return fault
         return None
@@ -128,6 +145,10 @@ class FaultQueue:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/")
 
 
 def _is_optional_str(value: object) -> bool:

@@ -6,6 +6,9 @@ port ``0`` meaning "default port") and rendered in the firmware's typing on the
 way out: the manual's string firmware reports ``"5060"``/``""``/``"1"``, newer
 integer firmware ``5060``/``0``/``1`` plus an extra read-only ``accountType``.
 Both firmwares accept both typings on input, as the real devices do.
+
+A device has 2 accounts, or 4 as newer firmware does: accounts 1 to 3 are
+``general`` SIP accounts, account 4 is ``local`` (no registration).
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import re
 from typing import Final, Literal
 
 __all__ = [
+    "ACCOUNT_COUNTS",
     "ACCOUNT_NUMBERS",
     "FIELD_ORDER",
     "PASSWORD",
     "READ_ONLY_FIELDS",
+    "SIP_FIELDS",
     "Account",
+    "AccountType",
     "FieldValue",
     "Firmware",
     "InvalidValue",
+    "account_numbers",
+    "account_type",
     "coerce",
     "coerce_text",
     "factory_account",
@@ -29,10 +37,13 @@ __all__ = [
 ]
 
 Firmware = Literal["string", "integer"]
+AccountType = Literal["general", "local"]
 FieldValue = bool | int | str
 Account = dict[str, FieldValue]
 
+ACCOUNT_COUNTS: Final = (2, 4)
 ACCOUNT_NUMBERS: Final = (1, 2)
+"""The accounts of a device with the default two; see :func:`account_numbers`."""
 
 FIELD_ORDER: Final = (
     "enabled",
@@ -53,9 +64,27 @@ PORT_FIELDS: Final = frozenset({"domainPort", "proxyPort", "registrarPort"})
 PASSWORD: Final = "password"
 ANSWER_MODE: Final = "answerMode"
 
-READ_ONLY_FIELDS: Final[dict[Firmware, dict[str, FieldValue]]] = {
-    "string": {},
-    "integer": {"accountType": "sip"},
+SIP_FIELDS: Final = frozenset(
+    {
+        "enabled",
+        "sipNumber",
+        "authId",
+        PASSWORD,
+        "domain",
+        "domainPort",
+        "proxyAddress",
+        "proxyPort",
+        "registrationEnabled",
+        "registrarAddress",
+        "registrarPort",
+    }
+)
+"""The fields a registration depends on: changing one makes the account register anew."""
+
+ACCOUNT_TYPE: Final = "accountType"
+READ_ONLY_FIELDS: Final[dict[Firmware, frozenset[str]]] = {
+    "string": frozenset(),
+    "integer": frozenset({ACCOUNT_TYPE}),
 }
 
 MAX_TEXT: Final = 255
@@ -115,6 +144,18 @@ def coerce_text(field: str, value: object) -> str:
     return value
 
 
+def account_numbers(count: int) -> tuple[int, ...]:
+    """The account numbers of a device with ``count`` accounts (2 or 4)."""
+    if count not in ACCOUNT_COUNTS:
+        raise ValueError(f"a device has 2 or 4 accounts, not {count!r}")
+    return tuple(range(1, count + 1))
+
+
+def account_type(number: int) -> AccountType:
+    """The fixed type of account ``number``: 4 is the ``local`` account, the others ``general``."""
+    return "local" if number == 4 else "general"
+
+
 def factory_account() -> Account:
     """An account as the device ships: disabled, empty, default ports, answer mode 1."""
     account: Account = {field: "" for field in FIELD_ORDER}
@@ -133,5 +174,6 @@ def render(number: int, account: Account, *, firmware: Firmware) -> dict[str, Fi
         elif firmware == "string" and field == ANSWER_MODE:
             value = str(value)
         shown[field] = value
-    shown.update(READ_ONLY_FIELDS[firmware])
+    if ACCOUNT_TYPE in READ_ONLY_FIELDS[firmware]:
+        shown[ACCOUNT_TYPE] = account_type(number)
     return shown

@@ -10,10 +10,12 @@ its own ephemeral port, for tests) is known before the devices are built.
 from __future__ import annotations
 
 import errno
+import math
 import shutil
 import socket
 import ssl
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, get_args
@@ -22,8 +24,8 @@ from aiohttp import web
 
 from syncd.simulator.auth import AuthMethod, AuthPolicy, User
 from syncd.simulator.certificate import certificate_hosts, ensure_certificate, server_context
-from syncd.simulator.device import EmulatedDevice
-from syncd.simulator.fields import Firmware
+from syncd.simulator.device import DEFAULT_PBX, EmulatedDevice
+from syncd.simulator.fields import Firmware, account_numbers
 from syncd.simulator.server import build_app
 
 __all__ = ["Fleet", "FleetError"]
@@ -45,6 +47,13 @@ class Fleet:
     with a self-signed certificate kept in ``cert_dir`` (reused if there) or in
     a temporary directory removed on close. Use as ``async with Fleet(...) as
     fleet`` or call :meth:`start` and :meth:`close`.
+
+    ``accounts`` (2 or 4) is how many SIP accounts each device has. An account
+    registers ``register_delay`` seconds after its settings make it eligible
+    with a registrar among the ``pbx`` host names. ``latency`` delays every
+    device-API answer. ``nonce_uses`` (0: unlimited) is how many requests a
+    Digest nonce serves before it is stale; ``dual_challenge`` sends Basic and
+    Digest challenges and accepts both methods.
     """
 
     def __init__(
@@ -63,6 +72,12 @@ class Fleet:
         monitor_password: str | None = None,
         nonce_lifetime: float = 300.0,
         journal_limit: int = 1000,
+        accounts: int = 2,
+        pbx: Sequence[str] = DEFAULT_PBX,
+        register_delay: float = 1.0,
+        latency: float = 0.0,
+        nonce_uses: int = 0,
+        dual_challenge: bool = False,
     ) -> None:
         if devices < 1:
             raise ValueError("a fleet needs at least one device")
@@ -72,6 +87,15 @@ class Fleet:
             raise ValueError(f"auth must be none, basic or digest, not {auth!r}")
         if firmware not in get_args(Firmware):
             raise ValueError(f"firmware must be string or integer, not {firmware!r}")
+        if isinstance(pbx, str):
+            raise ValueError("pbx is a list of host names, not one string")
+        for name, seconds in (("register_delay", register_delay), ("latency", latency)):
+            if not (isinstance(seconds, int | float) and 0 <= seconds < math.inf):
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {seconds!r}")
+        if not isinstance(nonce_uses, int) or nonce_uses < 0:
+            raise ValueError(f"nonce_uses must be an integer >= 0, not {nonce_uses!r}")
+        if dual_challenge and auth == "none":
+            raise ValueError("dual_challenge needs auth basic or digest")
         users = {username: User(password=password, may_manage=True)}
         if monitor_username is not None:
             users[monitor_username] = User(password=monitor_password or "", may_manage=False)
@@ -80,8 +104,18 @@ class Fleet:
         self.port = port
         self.tls = tls
         self.firmware: Firmware = firmware
-        self.auth = AuthPolicy(method=auth, users=users, nonce_lifetime=nonce_lifetime)
+        self.auth = AuthPolicy(
+            method=auth,
+            users=users,
+            nonce_lifetime=nonce_lifetime,
+            nonce_uses=nonce_uses,
+            dual_challenge=dual_challenge,
+        )
         self.journal_limit = journal_limit
+        self.account_numbers = account_numbers(accounts)
+        self.pbx = frozenset(host.lower() for host in pbx)
+        self.register_delay = float(register_delay)
+        self.latency = float(latency)
         self.devices: list[EmulatedDevice] = []
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
@@ -129,6 +163,10 @@ class Fleet:
                     firmware=self.firmware,
                     auth=self.auth,
                     journal_limit=self.journal_limit,
+                    account_numbers=self.account_numbers,
+                    pbx=self.pbx,
+                    register_delay=self.register_delay,
+                    latency=self.latency,
                 )
             )
         app = build_app({device.port: device for device in self.devices})
@@ -149,6 +187,8 @@ class Fleet:
     async def close(self) -> None:
         """Stop serving (in-flight requests get a second to finish) and free the ports."""
         runner, self._runner = self._runner, None
+        for device in self.devices:
+            device.release_hanging()
         if runner is not None:
             await runner.cleanup()
         if self._temporary_dir is not None:
@@ -179,9 +219,9 @@ def _listen_all(host: str, *, first: int, count: int) -> list[socket.socket]:
     try:
         for number in range(1, count + 1):
             port = first + number - 1 if first else 0
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
             try:
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((address[0], port, *address[2:]))
             except OSError as exc:
@@ -196,4 +236,9 @@ def _listen_all(host: str, *, first: int, count: int) -> list[socket.socket]:
 def _bind_failure(exc: OSError, *, host: str, port: int, number: int) -> str:
     if exc.errno == errno.EADDRINUSE:
         return f"port {port} on {host} (device {number}) is already in use; choose another port"
+    if exc.errno == errno.EMFILE:
+        return (
+            f"ran out of file descriptors at device {number} (each device is a listening "
+            "socket); raise the open-file limit (ulimit -n) or emulate fewer devices"
+        )
     return f"cannot listen on {host} port {port} (device {number}): {exc.strerror or exc}"

@@ -27,6 +27,11 @@ class JournalEntry:
     ``blob_text`` its text. ``status`` is the HTTP status answered (``None``
     when the connection was dropped), ``code`` the error code of a
     ``success: false`` answer, and ``fault`` the kind of fault injected, if any.
+    ``user_agent`` is the User-Agent header ("" if none). ``started`` is when
+    the request arrived (``time.time()``, the same as ``time``) and
+    ``finished`` when its answer was complete and about to be sent, after
+    any latency, delay and state change: two requests whose windows
+    ``[started, finished]`` do not overlap were handled one after the other.
     """
 
     time: float
@@ -40,6 +45,9 @@ class JournalEntry:
     status: int | None
     code: int | None
     fault: str | None
+    user_agent: str = ""
+    started: float = 0.0
+    finished: float = 0.0
 
     @property
     def multipart(self) -> bool:

@@ -13,7 +13,14 @@ from aiohttp import web
 
 from syncd.simulator.admin_api import add_admin_routes
 from syncd.simulator.device import EmulatedDevice
-from syncd.simulator.device_api import device_endpoint, invalid_path, phone_config, system_info
+from syncd.simulator.device_api import (
+    call_status,
+    device_endpoint,
+    invalid_path,
+    phone_config,
+    phone_status,
+    system_info,
+)
 from syncd.simulator.ports import DEVICES_BY_PORT
 
 __all__ = ["build_app"]
@@ -27,6 +34,8 @@ def build_app(devices_by_port: Mapping[int, EmulatedDevice]) -> web.Application:
     app[DEVICES_BY_PORT] = devices_by_port
     router = app.router
     router.add_route("*", "/api/phone/config", device_endpoint(phone_config))
+    router.add_route("*", "/api/phone/status", device_endpoint(phone_status))
+    router.add_route("*", "/api/call/status", device_endpoint(call_status))
     router.add_route("*", "/api/system/info", device_endpoint(system_info))
     router.add_route("*", "/api", device_endpoint(invalid_path))
     router.add_route("*", "/api/{tail:.*}", device_endpoint(invalid_path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypedDict
 
@@ -42,6 +42,12 @@ class FleetOptions(TypedDict, total=False):
     monitor_password: str | None
     nonce_lifetime: float
     journal_limit: int
+    accounts: int
+    pbx: Sequence[str]
+    register_delay: float
+    latency: float
+    nonce_uses: int
+    dual_challenge: bool
 
 
 @contextlib.contextmanager

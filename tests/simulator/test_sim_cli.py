@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import resource
 import signal
 import socket
 import subprocess
@@ -143,6 +144,11 @@ class TestCommandLine:
             ["--port", "65535", "--devices", "2"],
             ["--auth", "ntlm"],
             ["--cert-dir", "certs"],
+            ["--accounts", "3"],
+            ["--register-delay", "-1"],
+            ["--latency", "soon"],
+            ["--nonce-uses", "-2"],
+            ["--dual-challenge"],
         ],
     )
     def test_bad_arguments(self, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,3 +199,98 @@ class TestCommandLine:
                 response = client.get(f"http://127.0.0.1:{port}/api/phone/config")
                 assert response.json()["success"] is True
         assert simulator.stop() == 0
+
+    def test_help_lists_every_flag(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--help documents every flag."""
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        out = capsys.readouterr().out
+        for flag in (
+            "--devices", "--port", "--host", "--tls", "--cert-dir", "--auth", "--username",
+            "--password", "--firmware", "--accounts", "--pbx", "--register-delay", "--latency",
+            "--nonce-uses", "--dual-challenge",
+        ):  # fmt: skip
+            assert flag in out
+
+    def test_pbx_accounts_latency_and_auth_flags(
+        self, simulators: Callable[..., Simulator], free_ports: Callable[[int], int]
+    ) -> None:
+        """--accounts 4, --pbx (twice), --register-delay 0, --latency, --nonce-uses and --dual-challenge take effect."""
+        first = free_ports(1)
+        simulator = simulators(
+            "--devices", "1", "--port", str(first), "--accounts", "4", "--firmware", "integer",
+            "--pbx", "a.example", "--pbx", "B.example", "--register-delay", "0",
+            "--latency", "0.2", "--auth", "digest", "--username", "ops", "--password", "pw",
+            "--nonce-uses", "1", "--dual-challenge",
+        )  # fmt: skip
+        simulator.read_lines(1, timeout=15)
+        url = f"http://127.0.0.1:{first}"
+        with httpx.Client(timeout=5) as client:
+            denied = client.get(f"{url}/api/phone/config")
+            assert [h.split()[0] for h in denied.headers.get_list("WWW-Authenticate")] == [
+                "Basic",
+                "Digest",
+            ]
+            basic = ("ops", "pw")
+            blob = {"accounts": [{"account": 3, "enabled": True, "registrationEnabled": True,
+                                  "domain": "b.EXAMPLE", "password": "x"}]}  # fmt: skip
+            put = client.put(f"{url}/api/phone/config", json=blob, auth=basic)
+            assert put.json() == {"success": True}
+            started = time.monotonic()
+            status = client.get(f"{url}/api/phone/status?account=3", auth=basic).json()
+            assert time.monotonic() - started >= 0.2
+            assert status["result"]["accounts"][0]["registered"] is True
+            local = client.get(f"{url}/api/phone/status?account=4", auth=basic).json()
+            assert "registered" not in local["result"]["accounts"][0]
+            with httpx.Client(auth=httpx.DigestAuth("ops", "pw"), timeout=5) as digest_client:
+                for _ in range(3):
+                    assert digest_client.get(f"{url}/api/call/status").status_code == 200
+            journal = client.get(f"{url}/_emulator/journal").json()
+        stale = [e for e in journal if e["path"] == "/api/call/status" and e["status"] == 401]
+        assert len(stale) == 3  # the first challenge, then one stale nonce per request after it
+        assert simulator.stop() == 0
+
+    @pytest.mark.slow
+    def test_ten_thousand_devices(self, simulators: Callable[..., Simulator]) -> None:
+        """One process serves 10,000 devices; a few of them answer, and it stops cleanly."""
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 10_100:
+            pytest.skip(f"the open-file hard limit ({hard}) is below 10,000 sockets")
+        for _ in range(3):
+            first = free_port_run(10_000)
+            simulator = simulators("--devices", "10000", "--port", str(first))
+            try:
+                lines = simulator.read_lines(10_000, timeout=60)
+            except AssertionError as exc:  # a port was taken between the search and the bind
+                if "already in use" in str(exc):
+                    continue
+                raise
+            break
+        else:
+            pytest.fail("no free run of 10,000 ports stayed free long enough")
+        assert lines[-1] == f"device 10000: http://127.0.0.1:{first + 9999}"
+        with httpx.Client(timeout=10) as client:
+            for port in (first, first + 4999, first + 9999):
+                response = client.get(f"http://127.0.0.1:{port}/api/phone/status?account=1")
+                assert response.json()["result"]["accounts"][0]["registered"] is False
+            info = client.get(f"http://127.0.0.1:{first + 9999}/api/system/info").json()
+            assert info["result"]["deviceName"] == "Emulated intercom 10000"
+        assert simulator.stop() == 0
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports free right now, below the ephemeral range.
+
+    Checks one port at a time (binding and closing), so it needs no more file
+    descriptors than one; a port taken later makes the caller retry.
+    """
+    for first in range(10_000, 32_768 - count, 997):
+        for port in range(first, first + count):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    break
+        else:
+            return first
+    raise RuntimeError(f"no run of {count} free ports below 32768")

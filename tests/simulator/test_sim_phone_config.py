@@ -72,7 +72,7 @@ class TestGet:
         async with Fleet(devices=1, firmware="integer") as fleet:
             accounts = await get_accounts(client, fleet.devices[0])
         expected = {**FACTORY_ACCOUNT, "domainPort": 0, "proxyPort": 0, "registrarPort": 0}
-        expected.update(answerMode=1, accountType="sip")
+        expected.update(answerMode=1, accountType="general")
         assert accounts == [{"account": 1, **expected}, {"account": 2, **expected}]
 
     @pytest.mark.parametrize("number", [1, 2])
