@@ -218,9 +218,7 @@ class HistoryLog:
             if newer.exists():
                 newer.replace(older)
 
-    def read(
-        self, *, device: str | None = None, since: datetime | None = None
-    ) -> HistoryRead:
+    def read(self, *, device: str | None = None, since: datetime | None = None) -> HistoryRead:
         """Entries oldest first (in the order written) across the rotated files, filtered.
 
         A line that is not a whole entry (a torn last line) is skipped with a

@@ -50,7 +50,9 @@ class TestEntry:
             "trigger": "change",
             "wave": "canary",
             "result": "succeeded",
-            "changes": [{"account": 1, "field": "domain", "from": "old.example", "to": "new0.example"}],
+            "changes": [
+                {"account": 1, "field": "domain", "from": "old.example", "to": "new0.example"}
+            ],
             "error": None,
         }
 
@@ -89,7 +91,9 @@ class TestEntry:
         """Even the repr of a password change holds no value."""
         assert SECRET not in repr(HistoryChange(1, "password", SECRET, SECRET))
 
-    @pytest.mark.parametrize("bad", [{"trigger": "manual"}, {"result": "ok"}, {"time": datetime(2024, 1, 1)}])
+    @pytest.mark.parametrize(
+        "bad", [{"trigger": "manual"}, {"result": "ok"}, {"time": datetime(2024, 1, 1)}]
+    )
     def test_bad_values_refused(self, bad: dict[str, object]) -> None:
         """A trigger or result outside the SPEC's, or a naive time, is refused."""
         with pytest.raises(ValueError):
@@ -100,7 +104,10 @@ class TestReadWrite:
     def test_round_trip_oldest_first(self, tmp_path: Path) -> None:
         """Entries read back equal those written, oldest first."""
         log = HistoryLog(tmp_path / "history.jsonl")
-        written = [entry(n, wave="rest" if n % 2 else None, error="x" if n == 2 else None) for n in range(4)]
+        written = [
+            entry(n, wave="rest" if n % 2 else None, error="x" if n == 2 else None)
+            for n in range(4)
+        ]
         for e in written:
             log.append(e)
         got = log.read()
@@ -117,7 +124,11 @@ class TestReadWrite:
         for n in range(6):
             log.append(entry(n, device="a" if n % 2 else "b"))
         assert [e.time.minute for e in log.read(device="a").entries] == [1, 3, 5]
-        assert [e.time.minute for e in log.read(since=T0 + timedelta(minutes=3)).entries] == [3, 4, 5]
+        assert [e.time.minute for e in log.read(since=T0 + timedelta(minutes=3)).entries] == [
+            3,
+            4,
+            5,
+        ]
         both = log.read(device="b", since=T0 + timedelta(minutes=1)).entries
         assert [e.time.minute for e in both] == [2, 4]
 
@@ -167,7 +178,15 @@ class TestReadWrite:
 class TestDuration:
     @pytest.mark.parametrize(
         ("text", "seconds"),
-        [("90", 90), ("90s", 90), ("5m", 300), ("2h", 7200), ("1d", 86400), ("1.5h", 5400), ("0", 0)],
+        [
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("2h", 7200),
+            ("1d", 86400),
+            ("1.5h", 5400),
+            ("0", 0),
+        ],
     )
     def test_durations(self, text: str, seconds: float) -> None:
         """Seconds or a number with s, m, h or d."""
@@ -186,11 +205,17 @@ class TestDuration:
 class TestTable:
     def test_table_fits_100_columns_and_shows_the_change(self) -> None:
         """Every line fits 100 columns; a change shows as account.field: from -> to; revision 12 chars."""
-        long_changes = tuple(HistoryChange(n, "displayName", "x" * 30, "y" * 30) for n in range(1, 5))
+        long_changes = tuple(
+            HistoryChange(n, "displayName", "x" * 30, "y" * 30) for n in range(1, 5)
+        )
         entries = [
             entry(0),
-            entry(1, device="a-very-long-site-name/building-7/entrance-north", changes=long_changes),
-            entry(2, result="failed", error="device rejected the value: code 12, param domain " * 3),
+            entry(
+                1, device="a-very-long-site-name/building-7/entrance-north", changes=long_changes
+            ),
+            entry(
+                2, result="failed", error="device rejected the value: code 12, param domain " * 3
+            ),
             entry(3, trigger="drift", changes=(HistoryChange(1, "password", 1, 2),)),
         ]
         text = format_history_table(entries)
@@ -205,7 +230,9 @@ class TestTable:
 
     def test_short_changes_stay_on_the_row(self) -> None:
         """Changes that fit stay on the entry's own line."""
-        text = format_history_table([entry(0, device="lobby", changes=(HistoryChange(1, "domain", "a", "b"),))])
+        text = format_history_table(
+            [entry(0, device="lobby", changes=(HistoryChange(1, "domain", "a", "b"),))]
+        )
         assert text.splitlines()[1].endswith("succeeded  1.domain: a -> b")
 
     def test_control_characters_neutralised(self) -> None:

@@ -111,7 +111,15 @@ class TestTree:
 
     @pytest.mark.parametrize(
         "breakage",
-        ["garbage file", "empty dir", "bad head", "dangling ref", "gitdir nowhere", "unborn", "head unreadable"],
+        [
+            "garbage file",
+            "empty dir",
+            "bad head",
+            "dangling ref",
+            "gitdir nowhere",
+            "unborn",
+            "head unreadable",
+        ],
     )
     def test_broken_git_gives_tree(self, tmp_path: Path, breakage: str) -> None:
         """A ``.git`` that is not a usable repository gives the tree form, no error."""
