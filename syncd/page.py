@@ -67,6 +67,13 @@ def content_security_policy() -> str:
     )
 
 
+def _clock(moment: str | None) -> str | None:
+    """An ISO time as ``2024-05-01 22:00 UTC``."""
+    if moment is None:
+        return None
+    return parse_time(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _age(moment: str | None, now: datetime) -> str:
     if moment is None:
         return "never"
@@ -149,7 +156,7 @@ def render_page(status: Mapping[str, Any], now: datetime | None = None) -> str:
         revision=status["revision"],
         revision_short=short_revision(status["revision"]),
         node=status["node"],
-        window=status["window"],
+        window={**status["window"], "next_open": _clock(status["window"]["next_open"])},
         generated=now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         summary=summary,
         counts=[(state, summary.get(state, 0)) for state in STATES],
