@@ -233,7 +233,10 @@ def _fit(text: str, width: int) -> str:
 def format_status(
     fleet: FleetStatus | Mapping[str, Any], now: datetime, *, width: int = 100
 ) -> str:
-    """The text of ``syncd status``: a header, then one line per device, worst first."""
+    """The text of ``syncd status``: a header, then one line per device, worst first.
+
+    ``now`` is timezone-aware (ages are counted from it).
+    """
     data = status_json(fleet) if isinstance(fleet, FleetStatus) else fleet
     lines = [_fit(line, width) for line in _header(data, width)]
     devices = data["devices"]
