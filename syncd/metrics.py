@@ -1,22 +1,28 @@
-"""Prometheus metrics and the ``/healthz`` endpoint.
+"""Prometheus metrics, the ``/healthz`` endpoint, and the status page.
 
 The server runs in its own thread (prometheus-client's WSGI app on wsgiref),
 so ``/healthz`` can tell that the scheduler's event loop has stopped turning:
-the loop bumps a heartbeat, and a stale heartbeat answers 503.
+the loop bumps a heartbeat, and a stale heartbeat answers 503. Given a
+``status`` callable, the same server serves the read-only status page at
+``/`` and its JSON at ``/status`` (SPEC section 10). Any other path is 404.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-__all__ = ["Metrics", "serve_metrics"]
+from syncd.page import content_security_policy, render_page
+
+__all__ = ["Metrics", "StatusSource", "serve_metrics"]
 
 
 class Metrics:
@@ -67,7 +73,18 @@ class Metrics:
             registry=r,
         )
         self.devices = Gauge("syncd_devices", "Devices under management", registry=r)
+        self.desired_info = Gauge(
+            "syncd_desired_info",
+            "The desired revision in force (Git commit or tree: hash), as a label; value 1",
+            ["revision"],
+            registry=r,
+        )
         self.heartbeat = time.monotonic()
+
+    def set_revision(self, revision: str) -> None:
+        """Make ``revision`` the one ``syncd_desired_info`` reports (the old one goes)."""
+        self.desired_info.clear()
+        self.desired_info.labels(revision=revision).set(1)
 
     def forget(self, devices: Iterable[str]) -> None:
         for name in devices:
@@ -81,23 +98,87 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+StartResponse = Callable[..., Any]
+StatusSource = Callable[[], dict[str, Any]]
+
+_PAGE_HEADERS = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+
+
+def _answer(
+    start: StartResponse, status: str, content_type: str, body: bytes, extra: list[Any]
+) -> list[bytes]:
+    start(status, [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra])
+    return [body]
+
+
+def _headless(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """Answer HEAD like GET without the body (wsgiref would send it)."""
+
+    def wrapped(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        body = app(environ, start)
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return body
+        if hasattr(body, "close"):
+            body.close()
+        return []
+
+    return wrapped
+
+
+def _status_routes(
+    status: StatusSource, environ: dict[str, Any], start: StartResponse
+) -> list[bytes]:
+    """``/`` (the page) and ``/status`` (its JSON); GET and HEAD only."""
+    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        return _answer(start, "404 Not Found", "text/plain", b"not found\n", [])
+    try:
+        data = status()
+        if environ.get("PATH_INFO") == "/status":
+            body = (json.dumps(data) + "\n").encode()
+            return _answer(start, "200 OK", "application/json", body, _PAGE_HEADERS)
+        page = render_page(data, datetime.now(UTC)).encode()
+    except Exception as exc:  # the server must go on whatever the status source does
+        body = f"the daemon could not build its status: {type(exc).__name__}\n".encode()
+        return _answer(start, "500 Internal Server Error", "text/plain", body, [])
+    policy = content_security_policy() + "; frame-ancestors 'none'"
+    headers = [*_PAGE_HEADERS, ("Content-Security-Policy", policy)]
+    return _answer(start, "200 OK", "text/html; charset=utf-8", page, headers)
+
+
 def serve_metrics(
-    metrics: Metrics, address: str, *, stale_after: float
+    metrics: Metrics,
+    address: str,
+    *,
+    stale_after: float,
+    status: StatusSource | None = None,
 ) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``/metrics`` and ``/healthz`` on ``HOST:PORT`` in a daemon thread."""
+    """Serve ``/metrics`` and ``/healthz`` on ``HOST:PORT`` in a daemon thread.
+
+    With ``status`` (called in the server's thread: it must be thread-safe and
+    return SPEC section 10's status JSON), also ``/`` and ``/status``.
+    """
     host, _, port = address.rpartition(":")
     prom = make_wsgi_app(metrics.registry)
 
-    def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz":
+    def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO")
+        if path == "/healthz":
             age = time.monotonic() - metrics.heartbeat
             ok = age <= stale_after
             start("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"ok\n" if ok else f"scheduler stuck for {age:.0f}s\n".encode()]
-        return prom(environ, start)  # type: ignore[no-any-return]
+        if path == "/metrics":
+            return prom(environ, start)  # type: ignore[no-any-return]
+        if status is not None and path in ("/", "/status"):
+            return _status_routes(status, environ, start)
+        return _answer(start, "404 Not Found", "text/plain", b"not found\n", [])
 
     server = make_server(
-        host.strip("[]") or "127.0.0.1", int(port), app, handler_class=_QuietHandler
+        host.strip("[]") or "127.0.0.1", int(port), _headless(app), handler_class=_QuietHandler
     )
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()
