@@ -7,9 +7,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd import __version__
+
+if TYPE_CHECKING:
+    from syncd.export import ExportRequest
 
 __all__ = ["main"]
 
@@ -131,8 +134,55 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         from syncd.export import export_command
 
-        return export_command(args, settings)
+        return export_command(_export_request(args), settings)
     raise AssertionError(args.command)
+
+
+def _export_request(args: argparse.Namespace) -> ExportRequest:
+    """The export flags, checked against each other, as a typed request."""
+    from syncd.desired.schema import MAX_TEXT, text_problem
+    from syncd.export import ExportError, ExportRequest
+    from syncd.model import AuthMethod
+
+    def check_text(flag: str, value: str) -> None:
+        if text_problem(value) is not None:
+            raise ExportError(
+                f"{flag} must be at most {MAX_TEXT} characters without control characters"
+            )
+
+    method = AuthMethod(args.auth)
+    if method is AuthMethod.NONE:
+        given = (args.username, args.password_env, args.password_file)
+        if any(flag is not None for flag in given):
+            raise ExportError("--auth none takes no --username, --password-env or --password-file")
+    elif not args.username:
+        raise ExportError(
+            f"--auth {method} needs --username "
+            "(use --auth none for a device without API authentication)"
+        )
+    else:
+        check_text("--username", args.username)
+    if args.password_env is not None and not args.password_env.strip():
+        raise ExportError("--password-env needs the name of an environment variable")
+    if args.from_list is not None and args.output is None:
+        raise ExportError("--from-list needs --output DIR to write the files to")
+    if args.from_list is not None and args.name is not None:
+        raise ExportError("--name names one device; with --from-list the list names them")
+    if args.name is not None:
+        check_text("--name", args.name)
+    return ExportRequest(
+        url=args.url,
+        from_list=args.from_list,
+        output=args.output,
+        name=args.name,
+        devices=tuple(args.device),
+        auth=method,
+        username=args.username,
+        password_env=args.password_env,
+        password_file=args.password_file,
+        ca_file=args.ca_file,
+        insecure=args.insecure,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,10 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from syncd.commands import CommandError
+        from syncd.export import ExportError
         from syncd.settings import SettingsError
         from syncd.state import StateError
 
-        if isinstance(exc, CommandError | SettingsError | StateError):
+        if isinstance(exc, CommandError | ExportError | SettingsError | StateError):
             print(f"syncd: error: {exc}", file=sys.stderr)
         else:
             print(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
 from tenacity.retry import retry_base
 
+from syncd import events
 from syncd.client import AuthError, DeviceError, TlsError, TransportError
 from syncd.logs import get_logger
 
@@ -72,7 +73,7 @@ async def with_retries(
     metrics: Metrics | None = None,
 ) -> T:
     """Await ``call()`` under the retry rule; log ``apply.retrying`` before each wait."""
-    log = get_logger()
+    log = get_logger().bind(device=device)
 
     async def timed() -> T:
         if metrics is None:
@@ -87,13 +88,8 @@ async def with_retries(
     def log_retry(attempt: int, delay: float, exc: BaseException | None) -> None:
         if metrics is not None:
             metrics.retries.inc()
-        log.warning(
-            "apply.retrying",
-            device=device,
-            request=request,
-            attempt=attempt,
-            delay=round(delay, 3),
-            error=str(exc),
+        events.apply_retrying(
+            log, request=request, attempt=attempt, delay=round(delay, 3), error=str(exc)
         )
 
     # Most requests succeed at once: make the first try without building a
