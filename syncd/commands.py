@@ -28,7 +28,6 @@ from syncd.settings import Settings
 from syncd.state import FileStateStore
 
 __all__ = [
-    "EXIT_CHANGES",
     "EXIT_ERROR",
     "EXIT_OK",
     "CommandError",

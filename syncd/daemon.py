@@ -31,7 +31,7 @@ from syncd.state import FileStateStore, StateError
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
 
-__all__ = ["Daemon", "StartupError", "run_daemon"]
+__all__ = ["run_daemon"]
 
 #: How long SIGTERM waits for reconciles in flight before cancelling them.
 STOP_GRACE = 8.0

@@ -18,7 +18,6 @@ from structlog.typing import FilteringBoundLogger
 from syncd.desired.result import Problem
 
 __all__ = [
-    "Log",
     "apply_deferred",
     "apply_failed",
     "apply_retrying",
@@ -34,7 +33,6 @@ __all__ = [
     "desired_invalid",
     "desired_loaded",
     "desired_problem",
-    "desired_warning",
     "desired_watch_failed",
     "device_recovered",
     "device_unreachable",
@@ -82,13 +80,13 @@ def desired_invalid(log: Log, *, file: str, line: int | None, error: str) -> Non
     log.error("desired.invalid", file=file, line=line, error=error)
 
 
-def desired_warning(log: Log, *, file: str, line: int | None, error: str) -> None:
+def _desired_warning(log: Log, *, file: str, line: int | None, error: str) -> None:
     log.warning("desired.warning", file=file, line=line, error=error)
 
 
 def desired_problem(log: Log, problem: Problem) -> None:
     """A problem of the desired state: ``desired.warning``, or ``desired.invalid``."""
-    report = desired_warning if problem.warning else desired_invalid
+    report = _desired_warning if problem.warning else desired_invalid
     report(log, file=problem.file, line=problem.line, error=str(problem))
 
 

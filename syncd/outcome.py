@@ -10,7 +10,7 @@ from syncd.client import DeviceError
 from syncd.diff import Change
 from syncd.model import DeviceSpec, Mode
 
-__all__ = ["Failure", "Outcome", "Status", "Tally"]
+__all__ = ["Failure", "Outcome", "Tally"]
 
 Status = Literal["in_sync", "changes", "applied", "error", "skipped"]
 

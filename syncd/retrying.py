@@ -27,7 +27,7 @@ from syncd.logs import get_logger
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
 
-__all__ = ["RetryPolicy", "may_pass", "with_retries"]
+__all__ = ["RetryPolicy", "with_retries"]
 
 T = TypeVar("T")
 

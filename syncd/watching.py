@@ -19,7 +19,7 @@ from syncd import events
 from syncd.desired import DEFAULTS_FILE, SUFFIXES
 from syncd.logs import get_logger
 
-__all__ = ["LINK_CHECK", "DesiredWatcher"]
+__all__ = ["DesiredWatcher"]
 
 #: How often the desired dir's real path is checked (a symlink swapped by git-sync).
 LINK_CHECK = 0.5

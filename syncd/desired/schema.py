@@ -21,11 +21,7 @@ from syncd.secrets import SecretRef, parse_secret_ref
 
 __all__ = [
     "MAX_TEXT",
-    "AccountDoc",
-    "AuthDoc",
-    "DeviceDoc",
     "FileDoc",
-    "TlsDoc",
     "UrlError",
     "normalise_url",
     "text_problem",

@@ -7,7 +7,7 @@ the YAML (pure), :mod:`~syncd.export.run` the reading and writing.
 
 from __future__ import annotations
 
-from syncd.export.render import PASSWORD_HINT, render_document, yaml_string
+from syncd.export.render import PASSWORD_HINT, yaml_string
 from syncd.export.request import ExportError, ExportRequest
 from syncd.export.run import export_command, write_new_file
 
@@ -16,7 +16,6 @@ __all__ = [
     "ExportError",
     "ExportRequest",
     "export_command",
-    "render_document",
     "write_new_file",
     "yaml_string",
 ]

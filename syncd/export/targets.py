@@ -9,7 +9,7 @@ from syncd.desired import name_from_path, select_devices
 from syncd.desired.schema import UrlError, normalise_url, text_problem
 from syncd.export.request import ExportError, ExportRequest, Target
 
-__all__ = ["check_device_name", "device_url", "name_from_url", "read_device_list", "targets"]
+__all__ = ["targets"]
 
 
 def targets(request: ExportRequest, *, report: list[str]) -> list[Target]:

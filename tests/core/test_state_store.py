@@ -242,3 +242,106 @@ class TestFingerprint:
         assert again.applied_fingerprint("lobby") == "fp"
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert not again.password_due("lobby", URL, 2, SecretStr("two"))
+
+
+class TestRevision:
+    def test_none_when_never_applied(self, state_dir: Path) -> None:
+        """A device never applied has no applied revision."""
+        assert FileStateStore.open(state_dir).applied_revision("lobby") is None
+
+    def test_round_trip_and_reopen(self, state_dir: Path) -> None:
+        """A recorded revision is read back, also after reopening, per device."""
+        FileStateStore.open(state_dir).record_revision("lobby", "3f2a9c1")
+        store = FileStateStore.open(state_dir)
+        assert store.applied_revision("lobby") == "3f2a9c1"
+        assert store.applied_revision("gate") is None
+
+    def test_kept_with_fingerprint_and_passwords(self, state_dir: Path) -> None:
+        """Revision, fingerprint and password records share one device file; none loses another."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        store.record_fingerprint("lobby", "f" * 32)
+        store.record_revision("lobby", "r1")
+        again = FileStateStore.open(state_dir)
+        assert again.applied_revision("lobby") == "r1"
+        assert again.applied_fingerprint("lobby") == "f" * 32
+        assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert len(list((state_dir / "devices").glob("*.json"))) == 1
+
+
+class TestForgetPasswords:
+    def test_recorded_passwords_are_due_again(self, state_dir: Path) -> None:
+        """After forget_passwords every account's password is due again, also after reopening."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr("a"), 2: SecretStr("b")})
+        store.forget_passwords("lobby")
+        assert store.password_due("lobby", URL, 1, SecretStr("a"))
+        reopened = FileStateStore.open(state_dir)
+        assert reopened.password_due("lobby", URL, 1, SecretStr("a"))
+        assert reopened.password_due("lobby", URL, 2, SecretStr("b"))
+
+    def test_other_devices_and_fingerprint_untouched(self, state_dir: Path) -> None:
+        """Forgetting one device's passwords keeps its fingerprint and other devices' passwords."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr("a")})
+        store.record_passwords("gate", URL, {1: SecretStr("a")})
+        store.record_fingerprint("lobby", "f" * 32)
+        store.forget_passwords("lobby")
+        reopened = FileStateStore.open(state_dir)
+        assert not reopened.password_due("gate", URL, 1, SecretStr("a"))
+        assert reopened.applied_fingerprint("lobby") == "f" * 32
+
+    def test_unknown_device_is_a_no_op(self, state_dir: Path) -> None:
+        """Forgetting a device never applied writes no file."""
+        FileStateStore.open(state_dir).forget_passwords("nobody")
+        assert list((state_dir / "devices").glob("*.json")) == []
+
+
+class TestRollout:
+    def test_none_before_any_rollout(self, state_dir: Path) -> None:
+        """Without a saved rollout, load_rollout is None."""
+        assert FileStateStore.open(state_dir).load_rollout() is None
+
+    def test_round_trip_and_reopen(self, state_dir: Path) -> None:
+        """A saved document is loaded back equal, also by a new store on the same dir."""
+        doc = {"revision": "r2", "wave": "canary", "failed": ["site-a/lobby"], "paused": False}
+        FileStateStore.open(state_dir).save_rollout(doc)
+        assert FileStateStore.open(state_dir).load_rollout() == doc
+        assert (state_dir / "rollout.json").is_file()
+
+    def test_save_replaces_atomically(self, state_dir: Path) -> None:
+        """A second save replaces the first and leaves no temporary file behind."""
+        store = FileStateStore.open(state_dir)
+        store.save_rollout({"wave": "one"})
+        store.save_rollout({"wave": "two"})
+        assert store.load_rollout() == {"wave": "two"}
+        assert [p.name for p in state_dir.iterdir() if p.name.startswith(".tmp-")] == []
+
+    @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "null"])
+    def test_damaged_document_reads_as_none(self, state_dir: Path, content: str) -> None:
+        """A damaged or non-object rollout.json reads as no rollout, not as an error."""
+        store = FileStateStore.open(state_dir)
+        (state_dir / "rollout.json").write_text(content)
+        assert store.load_rollout() is None
+
+    def test_unwritable_is_a_state_error(self, state_dir: Path) -> None:
+        """A value JSON cannot hold is a StateError naming the state dir, and the old state stays."""
+        store = FileStateStore.open(state_dir)
+        store.save_rollout({"wave": "one"})
+        with pytest.raises(StateError, match=str(state_dir)):
+            store.save_rollout({"wave": object()})
+        assert store.load_rollout() == {"wave": "one"}
+
+
+def test_file_store_is_a_state_store(state_dir: Path) -> None:
+    """FileStateStore has every method of the StateStore protocol, with the same parameters."""
+    import inspect
+
+    from syncd.state import StateStore
+
+    for name, member in vars(StateStore).items():
+        if callable(member) and not name.startswith("_"):
+            mine = getattr(FileStateStore, name)
+            assert list(inspect.signature(mine).parameters) == list(
+                inspect.signature(member).parameters
+            ), name
