@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("apply", parents=[common], help="one reconcile pass over all devices")
     sub.add_parser("run", parents=[common], help="the daemon: keep devices converged")
 
+    _add_export(sub, common)
+    sub.add_parser("simulate", add_help=False, help="run emulated intercoms on loopback")
+    return parser
+
+
+def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", parents=[common], help="print desired-state YAML for a device")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--url", help="device URL, e.g. https://192.0.2.10")
@@ -88,24 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     p.add_argument("--name", help="device name to write (default: from the URL)")
 
-    sub.add_parser("simulate", add_help=False, help="run emulated intercoms on loopback")
-    return parser
-
 
 def _settings(args: argparse.Namespace) -> Any:
     from syncd.settings import load_settings
 
     desired = getattr(args, "dir", None) or args.desired
+    flags = {flag[2:].replace("-", "_"): None for flag, _, _ in _SETTING_FLAGS}
     return load_settings(
-        args.config,
-        desired_dir=desired,
-        state_dir=args.state_dir,
-        resync_interval=args.resync_interval,
-        concurrency=args.concurrency,
-        request_timeout=args.request_timeout,
-        log_format=args.log_format,
-        log_level=args.log_level,
-        metrics_address=args.metrics_address,
+        args.config, desired_dir=desired, **{name: getattr(args, name) for name in flags}
     )
 
 
@@ -170,19 +167,11 @@ def _export_request(args: argparse.Namespace) -> ExportRequest:
         raise ExportError("--name names one device; with --from-list the list names them")
     if args.name is not None:
         check_text("--name", args.name)
-    return ExportRequest(
-        url=args.url,
-        from_list=args.from_list,
-        output=args.output,
-        name=args.name,
-        devices=tuple(args.device),
-        auth=method,
-        username=args.username,
-        password_env=args.password_env,
-        password_file=args.password_file,
-        ca_file=args.ca_file,
-        insecure=args.insecure,
-    )
+    flags: dict[str, Any] = {
+        f.name: getattr(args, f.name) for f in fields(ExportRequest) if hasattr(args, f.name)
+    }
+    flags.update(devices=tuple(args.device), auth=method)
+    return ExportRequest(**flags)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -146,25 +146,27 @@ class FileStateStore:
             record["passwords"][str(account)] = self._digest(target, account, password)
         self._save(device)
 
-    def applied_fingerprint(self, device: str) -> str | None:
-        value = self._record(device).get("fingerprint")
+    def _text(self, device: str, key: str) -> str | None:
+        value = self._record(device).get(key)
         return value if isinstance(value, str) else None
+
+    def _set_text(self, device: str, key: str, value: str) -> None:
+        record = self._record(device)
+        if record.get(key) != value:
+            record[key] = value
+            self._save(device)
+
+    def applied_fingerprint(self, device: str) -> str | None:
+        return self._text(device, "fingerprint")
 
     def record_fingerprint(self, device: str, fingerprint: str) -> None:
-        record = self._record(device)
-        if record.get("fingerprint") != fingerprint:
-            record["fingerprint"] = fingerprint
-            self._save(device)
+        self._set_text(device, "fingerprint", fingerprint)
 
     def applied_revision(self, device: str) -> str | None:
-        value = self._record(device).get("revision")
-        return value if isinstance(value, str) else None
+        return self._text(device, "revision")
 
     def record_revision(self, device: str, revision: str) -> None:
-        record = self._record(device)
-        if record.get("revision") != revision:
-            record["revision"] = revision
-            self._save(device)
+        self._set_text(device, "revision", revision)
 
     def forget_passwords(self, device: str) -> None:
         record = self._record(device)
