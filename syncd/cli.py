@@ -6,10 +6,14 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd import __version__
+
+if TYPE_CHECKING:
+    from syncd.export import ExportRequest
 
 __all__ = ["main"]
 
@@ -59,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("apply", parents=[common], help="one reconcile pass over all devices")
     sub.add_parser("run", parents=[common], help="the daemon: keep devices converged")
 
+    _add_export(sub, common)
+    sub.add_parser("simulate", add_help=False, help="run emulated intercoms on loopback")
+    return parser
+
+
+def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", parents=[common], help="print desired-state YAML for a device")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--url", help="device URL, e.g. https://192.0.2.10")
@@ -85,24 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     p.add_argument("--name", help="device name to write (default: from the URL)")
 
-    sub.add_parser("simulate", add_help=False, help="run emulated intercoms on loopback")
-    return parser
-
 
 def _settings(args: argparse.Namespace) -> Any:
     from syncd.settings import load_settings
 
     desired = getattr(args, "dir", None) or args.desired
+    flags = {flag[2:].replace("-", "_"): None for flag, _, _ in _SETTING_FLAGS}
     return load_settings(
-        args.config,
-        desired_dir=desired,
-        state_dir=args.state_dir,
-        resync_interval=args.resync_interval,
-        concurrency=args.concurrency,
-        request_timeout=args.request_timeout,
-        log_format=args.log_format,
-        log_level=args.log_level,
-        metrics_address=args.metrics_address,
+        args.config, desired_dir=desired, **{name: getattr(args, name) for name in flags}
     )
 
 
@@ -131,8 +131,47 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         from syncd.export import export_command
 
-        return export_command(args, settings)
+        return export_command(_export_request(args), settings)
     raise AssertionError(args.command)
+
+
+def _export_request(args: argparse.Namespace) -> ExportRequest:
+    """The export flags, checked against each other, as a typed request."""
+    from syncd.desired.schema import MAX_TEXT, text_problem
+    from syncd.export import ExportError, ExportRequest
+    from syncd.model import AuthMethod
+
+    def check_text(flag: str, value: str) -> None:
+        if text_problem(value) is not None:
+            raise ExportError(
+                f"{flag} must be at most {MAX_TEXT} characters without control characters"
+            )
+
+    method = AuthMethod(args.auth)
+    if method is AuthMethod.NONE:
+        given = (args.username, args.password_env, args.password_file)
+        if any(flag is not None for flag in given):
+            raise ExportError("--auth none takes no --username, --password-env or --password-file")
+    elif not args.username:
+        raise ExportError(
+            f"--auth {method} needs --username "
+            "(use --auth none for a device without API authentication)"
+        )
+    else:
+        check_text("--username", args.username)
+    if args.password_env is not None and not args.password_env.strip():
+        raise ExportError("--password-env needs the name of an environment variable")
+    if args.from_list is not None and args.output is None:
+        raise ExportError("--from-list needs --output DIR to write the files to")
+    if args.from_list is not None and args.name is not None:
+        raise ExportError("--name names one device; with --from-list the list names them")
+    if args.name is not None:
+        check_text("--name", args.name)
+    flags: dict[str, Any] = {
+        f.name: getattr(args, f.name) for f in fields(ExportRequest) if hasattr(args, f.name)
+    }
+    flags.update(devices=tuple(args.device), auth=method)
+    return ExportRequest(**flags)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,10 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from syncd.commands import CommandError
+        from syncd.export import ExportError
         from syncd.settings import SettingsError
         from syncd.state import StateError
 
-        if isinstance(exc, CommandError | SettingsError | StateError):
+        if isinstance(exc, CommandError | ExportError | SettingsError | StateError):
             print(f"syncd: error: {exc}", file=sys.stderr)
         else:
             print(

@@ -7,19 +7,34 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from syncd import loop
+from syncd import events, loop
 from syncd.client import ClientPool
-from syncd.desired import DEFAULTS_FILE, DesiredState, Loader, Problem
-from syncd.fleet import build_fleet, reconcile_many, select_devices
+from syncd.desired import (
+    DesiredState,
+    Loader,
+    Problem,
+    name_from_path,
+    resolve_desired,
+    select_devices,
+)
+from syncd.desired.names import is_defaults
 from syncd.logs import get_logger
+from syncd.outcome import Outcome, Tally
 from syncd.progress import Progress
-from syncd.reconcile import Outcome, Reconciler
+from syncd.reconcile import Reconciler, reconcile_many
 from syncd.report import plan_json, plan_text
 from syncd.retrying import RetryPolicy
 from syncd.settings import Settings
-from syncd.state import StateStore
+from syncd.state import FileStateStore
 
-__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "apply", "plan", "validate"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "CommandError",
+    "apply",
+    "plan",
+    "validate",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -41,16 +56,13 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
         return desired
     log = get_logger()
     for problem in desired.problems:
-        if problem.warning:
-            log.warning("desired.warning", file=problem.file, line=problem.line, error=str(problem))
-        else:
-            log.error("desired.invalid", file=problem.file, line=problem.line, error=str(problem))
-    log.info("desired.loaded", devices=len(desired.devices), invalid=len(desired.invalid_files))
+        events.desired_problem(log, problem)
+    events.desired_loaded(log, devices=len(desired.devices), invalid=len(desired.invalid_files))
     return desired
 
 
 def _check_filter(desired: DesiredState, devices: Sequence[str]) -> None:
-    names = list(desired.devices) + [f.rsplit(".", 1)[0] for f in desired.invalid_files]
+    names = list(desired.devices) + [name_from_path(f) for f in desired.invalid_files]
     for pattern in devices:
         if not select_devices(names, [pattern]):
             raise CommandError(f"no device matches --device {pattern}")
@@ -66,7 +78,7 @@ def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool
     _check_filter(desired, devices)
     problems = desired.problems
     if resolve_secrets:
-        problems = build_fleet(desired, environ=os.environ, only=devices).problems
+        problems = resolve_desired(desired, environ=os.environ, only=devices).problems
     if devices:
         problems = [p for p in problems if _concerns(p, desired, devices)]
     errors = [p for p in problems if not p.warning]
@@ -82,9 +94,9 @@ def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool
 
 def _concerns(problem: Problem, desired: DesiredState, devices: Sequence[str]) -> bool:
     """Whether a problem is in a file that the devices chosen by --device are built from."""
-    if problem.file.rsplit("/", 1)[-1] == DEFAULTS_FILE:
+    if is_defaults(problem.file):
         return True
-    if select_devices([problem.file.rsplit(".", 1)[0]], devices):
+    if select_devices([name_from_path(problem.file)], devices):
         return True
     chosen = select_devices(desired.devices, devices)
     return any(problem.file in desired.devices[name].sources for name in chosen)
@@ -95,49 +107,50 @@ async def _pass(
 ) -> tuple[list[Outcome], dict[str, str]]:
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
-    fleet = build_fleet(desired, environ=os.environ, only=devices)
-    state = StateStore.open(settings.state_dir)
+    resolved = resolve_desired(desired, environ=os.environ, only=devices)
+    state = FileStateStore.open(settings.state_dir)
     async with ClientPool(timeout=settings.request_timeout) as pool:
         reconciler = Reconciler(
             pool=pool, state=state, retry=RetryPolicy(attempts=settings.retry_attempts)
         )
-        progress = Progress(len(fleet.specs))
+        progress = Progress(len(resolved.specs))
         try:
             outcomes = await reconcile_many(
                 reconciler,
-                fleet.specs.values(),
+                resolved.specs.values(),
                 apply=apply,
                 concurrency=settings.concurrency,
                 on_done=progress.advance,
             )
         finally:
             progress.close()
-    return outcomes, fleet.broken
+    return outcomes, resolved.broken
 
 
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     outcomes, broken = loop.run(_pass(settings, devices, apply=False))
     sys.stdout.write(plan_json(outcomes, broken) if as_json else plan_text(outcomes, broken))
-    if broken or any(o.status == "error" for o in outcomes):
+    tally = Tally.of(outcomes, broken=len(broken))
+    if tally.errors:
         return EXIT_ERROR
-    if any(o.status == "changes" for o in outcomes):
+    if tally.changes:
         return EXIT_CHANGES
     return EXIT_OK
 
 
 def apply(settings: Settings, *, devices: Sequence[str]) -> int:
     outcomes, broken = loop.run(_pass(settings, devices, apply=True))
-    applied = sum(o.status == "applied" for o in outcomes)
-    failed = [o for o in outcomes if o.status == "error"]
-    for o in failed:
-        print(f"{o.device}: {o.error_message}", file=sys.stderr)
+    for o in outcomes:
+        if o.failure is not None:
+            print(f"{o.device}: {o.failure.message}", file=sys.stderr)
     for name, problem in sorted(broken.items()):
         print(f"{name}: {problem}", file=sys.stderr)
+    tally = Tally.of(outcomes, broken=len(broken))
     print(
-        f"{len(outcomes) + len(broken)} devices: {applied} changed, "
-        f"{sum(o.status == 'in_sync' for o in outcomes)} already in sync, "
-        f"{sum(o.status == 'changes' for o in outcomes)} observed with differences, "
-        f"{len(failed) + len(broken)} failed, "
-        f"{sum(o.status == 'skipped' for o in outcomes)} skipped"
+        f"{tally.devices} devices: {tally.applied} changed, "
+        f"{tally.in_sync} already in sync, "
+        f"{tally.changes} observed with differences, "
+        f"{tally.errors} failed, "
+        f"{tally.skipped} skipped"
     )
-    return EXIT_ERROR if failed or broken else EXIT_OK
+    return EXIT_ERROR if tally.errors else EXIT_OK

@@ -1,10 +1,9 @@
 """Many devices, forever: watch the desired tree, resync, back off, obey signals.
 
-Each device has one :class:`DeviceWorker` task. A worker sleeps until its
-next resync (jittered), until it is kicked (its desired state changed, SIGHUP),
-or until the daemon stops; then it reconciles, never twice at once: kicks that
-arrive during a run fold into one more run. A global semaphore bounds how many
-devices are in flight. A failing device only ever delays itself.
+Each device has one :class:`~syncd.worker.DeviceWorker`; a global semaphore
+bounds how many devices are in flight, and a failing device only ever delays
+itself. A reload reads the tree, reports its problems, and hands each worker
+its new spec (the last valid one where a file turned invalid).
 """
 
 from __future__ import annotations
@@ -12,126 +11,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import stat
+import sys
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-import watchfiles
-
-from syncd import loop
-from syncd.client import REJECT_CODES, AuthError, ClientPool, RejectedError
-from syncd.desired import DEFAULTS_FILE, SUFFIXES, Loader, Problem
-from syncd.fleet import build_fleet
+from syncd import events, loop
+from syncd.client import ClientPool
+from syncd.desired import DesiredState, Loader, Problem, Resolved, resolve_desired
 from syncd.logs import get_logger
 from syncd.metrics import Metrics, serve_metrics
 from syncd.model import DeviceSpec
 from syncd.notify import Notifier
-from syncd.reconcile import Outcome, Reconciler
+from syncd.outcome import Outcome, Tally
+from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
 from syncd.settings import Settings
-from syncd.state import StateError, StateStore
+from syncd.state import FileStateStore, StateError
+from syncd.watching import DesiredWatcher
+from syncd.worker import DeviceWorker, Timing
 
-__all__ = ["Daemon", "StartupError", "run_daemon"]
+__all__ = ["run_daemon"]
 
 #: How long SIGTERM waits for reconciles in flight before cancelling them.
 STOP_GRACE = 8.0
 #: Full reloads happen at least this often even if no file event arrives.
 BACKSTOP_RELOAD = 30.0
-#: How often the desired dir's real path is checked (a symlink swapped by git-sync).
-LINK_CHECK = 0.5
 
 
 class StartupError(Exception):
     """A fatal start-up problem: one sentence naming the dir or setting."""
-
-
-class DeviceWorker:
-    """Schedules one device: coalescing kicks, resync timer, backoff after failures."""
-
-    def __init__(self, daemon: Daemon, spec: DeviceSpec) -> None:
-        self.daemon = daemon
-        self.spec = spec
-        self.kicked = asyncio.Event()
-        self.failures = 0
-        self.running = False
-        self.last: Outcome | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def kick(self) -> None:
-        self.kicked.set()
-
-    def start(self) -> None:
-        self.kick()
-        self.task = asyncio.create_task(self._loop(), name=f"device:{self.spec.name}")
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    def _next_delay(self, outcome: Outcome) -> float | None:
-        """Seconds until this device's next reconcile; None waits for a kick.
-
-        In sync: the resync interval, jittered ±10 %. Unreachable: 1, 2, 4 ...
-        seconds, growing up to the resync interval. Credentials refused: from
-        the resync interval up to ``max_backoff``. A rejected PUT: not again
-        until the desired state changes.
-        """
-        settings = self.daemon.settings
-        jitter = random.uniform(0.9, 1.1)
-        if outcome.ok:
-            self.failures = 0
-            return settings.resync_interval * jitter
-        self.failures += 1
-        error = outcome.error
-        if isinstance(error, RejectedError) and error.code in REJECT_CODES:
-            return None
-        growth = float(2 ** min(self.failures - 1, 30))
-        if isinstance(error, AuthError):
-            return min(settings.max_backoff, settings.resync_interval * growth) * jitter
-        return min(settings.resync_interval, growth) * jitter
-
-    async def _loop(self) -> None:
-        delay: float | None = None
-        while not self.daemon.stopping.is_set():
-            if not self.kicked.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.kicked.wait(), delay)
-            if self.daemon.stopping.is_set():
-                return
-            self.kicked.clear()
-            async with self.daemon.gate:
-                if self.daemon.stopping.is_set():
-                    return
-                self.running = True
-                try:
-                    outcome = await self.daemon.reconciler.reconcile(self.spec, apply=True)
-                except Exception as exc:  # a bug must not end this device's schedule
-                    self.daemon.log.error(
-                        "apply.failed",
-                        device=self.spec.name,
-                        error=f"internal error: {type(exc).__name__}: {exc}",
-                        code=None,
-                        param=None,
-                        description=None,
-                    )
-                    outcome = Outcome(
-                        self.spec.name,
-                        self.spec.url,
-                        self.spec.mode,
-                        "error",
-                        error_kind="internal",
-                        error_message=str(exc),
-                    )
-                finally:
-                    self.running = False
-            self.last = outcome
-            self.daemon.observe(outcome)
-            delay = self._next_delay(outcome)
 
 
 class Daemon:
@@ -146,13 +55,12 @@ class Daemon:
         self.notifier = Notifier()
         self.desired_dir = settings.desired_dir
         self.loader = Loader(self.desired_dir)
-        self._real_dir = self._realpath()
         self._reload_lock = asyncio.Lock()
         self._last_status = ""
         self._last_problems: set[Problem] = set()
-        state_dir = settings.state_dir
+        self._timing = Timing(settings.resync_interval, settings.max_backoff)
         try:
-            self.state = StateStore.open(state_dir)
+            self.state = FileStateStore.open(settings.state_dir)
         except StateError as exc:
             raise StartupError(str(exc)) from None
         self.pool = ClientPool(
@@ -165,9 +73,6 @@ class Daemon:
             retry=RetryPolicy(attempts=settings.retry_attempts),
             metrics=self.metrics,
         )
-
-    def _realpath(self) -> Path:
-        return Path(os.path.realpath(self.desired_dir))
 
     def _check_desired_dir(self) -> None:
         if not self.desired_dir.is_dir():
@@ -182,77 +87,90 @@ class Daemon:
     async def reload(self, *, kick_all: bool = False, why: str = "change") -> None:
         """Reload the tree; kick devices whose desired state changed (or all)."""
         async with self._reload_lock:
-            if not self.desired_dir.is_dir():
-                self.log.error(
-                    "desired.invalid",
-                    file=str(self.desired_dir),
-                    line=None,
-                    error=f"desired dir {self.desired_dir} is missing; keeping the last state",
-                )
+            desired = await self._load()
+            if desired is None:
                 return
-            desired = await asyncio.to_thread(self.loader.load)
-            unreadable = [p for p in desired.problems if p.file == "."]
-            if unreadable:
-                # An unreadable desired dir says nothing about the devices: keep them all.
-                self.log.error(
-                    "desired.invalid",
-                    file=str(self.desired_dir),
-                    line=None,
-                    error=f"{unreadable[0].message}; keeping the last state",
-                )
-                return
-            fleet = build_fleet(desired, environ=os.environ, only=self.only)
+            resolved = resolve_desired(desired, environ=os.environ, only=self.only)
             # The 30 s backstop repeats only what is new, so journald is not flooded.
             periodic = why == "periodic"
-            seen, self._last_problems = self._last_problems, set(fleet.problems)
-            for problem in fleet.problems:
-                if periodic and problem in seen:
-                    continue
-                if problem.warning:
-                    self.log.warning(
-                        "desired.warning", file=problem.file, line=problem.line, error=str(problem)
-                    )
-                else:
-                    self.log.error(
-                        "desired.invalid", file=problem.file, line=problem.line, error=str(problem)
-                    )
-            errors = [p for p in fleet.problems if not p.warning]
-            self.metrics.load_errors.inc(len({p.file for p in errors}))
-            self.metrics.invalid_files.set(len(fleet.broken))
-            specs = dict(fleet.specs)
-            # The last valid state of a device whose file is now invalid stays in force.
-            bad_files = set(desired.invalid_files) | {
-                w.spec.file for w in self.workers.values() if w.spec.name in fleet.broken
-            }
-            for name, worker in self.workers.items():
-                if name not in specs and worker.spec.file in bad_files:
-                    specs[name] = worker.spec
-            gone = [n for n in self.workers if n not in specs]
-            for name in gone:
-                await self.workers.pop(name).stop()
-                self.reconciler.forget(name)
-            self.metrics.forget(gone)
-            changed = len(gone)
-            for name, spec in specs.items():
-                current = self.workers.get(name)
-                if current is None:
-                    self.workers[name] = DeviceWorker(self, spec)
-                    self.workers[name].start()
-                    changed += 1
-                elif current.spec != spec or kick_all:
-                    current.spec = spec
-                    current.failures = 0
-                    current.kick()
-                    changed += 1
-            self.metrics.devices.set(len(self.workers))
+            seen = self._report_problems(resolved, only_new=periodic)
+            specs = self._specs_in_force(desired, resolved)
+            changed = await self._update_workers(specs, kick_all=kick_all)
             if periodic and not changed and seen == self._last_problems:
                 return
-            self.log.info(
-                "desired.loaded",
-                devices=len(self.workers),
-                invalid=len(fleet.broken),
-                reason=why,
+            events.desired_loaded(
+                self.log, devices=len(self.workers), invalid=len(resolved.broken), reason=why
             )
+
+    async def _load(self) -> DesiredState | None:
+        """The tree as it is now, or None (logged) when the desired dir cannot be read."""
+        if not self.desired_dir.is_dir():
+            message = f"desired dir {self.desired_dir} is missing; keeping the last state"
+            events.desired_invalid(self.log, file=str(self.desired_dir), line=None, error=message)
+            return None
+        desired = await asyncio.to_thread(self.loader.load)
+        unreadable = [p for p in desired.problems if p.file == "."]
+        if unreadable:
+            # An unreadable desired dir says nothing about the devices: keep them all.
+            message = f"{unreadable[0].message}; keeping the last state"
+            events.desired_invalid(self.log, file=str(self.desired_dir), line=None, error=message)
+            return None
+        return desired
+
+    def _report_problems(self, resolved: Resolved, *, only_new: bool) -> set[Problem]:
+        """Log the problems (with ``only_new``, those not logged last time); the previous set."""
+        seen, self._last_problems = self._last_problems, set(resolved.problems)
+        for problem in resolved.problems:
+            if not (only_new and problem in seen):
+                events.desired_problem(self.log, problem)
+        errors = [p for p in resolved.problems if not p.warning]
+        self.metrics.load_errors.inc(len({p.file for p in errors}))
+        self.metrics.invalid_files.set(len(resolved.broken))
+        return seen
+
+    def _specs_in_force(self, desired: DesiredState, resolved: Resolved) -> dict[str, DeviceSpec]:
+        """The usable specs, plus the last valid state of each device whose file is now invalid."""
+        specs = dict(resolved.specs)
+        bad_files = set(desired.invalid_files) | {
+            w.spec.file for w in self.workers.values() if w.spec.name in resolved.broken
+        }
+        for name, worker in self.workers.items():
+            if name not in specs and worker.spec.file in bad_files:
+                specs[name] = worker.spec
+        return specs
+
+    async def _update_workers(self, specs: dict[str, DeviceSpec], *, kick_all: bool) -> int:
+        """Stop workers of devices gone, start new ones, hand changed specs over; count them."""
+        gone = [n for n in self.workers if n not in specs]
+        for name in gone:
+            await self.workers.pop(name).stop()
+            self.reconciler.forget(name)
+        self.metrics.forget(gone)
+        changed = len(gone)
+        for name, spec in specs.items():
+            current = self.workers.get(name)
+            if current is None:
+                self.workers[name] = self._worker(spec)
+                self.workers[name].start()
+                changed += 1
+            elif current.spec != spec or kick_all:
+                current.update(spec)
+                changed += 1
+        self.metrics.devices.set(len(self.workers))
+        return changed
+
+    def _worker(self, spec: DeviceSpec) -> DeviceWorker:
+        async def run(spec: DeviceSpec) -> Outcome:
+            return await self.reconciler.reconcile(spec, apply=True)
+
+        return DeviceWorker(
+            spec,
+            run=run,
+            report=self.observe,
+            gate=self.gate,
+            stopping=self.stopping,
+            timing=self._timing,
+        )
 
     # ------------------------------------------------------------- observing
 
@@ -271,19 +189,15 @@ class Daemon:
             m.applies.labels("failed").inc()
 
     def summary(self) -> str:
-        counts = {"in sync": 0, "differing": 0, "failing": 0, "skipped": 0, "pending": 0}
-        for worker in self.workers.values():
-            last = worker.last
-            if last is None:
-                counts["pending"] += 1
-            elif last.status in ("in_sync", "applied"):
-                counts["in sync"] += 1
-            elif last.status == "changes":
-                counts["differing"] += 1
-            elif last.status == "skipped":
-                counts["skipped"] += 1
-            else:
-                counts["failing"] += 1
+        """The STATUS line: ``3 devices: 2 in sync, 1 failing``."""
+        tally = Tally.of(w.last for w in self.workers.values())
+        counts = {
+            "in sync": tally.converged,
+            "differing": tally.changes,
+            "failing": tally.errors,
+            "skipped": tally.skipped,
+            "pending": tally.pending,
+        }
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         return f"{len(self.workers)} devices: {parts or 'none'}"
 
@@ -295,63 +209,11 @@ class Daemon:
 
     # --------------------------------------------------------------- running
 
-    async def _watch(self) -> None:
-        """Reload when a YAML file (or a defaults file) under the desired dir changes."""
-        first = True
-        reported_missing = False
-        while not self.stopping.is_set():
-            target = self._realpath()
-            identity = _dir_identity(target)
-            if identity is None:
-                # Removed (rm -rf and a fresh clone, say): keep the last state until it is back.
-                first = False
-                if not reported_missing:
-                    reported_missing = True
-                    await self.reload(why="desired dir missing")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), LINK_CHECK)
-                continue
-            reported_missing = False
-            if not first:
-                # Relinked, replaced or back: what changed while unwatched counts too.
-                self._real_dir = target
-                await self.reload(why="desired dir relinked")
-            first = False
-            stop_watch = asyncio.Event()
-            relinked = asyncio.create_task(self._watch_link(target, identity, stop_watch))
-            try:
-                async for changes in watchfiles.awatch(
-                    target,
-                    stop_event=stop_watch,
-                    debounce=400,
-                    step=30,
-                    watch_filter=_desired_filter,
-                    recursive=True,
-                    ignore_permission_denied=True,
-                ):
-                    if self.stopping.is_set():
-                        break
-                    await self.reload(why="files changed")
-                    del changes
-            except (FileNotFoundError, RuntimeError, OSError) as exc:
-                self.log.warning("desired.watch_failed", error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 1.0)
-            finally:
-                relinked.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relinked
+    def _watcher(self) -> DesiredWatcher:
+        async def reload(why: str) -> None:
+            await self.reload(why=why)
 
-    async def _watch_link(
-        self, target: Path, identity: tuple[int, int], stop_watch: asyncio.Event
-    ) -> None:
-        """Stop the watcher when the desired dir resolves elsewhere (symlink swap) or is
-        no longer the directory watched (removed, or replaced by a new one)."""
-        while not self.stopping.is_set():
-            await asyncio.sleep(LINK_CHECK)
-            if self._realpath() != target or _dir_identity(target) != identity:
-                break
-        stop_watch.set()
+        return DesiredWatcher(self.desired_dir, reload=reload, stopping=self.stopping)
 
     async def _backstop(self) -> None:
         while not self.stopping.is_set():
@@ -390,21 +252,19 @@ class Daemon:
                 raise StartupError(
                     f"bad setting metrics_address {self.settings.metrics_address!r}: {exc}"
                 ) from None
-        self.log.info(
-            "daemon.starting",
-            desired_dir=str(self.desired_dir),
-            state_dir=str(self.settings.state_dir),
+        events.daemon_starting(
+            self.log, desired_dir=str(self.desired_dir), state_dir=str(self.settings.state_dir)
         )
         await self.reload(why="start")
         self.notifier.ready(self.summary())
         background = [
-            asyncio.create_task(self._watch(), name="watch"),
+            asyncio.create_task(self._watcher().run(), name="watch"),
             asyncio.create_task(self._backstop(), name="backstop"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
         await self.stopping.wait()
         self.notifier.stopping()
-        self.log.info("daemon.stopping", in_flight=sum(w.running for w in self.workers.values()))
+        events.daemon_stopping(self.log, in_flight=sum(w.running for w in self.workers.values()))
         await self._drain(self.workers.values())
         for task in background:
             task.cancel()
@@ -413,7 +273,7 @@ class Daemon:
         if server is not None:
             server.shutdown()
         self.notifier.close()
-        self.log.info("daemon.stopped")
+        events.daemon_stopped(self.log)
         return 0
 
     async def _drain(self, workers: Iterable[DeviceWorker]) -> None:
@@ -430,30 +290,12 @@ class Daemon:
 
     def _on_stop(self, sig: signal.Signals) -> None:
         if not self.stopping.is_set():
-            self.log.info("daemon.signal", signal=sig.name)
+            events.daemon_signal(self.log, signal=sig.name)
             self.stopping.set()
 
     def _on_hup(self) -> None:
-        self.log.info("daemon.signal", signal="SIGHUP")
+        events.daemon_signal(self.log, signal="SIGHUP")
         asyncio.get_running_loop().create_task(self.reload(kick_all=True, why="SIGHUP"))
-
-
-def _dir_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the directory at ``path``; None if there is none."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-
-def _desired_filter(change: watchfiles.Change, path: str) -> bool:
-    name = os.path.basename(path)
-    if name.startswith("."):
-        # Editors and git write through hidden temp files, then rename into place;
-        # the rename shows up as an event on the real name.
-        return False
-    return name.endswith(SUFFIXES) or name == DEFAULTS_FILE or "." not in name
 
 
 def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
@@ -464,13 +306,11 @@ def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
             daemon = Daemon(settings, devices=devices)
             return await daemon.run()
         except StartupError as exc:
-            get_logger().error("daemon.failed", error=str(exc))
+            events.daemon_failed(get_logger(), error=str(exc))
             raise
 
     try:
         return loop.run(main())
     except StartupError as exc:
-        import sys
-
         print(f"syncd: error: {exc}", file=sys.stderr)
         return 1

@@ -23,7 +23,14 @@ from syncd.model import (
     render_for_device,
 )
 
-__all__ = ["PASSWORD_PLACEHOLDER", "Change", "DiffError", "Plan", "diff"]
+__all__ = [
+    "PASSWORD_PLACEHOLDER",
+    "Change",
+    "DiffError",
+    "Plan",
+    "diff",
+    "normalise_live_account",
+]
 
 PASSWORD_PLACEHOLDER = "(will be set)"
 

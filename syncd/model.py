@@ -13,9 +13,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
 from pydantic import SecretStr
+from typing_extensions import TypeVar
 
 __all__ = [
     "ACCOUNT_FIELDS",
@@ -31,6 +32,10 @@ __all__ = [
     "normalise_live",
     "render_for_device",
 ]
+
+#: What a secret is while a spec travels: a reference (``SecretRef``) as loaded,
+#: its value (``SecretStr``, the default) once resolved.
+P = TypeVar("P", default=SecretStr)
 
 
 class FieldKind(enum.Enum):
@@ -75,10 +80,10 @@ class Mode(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class AuthSpec:
+class AuthSpec(Generic[P]):
     method: AuthMethod = AuthMethod.DIGEST
     username: str | None = None
-    password: SecretStr | None = None
+    password: P | None = None
 
 
 @dataclass(frozen=True)
@@ -88,30 +93,34 @@ class TlsSpec:
 
 
 @dataclass(frozen=True)
-class AccountSpec:
+class AccountSpec(Generic[P]):
     """The managed part of one account: only the fields the operator wrote.
 
     ``fields`` holds canonical values (ports and ``answerMode`` as ``int``,
-    port ``0`` meaning "default"); ``password`` is the resolved secret, or
-    ``None`` when the password is not managed.
+    port ``0`` meaning "default"); ``password`` is the secret (a reference
+    until resolved), or ``None`` when the password is not managed.
     """
 
     account: int
     fields: Mapping[str, bool | str | int]
-    password: SecretStr | None = None
+    password: P | None = None
 
 
 @dataclass(frozen=True)
-class DeviceSpec:
-    """One device's desired state, validated and with secrets resolved."""
+class DeviceSpec(Generic[P]):
+    """One device's desired state, validated; the one shape from the file to the PUT.
+
+    As loaded, its secrets are references (``DeviceSpec[SecretRef]``); once
+    resolved, values (``DeviceSpec``, that is ``DeviceSpec[SecretStr]``).
+    """
 
     name: str
     file: str
     url: str
-    auth: AuthSpec = field(default_factory=AuthSpec)
+    auth: AuthSpec[P] = field(default_factory=AuthSpec)
     tls: TlsSpec = field(default_factory=TlsSpec)
     mode: Mode = Mode.ENFORCE
-    accounts: Mapping[int, AccountSpec] = field(default_factory=dict)
+    accounts: Mapping[int, AccountSpec[P]] = field(default_factory=dict)
     #: Paths of every file this spec was built from (device file and defaults).
     sources: tuple[str, ...] = ()
 

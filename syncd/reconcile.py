@@ -1,52 +1,32 @@
-"""One device, once: GET live -> diff -> PUT (enforce) -> GET to verify.
+"""One device, once: GET live -> diff -> PUT (enforce) -> GET to verify; and many at once.
 
 Each request is retried within a bounded budget when its failure may pass
 (see :mod:`syncd.retrying`). Rejections and auth failures are not retried
-here; the caller (the daemon) decides when to try the device again. Every step
-logs the SPEC's events.
+here; the caller (the daemon's worker) decides when to try the device again.
+Every step logs the SPEC's events (:mod:`syncd.events`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
+from syncd import events
 from syncd.client import ClientPool, DeviceClient, DeviceError
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
+from syncd.outcome import Failure, Outcome
 from syncd.retrying import RetryPolicy, with_retries
 from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
 
-__all__ = ["Outcome", "Reconciler"]
+__all__ = ["Reconciler", "reconcile_many"]
 
 T = TypeVar("T")
-Status = Literal["in_sync", "changes", "applied", "error", "skipped"]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one reconcile found and did."""
-
-    device: str
-    url: str
-    mode: Mode
-    status: Status
-    changes: tuple[Change, ...] = ()
-    drift: bool = False
-    error: DeviceError | None = None
-    error_kind: str | None = None
-    error_message: str | None = None
-    attempts: int = 0
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "error"
 
 
 class Reconciler:
@@ -120,38 +100,36 @@ class Reconciler:
         """Bring one device to ``spec`` (when ``apply`` and mode is enforce), or report."""
         log = self.log.bind(device=spec.name)
         if spec.mode is Mode.SUSPEND:
-            log.info("reconcile.skipped", reason="mode is suspend")
-            return Outcome(spec.name, spec.url, spec.mode, "skipped")
+            events.reconcile_skipped(log, reason="mode is suspend")
+            return Outcome.of(spec, "skipped")
         client = self.client(spec)
         try:
             live = await self._with_retries(spec, "GET", client.get_accounts)
         except DeviceError as exc:
             self._serials.pop(spec.name, None)  # it may come back as another device
-            log.error("device.unreachable", error=str(exc), code=exc.code, kind=exc.kind)
-            return self._failed(spec, exc)
+            events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
+            return Outcome.of(spec, "error", failure=Failure.from_error(exc))
         target, due = await self._passwords_due(spec, client)
         try:
             plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
-            log.error("apply.failed", error=str(exc), code=None, param=None, description=None)
-            return Outcome(
-                spec.name, spec.url, spec.mode, "error", error_kind="device", error_message=str(exc)
-            )
+            events.apply_failed(log, error=str(exc))
+            return Outcome.of(spec, "error", failure=Failure("device", str(exc)))
         if plan.empty:
             self._record_in_force(spec)
-            return Outcome(spec.name, spec.url, spec.mode, "in_sync")
+            return Outcome.of(spec, "in_sync")
         drift = bool(plan.readable_changes) and (
             self._state.applied_fingerprint(spec.name) == spec.fingerprint
         )
         fields = [c.as_dict() for c in plan.changes]
         if drift:
-            log.warning("drift.detected", fields=fields)
+            events.drift_detected(log, fields=fields)
         else:
-            log.info("change.pending", fields=fields)
+            events.change_pending(log, fields=fields)
         if spec.mode is Mode.OBSERVE:
-            log.info("reconcile.skipped", reason="mode is observe", changes=len(plan.changes))
+            events.reconcile_skipped(log, reason="mode is observe", changes=len(plan.changes))
         if not apply or spec.mode is not Mode.ENFORCE:
-            return Outcome(spec.name, spec.url, spec.mode, "changes", plan.changes, drift)
+            return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
         return await self._apply(spec, client, plan, drift, target)
 
     async def _apply(
@@ -162,19 +140,20 @@ class Reconciler:
         try:
             await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
         except DeviceError as exc:
-            log.error(
-                "apply.failed",
+            events.apply_failed(
+                log,
                 error=str(exc),
                 code=exc.code,
                 param=exc.param,
                 description=exc.description,
                 kind=exc.kind,
             )
-            return self._failed(spec, exc, plan.changes, drift)
+            failure = Failure.from_error(exc)
+            return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
         try:
-            self._state.record_passwords(spec.name, target, dict(plan.passwords))
+            self._state.record_passwords(spec.name, target, plan.passwords)
         except StateError as exc:
-            log.error("state.write_failed", error=str(exc))
+            events.state_write_failed(log, error=str(exc))
         try:
             live = await self._with_retries(spec, "GET", client.get_accounts)
             left = diff(spec.accounts, live).readable_changes
@@ -185,8 +164,8 @@ class Reconciler:
             message = f"the device accepted the PUT but did not take: {names}"
             return self._unverified(spec, plan, drift, message, left)
         self._record_in_force(spec)
-        log.info("apply.succeeded", fields=[c.as_dict() for c in plan.changes])
-        return Outcome(spec.name, spec.url, spec.mode, "applied", plan.changes, drift)
+        events.apply_succeeded(log, fields=[c.as_dict() for c in plan.changes])
+        return Outcome.of(spec, "applied", changes=plan.changes, drift=drift)
 
     def _unverified(
         self,
@@ -197,47 +176,34 @@ class Reconciler:
         left: tuple[Change, ...] = (),
     ) -> Outcome:
         """A PUT that was accepted but is not (or cannot be shown to be) in force."""
-        self.log.error(
-            "apply.failed",
-            device=spec.name,
-            error=message,
-            fields=[c.as_dict() for c in left],
-            code=None,
-            param=None,
-            description=None,
-        )
-        return Outcome(
-            spec.name,
-            spec.url,
-            spec.mode,
-            "error",
-            plan.changes,
-            drift,
-            error_kind="verify",
-            error_message=message,
-        )
+        log = self.log.bind(device=spec.name)
+        events.apply_failed(log, error=message, fields=[c.as_dict() for c in left])
+        failure = Failure("verify", message)
+        return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
 
     def _record_in_force(self, spec: DeviceSpec) -> None:
         try:
             self._state.record_fingerprint(spec.name, spec.fingerprint)
         except StateError as exc:
-            self.log.error("state.write_failed", device=spec.name, error=str(exc))
+            events.state_write_failed(self.log.bind(device=spec.name), error=str(exc))
 
-    @staticmethod
-    def _failed(
-        spec: DeviceSpec,
-        exc: DeviceError,
-        changes: tuple[Change, ...] = (),
-        drift: bool = False,
-    ) -> Outcome:
-        return Outcome(
-            spec.name,
-            spec.url,
-            spec.mode,
-            "error",
-            changes,
-            drift,
-            error=exc,
-            error_kind=exc.kind,
-            error_message=str(exc),
-        )
+
+async def reconcile_many(
+    reconciler: Reconciler,
+    specs: Iterable[DeviceSpec],
+    *,
+    apply: bool,
+    concurrency: int,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Reconcile devices concurrently, at most ``concurrency`` in flight; keep order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(spec: DeviceSpec) -> Outcome:
+        async with gate:
+            outcome = await reconciler.reconcile(spec, apply=apply)
+        if on_done is not None:
+            on_done(outcome)
+        return outcome
+
+    return list(await asyncio.gather(*(one(s) for s in specs)))

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from syncd.reconcile import Outcome
+from syncd.outcome import Outcome, Tally
 
 __all__ = ["plan_json", "plan_text", "summary"]
 
@@ -24,14 +24,15 @@ def _value(value: Any) -> str:
 
 
 def summary(outcomes: Iterable[Outcome], broken: Mapping[str, str]) -> dict[str, int]:
-    counts = {"devices": 0, "in_sync": 0, "changes": 0, "errors": 0, "skipped": 0}
-    for outcome in outcomes:
-        counts["devices"] += 1
-        status = _STATUS[outcome.status]
-        counts["errors" if status == "error" else status] += 1
-    counts["devices"] += len(broken)
-    counts["errors"] += len(broken)
-    return counts
+    """The ``summary`` object of ``plan --json``: a device applied counts as in sync."""
+    tally = Tally.of(outcomes, broken=len(broken))
+    return {
+        "devices": tally.devices,
+        "in_sync": tally.converged,
+        "changes": tally.changes,
+        "errors": tally.errors,
+        "skipped": tally.skipped,
+    }
 
 
 def plan_text(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
@@ -43,8 +44,8 @@ def plan_text(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
             desired = c.desired if c.field == "password" else _value(c.desired)
             note = "  (observe)" if o.mode.value == "observe" else ""
             lines.append(f"{o.device}  account {c.account}  {c.field}: {live} -> {desired}{note}")
-        if o.status == "error":
-            lines.append(f"{o.device}  error: {o.error_message}")
+        if o.failure is not None:
+            lines.append(f"{o.device}  error: {o.failure.message}")
     for name, problem in sorted(broken.items()):
         lines.append(f"{name}  error: {problem}")
     s = summary(outcomes, broken)
@@ -59,11 +60,11 @@ def plan_json(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
     devices: list[dict[str, Any]] = []
     for o in sorted(outcomes, key=lambda o: o.device):
         error = None
-        if o.status == "error":
-            exc = o.error
+        if o.failure is not None:
+            exc = o.failure.error
             error = {
-                "kind": o.error_kind,
-                "message": o.error_message,
+                "kind": o.failure.kind,
+                "message": o.failure.message,
                 "code": exc.code if exc is not None else None,
                 "param": exc.param if exc is not None else None,
             }

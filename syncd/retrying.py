@@ -17,16 +17,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 from tenacity.retry import retry_base
 
+from syncd import events
 from syncd.client import AuthError, DeviceError, TlsError, TransportError
 from syncd.logs import get_logger
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
 
-__all__ = ["RetryPolicy", "may_pass", "with_retries"]
+__all__ = ["RetryPolicy", "with_retries"]
 
 T = TypeVar("T")
 
@@ -63,6 +64,23 @@ class _RetryIfMayPass(retry_base):
         return exc is not None and may_pass(exc, self.done + retry_state.attempt_number)
 
 
+class _ExponentialJitter:
+    """Waits 2, 4, 8 ... times ``initial``, plus up to ``initial`` of jitter, capped at ``maximum``.
+
+    The sequence continues the first wait of :func:`with_retries` (``initial``
+    plus jitter). Written out rather than tenacity's ``wait_exponential_jitter``,
+    whose parameters changed between tenacity releases.
+    """
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        policy = self._policy
+        grown: float = policy.initial * 2 * 2 ** (retry_state.attempt_number - 1)
+        return max(0.0, min(grown + random.uniform(0, policy.initial), policy.maximum))
+
+
 async def with_retries(
     call: Callable[[], Awaitable[T]],
     *,
@@ -72,7 +90,7 @@ async def with_retries(
     metrics: Metrics | None = None,
 ) -> T:
     """Await ``call()`` under the retry rule; log ``apply.retrying`` before each wait."""
-    log = get_logger()
+    log = get_logger().bind(device=device)
 
     async def timed() -> T:
         if metrics is None:
@@ -87,13 +105,8 @@ async def with_retries(
     def log_retry(attempt: int, delay: float, exc: BaseException | None) -> None:
         if metrics is not None:
             metrics.retries.inc()
-        log.warning(
-            "apply.retrying",
-            device=device,
-            request=request,
-            attempt=attempt,
-            delay=round(delay, 3),
-            error=str(exc),
+        events.apply_retrying(
+            log, request=request, attempt=attempt, delay=round(delay, 3), error=str(exc)
         )
 
     # Most requests succeed at once: make the first try without building a
@@ -115,9 +128,7 @@ async def with_retries(
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts - 1),
-        wait=wait_exponential_jitter(
-            initial=policy.initial * 2, max=policy.maximum, jitter=policy.initial
-        ),
+        wait=_ExponentialJitter(policy),
         retry=_RetryIfMayPass(done=1),
         before_sleep=before_sleep,
         reraise=True,

@@ -10,7 +10,7 @@ never do.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -32,6 +32,9 @@ class SecretRef:
     source: str
     name: str = ""
     literal: SecretStr | None = None
+    #: Where it was written (file, line, field path), so a failure names that line.
+    #: Not part of its identity: the same reference written elsewhere is equal.
+    where: tuple[str, int, str] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return "(literal)" if self.source == "literal" else f"{{{self.source}: {self.name}}}"

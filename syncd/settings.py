@@ -14,7 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
+__all__ = ["Settings", "SettingsError", "load_settings"]
 
 DEFAULT_CONFIG = Path("/etc/syncd/syncd.toml")
 

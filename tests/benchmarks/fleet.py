@@ -41,11 +41,10 @@ from typing import Any, TextIO
 import httpx
 
 from syncd.client import ClientPool
-from syncd.desired import Loader
-from syncd.fleet import build_fleet, reconcile_many
+from syncd.desired import Loader, resolve_desired
 from syncd.logs import configure_logging
-from syncd.reconcile import Reconciler
-from syncd.state import StateStore
+from syncd.reconcile import Reconciler, reconcile_many
+from syncd.state import FileStateStore
 from tests.benchmarks.harness import (
     SYNCD,
     BenchError,
@@ -277,7 +276,7 @@ class Report:
 
 
 class Engine:
-    """syncd's own engine in this process: Loader, build_fleet, Reconciler, reconcile_many.
+    """syncd's own engine in this process: Loader, resolve_desired, Reconciler, reconcile_many.
 
     The pool is a ``ClientPool`` built as ``syncd apply`` builds it; it lives as
     long as the engine, so later passes reuse connections as the daemon does.
@@ -289,14 +288,14 @@ class Engine:
         desired = Loader(desired_dir).load()
         if desired.errors:
             raise BenchError(f"generated desired tree is invalid: {desired.errors[0]}")
-        fleet = build_fleet(desired, environ=os.environ)
+        fleet = resolve_desired(desired, environ=os.environ)
         if fleet.broken:
             raise BenchError(f"devices unusable: {next(iter(fleet.broken.values()))}")
         self.specs = list(fleet.specs.values())
         self.concurrency = concurrency
         self.limit = limit
         self.pool = ClientPool(timeout=10.0)
-        self.reconciler = Reconciler(pool=self.pool, state=StateStore.open(state_dir))
+        self.reconciler = Reconciler(pool=self.pool, state=FileStateStore.open(state_dir))
 
     async def run(self, **expect: int) -> float:
         """One pass over every device; raise unless the outcomes are exactly ``expect``."""
@@ -314,7 +313,7 @@ class Engine:
         got = Counter(o.status for o in outcomes)
         want = Counter({k: v for k, v in expect.items() if v})
         if got != want:
-            errors = [f"{o.device}: {o.error_message}" for o in outcomes if o.error_message]
+            errors = [f"{o.device}: {o.failure.message}" for o in outcomes if o.failure]
             raise BenchError(f"pass expected {dict(want)}, got {dict(got)}; {errors[:3]}")
         return seconds
 
@@ -767,7 +766,7 @@ def reload_phase(report: Report, p: Params, tree: Path) -> None:
     samples = []
     for _ in range(max(3, p.repeat)):
         started = time.process_time()
-        build_fleet(loader.load(), environ=os.environ)
+        resolve_desired(loader.load(), environ=os.environ)
         samples.append(1000 * (time.process_time() - started))
     share = min(samples) / 10 / BACKSTOP_SECONDS
     report.add_best(
@@ -775,7 +774,7 @@ def reload_phase(report: Report, p: Params, tree: Path) -> None:
         f"reload of an unchanged tree of {p.devices} files (CPU)",
         samples,
         "ms",
-        detail=f"Loader.load + build_fleet, which the daemon's backstop runs every "
+        detail=f"Loader.load + resolve_desired, which the daemon's backstop runs every "
         f"{BACKSTOP_SECONDS:.0f} s: {share:.2f} % of a core on average",
     )
 

@@ -263,11 +263,11 @@ class TestValidForms:
         assert state.problems == []
         entry = state.devices["site-a/lobby"]
         assert entry.url == "https://192.0.2.10"
-        assert entry.auth_method is AuthMethod.DIGEST
-        assert entry.username == "syncd"
-        assert entry.password == SecretRef("env", name="LOBBY_API_PASSWORD")
-        assert entry.tls_verify is True
-        assert entry.ca_file == "/etc/syncd/intercom-ca.pem"
+        assert entry.auth.method is AuthMethod.DIGEST
+        assert entry.auth.username == "syncd"
+        assert entry.auth.password == SecretRef("env", name="LOBBY_API_PASSWORD")
+        assert entry.tls.verify is True
+        assert entry.tls.ca_file == "/etc/syncd/intercom-ca.pem"
         assert entry.mode is Mode.ENFORCE
         account = entry.accounts[1]
         assert account.password == SecretRef("env", name="LOBBY_SIP1_PASSWORD")
@@ -289,9 +289,9 @@ class TestValidForms:
     def test_defaults_of_device_block(self, load: Load) -> None:
         """Unwritten device settings default to digest auth, verify on, enforce mode."""
         entry = load({"a.yaml": device()}).devices["a"]
-        assert entry.auth_method is AuthMethod.DIGEST
-        assert entry.username is None and entry.password is None
-        assert entry.tls_verify is True and entry.ca_file is None
+        assert entry.auth.method is AuthMethod.DIGEST
+        assert entry.auth.username is None and entry.auth.password is None
+        assert entry.tls.verify is True and entry.tls.ca_file is None
         assert entry.mode is Mode.ENFORCE
         assert entry.accounts == {}
 
@@ -374,7 +374,7 @@ class TestSecretForms:
         )
         state = load({"a.yaml": text})
         assert state.problems == []
-        assert state.devices["a"].password == ref
+        assert state.devices["a"].auth.password == ref
         assert state.devices["a"].accounts[1].password == ref
 
     def test_literal_device_password_is_a_warning(self, load: Load) -> None:
@@ -467,8 +467,8 @@ class TestDefaults:
     def test_mappings_merge_key_by_key(self, load: Load) -> None:
         """device.auth from defaults merges key by key with nearer values winning."""
         lobby = load(self.FILES).devices["site/lobby"]
-        assert lobby.auth_method is AuthMethod.BASIC
-        assert lobby.username == "site-user"
+        assert lobby.auth.method is AuthMethod.BASIC
+        assert lobby.auth.username == "site-user"
 
     def test_device_file_wins(self, load: Load) -> None:
         """A value in the device file beats every defaults file (mode enforce over observe)."""
@@ -502,11 +502,11 @@ class TestDefaults:
     def test_defaults_apply_only_at_and_below_their_folder(self, load: Load) -> None:
         """site/_defaults.yaml does not reach top.yaml or other/gate.yaml."""
         state = load(self.FILES)
-        assert state.devices["top"].username == "root-user"
-        assert state.devices["other/gate"].username == "root-user"
+        assert state.devices["top"].auth.username == "root-user"
+        assert state.devices["other/gate"].auth.username == "root-user"
 
     def test_sources_list_defaults_then_device(self, load: Load) -> None:
-        """DeviceEntry.sources lists defaults from farthest to nearest, then the device file."""
+        """DeviceSpec.sources (as loaded) lists defaults from farthest to nearest, then the device file."""
         state = load(self.FILES)
         assert state.devices["site/lobby"].sources == (
             "_defaults.yaml",
@@ -596,12 +596,12 @@ class TestDefaults:
 
     def test_other_lists_replaced_not_merged(self, root: Path) -> None:
         """A list other than accounts in a nearer file replaces the farther one's list."""
-        from syncd.desired import _merge
-        from syncd.yamldoc import parse_yaml
+        from syncd.desired.merge import merge
+        from syncd.desired.yamldoc import parse_yaml
 
         base = parse_yaml("device:\n  tags: [a, b, c]\naccounts:\n  - account: 1\n", "d.yaml")
         top = parse_yaml("device:\n  tags: [z]\n", "x.yaml")
-        merged = _merge(base, top)
+        merged = merge(base, top)
         assert merged["device"]["tags"] == ["z"]
         assert merged["accounts"] == [{"account": 1}]
 
@@ -610,7 +610,7 @@ class TestDefaults:
         state = load(
             {"lab/_defaults.yaml": "device:\n  tls:\n    verify: false\n", "lab/a.yaml": GOOD}
         )
-        assert state.devices["lab/a"].tls_verify is False
+        assert state.devices["lab/a"].tls.verify is False
 
 
 class TestManyFiles:

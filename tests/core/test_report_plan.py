@@ -8,7 +8,7 @@ from typing import Any
 from syncd.client import RejectedError, TransportError
 from syncd.diff import PASSWORD_PLACEHOLDER, Change
 from syncd.model import Mode
-from syncd.reconcile import Outcome
+from syncd.outcome import Failure, Outcome
 from syncd.report import plan_json, plan_text, summary
 
 DEVICE_KEYS = {"device", "url", "mode", "status", "changes", "error"}
@@ -21,49 +21,48 @@ def fleet() -> list[Outcome]:
     """One outcome of every kind, deliberately out of name order."""
     return [
         Outcome(
-            "site-b/gate",
-            "https://192.0.2.2",
-            Mode.OBSERVE,
-            "changes",
-            (Change(1, "domainPort", "5060", "5061"), Change(2, "enabled", False, True)),
+            device="site-b/gate",
+            url="https://192.0.2.2",
+            mode=Mode.OBSERVE,
+            status="changes",
+            changes=(Change(1, "domainPort", "5060", "5061"), Change(2, "enabled", False, True)),
         ),
-        Outcome("site-a/lobby", "https://192.0.2.1", Mode.ENFORCE, "in_sync"),
+        Outcome(device="site-a/lobby", url="https://192.0.2.1", mode=Mode.ENFORCE, status="in_sync"),
         Outcome(
-            "site-c/door",
-            "https://192.0.2.3",
-            Mode.ENFORCE,
-            "changes",
-            (Change(1, "password", None, PASSWORD_PLACEHOLDER),),
+            device="site-c/door",
+            url="https://192.0.2.3",
+            mode=Mode.ENFORCE,
+            status="changes",
+            changes=(Change(1, "password", None, PASSWORD_PLACEHOLDER),),
         ),
         Outcome(
-            "site-d/rejected",
-            "https://192.0.2.4",
-            Mode.ENFORCE,
-            "error",
-            error=RejectedError(
-                "device rejected the request", code=12, param="blob-json", description="x"
+            device="site-d/rejected",
+            url="https://192.0.2.4",
+            mode=Mode.ENFORCE,
+            status="error",
+            failure=Failure(
+                "rejected",
+                "device rejected the request",
+                RejectedError(
+                    "device rejected the request", code=12, param="blob-json", description="x"
+                ),
             ),
-            error_kind="rejected",
-            error_message="device rejected the request",
         ),
         Outcome(
-            "site-e/down",
-            "http://192.0.2.5:8080",
-            Mode.ENFORCE,
-            "error",
-            error=TransportError("connection refused"),
-            error_kind="transport",
-            error_message="connection refused",
+            device="site-e/down",
+            url="http://192.0.2.5:8080",
+            mode=Mode.ENFORCE,
+            status="error",
+            failure=Failure("transport", "connection refused", TransportError("connection refused")),
         ),
-        Outcome("site-f/paused", "https://192.0.2.6", Mode.SUSPEND, "skipped"),
-        Outcome("site-g/applied", "https://192.0.2.7", Mode.ENFORCE, "applied"),
+        Outcome(device="site-f/paused", url="https://192.0.2.6", mode=Mode.SUSPEND, status="skipped"),
+        Outcome(device="site-g/applied", url="https://192.0.2.7", mode=Mode.ENFORCE, status="applied"),
         Outcome(
-            "site-h/missing",
-            "https://192.0.2.8",
-            Mode.ENFORCE,
-            "error",
-            error_kind="device",
-            error_message="the device has no SIP account 2",
+            device="site-h/missing",
+            url="https://192.0.2.8",
+            mode=Mode.ENFORCE,
+            status="error",
+            failure=Failure("device", "the device has no SIP account 2"),
         ),
     ]
 

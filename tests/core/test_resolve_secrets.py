@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from core_helpers import device
 
-from syncd.desired import DeviceEntry, load_desired, resolve_device
+from syncd.desired import load_desired, resolve_device
 from syncd.diff import diff
 from syncd.model import AccountSpec, AuthMethod, DeviceSpec
 from syncd.secrets import SecretError, SecretRef, parse_secret_ref, resolve_secret
@@ -20,7 +20,7 @@ SIP1 = "sip1-Value-77aa"
 SIP2 = "sip2-Value-c0de"
 
 
-def entry_with(tree: Tree, auth_pw: str, sip1: str, sip2: str) -> tuple[DeviceEntry, Path]:
+def entry_with(tree: Tree, auth_pw: str, sip1: str, sip2: str) -> tuple[DeviceSpec[SecretRef], Path]:
     """Load one device whose API and SIP passwords are the given YAML secret forms."""
     text = device(
         extra=f"auth:\n  username: syncd\n  password: {auth_pw}\n",
@@ -270,7 +270,7 @@ class TestNoLeaks:
             assert API not in text and SIP1 not in text and SIP2 not in text
 
     def test_device_entry_repr_holds_no_literal(self, tree: Tree) -> None:
-        """A DeviceEntry with literal secrets shows none of them in its repr."""
+        """A loaded DeviceSpec with literal secrets shows none of them in its repr."""
         entry, _ = entry_with(tree, f"'{API}'", f"'{SIP1}'", f"'{SIP2}'")
         text = repr(entry)
         assert API not in text and SIP1 not in text and SIP2 not in text

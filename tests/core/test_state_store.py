@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from syncd.state import StateError, StateStore
+from syncd.state import FileStateStore, StateError
 
 URL = "https://192.0.2.10"
 PASSWORD = "Pa55-unique-9c1d"
@@ -31,7 +31,7 @@ def state_dir(tmp_path: Path) -> Path:
 class TestOpen:
     def test_creates_private_directory(self, state_dir: Path) -> None:
         """open() creates the directory (and parents) with mode 0700."""
-        StateStore.open(state_dir)
+        FileStateStore.open(state_dir)
         assert state_dir.is_dir()
         assert mode(state_dir) == 0o700
 
@@ -39,12 +39,12 @@ class TestOpen:
         """An existing, world-readable state dir is tightened to 0700."""
         state_dir.mkdir(parents=True)
         state_dir.chmod(0o755)
-        StateStore.open(state_dir)
+        FileStateStore.open(state_dir)
         assert mode(state_dir) == 0o700
 
     def test_files_are_private(self, state_dir: Path) -> None:
         """The key and every device file are mode 0600."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         store.record_fingerprint("gate", "f" * 32)
         files = [p for p in state_dir.rglob("*") if p.is_file()]
@@ -57,7 +57,7 @@ class TestOpen:
         blocker.write_text("x")
         target = blocker / "state"
         with pytest.raises(StateError) as caught:
-            StateStore.open(target)
+            FileStateStore.open(target)
         assert str(target) in str(caught.value)
 
     def test_state_dir_is_a_file(self, tmp_path: Path) -> None:
@@ -65,20 +65,20 @@ class TestOpen:
         target = tmp_path / "file"
         target.write_text("x")
         with pytest.raises(StateError, match=str(target)):
-            StateStore.open(target)
+            FileStateStore.open(target)
 
     def test_key_persists_across_reopen(self, state_dir: Path) -> None:
         """Reopening keeps the same key, so recorded passwords stay not due."""
-        StateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        FileStateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         key = (state_dir / "key").read_bytes()
-        again = StateStore.open(state_dir)
+        again = FileStateStore.open(state_dir)
         assert (state_dir / "key").read_bytes() == key
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
 
     def test_key_is_random_per_installation(self, tmp_path: Path) -> None:
         """Two state dirs get different keys, so their HMACs of one password differ."""
-        one = StateStore.open(tmp_path / "one")
-        two = StateStore.open(tmp_path / "two")
+        one = FileStateStore.open(tmp_path / "one")
+        two = FileStateStore.open(tmp_path / "two")
         for store in (one, two):
             store.record_passwords("d", URL, {1: SecretStr(PASSWORD)})
         assert (tmp_path / "one" / "key").read_bytes() != (tmp_path / "two" / "key").read_bytes()
@@ -88,46 +88,46 @@ class TestOpen:
 
     def test_damaged_key_replaced(self, state_dir: Path) -> None:
         """A damaged key file is replaced; stored passwords then count as due (sent once more)."""
-        StateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        FileStateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         (state_dir / "key").write_text("not hex")
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
 
 
 class TestPasswords:
     def test_new_password_is_due(self, state_dir: Path) -> None:
         """A password never applied is due."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
 
     def test_recorded_password_not_due(self, state_dir: Path) -> None:
         """After record_passwords, the same password for the same device/URL/account is not due."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         assert not store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
 
     def test_changed_password_due(self, state_dir: Path) -> None:
         """A different password for a recorded account is due again."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD + "x"))
 
     def test_other_url_due(self, state_dir: Path) -> None:
         """The same password is due when the device's URL changed (another box)."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         assert store.password_due("lobby", "https://192.0.2.99", 1, SecretStr(PASSWORD))
 
     def test_other_account_and_device_due(self, state_dir: Path) -> None:
         """Recording account 1 of one device leaves account 2, and other devices, due."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         assert store.password_due("lobby", URL, 2, SecretStr(PASSWORD))
         assert store.password_due("gate", URL, 1, SecretStr(PASSWORD))
 
     def test_rerecord_after_change(self, state_dir: Path) -> None:
         """Recording a new password makes it current and the old one due."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr("old")})
         store.record_passwords("lobby", URL, {1: SecretStr("new")})
         assert not store.password_due("lobby", URL, 1, SecretStr("new"))
@@ -135,16 +135,16 @@ class TestPasswords:
 
     def test_survives_reopen(self, state_dir: Path) -> None:
         """Records are on disk: a fresh store sees them."""
-        StateStore.open(state_dir).record_passwords(
+        FileStateStore.open(state_dir).record_passwords(
             "lobby", URL, {1: SecretStr("a"), 2: SecretStr("b")}
         )
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         assert not store.password_due("lobby", URL, 1, SecretStr("a"))
         assert not store.password_due("lobby", URL, 2, SecretStr("b"))
 
     def test_files_never_hold_the_password(self, state_dir: Path) -> None:
         """No state file holds the password, in any common encoding."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD), 2: SecretStr(PASSWORD)})
         store.record_fingerprint("lobby", "0" * 32)
         data = all_state_bytes(state_dir)
@@ -155,13 +155,13 @@ class TestPasswords:
 
     def test_repr_holds_no_key(self, state_dir: Path) -> None:
         """The store's repr names the directory only, not the key."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         key = (state_dir / "key").read_text().strip()
         assert key not in repr(store)
 
     def test_device_names_with_slashes_and_spaces(self, state_dir: Path) -> None:
         """Device names like 'site-a/lobby door' are stored as one file each, and kept apart."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("site-a/lobby door", URL, {1: SecretStr("a")})
         store.record_passwords("site-a", URL, {1: SecretStr("b")})
         assert not store.password_due("site-a/lobby door", URL, 1, SecretStr("a"))
@@ -170,7 +170,7 @@ class TestPasswords:
 
     def test_nothing_to_record_writes_nothing(self, state_dir: Path) -> None:
         """record_passwords with no passwords creates no device file."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {})
         assert list((state_dir / "devices").glob("*.json")) == []
 
@@ -191,21 +191,21 @@ class TestDamage:
     )
     def test_damaged_device_file_treated_as_empty(self, state_dir: Path, content: str) -> None:
         """A damaged device file means 'never applied': due, no fingerprint, and writable again."""
-        StateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        FileStateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         (path,) = (state_dir / "devices").glob("*.json")
         path.write_text(content)
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert store.applied_fingerprint("lobby") is None
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         store.record_fingerprint("lobby", "abc")
-        again = StateStore.open(state_dir)
+        again = FileStateStore.open(state_dir)
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert again.applied_fingerprint("lobby") == "abc"
 
     def test_no_temp_files_left(self, state_dir: Path) -> None:
         """Atomic writes leave no temporary files behind."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         for i in range(5):
             store.record_passwords("lobby", URL, {1: SecretStr(str(i))})
             store.record_fingerprint("lobby", str(i))
@@ -216,29 +216,132 @@ class TestDamage:
 class TestFingerprint:
     def test_none_when_never_applied(self, state_dir: Path) -> None:
         """A device never applied has no fingerprint."""
-        assert StateStore.open(state_dir).applied_fingerprint("lobby") is None
+        assert FileStateStore.open(state_dir).applied_fingerprint("lobby") is None
 
     def test_round_trip_and_reopen(self, state_dir: Path) -> None:
         """A recorded fingerprint reads back, also from a fresh store."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_fingerprint("lobby", "abc123")
         assert store.applied_fingerprint("lobby") == "abc123"
-        assert StateStore.open(state_dir).applied_fingerprint("lobby") == "abc123"
+        assert FileStateStore.open(state_dir).applied_fingerprint("lobby") == "abc123"
 
     def test_overwrite(self, state_dir: Path) -> None:
         """A newer fingerprint replaces the old one."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_fingerprint("lobby", "one")
         store.record_fingerprint("lobby", "two")
-        assert StateStore.open(state_dir).applied_fingerprint("lobby") == "two"
+        assert FileStateStore.open(state_dir).applied_fingerprint("lobby") == "two"
 
     def test_fingerprint_and_passwords_kept_together(self, state_dir: Path) -> None:
         """Recording a fingerprint keeps password records of the same device, and vice versa."""
-        store = StateStore.open(state_dir)
+        store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         store.record_fingerprint("lobby", "fp")
         store.record_passwords("lobby", URL, {2: SecretStr("two")})
-        again = StateStore.open(state_dir)
+        again = FileStateStore.open(state_dir)
         assert again.applied_fingerprint("lobby") == "fp"
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert not again.password_due("lobby", URL, 2, SecretStr("two"))
+
+
+class TestRevision:
+    def test_none_when_never_applied(self, state_dir: Path) -> None:
+        """A device never applied has no applied revision."""
+        assert FileStateStore.open(state_dir).applied_revision("lobby") is None
+
+    def test_round_trip_and_reopen(self, state_dir: Path) -> None:
+        """A recorded revision is read back, also after reopening, per device."""
+        FileStateStore.open(state_dir).record_revision("lobby", "3f2a9c1")
+        store = FileStateStore.open(state_dir)
+        assert store.applied_revision("lobby") == "3f2a9c1"
+        assert store.applied_revision("gate") is None
+
+    def test_kept_with_fingerprint_and_passwords(self, state_dir: Path) -> None:
+        """Revision, fingerprint and password records share one device file; none loses another."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        store.record_fingerprint("lobby", "f" * 32)
+        store.record_revision("lobby", "r1")
+        again = FileStateStore.open(state_dir)
+        assert again.applied_revision("lobby") == "r1"
+        assert again.applied_fingerprint("lobby") == "f" * 32
+        assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert len(list((state_dir / "devices").glob("*.json"))) == 1
+
+
+class TestForgetPasswords:
+    def test_recorded_passwords_are_due_again(self, state_dir: Path) -> None:
+        """After forget_passwords every account's password is due again, also after reopening."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr("a"), 2: SecretStr("b")})
+        store.forget_passwords("lobby")
+        assert store.password_due("lobby", URL, 1, SecretStr("a"))
+        reopened = FileStateStore.open(state_dir)
+        assert reopened.password_due("lobby", URL, 1, SecretStr("a"))
+        assert reopened.password_due("lobby", URL, 2, SecretStr("b"))
+
+    def test_other_devices_and_fingerprint_untouched(self, state_dir: Path) -> None:
+        """Forgetting one device's passwords keeps its fingerprint and other devices' passwords."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr("a")})
+        store.record_passwords("gate", URL, {1: SecretStr("a")})
+        store.record_fingerprint("lobby", "f" * 32)
+        store.forget_passwords("lobby")
+        reopened = FileStateStore.open(state_dir)
+        assert not reopened.password_due("gate", URL, 1, SecretStr("a"))
+        assert reopened.applied_fingerprint("lobby") == "f" * 32
+
+    def test_unknown_device_is_a_no_op(self, state_dir: Path) -> None:
+        """Forgetting a device never applied writes no file."""
+        FileStateStore.open(state_dir).forget_passwords("nobody")
+        assert list((state_dir / "devices").glob("*.json")) == []
+
+
+class TestRollout:
+    def test_none_before_any_rollout(self, state_dir: Path) -> None:
+        """Without a saved rollout, load_rollout is None."""
+        assert FileStateStore.open(state_dir).load_rollout() is None
+
+    def test_round_trip_and_reopen(self, state_dir: Path) -> None:
+        """A saved document is loaded back equal, also by a new store on the same dir."""
+        doc = {"revision": "r2", "wave": "canary", "failed": ["site-a/lobby"], "paused": False}
+        FileStateStore.open(state_dir).save_rollout(doc)
+        assert FileStateStore.open(state_dir).load_rollout() == doc
+        assert (state_dir / "rollout.json").is_file()
+
+    def test_save_replaces_atomically(self, state_dir: Path) -> None:
+        """A second save replaces the first and leaves no temporary file behind."""
+        store = FileStateStore.open(state_dir)
+        store.save_rollout({"wave": "one"})
+        store.save_rollout({"wave": "two"})
+        assert store.load_rollout() == {"wave": "two"}
+        assert [p.name for p in state_dir.iterdir() if p.name.startswith(".tmp-")] == []
+
+    @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "null"])
+    def test_damaged_document_reads_as_none(self, state_dir: Path, content: str) -> None:
+        """A damaged or non-object rollout.json reads as no rollout, not as an error."""
+        store = FileStateStore.open(state_dir)
+        (state_dir / "rollout.json").write_text(content)
+        assert store.load_rollout() is None
+
+    def test_unwritable_is_a_state_error(self, state_dir: Path) -> None:
+        """A value JSON cannot hold is a StateError naming the state dir, and the old state stays."""
+        store = FileStateStore.open(state_dir)
+        store.save_rollout({"wave": "one"})
+        with pytest.raises(StateError, match=str(state_dir)):
+            store.save_rollout({"wave": object()})
+        assert store.load_rollout() == {"wave": "one"}
+
+
+def test_file_store_is_a_state_store(state_dir: Path) -> None:
+    """FileStateStore has every method of the StateStore protocol, with the same parameters."""
+    import inspect
+
+    from syncd.state import StateStore
+
+    for name, member in vars(StateStore).items():
+        if callable(member) and not name.startswith("_"):
+            mine = getattr(FileStateStore, name)
+            assert list(inspect.signature(mine).parameters) == list(
+                inspect.signature(member).parameters
+            ), name

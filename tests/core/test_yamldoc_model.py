@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from syncd.desired.yamldoc import (
+    MAX_DEPTH,
+    MAX_NODES,
+    Pos,
+    YamlError,
+    YamlList,
+    YamlMap,
+    parse_yaml,
+)
 from syncd.model import AccountSpec, DeviceSpec, Mode
-from syncd.yamldoc import MAX_DEPTH, MAX_NODES, Pos, YamlError, YamlList, YamlMap, parse_yaml
 
 
 class TestParseYaml:

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.desired import load_desired
+from syncd.desired.yamldoc import parse_yaml
 from syncd.export import PASSWORD_HINT, write_new_file, yaml_string
 from syncd.model import ACCOUNT_FIELDS
 from syncd.simulator import Fleet, run_fleet_in_thread
-from syncd.yamldoc import parse_yaml
 
 API_PASSWORD = "Pa55-w0rd:not-for-output"
 SIP_PASSWORD = "sip-secret-9876"

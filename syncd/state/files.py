@@ -1,4 +1,4 @@
-"""What syncd remembers between runs, in its state directory.
+"""The state store as files in the state directory.
 
 Per device, one small JSON file holding:
 
@@ -6,7 +6,10 @@ Per device, one small JSON file holding:
   later difference under the same desired state is *drift*, not a *change*;
 - ``passwords``: per account, an HMAC-SHA256 (random per-installation key,
   ``key`` in the same directory) of the password last applied, so a password is
-  sent only when it is new or changed. The password itself is never stored.
+  sent only when it is new or changed. The password itself is never stored;
+- ``revision``: the desired revision last seen in force on the device.
+
+The rollout's state is one JSON document, ``rollout.json``.
 
 Files are replaced atomically (write, then rename), so a process killed at any
 point leaves either the old or the new file. They are not fsynced: losing the
@@ -21,23 +24,25 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import SecretStr
 
-__all__ = ["StateError", "StateStore"]
+__all__ = ["FileStateStore", "StateError"]
 
 _KEY_FILE = "key"
 _DEVICES_DIR = "devices"
+_ROLLOUT_FILE = "rollout.json"
 
 
 class StateError(Exception):
     """The state directory cannot be used; the message names it and why."""
 
 
-class StateStore:
+class FileStateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._devices = directory / _DEVICES_DIR
@@ -45,10 +50,10 @@ class StateStore:
         self._cache: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
-        return f"StateStore({str(self.directory)!r})"
+        return f"FileStateStore({str(self.directory)!r})"
 
     @classmethod
-    def open(cls, directory: Path) -> StateStore:
+    def open(cls, directory: Path) -> FileStateStore:
         """Create or open the state directory (0700) and its key (0600)."""
         store = cls(directory)
         try:
@@ -131,7 +136,9 @@ class StateStore:
             and hmac.compare_digest(stored, self._digest(target, account, password))
         )
 
-    def record_passwords(self, device: str, target: str, passwords: dict[int, SecretStr]) -> None:
+    def record_passwords(
+        self, device: str, target: str, passwords: Mapping[int, SecretStr]
+    ) -> None:
         if not passwords:
             return
         record = self._record(device)
@@ -139,12 +146,47 @@ class StateStore:
             record["passwords"][str(account)] = self._digest(target, account, password)
         self._save(device)
 
-    def applied_fingerprint(self, device: str) -> str | None:
-        value = self._record(device).get("fingerprint")
+    def _text(self, device: str, key: str) -> str | None:
+        value = self._record(device).get(key)
         return value if isinstance(value, str) else None
 
-    def record_fingerprint(self, device: str, fingerprint: str) -> None:
+    def _set_text(self, device: str, key: str, value: str) -> None:
         record = self._record(device)
-        if record.get("fingerprint") != fingerprint:
-            record["fingerprint"] = fingerprint
+        if record.get(key) != value:
+            record[key] = value
             self._save(device)
+
+    def applied_fingerprint(self, device: str) -> str | None:
+        return self._text(device, "fingerprint")
+
+    def record_fingerprint(self, device: str, fingerprint: str) -> None:
+        self._set_text(device, "fingerprint", fingerprint)
+
+    def applied_revision(self, device: str) -> str | None:
+        return self._text(device, "revision")
+
+    def record_revision(self, device: str, revision: str) -> None:
+        self._set_text(device, "revision", revision)
+
+    def forget_passwords(self, device: str) -> None:
+        record = self._record(device)
+        if record["passwords"]:
+            record["passwords"] = {}
+            self._save(device)
+
+    # -------------------------------------------------------------- rollout
+
+    def load_rollout(self) -> dict[str, Any] | None:
+        try:
+            loaded = json.loads((self.directory / _ROLLOUT_FILE).read_text())
+        except (OSError, ValueError):
+            return None  # none yet, or damaged: as if no rollout were under way
+        return loaded if isinstance(loaded, dict) else None
+
+    def save_rollout(self, doc: Mapping[str, Any]) -> None:
+        try:
+            self._write(self.directory / _ROLLOUT_FILE, json.dumps(dict(doc), indent=1) + "\n")
+        except (OSError, TypeError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            message = f"cannot write the rollout state in {self.directory}: {reason}"
+            raise StateError(message) from None

@@ -1,8 +1,8 @@
 """The desired-state file format as typed pydantic models, with operator-worded errors.
 
 Each validator raises a custom error whose message reads well after
-``FILE:LINE: path:`` (``must be a port number 1-65535, ...``); the loader in
-:mod:`syncd.desired` turns pydantic's error locations into file and line.
+``FILE:LINE: path:`` (``must be a port number 1-65535, ...``);
+:mod:`syncd.desired.locate` turns pydantic's error locations into file and line.
 The account fields come from :data:`syncd.model.ACCOUNT_FIELDS`, the one list
 of them.
 """
@@ -19,7 +19,13 @@ from pydantic_core import PydanticCustomError
 from syncd.model import ACCOUNT_FIELDS, ACCOUNT_NUMBERS, AuthMethod, FieldKind, Mode, is_digits
 from syncd.secrets import SecretRef, parse_secret_ref
 
-__all__ = ["MAX_TEXT", "AccountDoc", "AuthDoc", "DeviceDoc", "FileDoc", "TlsDoc", "text_problem"]
+__all__ = [
+    "MAX_TEXT",
+    "FileDoc",
+    "UrlError",
+    "normalise_url",
+    "text_problem",
+]
 
 #: Longest text value accepted; no intercom field needs more.
 MAX_TEXT = 255
@@ -30,10 +36,14 @@ def _error(kind: str, message: str) -> PydanticCustomError:
 
 
 def text_problem(value: str) -> str | None:
-    """What keeps ``value`` from being a text field's value, or None: the one text rule."""
+    """What keeps ``value`` from being a text field's value, or None: the one text rule.
+
+    A device refuses (code 12) the C0 controls, DEL and the C1 controls
+    U+0080-U+009F, so a file holding one never passes ``validate``.
+    """
     if len(value) > MAX_TEXT:
         return f"is {len(value)} characters long; at most {MAX_TEXT} allowed"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in value):
         return "contains a control character"
     return None
 
@@ -87,25 +97,40 @@ def _secret(value: object) -> SecretRef:
         raise _error("secret", str(exc)) from None
 
 
+class UrlError(ValueError):
+    """A device URL is not ``scheme://host[:port]``; the message reads after "the URL"."""
+
+
+def normalise_url(raw: str, *, credentials_hint: str = "put them under device.auth") -> str:
+    """``scheme://host[:port]``, host lower-cased: one device, one URL, wherever it is written.
+
+    Raises :class:`UrlError` saying what is wrong; ``credentials_hint`` says
+    where credentials go instead of the URL.
+    """
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https"):
+        raise UrlError("must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise UrlError(f"must not hold credentials; {credentials_hint}")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise UrlError("has an invalid port") from None
+    if not parts.hostname:
+        raise UrlError("has no host name")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UrlError("must be just scheme, host and optional port (no path)")
+    # Host names are case-insensitive: one device, one URL (for the same-URL check).
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
 def _url(value: object) -> str:
     if not isinstance(value, str):
         raise _error("url", "must be a URL such as https://192.0.2.10")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https"):
-        raise _error("url", "must start with http:// or https://")
-    if "@" in parts.netloc:
-        raise _error("url", "must not hold credentials; put them under device.auth")
     try:
-        port = parts.port
-    except ValueError:
-        raise _error("url", "has an invalid port") from None
-    if not parts.hostname:
-        raise _error("url", "has no host name")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _error("url", "must be just scheme, host and optional port (no path)")
-    del port
-    # Host names are case-insensitive: one device, one URL (for the same-URL check).
-    return f"{parts.scheme}://{parts.netloc.lower()}"
+        return normalise_url(value)
+    except UrlError as exc:
+        raise _error("url", str(exc)) from None
 
 
 Text = Annotated[str, PlainValidator(_text)]

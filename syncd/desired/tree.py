@@ -1,0 +1,239 @@
+"""Read the desired-state tree: find the files, read them, cache what is unchanged.
+
+This is the I/O of :mod:`syncd.desired`; merging and validating one device is
+pure (:mod:`syncd.desired.build`). The result is a :class:`DesiredState`: every
+valid device as a ``DeviceSpec[SecretRef]`` (secrets still references), and
+every problem as a :class:`Problem` that names file, line and field. A bad file
+never hides a good one, and a bad ``_defaults.yaml`` invalidates only the
+devices below it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from syncd.desired.build import build_device, duplicates
+from syncd.desired.names import DEFAULTS_FILE, SUFFIXES
+from syncd.desired.result import DesiredState, FileFailed, Problem
+from syncd.desired.yamldoc import YamlError, parse_yaml
+from syncd.model import DeviceSpec
+from syncd.secrets import SecretRef
+
+__all__ = ["MAX_FILE_BYTES", "Loader", "load_desired"]
+
+#: Larger files are refused unread: a device file is a few hundred bytes.
+MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    """A file's identity: any edit, rename-into-place or checkout swap changes it."""
+
+    mtime_ns: int
+    size: int
+    ino: int
+
+
+_Built = tuple[DeviceSpec[SecretRef], list[Problem]]
+_Result = _Built | FileFailed
+
+
+class Loader:
+    """Loads the tree, re-parsing only files whose stamp changed since last time.
+
+    The daemon keeps one Loader for its lifetime, so a change to one file
+    costs one parse, not a parse of the whole fleet.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._parsed: dict[str, tuple[_Stamp, Any]] = {}
+        self._results: dict[str, tuple[tuple[_Stamp, ...], _Result]] = {}
+        self._stamps: dict[str, _Stamp] = {}
+        self._defaults: set[str] = set()
+
+    def load(self) -> DesiredState:
+        state = DesiredState(root=self.root)
+        files, self._defaults, problems = _discover(self.root)
+        self._stamps = {}
+        state.problems.extend(problems)
+        entries: list[DeviceSpec[SecretRef]] = []
+        for rel in files:
+            result = self._device_result(rel)
+            if isinstance(result, FileFailed):
+                state.problems.extend(result.problems)
+                state.invalid_files.add(rel)
+                continue
+            entry, warnings = result
+            state.problems.extend(warnings)
+            entries.append(entry)
+        for problem in duplicates(entries):
+            state.problems.append(problem)
+            state.invalid_files.add(problem.file)
+        state.devices = {e.name: e for e in entries if e.file not in state.invalid_files}
+        # Keep only the first copy of a problem reported through many devices.
+        state.problems = list(dict.fromkeys(state.problems))
+        live = set(files) | self._defaults
+        self._parsed = {k: v for k, v in self._parsed.items() if k in live}
+        self._results = {k: v for k, v in self._results.items() if k in live}
+        return state
+
+    def _stamp(self, rel: str) -> _Stamp:
+        """The file's identity for this load (stat once per load)."""
+        stamp = self._stamps.get(rel)
+        if stamp is None:
+            try:
+                st = os.stat(self.root / rel)
+            except OSError as exc:
+                problem = Problem(rel, 1, "", f"cannot read: {exc.strerror}")
+                raise FileFailed([problem]) from None
+            if not stat.S_ISREG(st.st_mode):
+                raise FileFailed([Problem(rel, 1, "", "not a regular file")])
+            stamp = _Stamp(st.st_mtime_ns, st.st_size, st.st_ino)
+            self._stamps[rel] = stamp
+        return stamp
+
+    def _parse(self, rel: str) -> Any:
+        stamp = self._stamp(rel)
+        cached = self._parsed.get(rel)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        doc = _read_doc(self.root / rel, rel, stamp.size)
+        self._parsed[rel] = (stamp, doc)
+        return doc
+
+    def _defaults_chain(self, rel: str) -> list[str]:
+        parts = rel.split("/")[:-1]
+        candidates = ["/".join([*parts[:depth], DEFAULTS_FILE]) for depth in range(len(parts) + 1)]
+        return [c for c in candidates if c in self._defaults]
+
+    def _device_result(self, rel: str) -> _Result:
+        """Validated entry of one device file, reused while it and its defaults are unchanged."""
+        sources = [*self._defaults_chain(rel), rel]
+        try:
+            stamps = tuple(self._stamp(s) for s in sources)
+        except FileFailed as failed:
+            return failed
+        cached = self._results.get(rel)
+        if cached is not None and cached[0] == stamps:
+            return cached[1]
+        result: _Result
+        try:
+            result = self._load_device(rel, sources)
+        except FileFailed as failed:
+            result = failed
+        self._results[rel] = (stamps, result)
+        return result
+
+    def _load_device(self, rel: str, sources: list[str]) -> _Built:
+        return build_device(rel, [(source, self._parse(source)) for source in sources])
+
+
+def load_desired(root: Path) -> DesiredState:
+    """Load the desired-state tree under ``root`` once."""
+    return Loader(root).load()
+
+
+def _discover(root: Path) -> tuple[list[str], set[str], list[Problem]]:
+    """Every device file under root (sorted, relative), and problems met finding them.
+
+    Symbolic links are followed only while they stay inside the tree, and a
+    directory is entered once, so link loops end. Linked folders are entered
+    after the real tree, so a folder is read (and named) by its own path.
+    """
+    walker = _Walker(root)
+    walker.walk(root, "")
+    while walker.linked:
+        walker.walk(*walker.linked.pop(0))
+    return sorted(walker.files), walker.defaults, walker.problems
+
+
+class _Walker:
+    def __init__(self, root: Path) -> None:
+        self.real_root = root.resolve()
+        self.files: list[str] = []
+        self.defaults: set[str] = set()
+        self.problems: list[Problem] = []
+        self.visited: set[Path] = set()
+        self.linked: list[tuple[Path, str]] = []
+
+    def walk(self, directory: Path, rel: str) -> None:
+        real = directory.resolve()
+        if real in self.visited:
+            message = "symbolic link to a folder already read (a loop?); not followed"
+            self.problems.append(Problem(rel, None, "", message))
+            return
+        self.visited.add(real)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            message = f"cannot read directory: {exc.strerror}"
+            self.problems.append(Problem(rel or ".", None, "", message))
+            return
+        for entry in entries:
+            if not entry.name.startswith("."):
+                self._entry(entry, f"{rel}/{entry.name}" if rel else entry.name)
+
+    def _entry(self, entry: os.DirEntry[str], rel: str) -> None:
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:  # e.g. ELOOP: a link that points at itself
+            self.problems.append(Problem(rel, 1, "", "broken or looping symbolic link"))
+            return
+        if not (is_dir or entry.name.endswith(SUFFIXES)):
+            return
+        if entry.is_symlink() and not self._link_inside(path, rel):
+            return
+        if is_dir and entry.is_symlink():
+            self.linked.append((path, rel))
+        elif is_dir:
+            self.walk(path, rel)
+        elif entry.name == DEFAULTS_FILE:
+            self.defaults.add(rel)
+        else:
+            self.files.append(rel)
+
+    def _link_inside(self, path: Path, rel: str) -> bool:
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            self.problems.append(Problem(rel, 1, "", "broken or looping symbolic link"))
+            return False
+        if not target.is_relative_to(self.real_root):
+            message = "symbolic link points outside the desired dir"
+            self.problems.append(Problem(rel, 1, "", message))
+            return False
+        return True
+
+
+def _read_doc(path: Path, rel: str, size: int) -> Any:
+    if size > MAX_FILE_BYTES:
+        raise FileFailed(
+            [Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
+        )
+    try:
+        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+    except OSError as exc:
+        raise FileFailed([Problem(rel, 1, "", f"cannot read: {exc.strerror}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise FileFailed(
+            [Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise FileFailed([Problem(rel, line, "", "not valid UTF-8 text")]) from None
+    bad = next((c for c in text if ord(c) < 32 and c not in "\t\n\r"), None)
+    if bad is not None:
+        line = text[: text.index(bad)].count("\n") + 1
+        raise FileFailed([Problem(rel, line, "", f"control character {ord(bad):#04x} in file")])
+    try:
+        return parse_yaml(text, rel)
+    except YamlError as exc:
+        raise FileFailed([Problem(rel, exc.pos.line, "", exc.message)]) from None

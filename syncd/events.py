@@ -1,0 +1,276 @@
+"""The log events of SPEC section 7: one typed function each, the interface alert rules match.
+
+Every event syncd writes goes through a function here, so an event's name,
+level and keys are written once. Each takes the logger to write to (bound to
+``device`` where the event is about one) and keyword-only fields. Events about
+the desired state and applying it take ``revision``, written when known.
+Optional fields that are ``None`` are left out; fields the SPEC lists for an
+event (``code``, ``param``, ``description`` of ``apply.failed``) are always there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from syncd.desired.result import Problem
+
+__all__ = [
+    "apply_deferred",
+    "apply_failed",
+    "apply_retrying",
+    "apply_reverted",
+    "apply_succeeded",
+    "auth_failed",
+    "change_pending",
+    "daemon_failed",
+    "daemon_signal",
+    "daemon_starting",
+    "daemon_stopped",
+    "daemon_stopping",
+    "desired_invalid",
+    "desired_loaded",
+    "desired_problem",
+    "desired_watch_failed",
+    "device_recovered",
+    "device_unreachable",
+    "drift_detected",
+    "export_field_skipped",
+    "export_no_identity",
+    "export_read",
+    "export_tls_unverified",
+    "export_written",
+    "health_failed",
+    "health_passed",
+    "password_resent",
+    "reconcile_skipped",
+    "registration_lost",
+    "registration_restored",
+    "rollout_completed",
+    "rollout_halted",
+    "rollout_paused",
+    "rollout_resumed",
+    "rollout_started",
+    "rollout_wave",
+    "state_write_failed",
+]
+
+Log = FilteringBoundLogger
+#: Changed fields as events list them: ``{"account", "field", "live", "desired"}`` each.
+Fields = Sequence[Mapping[str, Any]]
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+# ------------------------------------------------------------ desired state
+
+
+def desired_loaded(
+    log: Log, *, devices: int, invalid: int, reason: str | None = None, revision: str | None = None
+) -> None:
+    extra = _given(reason=reason, revision=revision)
+    log.info("desired.loaded", devices=devices, invalid=invalid, **extra)
+
+
+def desired_invalid(log: Log, *, file: str, line: int | None, error: str) -> None:
+    log.error("desired.invalid", file=file, line=line, error=error)
+
+
+def _desired_warning(log: Log, *, file: str, line: int | None, error: str) -> None:
+    log.warning("desired.warning", file=file, line=line, error=error)
+
+
+def desired_problem(log: Log, problem: Problem) -> None:
+    """A problem of the desired state: ``desired.warning``, or ``desired.invalid``."""
+    report = _desired_warning if problem.warning else desired_invalid
+    report(log, file=problem.file, line=problem.line, error=str(problem))
+
+
+def desired_watch_failed(log: Log, *, error: str) -> None:
+    log.warning("desired.watch_failed", error=error)
+
+
+# ------------------------------------------------------------ one device
+
+
+def drift_detected(log: Log, *, fields: Fields, revision: str | None = None) -> None:
+    log.warning("drift.detected", fields=list(fields), **_given(revision=revision))
+
+
+def change_pending(log: Log, *, fields: Fields, revision: str | None = None) -> None:
+    log.info("change.pending", fields=list(fields), **_given(revision=revision))
+
+
+def apply_succeeded(log: Log, *, fields: Fields, revision: str | None = None) -> None:
+    log.info("apply.succeeded", fields=list(fields), **_given(revision=revision))
+
+
+def apply_failed(
+    log: Log,
+    *,
+    error: str,
+    code: int | None = None,
+    param: str | None = None,
+    description: str | None = None,
+    kind: str | None = None,
+    fields: Fields | None = None,
+    revision: str | None = None,
+) -> None:
+    extra = _given(kind=kind, revision=revision)
+    if fields is not None:
+        extra["fields"] = list(fields)
+    log.error(
+        "apply.failed", error=error, code=code, param=param, description=description, **extra
+    )
+
+
+def apply_retrying(
+    log: Log,
+    *,
+    request: str,
+    attempt: int,
+    delay: float,
+    error: str,
+    revision: str | None = None,
+) -> None:
+    log.warning(
+        "apply.retrying",
+        request=request,
+        attempt=attempt,
+        delay=delay,
+        error=error,
+        **_given(revision=revision),
+    )
+
+
+def apply_deferred(
+    log: Log, *, reason: str, until: str | None = None, revision: str | None = None
+) -> None:
+    log.info("apply.deferred", reason=reason, **_given(until=until, revision=revision))
+
+
+def apply_reverted(log: Log, *, fields: Fields, revision: str | None = None) -> None:
+    log.warning("apply.reverted", fields=list(fields), **_given(revision=revision))
+
+
+def device_unreachable(log: Log, *, error: str, code: int | None, kind: str) -> None:
+    log.error("device.unreachable", error=error, code=code, kind=kind)
+
+
+def auth_failed(log: Log, *, error: str, code: int | None) -> None:
+    log.error("auth.failed", error=error, code=code)
+
+
+def device_recovered(log: Log, *, failing_for: float) -> None:
+    log.info("device.recovered", failing_for=failing_for)
+
+
+def password_resent(log: Log, *, account: int, reason: str) -> None:
+    log.warning("password.resent", account=account, reason=reason)
+
+
+def reconcile_skipped(log: Log, *, reason: str, changes: int | None = None) -> None:
+    log.info("reconcile.skipped", reason=reason, **_given(changes=changes))
+
+
+def health_passed(log: Log, *, waited: float, revision: str | None = None) -> None:
+    log.info("health.passed", waited=waited, **_given(revision=revision))
+
+
+def health_failed(log: Log, *, account: int, waited: float, revision: str | None = None) -> None:
+    log.error("health.failed", account=account, waited=waited, **_given(revision=revision))
+
+
+def registration_lost(log: Log, *, account: int) -> None:
+    log.warning("registration.lost", account=account)
+
+
+def registration_restored(log: Log, *, account: int) -> None:
+    log.info("registration.restored", account=account)
+
+
+def state_write_failed(log: Log, *, error: str) -> None:
+    log.error("state.write_failed", error=error)
+
+
+# ------------------------------------------------------------ rollouts
+
+
+def rollout_started(log: Log, *, revision: str, waves: Sequence[Mapping[str, Any]]) -> None:
+    log.info("rollout.started", revision=revision, waves=list(waves))
+
+
+def rollout_wave(
+    log: Log, *, wave: str, devices: Sequence[str], revision: str | None = None
+) -> None:
+    log.info("rollout.wave", wave=wave, devices=list(devices), **_given(revision=revision))
+
+
+def rollout_halted(
+    log: Log, *, wave: str, failed: Sequence[str], revision: str | None = None
+) -> None:
+    log.error("rollout.halted", wave=wave, failed=list(failed), **_given(revision=revision))
+
+
+def rollout_paused(log: Log, *, revision: str | None = None) -> None:
+    log.warning("rollout.paused", **_given(revision=revision))
+
+
+def rollout_resumed(log: Log, *, revision: str | None = None) -> None:
+    log.info("rollout.resumed", **_given(revision=revision))
+
+
+def rollout_completed(
+    log: Log, *, devices: int, failed: Sequence[str], revision: str | None = None
+) -> None:
+    log.info("rollout.completed", devices=devices, failed=list(failed), **_given(revision=revision))
+
+
+# ------------------------------------------------------------ the daemon
+
+
+def daemon_starting(log: Log, *, desired_dir: str, state_dir: str) -> None:
+    log.info("daemon.starting", desired_dir=desired_dir, state_dir=state_dir)
+
+
+def daemon_signal(log: Log, *, signal: str) -> None:
+    log.info("daemon.signal", signal=signal)
+
+
+def daemon_stopping(log: Log, *, in_flight: int) -> None:
+    log.info("daemon.stopping", in_flight=in_flight)
+
+
+def daemon_stopped(log: Log) -> None:
+    log.info("daemon.stopped")
+
+
+def daemon_failed(log: Log, *, error: str) -> None:
+    log.error("daemon.failed", error=error)
+
+
+# ------------------------------------------------------------ export
+
+
+def export_tls_unverified(log: Log, *, error: str) -> None:
+    log.warning("export.tls_unverified", error=error)
+
+
+def export_no_identity(log: Log, *, error: str) -> None:
+    log.debug("export.no_identity", error=error)
+
+
+def export_field_skipped(log: Log, *, error: str) -> None:
+    log.warning("export.field_skipped", error=error)
+
+
+def export_read(log: Log, *, url: str, accounts: int) -> None:
+    log.info("export.read", url=url, accounts=accounts)
+
+
+def export_written(log: Log, *, url: str, file: str) -> None:
+    log.info("export.written", url=url, file=file)

@@ -1,0 +1,111 @@
+"""What one reconcile found and did, and the one way outcomes are counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from syncd.client import DeviceError
+from syncd.diff import Change
+from syncd.model import DeviceSpec, Mode
+
+__all__ = ["Failure", "Outcome", "Tally"]
+
+Status = Literal["in_sync", "changes", "applied", "error", "skipped"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a reconcile failed: a kind (``transport``, ``rejected``, ``verify`` ...) and a sentence.
+
+    ``error`` is the device's own error where it answered one (its ``code``
+    and ``param`` go into ``plan --json``).
+    """
+
+    kind: str
+    message: str
+    error: DeviceError | None = None
+
+    @classmethod
+    def from_error(cls, exc: DeviceError) -> Failure:
+        return cls(exc.kind, str(exc), exc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What one reconcile found and did."""
+
+    device: str
+    url: str
+    mode: Mode
+    status: Status
+    changes: tuple[Change, ...] = ()
+    drift: bool = False
+    failure: Failure | None = None
+
+    @classmethod
+    def of(
+        cls,
+        spec: DeviceSpec,
+        status: Status,
+        *,
+        changes: tuple[Change, ...] = (),
+        drift: bool = False,
+        failure: Failure | None = None,
+    ) -> Outcome:
+        """The outcome of reconciling ``spec``."""
+        return cls(
+            device=spec.name,
+            url=spec.url,
+            mode=spec.mode,
+            status=status,
+            changes=changes,
+            drift=drift,
+            failure=failure,
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "error"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Outcomes counted by status; every summary (plan, apply, the daemon's STATUS) reads one.
+
+    ``pending`` counts devices not reconciled yet; ``errors`` includes devices
+    whose desired state is unusable (``broken``).
+    """
+
+    in_sync: int = 0
+    applied: int = 0
+    changes: int = 0
+    errors: int = 0
+    skipped: int = 0
+    pending: int = 0
+
+    @property
+    def devices(self) -> int:
+        return (
+            self.in_sync + self.applied + self.changes + self.errors + self.skipped + self.pending
+        )
+
+    @property
+    def converged(self) -> int:
+        """In sync now: already, or after a PUT."""
+        return self.in_sync + self.applied
+
+    @classmethod
+    def of(cls, outcomes: Iterable[Outcome | None], *, broken: int = 0) -> Tally:
+        counts = dict.fromkeys(("in_sync", "applied", "changes", "error", "skipped", "pending"), 0)
+        for outcome in outcomes:
+            counts["pending" if outcome is None else outcome.status] += 1
+        return cls(
+            in_sync=counts["in_sync"],
+            applied=counts["applied"],
+            changes=counts["changes"],
+            errors=counts["error"] + broken,
+            skipped=counts["skipped"],
+            pending=counts["pending"],
+        )

@@ -1,0 +1,56 @@
+"""What syncd remembers between runs, behind one interface.
+
+:class:`StateStore` is what the rest of syncd uses; :class:`FileStateStore`
+(:mod:`syncd.state.files`) keeps it in the state directory. Another store (etcd,
+for a cluster) implements the same methods, and its callers do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+
+from syncd.state.files import FileStateStore, StateError
+
+__all__ = ["FileStateStore", "StateError", "StateStore"]
+
+
+class StateStore(Protocol):
+    """Per-device records (password digests, applied fingerprint and revision), and the rollout.
+
+    Methods that write raise :class:`StateError` when the state cannot be kept.
+    """
+
+    def password_due(self, device: str, target: str, account: int, password: SecretStr) -> bool:
+        """True unless exactly this password was applied to ``target``'s account."""
+        ...
+
+    def record_passwords(
+        self, device: str, target: str, passwords: Mapping[int, SecretStr]
+    ) -> None:
+        """Remember that these passwords were applied to ``target``."""
+        ...
+
+    def applied_fingerprint(self, device: str) -> str | None:
+        """The fingerprint of the desired state last seen in force on the device."""
+        ...
+
+    def record_fingerprint(self, device: str, fingerprint: str) -> None: ...
+
+    def applied_revision(self, device: str) -> str | None:
+        """The desired revision last seen in force on the device."""
+        ...
+
+    def record_revision(self, device: str, revision: str) -> None: ...
+
+    def forget_passwords(self, device: str) -> None:
+        """Mark every password of the device due again (after a factory reset)."""
+        ...
+
+    def load_rollout(self) -> dict[str, Any] | None:
+        """The rollout's saved state, or None if there is none (or it is unreadable)."""
+        ...
+
+    def save_rollout(self, doc: Mapping[str, Any]) -> None: ...

@@ -1,0 +1,120 @@
+"""Watch the desired dir: file events, a symlink swapped to a new checkout, a dir removed.
+
+:class:`DesiredWatcher` calls back ``reload(why)`` whenever what the daemon
+reads may have changed; it never reads the files itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import watchfiles
+
+from syncd import events
+from syncd.desired import DEFAULTS_FILE, SUFFIXES
+from syncd.logs import get_logger
+
+__all__ = ["DesiredWatcher"]
+
+#: How often the desired dir's real path is checked (a symlink swapped by git-sync).
+LINK_CHECK = 0.5
+
+
+class DesiredWatcher:
+    """Calls ``reload(why)`` when a YAML file (or a defaults file) under the desired dir changes."""
+
+    def __init__(
+        self,
+        desired_dir: Path,
+        *,
+        reload: Callable[[str], Awaitable[None]],
+        stopping: asyncio.Event,
+    ) -> None:
+        self._dir = desired_dir
+        self._reload = reload
+        self._stopping = stopping
+
+    def _realpath(self) -> Path:
+        return Path(os.path.realpath(self._dir))
+
+    async def run(self) -> None:
+        first = True
+        reported_missing = False
+        while not self._stopping.is_set():
+            target = self._realpath()
+            identity = _dir_identity(target)
+            if identity is None:
+                # Removed (rm -rf and a fresh clone, say): keep the last state until it is back.
+                first = False
+                if not reported_missing:
+                    reported_missing = True
+                    await self._reload("desired dir missing")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), LINK_CHECK)
+                continue
+            reported_missing = False
+            if not first:
+                # Relinked, replaced or back: what changed while unwatched counts too.
+                await self._reload("desired dir relinked")
+            first = False
+            await self._watch(target, identity)
+
+    async def _watch(self, target: Path, identity: tuple[int, int]) -> None:
+        """Reload on each batch of file events until the dir is relinked or replaced."""
+        stop_watch = asyncio.Event()
+        relinked = asyncio.create_task(self._watch_link(target, identity, stop_watch))
+        try:
+            async for _ in watchfiles.awatch(
+                target,
+                stop_event=stop_watch,
+                debounce=400,
+                step=30,
+                watch_filter=_desired_filter,
+                recursive=True,
+                ignore_permission_denied=True,
+            ):
+                if self._stopping.is_set():
+                    break
+                await self._reload("files changed")
+        except (FileNotFoundError, RuntimeError, OSError) as exc:
+            events.desired_watch_failed(get_logger(), error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+        finally:
+            relinked.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relinked
+
+    async def _watch_link(
+        self, target: Path, identity: tuple[int, int], stop_watch: asyncio.Event
+    ) -> None:
+        """Stop the watcher when the desired dir resolves elsewhere (symlink swap) or is
+        no longer the directory watched (removed, or replaced by a new one)."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(LINK_CHECK)
+            if self._realpath() != target or _dir_identity(target) != identity:
+                break
+        stop_watch.set()
+
+
+def _dir_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory at ``path``; None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _desired_filter(change: watchfiles.Change, path: str) -> bool:
+    name = os.path.basename(path)
+    if name.startswith("."):
+        # Editors and git write through hidden temp files, then rename into place;
+        # the rename shows up as an event on the real name.
+        return False
+    return name.endswith(SUFFIXES) or name == DEFAULTS_FILE or "." not in name

@@ -1,0 +1,135 @@
+"""One device's schedule in the daemon: coalescing kicks, the resync timer, backoff.
+
+A worker sleeps until its next reconcile (:func:`syncd.schedule.next_delay`),
+until it is kicked (its desired state changed, SIGHUP), or until the daemon
+stops; then it reconciles, never twice at once: kicks that arrive during a run
+fold into one more run. It reports each outcome through one callback and
+knows nothing else of the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from syncd import events
+from syncd.client import REJECT_CODES, AuthError, RejectedError
+from syncd.logs import get_logger
+from syncd.model import DeviceSpec
+from syncd.outcome import Failure, Outcome
+from syncd.schedule import OutcomeKind, next_delay
+
+__all__ = ["DeviceWorker", "Timing", "outcome_kind"]
+
+#: Reconciles one device once (``Reconciler.reconcile`` with ``apply=True``).
+Run = Callable[[DeviceSpec], Awaitable[Outcome]]
+#: Hears every outcome, in order (the daemon: metrics and the STATUS line).
+Report = Callable[[Outcome], None]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The settings a schedule reads."""
+
+    resync_interval: float
+    max_backoff: float
+
+
+def outcome_kind(outcome: Outcome) -> OutcomeKind:
+    """What the schedule needs to know of an outcome."""
+    if outcome.ok:
+        return "ok"
+    error = outcome.failure.error if outcome.failure is not None else None
+    if isinstance(error, RejectedError) and error.code in REJECT_CODES:
+        return "rejected"
+    if isinstance(error, AuthError):
+        return "auth"
+    return "transient"
+
+
+class DeviceWorker:
+    """Schedules one device: coalescing kicks, resync timer, backoff after failures."""
+
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        *,
+        run: Run,
+        report: Report,
+        gate: asyncio.Semaphore,
+        stopping: asyncio.Event,
+        timing: Timing,
+    ) -> None:
+        self.spec = spec
+        self.failures = 0
+        self.running = False
+        self.last: Outcome | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._run = run
+        self._report = report
+        self._gate = gate
+        self._stopping = stopping
+        self._timing = timing
+        self._kicked = asyncio.Event()
+
+    def kick(self) -> None:
+        self._kicked.set()
+
+    def start(self) -> None:
+        self.kick()
+        self.task = asyncio.create_task(self._loop(), name=f"device:{self.spec.name}")
+
+    def update(self, spec: DeviceSpec) -> None:
+        """A new desired state (or a SIGHUP): forget the backoff and reconcile now."""
+        self.spec = spec
+        self.failures = 0
+        self.kick()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def next_delay(self, outcome: Outcome) -> float | None:
+        """Count the outcome into this device's failures; seconds until its next reconcile."""
+        kind = outcome_kind(outcome)
+        self.failures = 0 if kind == "ok" else self.failures + 1
+        return next_delay(
+            outcome_kind=kind,
+            failures=self.failures,
+            resync_interval=self._timing.resync_interval,
+            max_backoff=self._timing.max_backoff,
+            rand=random.uniform,
+        )
+
+    async def _loop(self) -> None:
+        delay: float | None = None
+        while not self._stopping.is_set():
+            if not self._kicked.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kicked.wait(), delay)
+            if self._stopping.is_set():
+                return
+            self._kicked.clear()
+            async with self._gate:
+                if self._stopping.is_set():
+                    return
+                outcome = await self._reconcile()
+            self.last = outcome
+            self._report(outcome)
+            delay = self.next_delay(outcome)
+
+    async def _reconcile(self) -> Outcome:
+        self.running = True
+        try:
+            return await self._run(self.spec)
+        except Exception as exc:  # a bug must not end this device's schedule
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            events.apply_failed(get_logger().bind(device=self.spec.name), error=message)
+            return Outcome.of(self.spec, "error", failure=Failure("internal", str(exc)))
+        finally:
+            self.running = False

@@ -1,0 +1,141 @@
+"""One reconcile of one device, against the in-process emulator: GET, diff, one minimal PUT, verify."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec, Mode
+from syncd.reconcile import Reconciler, reconcile_many
+from syncd.simulator import EmulatedDevice, Fleet
+from syncd.state import FileStateStore
+
+
+def spec_for(
+    device: EmulatedDevice,
+    *,
+    mode: Mode = Mode.ENFORCE,
+    password: str | None = None,
+    **fields: bool | str | int,
+) -> DeviceSpec:
+    """A spec managing account 1's ``fields`` (and password) on ``device``."""
+    account = AccountSpec(1, fields, SecretStr(password) if password is not None else None)
+    return DeviceSpec(
+        name=f"dev{device.number}",
+        file=f"dev{device.number}.yaml",
+        url=device.url,
+        auth=AuthSpec(AuthMethod.NONE),
+        mode=mode,
+        accounts={1: account},
+    )
+
+
+def puts(device: EmulatedDevice) -> list[object]:
+    return [e.blob for e in device.journal if e.method == "PUT"]
+
+
+class TestReconcile:
+    async def test_in_sync_device_gets_no_put(self, emulated: Fleet, reconciler: Reconciler) -> None:
+        """A device already holding the desired values is in_sync, and no PUT is sent."""
+        device = emulated.devices[0]
+        device.set_live(1, displayName="Lobby")
+        outcome = await reconciler.reconcile(spec_for(device, displayName="Lobby"), apply=True)
+        assert outcome.status == "in_sync" and outcome.changes == ()
+        assert puts(device) == []
+
+    async def test_plan_only_never_puts(self, emulated: Fleet, reconciler: Reconciler) -> None:
+        """With apply=False a difference is reported as changes, and the device is untouched."""
+        device = emulated.devices[0]
+        outcome = await reconciler.reconcile(spec_for(device, displayName="Lobby"), apply=False)
+        assert outcome.status == "changes"
+        assert [(c.account, c.field, c.desired) for c in outcome.changes] == [
+            (1, "displayName", "Lobby")
+        ]
+        assert puts(device) == [] and device.accounts[0]["displayName"] == ""
+
+    async def test_apply_puts_only_changed_fields_and_verifies(
+        self, emulated: Fleet, reconciler: Reconciler, state_store: FileStateStore
+    ) -> None:
+        """One PUT holds account 1 with only its changed fields; the device then holds them."""
+        device = emulated.devices[0]
+        device.set_live(1, sipNumber="4001")
+        spec = spec_for(device, displayName="Lobby", sipNumber="4001", domainPort=5060)
+        outcome = await reconciler.reconcile(spec, apply=True)
+        assert outcome.status == "applied" and not outcome.drift
+        assert puts(device) == [{"accounts": [{"account": 1, "displayName": "Lobby", "domainPort": "5060"}]}]
+        assert device.accounts[0]["displayName"] == "Lobby"
+        assert state_store.applied_fingerprint(spec.name) == spec.fingerprint
+        again = await reconciler.reconcile(spec, apply=True)
+        assert again.status == "in_sync" and len(puts(device)) == 1
+
+    async def test_change_behind_syncds_back_is_drift(
+        self, emulated: Fleet, reconciler: Reconciler
+    ) -> None:
+        """A difference under a desired state already applied is drift, and is put back."""
+        device = emulated.devices[0]
+        spec = spec_for(device, displayName="Lobby")
+        assert (await reconciler.reconcile(spec, apply=True)).status == "applied"
+        device.set_live(1, displayName="Hacked")
+        outcome = await reconciler.reconcile(spec, apply=True)
+        assert outcome.status == "applied" and outcome.drift
+        assert device.accounts[0]["displayName"] == "Lobby"
+
+    async def test_password_is_sent_once(self, emulated: Fleet, reconciler: Reconciler) -> None:
+        """A managed password goes to the device once; the next pass is in sync without sending it."""
+        device = emulated.devices[0]
+        spec = spec_for(device, password="s3cret-pw")
+        first = await reconciler.reconcile(spec, apply=True)
+        assert first.status == "applied" and device.passwords[1] == "s3cret-pw"
+        second = await reconciler.reconcile(spec, apply=True)
+        assert second.status == "in_sync" and len(puts(device)) == 1
+
+    async def test_rejected_put_is_a_failure_with_the_device_code(
+        self, emulated: Fleet, reconciler: Reconciler
+    ) -> None:
+        """A PUT the device rejects (code 12) fails with kind rejected, code and param; nothing changes."""
+        device = emulated.devices[0]
+        device.inject(kind="reject", code=12, param="displayName", method="PUT")
+        outcome = await reconciler.reconcile(spec_for(device, displayName="Lobby"), apply=True)
+        assert outcome.status == "error" and outcome.failure is not None
+        assert outcome.failure.kind == "rejected"
+        assert outcome.failure.error is not None and outcome.failure.error.code == 12
+        assert outcome.failure.error.param == "displayName"
+        assert device.accounts[0]["displayName"] == ""
+
+    async def test_observe_reports_and_suspend_skips(
+        self, emulated: Fleet, reconciler: Reconciler
+    ) -> None:
+        """observe finds the difference without a PUT; suspend sends no request at all."""
+        observed, suspended = emulated.devices
+        outcome = await reconciler.reconcile(
+            spec_for(observed, mode=Mode.OBSERVE, displayName="Lobby"), apply=True
+        )
+        assert outcome.status == "changes" and puts(observed) == []
+        skipped = await reconciler.reconcile(
+            spec_for(suspended, mode=Mode.SUSPEND, displayName="Lobby"), apply=True
+        )
+        assert skipped.status == "skipped" and suspended.journal == []
+
+    async def test_unreachable_device_fails_as_transport(
+        self, reconciler: Reconciler, emulated: Fleet
+    ) -> None:
+        """A device that does not answer is an error of kind transport, after bounded retries."""
+        device = emulated.devices[0]
+        spec = spec_for(device, displayName="Lobby")
+        await emulated.close()
+        outcome = await reconciler.reconcile(spec, apply=True)
+        assert outcome.status == "error" and outcome.failure is not None
+        assert outcome.failure.kind == "transport"
+
+    async def test_reconcile_many_keeps_order_and_reports_each(
+        self, emulated: Fleet, reconciler: Reconciler
+    ) -> None:
+        """reconcile_many returns one outcome per spec in the given order and calls on_done for each."""
+        specs = [spec_for(d, displayName=f"Door {d.number}") for d in reversed(emulated.devices)]
+        done: list[str] = []
+        outcomes = await reconcile_many(
+            reconciler, specs, apply=True, concurrency=1, on_done=lambda o: done.append(o.device)
+        )
+        assert [o.device for o in outcomes] == [s.name for s in specs]
+        assert all(o.status == "applied" for o in outcomes) and sorted(done) == sorted(
+            s.name for s in specs
+        )
