@@ -20,9 +20,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from syncd.desired import Problem, _FileFailed, _locate, _problem, _read_doc
-from syncd.schema import Bool, Text
-from syncd.yamldoc import YamlMap
+from syncd.desired.locate import locate, problem_from_error
+from syncd.desired.result import FileFailed, Problem
+from syncd.desired.schema import Bool, Text
+from syncd.desired.tree import read_doc
+from syncd.desired.yamldoc import YamlMap
 
 __all__ = [
     "ALL_DAYS",
@@ -363,8 +365,8 @@ def load_policy(root: Path) -> PolicyResult:
         message = "symbolic link points outside the desired dir"
         return PolicyResult(None, [Problem(FLEET_FILE, 1, "", message)])
     try:
-        doc = _read_doc(path, FLEET_FILE, size)
-    except _FileFailed as failed:
+        doc = read_doc(path, FLEET_FILE, size)
+    except FileFailed as failed:
         return PolicyResult(None, list(failed.problems))
     return _policy_from_doc(doc)
 
@@ -392,7 +394,7 @@ def _wave_problems(parsed: _FleetDoc, doc: YamlMap) -> list[Problem]:
     first: dict[str, int] = {}
     catch_all: str | None = None
     for i, wave in enumerate(parsed.rollout.waves):
-        pos, path = _locate(doc, ("rollout", "waves", i, "name"), FLEET_FILE)
+        pos, path = locate(doc, ("rollout", "waves", i, "name"), FLEET_FILE)
         if wave.name == UNMATCHED_WAVE:
             message = f"'{UNMATCHED_WAVE}' is reserved for devices no wave matches"
             problems.append(Problem(pos.file, pos.line, path, message))
@@ -402,7 +404,7 @@ def _wave_problems(parsed: _FleetDoc, doc: YamlMap) -> list[Problem]:
         else:
             first[wave.name] = pos.line
         if catch_all is not None:
-            where, wave_path = _locate(doc, ("rollout", "waves", i), FLEET_FILE)
+            where, wave_path = locate(doc, ("rollout", "waves", i), FLEET_FILE)
             message = (
                 f"wave '{wave.name}' never gets a device: wave '{catch_all}' before it "
                 "takes every device left"
@@ -447,7 +449,7 @@ def _to_policy(parsed: _FleetDoc) -> FleetPolicy:
 def _problem_of(err: Any, doc: YamlMap) -> Problem:
     loc = tuple(err["loc"])
     kind = err["type"]
-    pos, path = _locate(doc, loc, FLEET_FILE)
+    pos, path = locate(doc, loc, FLEET_FILE)
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = _known_keys(loc[:-1])
@@ -461,7 +463,7 @@ def _problem_of(err: Any, doc: YamlMap) -> Problem:
             "(unquoted, YAML reads it as a number of minutes)"
         )
         return Problem(pos.file, pos.line, path, message)
-    return _problem(err, doc, FLEET_FILE)
+    return problem_from_error(err, doc, FLEET_FILE)
 
 
 def _known_keys(loc: tuple[int | str, ...]) -> list[str]:

@@ -34,7 +34,7 @@ def check_accounts(doc: YamlMap) -> list[Problem]:
         if "account" not in item:
             problems.append(Problem(pos.file, pos.line, f"accounts[{i}]", "account: is missing"))
         elif not _is_account_number(number):
-            problems.append(Problem(where.file, where.line, path, "must be 1 or 2"))
+            problems.append(Problem(where.file, where.line, path, "must be 1 to 4"))
         elif number in seen:
             message = f"account {number} is listed twice (first on line {seen[number]})"
             problems.append(Problem(where.file, where.line, path, message))

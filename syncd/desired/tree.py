@@ -23,7 +23,7 @@ from syncd.desired.yamldoc import YamlError, parse_yaml
 from syncd.model import DeviceSpec
 from syncd.secrets import SecretRef
 
-__all__ = ["MAX_FILE_BYTES", "Loader", "load_desired"]
+__all__ = ["MAX_FILE_BYTES", "Loader", "load_desired", "read_doc"]
 
 #: Larger files are refused unread: a device file is a few hundred bytes.
 MAX_FILE_BYTES = 1024 * 1024
@@ -102,7 +102,7 @@ class Loader:
         cached = self._parsed.get(rel)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        doc = _read_doc(self.root / rel, rel, stamp.size)
+        doc = read_doc(self.root / rel, rel, stamp.size)
         self._parsed[rel] = (stamp, doc)
         return doc
 
@@ -211,7 +211,7 @@ class _Walker:
         return True
 
 
-def _read_doc(path: Path, rel: str, size: int) -> Any:
+def read_doc(path: Path, rel: str, size: int) -> Any:
     if size > MAX_FILE_BYTES:
         raise FileFailed(
             [Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]

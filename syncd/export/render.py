@@ -104,7 +104,7 @@ def render_document(
         number = normalise_live_account(live.get("account"))
         number = number if number in ACCOUNT_NUMBERS else None
         if number is None or number in seen:
-            why = "is listed twice" if number in seen else "has no account number 1 or 2"
+            why = "is listed twice" if number in seen else "has no account number 1 to 4"
             notes.append(f"live account #{index + 1} {why}; not exported")
             body.append(f"  # live account #{index + 1} {why}; not exported")
             continue

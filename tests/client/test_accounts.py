@@ -10,7 +10,7 @@ from syncd.client import ClientPool
 from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec
 from syncd.reconcile import Reconciler
 from syncd.simulator import Fleet
-from syncd.state import StateStore
+from syncd.state.files import FileStateStore
 from tests.client.firmware import Firmware
 
 NO_AUTH = AuthSpec(method=AuthMethod.NONE)
@@ -25,7 +25,7 @@ class TestFourAccounts:
         """Account 3 of a 4-account device converges; the PUT holds only its changed fields."""
         accounts = {3: AccountSpec(3, {"displayName": "Gate", "domainPort": 5062})}
         async with Firmware(accounts=4) as dev, ClientPool() as pool:
-            reconciler = Reconciler(pool=pool, state=StateStore.open(tmp_path))
+            reconciler = Reconciler(pool=pool, state=FileStateStore.open(tmp_path))
             spec = _spec(dev.url, accounts)
             outcome = await reconciler.reconcile(spec, apply=True)
             again = await reconciler.reconcile(spec, apply=True)
@@ -39,7 +39,7 @@ class TestFourAccounts:
         """Account 4 takes its password once, with no accountType beside it."""
         spec_accounts = {4: AccountSpec(4, {"enabled": True}, SecretStr("sip-4"))}
         async with Firmware(accounts=4) as dev, ClientPool() as pool:
-            reconciler = Reconciler(pool=pool, state=StateStore.open(tmp_path))
+            reconciler = Reconciler(pool=pool, state=FileStateStore.open(tmp_path))
             outcome = await reconciler.reconcile(_spec(dev.url, spec_accounts), apply=True)
         assert outcome.status == "applied"
         assert dev.puts == [{"accounts": [{"account": 4, "enabled": True, "password": "sip-4"}]}]
@@ -53,11 +53,11 @@ class TestTwoAccounts:
             3: AccountSpec(3, {"displayName": "Gate"}, SecretStr("sip-3")),
         }
         async with Fleet(devices=1) as fleet, ClientPool() as pool:
-            reconciler = Reconciler(pool=pool, state=StateStore.open(tmp_path))
+            reconciler = Reconciler(pool=pool, state=FileStateStore.open(tmp_path))
             dev = fleet.devices[0]
             outcome = await reconciler.reconcile(_spec(dev.url, accounts), apply=True)
             journal = list(dev.journal)
-        assert outcome.status == "error" and outcome.error_kind == "device"
-        assert outcome.error_message == "the device has no SIP account 3 (it reports accounts 1, 2)"
+        assert outcome.status == "error" and outcome.failure is not None and outcome.failure.kind == "device"
+        assert outcome.failure.message == "the device has no SIP account 3 (it reports accounts 1, 2)"
         assert [e.method for e in journal if e.method != "GET"] == []
         assert dev.accounts[0]["displayName"] != "Door"
