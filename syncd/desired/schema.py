@@ -21,7 +21,9 @@ from syncd.secrets import SecretRef, parse_secret_ref
 
 __all__ = [
     "MAX_TEXT",
+    "Bool",
     "FileDoc",
+    "Text",
     "UrlError",
     "normalise_url",
     "text_problem",
