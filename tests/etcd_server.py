@@ -105,11 +105,15 @@ class EtcdServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self._process.returncode}: {self.log_tail()}")
-            with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as response:
-                    if json.loads(response.read()).get("health") == "true":
-                        return
+                raise RuntimeError(
+                    f"etcd exited with {self._process.returncode}: {self.log_tail()}"
+                )
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as response,
+            ):
+                if json.loads(response.read()).get("health") == "true":
+                    return
             time.sleep(0.05)
         raise RuntimeError(f"etcd not healthy within {timeout} s: {self.log_tail()}")
 

@@ -99,7 +99,9 @@ def _resolve(endpoints: Sequence[str]) -> tuple[list[str], str | None]:
             targets.extend(f"{info[4][0]}:{port}" for info in infos[:1])
             continue
         if address.version != 4:
-            raise ClusterError(f"cluster_endpoints: {endpoint} is IPv6; give an IPv4 address or a host name")
+            raise ClusterError(
+                f"cluster_endpoints: {endpoint} is IPv6; give an IPv4 address or a host name"
+            )
         targets.append(f"{address}:{port}")
     return targets, server_name
 
@@ -118,7 +120,10 @@ def describe_failure(exc: BaseException, access: EtcdAccess) -> str | None:
     if isinstance(exc, etcd3aio.EtcdUnauthenticatedError | etcd3aio.EtcdPermissionDeniedError):
         if access.username is None:
             return "etcd requires a user: set cluster_username and cluster_password_file"
-        return f"etcd refused user {access.username!r}: check cluster_username and cluster_password_file"
+        return (
+            f"etcd refused user {access.username!r}: "
+            "check cluster_username and cluster_password_file"
+        )
     text = str(exc).lower() + " " + str(getattr(exc, "__cause__", "") or "").lower()
     if access.tls and any(word in text for word in ("ssl", "handshake", "certificate", "tls")):
         return "TLS to etcd failed: check cluster_ca_file (and cluster_cert_file/cluster_key_file)"
@@ -132,7 +137,9 @@ class EtcdConnection:
         if (access.cert_file is None) != (access.key_file is None):
             raise ClusterError("cluster_cert_file and cluster_key_file must be given together")
         if access.tls and access.ca_file is None:
-            raise ClusterError("https cluster_endpoints need cluster_ca_file (the CA of etcd's certificate)")
+            raise ClusterError(
+                "https cluster_endpoints need cluster_ca_file (the CA of etcd's certificate)"
+            )
         if (access.username is None) != (access.password is None):
             raise ClusterError("cluster_username and cluster_password_file must be given together")
         self.access = access

@@ -259,7 +259,10 @@ class ClusterNode:
             assert client.kv is not None
             kv = client.kv
             await kv.txn(
-                [kv.txn_compare_create_revision(key, revision), kv.txn_compare_value(key, self.node_name)],
+                [
+                    kv.txn_compare_create_revision(key, revision),
+                    kv.txn_compare_value(key, self.node_name),
+                ],
                 [kv.txn_op_delete(key)],
                 timeout=self.connection.timeout,
             )

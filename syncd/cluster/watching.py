@@ -151,4 +151,6 @@ class PrefixMirror:
                         )
                     )
         finally:
-            await stream.aclose()
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()

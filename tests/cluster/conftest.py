@@ -60,7 +60,9 @@ async def make_node(etcd: EtcdServer, cluster_name: str) -> AsyncIterator[NodeFa
         name: str, *, server: EtcdServer | None = None, lease_ttl: float = 2.0, start: bool = True
     ) -> ClusterNode:
         connection = EtcdConnection(EtcdAccess(((server or etcd).endpoint,)), timeout=1.0)
-        node = ClusterNode(connection, cluster_name=cluster_name, node_name=name, lease_ttl=lease_ttl)
+        node = ClusterNode(
+            connection, cluster_name=cluster_name, node_name=name, lease_ttl=lease_ttl
+        )
         nodes.append(node)
         if start:
             await node.start()

@@ -77,7 +77,9 @@ class TestMembership:
             owner = next(n for n in nodes[:2] if n.owns(device))
             assert await owner.acquire(device)
 
-    async def test_killed_node_devices_taken_over_within_lease_ttl(self, make_node: NodeFactory) -> None:
+    async def test_killed_node_devices_taken_over_within_lease_ttl(
+        self, make_node: NodeFactory
+    ) -> None:
         """A node that stops renewing (killed) loses its devices to the others once its lease expires."""
         nodes = [await make_node(name) for name in ("a", "b", "c")]
         await wait_for(lambda: all(n.members == {"a", "b", "c"} for n in nodes))
@@ -186,7 +188,9 @@ class TestEtcdDown:
             own_etcd.resume()
         await wait_for(lambda: all(n.healthy for n in nodes) and exactly_one_owner(nodes))
 
-    async def test_start_without_etcd_then_join(self, make_node: NodeFactory, own_etcd: EtcdServer) -> None:
+    async def test_start_without_etcd_then_join(
+        self, make_node: NodeFactory, own_etcd: EtcdServer
+    ) -> None:
         """A node started while etcd is down starts anyway, unavailable, and joins when etcd answers."""
         own_etcd.stop()
         node = await make_node("a", server=own_etcd)
