@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -46,6 +47,14 @@ def missing_reason() -> str:
     return _MISSING
 
 
+def _loopback_tls() -> ssl.SSLContext:
+    # Only to ask our own loopback test server whether it is up.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -55,7 +64,16 @@ def free_port() -> int:
 class EtcdServer:
     """One etcd member on 127.0.0.1 with its own data dir; ``stop``/``start`` keep ports and data."""
 
-    def __init__(self, binary: Path, data_dir: Path, *, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        data_dir: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """``tls``: (certificate, key) files to serve clients over https."""
+        self.tls = tls
         self.binary = binary
         self.data_dir = data_dir
         self.client_port = free_port()
@@ -67,7 +85,8 @@ class EtcdServer:
     @property
     def endpoint(self) -> str:
         """``http://127.0.0.1:PORT``, as the cluster_endpoints setting spells it."""
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def running(self) -> bool:
@@ -92,6 +111,8 @@ class EtcdServer:
             "--log-level=error",
             *self.extra_args,
         ]
+        if self.tls:
+            args += [f"--cert-file={self.tls[0]}", f"--key-file={self.tls[1]}"]
         log = self._log.open("ab")
         try:
             self._process = subprocess.Popen(
@@ -110,7 +131,9 @@ class EtcdServer:
                 )
             with (
                 contextlib.suppress(OSError, ValueError),
-                urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as response,
+                urllib.request.urlopen(
+                    f"{self.endpoint}/health", timeout=1, context=_loopback_tls()
+                ) as response,
             ):
                 if json.loads(response.read()).get("health") == "true":
                     return

@@ -115,9 +115,18 @@ def _read(path: Path | None, setting: str) -> bytes | None:
         raise ClusterError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
 
 
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
 def describe_failure(exc: BaseException, access: EtcdAccess) -> str | None:
     """The setting to blame when etcd refused us for our configuration, else None (transient)."""
-    if isinstance(exc, etcd3aio.EtcdUnauthenticatedError | etcd3aio.EtcdPermissionDeniedError):
+    refused = isinstance(
+        exc, etcd3aio.EtcdUnauthenticatedError | etcd3aio.EtcdPermissionDeniedError
+    )
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # etcd answers a wrong password with INVALID_ARGUMENT "authentication failed".
+        refused = exc.code() in _REFUSED or "auth" in (exc.details() or "")
+    if refused:
         if access.username is None:
             return "etcd requires a user: set cluster_username and cluster_password_file"
         return (

@@ -404,6 +404,9 @@ class ClusterNode:
             except TRANSIENT_ERRORS as exc:
                 self._joined = self._joined and self._lease_id is not None
                 self._renewal_failed()
+                problem = describe_failure(exc, self.connection.access)
+                if problem is not None:
+                    _log.error("%s", problem)
                 _log.debug("cluster renewal failed: %s", type(exc).__name__)
                 await asyncio.sleep(retry)
 
