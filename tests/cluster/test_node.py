@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
 
 from syncd.cluster.connection import ClusterError
+from syncd.cluster.hashing import owner_of
 from syncd.cluster.node import ClusterNode
 from tests.cluster.conftest import NodeFactory
 from tests.etcd_server import EtcdServer
@@ -198,3 +200,34 @@ class TestEtcdDown:
         assert not node.owns(DEVICES[0])
         own_etcd.start()
         await wait_for(lambda: node.available and node.healthy and node.owns(DEVICES[0]))
+
+
+class TestProcesses:
+    async def test_sigkilled_node_process_taken_over(
+        self, make_node: NodeFactory, etcd: EtcdServer, cluster_name: str
+    ) -> None:
+        """A node in another process killed with SIGKILL has its devices owned by the others after its lease expires."""
+        a, b = await make_node("a"), await make_node("b")
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.cluster.node_process",
+            etcd.endpoint,
+            cluster_name,
+            "c",
+            "2",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 20)
+            assert line.strip() == b"joined"
+            await wait_for(lambda: a.members == b.members == {"a", "b", "c"})
+            c_devices = [d for d in DEVICES if owner_of(d, {"a", "b", "c"}) == "c"]
+            assert c_devices and not any(owners([a, b], d) for d in c_devices)
+        finally:
+            child.kill()
+            await child.wait()
+        killed = time.monotonic()
+        await wait_for(lambda: exactly_one_owner([a, b]), timeout=2 + SLACK)
+        print(f"takeover after SIGKILL: {time.monotonic() - killed:.2f} s (lease_ttl 2 s)")
