@@ -118,6 +118,19 @@ class ClusterNode:
         return self._joined and self._clock() < self._trusted_until
 
     @property
+    def lease_remaining(self) -> float:
+        """Seconds the lease is sure to live in etcd (0 when not healthy).
+
+        Bound a PUT by it (``min(request_timeout, lease_remaining)``), so a
+        PUT that starts just before this node is fenced ends before another
+        node can take the device over.
+        """
+        if not self.healthy:
+            return 0.0
+        last_sent = self._trusted_until - self._granted_ttl * TRUST_SHARE
+        return max(0.0, last_sent + self._granted_ttl - self._clock())
+
+    @property
     def members(self) -> frozenset[str]:
         """The live nodes as last seen (this one included once joined)."""
         return self._members

@@ -57,6 +57,7 @@ class EtcdStateStore:
         password_key: bytes,
         history_limit: int = 10_000,
         flush_delay: float = 0.05,
+        refresh_interval: float = 60.0,
     ) -> None:
         if len(password_key) < 16:
             raise ValueError("the password key must be at least 16 bytes")
@@ -65,6 +66,8 @@ class EtcdStateStore:
         self.history_limit = history_limit
         self._key = password_key
         self._flush_delay = flush_delay
+        self._refresh_interval = refresh_interval
+        self._refresher: asyncio.Task[None] | None = None
         self._devices_prefix = f"/{cluster_name}/state/devices/"
         self._rollout_key = f"/{cluster_name}/state/rollout"
         self._history_prefix = f"/{cluster_name}/history/"
@@ -101,6 +104,8 @@ class EtcdStateStore:
         self._history_mirror.start()
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="etcd state flusher")
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_loop(), name="etcd state refresh")
 
     @property
     def loaded(self) -> bool:
@@ -121,11 +126,12 @@ class EtcdStateStore:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self.flush()
-        task, self._flusher = self._flusher, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._flusher, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._flusher = self._refresher = None
         await self._state_mirror.close()
         await self._history_mirror.close()
 
@@ -234,6 +240,13 @@ class EtcdStateStore:
                 self._queue(key, None)
 
     # ---------------------------------------------------------------- flushing
+
+    async def _refresh_loop(self) -> None:
+        """Re-read the records now and then: a watch can miss an event (etcd 3.5.1)."""
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._state_mirror.refresh()
 
     async def _flush_loop(self) -> None:
         while True:

@@ -179,6 +179,7 @@ class TestEtcdDown:
         """etcd frozen (no answer, no error): nodes own nothing before their lease could expire, and recover."""
         nodes = [await make_node(name, server=own_etcd) for name in ("a", "b")]
         await wait_for(lambda: all(n.members == {"a", "b"} for n in nodes))
+        assert all(0 < n.lease_remaining <= n.lease_ttl for n in nodes)
         own_etcd.pause()
         try:
             frozen = time.monotonic()
@@ -186,6 +187,7 @@ class TestEtcdDown:
             fenced = time.monotonic() - frozen
             print(f"fenced {fenced:.2f} s after etcd froze (lease_ttl {nodes[0].lease_ttl} s)")
             assert fenced < nodes[0].lease_ttl
+            assert all(n.lease_remaining == 0 for n in nodes)
         finally:
             own_etcd.resume()
         await wait_for(lambda: all(n.healthy for n in nodes) and exactly_one_owner(nodes))
