@@ -1,0 +1,205 @@
+"""One gRPC connection to etcd, shared by the node (membership) and the state store.
+
+The client is etcd3aio (asyncio over gRPC, TLS and mutual TLS, token auth).
+Endpoints are ``http(s)://HOST:PORT``; host names are resolved to IPv4
+addresses when the connection opens, so one channel balances over every
+member, and TLS still verifies the certificate against the host name given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import etcd3aio
+import grpc
+from pydantic import SecretStr
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "ClusterError",
+    "EtcdAccess",
+    "EtcdConnection",
+    "describe_failure",
+    "parse_endpoints",
+]
+
+
+class ClusterError(Exception):
+    """Cluster mode cannot start; the message is one sentence naming the setting."""
+
+
+# What an unreachable or restarting etcd raises through etcd3aio and grpc.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    etcd3aio.EtcdError,
+    grpc.aio.AioRpcError,
+    TimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class EtcdAccess:
+    """How to reach etcd: endpoints, TLS files, user and password (never in the repr)."""
+
+    endpoints: tuple[str, ...]
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.endpoints[0].startswith("https://")
+
+
+def parse_endpoints(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated ``http(s)://HOST:PORT`` endpoints; ValueError in one sentence."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    endpoints = tuple(item.strip().rstrip("/") for item in items if item.strip())
+    if not endpoints:
+        raise ValueError("cluster_endpoints names no endpoint")
+    schemes = set()
+    for endpoint in endpoints:
+        parts = urlsplit(endpoint)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ValueError(f"cluster_endpoints: {endpoint!r} is not http(s)://HOST:PORT")
+        if parts.path or parts.query or parts.username:
+            raise ValueError(f"cluster_endpoints: {endpoint!r} is not http(s)://HOST:PORT")
+        schemes.add(parts.scheme)
+    if len(schemes) > 1:
+        raise ValueError("cluster_endpoints mixes http:// and https:// endpoints")
+    return endpoints
+
+
+def _resolve(endpoints: Sequence[str]) -> tuple[list[str], str | None]:
+    """IPv4 ``addr:port`` targets, and the host name TLS must verify (the first one named)."""
+    targets: list[str] = []
+    server_name: str | None = None
+    for endpoint in endpoints:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname or "", parts.port
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            server_name = server_name or host
+            try:
+                infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+            except OSError:
+                continue  # unresolvable now: the other members may answer
+            targets.extend(f"{info[4][0]}:{port}" for info in infos[:1])
+            continue
+        if address.version != 4:
+            raise ClusterError(
+                f"cluster_endpoints: {endpoint} is IPv6; give an IPv4 address or a host name"
+            )
+        targets.append(f"{address}:{port}")
+    return targets, server_name
+
+
+def _read(path: Path | None, setting: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ClusterError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def describe_failure(exc: BaseException, access: EtcdAccess) -> str | None:
+    """The setting to blame when etcd refused us for our configuration, else None (transient)."""
+    refused = isinstance(
+        exc, etcd3aio.EtcdUnauthenticatedError | etcd3aio.EtcdPermissionDeniedError
+    )
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # etcd answers a wrong password with INVALID_ARGUMENT "authentication failed".
+        refused = exc.code() in _REFUSED or "auth" in (exc.details() or "")
+    if refused:
+        if access.username is None:
+            return "etcd requires a user: set cluster_username and cluster_password_file"
+        return (
+            f"etcd refused user {access.username!r}: "
+            "check cluster_username and cluster_password_file"
+        )
+    text = str(exc).lower() + " " + str(getattr(exc, "__cause__", "") or "").lower()
+    if access.tls and any(word in text for word in ("ssl", "handshake", "certificate", "tls")):
+        return "TLS to etcd failed: check cluster_ca_file (and cluster_cert_file/cluster_key_file)"
+    return None
+
+
+class EtcdConnection:
+    """A lazily opened etcd3aio client with optional TLS and token authentication."""
+
+    def __init__(self, access: EtcdAccess, *, timeout: float = 3.0) -> None:
+        if (access.cert_file is None) != (access.key_file is None):
+            raise ClusterError("cluster_cert_file and cluster_key_file must be given together")
+        if access.tls and access.ca_file is None:
+            raise ClusterError(
+                "https cluster_endpoints need cluster_ca_file (the CA of etcd's certificate)"
+            )
+        if (access.username is None) != (access.password is None):
+            raise ClusterError("cluster_username and cluster_password_file must be given together")
+        self.access = access
+        self.timeout = timeout
+        self._ca = _read(access.ca_file, "cluster_ca_file") if access.tls else None
+        self._cert = _read(access.cert_file, "cluster_cert_file") if access.tls else None
+        self._key = _read(access.key_file, "cluster_key_file") if access.tls else None
+        self._client: etcd3aio.Etcd3Client | None = None
+        self._targets: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"EtcdConnection({list(self.access.endpoints)!r})"
+
+    def _build(self) -> etcd3aio.Etcd3Client:
+        if self._client is None:
+            targets, server_name = _resolve(self.access.endpoints)
+            if not targets:
+                raise ConnectionError("no etcd endpoint resolves")
+            client = etcd3aio.Etcd3Client(
+                targets,
+                rpc_max_attempts=1,
+                watch_reconnect_backoff_seconds=0.1,
+                watch_max_reconnect_backoff_seconds=1.0,
+                tls_server_name=server_name if self.access.tls else None,
+                ca_cert=self._ca,
+                cert_chain=self._cert,
+                cert_key=self._key,
+            )
+            self._client = client
+            self._targets = targets
+        return self._client
+
+    async def open(self) -> etcd3aio.Etcd3Client:
+        """The client, its channel opened on first use (no network round trip)."""
+        client = self._build()
+        if client.kv is None:
+            await client.connect()
+        return client
+
+    async def authenticate(self) -> None:
+        """Get a fresh token when a user is configured (raises etcd3aio errors)."""
+        if self.access.username is None or self.access.password is None:
+            return
+        client = await self.open()
+        assert client.auth is not None
+        response = await client.auth.authenticate(
+            self.access.username, self.access.password.get_secret_value(), timeout=self.timeout
+        )
+        client.set_token(response.token)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()

@@ -1,0 +1,464 @@
+"""This host as a member of the cluster: lease, membership, device ownership, leader.
+
+Keys, all under ``/{cluster}/``:
+
+- ``members/{node}``: the node's registration, bound to its lease, so it
+  disappears when the node stops or stops renewing;
+- ``owners/{device}``: the node changing that device, bound to its lease,
+  taken in a transaction before the first PUT;
+- ``leader``: the node driving rollouts, bound to its lease.
+
+Fencing. The lease is renewed every third of its TTL. The node trusts its
+lease only until ``last renewal sent + 2/3 TTL``: a renewal that fails, or is
+late, makes it own nothing at once (``healthy`` False), well before etcd can
+have expired the lease and handed its devices to others. It rejoins by
+itself when etcd answers again (the same lease if it is still alive, else a
+new one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from syncd.cluster.connection import (
+    TRANSIENT_ERRORS,
+    ClusterError,
+    EtcdConnection,
+    describe_failure,
+)
+from syncd.cluster.hashing import owner_of
+from syncd.cluster.watching import Change, PrefixMirror
+
+__all__ = ["ClusterNode"]
+
+_log = logging.getLogger(__name__)
+
+#: Share of the lease TTL after the last renewal during which the node trusts its lease.
+TRUST_SHARE = 2 / 3
+
+
+class DuplicateNodeError(ClusterError):
+    """Another live node already uses this node name."""
+
+
+class ClusterNode:
+    """Membership, ownership and leadership of one node; see the module docstring.
+
+    ``on_change`` is called (synchronously, in the event loop) whenever the
+    live members, this node's health or the leader change; ``changed`` is an
+    ``asyncio.Event`` set at the same moments, for a loop that prefers to wait.
+    """
+
+    def __init__(
+        self,
+        connection: EtcdConnection,
+        *,
+        cluster_name: str = "syncd",
+        node_name: str,
+        lease_ttl: float = 10.0,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.connection = connection
+        self.cluster_name = cluster_name
+        self.node_name = node_name
+        self.lease_ttl = lease_ttl
+        self.on_change = on_change
+        self.changed = asyncio.Event()
+        self._clock = clock
+        self._prefix = f"/{cluster_name}/"
+        self._member_key = f"{self._prefix}members/{node_name}"
+        self._leader_key = f"{self._prefix}leader"
+        self._lease_id: int | None = None
+        self._granted_ttl = float(max(1, math.ceil(lease_ttl)))
+        self._trusted_until = -math.inf
+        self._joined = False
+        self._available = False
+        self._members: frozenset[str] = frozenset()
+        self._leader: tuple[str, int] | None = None
+        self._held: dict[str, int] = {}  # device -> create_revision of our owners key
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._members_mirror = PrefixMirror(
+            connection,
+            f"{self._prefix}members/",
+            on_snapshot=self._members_snapshot,
+            on_change=self._member_changed,
+            retry=min(0.5, lease_ttl / 4),
+        )
+        self._leader_mirror = PrefixMirror(
+            connection,
+            self._leader_key,
+            on_snapshot=self._leader_snapshot,
+            on_change=self._leader_changed,
+            retry=min(0.5, lease_ttl / 4),
+        )
+
+    def __repr__(self) -> str:
+        return f"ClusterNode({self.node_name!r}, cluster={self.cluster_name!r})"
+
+    # ------------------------------------------------------------ public state
+
+    @property
+    def available(self) -> bool:
+        """etcd answered this node's last request."""
+        return self._available
+
+    @property
+    def healthy(self) -> bool:
+        """Joined, and the lease renewed recently enough to be trusted (fencing)."""
+        return self._joined and self._clock() < self._trusted_until
+
+    @property
+    def lease_remaining(self) -> float:
+        """Seconds the lease is sure to live in etcd (0 when not healthy).
+
+        Bound a PUT by it (``min(request_timeout, lease_remaining)``), so a
+        PUT that starts just before this node is fenced ends before another
+        node can take the device over.
+        """
+        if not self.healthy:
+            return 0.0
+        last_sent = self._trusted_until - self._granted_ttl * TRUST_SHARE
+        return max(0.0, last_sent + self._granted_ttl - self._clock())
+
+    @property
+    def members(self) -> frozenset[str]:
+        """The live nodes as last seen (this one included once joined)."""
+        return self._members
+
+    @property
+    def leader(self) -> str | None:
+        return self._leader[0] if self._leader else None
+
+    @property
+    def is_leader(self) -> bool:
+        """This node holds the leader key under its current lease, and is healthy."""
+        return (
+            self.healthy
+            and self._leader is not None
+            and self._leader == (self.node_name, self._lease_id)
+        )
+
+    @property
+    def held(self) -> frozenset[str]:
+        """Devices whose ownership key this node holds (release those it no longer owns)."""
+        return frozenset(self._held) if self.healthy else frozenset()
+
+    def owner_of(self, device: str) -> str | None:
+        """The live node that should change ``device`` (rendezvous hashing over members)."""
+        return owner_of(device, self._members)
+
+    def owns(self, device: str) -> bool:
+        """This node may change ``device`` now: healthy and chosen by hashing."""
+        return self.healthy and owner_of(device, self._members) == self.node_name
+
+    def owned(self, devices: Collection[str]) -> list[str]:
+        """Those of ``devices`` this node owns now."""
+        return [device for device in devices if self.owns(device)] if self.healthy else []
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Join the cluster, or keep trying in the background when etcd does not answer.
+
+        Raises ClusterError (one sentence naming the setting) when etcd refuses
+        this node's configuration: wrong credentials or CA, or its node name
+        already taken by another live node.
+        """
+        try:
+            await self._join()
+        except DuplicateNodeError:
+            await self.stop()
+            raise
+        except TRANSIENT_ERRORS as exc:
+            problem = describe_failure(exc, self.connection.access)
+            if problem is not None:
+                raise ClusterError(problem) from None
+            self._set_available(False)
+            _log.warning("etcd unavailable at start; joining when it answers")
+        self._task = asyncio.create_task(self._run(), name=f"cluster node {self.node_name}")
+
+    async def stop(self) -> None:
+        """Leave: revoke the lease (members, owners and leader keys go with it)."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._members_mirror.close()
+        await self._leader_mirror.close()
+        lease, self._lease_id = self._lease_id, None
+        was_healthy = self.healthy
+        self._joined = False
+        self._held.clear()
+        if lease is not None:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                client = await self.connection.open()
+                assert client.lease is not None
+                await client.lease.revoke(lease, timeout=self.connection.timeout)
+        if was_healthy:
+            self._notify()
+
+    async def abandon(self) -> None:
+        """Stop renewing without revoking: as if the process were killed (for tests)."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._members_mirror.close()
+        await self._leader_mirror.close()
+        self._joined = False
+
+    # ---------------------------------------------------------------- ownership
+
+    async def acquire(self, device: str) -> bool:
+        """Take ``device``'s ownership key for this node's lease; True if it is ours now.
+
+        False when this node does not own the device, is not healthy, another
+        node still holds the key (it releases it after its PUT in flight), or
+        etcd does not answer.
+        """
+        if not self.owns(device):
+            return False
+        if device in self._held:
+            return True
+        lease = self._lease_id
+        assert lease is not None
+        key = f"{self._prefix}owners/{device}"
+        try:
+            client = await self.connection.open()
+            assert client.kv is not None
+            kv = client.kv
+            response: Any = await kv.txn(
+                [kv.txn_compare_create_revision(key, 0)],
+                [kv.txn_op_put(key, self.node_name, lease=lease), kv.txn_op_get(key)],
+                [kv.txn_op_get(key)],
+                timeout=self.connection.timeout,
+            )
+        except TRANSIENT_ERRORS:
+            self._renewal_failed()
+            return False
+        ranges = [r.response_range for r in response.responses if r.HasField("response_range")]
+        kvs = ranges[-1].kvs if ranges else []
+        if not kvs or int(kvs[0].lease) != lease or kvs[0].value.decode() != self.node_name:
+            return False
+        if not self.owns(device):  # fenced or moved while we waited: give it back
+            self._held[device] = int(kvs[0].create_revision)
+            await self.release(device)
+            return False
+        self._held[device] = int(kvs[0].create_revision)
+        return True
+
+    async def release(self, device: str) -> None:
+        """Delete ``device``'s ownership key if it is still this node's."""
+        revision = self._held.pop(device, None)
+        if revision is None:
+            return
+        key = f"{self._prefix}owners/{device}"
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            client = await self.connection.open()
+            assert client.kv is not None
+            kv = client.kv
+            await kv.txn(
+                [
+                    kv.txn_compare_create_revision(key, revision),
+                    kv.txn_compare_value(key, self.node_name),
+                ],
+                [kv.txn_op_delete(key)],
+                timeout=self.connection.timeout,
+            )
+
+    # ---------------------------------------------------------------- internals
+
+    def _notify(self) -> None:
+        self.changed.set()
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                _log.exception("cluster on_change callback failed")
+
+    def _set_available(self, available: bool) -> None:
+        if available != self._available:
+            self._available = available
+            self._notify()
+
+    def _renewal_failed(self) -> None:
+        """Fence at once: own nothing until a renewal succeeds again."""
+        was = self.healthy
+        self._trusted_until = -math.inf
+        self._set_available(False)
+        if was:
+            _log.warning("cluster lease not renewed; owning no device until etcd answers")
+            self._notify()
+
+    def _renewed(self, sent_at: float) -> None:
+        was = self.healthy
+        self._trusted_until = sent_at + self._granted_ttl * TRUST_SHARE
+        self._set_available(True)
+        if not was and self.healthy:
+            self._notify()
+
+    async def _join(self) -> None:
+        """Take or keep a lease, register under it, read members and leader."""
+        await self.connection.authenticate()
+        client = await self.connection.open()
+        assert client.lease is not None and client.kv is not None
+        kv = client.kv
+        timeout = self.connection.timeout
+        if self._lease_id is not None:
+            sent = self._clock()
+            if await self._keepalive(self._lease_id) > 0:
+                self._renewed(sent)
+            else:
+                self._lease_id = None
+                self._held.clear()
+        if self._lease_id is None:
+            self._joined = False
+            sent = self._clock()
+            grant: Any = await client.lease.grant(math.ceil(self.lease_ttl), timeout=timeout)
+            self._lease_id = int(grant.ID)
+            self._granted_ttl = float(grant.TTL)
+            self._held.clear()
+            self._renewed(sent)
+        lease = self._lease_id
+        record = json.dumps({"node": self.node_name, "lease": lease}).encode()
+        response: Any = await kv.txn(
+            [kv.txn_compare_create_revision(self._member_key, 0)],
+            [kv.txn_op_put(self._member_key, record, lease=lease)],
+            [kv.txn_op_get(self._member_key)],
+            timeout=timeout,
+        )
+        if not response.succeeded:
+            kvs = response.responses[0].response_range.kvs
+            if kvs and int(kvs[0].lease) != lease:
+                raise DuplicateNodeError(
+                    f"node_name {self.node_name!r} is already used by another live node of "
+                    f"cluster {self.cluster_name!r}; give each node its own node_name"
+                )
+        self._joined = True
+        self._set_available(True)
+        await self._members_mirror.reload()
+        await self._leader_mirror.reload()
+        async with asyncio.timeout(timeout):
+            await self._members_mirror.loaded.wait()
+            await self._leader_mirror.loaded.wait()
+        await self._campaign()
+        self._notify()
+
+    async def _keepalive(self, lease: int) -> float:
+        """One renewal; the TTL etcd grants (0 or less: the lease is gone)."""
+        client = await self.connection.open()
+        assert client.lease is not None
+        stream = client.lease.keep_alive(lease)
+        try:
+            async with asyncio.timeout(max(0.5, self._granted_ttl / 3)):
+                async for reply in stream:
+                    return float(reply.TTL)
+        finally:
+            stream.cancel()
+        return 0.0
+
+    async def _campaign(self) -> None:
+        """Take the leader key if nobody holds it (create-if-absent)."""
+        if not self.healthy or self._lease_id is None:
+            return
+        client = await self.connection.open()
+        assert client.kv is not None
+        kv = client.kv
+        await kv.txn(
+            [kv.txn_compare_create_revision(self._leader_key, 0)],
+            [kv.txn_op_put(self._leader_key, self.node_name, lease=self._lease_id)],
+            timeout=self.connection.timeout,
+        )
+
+    async def _run(self) -> None:
+        """Renew every third of the TTL; on failure fence, then rejoin when etcd answers."""
+        retry = min(0.5, self._granted_ttl / 4)
+        while not self._stopping:
+            try:
+                if not self._joined or self._lease_id is None:
+                    await self._join()
+                last_sent = self._trusted_until - self._granted_ttl * TRUST_SHARE
+                await asyncio.sleep(max(0.0, last_sent + self._granted_ttl / 3 - self._clock()))
+                sent = self._clock()
+                ttl = await self._keepalive(self._lease_id) if self._lease_id else 0.0
+                if ttl <= 0:
+                    _log.warning("cluster lease expired; rejoining with a new lease")
+                    self._joined = False
+                    self._lease_id = None
+                    self._renewal_failed()
+                    continue
+                self._renewed(sent)
+                # Watches can miss an event; these prefixes are a few keys.
+                await self._members_mirror.refresh()
+                await self._leader_mirror.refresh()
+                if self._leader is None:
+                    await self._campaign()
+            except asyncio.CancelledError:
+                raise
+            except DuplicateNodeError as exc:
+                self._joined = False
+                self._renewal_failed()
+                _log.error("%s", exc)
+                await asyncio.sleep(self._granted_ttl)
+            except TRANSIENT_ERRORS as exc:
+                self._joined = self._joined and self._lease_id is not None
+                self._renewal_failed()
+                problem = describe_failure(exc, self.connection.access)
+                if problem is not None:
+                    _log.error("%s", problem)
+                _log.debug("cluster renewal failed: %s", type(exc).__name__)
+                await asyncio.sleep(retry)
+
+    # ------------------------------------------------------------- mirrors
+
+    def _member_name(self, key: str) -> str:
+        return key.removeprefix(f"{self._prefix}members/")
+
+    def _set_members(self, members: frozenset[str]) -> None:
+        if members != self._members:
+            self._members = members
+            self._notify()
+
+    def _members_snapshot(self, changes: list[Change]) -> None:
+        self._set_members(frozenset(self._member_name(c.key) for c in changes))
+
+    def _member_changed(self, change: Change) -> None:
+        name = self._member_name(change.key)
+        if change.value is None:
+            self._set_members(self._members - {name})
+        else:
+            self._set_members(self._members | {name})
+
+    def _leader_snapshot(self, changes: list[Change]) -> None:
+        found = [c for c in changes if c.key == self._leader_key]
+        self._leader_changed(found[0] if found else Change(self._leader_key, None))
+
+    def _leader_changed(self, change: Change) -> None:
+        if change.key != self._leader_key:
+            return
+        leader = None if change.value is None else (change.value.decode(), change.lease)
+        if leader != self._leader:
+            self._leader = leader
+            self._notify()
+        if leader is None and self.healthy:
+            task = asyncio.get_running_loop().create_task(self._campaign_quietly())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _campaign_quietly(self) -> None:
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await self._campaign()

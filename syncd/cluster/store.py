@@ -1,0 +1,368 @@
+"""The state store of cluster mode: what every node must know, kept in etcd.
+
+Same interface as the file store (``syncd.state``), synchronous for the
+reconcile path: reads come from an in-memory mirror of etcd, loaded at start
+and kept current by watches; writes update the mirror at once and are sent
+to etcd in the background, in batches (one transaction per batch of up to
+100 keys), so a pass that records 1,000 devices costs a few round trips.
+``await flush()`` waits until every write so far is in etcd.
+
+Keys, under ``/{cluster}/``:
+
+- ``state/devices/{device}``: ``{"device", "fingerprint", "revision",
+  "passwords": {account: HMAC-SHA256}}``, a few hundred bytes;
+- ``state/rollout``: the rollout document;
+- ``history/{time-ns}-{node}-{seq}``: one history entry each, the last
+  ``history_limit`` kept.
+
+Passwords never leave the process: records hold an HMAC keyed with the
+password key every node is given (setting ``password_key_file``), and that
+key is never stored in etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import SecretStr
+
+from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
+from syncd.cluster.watching import Change, PrefixMirror
+
+__all__ = ["EtcdStateStore"]
+
+_log = logging.getLogger(__name__)
+_BATCH = 100  # etcd allows 128 operations per transaction by default
+
+
+class EtcdStateStore:
+    """StateStore over etcd; see the module docstring."""
+
+    def __init__(
+        self,
+        connection: EtcdConnection,
+        *,
+        cluster_name: str = "syncd",
+        node_name: str,
+        password_key: bytes,
+        history_limit: int = 10_000,
+        flush_delay: float = 0.05,
+        refresh_interval: float = 60.0,
+    ) -> None:
+        if len(password_key) < 16:
+            raise ValueError("the password key must be at least 16 bytes")
+        self.connection = connection
+        self.node_name = node_name
+        self.history_limit = history_limit
+        self._key = password_key
+        self._flush_delay = flush_delay
+        self._refresh_interval = refresh_interval
+        self._refresher: asyncio.Task[None] | None = None
+        self._devices_prefix = f"/{cluster_name}/state/devices/"
+        self._rollout_key = f"/{cluster_name}/state/rollout"
+        self._history_prefix = f"/{cluster_name}/history/"
+        self._devices: dict[str, dict[str, Any]] = {}
+        self._rollout: dict[str, Any] | None = None
+        self._history: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, bytes | None] = {}  # key -> value to write (None: delete)
+        self._sequence = itertools.count()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._state_mirror = PrefixMirror(
+            connection,
+            f"/{cluster_name}/state/",
+            on_snapshot=self._state_snapshot,
+            on_change=self._state_changed,
+        )
+        self._history_mirror = PrefixMirror(
+            connection,
+            self._history_prefix,
+            on_snapshot=self._history_snapshot,
+            on_change=self._history_changed,
+        )
+
+    def __repr__(self) -> str:
+        return f"EtcdStateStore({self._devices_prefix.split('/')[1]!r})"
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start loading and watching; returns at once (see ``loaded`` / ``wait_loaded``)."""
+        self._state_mirror.start()
+        self._history_mirror.start()
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop(), name="etcd state flusher")
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_loop(), name="etcd state refresh")
+
+    @property
+    def loaded(self) -> bool:
+        """The mirror holds what etcd held (no decision should be made before)."""
+        return self._state_mirror.loaded.is_set() and self._history_mirror.loaded.is_set()
+
+    async def wait_loaded(self) -> None:
+        await self._state_mirror.loaded.wait()
+        await self._history_mirror.loaded.wait()
+
+    async def flush(self) -> None:
+        """Wait until every write so far has reached etcd."""
+        self._wake.set()
+        await self._idle.wait()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is pending (at most ``timeout`` seconds), then stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.flush()
+        for task in (self._flusher, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._flusher = self._refresher = None
+        await self._state_mirror.close()
+        await self._history_mirror.close()
+
+    # ------------------------------------------------------------ the interface
+
+    def password_due(self, device: str, target: str, account: int, password: SecretStr) -> bool:
+        """True unless exactly this password was applied to this device's account.
+
+        ``target`` names the physical device (its URL and serial number): another
+        target means another device, so the password is due again.
+        """
+        stored = self._record(device)["passwords"].get(str(account))
+        return not (
+            isinstance(stored, str)
+            and hmac.compare_digest(stored, self._digest(target, account, password))
+        )
+
+    def record_passwords(
+        self, device: str, target: str, passwords: Mapping[int, SecretStr]
+    ) -> None:
+        if not passwords:
+            return
+        record = self._record(device)
+        for account, password in passwords.items():
+            record["passwords"][str(account)] = self._digest(target, account, password)
+        self._save(device, record)
+
+    def forget_passwords(self, device: str) -> None:
+        record = self._record(device)
+        if record["passwords"]:
+            record["passwords"] = {}
+            self._save(device, record)
+
+    def applied_fingerprint(self, device: str) -> str | None:
+        value = self._record(device).get("fingerprint")
+        return value if isinstance(value, str) else None
+
+    def record_fingerprint(self, device: str, fingerprint: str) -> None:
+        record = self._record(device)
+        if record.get("fingerprint") != fingerprint:
+            record["fingerprint"] = fingerprint
+            self._save(device, record)
+
+    def applied_revision(self, device: str) -> str | None:
+        value = self._record(device).get("revision")
+        return value if isinstance(value, str) else None
+
+    def record_revision(self, device: str, revision: str) -> None:
+        record = self._record(device)
+        if record.get("revision") != revision:
+            record["revision"] = revision
+            self._save(device, record)
+
+    def load_rollout(self) -> dict[str, Any] | None:
+        return json.loads(json.dumps(self._rollout)) if self._rollout is not None else None
+
+    def save_rollout(self, doc: Mapping[str, Any]) -> None:
+        value = dict(doc)
+        self._rollout = value
+        self._queue(self._rollout_key, _encode(value))
+
+    def append_history(self, entry: Mapping[str, Any]) -> None:
+        stamp = f"{time.time_ns():020d}-{self.node_name}-{next(self._sequence):06d}"
+        key = self._history_prefix + stamp
+        value = dict(entry)
+        self._history[key] = value
+        self._queue(key, _encode(value))
+        self._trim_history(delete=True)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Entries of every node, oldest first (by time written, then node)."""
+        return [dict(self._history[key]) for key in sorted(self._history)]
+
+    # ---------------------------------------------------------------- records
+
+    def _digest(self, target: str, account: int, password: SecretStr) -> str:
+        message = f"{target}\0{account}\0".encode() + password.get_secret_value().encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def _device_key(self, device: str) -> str:
+        return self._devices_prefix + quote(device, safe="")
+
+    def _record(self, device: str) -> dict[str, Any]:
+        record = self._devices.get(device)
+        if record is None:
+            record = {"device": device, "fingerprint": None, "revision": None, "passwords": {}}
+            self._devices[device] = record
+        return record
+
+    def _save(self, device: str, record: dict[str, Any]) -> None:
+        self._queue(self._device_key(device), _encode(record))
+
+    def _queue(self, key: str, value: bytes | None) -> None:
+        self._pending[key] = value
+        self._idle.clear()
+        self._wake.set()
+
+    def _trim_history(self, *, delete: bool) -> None:
+        """Keep the newest ``history_limit`` entries; the node that appended deletes the rest."""
+        excess = len(self._history) - self.history_limit
+        if excess <= 0:
+            return
+        for key in sorted(self._history)[:excess]:
+            del self._history[key]
+            if delete:
+                self._queue(key, None)
+
+    # ---------------------------------------------------------------- flushing
+
+    async def _refresh_loop(self) -> None:
+        """Re-read the records now and then: a watch can miss an event (etcd 3.5.1)."""
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._state_mirror.refresh()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self._flush_delay)  # gather a pass's writes into one batch
+            self._wake.clear()
+            try:
+                await self._flush_pending()
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as exc:
+                _log.debug("state not written to etcd yet: %s", type(exc).__name__)
+                await asyncio.sleep(0.5)
+                self._wake.set()
+                continue
+            if not self._pending:
+                self._idle.set()
+            else:
+                self._wake.set()
+
+    async def _flush_pending(self) -> None:
+        client = await self.connection.open()
+        assert client.kv is not None
+        kv = client.kv
+        batch = list(self._pending.items())
+        for start in range(0, len(batch), _BATCH):
+            chunk = batch[start : start + _BATCH]
+            operations = [
+                kv.txn_op_delete(key) if value is None else kv.txn_op_put(key, value)
+                for key, value in chunk
+            ]
+            await kv.txn([], operations, timeout=self.connection.timeout)
+            for key, value in chunk:
+                if self._pending.get(key, b"") is value:
+                    del self._pending[key]
+
+    # ---------------------------------------------------------------- mirrors
+
+    def _state_snapshot(self, changes: list[Change]) -> None:
+        devices: dict[str, dict[str, Any]] = {}
+        rollout: dict[str, Any] | None = None
+        for change in changes:
+            if change.key == self._rollout_key:
+                rollout = _decode(change.value)
+            elif change.key.startswith(self._devices_prefix):
+                record = _device_record(change.value)
+                if record is not None:
+                    devices[record["device"]] = record
+        # Local writes not yet in etcd win over what etcd held.
+        for key, value in self._pending.items():
+            if key == self._rollout_key:
+                rollout = _decode(value)
+            elif key.startswith(self._devices_prefix):
+                record = _device_record(value)
+                if record is not None:
+                    devices[record["device"]] = record
+        self._devices, self._rollout = devices, rollout
+
+    def _state_changed(self, change: Change) -> None:
+        if change.key in self._pending:
+            return  # our newer write is on its way
+        if change.key == self._rollout_key:
+            self._rollout = _decode(change.value)
+        elif change.key.startswith(self._devices_prefix):
+            record = _device_record(change.value)
+            if record is not None:
+                self._devices[record["device"]] = record
+            else:
+                self._devices = {
+                    d: r for d, r in self._devices.items() if self._device_key(d) != change.key
+                }
+
+    def _history_snapshot(self, changes: list[Change]) -> None:
+        history: dict[str, dict[str, Any]] = {}
+        for change in changes:
+            entry = _decode(change.value)
+            if entry is not None:
+                history[change.key] = entry
+        for key, value in self._pending.items():
+            if key.startswith(self._history_prefix):
+                entry = _decode(value)
+                if entry is None:
+                    history.pop(key, None)
+                else:
+                    history[key] = entry
+        self._history = history
+
+    def _history_changed(self, change: Change) -> None:
+        if change.key in self._pending:
+            return
+        entry = _decode(change.value)
+        if entry is None:
+            self._history.pop(change.key, None)
+        else:
+            self._history[change.key] = entry
+            self._trim_history(delete=False)
+
+
+def _encode(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _decode(value: bytes | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _device_record(value: bytes | None) -> dict[str, Any] | None:
+    record = _decode(value)
+    if record is None or not isinstance(record.get("device"), str):
+        return None
+    if not isinstance(record.get("passwords"), dict):
+        record["passwords"] = {}  # damaged: as if never applied
+    return record

@@ -1,0 +1,74 @@
+"""A real etcd on loopback for the cluster tests, one per session, plus node factories."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.cluster.connection import EtcdAccess, EtcdConnection
+from syncd.cluster.node import ClusterNode
+from tests.etcd_server import EtcdServer, find_etcd, missing_reason
+
+_names = itertools.count()
+
+
+def _binary() -> Path:
+    binary = find_etcd()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing_reason())
+        pytest.skip(missing_reason())
+    return binary
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """One etcd server shared by the session; tests keep apart by cluster name."""
+    server = EtcdServer(_binary(), tmp_path_factory.mktemp("etcd") / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """An etcd server of this test alone, for tests that stop and start it."""
+    server = EtcdServer(_binary(), tmp_path / "etcd")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster_name() -> str:
+    return f"test-{os.getpid()}-{next(_names)}"
+
+
+NodeFactory = Callable[..., Awaitable[ClusterNode]]
+
+
+@pytest.fixture
+async def make_node(etcd: EtcdServer, cluster_name: str) -> AsyncIterator[NodeFactory]:
+    """Start ClusterNodes on the shared etcd (lease_ttl 2 s); all are stopped afterwards."""
+    nodes: list[ClusterNode] = []
+
+    async def make(
+        name: str, *, server: EtcdServer | None = None, lease_ttl: float = 2.0, start: bool = True
+    ) -> ClusterNode:
+        connection = EtcdConnection(EtcdAccess(((server or etcd).endpoint,)), timeout=1.0)
+        node = ClusterNode(
+            connection, cluster_name=cluster_name, node_name=name, lease_ttl=lease_ttl
+        )
+        nodes.append(node)
+        if start:
+            await node.start()
+        return node
+
+    yield make
+    for node in nodes:
+        await node.stop()
+        await node.connection.close()

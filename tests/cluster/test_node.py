@@ -1,0 +1,235 @@
+"""ClusterNode against a real etcd: membership, ownership, fencing, rejoin, leader."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from syncd.cluster.connection import ClusterError
+from syncd.cluster.hashing import owner_of
+from syncd.cluster.node import ClusterNode
+from tests.cluster.conftest import NodeFactory
+from tests.etcd_server import EtcdServer
+
+DEVICES = [f"site-{i % 4}/door-{i:02d}" for i in range(60)]
+# Deadlines for polling only; they are loose on purpose (2 shared cores).
+SLACK = 5.0
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = SLACK) -> float:
+    """Seconds until ``condition`` held; fails the test after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+def owners(nodes: list[ClusterNode], device: str) -> list[str]:
+    return [node.node_name for node in nodes if node.owns(device)]
+
+
+def exactly_one_owner(nodes: list[ClusterNode]) -> bool:
+    return all(len(owners(nodes, device)) == 1 for device in DEVICES)
+
+
+class TestMembership:
+    async def test_members_seen_by_all_quickly(self, make_node: NodeFactory) -> None:
+        """A node that joins is seen by the others through the watch well under a second later."""
+        a, b = await make_node("a"), await make_node("b")
+        await wait_for(lambda: a.members == b.members == {"a", "b"})
+        c = await make_node("c")
+        seen = await wait_for(lambda: a.members == b.members == c.members == {"a", "b", "c"})
+        assert seen < 1.0, f"membership took {seen:.3f} s"
+
+    async def test_each_device_owned_by_exactly_one_node(self, make_node: NodeFactory) -> None:
+        """Of 60 devices each is owned by exactly one of three nodes, and only its owner can take its key."""
+        nodes = [await make_node(name) for name in ("a", "b", "c")]
+        await wait_for(lambda: all(n.members == {"a", "b", "c"} for n in nodes))
+        assert exactly_one_owner(nodes)
+        assert all(n.owned(DEVICES) for n in nodes)
+        for device in DEVICES[:12]:
+            results = {n.node_name: await n.acquire(device) for n in nodes}
+            assert [name for name, ok in results.items() if ok] == owners(nodes, device)
+
+    async def test_duplicate_node_name_refused(self, make_node: NodeFactory) -> None:
+        """A second live node with the same node_name refuses to start with one sentence naming it."""
+        await make_node("a")
+        with pytest.raises(ClusterError) as raised:
+            await make_node("a")
+        message = str(raised.value)
+        assert "node_name 'a'" in message and "\n" not in message
+
+    async def test_stopped_node_devices_move_at_once(self, make_node: NodeFactory) -> None:
+        """A node that stops revokes its lease: the others own its devices, and can take them, at once."""
+        nodes = [await make_node(name) for name in ("a", "b", "c")]
+        await wait_for(lambda: all(n.members == {"a", "b", "c"} for n in nodes))
+        c_devices = nodes[2].owned(DEVICES)
+        for device in c_devices:
+            assert await nodes[2].acquire(device)
+        await nodes[2].stop()
+        took = await wait_for(lambda: exactly_one_owner(nodes[:2]))
+        assert took < 1.0
+        for device in c_devices:
+            owner = next(n for n in nodes[:2] if n.owns(device))
+            assert await owner.acquire(device)
+
+    async def test_killed_node_devices_taken_over_within_lease_ttl(
+        self, make_node: NodeFactory
+    ) -> None:
+        """A node that stops renewing (killed) loses its devices to the others once its lease expires."""
+        nodes = [await make_node(name) for name in ("a", "b", "c")]
+        await wait_for(lambda: all(n.members == {"a", "b", "c"} for n in nodes))
+        victim = nodes[2]
+        held = victim.owned(DEVICES)
+        for device in held:
+            assert await victim.acquire(device)
+        await victim.abandon()
+        start = time.monotonic()
+        # Until the lease expires nobody else may take the devices.
+        for device in held[:3]:
+            assert not await nodes[0].acquire(device)
+            assert not await nodes[1].acquire(device)
+        await wait_for(lambda: exactly_one_owner(nodes[:2]), timeout=victim.lease_ttl + SLACK)
+        for device in held:
+            owner = next(n for n in nodes[:2] if n.owns(device))
+            while not await owner.acquire(device):
+                await asyncio.sleep(0.05)
+        takeover = time.monotonic() - start
+        print(f"takeover after kill: {takeover:.2f} s (lease_ttl {victim.lease_ttl} s)")
+        assert takeover < victim.lease_ttl + SLACK
+
+    async def test_new_node_takes_about_a_third(self, make_node: NodeFactory) -> None:
+        """A third node joining two takes about a third of the devices, and no device moves between the two."""
+        a, b = await make_node("a"), await make_node("b")
+        await wait_for(lambda: a.members == b.members == {"a", "b"})
+        before = {d: owners([a, b], d)[0] for d in DEVICES}
+        c = await make_node("c")
+        await wait_for(lambda: a.members == b.members == {"a", "b", "c"})
+        after = {d: owners([a, b, c], d)[0] for d in DEVICES}
+        moved = [d for d in DEVICES if before[d] != after[d]]
+        assert all(after[d] == "c" for d in moved)
+        assert 10 <= len(moved) <= 30
+
+    async def test_old_holder_blocks_new_owner_until_release(self, make_node: NodeFactory) -> None:
+        """A device that moves stays with its old holder (a PUT in flight) until that one releases it."""
+        a = await make_node("a")
+        await wait_for(lambda: a.members == {"a"})
+        for device in DEVICES:
+            assert await a.acquire(device)
+        b = await make_node("b")
+        await wait_for(lambda: a.members == {"a", "b"})
+        moving = b.owned(DEVICES)
+        assert moving and a.held >= set(moving)
+        assert not await b.acquire(moving[0])
+        for device in a.held - set(a.owned(DEVICES)):
+            await a.release(device)
+        assert await b.acquire(moving[0])
+
+
+class TestLeader:
+    async def test_one_leader_and_handover_on_stop(self, make_node: NodeFactory) -> None:
+        """Exactly one node leads; when it stops, another takes over."""
+        nodes = [await make_node(name) for name in ("a", "b", "c")]
+        await wait_for(lambda: sum(n.is_leader for n in nodes) == 1)
+        leader = next(n for n in nodes if n.is_leader)
+        assert all(n.leader == leader.node_name for n in nodes)
+        await leader.stop()
+        rest = [n for n in nodes if n is not leader]
+        await wait_for(lambda: sum(n.is_leader for n in rest) == 1)
+
+    async def test_handover_when_leader_lease_expires(self, make_node: NodeFactory) -> None:
+        """A killed leader keeps the role until its lease expires, then another node leads."""
+        nodes = [await make_node(name) for name in ("a", "b")]
+        await wait_for(lambda: sum(n.is_leader for n in nodes) == 1)
+        leader = next(n for n in nodes if n.is_leader)
+        other = next(n for n in nodes if n is not leader)
+        await leader.abandon()
+        assert not other.is_leader
+        await wait_for(lambda: other.is_leader, timeout=leader.lease_ttl + SLACK)
+
+
+class TestEtcdDown:
+    async def test_no_ownership_while_etcd_down_and_rejoin(
+        self, make_node: NodeFactory, own_etcd: EtcdServer
+    ) -> None:
+        """etcd stopped: no node owns any device within lease_ttl; etcd back: they rejoin by themselves."""
+        nodes = [await make_node(name, server=own_etcd) for name in ("a", "b")]
+        await wait_for(lambda: all(n.members == {"a", "b"} for n in nodes))
+        assert exactly_one_owner(nodes)
+        own_etcd.stop()
+        stopped = time.monotonic()
+        await wait_for(lambda: not any(n.owns(d) for n in nodes for d in DEVICES))
+        fenced = time.monotonic() - stopped
+        print(f"fenced {fenced:.2f} s after etcd stopped (lease_ttl {nodes[0].lease_ttl} s)")
+        assert fenced < nodes[0].lease_ttl
+        assert not any(n.is_leader for n in nodes)
+        own_etcd.start()
+        await wait_for(lambda: all(n.healthy for n in nodes) and exactly_one_owner(nodes))
+        await wait_for(lambda: sum(n.is_leader for n in nodes) == 1)
+
+    async def test_frozen_etcd_fences_before_lease_expiry(
+        self, make_node: NodeFactory, own_etcd: EtcdServer
+    ) -> None:
+        """etcd frozen (no answer, no error): nodes own nothing before their lease could expire, and recover."""
+        nodes = [await make_node(name, server=own_etcd) for name in ("a", "b")]
+        await wait_for(lambda: all(n.members == {"a", "b"} for n in nodes))
+        assert all(0 < n.lease_remaining <= n.lease_ttl for n in nodes)
+        own_etcd.pause()
+        try:
+            frozen = time.monotonic()
+            await wait_for(lambda: not any(n.owns(d) for n in nodes for d in DEVICES))
+            fenced = time.monotonic() - frozen
+            print(f"fenced {fenced:.2f} s after etcd froze (lease_ttl {nodes[0].lease_ttl} s)")
+            assert fenced < nodes[0].lease_ttl
+            assert all(n.lease_remaining == 0 for n in nodes)
+        finally:
+            own_etcd.resume()
+        await wait_for(lambda: all(n.healthy for n in nodes) and exactly_one_owner(nodes))
+
+    async def test_start_without_etcd_then_join(
+        self, make_node: NodeFactory, own_etcd: EtcdServer
+    ) -> None:
+        """A node started while etcd is down starts anyway, unavailable, and joins when etcd answers."""
+        own_etcd.stop()
+        node = await make_node("a", server=own_etcd)
+        assert not node.available and not node.healthy
+        assert not node.owns(DEVICES[0])
+        own_etcd.start()
+        await wait_for(lambda: node.available and node.healthy and node.owns(DEVICES[0]))
+
+
+class TestProcesses:
+    async def test_sigkilled_node_process_taken_over(
+        self, make_node: NodeFactory, etcd: EtcdServer, cluster_name: str
+    ) -> None:
+        """A node in another process killed with SIGKILL has its devices owned by the others after its lease expires."""
+        a, b = await make_node("a"), await make_node("b")
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.cluster.node_process",
+            etcd.endpoint,
+            cluster_name,
+            "c",
+            "2",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 20)
+            assert line.strip() == b"joined"
+            await wait_for(lambda: a.members == b.members == {"a", "b", "c"})
+            c_devices = [d for d in DEVICES if owner_of(d, {"a", "b", "c"}) == "c"]
+            assert c_devices and not any(owners([a, b], d) for d in c_devices)
+        finally:
+            child.kill()
+            await child.wait()
+        killed = time.monotonic()
+        await wait_for(lambda: exactly_one_owner([a, b]), timeout=2 + SLACK)
+        print(f"takeover after SIGKILL: {time.monotonic() - killed:.2f} s (lease_ttl 2 s)")
