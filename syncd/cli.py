@@ -25,6 +25,7 @@ _SETTING_FLAGS = (
     ("--log-format", str, "json or console (default: console on a terminal, else json)"),
     ("--log-level", str, "debug, info, warning or error"),
     ("--metrics-address", str, "HOST:PORT to serve Prometheus metrics and /healthz on"),
+    ("--socket", Path, "the daemon's control socket (default: STATE_DIR/syncd.sock)"),
 )
 
 
@@ -64,8 +65,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="the daemon: keep devices converged")
 
     _add_export(sub, common)
+    _add_fleet(sub, common)
     sub.add_parser("simulate", add_help=False, help="run emulated intercoms on loopback")
     return parser
+
+
+def _add_fleet(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("status", parents=[common], help="the fleet as the running daemon sees it")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("history", parents=[common], help="what syncd changed on the devices")
+    p.add_argument("--since", metavar="DURATION", help="only the last DURATION (90, 5m, 2h, 1d)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p = sub.add_parser("passwords", help="SIP passwords syncd manages")
+    action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = action.add_parser(
+        "resend", parents=[common], help="send a device's passwords again (after a factory reset)"
+    )
+    q.add_argument("name", metavar="NAME", help="the device")
 
 
 def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -128,6 +144,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from syncd.daemon import run_daemon
 
         return run_daemon(settings, devices=args.device)
+    if args.command in ("status", "history", "passwords"):
+        from syncd import fleet_commands
+
+        if args.command == "status":
+            return fleet_commands.status_command(settings, as_json=args.json)
+        if args.command == "history":
+            return fleet_commands.history_command(
+                settings, devices=args.device, since=args.since, as_json=args.json
+            )
+        return fleet_commands.resend_command(settings, device=args.name)
     if args.command == "export":
         from syncd.export import export_command
 

@@ -12,22 +12,37 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from syncd import events, loop
 from syncd.client import ClientPool
-from syncd.desired import DesiredState, Loader, Problem, Resolved, resolve_desired
+from syncd.control import ControlError, ControlServer, default_socket_path
+from syncd.daemon_control import DaemonControl
+from syncd.desired import DesiredState, Loader, Problem, Resolved, name_from_path, resolve_desired
+from syncd.devices_view import (
+    DeviceView,
+    FleetView,
+    RolloutControl,
+    difference_key,
+    revision_material,
+)
+from syncd.history import HistoryLog
 from syncd.logs import get_logger
 from syncd.metrics import Metrics, serve_metrics
-from syncd.model import DeviceSpec
+from syncd.model import DeviceSpec, Mode
+from syncd.monitoring import RegistrationMonitor
 from syncd.notify import Notifier
 from syncd.outcome import Outcome, Tally
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
+from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.state import FileStateStore, StateError
+from syncd.status import InvalidFile
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
 
@@ -67,12 +82,30 @@ class Daemon:
             timeout=settings.request_timeout,
             keepalive_expiry=settings.resync_interval * 1.2 + 5,
         )
+        #: What the daemon saw of each device: the status and the repeating events' memory.
+        self.view = FleetView(node=socket.gethostname())
+        self.history = HistoryLog.in_state_dir(settings.state_dir)
         self.reconciler = Reconciler(
             pool=self.pool,
             state=self.state,
             retry=RetryPolicy(attempts=settings.retry_attempts),
             metrics=self.metrics,
+            history=self.history,
+            watch=self.view,
         )
+        self.monitor = RegistrationMonitor(
+            reconciler=self.reconciler,
+            resync_interval=settings.resync_interval,
+            kick=self.kick,
+            metrics=self.metrics,
+        )
+        #: The rollout engine, when there is one: pause/resume and the rollout in the status.
+        self.conductor: RolloutControl | None = None
+        #: The desired revision in force (SPEC section 10).
+        self.revision = ""
+        self.socket_path = settings.socket or default_socket_path(settings.state_dir)
+        self._status: dict[str, Any] = self.view.snapshot()
+        self._status_version = -1
 
     def _check_desired_dir(self) -> None:
         if not self.desired_dir.is_dir():
@@ -95,12 +128,25 @@ class Daemon:
             periodic = why == "periodic"
             seen = self._report_problems(resolved, only_new=periodic)
             specs = self._specs_in_force(desired, resolved)
+            revision = desired_revision(self.desired_dir, revision_material(specs))
+            new_revision = revision != self.revision
+            self._set_revision(revision)
             changed = await self._update_workers(specs, kick_all=kick_all)
-            if periodic and not changed and seen == self._last_problems:
+            if periodic and not changed and not new_revision and seen == self._last_problems:
                 return
             events.desired_loaded(
-                self.log, devices=len(self.workers), invalid=len(resolved.broken), reason=why
+                self.log,
+                devices=len(self.workers),
+                invalid=len(resolved.broken),
+                reason=why,
+                revision=revision,
             )
+
+    def _set_revision(self, revision: str) -> None:
+        if revision != self.revision:
+            self.revision = self.view.revision = revision
+            self.metrics.set_revision(revision)
+            self.view.version += 1
 
     async def _load(self) -> DesiredState | None:
         """The tree as it is now, or None (logged) when the desired dir cannot be read."""
@@ -122,10 +168,15 @@ class Daemon:
         seen, self._last_problems = self._last_problems, set(resolved.problems)
         for problem in resolved.problems:
             if not (only_new and problem in seen):
-                events.desired_problem(self.log, problem)
+                device = name_from_path(problem.file)
+                named = device if device in resolved.broken else None
+                events.desired_problem(self.log, problem, device=named)
         errors = [p for p in resolved.problems if not p.warning]
         self.metrics.load_errors.inc(len({p.file for p in errors}))
         self.metrics.invalid_files.set(len(resolved.broken))
+        self.metrics.set_desired_invalid(resolved.broken)
+        self.view.invalid_files = tuple(InvalidFile(p.file, p.line, str(p)) for p in errors)
+        self.view.version += 1
         return seen
 
     def _specs_in_force(self, desired: DesiredState, resolved: Resolved) -> dict[str, DeviceSpec]:
@@ -146,22 +197,38 @@ class Daemon:
             await self.workers.pop(name).stop()
             self.reconciler.forget(name)
         self.metrics.forget(gone)
+        self.view.forget(gone)
         changed = len(gone)
         for name, spec in specs.items():
             current = self.workers.get(name)
             if current is None:
+                revision = self.state.applied_revision(name)
+                self.view.devices[name] = DeviceView(spec, revision=revision)
                 self.workers[name] = self._worker(spec)
                 self.workers[name].start()
                 changed += 1
             elif current.spec != spec or kick_all:
+                if current.spec != spec:
+                    self.view.devices[name].update_spec(spec)
                 current.update(spec)
                 changed += 1
+        self.view.version += 1
         self.metrics.devices.set(len(self.workers))
         return changed
 
     def _worker(self, spec: DeviceSpec) -> DeviceWorker:
         async def run(spec: DeviceSpec) -> Outcome:
-            return await self.reconciler.reconcile(spec, apply=True)
+            outcome = await self.reconciler.reconcile(spec, apply=True, revision=self.revision)
+            view = self.view.devices.get(spec.name)
+            if view is not None:
+                try:
+                    await self.monitor.check(spec, outcome, view)
+                except Exception as exc:  # monitoring must never fail a reconcile
+                    events.registration_unreadable(
+                        self.log.bind(device=spec.name),
+                        error=f"internal error: {type(exc).__name__}: {exc}",
+                    )
+            return outcome
 
         return DeviceWorker(
             spec,
@@ -176,12 +243,29 @@ class Daemon:
 
     def observe(self, outcome: Outcome) -> None:
         m = self.metrics
+        now = time.time()
+        view = self.view.devices.get(outcome.device)
+        if view is not None:
+            self.view.version += 1
+            recovered = view.observe(outcome, now, revision=self.revision)
+            if recovered is not None:
+                log = self.log.bind(device=outcome.device)
+                events.device_recovered(log, failing_for=round(recovered, 1))
+            m.set_failing(outcome.device, view.failing_kind)
         if outcome.status in ("in_sync", "applied"):
             m.in_sync.labels(outcome.device).set(1)
-            m.last_success.labels(outcome.device).set(time.time())
-        elif outcome.status != "skipped":
+            m.last_success.labels(outcome.device).set(now)
+        elif outcome.status == "skipped":
+            with contextlib.suppress(KeyError):  # parked on purpose: no in-sync series
+                m.in_sync.remove(outcome.device)
+        else:
             m.in_sync.labels(outcome.device).set(0)
-        if outcome.drift:
+        # In observe mode a lasting difference counts once, until it goes away or changes.
+        if outcome.drift and (
+            outcome.mode is not Mode.OBSERVE
+            or view is None
+            or view.first("observe-count", difference_key(outcome.changes), now)
+        ):
             m.drift.labels(outcome.device).inc()
         if outcome.status == "applied":
             m.applies.labels("succeeded").inc()
@@ -206,6 +290,61 @@ class Daemon:
         if status != self._last_status:
             self._last_status = status
             self.notifier.status(status)
+        # The snapshot the socket and the page read: replaced whole, rebuilt only when
+        # something changed (or a rollout engine may have news).
+        if self.view.version != self._status_version or self.conductor is not None:
+            self._status_version = self.view.version
+            self._status = self.view.snapshot(self.conductor)
+
+    def status(self) -> dict[str, Any]:
+        """The latest status snapshot (SPEC section 10); safe to call from any thread."""
+        return self._status
+
+    # -------------------------------------------------------------- control
+
+    def kick(self, device: str) -> None:
+        """Reconcile ``device`` now (no-op for a device not managed)."""
+        worker = self.workers.get(device)
+        if worker is not None:
+            worker.kick()
+
+    def _no_rollout(self) -> RolloutControl:
+        if self.conductor is None:
+            raise ValueError("no rollout engine runs in this daemon")
+        return self.conductor
+
+    def _pause(self) -> str:
+        return self._no_rollout().pause()
+
+    def _resume(self) -> str:
+        return self._no_rollout().resume()
+
+    def resend_passwords(self, device: str) -> str:
+        """Mark ``device``'s passwords due (``syncd passwords resend``) and reconcile it now."""
+        worker = self.workers.get(device)
+        if worker is None:
+            raise KeyError(f"no device {device} is managed by this daemon")
+        try:
+            self.state.forget_passwords(device)
+        except StateError as exc:
+            raise ValueError(str(exc)) from None
+        managed = [n for n, a in worker.spec.accounts.items() if a.password is not None]
+        for account in managed:
+            self.reconciler.resend_password(device, account, reason="operator")
+        worker.update(worker.spec)  # now, without the backoff of a failing device
+        if not managed:
+            return f"device {device} has no password that syncd manages"
+        return f"the passwords of {device} are due again; they are sent at its reconcile now"
+
+    def _control_server(self) -> ControlServer:
+        handlers = DaemonControl(
+            asyncio.get_running_loop(),
+            snapshot=self.status,
+            pause=self._pause,
+            resume=self._resume,
+            resend=self.resend_passwords,
+        )
+        return ControlServer(self.socket_path, handlers)
 
     # --------------------------------------------------------------- running
 
@@ -243,12 +382,21 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         server = None
+        control = self._control_server()
+        try:
+            control.start()
+        except ControlError as exc:
+            raise StartupError(f"{exc} (setting socket)") from None
         if self.settings.metrics_address:
             try:
                 server, _ = serve_metrics(
-                    self.metrics, self.settings.metrics_address, stale_after=10.0
+                    self.metrics,
+                    self.settings.metrics_address,
+                    stale_after=10.0,
+                    status=self.status,
                 )
             except (OSError, ValueError, OverflowError) as exc:  # port > 65535: OverflowError
+                control.close()
                 raise StartupError(
                     f"bad setting metrics_address {self.settings.metrics_address!r}: {exc}"
                 ) from None
@@ -270,6 +418,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.pool.aclose()
+        control.close()
         if server is not None:
             server.shutdown()
         self.notifier.close()

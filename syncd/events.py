@@ -48,6 +48,8 @@ __all__ = [
     "reconcile_skipped",
     "registration_lost",
     "registration_restored",
+    "registration_unreadable",
+    "registration_unsupported",
     "rollout_completed",
     "rollout_halted",
     "rollout_paused",
@@ -76,18 +78,25 @@ def desired_loaded(
     log.info("desired.loaded", devices=devices, invalid=invalid, **extra)
 
 
-def desired_invalid(log: Log, *, file: str, line: int | None, error: str) -> None:
-    log.error("desired.invalid", file=file, line=line, error=error)
+def desired_invalid(
+    log: Log, *, file: str, line: int | None, error: str, device: str | None = None
+) -> None:
+    log.error("desired.invalid", file=file, line=line, error=error, **_given(device=device))
 
 
 def _desired_warning(log: Log, *, file: str, line: int | None, error: str) -> None:
     log.warning("desired.warning", file=file, line=line, error=error)
 
 
-def desired_problem(log: Log, problem: Problem) -> None:
-    """A problem of the desired state: ``desired.warning``, or ``desired.invalid``."""
-    report = _desired_warning if problem.warning else desired_invalid
-    report(log, file=problem.file, line=problem.line, error=str(problem))
+def desired_problem(log: Log, problem: Problem, *, device: str | None = None) -> None:
+    """A problem of the desired state: ``desired.warning``, or ``desired.invalid`` (naming
+    the ``device`` whose file it is, when known)."""
+    if problem.warning:
+        _desired_warning(log, file=problem.file, line=problem.line, error=str(problem))
+    else:
+        desired_invalid(
+            log, file=problem.file, line=problem.line, error=str(problem), device=device
+        )
 
 
 def desired_watch_failed(log: Log, *, error: str) -> None:
@@ -123,9 +132,7 @@ def apply_failed(
     extra = _given(kind=kind, revision=revision)
     if fields is not None:
         extra["fields"] = list(fields)
-    log.error(
-        "apply.failed", error=error, code=code, param=param, description=description, **extra
-    )
+    log.error("apply.failed", error=error, code=code, param=param, description=description, **extra)
 
 
 def apply_retrying(
@@ -191,6 +198,15 @@ def registration_lost(log: Log, *, account: int) -> None:
 
 def registration_restored(log: Log, *, account: int) -> None:
     log.info("registration.restored", account=account)
+
+
+def registration_unsupported(log: Log, *, error: str) -> None:
+    """The device cannot report registration (codes 1, 4, 10); not asked again until it changes."""
+    log.warning("registration.unsupported", error=error)
+
+
+def registration_unreadable(log: Log, *, error: str) -> None:
+    log.warning("registration.unreadable", error=error)
 
 
 def state_write_failed(log: Log, *, error: str) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -79,18 +79,72 @@ class Metrics:
             ["revision"],
             registry=r,
         )
+        self.account_registered = Gauge(
+            "syncd_account_registered",
+            "1 if the SIP account was registered at the last read of the device's phone status",
+            ["device", "account"],
+            registry=r,
+        )
+        self.desired_invalid = Gauge(
+            "syncd_device_desired_invalid",
+            "1 while the device's desired file is invalid (its last valid state stays in force)",
+            ["device"],
+            registry=r,
+        )
+        self.failing = Gauge(
+            "syncd_device_failing",
+            "1 while the device's last reconcile failed, labelled with the kind of failure",
+            ["device", "kind"],
+            registry=r,
+        )
         self.heartbeat = time.monotonic()
+        self._registered: dict[str, set[int]] = {}
+        self._failing: dict[str, str] = {}
+        self._invalid: set[str] = set()
 
     def set_revision(self, revision: str) -> None:
         """Make ``revision`` the one ``syncd_desired_info`` reports (the old one goes)."""
         self.desired_info.clear()
         self.desired_info.labels(revision=revision).set(1)
 
+    def set_registration(self, device: str, accounts: Sequence[tuple[int, bool | None]]) -> None:
+        """One series per account with a known registration (1/0); the others have none."""
+        known = {n: r for n, r in accounts if r is not None}
+        for number in self._registered.get(device, set()) - set(known):
+            with contextlib.suppress(KeyError):
+                self.account_registered.remove(device, str(number))
+        for number, registered in known.items():
+            self.account_registered.labels(device, str(number)).set(1 if registered else 0)
+        self._registered[device] = set(known)
+
+    def set_failing(self, device: str, kind: str | None) -> None:
+        """``syncd_device_failing{device,kind} 1`` while it fails (no series otherwise)."""
+        old = self._failing.pop(device, None)
+        if old is not None and old != kind:
+            with contextlib.suppress(KeyError):
+                self.failing.remove(device, old)
+        if kind is not None:
+            self.failing.labels(device, kind).set(1)
+            self._failing[device] = kind
+
+    def set_desired_invalid(self, devices: Iterable[str]) -> None:
+        """The devices whose desired file is invalid now: 1 each, no series for the others."""
+        now = set(devices)
+        for name in self._invalid - now:
+            with contextlib.suppress(KeyError):
+                self.desired_invalid.remove(name)
+        for name in now:
+            self.desired_invalid.labels(name).set(1)
+        self._invalid = now
+
     def forget(self, devices: Iterable[str]) -> None:
         for name in devices:
             for series in (self.in_sync, self.drift, self.last_success):
                 with contextlib.suppress(KeyError):
                     series.remove(name)
+            self.set_registration(name, ())
+            self._registered.pop(name, None)
+            self.set_failing(name, None)
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -9,12 +9,15 @@ Every step logs the SPEC's events (:mod:`syncd.events`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from syncd import events
-from syncd.client import ClientPool, DeviceClient, DeviceError
+from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError
+from syncd.devices_view import difference_key
 from syncd.diff import Change, DiffError, Plan, diff
+from syncd.history import HistoryEntry, Result, Trigger, history_changes
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
@@ -29,6 +32,23 @@ __all__ = ["Reconciler", "reconcile_many"]
 T = TypeVar("T")
 
 
+class HistorySink(Protocol):
+    """Where each PUT is recorded (:class:`syncd.history.HistoryLog`); OSError when it cannot be."""
+
+    def append(self, entry: HistoryEntry) -> None: ...
+
+
+class ReconcileWatch(Protocol):
+    """The daemon's memory of each device, consulted so a lasting condition is logged once.
+
+    ``first`` says whether to log the event ``topic`` (``unreachable``, ``auth``,
+    ``observe``, ``suspend``) about ``key`` now; ``changing`` hears that a PUT starts.
+    """
+
+    def first(self, device: str, topic: str, key: Hashable) -> bool: ...
+    def changing(self, device: str) -> None: ...
+
+
 class Reconciler:
     """Reconciles devices one at a time each; share one across a fleet."""
 
@@ -39,8 +59,14 @@ class Reconciler:
         state: StateStore,
         retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
+        history: HistorySink | None = None,
+        watch: ReconcileWatch | None = None,
     ) -> None:
         self._metrics = metrics
+        self._history = history
+        self._watch = watch
+        #: Accounts whose password is sent again at the next PUT, with the reason to log.
+        self._resend: dict[str, dict[int, str]] = {}
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
@@ -63,6 +89,50 @@ class Reconciler:
     def forget(self, name: str) -> None:
         self._clients.pop(name, None)
         self._serials.pop(name, None)
+        self._resend.pop(name, None)
+
+    def resend_password(self, device: str, account: int, *, reason: str) -> None:
+        """Send this account's managed password at the device's next reconcile, whatever the record.
+
+        ``password.resent`` (with ``reason``) is logged once the PUT carrying it succeeds.
+        """
+        self._resend.setdefault(device, {})[account] = reason
+
+    def _first(self, device: str, topic: str, key: Hashable) -> bool:
+        return self._watch is None or self._watch.first(device, topic, key)
+
+    def record_put(
+        self,
+        spec: DeviceSpec,
+        changes: Iterable[Change],
+        *,
+        revision: str | None,
+        trigger: Trigger,
+        result: Result,
+        wave: str | None = None,
+        error: str | None = None,
+        reverse: bool = False,
+    ) -> None:
+        """Append one PUT to the history (no-op without one); a write failure is logged."""
+        if self._history is None:
+            return
+        entry = HistoryEntry(
+            time=datetime.now(UTC),
+            device=spec.name,
+            revision=revision or "",
+            trigger=trigger,
+            result=result,
+            changes=history_changes(changes, reverse=reverse),
+            wave=wave,
+            error=error,
+        )
+        try:
+            self._history.append(entry)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            events.state_write_failed(
+                self.log.bind(device=spec.name), error=f"cannot append to the history: {reason}"
+            )
 
     async def _with_retries(
         self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
@@ -94,49 +164,74 @@ class Reconciler:
             return spec.url, set()
         target = await self._password_target(spec, client)
         due = {n for n, pw in managed.items() if self._state.password_due(spec.name, target, n, pw)}
+        due |= set(self._resend.get(spec.name, {})) & set(managed)
         return target, due
 
-    async def reconcile(self, spec: DeviceSpec, *, apply: bool) -> Outcome:
-        """Bring one device to ``spec`` (when ``apply`` and mode is enforce), or report."""
+    async def reconcile(
+        self, spec: DeviceSpec, *, apply: bool, revision: str | None = None
+    ) -> Outcome:
+        """Bring one device to ``spec`` (when ``apply`` and mode is enforce), or report.
+
+        ``revision`` is the desired revision ``spec`` belongs to: it goes on the
+        events, into the history, and is recorded once the device is in sync.
+        """
         log = self.log.bind(device=spec.name)
         if spec.mode is Mode.SUSPEND:
-            events.reconcile_skipped(log, reason="mode is suspend")
+            if self._first(spec.name, "suspend", revision or spec.fingerprint):
+                events.reconcile_skipped(log, reason="mode is suspend")
             return Outcome.of(spec, "skipped")
         client = self.client(spec)
         try:
             live = await self._with_retries(spec, "GET", client.get_accounts)
         except DeviceError as exc:
             self._serials.pop(spec.name, None)  # it may come back as another device
-            events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
+            if isinstance(exc, AuthError):
+                if self._first(spec.name, "auth", exc.code):
+                    events.auth_failed(log, error=str(exc), code=exc.code)
+            elif self._first(spec.name, "unreachable", exc.kind):
+                events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
             return Outcome.of(spec, "error", failure=Failure.from_error(exc))
         target, due = await self._passwords_due(spec, client)
         try:
             plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
-            events.apply_failed(log, error=str(exc))
+            events.apply_failed(log, error=str(exc), revision=revision)
             return Outcome.of(spec, "error", failure=Failure("device", str(exc)))
         if plan.empty:
-            self._record_in_force(spec)
+            self._record_in_force(spec, revision)
             return Outcome.of(spec, "in_sync")
         drift = bool(plan.readable_changes) and (
             self._state.applied_fingerprint(spec.name) == spec.fingerprint
         )
         fields = [c.as_dict() for c in plan.changes]
-        if drift:
-            events.drift_detected(log, fields=fields)
-        else:
-            events.change_pending(log, fields=fields)
-        if spec.mode is Mode.OBSERVE:
+        # In observe mode a lasting difference is news once, until it goes away or changes.
+        news = spec.mode is not Mode.OBSERVE or self._first(
+            spec.name, "observe", difference_key(plan.changes)
+        )
+        if news and drift:
+            events.drift_detected(log, fields=fields, revision=revision)
+        elif news:
+            events.change_pending(log, fields=fields, revision=revision)
+        if spec.mode is Mode.OBSERVE and news:
             events.reconcile_skipped(log, reason="mode is observe", changes=len(plan.changes))
         if not apply or spec.mode is not Mode.ENFORCE:
             return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
-        return await self._apply(spec, client, plan, drift, target)
+        return await self._apply(spec, client, plan, drift, target, revision)
 
     async def _apply(
-        self, spec: DeviceSpec, client: DeviceClient, plan: Plan, drift: bool, target: str
+        self,
+        spec: DeviceSpec,
+        client: DeviceClient,
+        plan: Plan,
+        drift: bool,
+        target: str,
+        revision: str | None = None,
     ) -> Outcome:
         log = self.log.bind(device=spec.name)
         body = plan.put_body()
+        trigger: Trigger = "drift" if drift else "change"
+        if self._watch is not None:
+            self._watch.changing(spec.name)
         try:
             await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
         except DeviceError as exc:
@@ -147,6 +242,15 @@ class Reconciler:
                 param=exc.param,
                 description=exc.description,
                 kind=exc.kind,
+                revision=revision,
+            )
+            self.record_put(
+                spec,
+                plan.changes,
+                revision=revision,
+                trigger=trigger,
+                result="failed",
+                error=str(exc),
             )
             failure = Failure.from_error(exc)
             return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
@@ -154,18 +258,36 @@ class Reconciler:
             self._state.record_passwords(spec.name, target, plan.passwords)
         except StateError as exc:
             events.state_write_failed(log, error=str(exc))
+        self._passwords_resent(spec, plan)
         try:
             live = await self._with_retries(spec, "GET", client.get_accounts)
             left = diff(spec.accounts, live).readable_changes
         except (DeviceError, DiffError) as exc:
-            return self._unverified(spec, plan, drift, f"could not verify: {exc}")
+            return self._unverified(
+                spec, plan, drift, f"could not verify: {exc}", revision=revision
+            )
         if left:
             names = ", ".join(f"account {c.account} {c.field}" for c in left)
             message = f"the device accepted the PUT but did not take: {names}"
-            return self._unverified(spec, plan, drift, message, left)
-        self._record_in_force(spec)
-        events.apply_succeeded(log, fields=[c.as_dict() for c in plan.changes])
+            return self._unverified(spec, plan, drift, message, left, revision=revision)
+        self._record_in_force(spec, revision)
+        events.apply_succeeded(log, fields=[c.as_dict() for c in plan.changes], revision=revision)
+        self.record_put(spec, plan.changes, revision=revision, trigger=trigger, result="succeeded")
         return Outcome.of(spec, "applied", changes=plan.changes, drift=drift)
+
+    def _passwords_resent(self, spec: DeviceSpec, plan: Plan) -> None:
+        """Log ``password.resent`` for accounts sent again on request; clear the requests."""
+        asked = self._resend.get(spec.name)
+        if not asked:
+            return
+        log = self.log.bind(device=spec.name)
+        for account in sorted(set(asked) & set(plan.passwords)):
+            events.password_resent(log, account=account, reason=asked.pop(account))
+        managed = {n for n, a in spec.accounts.items() if a.password is not None}
+        for account in set(asked) - managed:
+            del asked[account]  # no longer managed: nothing to send
+        if not asked:
+            del self._resend[spec.name]
 
     def _unverified(
         self,
@@ -174,16 +296,26 @@ class Reconciler:
         drift: bool,
         message: str,
         left: tuple[Change, ...] = (),
+        *,
+        revision: str | None = None,
     ) -> Outcome:
         """A PUT that was accepted but is not (or cannot be shown to be) in force."""
         log = self.log.bind(device=spec.name)
-        events.apply_failed(log, error=message, fields=[c.as_dict() for c in left])
+        events.apply_failed(
+            log, error=message, fields=[c.as_dict() for c in left], revision=revision
+        )
+        trigger: Trigger = "drift" if drift else "change"
+        self.record_put(
+            spec, plan.changes, revision=revision, trigger=trigger, result="failed", error=message
+        )
         failure = Failure("verify", message)
         return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
 
-    def _record_in_force(self, spec: DeviceSpec) -> None:
+    def _record_in_force(self, spec: DeviceSpec, revision: str | None = None) -> None:
         try:
             self._state.record_fingerprint(spec.name, spec.fingerprint)
+            if revision is not None:
+                self._state.record_revision(spec.name, revision)
         except StateError as exc:
             events.state_write_failed(self.log.bind(device=spec.name), error=str(exc))
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_address: str | None = None
+    #: The control socket (SPEC section 10); None: ``$RUNTIME_DIRECTORY/syncd.sock``
+    #: under systemd, else ``STATE_DIR/syncd.sock`` (:func:`syncd.control.default_socket_path`).
+    socket: Path | None = None
     #: Attempts per request before a device counts as failed for this pass.
     retry_attempts: int = Field(3, ge=1, le=20)
     #: Longest wait between a failing device's reconciles in the daemon.

@@ -57,13 +57,8 @@ NOT_YET_CALLED = {
     "syncd.events": {
         "apply_deferred",
         "apply_reverted",
-        "auth_failed",
-        "device_recovered",
         "health_failed",
         "health_passed",
-        "password_resent",
-        "registration_lost",
-        "registration_restored",
         "rollout_completed",
         "rollout_halted",
         "rollout_paused",

@@ -1,0 +1,97 @@
+"""The operator's questions: ``syncd status``, ``syncd history``, ``syncd passwords resend``.
+
+``status`` asks the running daemon over its control socket; ``history``
+reads the history file (also while the daemon writes it); ``passwords
+resend`` goes through the daemon when one answers, else marks the passwords
+due on the state directly. Each returns its exit status; a user-caused
+failure is a :class:`~syncd.commands.CommandError` (one sentence, exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from syncd.commands import EXIT_OK, CommandError
+from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
+from syncd.history import HistoryLog, format_history_table, parse_duration
+from syncd.settings import Settings
+from syncd.state import FileStateStore
+from syncd.status import format_status
+
+__all__ = ["history_command", "resend_command", "status_command"]
+
+
+def socket_path(settings: Settings) -> Path:
+    """The control socket: the ``socket`` setting, else its default."""
+    return settings.socket or default_socket_path(settings.state_dir)
+
+
+def status_command(settings: Settings, *, as_json: bool) -> int:
+    """Print the running daemon's status (SPEC section 10); no daemon is a CommandError."""
+    try:
+        data = ControlClient(socket_path(settings)).status()
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return EXIT_OK
+    width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+    try:
+        text = format_status(data, datetime.now(UTC), width=max(width, 60))
+    except (KeyError, TypeError, ValueError):
+        raise CommandError(
+            f"the daemon on {socket_path(settings)} answered a status this syncd cannot read"
+        ) from None
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def history_command(
+    settings: Settings, *, devices: Sequence[str], since: str | None, as_json: bool
+) -> int:
+    """Print what syncd changed, oldest first; skipped lines are warned about on stderr."""
+    start = None
+    if since is not None:
+        try:
+            start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
+        except (ValueError, OverflowError) as exc:
+            raise CommandError(f"--since {exc}") from None
+    read = HistoryLog.in_state_dir(settings.state_dir).read(since=start)
+    for warning in read.warnings:
+        print(f"syncd: warning: {warning}", file=sys.stderr)
+    entries = [
+        e for e in read.entries if not devices or any(fnmatchcase(e.device, p) for p in devices)
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps([e.as_dict() for e in entries], indent=2) + "\n")
+    else:
+        sys.stdout.write(format_history_table(entries))
+    return EXIT_OK
+
+
+def resend_command(settings: Settings, *, device: str) -> int:
+    """Mark ``device``'s passwords due again: through the daemon, or on the state when none runs."""
+    try:
+        message = ControlClient(socket_path(settings)).resend(device)
+    except ControlUnavailable:
+        pass
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    else:
+        print(message)
+        return EXIT_OK
+    if not settings.state_dir.is_dir():
+        print(f"no state in {settings.state_dir}: every password of {device} is due anyway")
+        return EXIT_OK
+    FileStateStore.open(settings.state_dir).forget_passwords(device)
+    print(
+        f"no daemon answers on {socket_path(settings)}: the passwords of {device} are marked "
+        f"due in {settings.state_dir}; they are sent at its next reconcile"
+    )
+    return EXIT_OK

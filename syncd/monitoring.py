@@ -1,0 +1,110 @@
+"""The daemon's registration monitoring: after each reconcile, read ``/api/phone/status``.
+
+Only the daemon monitors (``syncd apply`` and ``plan`` do not). Each read
+feeds the device's :class:`~syncd.devices_view.DeviceView`, which decides what
+it means: ``registration.lost`` / ``registration.restored`` when an account's
+registration changed by itself, and a password to send again when an account
+that had registered with syncd's password stays unregistered for a whole
+resync (a factory reset in place). The gauge ``syncd_account_registered``
+follows every read.
+
+A device that cannot report registration (code 1, 4 or 10) gets one warning
+and is not asked again until its desired state changes; an answer that makes
+no sense is one warning sentence until it is read again. Neither affects the
+device's reconciles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from syncd import events
+from syncd.client import DeviceError, TransportError
+from syncd.devices_view import DeviceView
+from syncd.logs import get_logger
+from syncd.model import DeviceSpec, Mode
+from syncd.outcome import Outcome
+from syncd.reconcile import Reconciler
+
+if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
+    from syncd.metrics import Metrics
+
+__all__ = ["RegistrationMonitor"]
+
+#: Answers meaning "this device (or these credentials) cannot report registration".
+UNSUPPORTED_CODES = frozenset({1, 4, 10})
+#: The share of the resync interval an account must stay unregistered before its password
+#: is sent again (resyncs are jittered by ±10 %).
+_WHOLE_RESYNC = 0.8
+
+
+class RegistrationMonitor:
+    """Reads each reconciled device's SIP registration; logs what changed by itself."""
+
+    def __init__(
+        self,
+        *,
+        reconciler: Reconciler,
+        resync_interval: float,
+        kick: Callable[[str], None],
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._reconciler = reconciler
+        self._metrics = metrics
+        self._kick = kick
+        self._clock = clock
+        self.resend_after = resync_interval * _WHOLE_RESYNC
+        #: ``health.monitor`` of ``_fleet.yaml`` (the rollout engine sets it); default on.
+        self.enabled = True
+        self.log = get_logger()
+
+    async def check(self, spec: DeviceSpec, outcome: Outcome, view: DeviceView) -> None:
+        """Read the device's registration after ``outcome`` (if it answered) and act on it."""
+        if not self.enabled or not view.should_monitor(spec, outcome):
+            return
+        log = self.log.bind(device=spec.name)
+        try:
+            statuses = await self._reconciler.client(spec).phone_status()
+        except DeviceError as exc:
+            if exc.code in UNSUPPORTED_CODES and not isinstance(exc, TransportError):
+                view.registration_unsupported(spec)
+                events.registration_unsupported(
+                    log,
+                    error=f"device {spec.name} cannot report SIP registration ({exc}); "
+                    'give its API user the privilege "Phone/Calls - Monitoring" to have it '
+                    "monitored; not asked again until its settings change",
+                )
+            else:
+                view.registration_unreadable()
+                if view.first("registration-unreadable", str(exc), self._clock()):
+                    events.registration_unreadable(
+                        log, error=f"cannot read the SIP registration: {exc}"
+                    )
+            self._gauge(view)
+            return
+        changed = {c.account for c in outcome.changes} if outcome.status != "changes" else set()
+        managed = {n for n, a in spec.accounts.items() if a.password is not None}
+        news = view.registration_read(
+            statuses,
+            now=self._clock(),
+            changed=changed,
+            managed=managed,
+            in_force=outcome.status in ("in_sync", "applied") and spec.mode is Mode.ENFORCE,
+            resend_after=self.resend_after,
+        )
+        for account in news.lost:
+            events.registration_lost(log, account=account)
+        for account in news.restored:
+            events.registration_restored(log, account=account)
+        for account in news.resend:
+            self._reconciler.resend_password(spec.name, account, reason="registration")
+        if news.resend:
+            self._kick(spec.name)
+        self._gauge(view)
+
+    def _gauge(self, view: DeviceView) -> None:
+        if self._metrics is not None:
+            self._metrics.set_registration(view.name, view.registration())
