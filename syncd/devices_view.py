@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,7 +30,9 @@ from syncd.status import (
     InvalidFile,
     RolloutSummary,
     WindowStatus,
+    sort_devices,
     status_json,
+    summary_counts,
 )
 
 __all__ = [
@@ -379,7 +381,9 @@ class FleetView:
     clock: Callable[[], float] = time.time
     #: Bumped when something the status shows outside the devices changes.
     version: int = 0
-    _cache: dict[str, tuple[int, DeviceStatus]] = field(default_factory=dict, repr=False)
+    _cache: dict[str, tuple[int, DeviceStatus, dict[str, Any]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def first(self, device: str, topic: str, key: Hashable) -> bool:
         view = self.devices.get(device)
@@ -396,25 +400,37 @@ class FleetView:
             self.devices.pop(name, None)
             self._cache.pop(name, None)
 
+    def _device(self, name: str, rollout: RolloutControl | None) -> tuple[DeviceStatus, Any]:
+        """The device's status and its JSON, rebuilt only when the device changed."""
+        view = self.devices[name]
+        wave = rollout.wave_of(name) if rollout is not None else None
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != view.version or cached[1].wave != wave:
+            status = view.status(wave=wave)
+            alone = FleetStatus(revision="", node="", devices=(status,))
+            cached = (view.version, status, status_json(alone)["devices"][0])
+            self._cache[name] = cached
+        return cached[1], cached[2]
+
     def fleet_status(self, rollout: RolloutControl | None = None) -> FleetStatus:
-        """The fleet as :mod:`syncd.status` shows it; unchanged devices are not rebuilt."""
-        statuses = []
-        for name, view in self.devices.items():
-            wave = rollout.wave_of(name) if rollout is not None else None
-            cached = self._cache.get(name)
-            if cached is None or cached[0] != view.version or cached[1].wave != wave:
-                cached = (view.version, view.status(wave=wave))
-                self._cache[name] = cached
-            statuses.append(cached[1])
+        """The fleet as :mod:`syncd.status` shows it."""
         return FleetStatus(
             revision=self.revision,
             node=self.node,
             rollout=rollout.rollout_status() if rollout is not None else RolloutSummary(),
             window=rollout.window_status() if rollout is not None else WindowStatus(),
-            devices=tuple(statuses),
+            devices=tuple(self._device(name, rollout)[0] for name in self.devices),
             invalid_files=self.invalid_files,
         )
 
     def snapshot(self, rollout: RolloutControl | None = None) -> dict[str, Any]:
-        """SPEC section 10's status JSON, as a new dict (callers share it read-only)."""
-        return status_json(self.fleet_status(rollout))
+        """SPEC section 10's status JSON, as a new dict (callers share it read-only).
+
+        Equal to ``status_json(self.fleet_status(rollout))``, but each device's
+        JSON is kept until the device changes, so 10,000 devices cost little.
+        """
+        head = self.fleet_status(rollout)
+        data = status_json(replace(head, devices=()))
+        data["summary"] = summary_counts(head.devices)
+        data["devices"] = [self._device(d.device, rollout)[1] for d in sort_devices(head.devices)]
+        return data

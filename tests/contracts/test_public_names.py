@@ -29,8 +29,6 @@ LEFT_TO_OTHER_WORK = {
     "syncd.status": {
         "DeviceState",
         "RolloutState",
-        "sort_devices",
-        "summary_counts",
         "summary_text",
     },
     "syncd.windows": {"HORIZON"},
