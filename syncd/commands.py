@@ -18,12 +18,15 @@ from syncd.desired import (
     select_devices,
 )
 from syncd.desired.names import is_defaults
+from syncd.devices_view import revision_material
+from syncd.history import HistoryLog
 from syncd.logs import get_logger
 from syncd.outcome import Outcome, Tally
 from syncd.progress import Progress
 from syncd.reconcile import Reconciler, reconcile_many
 from syncd.report import plan_json, plan_text
 from syncd.retrying import RetryPolicy
+from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.state import FileStateStore
 
@@ -109,9 +112,17 @@ async def _pass(
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
     state = FileStateStore.open(settings.state_dir)
+    # apply records its PUTs in the history, under the revision in force; plan changes nothing.
+    revision = (
+        desired_revision(settings.desired_dir, revision_material(resolved.specs)) if apply else None
+    )
+    history = HistoryLog.in_state_dir(settings.state_dir) if apply else None
     async with ClientPool(timeout=settings.request_timeout) as pool:
         reconciler = Reconciler(
-            pool=pool, state=state, retry=RetryPolicy(attempts=settings.retry_attempts)
+            pool=pool,
+            state=state,
+            retry=RetryPolicy(attempts=settings.retry_attempts),
+            history=history,
         )
         progress = Progress(len(resolved.specs))
         try:
@@ -121,6 +132,7 @@ async def _pass(
                 apply=apply,
                 concurrency=settings.concurrency,
                 on_done=progress.advance,
+                revision=revision,
             )
         finally:
             progress.close()

@@ -327,13 +327,14 @@ async def reconcile_many(
     apply: bool,
     concurrency: int,
     on_done: Callable[[Outcome], None] | None = None,
+    revision: str | None = None,
 ) -> list[Outcome]:
     """Reconcile devices concurrently, at most ``concurrency`` in flight; keep order."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(spec: DeviceSpec) -> Outcome:
         async with gate:
-            outcome = await reconciler.reconcile(spec, apply=apply)
+            outcome = await reconciler.reconcile(spec, apply=apply, revision=revision)
         if on_done is not None:
             on_done(outcome)
         return outcome

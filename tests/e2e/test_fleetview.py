@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -231,6 +232,21 @@ class TestRevisionHistoryStatus:
             "".join(proc.lines),
         ]  # fmt: skip
         assert not [t for t in everything if SIP_PASSWORD in t]
+
+    def test_apply_records_its_puts_under_a_tree_revision(self, sim, setup):
+        """`syncd apply` outside Git: its PUT is in the history under a tree: revision, password as (set)."""
+        fleet = sim(devices=1)
+        write(
+            setup.root, "dev1.yaml", device_yaml(fleet.devices[0].url, SIP_ACCOUNT.format(name="A"))
+        )
+        done = syncd(
+            "apply", "--desired", str(setup.root), "--state-dir", str(setup.state), env=setup.env
+        )
+        assert done.returncode == 0, done.stderr
+        (entry,) = json.loads(setup.cli("history", "--json").stdout)
+        assert re.fullmatch(r"tree:[0-9a-f]{12}", entry["revision"])
+        assert entry["device"] == "dev1" and entry["result"] == "succeeded"
+        assert SIP_PASSWORD not in json.dumps(entry)
 
     def test_status_without_a_daemon_names_the_socket(self, setup):
         """`syncd status` with no daemon: exit 1, one sentence naming where it looked."""

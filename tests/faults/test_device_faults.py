@@ -161,10 +161,12 @@ class TestDaemonTransportFaults:
         proc.wait_for("apply.succeeded", device="dev2", timeout=20)
         proc.wait_for("device.unreachable", device="dev1", timeout=20)
         time.sleep(4.5)
-        passes = len(named(proc.events, "device.unreachable", device="dev1"))
-        # 4.5 s of outage after the first failure: backoff 1, 2, 2 (plus retries) allows at most 4 passes.
-        assert 2 <= passes <= 4, passes
-        assert len(dev1.journal) <= 3 * (passes + 1)
+        # Logged when it becomes unreachable, not at every pass (the metric carries the rest).
+        assert len(named(proc.events, "device.unreachable", device="dev1")) == 1
+        # 4.5 s of outage after the first failure: backoff 1, 2, 2 allows at most 4 passes
+        # of 3 attempts each (plus one pass under way).
+        passes = -(-len(dev1.journal) // 3)
+        assert 2 <= passes <= 5, passes
         dev2.set_live(1, displayName="Hacked")  # the healthy device is still served
         wait_until(lambda: converged(dev2, "Door 2"), 15, "dev2 drift corrected")
         dev1.clear_faults()
