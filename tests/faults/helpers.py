@@ -15,7 +15,7 @@ from tests.e2e.conftest import device_yaml, write
 ACCOUNT = '  - account: 1\n    displayName: "{name}"\n    sipNumber: "{number}"\n'
 
 #: Events that mean something went wrong for a device.
-ERROR_EVENTS = ("apply.retrying", "apply.failed", "device.unreachable")
+ERROR_EVENTS = ("apply.retrying", "apply.failed", "device.unreachable", "auth.failed")
 
 
 def account(name: str, number: str = "4001", **extra: str) -> str:
@@ -80,7 +80,8 @@ def check_state_dir(state: Path) -> str:
     """Assert the state dir is readable after any crash; return the key.
 
     The key is 64 hex digits; every ``devices/*.json`` parses as a record of
-    its device; anything else is a hidden temporary file of an interrupted write.
+    its device; the history has whole lines but perhaps the last; the control
+    socket may be left; anything else is a hidden temporary file of an interrupted write.
     """
     key = (state / "key").read_text()
     assert re.fullmatch(r"[0-9a-f]{64}\n", key), f"damaged key file: {key!r}"
@@ -90,6 +91,12 @@ def check_state_dir(state: Path) -> str:
             assert rel == "devices", f"unexpected directory {rel}"
         elif rel == "key":
             continue
+        elif rel == "syncd.sock":
+            assert path.is_socket(), rel  # left by a killed daemon; the next one replaces it
+        elif rel == "history.jsonl":
+            # A torn last line is allowed (readers skip it); every other line is an entry.
+            lines = path.read_text().splitlines()
+            assert all(isinstance(json.loads(line), dict) for line in lines[:-1]), rel
         elif path.name.startswith("."):
             assert path.name.startswith((".tmp-", ".probe-")), f"unexpected file {rel}"
         else:

@@ -318,7 +318,7 @@ class TestAuthFaults:
         assert proc.stop() == 0
 
     def test_wrong_api_password_is_auth_error_others_fine_fix_applies_at_once(self, sim, daemon, tmp_path):
-        """A device with a wrong Digest password is device.unreachable kind auth code 9 and backs off, the others converge, and correcting the password in the file applies at once."""
+        """A device with a wrong Digest password is auth.failed code 9 and backs off, the others converge, and correcting the password in the file applies at once."""
         fleet = sim(devices=3, auth="digest", username="syncd", password="right-api-pass")
         root = tmp_path / "desired"
         auth = "  auth:\n    method: digest\n    username: syncd\n    password: {{env: {var}}}\n"
@@ -328,8 +328,8 @@ class TestAuthFaults:
             write(root, f"dev{n}.yaml", text)
         env = {"API_PW": "right-api-pass", "WRONG_API_PW": "wrong-api-pass"}
         proc = daemon(*run_args(root, tmp_path / "state", "--resync-interval", "600"), env=env)
-        event = proc.wait_for("device.unreachable", device="dev1", timeout=20)
-        assert (event["kind"], event["code"], event["level"]) == ("auth", 9, "error")
+        event = proc.wait_for("auth.failed", device="dev1", timeout=20)
+        assert (event["code"], event["level"]) == (9, "error")
         assert "wrong-api-pass" not in json.dumps(event)
         proc.wait_for("apply.succeeded", device="dev2", timeout=20)
         proc.wait_for("apply.succeeded", device="dev3", timeout=20)

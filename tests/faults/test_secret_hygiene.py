@@ -93,7 +93,7 @@ def test_no_secret_in_any_output_or_state(sim, daemon, tmp_path):
 
     # The daemon at debug level: a drift correction, a new SIP password, a SIGHUP.
     proc = daemon(*common, "--resync-interval", "1", "--log-level", "debug", env=env)
-    proc.wait_for("device.unreachable", device="dev4", timeout=30)
+    proc.wait_for("auth.failed", device="dev4", timeout=30)
     fleet.devices[0].set_live(1, displayName="Hacked")
     wait_until(lambda: converged(fleet.devices[0], "Door 1"), 15, "drift corrected")
     write(root, "secrets/dev2.pw", SIP_FILE + "-v2\n")
