@@ -379,6 +379,8 @@ class FleetView:
     devices: dict[str, DeviceView] = field(default_factory=dict)
     invalid_files: tuple[InvalidFile, ...] = ()
     clock: Callable[[], float] = time.time
+    #: Which node owns a device (the cluster sets it); None: ``owner`` is null.
+    owner_of: Callable[[str], str | None] | None = None
     #: Bumped when something the status shows outside the devices changes.
     version: int = 0
     _cache: dict[str, tuple[int, DeviceStatus, dict[str, Any]]] = field(
@@ -404,9 +406,14 @@ class FleetView:
         """The device's status and its JSON, rebuilt only when the device changed."""
         view = self.devices[name]
         wave = rollout.wave_of(name) if rollout is not None else None
+        owner = self.owner_of(name) if self.owner_of is not None else None
         cached = self._cache.get(name)
-        if cached is None or cached[0] != view.version or cached[1].wave != wave:
-            status = view.status(wave=wave)
+        if (
+            cached is None
+            or cached[0] != view.version
+            or (cached[1].wave, cached[1].owner) != (wave, owner)
+        ):
+            status = view.status(wave=wave, owner=owner)
             alone = FleetStatus(revision="", node="", devices=(status,))
             cached = (view.version, status, status_json(alone)["devices"][0])
             self._cache[name] = cached

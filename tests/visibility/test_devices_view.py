@@ -169,6 +169,8 @@ class TestFleet:
         assert data["devices"][0]["state"] == "unreachable"
         assert data["summary"]["unreachable"] == 1 and data["node"] == "n1"
         assert fleet.first("door", "auth", 8) and not fleet.first("door", "auth", 8)
+        fleet.owner_of = lambda name: "n2"
+        assert fleet.snapshot()["devices"][0]["owner"] == "n2"
 
     def test_revision_material_is_stable_and_follows_the_specs(self):
         """Same specs in any order: same material; another desired value: another."""
