@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 from syncd import events, loop
 from syncd.client import ClientPool
@@ -26,8 +27,9 @@ from syncd.notify import Notifier
 from syncd.outcome import Outcome, Tally
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
+from syncd.revision import desired_revision
 from syncd.settings import Settings
-from syncd.state import FileStateStore, StateError
+from syncd.sharing import SharingError, open_sharing
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
 
@@ -59,19 +61,24 @@ class Daemon:
         self._last_status = ""
         self._last_problems: set[Problem] = set()
         self._timing = Timing(settings.resync_interval, settings.max_backoff)
-        try:
-            self.state = FileStateStore.open(settings.state_dir)
-        except StateError as exc:
+        try:  # standalone, or this node's share of a cluster (SPEC section 11)
+            self.sharing = open_sharing(
+                settings, workers=lambda: self.workers, metrics=self.metrics
+            )
+        except SharingError as exc:
             raise StartupError(str(exc)) from None
+        self.state = self.sharing.state
         self.pool = ClientPool(
             timeout=settings.request_timeout,
             keepalive_expiry=settings.resync_interval * 1.2 + 5,
+            node=self.sharing.node,
         )
         self.reconciler = Reconciler(
             pool=self.pool,
             state=self.state,
             retry=RetryPolicy(attempts=settings.retry_attempts),
             metrics=self.metrics,
+            sharing=self.sharing,
         )
 
     def _check_desired_dir(self) -> None:
@@ -95,6 +102,8 @@ class Daemon:
             periodic = why == "periodic"
             seen = self._report_problems(resolved, only_new=periodic)
             specs = self._specs_in_force(desired, resolved)
+            material = "\n".join(sorted(spec.fingerprint for spec in specs.values()))
+            self.sharing.publish_revision(desired_revision(self.desired_dir, material))
             changed = await self._update_workers(specs, kick_all=kick_all)
             if periodic and not changed and seen == self._last_problems:
                 return
@@ -161,7 +170,8 @@ class Daemon:
 
     def _worker(self, spec: DeviceSpec) -> DeviceWorker:
         async def run(spec: DeviceSpec) -> Outcome:
-            return await self.reconciler.reconcile(spec, apply=True)
+            work = partial(self.reconciler.reconcile, spec, apply=True)
+            return await self.sharing.turn(spec, work)
 
         return DeviceWorker(
             spec,
@@ -199,7 +209,7 @@ class Daemon:
             "pending": tally.pending,
         }
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        return f"{len(self.workers)} devices: {parts or 'none'}"
+        return f"{self.sharing.describe()}{len(self.workers)} devices: {parts or 'none'}"
 
     def _update_status(self) -> None:
         status = self.summary()
@@ -238,6 +248,10 @@ class Daemon:
 
     async def run(self) -> int:
         self._check_desired_dir()
+        try:
+            await self.sharing.start()
+        except SharingError as exc:
+            raise StartupError(str(exc)) from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop, sig)
@@ -266,6 +280,7 @@ class Daemon:
         self.notifier.stopping()
         events.daemon_stopping(self.log, in_flight=sum(w.running for w in self.workers.values()))
         await self._drain(self.workers.values())
+        await self.sharing.stop()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
 from syncd import events
-from syncd.client import ClientPool, DeviceClient, DeviceError
+from syncd.client import ClientPool, DeviceClient, DeviceError, TransportError
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
@@ -23,6 +23,7 @@ from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
+    from syncd.sharing import Sharing
 
 __all__ = ["Reconciler", "reconcile_many"]
 
@@ -39,8 +40,11 @@ class Reconciler:
         state: StateStore,
         retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
         self._metrics = metrics
+        #: Cluster mode: a PUT only with the device's ownership key, bounded by the lease.
+        self._sharing = sharing
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
@@ -136,9 +140,19 @@ class Reconciler:
         self, spec: DeviceSpec, client: DeviceClient, plan: Plan, drift: bool, target: str
     ) -> Outcome:
         log = self.log.bind(device=spec.name)
+        if self._sharing is not None and not await self._sharing.acquire(spec.name):
+            reason = "another cluster node still holds the device"
+            events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
+            return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
         body = plan.put_body()
         try:
-            await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
+            async with asyncio.timeout(self._sharing.put_budget() if self._sharing else None):
+                await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
+        except TimeoutError:  # the cluster lease would end before the PUT: stop it here
+            exc = TransportError(f"{spec.url}: PUT cut short, this node's cluster lease ends")
+            events.apply_failed(log, error=str(exc), kind=exc.kind)
+            failure = Failure.from_error(exc)
+            return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
         except DeviceError as exc:
             events.apply_failed(
                 log,
