@@ -9,6 +9,7 @@ Every step logs the SPEC's events (:mod:`syncd.events`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -145,10 +146,11 @@ class Reconciler:
             events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
             return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
         body = plan.put_body()
+        window = self._sharing.put_window() if self._sharing else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(self._sharing.put_budget() if self._sharing else None):
+            async with window:
                 await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
-        except TimeoutError:  # the cluster lease would end before the PUT: stop it here
+        except TimeoutError:  # the cluster lease could end before the PUT: stopped here
             exc = TransportError(f"{spec.url}: PUT cut short, this node's cluster lease ends")
             events.apply_failed(log, error=str(exc), kind=exc.kind)
             failure = Failure.from_error(exc)

@@ -7,11 +7,15 @@ The daemon asks one ``Sharing`` and does not care which it is:
   imported, so standalone behaves and starts exactly as without a cluster.
 - ``Clustered``: a ``ClusterNode`` and the ``EtcdStateStore``. A device that
   this node does not own is not reconciled at all (no GET either: its owner
-  reads it); ``turn`` returns a ``skipped`` outcome for it at once. Before a
-  PUT the reconciler takes the device's ownership key (``acquire``) and bounds
-  the PUT by the lease (``put_budget``); a device that moved away is released
-  after the run in flight ends. A membership change kicks the workers of the
-  devices this node gained, so they are reconciled at once.
+  reads it); ``turn`` returns a ``skipped`` outcome for it at once. Before
+  reading a device it owns, the node takes the device's ownership key
+  (``acquire``): the previous owner releases it only after its PUT in flight
+  and its state writes are in etcd, so what this node reads and plans comes
+  after them. The reconciler checks the key again right before the PUT and
+  runs the PUT inside ``put_window``, which cancels it when the lease could
+  end (only a node that stopped renewing gets there). A device that moved
+  away is released after the run in flight ends. A membership change kicks
+  the workers of the devices this node gained, so they are reconciled at once.
 
 ``open_sharing(settings, workers=..., metrics=...)`` builds one (no network);
 ``await sharing.start()`` joins; ``await sharing.stop()`` leaves.
@@ -22,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from syncd import events
@@ -91,8 +96,8 @@ class Sharing(Protocol):
 
     async def release(self, device: str) -> None: ...
 
-    def put_budget(self) -> float | None:
-        """Seconds a PUT may take from now (the lease left), None: no bound."""
+    def put_window(self) -> AbstractAsyncContextManager[None]:
+        """Run a PUT inside: TimeoutError when the lease could end first (standalone: never)."""
         ...
 
     async def turn(self, spec: DeviceSpec, work: Work) -> Outcome:
@@ -149,8 +154,8 @@ class Standalone:
     async def release(self, device: str) -> None:
         return None
 
-    def put_budget(self) -> float | None:
-        return None
+    def put_window(self) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
 
     async def turn(self, spec: DeviceSpec, work: Work) -> Outcome:
         return await work()
@@ -241,8 +246,31 @@ class Clustered:
         members = len(self._cluster.members)
         return f"node {self.node}{leader} of {members}, owns {len(self._owned)}; "
 
-    def put_budget(self) -> float | None:
-        return self._cluster.lease_remaining
+    @contextlib.asynccontextmanager
+    async def put_window(self) -> AsyncIterator[None]:
+        """Cancel the PUT inside (TimeoutError) shortly before the lease could expire.
+
+        The deadline moves on with every renewal, so a healthy node's PUT runs
+        its full request timeout; one that stops renewing cuts its PUT before
+        another node can take the device.
+        """
+        loop = asyncio.get_running_loop()
+        margin = self.config.lease_ttl / 10
+        deadline = loop.time() + self._cluster.lease_remaining - margin
+        async with asyncio.timeout_at(deadline) as window:
+
+            async def follow_renewals() -> None:
+                while True:
+                    await asyncio.sleep(self._retry / 2)
+                    remaining = self._cluster.lease_remaining
+                    if remaining > 0:
+                        window.reschedule(loop.time() + remaining - margin)
+
+            follower = asyncio.create_task(follow_renewals())
+            try:
+                yield
+            finally:
+                follower.cancel()
 
     # ---------------------------------------------------------------- changing
 
@@ -264,13 +292,18 @@ class Clustered:
         if not self.owns(name):
             await self.release(name)
             return Outcome.of(spec, "skipped")
+        if not await self.acquire(name):  # the previous owner's PUT is still in flight
+            events.reconcile_skipped(
+                self.log.bind(device=name), reason="another cluster node still holds the device"
+            )
+            return Outcome.of(spec, "skipped")
         self._busy.add(name)
         try:
             return await work()
         finally:
             self._busy.discard(name)
             if not self.owns(name):  # it moved during the run: give it up now the PUT is done
-                await self._cluster.release(name)
+                await self._give_up(name)
 
     # ---------------------------------------------------------------- revisions
 
@@ -313,6 +346,13 @@ class Clustered:
 
     # ---------------------------------------------------------------- internals
 
+    async def _give_up(self, device: str) -> None:
+        """Release the device once this node's state writes are in etcd, for the next owner."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.lease_ttl / 2):
+                await self._store.flush()
+        await self._cluster.release(device)
+
     def _wake_up(self) -> None:
         self._wake.set()
 
@@ -351,7 +391,7 @@ class Clustered:
             workers[name].kick()
         self._owned = owned
         for name in self._cluster.held - owned - self._busy:
-            self._spawn(self._cluster.release(name))
+            self._spawn(self._give_up(name))
         self._report(owned)
         if self._gauges is not None:
             self._gauges.update(self._cluster, owned, self.available)

@@ -156,7 +156,7 @@ class TestSharedFleet:
         tmp_path: Path,
         cluster_name: str,
     ) -> None:
-        """A third node takes about a third of the devices, each from its old owner and none between the others; moved devices keep their password records and owner keys name the node that changed them."""
+        """A third node joining while PUTs are in flight takes about a third of the devices, from their old owners only, never overlapping their PUTs; moved devices keep their password records; owner keys name the node that changed each device."""
         devices = fleet.devices
         names = desired_tree(tmp_path / "desired", devices, "Grow")
         procs = [launch(n, etcd.endpoint, tmp_path / "desired") for n in ("n1", "n2")]
@@ -168,9 +168,15 @@ class TestSharedFleet:
         wait_until(all_labelled(devices, "Grow"), 3 * RESYNC + SLACK, "drift corrected")
         before = {n: node_of(d.journal[-1].user_agent) for n, d in zip(names, devices, strict=True)}
 
+        # The old owners' next PUTs take 1.5 s each: the new node joins while they are in flight.
+        for device in devices:
+            device.inject(kind="delay", delay=1.5, method="PUT", count=1)
+        drift(devices)
+        time.sleep(RESYNC + 0.2)
         procs.append(launch("n3", etcd.endpoint, tmp_path / "desired"))
         settled(procs, 3)
-        time.sleep(RESYNC)  # the old owners finish and release
+        wait_until(all_labelled(devices, "Grow"), 3 * RESYNC + SLACK, "drift corrected")
+        assert overlapping_puts(devices) == []
         for device in devices:
             device.clear_journal()
         drift(devices)
@@ -217,7 +223,10 @@ class TestEtcdLost:
             time.sleep(2 * RESYNC)
             assert [d.number for d in devices if any(e.method == "PUT" for e in d.journal)] == []
 
+            time.sleep(3)  # a few seconds without etcd: gRPC's reconnect backoff grows
             server.start()
+            for proc in procs:
+                proc.wait_for("cluster.joined", timeout=LEASE_TTL + 3)
             wait_until(all_labelled(devices, "Lost"), 30, "the fleet converged once etcd answered")
             wait_until(lambda: healthz(port) == 200, 10, "/healthz says 200")
 
