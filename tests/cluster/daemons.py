@@ -80,8 +80,8 @@ def node_args(
     ]
 
 
-def start_node(args: list[str]) -> DaemonProcess:
-    return DaemonProcess(args, env={"CLUSTER_SIP_PASSWORD": SIP_PASSWORD})
+def start_node(args: list[str], env: dict[str, str] | None = None) -> DaemonProcess:
+    return DaemonProcess(args, env={"CLUSTER_SIP_PASSWORD": SIP_PASSWORD, **(env or {})})
 
 
 def node_of(user_agent: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -64,7 +65,9 @@ def nodes() -> Iterator[list[DaemonProcess]]:
 def launch(
     nodes: list[DaemonProcess], tmp_path: Path, cluster_name: str
 ) -> Callable[..., DaemonProcess]:
-    def start(node: str, endpoint: str, desired: Path, *extra: str) -> DaemonProcess:
+    def start(
+        node: str, endpoint: str, desired: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> DaemonProcess:
         args = node_args(
             endpoint=endpoint,
             cluster=cluster_name,
@@ -73,7 +76,7 @@ def launch(
             tmp_path=tmp_path,
             extra=extra,
         )
-        proc = start_node(args)
+        proc = start_node(args, env)
         nodes.append(proc)
         return proc
 
@@ -89,6 +92,30 @@ def settled(procs: list[DaemonProcess], members: int) -> None:
         return len(found[-1]["members"]) if found else 0
 
     wait_until(lambda: all(seen(p) == members for p in procs), 20, f"{members} members seen")
+
+
+class Notifications:
+    """A $NOTIFY_SOCKET that keeps the last STATUS= line a daemon sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.status = ""
+
+    def last_status(self) -> str:
+        while True:
+            try:
+                message = self.sock.recv(4096).decode()
+            except BlockingIOError:
+                return self.status
+            for line in message.splitlines():
+                if line.startswith("STATUS="):
+                    self.status = line
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def healthz(port: int) -> int:
@@ -206,6 +233,7 @@ class TestEtcdLost:
             device.clear_journal()
         server = EtcdServer(_binary(), tmp_path / "etcd")
         port = free_port()
+        notify = Notifications(tmp_path / "notify.sock")
         procs = [
             launch(
                 "n1",
@@ -213,6 +241,7 @@ class TestEtcdLost:
                 tmp_path / "desired",
                 "--metrics-address",
                 f"127.0.0.1:{port}",
+                env={"NOTIFY_SOCKET": str(notify.path)},
             ),
             launch("n2", server.endpoint, tmp_path / "desired"),
         ]
@@ -220,6 +249,7 @@ class TestEtcdLost:
             for proc in procs:
                 proc.wait_for("cluster.unavailable", timeout=20)
             wait_until(lambda: healthz(port) == 503, 10, "/healthz says 503")
+            wait_until(lambda: "STATUS=cluster unavailable" in notify.last_status(), 5, "STATUS")
             time.sleep(2 * RESYNC)
             assert [d.number for d in devices if any(e.method == "PUT" for e in d.journal)] == []
 
@@ -229,6 +259,7 @@ class TestEtcdLost:
                 proc.wait_for("cluster.joined", timeout=LEASE_TTL + 3)
             wait_until(all_labelled(devices, "Lost"), 30, "the fleet converged once etcd answered")
             wait_until(lambda: healthz(port) == 200, 10, "/healthz says 200")
+            wait_until(lambda: "STATUS=node n1" in notify.last_status(), 5, "STATUS names n1")
 
             server.stop()
             for proc in procs:
@@ -240,6 +271,7 @@ class TestEtcdLost:
             time.sleep(3 * RESYNC)
             assert [d.number for d in devices if any(e.method == "PUT" for e in d.journal)] == []
             assert healthz(port) == 503
+            assert "STATUS=cluster unavailable" in notify.last_status()
 
             server.start()
             took = wait_until(
@@ -248,6 +280,7 @@ class TestEtcdLost:
             print(f"drift corrected {took:.2f} s after etcd returned")
         finally:
             server.stop()
+            notify.close()
         assert overlapping_puts(devices) == []
 
 
