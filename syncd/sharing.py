@@ -201,6 +201,8 @@ class Clustered:
         self._task: asyncio.Task[None] | None = None
         self._busy: set[str] = set()
         self._owned: frozenset[str] = frozenset()
+        self._owners: dict[str, str | None] = {}
+        self._owners_among: frozenset[str] = frozenset()
         self._seen: tuple[bool, frozenset[str], str | None] | None = None
         self._differs: tuple[tuple[str, str], ...] = ()
         self._background: set[asyncio.Task[None]] = set()
@@ -226,10 +228,16 @@ class Clustered:
         return self._cluster.members
 
     def owns(self, device: str) -> bool:
-        return self._store.loaded and self._cluster.owns(device)
+        return self._store.loaded and self._cluster.healthy and self.owner_of(device) == self.node
 
     def owner_of(self, device: str) -> str | None:
-        return self._cluster.owner_of(device)
+        """As ``ClusterNode.owner_of``, remembered until the members change (asked often)."""
+        members = self._cluster.members
+        if members != self._owners_among:
+            self._owners_among, self._owners = members, {}
+        if device not in self._owners:
+            self._owners[device] = self._cluster.owner_of(device)
+        return self._owners[device]
 
     def health_problem(self) -> str | None:
         """Why ``/healthz`` answers 503, or None (called from the metrics thread)."""
