@@ -26,6 +26,16 @@ _SETTING_FLAGS = (
     ("--log-level", str, "debug, info, warning or error"),
     ("--metrics-address", str, "HOST:PORT to serve Prometheus metrics and /healthz on"),
     ("--socket", Path, "the daemon's control socket (default: STATE_DIR/syncd.sock)"),
+    ("--cluster-endpoints", str, "etcd endpoints http(s)://HOST:PORT,...; unset: standalone"),
+    ("--cluster-name", str, "key prefix in etcd, the same on every node (default syncd)"),
+    ("--node-name", str, "this node's name in the cluster (default: the host name)"),
+    ("--lease-ttl", float, "seconds until a silent node's devices move (default 10)"),
+    ("--cluster-ca-file", Path, "CA certificate of etcd (https endpoints)"),
+    ("--cluster-cert-file", Path, "client certificate for etcd (mutual TLS)"),
+    ("--cluster-key-file", Path, "client key for etcd (mutual TLS)"),
+    ("--cluster-username", str, "etcd user"),
+    ("--cluster-password-file", Path, "file holding the etcd user's password"),
+    ("--password-key-file", Path, "key of the password records (cluster: same on every node)"),
 )
 
 

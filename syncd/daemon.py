@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from syncd import events, loop
@@ -37,11 +38,12 @@ from syncd.model import DeviceSpec, Mode
 from syncd.monitoring import RegistrationMonitor
 from syncd.notify import Notifier
 from syncd.outcome import Outcome, Tally
-from syncd.reconcile import Reconciler
+from syncd.reconcile import HistorySink, Reconciler
 from syncd.retrying import RetryPolicy
 from syncd.revision import desired_revision
 from syncd.settings import Settings
-from syncd.state import FileStateStore, StateError
+from syncd.sharing import SharingError, open_sharing
+from syncd.state import StateError
 from syncd.status import InvalidFile
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
@@ -74,17 +76,25 @@ class Daemon:
         self._last_status = ""
         self._last_problems: set[Problem] = set()
         self._timing = Timing(settings.resync_interval, settings.max_backoff)
-        try:
-            self.state = FileStateStore.open(settings.state_dir)
-        except StateError as exc:
+        try:  # standalone, or this node's share of a cluster (SPEC section 11)
+            self.sharing = open_sharing(
+                settings, workers=lambda: self.workers, metrics=self.metrics
+            )
+        except SharingError as exc:
             raise StartupError(str(exc)) from None
+        self.state = self.sharing.state
         self.pool = ClientPool(
             timeout=settings.request_timeout,
             keepalive_expiry=settings.resync_interval * 1.2 + 5,
+            node=self.sharing.node,
         )
         #: What the daemon saw of each device: the status and the repeating events' memory.
-        self.view = FleetView(node=socket.gethostname())
-        self.history = HistoryLog.in_state_dir(settings.state_dir)
+        self.view = FleetView(node=self.sharing.node or socket.gethostname())
+        if self.sharing.node is not None:
+            self.view.owner_of = self.sharing.owner_of
+        self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
+            settings.state_dir
+        )
         self.reconciler = Reconciler(
             pool=self.pool,
             state=self.state,
@@ -92,6 +102,7 @@ class Daemon:
             metrics=self.metrics,
             history=self.history,
             watch=self.view,
+            sharing=self.sharing,
         )
         self.monitor = RegistrationMonitor(
             reconciler=self.reconciler,
@@ -131,6 +142,7 @@ class Daemon:
             revision = desired_revision(self.desired_dir, revision_material(specs))
             new_revision = revision != self.revision
             self._set_revision(revision)
+            self.sharing.publish_revision(revision)
             changed = await self._update_workers(specs, kick_all=kick_all)
             if periodic and not changed and not new_revision and seen == self._last_problems:
                 return
@@ -216,19 +228,22 @@ class Daemon:
         self.metrics.devices.set(len(self.workers))
         return changed
 
+    async def _reconcile_and_monitor(self, spec: DeviceSpec) -> Outcome:
+        outcome = await self.reconciler.reconcile(spec, apply=True, revision=self.revision)
+        view = self.view.devices.get(spec.name)
+        if view is not None:
+            try:
+                await self.monitor.check(spec, outcome, view)
+            except Exception as exc:  # monitoring must never fail a reconcile
+                events.registration_unreadable(
+                    self.log.bind(device=spec.name),
+                    error=f"internal error: {type(exc).__name__}: {exc}",
+                )
+        return outcome
+
     def _worker(self, spec: DeviceSpec) -> DeviceWorker:
         async def run(spec: DeviceSpec) -> Outcome:
-            outcome = await self.reconciler.reconcile(spec, apply=True, revision=self.revision)
-            view = self.view.devices.get(spec.name)
-            if view is not None:
-                try:
-                    await self.monitor.check(spec, outcome, view)
-                except Exception as exc:  # monitoring must never fail a reconcile
-                    events.registration_unreadable(
-                        self.log.bind(device=spec.name),
-                        error=f"internal error: {type(exc).__name__}: {exc}",
-                    )
-            return outcome
+            return await self.sharing.turn(spec, partial(self._reconcile_and_monitor, spec))
 
         return DeviceWorker(
             spec,
@@ -283,7 +298,7 @@ class Daemon:
             "pending": tally.pending,
         }
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        return f"{len(self.workers)} devices: {parts or 'none'}"
+        return f"{self.sharing.describe()}{len(self.workers)} devices: {parts or 'none'}"
 
     def _update_status(self) -> None:
         status = self.summary()
@@ -291,8 +306,9 @@ class Daemon:
             self._last_status = status
             self.notifier.status(status)
         # The snapshot the socket and the page read: replaced whole, rebuilt only when
-        # something changed (or a rollout engine may have news).
-        if self.view.version != self._status_version or self.conductor is not None:
+        # something changed (or a rollout engine or the cluster may have news).
+        news = self.conductor is not None or self.sharing.node is not None
+        if self.view.version != self._status_version or news:
             self._status_version = self.view.version
             self._status = self.view.snapshot(self.conductor)
 
@@ -377,6 +393,10 @@ class Daemon:
 
     async def run(self) -> int:
         self._check_desired_dir()
+        try:
+            await self.sharing.start()
+        except SharingError as exc:
+            raise StartupError(str(exc)) from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop, sig)
@@ -414,6 +434,7 @@ class Daemon:
         self.notifier.stopping()
         events.daemon_stopping(self.log, in_flight=sum(w.running for w in self.workers.values()))
         await self._drain(self.workers.values())
+        await self.sharing.stop()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

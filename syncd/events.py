@@ -25,6 +25,10 @@ __all__ = [
     "apply_succeeded",
     "auth_failed",
     "change_pending",
+    "cluster_joined",
+    "cluster_members",
+    "cluster_revision_differs",
+    "cluster_unavailable",
     "daemon_failed",
     "daemon_signal",
     "daemon_starting",
@@ -290,3 +294,34 @@ def export_read(log: Log, *, url: str, accounts: int) -> None:
 
 def export_written(log: Log, *, url: str, file: str) -> None:
     log.info("export.written", url=url, file=file)
+
+
+# ------------------------------------------------------------ cluster (SPEC section 11)
+
+
+def cluster_joined(
+    log: Log, *, node: str, members: Sequence[str], leader: str | None, owned: int
+) -> None:
+    log.info("cluster.joined", node=node, members=list(members), leader=leader, owned=owned)
+
+
+def cluster_members(
+    log: Log, *, node: str, members: Sequence[str], leader: str | None, owned: int
+) -> None:
+    log.info("cluster.members", node=node, members=list(members), leader=leader, owned=owned)
+
+
+def cluster_unavailable(log: Log, *, node: str, error: str) -> None:
+    log.warning("cluster.unavailable", node=node, error=error)
+
+
+def cluster_revision_differs(
+    log: Log, *, node: str, revision: str | None, revisions: Mapping[str, str], lagging: bool
+) -> None:
+    log.warning(
+        "cluster.revision_differs",
+        node=node,
+        revision=revision,
+        revisions=dict(revisions),
+        lagging=lagging,
+    )

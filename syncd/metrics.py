@@ -101,6 +101,8 @@ class Metrics:
         self._registered: dict[str, set[int]] = {}
         self._failing: dict[str, str] = {}
         self._invalid: set[str] = set()
+        #: Another reason for /healthz to answer 503 (cluster mode: etcd unavailable), or None.
+        self.health_problem: Callable[[], str | None] = lambda: None
 
     def set_revision(self, revision: str) -> None:
         """Make ``revision`` the one ``syncd_desired_info`` reports (the old one goes)."""
@@ -222,9 +224,11 @@ def serve_metrics(
         path = environ.get("PATH_INFO")
         if path == "/healthz":
             age = time.monotonic() - metrics.heartbeat
-            ok = age <= stale_after
+            problem = f"scheduler stuck for {age:.0f}s" if age > stale_after else None
+            problem = problem or metrics.health_problem()
+            ok = problem is None
             start("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ok\n" if ok else f"scheduler stuck for {age:.0f}s\n".encode()]
+            return [b"ok\n" if ok else f"{problem}\n".encode()]
         if path == "/metrics":
             return prom(environ, start)  # type: ignore[no-any-return]
         if status is not None and path in ("/", "/status"):

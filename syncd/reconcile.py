@@ -9,12 +9,13 @@ Every step logs the SPEC's events (:mod:`syncd.events`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from syncd import events
-from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError
+from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TransportError
 from syncd.devices_view import difference_key
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.history import HistoryEntry, Result, Trigger, history_changes
@@ -26,6 +27,7 @@ from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
+    from syncd.sharing import Sharing
 
 __all__ = ["Reconciler", "reconcile_many"]
 
@@ -61,7 +63,10 @@ class Reconciler:
         metrics: Metrics | None = None,
         history: HistorySink | None = None,
         watch: ReconcileWatch | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
+        #: Cluster mode: a PUT only with the device's ownership key, bounded by the lease.
+        self._sharing = sharing
         self._metrics = metrics
         self._history = history
         self._watch = watch
@@ -228,12 +233,23 @@ class Reconciler:
         revision: str | None = None,
     ) -> Outcome:
         log = self.log.bind(device=spec.name)
+        if self._sharing is not None and not await self._sharing.acquire(spec.name):
+            reason = "another cluster node still holds the device"
+            events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
+            return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
         body = plan.put_body()
         trigger: Trigger = "drift" if drift else "change"
         if self._watch is not None:
             self._watch.changing(spec.name)
+        window = self._sharing.put_window() if self._sharing else contextlib.nullcontext()
         try:
-            await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
+            async with window:
+                await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
+        except TimeoutError:  # the cluster lease could end before the PUT: stopped here
+            exc = TransportError(f"{spec.url}: PUT cut short, this node's cluster lease ends")
+            events.apply_failed(log, error=str(exc), kind=exc.kind)
+            failure = Failure.from_error(exc)
+            return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
         except DeviceError as exc:
             events.apply_failed(
                 log,

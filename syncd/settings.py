@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     retry_attempts: int = Field(3, ge=1, le=20)
     #: Longest wait between a failing device's reconciles in the daemon.
     max_backoff: float = Field(300.0, gt=0, allow_inf_nan=False)
+    # Cluster mode (SPEC section 11, checked in syncd.cluster.settings); unset: standalone.
+    cluster_endpoints: str | None = None
+    cluster_name: str = "syncd"
+    node_name: str | None = None
+    lease_ttl: float = Field(10.0, ge=2, le=3600, allow_inf_nan=False)
+    cluster_ca_file: Path | None = None
+    cluster_cert_file: Path | None = None
+    cluster_key_file: Path | None = None
+    cluster_username: str | None = None
+    cluster_password_file: Path | None = None
+    #: The password-record key (cluster: the same on every node); else credential or generated.
+    password_key_file: Path | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -139,6 +139,23 @@ def describe_failure(exc: BaseException, access: EtcdAccess) -> str | None:
     return None
 
 
+#: gRPC backs off up to 120 s between reconnects; after an outage a node must
+#: rejoin within about a second of etcd answering, so cap the backoff.
+_RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
+def _reconnect_quickly(client: etcd3aio.Etcd3Client) -> None:
+    """Add the reconnect options to the client's channel (etcd3aio has no parameter for them)."""
+    manager = getattr(client, "_manager", None)
+    options = getattr(manager, "grpc_options", None)
+    if isinstance(options, list):
+        options.extend(_RECONNECT_OPTIONS)
+
+
 class EtcdConnection:
     """A lazily opened etcd3aio client with optional TLS and token authentication."""
 
@@ -177,6 +194,7 @@ class EtcdConnection:
                 cert_chain=self._cert,
                 cert_key=self._key,
             )
+            _reconnect_quickly(client)
             self._client = client
             self._targets = targets
         return self._client

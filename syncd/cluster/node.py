@@ -8,6 +8,10 @@ Keys, all under ``/{cluster}/``:
   taken in a transaction before the first PUT;
 - ``leader``: the node driving rollouts, bound to its lease.
 
+A member's registration also says which desired revision the node has
+loaded, and since when (``publish_revision``), so a node can tell that its
+checkout lags behind another's (``revisions``).
+
 Fencing. The lease is renewed every third of its TTL. The node trusts its
 lease only until ``last renewal sent + 2/3 TTL``: a renewal that fails, or is
 late, makes it own nothing at once (``healthy`` False), well before etcd can
@@ -82,6 +86,9 @@ class ClusterNode:
         self._joined = False
         self._available = False
         self._members: frozenset[str] = frozenset()
+        self._revisions: dict[str, tuple[str, float]] = {}  # node -> (revision, since)
+        self._revision: tuple[str, float] | None = None  # ours, as published
+        self._written: bytes | None = None  # our member record as last written
         self._leader: tuple[str, int] | None = None
         self._held: dict[str, int] = {}  # device -> create_revision of our owners key
         self._stopping = False
@@ -134,6 +141,11 @@ class ClusterNode:
     def members(self) -> frozenset[str]:
         """The live nodes as last seen (this one included once joined)."""
         return self._members
+
+    @property
+    def revisions(self) -> dict[str, tuple[str, float]]:
+        """Live members' desired revisions, as ``node -> (revision, since)`` (wall-clock time)."""
+        return {n: r for n, r in self._revisions.items() if n in self._members}
 
     @property
     def leader(self) -> str | None:
@@ -220,6 +232,36 @@ class ClusterNode:
         await self._members_mirror.close()
         await self._leader_mirror.close()
         self._joined = False
+
+    async def publish_revision(self, revision: str, since: float) -> None:
+        """Say in this node's registration that it has loaded ``revision`` since ``since``.
+
+        Kept across rejoins; a failure to write now is repaired at the next rejoin.
+        """
+        if self._revision is not None and self._revision[0] == revision:
+            return
+        self._revision = (revision, since)
+        if not self.healthy or self._lease_id is None or self._written is None:
+            return
+        record = self._record()
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            client = await self.connection.open()
+            assert client.kv is not None
+            kv = client.kv
+            response: Any = await kv.txn(
+                [kv.txn_compare_value(self._member_key, self._written)],
+                [kv.txn_op_put(self._member_key, record, lease=self._lease_id)],
+                [],
+                timeout=self.connection.timeout,
+            )
+            if response.succeeded:
+                self._written = record
+
+    def _record(self) -> bytes:
+        data: dict[str, Any] = {"node": self.node_name, "lease": self._lease_id}
+        if self._revision is not None:
+            data |= {"revision": self._revision[0], "since": self._revision[1]}
+        return json.dumps(data, sort_keys=True).encode()
 
     # ---------------------------------------------------------------- ownership
 
@@ -334,7 +376,7 @@ class ClusterNode:
             self._held.clear()
             self._renewed(sent)
         lease = self._lease_id
-        record = json.dumps({"node": self.node_name, "lease": lease}).encode()
+        record = self._record()
         response: Any = await kv.txn(
             [kv.txn_compare_create_revision(self._member_key, 0)],
             [kv.txn_op_put(self._member_key, record, lease=lease)],
@@ -348,6 +390,9 @@ class ClusterNode:
                     f"node_name {self.node_name!r} is already used by another live node of "
                     f"cluster {self.cluster_name!r}; give each node its own node_name"
                 )
+            if kvs and bytes(kvs[0].value) != record:  # our lease, an older record
+                await kv.put(self._member_key, record, lease=lease, timeout=timeout)
+        self._written = record
         self._joined = True
         self._set_available(True)
         await self._members_mirror.reload()
@@ -434,14 +479,34 @@ class ClusterNode:
             self._notify()
 
     def _members_snapshot(self, changes: list[Change]) -> None:
+        self._revisions = {}
+        for change in changes:
+            self._note_revision(self._member_name(change.key), change.value)
         self._set_members(frozenset(self._member_name(c.key) for c in changes))
 
     def _member_changed(self, change: Change) -> None:
         name = self._member_name(change.key)
+        self._note_revision(name, change.value)
         if change.value is None:
             self._set_members(self._members - {name})
         else:
             self._set_members(self._members | {name})
+
+    def _note_revision(self, name: str, value: bytes | None) -> None:
+        """Remember the revision a member's record names (another revision: notify)."""
+        try:
+            record = json.loads(value) if value is not None else None
+        except ValueError:
+            record = None
+        found = None
+        if isinstance(record, dict) and isinstance(record.get("revision"), str):
+            since = record.get("since")
+            found = (record["revision"], float(since) if isinstance(since, int | float) else 0.0)
+        before = self._revisions.pop(name, None)
+        if found is not None:
+            self._revisions[name] = found
+        if before != found and value is not None and name in self._members:
+            self._notify()
 
     def _leader_snapshot(self, changes: list[Change]) -> None:
         found = [c for c in changes if c.key == self._leader_key]

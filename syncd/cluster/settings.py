@@ -11,7 +11,6 @@ setting.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from syncd import password_key
 from syncd.cluster.connection import ClusterError, EtcdAccess, EtcdConnection, parse_endpoints
 from syncd.cluster.node import ClusterNode
 from syncd.cluster.store import EtcdStateStore
@@ -30,13 +30,15 @@ __all__ = [
     "ETCD_PASSWORD_CREDENTIAL",
     "PASSWORD_KEY_CREDENTIAL",
     "ClusterConfig",
+    "build_cluster",
     "cluster_config",
     "open_cluster",
     "read_password_key",
+    "start_cluster",
 ]
 
 ETCD_PASSWORD_CREDENTIAL = "syncd-etcd-password"
-PASSWORD_KEY_CREDENTIAL = "syncd-password-key"
+PASSWORD_KEY_CREDENTIAL = password_key.PASSWORD_KEY_CREDENTIAL
 
 #: name -> (type, default, meaning), for syncd/settings.py.
 CLUSTER_SETTINGS: dict[str, tuple[str, Any, str]] = {
@@ -66,7 +68,6 @@ CLUSTER_SETTINGS: dict[str, tuple[str, Any, str]] = {
 }
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-_MIN_KEY = 16
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,6 @@ class ClusterConfig:
     password_key: bytes = field(repr=False)
 
 
-def _credential(name: str) -> Path | None:
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if directory and (Path(directory) / name).is_file():
-        return Path(directory) / name
-    return None
-
-
 def _read_secret(path: Path, setting: str) -> bytes:
     try:
         return path.read_bytes().strip()
@@ -94,16 +88,10 @@ def _read_secret(path: Path, setting: str) -> bytes:
 
 def read_password_key(path: Path | None) -> bytes | None:
     """The password-record key from ``password_key_file`` or the systemd credential, if any."""
-    source = path or _credential(PASSWORD_KEY_CREDENTIAL)
-    if source is None:
-        return None
-    key = _read_secret(source, "password_key_file")
-    if len(key) < _MIN_KEY:
-        raise ClusterError(
-            f"password_key_file: {source} holds fewer than {_MIN_KEY} bytes "
-            "(make one with: openssl rand -hex 32)"
-        )
-    return key
+    try:
+        return password_key.read_password_key(path)
+    except password_key.PasswordKeyError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def _name(value: str, setting: str) -> str:
@@ -135,7 +123,7 @@ def cluster_config(settings: object) -> ClusterConfig | None:
     username = get("cluster_username")
     password: SecretStr | None = None
     if username is not None:
-        source = get("cluster_password_file") or _credential(ETCD_PASSWORD_CREDENTIAL)
+        source = get("cluster_password_file") or password_key.credential(ETCD_PASSWORD_CREDENTIAL)
         if source is None:
             raise ClusterError(
                 "cluster_username is set but no password: set cluster_password_file "
@@ -162,13 +150,10 @@ def cluster_config(settings: object) -> ClusterConfig | None:
     return ClusterConfig(access, cluster_name, node_name, lease_ttl, key)
 
 
-async def open_cluster(
+def build_cluster(
     config: ClusterConfig, *, on_change: Callable[[], None] | None = None
 ) -> tuple[ClusterNode, EtcdStateStore]:
-    """Connect, join (or keep trying, when etcd does not answer) and start the shared state.
-
-    Raises ClusterError for wrong credentials or CA, or a node name in use.
-    """
+    """The node and the shared state store, not started yet (no network; no event loop needed)."""
     connection = EtcdConnection(config.access, timeout=max(1.0, min(5.0, config.lease_ttl / 3)))
     node = ClusterNode(
         connection,
@@ -177,16 +162,32 @@ async def open_cluster(
         lease_ttl=config.lease_ttl,
         on_change=on_change,
     )
-    try:
-        await node.start()
-    except ClusterError:
-        await connection.close()
-        raise
     store = EtcdStateStore(
         connection,
         cluster_name=config.cluster_name,
         node_name=config.node_name,
         password_key=config.password_key,
     )
+    return node, store
+
+
+async def start_cluster(node: ClusterNode, store: EtcdStateStore) -> None:
+    """Join (or keep trying, when etcd does not answer) and start the shared state.
+
+    Raises ClusterError for wrong credentials or CA, or a node name in use.
+    """
+    try:
+        await node.start()
+    except ClusterError:
+        await node.connection.close()
+        raise
     await store.start()
+
+
+async def open_cluster(
+    config: ClusterConfig, *, on_change: Callable[[], None] | None = None
+) -> tuple[ClusterNode, EtcdStateStore]:
+    """``build_cluster`` then ``start_cluster``; raises ClusterError as the latter."""
+    node, store = build_cluster(config, on_change=on_change)
+    await start_cluster(node, store)
     return node, store

@@ -53,13 +53,13 @@ class FileStateStore:
         return f"FileStateStore({str(self.directory)!r})"
 
     @classmethod
-    def open(cls, directory: Path) -> FileStateStore:
-        """Create or open the state directory (0700) and its key (0600)."""
+    def open(cls, directory: Path, *, key: bytes | None = None) -> FileStateStore:
+        """Create or open the state directory (0700) and its key (0600), unless ``key`` is given."""
         store = cls(directory)
         try:
             store._devices.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(directory, 0o700)
-            store._key = store._load_key()
+            store._key = key or store._load_key()
             with tempfile.NamedTemporaryFile(dir=store._devices, prefix=".probe-"):
                 pass
         except OSError as exc:

@@ -21,7 +21,7 @@ ENTRY_POINTS = {
 LEFT_TO_OTHER_WORK = {
     "syncd.client": {"AUTH_CODES", "ApiError", "user_agent"},
     "syncd.control": {"ControlHandlers", "SOCKET_NAME"},
-    "syncd.history": {"HISTORY_FILE", "HistoryRead", "PASSWORD_SET", "Result", "Trigger"},
+    "syncd.history": {"HISTORY_FILE", "PASSWORD_SET", "Result", "Trigger"},
     "syncd.http_auth": {"FirmwareDigestAuth", "challenge_schemes"},
     "syncd.metrics": {"StatusSource"},
     "syncd.page": {"REFRESH_SECONDS"},
@@ -33,21 +33,14 @@ LEFT_TO_OTHER_WORK = {
     },
     "syncd.windows": {"HORIZON"},
     "syncd.cluster": {
-        "CLUSTER_SETTINGS",
-        "ClusterConfig",
-        "ClusterError",
-        "ClusterNode",
         "EtcdAccess",
         "EtcdConnection",
-        "EtcdStateStore",
-        "cluster_config",
         "open_cluster",
         "owner_of",
         "read_password_key",
     },
     "syncd.cluster.hashing": {"weight"},
     "syncd.cluster.settings": {"ETCD_PASSWORD_CREDENTIAL", "PASSWORD_KEY_CREDENTIAL"},
-    "syncd.cluster.watching": {"read_prefix"},
 }
 #: SPEC section 7 events that the rollout, health, history and control work will log.
 #: They are defined now so that every event has its one place; remove a name as it gets a caller.

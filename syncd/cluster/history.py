@@ -1,0 +1,45 @@
+"""The change history of cluster mode: ``HistoryLog``'s two methods over the shared store.
+
+Every node appends to the same bounded history in etcd (``EtcdStateStore``),
+so a device that moves to another node keeps its history, and ``syncd
+history`` on any node shows the whole fleet's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from syncd.cluster.store import EtcdStateStore
+from syncd.history import HistoryEntry, HistoryRead
+
+__all__ = ["EtcdHistory"]
+
+
+class EtcdHistory:
+    """``append`` and ``read`` as :class:`syncd.history.HistoryLog` has them, kept in etcd."""
+
+    def __init__(self, store: EtcdStateStore) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"EtcdHistory({self.store!r})"
+
+    def append(self, entry: HistoryEntry) -> None:
+        self.store.append_history(entry.as_dict())
+
+    def read(self, *, device: str | None = None, since: datetime | None = None) -> HistoryRead:
+        """Entries of every node, oldest first, filtered; unreadable ones skipped with a warning."""
+        entries: list[HistoryEntry] = []
+        warnings: list[str] = []
+        for number, raw in enumerate(self.store.history(), start=1):
+            try:
+                entry = HistoryEntry.from_dict(raw)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                warnings.append(f"etcd history entry {number}: skipped, not a whole entry")
+                continue
+            if device is not None and entry.device != device:
+                continue
+            if since is not None and entry.time < since:
+                continue
+            entries.append(entry)
+        return HistoryRead(entries, warnings)

@@ -1,0 +1,316 @@
+"""``syncd run`` nodes sharing one emulated fleet through a real etcd (SPEC section 11).
+
+Each node names itself in its User-Agent, so the emulator's journal tells
+which node read or changed which device, and when ([started, finished]).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.cluster.hashing import owner_of
+from syncd.simulator import Fleet, run_fleet_in_thread
+from tests.cluster.conftest import _binary
+from tests.cluster.daemons import (
+    LEASE_TTL,
+    RESYNC,
+    all_labelled,
+    desired_tree,
+    drift,
+    etcd_keys,
+    events_named,
+    node_args,
+    node_of,
+    overlapping_puts,
+    requests_by_node,
+    start_node,
+    wait_until,
+)
+from tests.e2e.conftest import DaemonProcess, syncd
+from tests.etcd_server import EtcdServer, free_port
+
+#: A takeover may take lease_ttl + one resync; this much more is allowed for a busy machine.
+SLACK = 4.0
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    """60 emulated intercoms shared by the module (each test writes its own desired values)."""
+    with run_fleet_in_thread(devices=60) as running:
+        yield running
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[DaemonProcess]]:
+    """Node processes started by the test; any left are killed afterwards."""
+    started: list[DaemonProcess] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        for pipe in (proc.proc.stdout, proc.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def launch(
+    nodes: list[DaemonProcess], tmp_path: Path, cluster_name: str
+) -> Callable[..., DaemonProcess]:
+    def start(
+        node: str, endpoint: str, desired: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> DaemonProcess:
+        args = node_args(
+            endpoint=endpoint,
+            cluster=cluster_name,
+            node=node,
+            desired=desired,
+            tmp_path=tmp_path,
+            extra=extra,
+        )
+        proc = start_node(args, env)
+        nodes.append(proc)
+        return proc
+
+    return start
+
+
+def settled(procs: list[DaemonProcess], members: int) -> None:
+    """Wait until every node's last membership event names ``members`` live nodes."""
+
+    def seen(proc: DaemonProcess) -> int:
+        found = events_named(proc, "cluster.joined") + events_named(proc, "cluster.members")
+        found.sort(key=lambda e: str(e["timestamp"]))
+        return len(found[-1]["members"]) if found else 0
+
+    wait_until(lambda: all(seen(p) == members for p in procs), 20, f"{members} members seen")
+
+
+class Notifications:
+    """A $NOTIFY_SOCKET that keeps the last STATUS= line a daemon sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.status = ""
+
+    def last_status(self) -> str:
+        while True:
+            try:
+                message = self.sock.recv(4096).decode()
+            except BlockingIOError:
+                return self.status
+            for line in message.splitlines():
+                if line.startswith("STATUS="):
+                    self.status = line
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+class TestSharedFleet:
+    def test_one_node_per_device_and_a_killed_node_taken_over(
+        self, fleet: Fleet, etcd: EtcdServer, launch: Callable[..., DaemonProcess], tmp_path: Path
+    ) -> None:
+        """Three nodes: each device read and changed by its one owner; a SIGKILLed node's drift is corrected by the others within lease_ttl + one resync; no PUT windows overlap across the kill and a restart."""
+        devices = fleet.devices
+        names = desired_tree(tmp_path / "desired", devices, "Kill")
+        procs = [launch(n, etcd.endpoint, tmp_path / "desired") for n in ("n1", "n2", "n3")]
+        wait_until(all_labelled(devices, "Kill"), 40, "the fleet converged")
+        settled(procs, 3)
+
+        for device in devices:
+            device.clear_journal()
+        time.sleep(2.5 * RESYNC)
+        owners = {}
+        for name, device in zip(names, devices, strict=True):
+            readers = requests_by_node(device)
+            assert len(readers) == 1, (name, readers)
+            owners[name] = next(iter(readers))
+        assert owners == {n: owner_of(n, ["n1", "n2", "n3"]) for n in names}
+        shares = {node: list(owners.values()).count(node) for node in ("n1", "n2", "n3")}
+        assert min(shares.values()) >= 8, shares
+
+        drift(devices)
+        wait_until(all_labelled(devices, "Kill"), 3 * RESYNC + SLACK, "drift corrected")
+        for name, device in zip(names, devices, strict=True):
+            assert set(requests_by_node(device, "PUT")) == {owners[name]}, name
+
+        victims = [d for n, d in zip(names, devices, strict=True) if owners[n] == "n1"]
+        procs[0].proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        drift(victims)
+        wait_until(all_labelled(devices, "Kill"), LEASE_TTL + RESYNC + SLACK, "takeover")
+        took = time.monotonic() - killed_at
+        print(f"takeover of {len(victims)} devices after SIGKILL: {took:.2f} s")
+        for name, device in zip(names, devices, strict=True):
+            if owners[name] == "n1":
+                after_kill = [e for e in device.journal if e.method == "PUT"][-1]
+                assert node_of(after_kill.user_agent) == owner_of(name, ["n2", "n3"]), name
+
+        procs[0] = launch("n1", etcd.endpoint, tmp_path / "desired")
+        settled(procs, 3)
+        drift(devices)
+        wait_until(all_labelled(devices, "Kill"), 3 * RESYNC + SLACK, "drift corrected")
+        for name, device in zip(names, devices, strict=True):
+            last = [e for e in device.journal if e.method == "PUT"][-1]
+            assert node_of(last.user_agent) == owners[name], name
+        assert overlapping_puts(devices) == []
+
+    def test_added_node_takes_about_a_third_and_sends_no_password_again(
+        self,
+        fleet: Fleet,
+        etcd: EtcdServer,
+        launch: Callable[..., DaemonProcess],
+        tmp_path: Path,
+        cluster_name: str,
+    ) -> None:
+        """A third node joining while PUTs are in flight takes about a third of the devices, from their old owners only, never overlapping their PUTs; moved devices keep their password records; owner keys name the node that changed each device."""
+        devices = fleet.devices
+        names = desired_tree(tmp_path / "desired", devices, "Grow")
+        procs = [launch(n, etcd.endpoint, tmp_path / "desired") for n in ("n1", "n2")]
+        wait_until(all_labelled(devices, "Grow"), 40, "the fleet converged")
+        settled(procs, 2)
+        for device in devices:
+            device.clear_journal()
+        drift(devices)
+        wait_until(all_labelled(devices, "Grow"), 3 * RESYNC + SLACK, "drift corrected")
+        before = {n: node_of(d.journal[-1].user_agent) for n, d in zip(names, devices, strict=True)}
+
+        # The old owners' next PUTs take 1.5 s each: the new node joins while they are in flight.
+        for device in devices:
+            device.inject(kind="delay", delay=1.5, method="PUT", count=1)
+        drift(devices)
+        time.sleep(RESYNC + 0.2)
+        procs.append(launch("n3", etcd.endpoint, tmp_path / "desired"))
+        settled(procs, 3)
+        wait_until(all_labelled(devices, "Grow"), 3 * RESYNC + SLACK, "drift corrected")
+        assert overlapping_puts(devices) == []
+        for device in devices:
+            device.clear_journal()
+        drift(devices)
+        wait_until(all_labelled(devices, "Grow"), 3 * RESYNC + SLACK, "drift corrected")
+        after = {}
+        for name, device in zip(names, devices, strict=True):
+            puts = [e for e in device.journal if e.method == "PUT"]
+            assert len({node_of(e.user_agent) for e in puts}) == 1, name
+            after[name] = node_of(puts[-1].user_agent)
+            assert all("password" not in json.dumps(e.blob) for e in puts), name
+        moved = [n for n in names if after[n] != before[n]]
+        assert all(after[n] == "n3" for n in moved)
+        assert 10 <= len(moved) <= 30, len(moved)
+        keys = etcd_keys(etcd.endpoint, f"/{cluster_name}/owners/")
+        assert {n: keys.get(n) for n in names} == after
+        assert overlapping_puts(devices) == []
+
+
+class TestEtcdLost:
+    def test_unavailable_at_start_then_lost_and_back(
+        self, fleet: Fleet, launch: Callable[..., DaemonProcess], tmp_path: Path
+    ) -> None:
+        """Nodes started without etcd change nothing and answer /healthz 503; with etcd they converge; etcd stopped, no PUT after lease_ttl; etcd back, the drift is corrected."""
+        devices = fleet.devices[:30]
+        desired_tree(tmp_path / "desired", devices, "Lost")
+        for device in devices:
+            device.clear_journal()
+        server = EtcdServer(_binary(), tmp_path / "etcd")
+        port = free_port()
+        notify = Notifications(tmp_path / "notify.sock")
+        procs = [
+            launch(
+                "n1",
+                server.endpoint,
+                tmp_path / "desired",
+                "--metrics-address",
+                f"127.0.0.1:{port}",
+                env={"NOTIFY_SOCKET": str(notify.path)},
+            ),
+            launch("n2", server.endpoint, tmp_path / "desired"),
+        ]
+        try:
+            for proc in procs:
+                proc.wait_for("cluster.unavailable", timeout=20)
+            wait_until(lambda: healthz(port) == 503, 10, "/healthz says 503")
+            wait_until(lambda: "STATUS=cluster unavailable" in notify.last_status(), 5, "STATUS")
+            time.sleep(2 * RESYNC)
+            assert [d.number for d in devices if any(e.method == "PUT" for e in d.journal)] == []
+
+            time.sleep(3)  # a few seconds without etcd: gRPC's reconnect backoff grows
+            server.start()
+            for proc in procs:
+                proc.wait_for("cluster.joined", timeout=LEASE_TTL + 3)
+            wait_until(all_labelled(devices, "Lost"), 30, "the fleet converged once etcd answered")
+            wait_until(lambda: healthz(port) == 200, 10, "/healthz says 200")
+            wait_until(lambda: "STATUS=node n1" in notify.last_status(), 5, "STATUS names n1")
+
+            server.stop()
+            for proc in procs:
+                proc.wait_for("cluster.unavailable", timeout=LEASE_TTL + 5)
+            time.sleep(LEASE_TTL)
+            for device in devices:
+                device.clear_journal()
+            drift(devices)
+            time.sleep(3 * RESYNC)
+            assert [d.number for d in devices if any(e.method == "PUT" for e in d.journal)] == []
+            assert healthz(port) == 503
+            assert "STATUS=cluster unavailable" in notify.last_status()
+
+            server.start()
+            took = wait_until(
+                all_labelled(devices, "Lost"), 20, "drift corrected after etcd returned"
+            )
+            print(f"drift corrected {took:.2f} s after etcd returned")
+        finally:
+            server.stop()
+            notify.close()
+        assert overlapping_puts(devices) == []
+
+
+class TestRefusals:
+    def test_same_node_name_refused(
+        self, fleet: Fleet, etcd: EtcdServer, launch: Callable[..., DaemonProcess], tmp_path: Path
+    ) -> None:
+        """A second node with a live node's name exits 1 with one sentence naming node_name."""
+        desired_tree(tmp_path / "desired", fleet.devices[:2], "Twin")
+        first = launch("twin", etcd.endpoint, tmp_path / "desired")
+        first.wait_for("cluster.joined", timeout=20)
+        second = launch("twin", etcd.endpoint, tmp_path / "desired")
+        assert second.proc.wait(timeout=20) == 1
+        assert second.proc.stderr is not None
+        error = second.proc.stderr.read().strip()
+        assert "node_name 'twin'" in error and "\n" not in error
+        assert first.proc.poll() is None
+
+    def test_cluster_without_password_key_refused(self, etcd: EtcdServer, tmp_path: Path) -> None:
+        """A cluster node without the password-record key exits 1 naming password_key_file."""
+        (tmp_path / "desired").mkdir()
+        result = syncd(
+            "run",
+            "--desired",
+            str(tmp_path / "desired"),
+            "--cluster-endpoints",
+            etcd.endpoint,
+            env={"CREDENTIALS_DIRECTORY": str(tmp_path)},
+            timeout=20,
+        )
+        assert result.returncode == 1
+        assert "password_key_file" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
