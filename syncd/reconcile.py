@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
     from syncd.sharing import Sharing
 
-__all__ = ["Reconciler", "reconcile_many"]
+__all__ = ["HistorySink", "Reconciler", "reconcile_many"]
 
 T = TypeVar("T")
 
