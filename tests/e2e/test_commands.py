@@ -160,6 +160,27 @@ class TestPasswords:
         assert _run("apply", root, tmp_path, env=env).returncode == 0
         assert len(puts(dev)) == 2
 
+    def test_moved_device_file_sends_no_password(self, sim, tmp_path):
+        """A device file renamed (git mv) is the same device: apply sends it no password again."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        root = _tree(tmp_path, fleet, "  - account: 1\n    password: {env: SIP1}\n")
+        env = {"SIP1": "s3cret-one"}
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 1 and dev.passwords[1] == "s3cret-one"
+        moved = root / "site-b" / "lobby.yaml"
+        moved.parent.mkdir()
+        (root / "site" / "dev1.yaml").rename(moved)
+        plan = _run("plan", root, tmp_path, env=env)
+        assert plan.returncode == 0, plan.stdout
+        again = _run("apply", root, tmp_path, env=env)
+        assert again.returncode == 0, again.stderr
+        assert len(puts(dev)) == 1
+        # The record moved with the device: a changed password is still sent once.
+        changed = _run("apply", root, tmp_path, env={"SIP1": "s3cret-two"})
+        assert changed.returncode == 0 and len(puts(dev)) == 2
+        assert dev.passwords[1] == "s3cret-two"
+
     def test_plan_json_shows_password_placeholder(self, sim, tmp_path):
         """plan --json reports a due password as live null, desired "(will be set)"."""
         fleet = sim(devices=1)
