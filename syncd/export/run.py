@@ -19,6 +19,7 @@ from typing import Any
 
 from syncd import events, loop
 from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TlsError
+from syncd.command_errors import report_error
 from syncd.commands import EXIT_ERROR, EXIT_OK
 from syncd.export.render import render_document
 from syncd.export.request import Access, ExportError, ExportRequest, Target
@@ -57,7 +58,7 @@ def export_command(request: ExportRequest, settings: Settings) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"syncd: error: {message}", file=sys.stderr, flush=True)
+    report_error(message)
 
 
 def _access(request: ExportRequest) -> Access:
