@@ -127,6 +127,13 @@ def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write DIR/NAME.yaml instead of printing; never overwrites a file",
     )
+    p.add_argument(
+        "--no-factor-defaults",
+        dest="factor_defaults",
+        action="store_false",
+        help="with --from-list: keep every value in each device's file "
+        "(default: values all devices share go to DIR/_defaults.yaml)",
+    )
     p.add_argument("--auth", choices=["digest", "basic", "none"], default="digest")
     p.add_argument("--username")
     secret = p.add_mutually_exclusive_group()

@@ -40,6 +40,8 @@ __all__ = [
     "device_recovered",
     "device_unreachable",
     "drift_detected",
+    "export_defaults_not_factored",
+    "export_defaults_written",
     "export_field_skipped",
     "export_no_identity",
     "export_read",
@@ -291,6 +293,14 @@ def export_no_identity(log: Log, *, error: str) -> None:
 
 def export_field_skipped(log: Log, *, error: str) -> None:
     log.warning("export.field_skipped", error=error)
+
+
+def export_defaults_written(log: Log, *, file: str, devices: int) -> None:
+    log.info("export.defaults_written", file=file, devices=devices)
+
+
+def export_defaults_not_factored(log: Log, *, error: str) -> None:
+    log.warning("export.defaults_not_factored", error=error)
 
 
 def export_read(log: Log, *, url: str, accounts: int) -> None:
