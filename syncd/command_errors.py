@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
-__all__ = ["error_line", "errors_as_json", "report_error"]
+__all__ = ["errors_as_json", "report_error"]
 
 
 def errors_as_json(stream: TextIO, *, fmt: str | None = None) -> bool:
@@ -30,7 +30,7 @@ def errors_as_json(stream: TextIO, *, fmt: str | None = None) -> bool:
         return True
 
 
-def error_line(message: str, *, as_json: bool, event: str = "command.failed") -> str:
+def _error_line(message: str, *, as_json: bool, event: str = "command.failed") -> str:
     """The line (with its newline) that reports ``message``."""
     if not as_json:
         return f"syncd: error: {message}\n"
@@ -48,5 +48,5 @@ def report_error(
 ) -> None:
     """Write one error sentence to stderr (or ``stream``) and flush it."""
     out = stream if stream is not None else sys.stderr
-    out.write(error_line(message, as_json=errors_as_json(out, fmt=fmt), event=event))
+    out.write(_error_line(message, as_json=errors_as_json(out, fmt=fmt), event=event))
     out.flush()

@@ -27,7 +27,6 @@ __all__ = [
     "defaults_text",
     "document_text",
     "read_document",
-    "render_document",
     "shared_values",
     "yaml_string",
 ]
@@ -154,19 +153,6 @@ def read_document(
         accounts=tuple(body),
     )
     return document, notes
-
-
-def render_document(
-    *,
-    url: str,
-    name: str | None,
-    access: Access,
-    accounts: Sequence[Mapping[str, Any]],
-    info: Mapping[str, Any] | None = None,
-) -> tuple[str, list[str]]:
-    """The desired-state YAML for a device, and notes on live values left out of it."""
-    document, notes = read_document(url=url, name=name, access=access, accounts=accounts, info=info)
-    return document_text(document), notes
 
 
 def document_text(document: Document, shared: Shared | None = None) -> str:
