@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from syncd import __version__
+from syncd.command_errors import errors_as_json, report_error
 
 if TYPE_CHECKING:
     from syncd.export import ExportRequest
@@ -38,9 +40,50 @@ _SETTING_FLAGS = (
     ("--password-key-file", Path, "key of the password records (cluster: same on every node)"),
 )
 
+#: Settings only the daemon uses: the one-shot commands refuse them rather than ignore them.
+_DAEMON_ONLY_FLAGS = ("--resync-interval", "--metrics-address")
+_ONE_SHOT_COMMANDS = ("validate", "plan", "apply", "export")
+
+
+def _requested_format(argv: Sequence[str]) -> str | None:
+    """The log format asked for on the command line or in the environment: json, console, None."""
+    found = os.environ.get("SYNCD_LOG_FORMAT")
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith("--log-format="):
+            found = arg.split("=", 1)[1]
+    return found if found in ("json", "console") else None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one JSON line when log events are JSON (stderr not a terminal)."""
+
+    #: The command line being parsed (for a --log-format on it).
+    argv: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        fmt = _requested_format(self.argv)
+        if errors_as_json(sys.stderr, fmt=fmt):
+            report_error(message, event="command.usage", fmt="json")
+            self.exit(2)
+        super().error(message)
+
+
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A one-shot command given a daemon-only setting is a usage error naming the flag."""
+    if args.command not in _ONE_SHOT_COMMANDS:
+        return
+    for flag in _DAEMON_ONLY_FLAGS:
+        if getattr(args, flag[2:].replace("-", "_"), None) is not None:
+            parser.error(
+                f"syncd {args.command} does not take {flag}: it is a setting of the daemon "
+                "(syncd run)"
+            )
+
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--desired", type=Path, metavar="DIR", help="desired-state directory")
     common.add_argument(
         "--device",
@@ -53,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     for flag, kind, text in _SETTING_FLAGS:
         common.add_argument(flag, type=kind, help=text)
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="syncd",
         description="Keep the SIP accounts of 2N IP intercoms equal to a tree of YAML files.",
     )
@@ -109,6 +152,13 @@ def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="write DIR/NAME.yaml instead of printing; never overwrites a file",
+    )
+    p.add_argument(
+        "--no-factor-defaults",
+        dest="factor_defaults",
+        action="store_false",
+        help="with --from-list: keep every value in each device's file "
+        "(default: values all devices share go to DIR/_defaults.yaml)",
     )
     p.add_argument("--auth", choices=["digest", "basic", "none"], default="digest")
     p.add_argument("--username")
@@ -216,14 +266,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from syncd.simulator.cli import main as simulate
         except ImportError as exc:
-            print(
-                f"syncd: error: the emulator needs extra packages ({exc.name} is missing); "
+            report_error(
+                f"the emulator needs extra packages ({exc.name} is missing); "
                 "install them with: pip install 'syncd[simulator]'",
-                file=sys.stderr,
+                fmt=_requested_format(argv),
             )
             return 1
         return simulate(argv[1:])
-    args = _parser().parse_args(argv)
+    _Parser.argv = argv
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_flags(parser, args)
     debug = args.log_level == "debug"
     try:
         return _dispatch(args)
@@ -232,16 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from syncd.commands import CommandError
         from syncd.export import ExportError
+        from syncd.logs import configured_format
         from syncd.settings import SettingsError
         from syncd.state import StateError
 
+        # The format logging was configured with; before that, what was asked for.
+        fmt = None if configured_format() is not None else _requested_format(argv)
         if isinstance(exc, CommandError | ExportError | SettingsError | StateError):
-            print(f"syncd: error: {exc}", file=sys.stderr)
+            report_error(str(exc), fmt=fmt)
         else:
-            print(
-                f"syncd: error: unexpected {type(exc).__name__}: {exc} "
-                "(run with --log-level debug for details)",
-                file=sys.stderr,
+            report_error(
+                f"unexpected {type(exc).__name__}: {exc} (run with --log-level debug for details)",
+                fmt=fmt,
             )
         if debug:
             traceback.print_exc()

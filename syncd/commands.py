@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from syncd import events, loop
@@ -19,6 +20,7 @@ from syncd.desired import (
 )
 from syncd.desired.names import is_defaults
 from syncd.devices_view import revision_material
+from syncd.diff import PASSWORD_PLACEHOLDER
 from syncd.history import HistoryLog
 from syncd.logs import get_logger
 from syncd.outcome import Outcome, Tally
@@ -74,8 +76,9 @@ def _check_filter(desired: DesiredState, devices: Sequence[str]) -> None:
 def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) -> int:
     """Offline check of the tree; secret references resolved only when asked.
 
-    The problems are the result: one ``FILE:LINE: field: message`` line each on
-    stderr (warnings too, marked), a one-line verdict on stdout when valid.
+    The problems are the result, on stdout (``syncd validate desired >
+    report.txt`` keeps them): one ``FILE:LINE: field: message`` line each
+    (warnings too, marked), then a one-line verdict.
     """
     desired = load_tree(desired_dir, log_problems=False)
     _check_filter(desired, devices)
@@ -86,9 +89,9 @@ def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool
         problems = [p for p in problems if _concerns(p, desired, devices)]
     errors = [p for p in problems if not p.warning]
     for problem in problems:
-        print(f"warning: {problem}" if problem.warning else str(problem), file=sys.stderr)
+        print(f"warning: {problem}" if problem.warning else str(problem))
     if errors:
-        print(f"{len(errors)} problem(s) in {desired_dir}", file=sys.stderr)
+        print(f"{len(errors)} problem(s) in {desired_dir}")
         return EXIT_ERROR
     chosen = select_devices(desired.devices, devices) if devices else desired.devices
     print(f"{desired_dir}: {len(chosen)} device(s) valid")
@@ -105,13 +108,18 @@ def _concerns(problem: Problem, desired: DesiredState, devices: Sequence[str]) -
     return any(problem.file in desired.devices[name].sources for name in chosen)
 
 
+#: A due password on a plan made without any password record: it may well be in place.
+NO_RECORD = "(no record)"
+
+
 async def _pass(
-    settings: Settings, devices: Sequence[str], *, apply: bool
+    settings: Settings, devices: Sequence[str], *, apply: bool, state: FileStateStore | None = None
 ) -> tuple[list[Outcome], dict[str, str]]:
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
-    state = FileStateStore.open(settings.state_dir)
+    if state is None:
+        state = FileStateStore.open(settings.state_dir)
     # apply records its PUTs in the history, under the revision in force; plan changes nothing.
     revision = (
         desired_revision(settings.desired_dir, revision_material(resolved.specs)) if apply else None
@@ -140,7 +148,13 @@ async def _pass(
 
 
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
-    outcomes, broken = loop.run(_pass(settings, devices, apply=False))
+    """Print what would change; read-only: the state dir is never created or written."""
+    state = FileStateStore.open_readonly(settings.state_dir)
+    outcomes, broken = loop.run(_pass(settings, devices, apply=False, state=state))
+    if not state.has_password_records():
+        outcomes = [_unrecorded(o) for o in outcomes]
+        if any(c.desired == NO_RECORD for o in outcomes for c in o.changes):
+            events.passwords_unrecorded(get_logger(), state_dir=str(settings.state_dir))
     sys.stdout.write(plan_json(outcomes, broken) if as_json else plan_text(outcomes, broken))
     tally = Tally.of(outcomes, broken=len(broken))
     if tally.errors:
@@ -150,13 +164,25 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     return EXIT_OK
 
 
+def _unrecorded(outcome: Outcome) -> Outcome:
+    """The outcome with its due passwords marked ``(no record)`` rather than ``(will be set)``."""
+    changes = tuple(
+        replace(c, desired=NO_RECORD)
+        if c.field == "password" and c.desired == PASSWORD_PLACEHOLDER
+        else c
+        for c in outcome.changes
+    )
+    return replace(outcome, changes=changes)
+
+
 def apply(settings: Settings, *, devices: Sequence[str]) -> int:
+    """One pass; the result (failed devices, a summary) on stdout, log events on stderr."""
     outcomes, broken = loop.run(_pass(settings, devices, apply=True))
     for o in outcomes:
         if o.failure is not None:
-            print(f"{o.device}: {o.failure.message}", file=sys.stderr)
+            print(f"{o.device}: {o.failure.message}")
     for name, problem in sorted(broken.items()):
-        print(f"{name}: {problem}", file=sys.stderr)
+        print(f"{name}: {problem}")
     tally = Tally.of(outcomes, broken=len(broken))
     print(
         f"{tally.devices} devices: {tally.applied} changed, "

@@ -21,6 +21,7 @@ from typing import Any
 
 from syncd import events, loop
 from syncd.client import ClientPool
+from syncd.command_errors import report_error
 from syncd.control import ControlError, ControlServer, default_socket_path
 from syncd.daemon_control import DaemonControl
 from syncd.desired import DesiredState, Loader, Problem, Resolved, name_from_path, resolve_desired
@@ -421,7 +422,10 @@ class Daemon:
                     f"bad setting metrics_address {self.settings.metrics_address!r}: {exc}"
                 ) from None
         events.daemon_starting(
-            self.log, desired_dir=str(self.desired_dir), state_dir=str(self.settings.state_dir)
+            self.log,
+            desired_dir=str(self.desired_dir),
+            state_dir=str(self.settings.state_dir),
+            settings=self.settings,
         )
         await self.reload(why="start")
         self.notifier.ready(self.summary())
@@ -482,5 +486,5 @@ def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
     try:
         return loop.run(main())
     except StartupError as exc:
-        print(f"syncd: error: {exc}", file=sys.stderr)
+        report_error(str(exc), stream=sys.stderr)
         return 1

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger
 
+from syncd import __version__
 from syncd.desired.result import Problem
+from syncd.settings_view import settings_view
 
 __all__ = [
     "apply_deferred",
@@ -41,6 +44,8 @@ __all__ = [
     "device_recovered",
     "device_unreachable",
     "drift_detected",
+    "export_defaults_not_factored",
+    "export_defaults_written",
     "export_field_skipped",
     "export_no_identity",
     "export_read",
@@ -49,6 +54,7 @@ __all__ = [
     "health_failed",
     "health_passed",
     "password_resent",
+    "passwords_unrecorded",
     "reconcile_skipped",
     "registration_lost",
     "registration_restored",
@@ -253,8 +259,14 @@ def rollout_completed(
 # ------------------------------------------------------------ the daemon
 
 
-def daemon_starting(log: Log, *, desired_dir: str, state_dir: str) -> None:
-    log.info("daemon.starting", desired_dir=desired_dir, state_dir=state_dir)
+def daemon_starting(
+    log: Log, *, desired_dir: str, state_dir: str, settings: BaseModel | None = None
+) -> None:
+    """The daemon starts: with ``settings``, its version and effective settings (no secret)."""
+    extra: dict[str, Any] = {}
+    if settings is not None:
+        extra = {"version": __version__, "settings": settings_view(settings)}
+    log.info("daemon.starting", desired_dir=desired_dir, state_dir=state_dir, **extra)
 
 
 def daemon_signal(log: Log, *, signal: str) -> None:
@@ -273,6 +285,21 @@ def daemon_failed(log: Log, *, error: str) -> None:
     log.error("daemon.failed", error=error)
 
 
+# ------------------------------------------------------------ commands
+
+
+def passwords_unrecorded(log: Log, *, state_dir: str) -> None:
+    """``plan`` found no password record: every managed password shows as due."""
+    log.warning(
+        "plan.no_password_records",
+        state_dir=state_dir,
+        message=(
+            "no password record exists in the state dir, so every managed password shows "
+            "as due, marked (no record); apply sends each once"
+        ),
+    )
+
+
 # ------------------------------------------------------------ export
 
 
@@ -286,6 +313,14 @@ def export_no_identity(log: Log, *, error: str) -> None:
 
 def export_field_skipped(log: Log, *, error: str) -> None:
     log.warning("export.field_skipped", error=error)
+
+
+def export_defaults_written(log: Log, *, file: str, devices: int) -> None:
+    log.info("export.defaults_written", file=file, devices=devices)
+
+
+def export_defaults_not_factored(log: Log, *, error: str) -> None:
+    log.warning("export.defaults_not_factored", error=error)
 
 
 def export_read(log: Log, *, url: str, accounts: int) -> None:

@@ -14,7 +14,10 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "configured_format", "get_logger"]
+
+#: The format configure_logging chose last ("json" or "console"), None before.
+_configured: str | None = None
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -58,9 +61,11 @@ def configure_logging(
 
     ``fmt`` None picks console rendering on a terminal and JSON otherwise.
     """
+    global _configured
     out = stream if stream is not None else sys.stdout
     if fmt is None:
         fmt = "console" if out.isatty() else "json"
+    _configured = fmt
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -97,6 +102,11 @@ def configure_logging(
     # httpx logs every request at INFO; that is debug detail for syncd.
     for noisy in ("httpx", "httpcore", "hpack", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+def configured_format() -> str | None:
+    """The log format in force ("json" or "console"), or None if logging is not configured."""
+    return _configured
 
 
 def get_logger() -> Any:

@@ -10,7 +10,9 @@ to etcd in the background, in batches (one transaction per batch of up to
 Keys, under ``/{cluster}/``:
 
 - ``state/devices/{device}``: ``{"device", "fingerprint", "revision",
-  "passwords": {account: HMAC-SHA256}}``, a few hundred bytes;
+  "passwords": {account: HMAC-SHA256}, "targets": {account: URL#serial}}``,
+  a few hundred bytes (a renamed device's records follow it, as in the file
+  store: :mod:`syncd.state.records`);
 - ``state/rollout``: the rollout document;
 - ``history/{time-ns}-{node}-{seq}``: one history entry each, the last
   ``history_limit`` kept.
@@ -38,6 +40,7 @@ from pydantic import SecretStr
 
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
 from syncd.cluster.watching import Change, PrefixMirror
+from syncd.state.records import TargetIndex, release, take_over
 
 __all__ = ["EtcdStateStore"]
 
@@ -72,6 +75,7 @@ class EtcdStateStore:
         self._rollout_key = f"/{cluster_name}/state/rollout"
         self._history_prefix = f"/{cluster_name}/history/"
         self._devices: dict[str, dict[str, Any]] = {}
+        self._by_target = TargetIndex()
         self._rollout: dict[str, Any] | None = None
         self._history: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, bytes | None] = {}  # key -> value to write (None: delete)
@@ -143,11 +147,21 @@ class EtcdStateStore:
         ``target`` names the physical device (its URL and serial number): another
         target means another device, so the password is due again.
         """
-        stored = self._record(device)["passwords"].get(str(account))
-        return not (
-            isinstance(stored, str)
-            and hmac.compare_digest(stored, self._digest(target, account, password))
-        )
+        record = self._record(device)
+        digest = self._digest(target, account, password)
+        stored = record["passwords"].get(str(account))
+        if isinstance(stored, str) and hmac.compare_digest(stored, digest):
+            return False
+        if stored is not None:
+            return True
+        holders = self._by_target.holders(target, self._devices)
+        source = take_over(record, holders, target=target, account=account, digest=digest)
+        if source is None:
+            return True
+        self._by_target.add(record)
+        self._save(device, record)
+        self._save(source["device"], source)
+        return False
 
     def record_passwords(
         self, device: str, target: str, passwords: Mapping[int, SecretStr]
@@ -155,14 +169,22 @@ class EtcdStateStore:
         if not passwords:
             return
         record = self._record(device)
+        targets = record.setdefault("targets", {})
         for account, password in passwords.items():
             record["passwords"][str(account)] = self._digest(target, account, password)
+            targets[str(account)] = target
+        self._by_target.add(record)
         self._save(device, record)
+        holders = self._by_target.holders(target, self._devices)
+        for other in release(record, holders, target=target, accounts=passwords):
+            self._save(other["device"], other)
 
     def forget_passwords(self, device: str) -> None:
         record = self._record(device)
-        if record["passwords"]:
+        if record["passwords"] or not record.get("forgotten"):
             record["passwords"] = {}
+            record["targets"] = {}
+            record["forgotten"] = True  # never take another name's record over
             self._save(device, record)
 
     def applied_fingerprint(self, device: str) -> str | None:
@@ -304,6 +326,9 @@ class EtcdStateStore:
                 if record is not None:
                     devices[record["device"]] = record
         self._devices, self._rollout = devices, rollout
+        self._by_target.clear()
+        for record in devices.values():
+            self._by_target.add(record)
 
     def _state_changed(self, change: Change) -> None:
         if change.key in self._pending:
@@ -314,6 +339,7 @@ class EtcdStateStore:
             record = _device_record(change.value)
             if record is not None:
                 self._devices[record["device"]] = record
+                self._by_target.add(record)
             else:
                 self._devices = {
                     d: r for d, r in self._devices.items() if self._device_key(d) != change.key
@@ -363,6 +389,7 @@ def _device_record(value: bytes | None) -> dict[str, Any] | None:
     record = _decode(value)
     if record is None or not isinstance(record.get("device"), str):
         return None
-    if not isinstance(record.get("passwords"), dict):
-        record["passwords"] = {}  # damaged: as if never applied
+    for key in ("passwords", "targets"):
+        if not isinstance(record.get(key), dict):
+            record[key] = {}  # damaged: as if never applied
     return record

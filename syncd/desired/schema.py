@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationInfo, create_model
 from pydantic_core import PydanticCustomError
 
+from syncd.desired.yamldoc import Yaml11Bool
 from syncd.model import ACCOUNT_FIELDS, ACCOUNT_NUMBERS, AuthMethod, FieldKind, Mode, is_digits
 from syncd.secrets import SecretRef, parse_secret_ref
 
@@ -60,6 +61,10 @@ def _text(value: object, info: ValidationInfo) -> str:
 
 
 def _bool(value: object) -> bool:
+    if isinstance(value, Yaml11Bool):
+        raise _error(
+            "bool_type", f"'{value.text}' is a boolean only in YAML 1.1: write true or false"
+        )
     if not isinstance(value, bool):
         raise _error(
             "bool_type", 'must be true or false (a YAML boolean, unquoted; "yes" is a string)'

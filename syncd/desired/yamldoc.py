@@ -13,13 +13,25 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "Pos", "YamlError", "YamlList", "YamlMap", "parse_yaml"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "Pos",
+    "Yaml11Bool",
+    "YamlError",
+    "YamlList",
+    "YamlMap",
+    "parse_yaml",
+]
 
 #: No legitimate desired-state file comes near these; alias bombs and junk do.
 MAX_NODES = 20_000
 MAX_DEPTH = 24
 
 _STR = "tag:yaml.org,2002:str"
+_BOOL = "tag:yaml.org,2002:bool"
+#: Booleans in YAML 1.1 (PyYAML) but text in YAML 1.2: refused, as they mean different things.
+_YAML11_BOOLS = frozenset({"yes", "no", "on", "off"})
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -37,6 +49,14 @@ class YamlError(Exception):
         super().__init__(f"{pos.file}:{pos.line}: {message}")
         self.pos = pos
         self.message = message
+
+
+@dataclass(frozen=True)
+class Yaml11Bool:
+    """An unquoted ``yes``/``no``/``on``/``off``: a boolean in YAML 1.1 (PyYAML), text in
+    YAML 1.2. syncd takes it as neither: every field refuses it, with a hint."""
+
+    text: str
 
 
 class YamlMap(dict[str, Any]):
@@ -64,9 +84,7 @@ def parse_yaml(text: str, file: str) -> Any:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            problem = exc.problem or exc.context or "not valid YAML"
+            line, problem = _where_it_starts(exc, text)
             raise YamlError(Pos(file, line), f"invalid YAML: {problem}") from None
         except yaml.reader.ReaderError as exc:
             # A character YAML refuses (DEL, C1 controls, U+FFFE): name it and its line.
@@ -113,6 +131,8 @@ class _Walker:
             return seq
         if node.tag == _STR:
             return node.value  # the common case, without PyYAML's generic constructor
+        if node.tag == _BOOL and node.value.lower() in _YAML11_BOOLS:
+            return Yaml11Bool(node.value)
         try:
             return self._loader.construct_object(node)
         except yaml.YAMLError as exc:
@@ -147,3 +167,62 @@ class _Walker:
 
 def _raw(node: yaml.Node) -> str | None:
     return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+#: Constructs whose start (the context mark) is where the problem is, not where it showed.
+_OPENED = ("while scanning a quoted scalar", "while parsing a flow")
+
+
+def _where_it_starts(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
+    """The line where a syntax error starts (1-based), and what is wrong.
+
+    libyaml reports where it gave up: an unclosed quote on line 5 shows as a
+    problem on line 6. A quote or bracket left open is reported where it was
+    opened instead.
+    """
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else 1
+    problem = exc.problem or exc.context or "not valid YAML"
+    context = exc.context or ""
+    if exc.context_mark is not None and context.startswith(_OPENED):
+        opened = exc.context_mark.line + 1
+        what = "quote" if "quoted" in context else "bracket"
+        return opened, f"a {what} opened on this line is not closed ({problem})"
+    quote = _unclosed_quote(text, up_to=line)
+    if quote is not None:
+        return quote, f"a quote opened on this line is not closed ({problem} on line {line})"
+    return line, problem
+
+
+def _unclosed_quote(text: str, *, up_to: int) -> int | None:
+    """The first line (up to ``up_to``) with a quoted value that does not end on that line.
+
+    Desired-state values fit on one line, so a quote still open at the end of
+    its line is almost surely a missing closing quote.
+    """
+    for number, line in enumerate(text.splitlines()[:up_to], start=1):
+        if _opens_quote(line):
+            return number
+    return None
+
+
+def _opens_quote(line: str) -> bool:
+    quote: str | None = None
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote is None:
+            before = line[:i].rstrip()
+            if ch == "#" and (i == 0 or line[i - 1] in " \t"):
+                return False  # a comment
+            if ch in "\"'" and (not before or before[-1] in ":-[{,?"):
+                quote = ch
+        elif quote == '"' and ch == "\\":
+            i += 1  # an escaped character
+        elif ch == quote:
+            if quote == "'" and line[i + 1 : i + 2] == "'":
+                i += 1  # '' is a quote inside single quotes
+            else:
+                quote = None
+        i += 1
+    return quote is not None

@@ -12,6 +12,7 @@ firmware) are left out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from syncd import __version__
@@ -20,7 +21,15 @@ from syncd.diff import normalise_live_account
 from syncd.export.request import Access
 from syncd.model import ACCOUNT_FIELDS, ACCOUNT_NUMBERS, AuthMethod, FieldKind, normalise_live
 
-__all__ = ["PASSWORD_HINT", "render_document", "yaml_string"]
+__all__ = [
+    "PASSWORD_HINT",
+    "Document",
+    "defaults_text",
+    "document_text",
+    "read_document",
+    "shared_values",
+    "yaml_string",
+]
 
 #: Live keys handled apart from the managed fields (a password is never exported).
 _KEYS = frozenset({"account", "password"})
@@ -85,20 +94,47 @@ def render_value(kind: FieldKind, value: Any) -> str | None:
     return str(number)
 
 
-def render_document(
+@dataclass(frozen=True)
+class Account:
+    """One exported account: ``(field, line)`` pairs (field None: a comment line)."""
+
+    number: int
+    lines: tuple[tuple[str | None, str], ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A device's desired state as export renders it, before it becomes text."""
+
+    header: tuple[str, ...]
+    #: ``url`` and ``name`` lines of the ``device:`` block.
+    identity: tuple[str, ...]
+    #: The other lines of the ``device:`` block (auth, tls, mode): the same for every device
+    #: of one export, as one set of flags gave them.
+    settings: tuple[str, ...]
+    #: Accounts, and comment lines (str) about live accounts left out.
+    accounts: tuple[Account | str, ...]
+
+
+#: Per account number, the field lines every device of an export has alike.
+Shared = Mapping[int, Mapping[str, str]]
+
+
+def read_document(
     *,
     url: str,
     name: str | None,
     access: Access,
     accounts: Sequence[Mapping[str, Any]],
     info: Mapping[str, Any] | None = None,
-) -> tuple[str, list[str]]:
-    """The desired-state YAML for a device, and notes on live values left out of it."""
+) -> tuple[Document, list[str]]:
+    """The document for a live device, and notes on live values left out of it."""
     notes: list[str] = []
-    lines = [f"# Desired state of {_comment(url)}, exported by syncd {__version__}."]
-    lines += _identity(info)
-    lines += _device(url, name, access)
-    body: list[str] = []
+    header = [f"# Desired state of {_comment(url)}, exported by syncd {__version__}."]
+    header += _identity(info)
+    device = _device(url, name, access)
+    split = 3 if name is not None else 2
+    body: list[Account | str] = []
     seen: set[int] = set()
     for index, live in enumerate(accounts):
         number = normalise_live_account(live.get("account"))
@@ -109,9 +145,75 @@ def render_document(
             body.append(f"  # live account #{index + 1} {why}; not exported")
             continue
         seen.add(number)
-        body += _account(number, live, notes)
-    lines += ["accounts:", *body] if body and seen else ["accounts: []", *body]
-    return "\n".join(lines) + "\n", notes
+        body.append(_account(number, live, notes))
+    document = Document(
+        header=tuple(header),
+        identity=tuple(device[:split]),
+        settings=tuple(device[split:]),
+        accounts=tuple(body),
+    )
+    return document, notes
+
+
+def document_text(document: Document, shared: Shared | None = None) -> str:
+    """The device file; with ``shared``, without the values ``_defaults.yaml`` holds."""
+    lines = [*document.header, *document.identity]
+    if shared is None:
+        lines += document.settings
+    else:
+        lines.append("  # auth, tls and mode are in _defaults.yaml")
+    body: list[str] = []
+    for item in document.accounts:
+        if isinstance(item, str):
+            body.append(item)
+            continue
+        alike = shared.get(item.number, {}) if shared is not None else {}
+        body += [line for field, line in item.lines if field is None or field not in alike]
+    has_accounts = any(isinstance(item, Account) for item in document.accounts)
+    lines += ["accounts:", *body] if has_accounts else ["accounts: []", *body]
+    return "\n".join(lines) + "\n"
+
+
+def shared_values(documents: Sequence[Document]) -> Shared:
+    """The account fields every document has, with the same value (for ``_defaults.yaml``)."""
+    if not documents:
+        return {}
+    per_document = [
+        {a.number: dict(_field_lines(a)) for a in d.accounts if isinstance(a, Account)}
+        for d in documents
+    ]
+    first, *rest = per_document
+    shared: dict[int, dict[str, str]] = {}
+    for number, fields in first.items():
+        alike = {
+            field: line
+            for field, line in fields.items()
+            if all(other.get(number, {}).get(field) == line for other in rest)
+        }
+        if alike:
+            shared[number] = alike
+    return shared
+
+
+def _field_lines(account: Account) -> list[tuple[str, str]]:
+    return [(field, line) for field, line in account.lines if field is not None]
+
+
+def defaults_text(documents: Sequence[Document], shared: Shared) -> str:
+    """``_defaults.yaml`` for an export: device settings and the account values all share."""
+    lines = [
+        f"# Values shared by the {len(documents)} devices exported by syncd {__version__}.",
+        "# Every device file below this folder is merged over this file (the device file wins);",
+        "# change a value here to change it on every device.",
+        "device:",
+        *documents[0].settings,
+    ]
+    if shared:
+        lines.append("accounts:")
+        for number in sorted(shared):
+            lines.append(f"  - account: {number}")
+            lines += shared[number].values()
+    return "\n".join(lines) + "\n"
 
 
 def _identity(info: Mapping[str, Any] | None) -> list[str]:
@@ -147,8 +249,8 @@ def _device(url: str, name: str | None, access: Access) -> list[str]:
     return lines
 
 
-def _account(number: int, live: Mapping[str, Any], notes: list[str]) -> list[str]:
-    body = [f"  - account: {number}"]
+def _account(number: int, live: Mapping[str, Any], notes: list[str]) -> Account:
+    lines: list[tuple[str | None, str]] = [(None, f"  - account: {number}")]
     for field, kind in ACCOUNT_FIELDS.items():
         if field not in live:
             continue
@@ -158,11 +260,13 @@ def _account(number: int, live: Mapping[str, Any], notes: list[str]) -> list[str
                 f"account {number} {field}: the device reports {_comment(repr(live[field]))}, "
                 "which the desired-state format cannot hold; not exported"
             )
-            body.append(f"    # {field}: not exported (device reports an unusable value)")
+            lines.append((None, f"    # {field}: not exported (device reports an unusable value)"))
             continue
-        body.append(f"    {field}: {rendered}")
+        lines.append((field, f"    {field}: {rendered}"))
     unmanaged = sorted(k for k in live if k not in ACCOUNT_FIELDS and k not in _KEYS)
     if unmanaged:
-        body.append(f"    # not managed by syncd, not exported: {_comment(', '.join(unmanaged))}")
-    body.append(f"    {PASSWORD_HINT}")
-    return body
+        lines.append(
+            (None, f"    # not managed by syncd, not exported: {_comment(', '.join(unmanaged))}")
+        )
+    lines.append((None, f"    {PASSWORD_HINT}"))
+    return Account(number, tuple(lines))

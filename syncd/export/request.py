@@ -29,6 +29,8 @@ class ExportRequest:
     password_file: Path | None = None
     ca_file: Path | None = None
     insecure: bool = False
+    #: With ``from_list``: shared values go to ``output/_defaults.yaml``.
+    factor_defaults: bool = True
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,12 @@
 
 One device (``--url``) is printed to stdout; with ``--output DIR`` it is written
 to ``DIR/NAME.yaml``, and with ``--from-list FILE`` every device listed there
-(``NAME URL`` a line) is read concurrently and written to its own file. A file
-that already exists is never overwritten. The YAML itself is rendered by
+(``NAME URL`` a line) is read concurrently and written to its own file. Then
+the values every exported device shares (API access, mode, and account fields
+alike on all) go to ``DIR/_defaults.yaml`` and each device file keeps only its
+own, unless ``--no-factor-defaults`` (or ``DIR`` already holds desired files,
+which a new defaults file would change). A file that already exists is never
+overwritten. The YAML itself is rendered by
 :mod:`syncd.export.render`.
 """
 
@@ -19,8 +23,16 @@ from typing import Any
 
 from syncd import events, loop
 from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TlsError
+from syncd.command_errors import report_error
 from syncd.commands import EXIT_ERROR, EXIT_OK
-from syncd.export.render import render_document
+from syncd.desired.names import DEFAULTS_FILE, SUFFIXES
+from syncd.export.render import (
+    Document,
+    defaults_text,
+    document_text,
+    read_document,
+    shared_values,
+)
 from syncd.export.request import Access, ExportError, ExportRequest, Target
 from syncd.export.targets import targets
 from syncd.logs import get_logger
@@ -53,11 +65,12 @@ def export_command(request: ExportRequest, settings: Settings) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
         return EXIT_OK
-    return _export_tree(chosen, access, settings, request.output)
+    factor = request.from_list is not None and request.factor_defaults
+    return _export_tree(chosen, access, settings, request.output, factor=factor)
 
 
 def _fail(message: str) -> None:
-    print(f"syncd: error: {message}", file=sys.stderr, flush=True)
+    report_error(message)
 
 
 def _access(request: ExportRequest) -> Access:
@@ -127,16 +140,22 @@ async def _read(
     return accounts, info
 
 
-def _render(
+def _document(
     target: Target, access: Access, accounts: list[dict[str, Any]], info: dict[str, Any] | None
-) -> str:
-    text, notes = render_document(
+) -> Document:
+    document, notes = read_document(
         url=target.url, name=target.name, access=access, accounts=accounts, info=info
     )
     log = get_logger().bind(device=target.who)
     for note in notes:
         events.export_field_skipped(log, error=note)
-    return text
+    return document
+
+
+def _render(
+    target: Target, access: Access, accounts: list[dict[str, Any]], info: dict[str, Any] | None
+) -> str:
+    return document_text(_document(target, access, accounts, info))
 
 
 async def _export_one(target: Target, access: Access, settings: Settings) -> str:
@@ -152,7 +171,7 @@ async def _export_one(target: Target, access: Access, settings: Settings) -> str
 
 
 def _export_tree(
-    chosen: Sequence[Target], access: Access, settings: Settings, output: Path
+    chosen: Sequence[Target], access: Access, settings: Settings, output: Path, *, factor: bool
 ) -> int:
     failures: dict[str, str] = {}
     pending: list[Target] = []
@@ -162,10 +181,27 @@ def _export_tree(
             failures[target.who] = f"{target.path} already exists; not overwritten"
         else:
             pending.append(target)
-    written = loop.run(_export_many(pending, access, settings, failures))
+    if factor:
+        reason = _cannot_factor(output)
+        if reason is not None:
+            events.export_defaults_not_factored(get_logger(), error=reason)
+            factor = False
+    documents = loop.run(_read_many(pending, access, settings, failures))
+    shared = None
+    if factor and len(documents) > 1:
+        shared = _write_defaults(output, [d for _, d in documents])
+    written: list[Path] = []
+    for target, document in documents:
+        problem = _write(target, document_text(document, shared))
+        if problem is not None:
+            failures[target.who] = problem
+        elif target.path is not None:
+            written.append(target.path)
     for target in chosen:
         if target.who in failures:
             _fail(f"{target.who}: {failures[target.who]}")
+    if shared is not None:
+        print(f"wrote {output / DEFAULTS_FILE} (the values all {len(documents)} devices share)")
     for path in written:
         print(f"wrote {path}")
     print(
@@ -175,11 +211,45 @@ def _export_tree(
     return EXIT_ERROR if failures else EXIT_OK
 
 
-async def _export_many(
+def _cannot_factor(output: Path) -> str | None:
+    """Why ``DIR/_defaults.yaml`` must not be written, or None.
+
+    A defaults file merges under every device file below it: one already there,
+    or device files already there, would change other devices' desired state.
+    """
+    if not output.exists():
+        return None
+    for path in output.rglob("*"):
+        rel = path.relative_to(output).parts
+        if path.name.endswith(SUFFIXES) and not any(p.startswith(".") for p in rel):
+            return (
+                f"{path} already exists, and a {DEFAULTS_FILE} in {output} would apply to it: "
+                "each device file holds all its values instead"
+            )
+    return None
+
+
+def _write_defaults(output: Path, documents: list[Document]) -> dict[int, dict[str, str]] | None:
+    """Write ``DIR/_defaults.yaml``; the values it holds, or None if it could not be written."""
+    shared = {n: dict(fields) for n, fields in shared_values(documents).items()}
+    path = output / DEFAULTS_FILE
+    try:
+        write_new_file(path, defaults_text(documents, shared))
+    except OSError as exc:
+        reason = "it already exists" if isinstance(exc, FileExistsError) else exc.strerror
+        error = f"cannot write {path}: {reason}; each device file holds all its values"
+        events.export_defaults_not_factored(get_logger(), error=error)
+        return None
+    events.export_defaults_written(get_logger(), file=str(path), devices=len(documents))
+    return shared
+
+
+async def _read_many(
     chosen: Sequence[Target], access: Access, settings: Settings, failures: dict[str, str]
-) -> list[Path]:
+) -> list[tuple[Target, Document]]:
+    """Every device read (concurrently), in list order; failures go to ``failures``."""
     gate = asyncio.Semaphore(settings.concurrency)
-    written: list[Path | None] = [None] * len(chosen)
+    read: list[tuple[Target, Document] | None] = [None] * len(chosen)
 
     async with ClientPool(timeout=settings.request_timeout) as pool:
 
@@ -190,14 +260,10 @@ async def _export_many(
                 except ExportError as exc:
                     failures[target.who] = str(exc)
                     return
-            problem = _write(target, _render(target, access, accounts, info))
-            if problem is not None:
-                failures[target.who] = problem
-            else:
-                written[i] = target.path
+            read[i] = (target, _document(target, access, accounts, info))
 
         await asyncio.gather(*(one(i, t) for i, t in enumerate(chosen)))
-    return [p for p in written if p is not None]
+    return [r for r in read if r is not None]
 
 
 def _write(target: Target, text: str) -> str | None:

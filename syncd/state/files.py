@@ -7,9 +7,15 @@ Per device, one small JSON file holding:
 - ``passwords``: per account, an HMAC-SHA256 (random per-installation key,
   ``key`` in the same directory) of the password last applied, so a password is
   sent only when it is new or changed. The password itself is never stored;
+- ``targets``: per account, the device (URL and serial number) that password
+  went to, so a device whose desired file was moved or renamed keeps its
+  records under the new name (:mod:`syncd.state.records`);
 - ``revision``: the desired revision last seen in force on the device.
 
 The rollout's state is one JSON document, ``rollout.json``.
+
+``open_readonly`` (for ``plan``) never creates or writes anything: what the
+pass would record stays in memory.
 
 Files are replaced atomically (write, then rename), so a process killed at any
 point leaves either the old or the new file. They are not fsynced: losing the
@@ -18,6 +24,7 @@ last write to a power cut only means a password is sent once more.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -31,6 +38,8 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from syncd.state.records import TargetIndex, release, take_over
+
 __all__ = ["FileStateStore", "StateError"]
 
 _KEY_FILE = "key"
@@ -43,11 +52,15 @@ class StateError(Exception):
 
 
 class FileStateStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, readonly: bool = False) -> None:
         self.directory = directory
+        self.readonly = readonly
         self._devices = directory / _DEVICES_DIR
         self._key = b""
         self._cache: dict[str, dict[str, Any]] = {}
+        #: Every record on disk is in ``_cache`` (loaded once, when first needed).
+        self._all_loaded = False
+        self._by_target = TargetIndex()
 
     def __repr__(self) -> str:
         return f"FileStateStore({str(self.directory)!r})"
@@ -67,6 +80,23 @@ class FileStateStore:
             raise StateError(f"state directory {directory} is not usable: {reason}") from None
         return store
 
+    @classmethod
+    def open_readonly(cls, directory: Path) -> FileStateStore:
+        """Open the state directory to read only; a missing one reads as holding no record.
+
+        Nothing is created or written: not the directory, not the key (a
+        missing key is replaced by one in memory, so every password is due).
+        """
+        store = cls(directory, readonly=True)
+        if directory.exists() and not directory.is_dir():
+            raise StateError(f"state directory {directory} is not usable: not a directory")
+        try:
+            store._key = store._load_key()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StateError(f"state directory {directory} is not readable: {reason}") from None
+        return store
+
     def _load_key(self) -> bytes:
         path = self.directory / _KEY_FILE
         try:
@@ -78,7 +108,8 @@ class FileStateStore:
         except ValueError:
             pass
         key = secrets.token_bytes(32)
-        self._write(path, key.hex() + "\n")
+        if not self.readonly:
+            self._write(path, key.hex() + "\n")
         return key
 
     # -------------------------------------------------------------- records
@@ -87,21 +118,49 @@ class FileStateStore:
         record = self._cache.get(device)
         if record is None:
             record = {"device": device, "fingerprint": None, "passwords": {}}
-            try:
-                loaded = json.loads(self._path(device).read_text())
-                if isinstance(loaded, dict) and loaded.get("device") == device:
-                    record.update(loaded)
-                    if not isinstance(record["passwords"], dict):
-                        record["passwords"] = {}  # damaged: as if never applied
-            except (OSError, ValueError):
-                pass  # missing or damaged: as if never applied
+            if not self._all_loaded:
+                loaded = _read_record(self._path(device))
+                if loaded is not None and loaded["device"] == device:
+                    record = loaded
             self._cache[device] = record
+            self._by_target.add(record)
         return record
+
+    def _all_records(self) -> dict[str, dict[str, Any]]:
+        """Every device record, read from disk once; later ones are kept in memory."""
+        if not self._all_loaded:
+            try:
+                paths = sorted(self._devices.glob("*.json"))
+            except OSError:
+                paths = []
+            for path in paths:
+                loaded = _read_record(path)
+                if (
+                    loaded is not None
+                    and loaded["device"] not in self._cache
+                    and path == self._path(loaded["device"])
+                ):
+                    self._cache[loaded["device"]] = loaded
+                    self._by_target.add(loaded)
+            self._all_loaded = True
+        return self._cache
+
+    def _holders(self, target: str) -> list[dict[str, Any]]:
+        return self._by_target.holders(target, self._all_records())
+
+    def has_password_records(self) -> bool:
+        """Whether any device has a password on record (False for a new or missing state)."""
+        return any(
+            isinstance(r.get("passwords"), dict) and r["passwords"]
+            for r in self._all_records().values()
+        )
 
     def _path(self, device: str) -> Path:
         return self._devices / (quote(device, safe="") + ".json")
 
     def _save(self, device: str) -> None:
+        if self.readonly:
+            return  # what the pass would record stays in memory
         record = self._cache[device]
         try:
             self._write(self._path(device), json.dumps(record, sort_keys=True, indent=1) + "\n")
@@ -129,12 +188,30 @@ class FileStateStore:
 
         ``target`` names the physical device the password went to (its URL, and
         its serial number where known): another target means another device.
+        A record kept under another name for the same target counts (the
+        desired file was moved or renamed); it then moves to this name.
         """
-        stored = self._record(device)["passwords"].get(str(account))
-        return not (
-            isinstance(stored, str)
-            and hmac.compare_digest(stored, self._digest(target, account, password))
+        record = self._record(device)
+        digest = self._digest(target, account, password)
+        stored = record["passwords"].get(str(account))
+        if isinstance(stored, str) and hmac.compare_digest(stored, digest):
+            return False
+        if stored is not None:
+            return True
+        source = take_over(
+            record, self._holders(target), target=target, account=account, digest=digest
         )
+        if source is None:
+            return True
+        self._by_target.add(record)
+        self._save_quietly(device)
+        self._save_quietly(source["device"])
+        return False
+
+    def _save_quietly(self, device: str) -> None:
+        """Save a record moved by a lookup; if that fails, a password is at worst sent again."""
+        with contextlib.suppress(StateError):
+            self._save(device)
 
     def record_passwords(
         self, device: str, target: str, passwords: Mapping[int, SecretStr]
@@ -142,9 +219,14 @@ class FileStateStore:
         if not passwords:
             return
         record = self._record(device)
+        targets = record.setdefault("targets", {})
         for account, password in passwords.items():
             record["passwords"][str(account)] = self._digest(target, account, password)
+            targets[str(account)] = target
+        self._by_target.add(record)
         self._save(device)
+        for other in release(record, self._holders(target), target=target, accounts=passwords):
+            self._save(other["device"])
 
     def _text(self, device: str, key: str) -> str | None:
         value = self._record(device).get(key)
@@ -170,8 +252,10 @@ class FileStateStore:
 
     def forget_passwords(self, device: str) -> None:
         record = self._record(device)
-        if record["passwords"]:
+        if record["passwords"] or not record.get("forgotten"):
             record["passwords"] = {}
+            record["targets"] = {}
+            record["forgotten"] = True  # never take another name's record over
             self._save(device)
 
     # -------------------------------------------------------------- rollout
@@ -190,3 +274,18 @@ class FileStateStore:
             reason = getattr(exc, "strerror", None) or str(exc)
             message = f"cannot write the rollout state in {self.directory}: {reason}"
             raise StateError(message) from None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A device record from its file; None if missing or damaged (as if never applied)."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("device"), str):
+        return None
+    record: dict[str, Any] = {"fingerprint": None, **loaded}
+    for key in ("passwords", "targets"):
+        if not isinstance(record.get(key), dict):
+            record[key] = {}  # damaged: as if never applied
+    return record

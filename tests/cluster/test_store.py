@@ -97,6 +97,22 @@ class TestSharedRecords:
         await b.flush()
         await eventually(lambda: a.password_due("lab/door", TARGET, 1, PASSWORD))
 
+    async def test_renamed_device_keeps_its_password_record(
+        self, make_store: StoreFactory
+    ) -> None:
+        """A device renamed (same target) finds the old name's record, on another node too."""
+        a = await make_store("a")
+        a.record_passwords("site-a/door", TARGET, {1: PASSWORD})
+        await a.flush()
+        b = await make_store("b")
+        assert b.password_due("site-b/door", "http://10.0.0.6 serial 99", 1, PASSWORD)
+        assert not b.password_due("site-b/door", TARGET, 1, PASSWORD)
+        await b.flush()
+        c = await make_store("c")
+        assert not c.password_due("site-b/door", TARGET, 1, PASSWORD)
+        c.forget_passwords("elsewhere")
+        assert c.password_due("elsewhere", TARGET, 1, PASSWORD)
+
     async def test_password_key_decides(self, make_store: StoreFactory) -> None:
         """A node with another password key cannot match the records: the password is due there."""
         a = await make_store("a")

@@ -24,6 +24,7 @@ PURE_CORE = frozenset(
         "syncd.desired.yamldoc",
         "syncd.export.render",
         "syncd.export.request",
+        "syncd.state.records",
     }
 )
 #: What else the pure core may use of syncd: the package's version, and the secret

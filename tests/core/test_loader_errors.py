@@ -128,6 +128,26 @@ class TestTypes:
         problem = only_error(load({"a.yaml": account_file(f"enabled: {value}")}))
         assert_problem(problem, "a.yaml", 5, "accounts[0].enabled", "true or false")
 
+    @pytest.mark.parametrize("value", ["yes", "no", "on", "off", "Yes", "OFF"])
+    def test_yaml_1_1_booleans_are_refused_with_a_hint(self, load: Load, value: str) -> None:
+        """Unquoted yes/no/on/off (booleans to PyYAML, text to YAML 1.2) are refused: write true or false."""
+        problem = only_error(load({"a.yaml": account_file(f"enabled: {value}")}))
+        assert_problem(problem, "a.yaml", 5, "accounts[0].enabled", "write true or false")
+        assert f"'{value}'" in problem.message
+
+    def test_yaml_1_1_boolean_in_tls_verify_and_defaults(self, load: Load) -> None:
+        """verify: no, and a yes in a _defaults.yaml, are refused where they are written."""
+        state = load(
+            {
+                "_defaults.yaml": "accounts:\n  - account: 1\n    registrationEnabled: yes\n",
+                "a.yaml": device(extra="tls:\n  verify: no\n"),
+            }
+        )
+        found = {(p.file, p.line, p.path) for p in state.errors}
+        assert ("a.yaml", 4, "device.tls.verify") in found
+        assert ("_defaults.yaml", 3, "accounts[0].registrationEnabled") in found
+        assert all("write true or false" in p.message for p in state.errors)
+
     def test_device_tls_verify_must_be_bool(self, load: Load) -> None:
         """device.tls.verify as the string "no" is an error."""
         problem = only_error(load({"a.yaml": device(extra='tls:\n  verify: "no"\n')}))
@@ -320,10 +340,28 @@ class TestDocumentShape:
         assert_problem(problem, "a.yaml", 1, "", "mapping")
 
     def test_syntax_error_names_line(self, load: Load) -> None:
-        """A YAML syntax error names the line where the parser stopped."""
+        """A YAML syntax error names the line where the problem starts: an unclosed bracket's."""
         text = "device:\n  url: https://192.0.2.10\naccounts:\n  - account: [1\n    enabled: true\n"
         problem = only_error(load({"a.yaml": text}))
-        assert_problem(problem, "a.yaml", 5, "", "invalid YAML")
+        assert_problem(problem, "a.yaml", 4, "", "invalid YAML: a bracket opened on this line")
+
+    @pytest.mark.parametrize("quoted", ['"Lobby door', "'Lobby door", '"Lobby \\" door'])
+    @pytest.mark.parametrize("after", ['  sipNumber: "4001"', "  enabled: true", ""])
+    def test_unclosed_quote_is_reported_on_its_own_line(
+        self, load: Load, quoted: str, after: str
+    ) -> None:
+        """An unclosed quote on line 5 is reported as line 5 (libyaml stops on line 6)."""
+        text = account_file(f"displayName: {quoted}", after) if after else account_file(
+            f"displayName: {quoted}"
+        )
+        problem = only_error(load({"a.yaml": text}))
+        assert_problem(problem, "a.yaml", 5, "", "a quote opened on this line is not closed")
+
+    def test_apostrophe_in_plain_text_is_no_quote(self, load: Load) -> None:
+        """An apostrophe inside unquoted text does not move the reported line."""
+        text = device(accounts="- account: 1\n  displayName: Joe's door\n   enabled: true\n")
+        problem = only_error(load({"a.yaml": text}))
+        assert problem.line == 6 and "quote" not in problem.message, str(problem)
 
     def test_bad_indentation_names_line(self, load: Load) -> None:
         """Mis-indented YAML is an error on the offending line."""

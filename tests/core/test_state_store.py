@@ -123,7 +123,7 @@ class TestPasswords:
         store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         assert store.password_due("lobby", URL, 2, SecretStr(PASSWORD))
-        assert store.password_due("gate", URL, 1, SecretStr(PASSWORD))
+        assert store.password_due("gate", "https://192.0.2.11", 1, SecretStr(PASSWORD))
 
     def test_rerecord_after_change(self, state_dir: Path) -> None:
         """Recording a new password makes it current and the old one due."""
@@ -163,9 +163,9 @@ class TestPasswords:
         """Device names like 'site-a/lobby door' are stored as one file each, and kept apart."""
         store = FileStateStore.open(state_dir)
         store.record_passwords("site-a/lobby door", URL, {1: SecretStr("a")})
-        store.record_passwords("site-a", URL, {1: SecretStr("b")})
+        store.record_passwords("site-a", "https://192.0.2.11", {1: SecretStr("b")})
         assert not store.password_due("site-a/lobby door", URL, 1, SecretStr("a"))
-        assert not store.password_due("site-a", URL, 1, SecretStr("b"))
+        assert not store.password_due("site-a", "https://192.0.2.11", 1, SecretStr("b"))
         assert [p.parent for p in state_dir.rglob("*.json")] == [state_dir / "devices"] * 2
 
     def test_nothing_to_record_writes_nothing(self, state_dir: Path) -> None:
@@ -291,10 +291,108 @@ class TestForgetPasswords:
         assert not reopened.password_due("gate", URL, 1, SecretStr("a"))
         assert reopened.applied_fingerprint("lobby") == "f" * 32
 
-    def test_unknown_device_is_a_no_op(self, state_dir: Path) -> None:
-        """Forgetting a device never applied writes no file."""
-        FileStateStore.open(state_dir).forget_passwords("nobody")
-        assert list((state_dir / "devices").glob("*.json")) == []
+    def test_unknown_device_records_no_password(self, state_dir: Path) -> None:
+        """Forgetting a device never applied records no password and touches no other device."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("gate", "https://192.0.2.11", {1: SecretStr("a")})
+        store.forget_passwords("nobody")
+        reopened = FileStateStore.open(state_dir)
+        assert reopened.password_due("nobody", URL, 1, SecretStr("a"))
+        assert not reopened.password_due("gate", "https://192.0.2.11", 1, SecretStr("a"))
+
+
+SERIAL_TARGET = f"{URL}#54-0000-0001"
+
+
+class TestMovedDevice:
+    """A desired file moved or renamed (git mv): same URL and serial, a new device name."""
+
+    def test_new_name_finds_the_old_record(self, state_dir: Path) -> None:
+        """The same password to the same target under a new name is not due, also after reopening."""
+        FileStateStore.open(state_dir).record_passwords(
+            "site-a/lobby", SERIAL_TARGET, {1: SecretStr("a"), 2: SecretStr("b")}
+        )
+        store = FileStateStore.open(state_dir)
+        assert not store.password_due("site-b/lobby", SERIAL_TARGET, 1, SecretStr("a"))
+        assert not store.password_due("site-b/lobby", SERIAL_TARGET, 2, SecretStr("b"))
+        reopened = FileStateStore.open(state_dir)
+        assert not reopened.password_due("site-b/lobby", SERIAL_TARGET, 1, SecretStr("a"))
+
+    def test_record_moves_to_the_new_name(self, state_dir: Path) -> None:
+        """After the lookup the entry is the new name's; the old name no longer holds it."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("old", SERIAL_TARGET, {1: SecretStr("a")})
+        assert not store.password_due("new", SERIAL_TARGET, 1, SecretStr("a"))
+        reopened = FileStateStore.open(state_dir)
+        assert reopened.password_due("old", f"{URL}#another-serial", 1, SecretStr("a"))
+        stored = json.loads((state_dir / "devices" / "old.json").read_text())
+        assert stored["passwords"] == {}
+
+    def test_other_target_or_password_is_due(self, state_dir: Path) -> None:
+        """Another serial (a swapped box), another URL or another password is still due."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("old", SERIAL_TARGET, {1: SecretStr("a")})
+        assert store.password_due("new", f"{URL}#54-0000-0002", 1, SecretStr("a"))
+        assert store.password_due("new", "https://192.0.2.99#54-0000-0001", 1, SecretStr("a"))
+        assert store.password_due("new", SERIAL_TARGET, 1, SecretStr("changed"))
+        assert store.password_due("new", SERIAL_TARGET, 2, SecretStr("a"))
+
+    def test_stale_record_never_stands_in_for_a_newer_password(self, state_dir: Path) -> None:
+        """A password applied later to the same target releases what an older name held."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("first", SERIAL_TARGET, {1: SecretStr("one")})
+        store.record_passwords("second", SERIAL_TARGET, {1: SecretStr("two")})
+        reopened = FileStateStore.open(state_dir)
+        assert reopened.password_due("third", SERIAL_TARGET, 1, SecretStr("one"))
+        assert not reopened.password_due("third", SERIAL_TARGET, 1, SecretStr("two"))
+
+    def test_forgotten_device_does_not_take_over(self, state_dir: Path) -> None:
+        """After forget_passwords (a factory reset), the new name's passwords are due."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("old", SERIAL_TARGET, {1: SecretStr("a")})
+        store.forget_passwords("new")
+        assert FileStateStore.open(state_dir).password_due("new", SERIAL_TARGET, 1, SecretStr("a"))
+
+
+class TestReadOnly:
+    def test_missing_dir_is_not_created(self, tmp_path: Path) -> None:
+        """open_readonly on a missing dir creates nothing, and every password is due."""
+        missing = tmp_path / "absent" / "state"
+        store = FileStateStore.open_readonly(missing)
+        assert not store.has_password_records()
+        assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        store.record_fingerprint("lobby", "fp")
+        store.forget_passwords("lobby")
+        assert not (tmp_path / "absent").exists()
+
+    def test_existing_state_is_read_and_never_written(self, state_dir: Path) -> None:
+        """Records are read; writes and take-overs stay in memory; the files are unchanged."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", SERIAL_TARGET, {1: SecretStr(PASSWORD)})
+        store.record_fingerprint("lobby", "fp")
+        before = {p: p.read_bytes() for p in state_dir.rglob("*") if p.is_file()}
+        reader = FileStateStore.open_readonly(state_dir)
+        assert reader.has_password_records()
+        assert not reader.password_due("lobby", SERIAL_TARGET, 1, SecretStr(PASSWORD))
+        assert not reader.password_due("moved", SERIAL_TARGET, 1, SecretStr(PASSWORD))
+        reader.record_fingerprint("lobby", "other")
+        reader.record_passwords("gate", URL, {1: SecretStr("x")})
+        assert reader.applied_fingerprint("lobby") == "other"
+        after = {p: p.read_bytes() for p in state_dir.rglob("*") if p.is_file()}
+        assert after == before
+
+    def test_empty_state_has_no_records(self, state_dir: Path) -> None:
+        """A state dir holding only fingerprints has no password records."""
+        FileStateStore.open(state_dir).record_fingerprint("lobby", "fp")
+        assert not FileStateStore.open_readonly(state_dir).has_password_records()
+
+    def test_state_dir_is_a_file(self, tmp_path: Path) -> None:
+        """A state dir path that is a regular file is a StateError naming it."""
+        target = tmp_path / "file"
+        target.write_text("x")
+        with pytest.raises(StateError, match=str(target)):
+            FileStateStore.open_readonly(target)
 
 
 class TestRollout:

@@ -126,7 +126,7 @@ class TestPasswords:
         env = {"SIP1": "s3cret-one"}
         plan = _run("plan", root, tmp_path, env=env)
         assert plan.returncode == 2
-        assert "password: (unknown) -> (will be set)" in plan.stdout
+        assert "password: (unknown) -> (no record)" in plan.stdout
         first = _run("apply", root, tmp_path, env=env)
         assert first.returncode == 0, first.stderr
         assert dev.passwords[1] == "s3cret-one"
@@ -134,10 +134,13 @@ class TestPasswords:
         second = _run("apply", root, tmp_path, env=env)
         assert second.returncode == 0 and len(puts(dev)) == 1
         assert _run("plan", root, tmp_path, env=env).returncode == 0
+        changed = _run("plan", root, tmp_path, env={"SIP1": "s3cret-two"})
+        assert changed.returncode == 2
+        assert "password: (unknown) -> (will be set)" in changed.stdout
         third = _run("apply", root, tmp_path, env={"SIP1": "s3cret-two"})
         assert third.returncode == 0 and len(puts(dev)) == 2
         assert dev.passwords[1] == "s3cret-two"
-        outputs = [r.stdout + r.stderr for r in (plan, first, second, third)]
+        outputs = [r.stdout + r.stderr for r in (plan, first, second, changed, third)]
         state = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
         for secret in ("s3cret-one", "s3cret-two"):
             assert all(secret not in out for out in outputs)
@@ -160,10 +163,32 @@ class TestPasswords:
         assert _run("apply", root, tmp_path, env=env).returncode == 0
         assert len(puts(dev)) == 2
 
+    def test_moved_device_file_sends_no_password(self, sim, tmp_path):
+        """A device file renamed (git mv) is the same device: apply sends it no password again."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        root = _tree(tmp_path, fleet, "  - account: 1\n    password: {env: SIP1}\n")
+        env = {"SIP1": "s3cret-one"}
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 1 and dev.passwords[1] == "s3cret-one"
+        moved = root / "site-b" / "lobby.yaml"
+        moved.parent.mkdir()
+        (root / "site" / "dev1.yaml").rename(moved)
+        plan = _run("plan", root, tmp_path, env=env)
+        assert plan.returncode == 0, plan.stdout
+        again = _run("apply", root, tmp_path, env=env)
+        assert again.returncode == 0, again.stderr
+        assert len(puts(dev)) == 1
+        # The record moved with the device: a changed password is still sent once.
+        changed = _run("apply", root, tmp_path, env={"SIP1": "s3cret-two"})
+        assert changed.returncode == 0 and len(puts(dev)) == 2
+        assert dev.passwords[1] == "s3cret-two"
+
     def test_plan_json_shows_password_placeholder(self, sim, tmp_path):
         """plan --json reports a due password as live null, desired "(will be set)"."""
         fleet = sim(devices=1)
         root = _tree(tmp_path, fleet, "  - account: 2\n    password: {env: SIP2}\n")
+        assert _run("apply", root, tmp_path, env={"SIP2": "pw-1"}).returncode == 0
         result = _run("plan", root, tmp_path, "--json", env={"SIP2": "pw-2"})
         assert result.returncode == 2
         doc = json.loads(result.stdout)
@@ -178,6 +203,35 @@ class TestPasswords:
             "skipped": 0,
         }
         assert "pw-2" not in result.stdout + result.stderr
+        assert "plan.no_password_records" not in result.stderr
+
+    def test_plan_without_state_creates_nothing_and_says_why_passwords_show(
+        self, sim, tmp_path
+    ):
+        """plan with no state dir creates none, marks passwords (no record) and says so once."""
+        fleet = sim(devices=2)
+        root = _tree(tmp_path, fleet, "  - account: 1\n    password: {env: SIP1}\n")
+        state = tmp_path / "state"
+        text = _run("plan", root, tmp_path, env={"SIP1": "pw-1"})
+        assert text.returncode == 2
+        assert text.stdout.count("password: (unknown) -> (no record)") == 2
+        assert "(will be set)" not in text.stdout
+        notices = [
+            e for e in map(json.loads, text.stderr.splitlines())
+            if e["event"] == "plan.no_password_records"
+        ]
+        assert len(notices) == 1 and notices[0]["state_dir"] == str(state)
+        result = _run("plan", root, tmp_path, "--json", env={"SIP1": "pw-1"})
+        changes = [c for d in json.loads(result.stdout)["devices"] for c in d["changes"]]
+        assert changes == [
+            {"account": 1, "field": "password", "live": None, "desired": "(no record)"}
+        ] * 2
+        assert not state.exists()
+        # An existing but empty state dir is the same, and stays empty.
+        state.mkdir()
+        again = _run("plan", root, tmp_path, env={"SIP1": "pw-1"})
+        assert "(no record)" in again.stdout and "plan.no_password_records" in again.stderr
+        assert list(state.iterdir()) == []
 
 
 class TestModesAndFilters:
@@ -277,7 +331,8 @@ class TestValidate:
         )
         bad = syncd("validate", str(root))
         assert bad.returncode == 1
-        assert "b.yaml:7: accounts[0].sipNumber: must be a string; quote it" in bad.stderr
+        assert "b.yaml:7: accounts[0].sipNumber: must be a string; quote it" in bad.stdout
+        assert bad.stderr == ""
 
     def test_validate_checks_secret_form_only_unless_asked(self, tmp_path):
         """Unset env references pass validate, and fail with --resolve-secrets naming the variable."""
@@ -289,13 +344,20 @@ class TestValidate:
         )
         assert syncd("validate", str(root)).returncode == 0
         strict = syncd("validate", str(root), "--resolve-secrets")
-        assert strict.returncode == 1 and "NOT_SET_X" in strict.stderr
+        assert strict.returncode == 1 and "NOT_SET_X" in strict.stdout
 
     def test_missing_desired_dir_is_one_sentence(self, tmp_path):
         """A missing desired dir is one error line and exit 1."""
         result = syncd("plan", "--desired", str(tmp_path / "nope"))
         assert result.returncode == 1
-        assert result.stderr.strip().splitlines() == [
+        (line,) = result.stderr.strip().splitlines()
+        error = json.loads(line)  # stderr is not a terminal: JSON, like the log events
+        assert (error["level"], error["event"]) == ("error", "command.failed")
+        assert error["error"] == (
+            f"desired dir {tmp_path / 'nope'} does not exist or is not a directory"
+        )
+        console = syncd("plan", "--desired", str(tmp_path / "nope"), "--log-format", "console")
+        assert console.stderr.strip().splitlines() == [
             f"syncd: error: desired dir {tmp_path / 'nope'} does not exist or is not a directory"
         ]
 
@@ -306,7 +368,7 @@ class TestValidate:
         write(root, "bad.yaml", "device:\n  url: ftp://192.0.2.11\n")
         assert syncd("validate", str(root)).returncode == 1
         only_good = syncd("validate", str(root), "--device", "good")
-        assert only_good.returncode == 0, only_good.stderr
-        assert "bad.yaml" not in only_good.stderr
+        assert only_good.returncode == 0, only_good.stdout
+        assert "bad.yaml" not in only_good.stdout
         only_bad = syncd("validate", str(root), "--device", "bad")
-        assert only_bad.returncode == 1 and "bad.yaml:2: device.url" in only_bad.stderr
+        assert only_bad.returncode == 1 and "bad.yaml:2: device.url" in only_bad.stdout

@@ -75,13 +75,20 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def messages(stderr: str) -> list[str]:
-    """The stderr lines meant for a person: everything that is not a JSON log event."""
+    """The error sentences on stderr, as ``syncd: error: ...``; log events left out.
+
+    With JSON logs an error is a JSON line too (``command.failed``); any line
+    that is not JSON is kept as it is (and should not be there).
+    """
     out = []
     for line in stderr.splitlines():
         try:
-            json.loads(line)
+            event = json.loads(line)
         except ValueError:
             out.append(line)
+            continue
+        if event.get("event") in ("command.failed", "command.usage"):
+            out.append(f"syncd: error: {event['error']}")
     return out
 
 
@@ -299,6 +306,66 @@ class TestTree:
         assert {p: p.read_text() for p in out.rglob("*.yaml")} == before
         assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
             "garage.yaml", "gate.yaml", "lobby.yaml"]
+
+    def test_shared_values_go_to_defaults_and_the_plan_is_clean(self, intercoms, tmp_path):
+        """Values all devices share land in _defaults.yaml; plan is clean; a defaults edit plans everywhere."""
+        fleet = intercoms(devices=3)
+        configure(fleet)
+        for n, dev in enumerate(fleet.devices, start=1):
+            dev.set_live(1, displayName=f"Door {n}")
+        out = tmp_path / "desired"
+        listing = tmp_path / "devices.txt"
+        listing.write_text(
+            "".join(f"site/d{n} {d.url}\n" for n, d in enumerate(fleet.devices, start=1))
+        )
+        done = run("export", "--from-list", str(listing), "--output", str(out), "--auth", "none")
+        assert done.returncode == 0, done.stderr
+        assert f"wrote {out / '_defaults.yaml'}" in done.stdout
+        defaults = (out / "_defaults.yaml").read_text()
+        assert "    domain: \"pbx.example.com\"\n" in defaults
+        assert "  mode: enforce\n" in defaults and "Door" not in defaults
+        own = (out / "site" / "d2.yaml").read_text()
+        assert '    displayName: "Door 2"\n' in own
+        assert "domain:" not in own and "mode:" not in own and "  - account: 1\n" in own
+
+        def plan(*extra: str) -> subprocess.CompletedProcess[str]:
+            args = ["--desired", str(out), "--state-dir", str(tmp_path / "state"), *extra]
+            return run("plan", *args)
+
+        clean = plan()
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        (out / "_defaults.yaml").write_text(
+            defaults.replace('domain: "pbx.example.com"', 'domain: "pbx2.example.com"')
+        )
+        changed = plan("--json")
+        assert changed.returncode == 2, changed.stdout + changed.stderr
+        doc = json.loads(changed.stdout)
+        assert {d["device"]: d["changes"] for d in doc["devices"]} == {
+            f"site/d{n}": [
+                {
+                    "account": 1,
+                    "field": "domain",
+                    "live": "pbx.example.com",
+                    "desired": "pbx2.example.com",
+                }
+            ]
+            for n in (1, 2, 3)
+        }
+
+    def test_no_factor_defaults_keeps_every_value_in_each_file(self, intercoms, tmp_path):
+        """--no-factor-defaults writes whole device files and no _defaults.yaml."""
+        fleet = intercoms(devices=2)
+        configure(fleet)
+        out = tmp_path / "desired"
+        listing = tmp_path / "devices.txt"
+        listing.write_text(f"a {fleet.devices[0].url}\nb {fleet.devices[1].url}\n")
+        done = run(
+            "export", "--from-list", str(listing), "--output", str(out), "--auth", "none",
+            "--no-factor-defaults",
+        )
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["a.yaml", "b.yaml"]
+        assert '    domain: "pbx.example.com"\n' in (out / "a.yaml").read_text()
 
     def test_bad_list_line_is_named_and_nothing_is_written(self, tmp_path):
         """A malformed device list is refused whole, naming file and line, before any request."""

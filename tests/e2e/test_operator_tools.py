@@ -173,4 +173,4 @@ class TestPreCommit:
         assert ok.returncode == 0, ok.stderr
         write(tmp_path / "desired", "b.yaml", "device:\n  url: ftp://x\n")
         bad = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-        assert bad.returncode == 1 and "b.yaml:2: device.url" in bad.stderr
+        assert bad.returncode == 1 and "b.yaml:2: device.url" in bad.stdout

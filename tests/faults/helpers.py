@@ -34,8 +34,13 @@ def tree(root: Path, fleet: Any, name: str = "Door", **extra: str) -> Path:
 
 
 def run_args(root: Path, state: Path, *extra: str, resync: float = 1.0) -> list[str]:
-    """Arguments of ``syncd run``/``apply`` for a desired tree and state dir."""
-    return ["--desired", str(root), "--state-dir", str(state), "--resync-interval", str(resync), *extra]
+    """Arguments of ``syncd run`` for a desired tree and state dir."""
+    return [*pass_args(root, state), "--resync-interval", str(resync), *extra]
+
+
+def pass_args(root: Path, state: Path, *extra: str) -> list[str]:
+    """Arguments of ``syncd apply``/``plan`` (which refuse the daemon's --resync-interval)."""
+    return ["--desired", str(root), "--state-dir", str(state), *extra]
 
 
 def events(text: str) -> list[dict[str, Any]]:

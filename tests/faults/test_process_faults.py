@@ -3,6 +3,7 @@ fatal start-up problems (state dir, desired dir, settings) reported as one sente
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -15,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SYNCD, device_yaml, syncd, write
-from tests.faults.helpers import account, check_state_dir, converged, run_args, wait_until
+from tests.faults.helpers import (
+    account,
+    check_state_dir,
+    converged,
+    pass_args,
+    run_args,
+    wait_until,
+)
 
 SEED = int(os.environ.get("SYNCD_FAULT_SEED", "20240611"))
 
@@ -103,7 +111,9 @@ class TestDesiredDirGone:
 def _one_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
     """Assert a start-up failure: non-zero exit, exactly one error sentence on stderr, no traceback."""
     assert result.returncode != 0, result.stdout
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    # stderr is not a terminal: the sentence is a JSON line (command.failed or command.usage).
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    errors = [e["error"] for e in lines if e.get("event") in ("command.failed", "command.usage")]
     assert len(errors) == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     for needle in needles:
@@ -157,7 +167,7 @@ class TestStartupErrors:
         root = tmp_path / "desired"
         write(root, "dev1.yaml", device_yaml(fleet.devices[0].url, account("Door 1")))
         state = tmp_path / "new" / "state"
-        result = syncd("apply", *run_args(root, state))
+        result = syncd("apply", *pass_args(root, state))
         assert result.returncode == 0, result.stderr
         assert state.stat().st_mode & 0o777 == 0o700
         assert (state / "key").stat().st_mode & 0o777 == 0o600
