@@ -17,6 +17,7 @@ from syncd.desired import (
     resolve_desired,
     select_devices,
 )
+from syncd.desired.fleet import load_policy
 from syncd.desired.names import is_defaults
 from syncd.logs import get_logger
 from syncd.outcome import Outcome, Tally
@@ -81,6 +82,7 @@ def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool
         problems = resolve_desired(desired, environ=os.environ, only=devices).problems
     if devices:
         problems = [p for p in problems if _concerns(p, desired, devices)]
+    problems = [*problems, *load_policy(desired_dir).problems]
     errors = [p for p in problems if not p.warning]
     for problem in problems:
         print(f"warning: {problem}" if problem.warning else str(problem), file=sys.stderr)

@@ -24,6 +24,10 @@ PURE_CORE = frozenset(
         "syncd.desired.yamldoc",
         "syncd.export.render",
         "syncd.export.request",
+        "syncd.policy",
+        "syncd.rollout",
+        "syncd.waves",
+        "syncd.windows",
     }
 )
 #: What else the pure core may use of syncd: the package's version, and the secret
