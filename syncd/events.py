@@ -24,6 +24,7 @@ __all__ = [
     "apply_reverted",
     "apply_succeeded",
     "auth_failed",
+    "calls_unknown",
     "change_pending",
     "daemon_failed",
     "daemon_signal",
@@ -155,6 +156,11 @@ def apply_deferred(
 
 def apply_reverted(log: Log, *, fields: Fields, revision: str | None = None) -> None:
     log.warning("apply.reverted", fields=list(fields), **_given(revision=revision))
+
+
+def calls_unknown(log: Log, *, error: str) -> None:
+    """The device cannot report its calls: it is treated as idle (logged once per device)."""
+    log.warning("calls.unknown", error=error)
 
 
 def device_unreachable(log: Log, *, error: str, code: int | None, kind: str) -> None:

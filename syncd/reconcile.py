@@ -22,6 +22,7 @@ from syncd.retrying import RetryPolicy, with_retries
 from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
+    from syncd.gate import PutGate
     from syncd.metrics import Metrics
 
 __all__ = ["Reconciler", "reconcile_many"]
@@ -39,8 +40,11 @@ class Reconciler:
         state: StateStore,
         retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
+        gate: PutGate | None = None,
     ) -> None:
         self._metrics = metrics
+        #: Asked right before every PUT whether it may start now (rollout, windows, calls).
+        self._gate = gate
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
@@ -130,6 +134,17 @@ class Reconciler:
             events.reconcile_skipped(log, reason="mode is observe", changes=len(plan.changes))
         if not apply or spec.mode is not Mode.ENFORCE:
             return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
+        if self._gate is not None:
+            wait = await self._gate(spec, plan, drift, client)
+            if wait is not None:
+                return Outcome.of(
+                    spec,
+                    "waiting",
+                    changes=plan.changes,
+                    drift=drift,
+                    waiting=wait.reason,
+                    retry_after=wait.retry_after,
+                )
         return await self._apply(spec, client, plan, drift, target)
 
     async def _apply(

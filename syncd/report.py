@@ -16,6 +16,7 @@ _STATUS = {
     "applied": "in_sync",
     "error": "error",
     "skipped": "skipped",
+    "waiting": "changes",
 }
 
 
