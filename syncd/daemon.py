@@ -18,7 +18,12 @@ from collections.abc import Iterable, Sequence
 
 from syncd import events, loop
 from syncd.client import ClientPool
+from syncd.conductor import Conductor
 from syncd.desired import DesiredState, Loader, Problem, Resolved, resolve_desired
+from syncd.desired.fleet import load_policy
+from syncd.gate import Gate
+from syncd.history import HistoryLog
+from syncd.lock import StateDirLocked, hold_state_lock, state_lock_error
 from syncd.logs import get_logger
 from syncd.metrics import Metrics, serve_metrics
 from syncd.model import DeviceSpec
@@ -26,6 +31,7 @@ from syncd.notify import Notifier
 from syncd.outcome import Outcome, Tally
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
+from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.state import FileStateStore, StateError
 from syncd.watching import DesiredWatcher
@@ -67,11 +73,25 @@ class Daemon:
             timeout=settings.request_timeout,
             keepalive_expiry=settings.resync_interval * 1.2 + 5,
         )
+        self.conductor = Conductor(
+            state=self.state,
+            kick=self._kick,
+            client_of=lambda spec: self.reconciler.client(spec),
+            history=HistoryLog.in_state_dir(settings.state_dir),
+            metrics=self.metrics,
+            retry=RetryPolicy(attempts=settings.retry_attempts),
+        )
+        gate = Gate(
+            policy=lambda: self.conductor.policy,
+            rollout=self.conductor,
+            health=self.conductor.health,
+        )
         self.reconciler = Reconciler(
             pool=self.pool,
             state=self.state,
             retry=RetryPolicy(attempts=settings.retry_attempts),
             metrics=self.metrics,
+            gate=gate,
         )
 
     def _check_desired_dir(self) -> None:
@@ -95,6 +115,10 @@ class Daemon:
             periodic = why == "periodic"
             seen = self._report_problems(resolved, only_new=periodic)
             specs = self._specs_in_force(desired, resolved)
+            policy = await asyncio.to_thread(load_policy, self.desired_dir)
+            material = "\n".join(f"{n} {s.fingerprint}" for n, s in sorted(specs.items()))
+            revision = desired_revision(self.desired_dir, material)
+            self.conductor.load(policy=policy, specs=specs, revision=revision)
             changed = await self._update_workers(specs, kick_all=kick_all)
             if periodic and not changed and seen == self._last_problems:
                 return
@@ -170,11 +194,19 @@ class Daemon:
             gate=self.gate,
             stopping=self.stopping,
             timing=self._timing,
+            after=self.conductor.after,
         )
+
+    def _kick(self, names: Iterable[str]) -> None:
+        for name in names:
+            worker = self.workers.get(name)
+            if worker is not None:
+                worker.kick()
 
     # ------------------------------------------------------------- observing
 
     def observe(self, outcome: Outcome) -> None:
+        self.conductor.observe(outcome)
         m = self.metrics
         if outcome.status in ("in_sync", "applied"):
             m.in_sync.labels(outcome.device).set(1)
@@ -261,6 +293,7 @@ class Daemon:
             asyncio.create_task(self._watcher().run(), name="watch"),
             asyncio.create_task(self._backstop(), name="backstop"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.conductor.run(self.stopping), name="rollout"),
         ]
         await self.stopping.wait()
         self.notifier.stopping()
@@ -309,8 +342,17 @@ def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
             events.daemon_failed(get_logger(), error=str(exc))
             raise
 
-    try:
-        return loop.run(main())
-    except StartupError as exc:
-        print(f"syncd: error: {exc}", file=sys.stderr)
-        return 1
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(hold_state_lock(settings.state_dir))
+        except (StateDirLocked, OSError) as exc:
+            message = state_lock_error(settings.state_dir, exc)
+            events.daemon_failed(get_logger(), error=message)
+            print(f"syncd: error: {message}", file=sys.stderr)
+            return 1
+        try:
+            return loop.run(main())
+        except StartupError as exc:
+            print(f"syncd: error: {exc}", file=sys.stderr)
+            return 1
+    raise AssertionError("unreachable")
