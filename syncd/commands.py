@@ -9,6 +9,8 @@ from pathlib import Path
 
 from syncd import events, loop
 from syncd.client import ClientPool
+from syncd.conductor import pause_saved, resume_saved
+from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
 from syncd.desired import (
     DesiredState,
     Loader,
@@ -18,13 +20,16 @@ from syncd.desired import (
     select_devices,
 )
 from syncd.desired.fleet import load_policy
-from syncd.desired.names import is_defaults
+from syncd.desired.names import FLEET_FILE, is_defaults
+from syncd.foreground import rollout_pass
+from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import get_logger
 from syncd.outcome import Outcome, Tally
 from syncd.progress import Progress
 from syncd.reconcile import Reconciler, reconcile_many
-from syncd.report import plan_json, plan_text
+from syncd.report import plan_json, plan_text, rollout_facts
 from syncd.retrying import RetryPolicy
+from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.state import FileStateStore
 
@@ -34,6 +39,7 @@ __all__ = [
     "CommandError",
     "apply",
     "plan",
+    "rollout",
     "validate",
 ]
 
@@ -131,7 +137,10 @@ async def _pass(
 
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     outcomes, broken = loop.run(_pass(settings, devices, apply=False))
-    sys.stdout.write(plan_json(outcomes, broken) if as_json else plan_text(outcomes, broken))
+    if as_json:
+        sys.stdout.write(plan_json(outcomes, broken, **rollout_facts(settings.desired_dir)))
+    else:
+        sys.stdout.write(plan_text(outcomes, broken))
     tally = Tally.of(outcomes, broken=len(broken))
     if tally.errors:
         return EXIT_ERROR
@@ -140,8 +149,13 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     return EXIT_OK
 
 
-def apply(settings: Settings, *, devices: Sequence[str]) -> int:
-    outcomes, broken = loop.run(_pass(settings, devices, apply=True))
+def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = False) -> int:
+    try:
+        lock = StateLock.acquire(settings.state_dir)
+    except (StateDirLocked, OSError) as exc:
+        raise CommandError(state_lock_error(settings.state_dir, exc)) from None
+    with lock:
+        outcomes, broken, verdict = loop.run(_apply_pass(settings, devices, ignore_windows))
     for o in outcomes:
         if o.failure is not None:
             print(f"{o.device}: {o.failure.message}", file=sys.stderr)
@@ -155,4 +169,58 @@ def apply(settings: Settings, *, devices: Sequence[str]) -> int:
         f"{tally.errors} failed, "
         f"{tally.skipped} skipped"
     )
-    return EXIT_ERROR if tally.errors else EXIT_OK
+    if verdict is not None:
+        print(f"syncd: {verdict}", file=sys.stderr)
+    return EXIT_ERROR if tally.errors or tally.waiting or verdict else EXIT_OK
+
+
+async def _apply_pass(
+    settings: Settings, devices: Sequence[str], ignore_windows: bool
+) -> tuple[list[Outcome], dict[str, str], str | None]:
+    """``apply``: the rollout in the foreground (waves, health, bake, windows, calls)."""
+    desired = load_tree(settings.desired_dir)
+    _check_filter(desired, devices)
+    policy = load_policy(settings.desired_dir)
+    if policy.errors:
+        raise CommandError(f"{policy.errors[0]}; fix {FLEET_FILE} before applying")
+    resolved = resolve_desired(desired, environ=os.environ, only=devices)
+    material = "\n".join(f"{n} {s.fingerprint}" for n, s in sorted(resolved.specs.items()))
+    progress = Progress(len(resolved.specs))
+    try:
+        result = await rollout_pass(
+            settings,
+            specs=resolved.specs,
+            fleet=desired.devices,
+            policy=policy,
+            revision=desired_revision(settings.desired_dir, material),
+            ignore_windows=ignore_windows,
+            on_done=progress.advance,
+        )
+    finally:
+        progress.close()
+    return result.outcomes, resolved.broken, result.verdict
+
+
+def rollout(settings: Settings, *, action: str) -> int:
+    """``syncd rollout pause|resume``: through the daemon's socket, else on the state dir."""
+    socket_path = getattr(settings, "socket", None) or default_socket_path(settings.state_dir)
+    client = ControlClient(Path(socket_path))
+    try:
+        message = client.pause() if action == "pause" else client.resume()
+    except ControlUnavailable:
+        message = _rollout_on_state(settings.state_dir, action)
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    print(message)
+    return EXIT_OK
+
+
+def _rollout_on_state(state_dir: Path, action: str) -> str:
+    """No daemon answers: change the saved rollout, unless another syncd holds the state dir."""
+    try:
+        lock = StateLock.acquire(state_dir)
+    except (StateDirLocked, OSError) as exc:
+        raise CommandError(state_lock_error(state_dir, exc)) from None
+    with lock:
+        state = FileStateStore.open(state_dir)
+        return pause_saved(state) if action == "pause" else resume_saved(state)

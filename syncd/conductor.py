@@ -195,10 +195,15 @@ class Conductor:
     def revision(self) -> str | None:
         return self.rollout.revision if self.rollout is not None else None
 
-    def may_start(self, device: str) -> Decision:
-        if self.rollout is None:
+    def may_start(self, spec: DeviceSpec) -> Decision:
+        """Whether the rollout lets ``spec``'s change start now.
+
+        A change under a desired state already applied (a password alone: the
+        fingerprint holds none) is not the rollout's: it does not wait for a wave.
+        """
+        if self.rollout is None or self._state.applied_fingerprint(spec.name) == spec.fingerprint:
             return Decision(True)
-        return may_start(self.rollout, device, paused=self._paused)
+        return may_start(self.rollout, spec.name, paused=self._paused)
 
     def begin(self, device: str) -> None:
         if self.rollout is not None:
@@ -379,6 +384,15 @@ class Conductor:
                 await asyncio.wait_for(stopping.wait(), self._tick_interval)
         for task in self._reverting.values():
             task.cancel()
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no revert is due or under way."""
+        deadline = self._clock() + timeout
+        while self._clock() < deadline:
+            running = any(not t.done() for t in self._reverting.values())
+            if not running and not (self.rollout and reverts_due(self.rollout)):
+                return
+            await asyncio.sleep(0.1)
 
     def step(self) -> None:
         """One tick."""

@@ -23,7 +23,7 @@ from syncd.desired import DesiredState, Loader, Problem, Resolved, resolve_desir
 from syncd.desired.fleet import load_policy
 from syncd.gate import Gate
 from syncd.history import HistoryLog
-from syncd.lock import StateDirLocked, hold_state_lock, state_lock_error
+from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import get_logger
 from syncd.metrics import Metrics, serve_metrics
 from syncd.model import DeviceSpec
@@ -342,17 +342,16 @@ def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
             events.daemon_failed(get_logger(), error=str(exc))
             raise
 
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(hold_state_lock(settings.state_dir))
-        except (StateDirLocked, OSError) as exc:
-            message = state_lock_error(settings.state_dir, exc)
-            events.daemon_failed(get_logger(), error=message)
-            print(f"syncd: error: {message}", file=sys.stderr)
-            return 1
+    try:
+        lock = StateLock.acquire(settings.state_dir)
+    except (StateDirLocked, OSError) as exc:
+        message = state_lock_error(settings.state_dir, exc)
+        events.daemon_failed(get_logger(), error=message)
+        print(f"syncd: error: {message}", file=sys.stderr)
+        return 1
+    with lock:
         try:
             return loop.run(main())
         except StartupError as exc:
             print(f"syncd: error: {exc}", file=sys.stderr)
             return 1
-    raise AssertionError("unreachable")

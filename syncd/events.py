@@ -56,6 +56,7 @@ __all__ = [
     "rollout_started",
     "rollout_wave",
     "state_write_failed",
+    "windows_ignored",
 ]
 
 Log = FilteringBoundLogger
@@ -228,6 +229,11 @@ def rollout_paused(log: Log, *, revision: str | None = None) -> None:
 
 def rollout_resumed(log: Log, *, revision: str | None = None) -> None:
     log.info("rollout.resumed", **_given(revision=revision))
+
+
+def windows_ignored(log: Log) -> None:
+    """``syncd apply --ignore-windows``: the maintenance windows are overridden."""
+    log.warning("apply.windows_ignored")
 
 
 def rollout_completed(

@@ -62,7 +62,7 @@ class RolloutView(Protocol):
     def paused(self) -> bool: ...
     @property
     def revision(self) -> str | None: ...
-    def may_start(self, device: str) -> Decision: ...
+    def may_start(self, spec: DeviceSpec) -> Decision: ...
     def begin(self, device: str) -> None: ...
 
 
@@ -102,7 +102,7 @@ class Gate:
         self, spec: DeviceSpec, plan: Plan, drift: bool, client: DeviceClient
     ) -> Wait | None:
         policy = self._policy()
-        wait = None if drift else self._change_wait(spec.name, policy)
+        wait = None if drift else self._change_wait(spec, policy)
         if wait is None and policy.calls.wait_for_idle:
             wait = await self._call_wait(spec, client, policy)
         if wait is not None:
@@ -116,9 +116,9 @@ class Gate:
             self._rollout.begin(spec.name)
         return None
 
-    def _change_wait(self, device: str, policy: FleetPolicy) -> Wait | None:
+    def _change_wait(self, spec: DeviceSpec, policy: FleetPolicy) -> Wait | None:
         if self._rollout is not None:
-            decision = self._rollout.may_start(device)
+            decision = self._rollout.may_start(spec)
             if not decision.go:
                 return Wait(str(decision.reason))
             if self._rollout.paused:  # a change outside the rollout (a password) waits too

@@ -8,13 +8,11 @@ simply overwritten).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_FILE", "StateDirLocked", "hold_state_lock", "state_lock_error"]
+__all__ = ["LOCK_FILE", "StateDirLocked", "StateLock", "state_lock_error"]
 
 LOCK_FILE = "lock"
 
@@ -23,30 +21,47 @@ class StateDirLocked(Exception):
     """Another process holds the state dir: one sentence naming its PID."""
 
 
-@contextlib.contextmanager
-def hold_state_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the state dir's lock for the ``with`` block; :class:`StateDirLocked` if taken.
+class StateLock:
+    """The held lock of one state dir; :meth:`release` (or process death) lets it go."""
 
-    An ``OSError`` (no such dir and it cannot be made, no permission) is left
-    to the caller, which reports an unusable state dir as it always did.
-    """
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+    def __init__(self, state_dir: Path, fd: int) -> None:
+        self.state_dir = state_dir
+        self._fd: int | None = fd
+
+    def __repr__(self) -> str:
+        return f"StateLock({str(self.state_dir)!r})"
+
+    @classmethod
+    def acquire(cls, state_dir: Path) -> StateLock:
+        """Take the lock now, or raise :class:`StateDirLocked` (``OSError``: an unusable dir)."""
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise StateDirLocked(
                 f"the state dir {state_dir} is in use by another syncd (PID {holder}); "
                 "only one `syncd run` or `syncd apply` may use it at a time"
             ) from None
+        except OSError:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the last descriptor releases the lock
+        return cls(state_dir, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the lock
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def state_lock_error(state_dir: Path, exc: StateDirLocked | OSError) -> str:
