@@ -30,7 +30,7 @@ from syncd.retrying import RetryPolicy
 from syncd.settings import Settings
 from syncd.state import FileStateStore
 
-__all__ = ["RolloutPass", "rollout_pass"]
+__all__ = ["rollout_pass"]
 
 #: Longest wait for the reverts of a halted rollout before ``apply`` gives up on them.
 REVERT_WAIT = 60.0

@@ -32,7 +32,7 @@ from syncd.policy import FleetPolicy
 from syncd.rollout import Decision
 from syncd.windows import window_state
 
-__all__ = ["CALL_RECHECK", "Gate", "PutGate", "RolloutView", "Wait"]
+__all__ = ["Gate", "PutGate", "Wait"]
 
 #: Seconds between two reads of a busy device's call status.
 CALL_RECHECK = 3.0

@@ -55,21 +55,11 @@ LEFT_TO_OTHER_WORK = {
 #: They are defined now so that every event has its one place; remove a name as it gets a caller.
 NOT_YET_CALLED = {
     "syncd.events": {
-        "apply_deferred",
-        "apply_reverted",
         "auth_failed",
         "device_recovered",
-        "health_failed",
-        "health_passed",
         "password_resent",
         "registration_lost",
         "registration_restored",
-        "rollout_completed",
-        "rollout_halted",
-        "rollout_paused",
-        "rollout_resumed",
-        "rollout_started",
-        "rollout_wave",
     },
 }
 
