@@ -226,6 +226,7 @@ class Daemon:
         counts = {
             "in sync": tally.converged,
             "differing": tally.changes,
+            "waiting": tally.waiting,
             "failing": tally.errors,
             "skipped": tally.skipped,
             "pending": tally.pending,
