@@ -264,6 +264,13 @@ class Conductor:
             return
         self.policy = result.policy if result.policy is not None else DEFAULT_POLICY
 
+    def wave_done(self) -> bool:
+        """Every device of the current wave has its outcome (the bake may be under way)."""
+        if self.rollout is None or not self.rollout.waves:
+            return True
+        wave = progress(self.rollout)[self.rollout.wave]
+        return wave.done == wave.devices
+
     def wave_of(self, device: str) -> str | None:
         """The device's wave under the policy in force (for status)."""
         return self._waves.get(device)
@@ -298,8 +305,8 @@ class Conductor:
         if result is None:
             return
         index = rollout.wave_of(outcome.device)
-        if result == "unreachable" and index is not None and index > rollout.wave:
-            return  # its wave has not started: it is not settled yet
+        if result != "in_sync" and index is not None and index > rollout.wave:
+            return  # its wave has not started: neither settled nor failed by the rollout
         if failure is not None and failure.kind in _APPLIED:
             self._undo[outcome.device] = [
                 c.as_dict() for c in outcome.changes if c.field != "password"

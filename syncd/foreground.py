@@ -84,6 +84,12 @@ async def rollout_pass(
         if ignore_windows and conductor.policy.windows:
             events.windows_ignored(get_logger())
         slots = asyncio.Semaphore(settings.concurrency)
+        #: Devices whose task is not waiting for its wave; none left and the wave unsettled:
+        #: nothing can move the rollout on in this pass (a closed window, say).
+        moving = [len(specs)]
+
+        def stuck() -> bool:
+            return moving[0] == 0 and not conductor.wave_done()
 
         async def drive(spec: DeviceSpec) -> Outcome:
             while True:
@@ -97,8 +103,14 @@ async def rollout_pass(
                 if outcome.retry_after is not None:  # a call: look again soon
                     await asyncio.sleep(outcome.retry_after)
                     continue
-                if outcome.waiting != "wave" or not await _kicked(kicked[spec.name], conductor):
+                if outcome.waiting != "wave":
                     break
+                moving[0] -= 1
+                go_on = await _kicked(kicked[spec.name], conductor, stuck)
+                moving[0] += 1
+                if not go_on:
+                    break
+            moving[0] -= 1
             if on_done is not None:
                 on_done(outcome)
             return outcome
@@ -113,9 +125,9 @@ async def rollout_pass(
     return RolloutPass(outcomes, _verdict(conductor, outcomes))
 
 
-async def _kicked(event: asyncio.Event, conductor: Conductor) -> bool:
-    """Wait for the device's wave to start (True), or for the rollout to stop running."""
-    while conductor.state == "running":
+async def _kicked(event: asyncio.Event, conductor: Conductor, stuck: Callable[[], bool]) -> bool:
+    """Wait for the device's wave to start (True), or for the rollout to stop moving (False)."""
+    while conductor.state == "running" and not stuck():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), 0.25)
             return True

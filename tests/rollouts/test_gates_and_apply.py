@@ -65,6 +65,18 @@ class TestWindows:
         assert fleet.devices[0].accounts[0]["sipNumber"] == "4001"
 
 
+    def test_apply_outside_every_window_exits_1_without_a_put(self, sim, tmp_path):
+        """A fleet waiting for its first wave in a closed window: apply stops at once with exit 1."""
+        fleet = sim(devices=3, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, extra=DENY_ALWAYS)
+        started = time.monotonic()
+        result = _one_shot("apply", root, tmp_path)
+        assert result.returncode == 1
+        assert time.monotonic() - started < 15
+        assert "outside every maintenance window" in result.stderr
+        assert [put_count(d) for d in fleet.devices] == [0, 0, 0]
+
+
 class TestCalls:
     def test_a_call_defers_the_put_until_it_ends(self, sim, daemon, tmp_path):
         """A device in a call gets its PUT only after the call ends (apply.deferred, call)."""
