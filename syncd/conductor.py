@@ -46,6 +46,7 @@ from syncd.rollout import (
     Rollout,
     RolloutState,
     Step,
+    WaitReason,
     begin,
     may_start,
     progress,
@@ -167,6 +168,8 @@ class Conductor:
         self._tick_interval = tick_interval
         self.log = get_logger()
         self.policy: FleetPolicy = DEFAULT_POLICY
+        #: Whether a valid ``_fleet.yaml`` was ever read (an invalid one keeps the last).
+        self.fleet_file = False
         self.health = health or Health(policy=lambda: self.policy, state=state)
         saved = _Saved.of(state.load_rollout())
         self.rollout = restarted(saved.rollout) if saved.rollout is not None else None
@@ -200,10 +203,16 @@ class Conductor:
 
         A change under a desired state already applied (a password alone: the
         fingerprint holds none) is not the rollout's: it does not wait for a wave.
+        Without ``_fleet.yaml`` nothing waits but for a pause.
         """
-        if self.rollout is None or self._state.applied_fingerprint(spec.name) == spec.fingerprint:
-            return Decision(True)
-        return may_start(self.rollout, spec.name, paused=self._paused)
+        rollout = self.rollout
+        if (
+            rollout is None
+            or not self.fleet_file  # without _fleet.yaml: one wave, failed devices tried again
+            or self._state.applied_fingerprint(spec.name) == spec.fingerprint
+        ):
+            return Decision(False, WaitReason.PAUSED) if self._paused else Decision(True)
+        return may_start(rollout, spec.name, paused=self._paused)
 
     def begin(self, device: str) -> None:
         if self.rollout is not None:
@@ -263,6 +272,7 @@ class Conductor:
         if result.errors:
             return
         self.policy = result.policy if result.policy is not None else DEFAULT_POLICY
+        self.fleet_file = result.policy is not None
 
     def wave_done(self) -> bool:
         """Every device of the current wave has its outcome (the bake may be under way)."""

@@ -121,8 +121,6 @@ class Gate:
             decision = self._rollout.may_start(spec)
             if not decision.go:
                 return Wait(str(decision.reason))
-            if self._rollout.paused:  # a change outside the rollout (a password) waits too
-                return Wait("paused")
         if self.ignore_windows or not policy.windows:
             return None
         state = window_state(policy.windows, self._wall())

@@ -88,7 +88,7 @@ def check_state_dir(state: Path) -> str:
         rel = path.relative_to(state).as_posix()
         if path.is_dir():
             assert rel == "devices", f"unexpected directory {rel}"
-        elif rel == "key":
+        elif rel in ("key", "lock", "rollout.json") or rel.startswith("history.jsonl"):
             continue
         elif path.name.startswith("."):
             assert path.name.startswith((".tmp-", ".probe-")), f"unexpected file {rel}"
