@@ -114,8 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", parents=[common], help="show what would change on each device")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    sub.add_parser("apply", parents=[common], help="one reconcile pass over all devices")
+    p = sub.add_parser("apply", parents=[common], help="one reconcile pass over all devices")
+    p.add_argument(
+        "--ignore-windows",
+        action="store_true",
+        help="apply outside the maintenance windows of _fleet.yaml (an emergency; logged)",
+    )
     sub.add_parser("run", parents=[common], help="the daemon: keep devices converged")
+    p = sub.add_parser("rollout", parents=[common], help="pause or resume the rollout")
+    p.add_argument("action", choices=["pause", "resume"])
 
     _add_export(sub, common)
     _add_fleet(sub, common)
@@ -199,7 +206,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "plan":
         return commands.plan(settings, devices=args.device, as_json=args.json)
     if args.command == "apply":
-        return commands.apply(settings, devices=args.device)
+        return commands.apply(settings, devices=args.device, ignore_windows=args.ignore_windows)
+    if args.command == "rollout":
+        return commands.rollout(settings, action=args.action)
     if args.command == "run":
         from syncd.daemon import run_daemon
 

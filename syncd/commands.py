@@ -10,6 +10,8 @@ from pathlib import Path
 
 from syncd import events, loop
 from syncd.client import ClientPool
+from syncd.conductor import pause_saved, resume_saved
+from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
 from syncd.desired import (
     DesiredState,
     Loader,
@@ -18,15 +20,17 @@ from syncd.desired import (
     resolve_desired,
     select_devices,
 )
-from syncd.desired.names import is_defaults
+from syncd.desired.fleet import load_policy
+from syncd.desired.names import FLEET_FILE, is_defaults
 from syncd.devices_view import revision_material
 from syncd.diff import PASSWORD_PLACEHOLDER
-from syncd.history import HistoryLog
+from syncd.foreground import rollout_pass
+from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import get_logger
 from syncd.outcome import Outcome, Tally
 from syncd.progress import Progress
 from syncd.reconcile import Reconciler, reconcile_many
-from syncd.report import plan_json, plan_text
+from syncd.report import plan_json, plan_text, rollout_facts
 from syncd.retrying import RetryPolicy
 from syncd.revision import desired_revision
 from syncd.settings import Settings
@@ -38,6 +42,7 @@ __all__ = [
     "CommandError",
     "apply",
     "plan",
+    "rollout",
     "validate",
 ]
 
@@ -87,6 +92,7 @@ def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool
         problems = resolve_desired(desired, environ=os.environ, only=devices).problems
     if devices:
         problems = [p for p in problems if _concerns(p, desired, devices)]
+    problems = [*problems, *load_policy(desired_dir).problems]
     errors = [p for p in problems if not p.warning]
     for problem in problems:
         print(f"warning: {problem}" if problem.warning else str(problem))
@@ -113,34 +119,24 @@ NO_RECORD = "(no record)"
 
 
 async def _pass(
-    settings: Settings, devices: Sequence[str], *, apply: bool, state: FileStateStore | None = None
+    settings: Settings, devices: Sequence[str], *, state: FileStateStore
 ) -> tuple[list[Outcome], dict[str, str]]:
+    """``plan``'s read of every device: nothing is changed, on the devices or in the state."""
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
-    if state is None:
-        state = FileStateStore.open(settings.state_dir)
-    # apply records its PUTs in the history, under the revision in force; plan changes nothing.
-    revision = (
-        desired_revision(settings.desired_dir, revision_material(resolved.specs)) if apply else None
-    )
-    history = HistoryLog.in_state_dir(settings.state_dir) if apply else None
     async with ClientPool(timeout=settings.request_timeout) as pool:
         reconciler = Reconciler(
-            pool=pool,
-            state=state,
-            retry=RetryPolicy(attempts=settings.retry_attempts),
-            history=history,
+            pool=pool, state=state, retry=RetryPolicy(attempts=settings.retry_attempts)
         )
         progress = Progress(len(resolved.specs))
         try:
             outcomes = await reconcile_many(
                 reconciler,
                 resolved.specs.values(),
-                apply=apply,
+                apply=False,
                 concurrency=settings.concurrency,
                 on_done=progress.advance,
-                revision=revision,
             )
         finally:
             progress.close()
@@ -150,12 +146,15 @@ async def _pass(
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     """Print what would change; read-only: the state dir is never created or written."""
     state = FileStateStore.open_readonly(settings.state_dir)
-    outcomes, broken = loop.run(_pass(settings, devices, apply=False, state=state))
+    outcomes, broken = loop.run(_pass(settings, devices, state=state))
     if not state.has_password_records():
         outcomes = [_unrecorded(o) for o in outcomes]
         if any(c.desired == NO_RECORD for o in outcomes for c in o.changes):
             events.passwords_unrecorded(get_logger(), state_dir=str(settings.state_dir))
-    sys.stdout.write(plan_json(outcomes, broken) if as_json else plan_text(outcomes, broken))
+    if as_json:
+        sys.stdout.write(plan_json(outcomes, broken, **rollout_facts(settings.desired_dir)))
+    else:
+        sys.stdout.write(plan_text(outcomes, broken))
     tally = Tally.of(outcomes, broken=len(broken))
     if tally.errors:
         return EXIT_ERROR
@@ -175,9 +174,14 @@ def _unrecorded(outcome: Outcome) -> Outcome:
     return replace(outcome, changes=changes)
 
 
-def apply(settings: Settings, *, devices: Sequence[str]) -> int:
+def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = False) -> int:
     """One pass; the result (failed devices, a summary) on stdout, log events on stderr."""
-    outcomes, broken = loop.run(_pass(settings, devices, apply=True))
+    try:
+        lock = StateLock.acquire(settings.state_dir)
+    except (StateDirLocked, OSError) as exc:
+        raise CommandError(state_lock_error(settings.state_dir, exc)) from None
+    with lock:
+        outcomes, broken, verdict = loop.run(_apply_pass(settings, devices, ignore_windows))
     for o in outcomes:
         if o.failure is not None:
             print(f"{o.device}: {o.failure.message}")
@@ -191,4 +195,57 @@ def apply(settings: Settings, *, devices: Sequence[str]) -> int:
         f"{tally.errors} failed, "
         f"{tally.skipped} skipped"
     )
-    return EXIT_ERROR if tally.errors else EXIT_OK
+    if verdict is not None:
+        print(f"syncd: {verdict}")
+    return EXIT_ERROR if tally.errors or tally.waiting or verdict else EXIT_OK
+
+
+async def _apply_pass(
+    settings: Settings, devices: Sequence[str], ignore_windows: bool
+) -> tuple[list[Outcome], dict[str, str], str | None]:
+    """``apply``: the rollout in the foreground (waves, health, bake, windows, calls)."""
+    desired = load_tree(settings.desired_dir)
+    _check_filter(desired, devices)
+    policy = load_policy(settings.desired_dir)
+    if policy.errors:
+        raise CommandError(f"{policy.errors[0]}; fix {FLEET_FILE} before applying")
+    resolved = resolve_desired(desired, environ=os.environ, only=devices)
+    progress = Progress(len(resolved.specs))
+    try:
+        result = await rollout_pass(
+            settings,
+            specs=resolved.specs,
+            fleet=desired.devices,
+            policy=policy,
+            revision=desired_revision(settings.desired_dir, revision_material(resolved.specs)),
+            ignore_windows=ignore_windows,
+            on_done=progress.advance,
+        )
+    finally:
+        progress.close()
+    return result.outcomes, resolved.broken, result.verdict
+
+
+def rollout(settings: Settings, *, action: str) -> int:
+    """``syncd rollout pause|resume``: through the daemon's socket, else on the state dir."""
+    socket_path = getattr(settings, "socket", None) or default_socket_path(settings.state_dir)
+    client = ControlClient(Path(socket_path))
+    try:
+        message = client.pause() if action == "pause" else client.resume()
+    except ControlUnavailable:
+        message = _rollout_on_state(settings.state_dir, action)
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    print(message)
+    return EXIT_OK
+
+
+def _rollout_on_state(state_dir: Path, action: str) -> str:
+    """No daemon answers: change the saved rollout, unless another syncd holds the state dir."""
+    try:
+        lock = StateLock.acquire(state_dir)
+    except (StateDirLocked, OSError) as exc:
+        raise CommandError(state_lock_error(state_dir, exc)) from None
+    with lock:
+        state = FileStateStore.open(state_dir)
+        return pause_saved(state) if action == "pause" else resume_saved(state)

@@ -22,9 +22,11 @@ from typing import Any
 from syncd import events, loop
 from syncd.client import ClientPool
 from syncd.command_errors import report_error
+from syncd.conductor import Conductor
 from syncd.control import ControlError, ControlServer, default_socket_path
 from syncd.daemon_control import DaemonControl
 from syncd.desired import DesiredState, Loader, Problem, Resolved, name_from_path, resolve_desired
+from syncd.desired.fleet import load_policy
 from syncd.devices_view import (
     DeviceView,
     FleetView,
@@ -32,7 +34,9 @@ from syncd.devices_view import (
     difference_key,
     revision_material,
 )
+from syncd.gate import Gate
 from syncd.history import HistoryLog
+from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import get_logger
 from syncd.metrics import Metrics, serve_metrics
 from syncd.model import DeviceSpec, Mode
@@ -96,6 +100,19 @@ class Daemon:
         self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
             settings.state_dir
         )
+        self.conductor = Conductor(
+            state=self.state,
+            kick=self._kick,
+            client_of=lambda spec: self.reconciler.client(spec),
+            history=self.history,
+            metrics=self.metrics,
+            retry=RetryPolicy(attempts=settings.retry_attempts),
+        )
+        gate = Gate(
+            policy=lambda: self.conductor.policy,
+            rollout=self.conductor,
+            health=self.conductor.health,
+        )
         self.reconciler = Reconciler(
             pool=self.pool,
             state=self.state,
@@ -104,6 +121,7 @@ class Daemon:
             history=self.history,
             watch=self.view,
             sharing=self.sharing,
+            gate=gate,
         )
         self.monitor = RegistrationMonitor(
             reconciler=self.reconciler,
@@ -111,8 +129,6 @@ class Daemon:
             kick=self.kick,
             metrics=self.metrics,
         )
-        #: The rollout engine, when there is one: pause/resume and the rollout in the status.
-        self.conductor: RolloutControl | None = None
         #: The desired revision in force (SPEC section 10).
         self.revision = ""
         self.socket_path = settings.socket or default_socket_path(settings.state_dir)
@@ -140,10 +156,12 @@ class Daemon:
             periodic = why == "periodic"
             seen = self._report_problems(resolved, only_new=periodic)
             specs = self._specs_in_force(desired, resolved)
+            policy = await asyncio.to_thread(load_policy, self.desired_dir)
             revision = desired_revision(self.desired_dir, revision_material(specs))
             new_revision = revision != self.revision
             self._set_revision(revision)
             self.sharing.publish_revision(revision)
+            self.conductor.load(policy=policy, specs=specs, revision=revision)
             changed = await self._update_workers(specs, kick_all=kick_all)
             if periodic and not changed and not new_revision and seen == self._last_problems:
                 return
@@ -253,11 +271,19 @@ class Daemon:
             gate=self.gate,
             stopping=self.stopping,
             timing=self._timing,
+            after=self.conductor.after,
         )
+
+    def _kick(self, names: Iterable[str]) -> None:
+        for name in names:
+            worker = self.workers.get(name)
+            if worker is not None:
+                worker.kick()
 
     # ------------------------------------------------------------- observing
 
     def observe(self, outcome: Outcome) -> None:
+        self.conductor.observe(outcome)
         m = self.metrics
         now = time.time()
         view = self.view.devices.get(outcome.device)
@@ -294,6 +320,7 @@ class Daemon:
         counts = {
             "in sync": tally.converged,
             "differing": tally.changes,
+            "waiting": tally.waiting,
             "failing": tally.errors,
             "skipped": tally.skipped,
             "pending": tally.pending,
@@ -433,6 +460,7 @@ class Daemon:
             asyncio.create_task(self._watcher().run(), name="watch"),
             asyncio.create_task(self._backstop(), name="backstop"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.conductor.run(self.stopping), name="rollout"),
         ]
         await self.stopping.wait()
         self.notifier.stopping()
@@ -484,7 +512,15 @@ def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
             raise
 
     try:
-        return loop.run(main())
-    except StartupError as exc:
-        report_error(str(exc), stream=sys.stderr)
+        lock = StateLock.acquire(settings.state_dir)
+    except (StateDirLocked, OSError) as exc:
+        message = state_lock_error(settings.state_dir, exc)
+        events.daemon_failed(get_logger(), error=message)
+        report_error(message, stream=sys.stderr)
         return 1
+    with lock:
+        try:
+            return loop.run(main())
+        except StartupError as exc:
+            report_error(str(exc), stream=sys.stderr)
+            return 1

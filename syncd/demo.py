@@ -40,7 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--desired", type=Path, default=Path("desired"))
     parser.add_argument("--port", type=int, default=8080, help="first emulated device's port")
     parser.add_argument("--resync-interval", type=float, default=10.0)
+    parser.add_argument(
+        "--rollout",
+        action="store_true",
+        help="the safe-rollout scenario: canary, a bad PBX halted and reverted, then the fix",
+    )
+    parser.add_argument("--auto", action="store_true", help="with --rollout: do not wait for Enter")
     args = parser.parse_args(argv)
+    if args.rollout:
+        from syncd.rollout_demo import run_rollout_demo
+
+        return run_rollout_demo(port=args.port, auto=args.auto)
     if not args.desired.is_dir():
         print(f"demo: {args.desired} not found; run this from the repository root", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ __all__ = [
     "apply_reverted",
     "apply_succeeded",
     "auth_failed",
+    "calls_unknown",
     "change_pending",
     "cluster_joined",
     "cluster_members",
@@ -67,6 +68,7 @@ __all__ = [
     "rollout_started",
     "rollout_wave",
     "state_write_failed",
+    "windows_ignored",
 ]
 
 Log = FilteringBoundLogger
@@ -174,6 +176,11 @@ def apply_reverted(log: Log, *, fields: Fields, revision: str | None = None) -> 
     log.warning("apply.reverted", fields=list(fields), **_given(revision=revision))
 
 
+def calls_unknown(log: Log, *, error: str) -> None:
+    """The device cannot report its calls: it is treated as idle (logged once per device)."""
+    log.warning("calls.unknown", error=error)
+
+
 def device_unreachable(log: Log, *, error: str, code: int | None, kind: str) -> None:
     log.error("device.unreachable", error=error, code=code, kind=kind)
 
@@ -248,6 +255,11 @@ def rollout_paused(log: Log, *, revision: str | None = None) -> None:
 
 def rollout_resumed(log: Log, *, revision: str | None = None) -> None:
     log.info("rollout.resumed", **_given(revision=revision))
+
+
+def windows_ignored(log: Log) -> None:
+    """``syncd apply --ignore-windows``: the maintenance windows are overridden."""
+    log.warning("apply.windows_ignored")
 
 
 def rollout_completed(

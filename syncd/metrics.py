@@ -44,7 +44,13 @@ class Metrics:
             registry=r,
         )
         self.applies = Counter(
-            "syncd_applies_total", "PUTs by result (succeeded, failed)", ["result"], registry=r
+            "syncd_applies_total",
+            "PUTs by result (succeeded, failed, unhealthy, reverted)",
+            ["result"],
+            registry=r,
+        )
+        self.rollout_halted = Gauge(
+            "syncd_rollout_halted", "1 while the rollout is halted, else 0", registry=r
         )
         self.retries = Counter(
             "syncd_retries_total", "Requests retried after a transient failure", registry=r

@@ -8,11 +8,12 @@ from typing import Literal
 
 from syncd.client import DeviceError
 from syncd.diff import Change
+from syncd.history import HistoryEntry
 from syncd.model import DeviceSpec, Mode
 
 __all__ = ["Failure", "Outcome", "Tally"]
 
-Status = Literal["in_sync", "changes", "applied", "error", "skipped"]
+Status = Literal["in_sync", "changes", "applied", "error", "skipped", "waiting"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class Outcome:
     changes: tuple[Change, ...] = ()
     drift: bool = False
     failure: Failure | None = None
+    #: With status ``waiting``: what the PUT waits for (``wave``, ``window``, ``call``,
+    #: ``halted``, ``paused``, ``done``), and when to look again (seconds; None: resync).
+    waiting: str | None = None
+    retry_after: float | None = None
+    #: An accepted PUT's history entry, not written yet: the health check after it
+    #: decides its result (the rollout engine writes it).
+    put: HistoryEntry | None = None
 
     @classmethod
     def of(
@@ -53,6 +61,9 @@ class Outcome:
         changes: tuple[Change, ...] = (),
         drift: bool = False,
         failure: Failure | None = None,
+        waiting: str | None = None,
+        retry_after: float | None = None,
+        put: HistoryEntry | None = None,
     ) -> Outcome:
         """The outcome of reconciling ``spec``."""
         return cls(
@@ -63,6 +74,9 @@ class Outcome:
             changes=changes,
             drift=drift,
             failure=failure,
+            waiting=waiting,
+            retry_after=retry_after,
+            put=put,
         )
 
     @property
@@ -84,11 +98,19 @@ class Tally:
     errors: int = 0
     skipped: int = 0
     pending: int = 0
+    #: Devices whose PUT waits (wave, window, call, halted or paused rollout).
+    waiting: int = 0
 
     @property
     def devices(self) -> int:
         return (
-            self.in_sync + self.applied + self.changes + self.errors + self.skipped + self.pending
+            self.in_sync
+            + self.applied
+            + self.changes
+            + self.errors
+            + self.skipped
+            + self.pending
+            + self.waiting
         )
 
     @property
@@ -98,7 +120,9 @@ class Tally:
 
     @classmethod
     def of(cls, outcomes: Iterable[Outcome | None], *, broken: int = 0) -> Tally:
-        counts = dict.fromkeys(("in_sync", "applied", "changes", "error", "skipped", "pending"), 0)
+        counts = dict.fromkeys(
+            ("in_sync", "applied", "changes", "error", "skipped", "pending", "waiting"), 0
+        )
         for outcome in outcomes:
             counts["pending" if outcome is None else outcome.status] += 1
         return cls(
@@ -108,4 +132,5 @@ class Tally:
             errors=counts["error"] + broken,
             skipped=counts["skipped"],
             pending=counts["pending"],
+            waiting=counts["waiting"],
         )

@@ -14,16 +14,15 @@ import math
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from syncd.desired.locate import locate, problem_from_error
-from syncd.desired.result import FileFailed, Problem
+from syncd.desired.names import FLEET_FILE, fleet_file_problem
+from syncd.desired.result import Problem
 from syncd.desired.schema import Bool, Text
-from syncd.desired.tree import read_doc
 from syncd.desired.yamldoc import YamlMap
 
 __all__ = [
@@ -43,10 +42,9 @@ __all__ = [
     "WindowKind",
     "fleet_file_problem",
     "glob_problem",
-    "load_policy",
+    "policy_from_doc",
 ]
 
-FLEET_FILE = "_fleet.yaml"
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: Monday is 0, as ``datetime.weekday()`` counts.
 ALL_DAYS: frozenset[int] = frozenset(range(7))
@@ -162,15 +160,6 @@ def glob_problem(pattern: str) -> str | None:
                 return f"'[' at position {i + 1} is never closed by ']' (write [[] for a literal [)"
             i = close
         i += 1
-    return None
-
-
-def fleet_file_problem(rel_path: str) -> Problem | None:
-    """The error for a ``_fleet.yaml`` found at ``rel_path`` anywhere but the root."""
-    if rel_path.rsplit("/", 1)[-1] == FLEET_FILE and rel_path != FLEET_FILE:
-        return Problem(
-            rel_path, None, "", f"{FLEET_FILE} is only read at the root of the desired dir"
-        )
     return None
 
 
@@ -350,28 +339,8 @@ class _FleetDoc(_Strict):
 # ----------------------------------------------------------------- loading
 
 
-def load_policy(root: Path) -> PolicyResult:
-    """Read and check ``ROOT/_fleet.yaml``; ``policy`` is None when absent or invalid."""
-    path = root / FLEET_FILE
-    try:
-        size = path.stat().st_size
-        inside = path.resolve(strict=True).is_relative_to(root.resolve())
-    except FileNotFoundError:
-        return PolicyResult(None)
-    except (OSError, RuntimeError) as exc:
-        reason = getattr(exc, "strerror", None) or "broken or looping symbolic link"
-        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", f"cannot read: {reason}")])
-    if not inside:
-        message = "symbolic link points outside the desired dir"
-        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", message)])
-    try:
-        doc = read_doc(path, FLEET_FILE, size)
-    except FileFailed as failed:
-        return PolicyResult(None, list(failed.problems))
-    return _policy_from_doc(doc)
-
-
-def _policy_from_doc(doc: Any) -> PolicyResult:
+def policy_from_doc(doc: Any) -> PolicyResult:
+    """Check a parsed ``_fleet.yaml``; ``policy`` is None when it is invalid."""
     if doc is None:
         return PolicyResult(FleetPolicy())
     if not isinstance(doc, YamlMap):

@@ -26,6 +26,7 @@ from syncd.retrying import RetryPolicy, with_retries
 from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
+    from syncd.gate import PutGate
     from syncd.metrics import Metrics
     from syncd.sharing import Sharing
 
@@ -64,6 +65,7 @@ class Reconciler:
         history: HistorySink | None = None,
         watch: ReconcileWatch | None = None,
         sharing: Sharing | None = None,
+        gate: PutGate | None = None,
     ) -> None:
         #: Cluster mode: a PUT only with the device's ownership key, bounded by the lease.
         self._sharing = sharing
@@ -72,6 +74,8 @@ class Reconciler:
         self._watch = watch
         #: Accounts whose password is sent again at the next PUT, with the reason to log.
         self._resend: dict[str, dict[int, str]] = {}
+        #: Asked right before every PUT whether it may start now (rollout, windows, calls).
+        self._gate = gate
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
@@ -121,22 +125,19 @@ class Reconciler:
         """Append one PUT to the history (no-op without one); a write failure is logged."""
         if self._history is None:
             return
-        entry = HistoryEntry(
-            time=datetime.now(UTC),
-            device=spec.name,
-            revision=revision or "",
-            trigger=trigger,
-            result=result,
-            changes=history_changes(changes, reverse=reverse),
-            wave=wave,
-            error=error,
+        self._append(
+            _put_entry(spec, changes, revision, trigger, result, wave, error, reverse=reverse)
         )
+
+    def _append(self, entry: HistoryEntry) -> None:
+        if self._history is None:
+            return
         try:
             self._history.append(entry)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             events.state_write_failed(
-                self.log.bind(device=spec.name), error=f"cannot append to the history: {reason}"
+                self.log.bind(device=entry.device), error=f"cannot append to the history: {reason}"
             )
 
     async def _with_retries(
@@ -221,6 +222,17 @@ class Reconciler:
             events.reconcile_skipped(log, reason="mode is observe", changes=len(plan.changes))
         if not apply or spec.mode is not Mode.ENFORCE:
             return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
+        if self._gate is not None:
+            wait = await self._gate(spec, plan, drift, client)
+            if wait is not None:
+                return Outcome.of(
+                    spec,
+                    "waiting",
+                    changes=plan.changes,
+                    drift=drift,
+                    waiting=wait.reason,
+                    retry_after=wait.retry_after,
+                )
         return await self._apply(spec, client, plan, drift, target, revision)
 
     async def _apply(
@@ -288,7 +300,10 @@ class Reconciler:
             return self._unverified(spec, plan, drift, message, left, revision=revision)
         self._record_in_force(spec, revision)
         events.apply_succeeded(log, fields=[c.as_dict() for c in plan.changes], revision=revision)
-        self.record_put(spec, plan.changes, revision=revision, trigger=trigger, result="succeeded")
+        entry = _put_entry(spec, plan.changes, revision, trigger, "succeeded")
+        if self._gate is not None:  # its owner checks health first, then writes the entry
+            return Outcome.of(spec, "applied", changes=plan.changes, drift=drift, put=entry)
+        self._append(entry)
         return Outcome.of(spec, "applied", changes=plan.changes, drift=drift)
 
     def _passwords_resent(self, spec: DeviceSpec, plan: Plan) -> None:
@@ -334,6 +349,29 @@ class Reconciler:
                 self._state.record_revision(spec.name, revision)
         except StateError as exc:
             events.state_write_failed(self.log.bind(device=spec.name), error=str(exc))
+
+
+def _put_entry(
+    spec: DeviceSpec,
+    changes: Iterable[Change],
+    revision: str | None,
+    trigger: Trigger,
+    result: Result,
+    wave: str | None = None,
+    error: str | None = None,
+    *,
+    reverse: bool = False,
+) -> HistoryEntry:
+    return HistoryEntry(
+        time=datetime.now(UTC),
+        device=spec.name,
+        revision=revision or "",
+        trigger=trigger,
+        result=result,
+        changes=history_changes(changes, reverse=reverse),
+        wave=wave,
+        error=error,
+    )
 
 
 async def reconcile_many(

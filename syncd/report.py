@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from syncd.desired.fleet import load_policy
+from syncd.history import format_time
 from syncd.outcome import Outcome, Tally
+from syncd.policy import FleetPolicy
+from syncd.waves import assign_waves
+from syncd.windows import WindowState, window_state
 
-__all__ = ["plan_json", "plan_text", "summary"]
+__all__ = ["plan_json", "plan_text", "rollout_facts", "summary"]
 
 _STATUS = {
     "in_sync": "in_sync",
@@ -16,6 +23,7 @@ _STATUS = {
     "applied": "in_sync",
     "error": "error",
     "skipped": "skipped",
+    "waiting": "changes",
 }
 
 
@@ -56,7 +64,22 @@ def plan_text(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan_json(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
+def rollout_facts(desired_dir: Path) -> dict[str, Any]:
+    """With a valid ``_fleet.yaml``: the policy, for ``plan --json``'s waves and window."""
+    policy = load_policy(desired_dir).policy
+    if policy is None:
+        return {}
+    return {"policy": policy, "window": window_state(policy.windows, datetime.now(UTC))}
+
+
+def plan_json(
+    outcomes: list[Outcome],
+    broken: Mapping[str, str],
+    *,
+    policy: FleetPolicy | None = None,
+    window: WindowState | None = None,
+) -> str:
+    """``plan --json``; with a fleet ``policy``, each device's ``wave`` and the ``window``."""
     devices: list[dict[str, Any]] = []
     for o in sorted(outcomes, key=lambda o: o.device):
         error = None
@@ -89,4 +112,12 @@ def plan_json(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
                 "error": {"kind": "desired", "message": problem, "code": None, "param": None},
             }
         )
-    return json.dumps({"devices": devices, "summary": summary(outcomes, broken)}, indent=2) + "\n"
+    doc: dict[str, Any] = {"devices": devices, "summary": summary(outcomes, broken)}
+    if policy is not None:
+        waves = assign_waves([d["device"] for d in devices], policy.rollout.waves)
+        for device in devices:
+            device["wave"] = waves.get(device["device"])
+        state = window or WindowState(True)
+        next_open = format_time(state.next_open) if state.next_open is not None else None
+        doc["window"] = {"open": state.open, "next_open": next_open}
+    return json.dumps(doc, indent=2) + "\n"

@@ -28,6 +28,8 @@ __all__ = ["DeviceWorker", "Timing", "outcome_kind"]
 Run = Callable[[DeviceSpec], Awaitable[Outcome]]
 #: Hears every outcome, in order (the daemon: metrics and the STATUS line).
 Report = Callable[[Outcome], None]
+#: Runs after a reconcile, outside the concurrency gate (the health check after a PUT).
+After = Callable[[DeviceSpec, Outcome], Awaitable[Outcome]]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class DeviceWorker:
         gate: asyncio.Semaphore,
         stopping: asyncio.Event,
         timing: Timing,
+        after: After | None = None,
     ) -> None:
         self.spec = spec
         self.failures = 0
@@ -73,6 +76,7 @@ class DeviceWorker:
         self._gate = gate
         self._stopping = stopping
         self._timing = timing
+        self._after = after
         self._kicked = asyncio.Event()
 
     def kick(self) -> None:
@@ -119,14 +123,30 @@ class DeviceWorker:
                 if self._stopping.is_set():
                     return
                 outcome = await self._reconcile()
+            if self._after is not None:
+                outcome = await self._run_after(outcome)
             self.last = outcome
             self._report(outcome)
             delay = self.next_delay(outcome)
+            if outcome.retry_after is not None:  # a PUT waiting for a call to end
+                delay = outcome.retry_after
 
     async def _reconcile(self) -> Outcome:
         self.running = True
         try:
             return await self._run(self.spec)
+        except Exception as exc:  # a bug must not end this device's schedule
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            events.apply_failed(get_logger().bind(device=self.spec.name), error=message)
+            return Outcome.of(self.spec, "error", failure=Failure("internal", str(exc)))
+        finally:
+            self.running = False
+
+    async def _run_after(self, outcome: Outcome) -> Outcome:
+        assert self._after is not None
+        self.running = True
+        try:
+            return await self._after(self.spec, outcome)
         except Exception as exc:  # a bug must not end this device's schedule
             message = f"internal error: {type(exc).__name__}: {exc}"
             events.apply_failed(get_logger().bind(device=self.spec.name), error=message)

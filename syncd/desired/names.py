@@ -5,9 +5,21 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 
-__all__ = ["DEFAULTS_FILE", "SUFFIXES", "is_defaults", "name_from_path", "select_devices"]
+from syncd.desired.result import Problem
+
+__all__ = [
+    "DEFAULTS_FILE",
+    "FLEET_FILE",
+    "SUFFIXES",
+    "fleet_file_problem",
+    "is_defaults",
+    "name_from_path",
+    "select_devices",
+]
 
 DEFAULTS_FILE = "_defaults.yaml"
+#: The fleet policy (waves, health, windows, calls): read only at the root, never a device.
+FLEET_FILE = "_fleet.yaml"
 SUFFIXES = (".yaml", ".yml")
 
 
@@ -22,6 +34,15 @@ def name_from_path(rel: str) -> str:
 def is_defaults(rel: str) -> bool:
     """Whether ``rel`` names a defaults file (in any folder)."""
     return rel.rsplit("/", 1)[-1] == DEFAULTS_FILE
+
+
+def fleet_file_problem(rel_path: str) -> Problem | None:
+    """The error for a ``_fleet.yaml`` found at ``rel_path`` anywhere but the root."""
+    if rel_path.rsplit("/", 1)[-1] == FLEET_FILE and rel_path != FLEET_FILE:
+        return Problem(
+            rel_path, None, "", f"{FLEET_FILE} is only read at the root of the desired dir"
+        )
+    return None
 
 
 def select_devices(names: Iterable[str], patterns: Iterable[str]) -> set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.desired.build import build_device, duplicates
-from syncd.desired.names import DEFAULTS_FILE, SUFFIXES
+from syncd.desired.names import DEFAULTS_FILE, FLEET_FILE, SUFFIXES, fleet_file_problem
 from syncd.desired.result import DesiredState, FileFailed, Problem
 from syncd.desired.yamldoc import YamlError, parse_yaml
 from syncd.model import DeviceSpec
@@ -195,6 +195,10 @@ class _Walker:
             self.walk(path, rel)
         elif entry.name == DEFAULTS_FILE:
             self.defaults.add(rel)
+        elif entry.name == FLEET_FILE:
+            misplaced = fleet_file_problem(rel)  # at the root it is the policy, not a device
+            if misplaced is not None:
+                self.problems.append(misplaced)
         else:
             self.files.append(rel)
 

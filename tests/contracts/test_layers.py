@@ -25,6 +25,10 @@ PURE_CORE = frozenset(
         "syncd.export.render",
         "syncd.export.request",
         "syncd.state.records",
+        "syncd.policy",
+        "syncd.rollout",
+        "syncd.waves",
+        "syncd.windows",
     }
 )
 #: What else the pure core may use of syncd: the package's version, and the secret

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from syncd.desired import Problem
+from syncd.desired.fleet import load_policy
 from syncd.policy import (
     ALL_DAYS,
     DEFAULT_POLICY,
@@ -20,7 +21,6 @@ from syncd.policy import (
     Window,
     fleet_file_problem,
     glob_problem,
-    load_policy,
 )
 
 SPEC_EXAMPLE = """\

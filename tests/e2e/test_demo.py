@@ -59,3 +59,22 @@ def test_demo_converges_the_example_and_stops_on_ctrl_c():
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_rollout_demo_halts_reverts_and_then_rolls_the_fix_through():
+    """python -m syncd.demo --rollout --auto: canary fails on a bad PBX, is reverted, the fix reaches all."""
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd.demo", "--rollout", "--auto", "--port", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "health.failed      site-a/door-1" in out
+    assert "rollout.halted     wave canary, failed: site-a/door-1" in out
+    assert "apply.reverted     site-a/door-1  domain back to pbx.example.com" in out
+    assert "every intercom is on the new PBX" in out
+    assert "demo-sip-secret" not in out

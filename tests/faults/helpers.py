@@ -94,7 +94,7 @@ def check_state_dir(state: Path) -> str:
         rel = path.relative_to(state).as_posix()
         if path.is_dir():
             assert rel == "devices", f"unexpected directory {rel}"
-        elif rel == "key":
+        elif rel in ("key", "lock", "rollout.json") or rel.startswith("history.jsonl"):
             continue
         elif rel == "syncd.sock":
             assert path.is_socket(), rel  # left by a killed daemon; the next one replaces it

@@ -271,8 +271,9 @@ class TestVerify:
         """A PUT the device accepts but whose value is gone by the verifying GET is apply.failed naming the field (kind verify), then retried within the resync interval until it holds."""
         fleet = sim(devices=2)
         dev1, dev2 = fleet.devices
-        dev1.inject(kind="delay", delay=0.0, method="GET")  # the reading GET: answered at once
-        dev1.inject(kind="delay", delay=1.5, method="GET")  # the verifying GET: 1.5 s late
+        config = "/api/phone/config"  # (a call-status GET comes between them)
+        dev1.inject(kind="delay", delay=0.0, method="GET", path=config)  # the reading GET: at once
+        dev1.inject(kind="delay", delay=1.5, method="GET", path=config)  # the verifying GET: late
         root = tree(tmp_path / "desired", fleet)
         proc = daemon(*run_args(root, tmp_path / "state", resync=2))
         wait_until(lambda: puts(dev1), 15, "the PUT")

@@ -1,0 +1,38 @@
+"""Read ``_fleet.yaml`` from the root of the desired dir (the I/O around :mod:`syncd.policy`).
+
+The file is checked like a device file (see :func:`syncd.policy.policy_from_doc`);
+this module only finds it, refuses a link that leads out of the tree, and
+reads it with the same limits as any desired file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from syncd.desired.names import FLEET_FILE
+from syncd.desired.result import FileFailed, Problem
+from syncd.desired.tree import read_doc
+from syncd.policy import PolicyResult, policy_from_doc
+
+__all__ = ["load_policy"]
+
+
+def load_policy(root: Path) -> PolicyResult:
+    """Read and check ``ROOT/_fleet.yaml``; ``policy`` is None when absent or invalid."""
+    path = root / FLEET_FILE
+    try:
+        size = path.stat().st_size
+        inside = path.resolve(strict=True).is_relative_to(root.resolve())
+    except FileNotFoundError:
+        return PolicyResult(None)
+    except (OSError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or "broken or looping symbolic link"
+        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", f"cannot read: {reason}")])
+    if not inside:
+        message = "symbolic link points outside the desired dir"
+        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", message)])
+    try:
+        doc = read_doc(path, FLEET_FILE, size)
+    except FileFailed as failed:
+        return PolicyResult(None, list(failed.problems))
+    return policy_from_doc(doc)

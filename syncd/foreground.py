@@ -1,0 +1,155 @@
+"""``syncd apply`` as a rollout in the foreground: waves, health, bake, windows and calls.
+
+The same :class:`~syncd.conductor.Conductor` and :class:`~syncd.gate.Gate` as
+the daemon, driven by one task per device instead of a worker: a device
+whose wave has not started waits to be kicked, one in a call looks again in
+a few seconds, and every other outcome is final for this pass. The pass ends
+when every device has its outcome and the reverts of a halt are out; its
+verdict says why ``apply`` fails beyond device errors (a halt, a pause,
+closed windows, devices still waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from syncd import events
+from syncd.client import ClientPool
+from syncd.conductor import Conductor
+from syncd.gate import Gate
+from syncd.history import HistoryLog, format_time
+from syncd.logs import get_logger
+from syncd.model import DeviceSpec
+from syncd.outcome import Outcome
+from syncd.policy import PolicyResult
+from syncd.reconcile import Reconciler
+from syncd.retrying import RetryPolicy
+from syncd.settings import Settings
+from syncd.state import FileStateStore
+
+__all__ = ["rollout_pass"]
+
+#: Longest wait for the reverts of a halted rollout before ``apply`` gives up on them.
+REVERT_WAIT = 60.0
+
+
+@dataclass(frozen=True)
+class RolloutPass:
+    """Each device's last outcome, and why the pass fails besides them (None: it does not)."""
+
+    outcomes: list[Outcome]
+    verdict: str | None
+
+
+async def rollout_pass(
+    settings: Settings,
+    *,
+    specs: Mapping[str, DeviceSpec],
+    fleet: Iterable[str],
+    policy: PolicyResult,
+    revision: str,
+    ignore_windows: bool,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> RolloutPass:
+    """Roll ``specs`` out once, in the foreground."""
+    state = FileStateStore.open(settings.state_dir)
+    kicked = {name: asyncio.Event() for name in specs}
+    stopping = asyncio.Event()
+
+    def kick(names: Iterable[str]) -> None:
+        for name in names:
+            if name in kicked:
+                kicked[name].set()
+
+    history = HistoryLog.in_state_dir(settings.state_dir)
+    async with ClientPool(timeout=settings.request_timeout) as pool:
+        retry = RetryPolicy(attempts=settings.retry_attempts)
+        conductor = Conductor(
+            state=state,
+            kick=kick,
+            client_of=lambda spec: reconciler.client(spec),
+            history=history,
+            retry=retry,
+        )
+        gate = Gate(
+            policy=lambda: conductor.policy,
+            rollout=conductor,
+            health=conductor.health,
+            ignore_windows=ignore_windows,
+        )
+        reconciler = Reconciler(pool=pool, state=state, retry=retry, gate=gate, history=history)
+        conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
+        if ignore_windows and conductor.policy.windows:
+            events.windows_ignored(get_logger())
+        slots = asyncio.Semaphore(settings.concurrency)
+        #: Devices whose task is not waiting for its wave; none left and the wave unsettled:
+        #: nothing can move the rollout on in this pass (a closed window, say).
+        moving = [len(specs)]
+
+        def stuck() -> bool:
+            return moving[0] == 0 and not conductor.wave_done()
+
+        async def drive(spec: DeviceSpec) -> Outcome:
+            while True:
+                kicked[spec.name].clear()
+                async with slots:
+                    outcome = await reconciler.reconcile(spec, apply=True, revision=revision)
+                outcome = await conductor.after(spec, outcome)
+                conductor.observe(outcome)
+                if outcome.status != "waiting":
+                    break
+                if outcome.retry_after is not None:  # a call: look again soon
+                    await asyncio.sleep(outcome.retry_after)
+                    continue
+                if outcome.waiting != "wave":
+                    break
+                moving[0] -= 1
+                go_on = await _kicked(kicked[spec.name], conductor, stuck)
+                moving[0] += 1
+                if not go_on:
+                    break
+            moving[0] -= 1
+            if on_done is not None:
+                on_done(outcome)
+            return outcome
+
+        ticking = asyncio.create_task(conductor.run(stopping), name="rollout")
+        try:
+            outcomes = list(await asyncio.gather(*(drive(s) for s in specs.values())))
+            await conductor.settle(REVERT_WAIT)
+        finally:
+            stopping.set()
+            await ticking
+    return RolloutPass(outcomes, _verdict(conductor, outcomes))
+
+
+async def _kicked(event: asyncio.Event, conductor: Conductor, stuck: Callable[[], bool]) -> bool:
+    """Wait for the device's wave to start (True), or for the rollout to stop moving (False)."""
+    while conductor.state == "running" and not stuck():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), 0.25)
+            return True
+    return event.is_set()
+
+
+def _verdict(conductor: Conductor, outcomes: list[Outcome]) -> str | None:
+    if conductor.state == "halted":
+        failed = ", ".join(conductor.rollout.failed) if conductor.rollout else ""
+        return f"the rollout halted: failed devices: {failed}"
+    waiting = [o for o in outcomes if o.status == "waiting"]
+    if conductor.state == "paused" and waiting:
+        return "the rollout is paused (`syncd rollout resume` continues it)"
+    if any(o.waiting == "window" for o in waiting):
+        next_open = conductor.window().next_open
+        when = f"; the next opens at {format_time(next_open)}" if next_open else ""
+        return (
+            f"outside every maintenance window{when} "
+            "(`syncd apply --ignore-windows` overrides them in an emergency)"
+        )
+    if waiting:
+        names = ", ".join(sorted(o.device for o in waiting))
+        return f"{len(waiting)} device(s) still wait for the rollout: {names}"
+    return None

@@ -1,0 +1,159 @@
+"""May this PUT start now? Asked right before every PUT (``Reconciler(gate=...)``).
+
+A change (not a drift correction) asks the rollout whether its wave has
+started and the rollout is neither halted nor paused, then the maintenance
+windows. Every PUT — change, drift correction — then waits while the device
+is in a call (``calls.waitForIdle``): the gate reads ``/api/call/status`` and,
+while a session is listed, answers a :class:`Wait` with ``retry_after`` so the
+worker looks again in a few seconds without holding a concurrency slot, for at
+most ``calls.maxWait`` seconds, then lets the PUT go. A device that cannot
+report calls is idle (logged once). ``apply.deferred`` is logged once per wait.
+
+On a go, the health check takes its "before" reading (:class:`~syncd.health.Health`)
+and the rollout marks the device as under way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from syncd import events
+from syncd.client import DeviceClient, DeviceError
+from syncd.diff import Plan
+from syncd.health import Health
+from syncd.history import format_time
+from syncd.logs import get_logger
+from syncd.model import DeviceSpec
+from syncd.policy import FleetPolicy
+from syncd.rollout import Decision
+from syncd.windows import window_state
+
+__all__ = ["Gate", "PutGate", "Wait"]
+
+#: Seconds between two reads of a busy device's call status.
+CALL_RECHECK = 3.0
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Not now: ``reason`` (``wave``, ``window``, ``call``, ``halted``, ``paused``, ``done``).
+
+    ``retry_after`` asks the worker to look again that soon (a call); ``until``
+    is when the next allowed window opens.
+    """
+
+    reason: str
+    retry_after: float | None = None
+    until: datetime | None = None
+
+
+#: The hook :class:`~syncd.reconcile.Reconciler` calls: None means go.
+PutGate = Callable[[DeviceSpec, Plan, bool, DeviceClient], Awaitable[Wait | None]]
+
+
+class RolloutView(Protocol):
+    """What the gate asks of the rollout (the conductor)."""
+
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def revision(self) -> str | None: ...
+    def may_start(self, spec: DeviceSpec) -> Decision: ...
+    def begin(self, device: str) -> None: ...
+
+
+class Gate:
+    """The checks before a PUT, with the little memory they need (waits under way)."""
+
+    def __init__(
+        self,
+        *,
+        policy: Callable[[], FleetPolicy],
+        rollout: RolloutView | None = None,
+        health: Health | None = None,
+        ignore_windows: bool = False,
+        call_recheck: float = CALL_RECHECK,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._policy = policy
+        self._rollout = rollout
+        self._health = health
+        self.ignore_windows = ignore_windows
+        self._call_recheck = call_recheck
+        self._clock = clock
+        self._wall = wall
+        #: Device -> the wait last logged as ``apply.deferred`` (logged once per wait).
+        self._deferred: dict[str, str] = {}
+        #: Device -> monotonic time its PUT started waiting for a call to end.
+        self._call_since: dict[str, float] = {}
+        #: Devices whose call status could not be read (logged once).
+        self._no_calls: set[str] = set()
+
+    def waiting(self, device: str) -> str | None:
+        """What the device's PUT waits for now, if it waits (for status)."""
+        return self._deferred.get(device)
+
+    async def __call__(
+        self, spec: DeviceSpec, plan: Plan, drift: bool, client: DeviceClient
+    ) -> Wait | None:
+        policy = self._policy()
+        wait = None if drift else self._change_wait(spec, policy)
+        if wait is None and policy.calls.wait_for_idle:
+            wait = await self._call_wait(spec, client, policy)
+        if wait is not None:
+            self._log_deferred(spec.name, wait)
+            return wait
+        self._deferred.pop(spec.name, None)
+        self._call_since.pop(spec.name, None)
+        if self._health is not None:
+            await self._health.snapshot(spec, plan, client)
+        if self._rollout is not None and not drift:
+            self._rollout.begin(spec.name)
+        return None
+
+    def _change_wait(self, spec: DeviceSpec, policy: FleetPolicy) -> Wait | None:
+        if self._rollout is not None:
+            decision = self._rollout.may_start(spec)
+            if not decision.go:
+                return Wait(str(decision.reason))
+        if self.ignore_windows or not policy.windows:
+            return None
+        state = window_state(policy.windows, self._wall())
+        return None if state.open else Wait("window", until=state.next_open)
+
+    async def _call_wait(
+        self, spec: DeviceSpec, client: DeviceClient, policy: FleetPolicy
+    ) -> Wait | None:
+        try:
+            busy = bool(await client.call_status())
+        except DeviceError as exc:
+            if spec.name not in self._no_calls:
+                self._no_calls.add(spec.name)
+                events.calls_unknown(get_logger().bind(device=spec.name), error=str(exc))
+            return None
+        self._no_calls.discard(spec.name)
+        if not busy:
+            return None
+        now = self._clock()
+        since = self._call_since.setdefault(spec.name, now)
+        left = policy.calls.max_wait - (now - since)
+        if left <= 0:
+            return None  # waited long enough: the PUT goes ahead
+        return Wait("call", retry_after=min(self._call_recheck, left))
+
+    def _log_deferred(self, device: str, wait: Wait) -> None:
+        if wait.reason not in ("window", "call"):
+            self._deferred[device] = wait.reason  # the rollout's own events tell why
+            return
+        if self._deferred.get(device) == wait.reason:
+            return
+        self._deferred[device] = wait.reason
+        until = format_time(wait.until) if wait.until is not None else None
+        revision = self._rollout.revision if self._rollout is not None else None
+        log = get_logger().bind(device=device)
+        events.apply_deferred(log, reason=wait.reason, until=until, revision=revision)

@@ -1,0 +1,154 @@
+"""Windows hold changes but not drift corrections; calls defer a PUT; apply as a rollout; the lock."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from tests.e2e.conftest import syncd, write
+from tests.rollouts.helpers import (
+    BAD,
+    ENV,
+    GOOD,
+    PBX,
+    args,
+    domain_of,
+    put_count,
+    tree,
+    wait_until,
+)
+
+DENY_ALWAYS = 'windows:\n  - deny: {from: "00:00", to: "24:00", timezone: Europe/Prague}\n'
+
+
+def _dev(root, fleet, n: int, number: str) -> None:
+    url = fleet.devices[n - 1].url
+    text = f'device:\n  url: {url}\naccounts:\n  - account: 1\n    sipNumber: "{number}"\n'
+    write(root, f"dev{n}.yaml", text)
+
+
+def _one_shot(command: str, root, tmp_path, *extra: str):
+    return syncd(
+        command, "--desired", str(root), "--state-dir", str(tmp_path / "state"), *extra, env=ENV
+    )
+
+
+class TestWindows:
+    def test_deny_window_holds_a_change_but_not_a_drift_correction(self, sim, daemon, tmp_path):
+        """Inside a deny window a change waits (apply.deferred, window) while drift is put back at once."""
+        fleet = sim(devices=2, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, extra=DENY_ALWAYS)
+        first = _one_shot("apply", root, tmp_path, "--ignore-windows")
+        assert first.returncode == 0, first.stderr
+        assert "apply.windows_ignored" in first.stderr
+        closed = _one_shot("apply", root, tmp_path)
+        assert closed.returncode == 0, closed.stderr  # nothing to change: no window needed
+        proc = daemon(*args(root, tmp_path), env=ENV)
+        proc.wait_for("desired.loaded")
+        fleet.devices[1].set_live(1, sipNumber="9999")
+        proc.wait_for("drift.detected", device="dev2", timeout=10)
+        proc.wait_for("apply.succeeded", device="dev2", timeout=10)
+        assert fleet.devices[1].accounts[0]["sipNumber"] == "4002"
+        _dev(root, fleet, 1, "4091")
+        proc.wait_for("change.pending", device="dev1", timeout=10)
+        deferred = proc.wait_for("apply.deferred", device="dev1", timeout=10)
+        assert deferred["reason"] == "window" and "until" not in deferred
+        time.sleep(2.5)  # a resync later, the change still waits, logged once
+        assert fleet.devices[0].accounts[0]["sipNumber"] == "4001"
+        deferrals = [e for e in proc.events if e.get("event") == "apply.deferred"]
+        assert len(deferrals) == 1
+        assert proc.stop() == 0
+        held = _one_shot("apply", root, tmp_path)
+        assert held.returncode == 1
+        assert "outside every maintenance window" in held.stderr
+        assert fleet.devices[0].accounts[0]["sipNumber"] == "4001"
+
+
+    def test_apply_outside_every_window_exits_1_without_a_put(self, sim, tmp_path):
+        """A fleet waiting for its first wave in a closed window: apply stops at once with exit 1."""
+        fleet = sim(devices=3, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, extra=DENY_ALWAYS)
+        started = time.monotonic()
+        result = _one_shot("apply", root, tmp_path)
+        assert result.returncode == 1
+        assert time.monotonic() - started < 15
+        assert "outside every maintenance window" in result.stderr
+        assert [put_count(d) for d in fleet.devices] == [0, 0, 0]
+
+
+class TestCalls:
+    def test_a_call_defers_the_put_until_it_ends(self, sim, daemon, tmp_path):
+        """A device in a call gets its PUT only after the call ends (apply.deferred, call)."""
+        fleet = sim(devices=2, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, policy=False)
+        proc = daemon(*args(root, tmp_path), env=ENV)
+        proc.wait_for("apply.succeeded", device="dev1")
+        proc.wait_for("apply.succeeded", device="dev2")
+        before = put_count(fleet.devices[0])
+        fleet.devices[0].start_call()
+        _dev(root, fleet, 1, "4091")
+        deferred = proc.wait_for("apply.deferred", device="dev1", timeout=10)
+        assert deferred["reason"] == "call"
+        time.sleep(1.0)
+        assert put_count(fleet.devices[0]) == before
+        ended = time.monotonic()
+        fleet.devices[0].end_calls()
+        wait_until(lambda: put_count(fleet.devices[0]) == before + 1, 8)
+        assert time.monotonic() - ended < 6
+        assert fleet.devices[0].accounts[0]["sipNumber"] == "4091"
+        assert len([e for e in proc.events if e.get("event") == "apply.deferred"]) == 1
+        assert proc.stop() == 0
+
+
+class TestApply:
+    def test_apply_exits_1_when_the_rollout_halts(self, sim, tmp_path):
+        """A bad PBX: the canary fails health and is reverted, the rest untouched, exit 1."""
+        fleet = sim(devices=3, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet)
+        assert _one_shot("apply", root, tmp_path).returncode == 0
+        write(root, "_defaults.yaml", (root / "_defaults.yaml").read_text().replace(GOOD, BAD))
+        before = [put_count(d) for d in fleet.devices]
+        result = _one_shot("apply", root, tmp_path)
+        assert result.returncode == 1
+        assert "rollout halted" in result.stderr and "dev1" in result.stderr
+        names = [
+            json.loads(line)["event"] for line in result.stderr.splitlines() if line[:1] == "{"
+        ]
+        assert "health.failed" in names and "rollout.halted" in names and "apply.reverted" in names
+        assert domain_of(fleet.devices[0]) == GOOD
+        assert [put_count(d) for d in fleet.devices[1:]] == before[1:]
+
+    def test_plan_json_names_waves_and_the_window(self, sim, tmp_path):
+        """With _fleet.yaml, plan --json gives each device its wave and the window's state."""
+        fleet = sim(devices=2, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, extra=DENY_ALWAYS)
+        result = _one_shot("plan", root, tmp_path, "--json")
+        assert result.returncode == 2, result.stderr
+        doc = json.loads(result.stdout)
+        assert {d["device"]: d["wave"] for d in doc["devices"]} == {
+            "dev1": "canary",
+            "dev2": "rest",
+        }
+        assert doc["window"] == {"open": False, "next_open": None}
+        (root / "_fleet.yaml").unlink()
+        plain = json.loads(_one_shot("plan", root, tmp_path, "--json").stdout)
+        assert "window" not in plain and "wave" not in plain["devices"][0]
+
+
+class TestLock:
+    def test_a_second_syncd_on_the_state_dir_exits_naming_the_holder(self, sim, daemon, tmp_path):
+        """apply while run holds the state dir: exit 1 naming its PID; after a SIGKILL the lock is free."""
+        fleet = sim(devices=1, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, policy=False)
+        proc = daemon(*args(root, tmp_path), env=ENV)
+        proc.wait_for("apply.succeeded", device="dev1")
+        second = _one_shot("apply", root, tmp_path)
+        assert second.returncode == 1
+        assert f"PID {proc.proc.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+        another = syncd("run", *args(root, tmp_path), env=ENV, timeout=20)
+        assert another.returncode == 1 and f"PID {proc.proc.pid}" in another.stderr
+        proc.stop(signal.SIGKILL)
+        after = _one_shot("apply", root, tmp_path)
+        assert after.returncode == 0, after.stderr

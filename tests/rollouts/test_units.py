@@ -1,0 +1,249 @@
+"""Gate, health check, conductor and lock, in-process against the emulator (no subprocess)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from syncd.client import ClientPool, DeviceClient
+from syncd.conductor import Conductor, pause_saved, resume_saved
+from syncd.desired import Problem
+from syncd.device_status import AccountStatus
+from syncd.diff import Plan, diff
+from syncd.gate import Gate, Wait
+from syncd.health import REGISTRATION_FIELDS, Health, is_healthy
+from syncd.lock import LOCK_FILE, StateDirLocked, StateLock
+from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec, Mode
+from syncd.outcome import Failure, Outcome
+from syncd.policy import (
+    CallsPolicy,
+    FleetPolicy,
+    HealthPolicy,
+    PolicyResult,
+    RolloutPolicy,
+    Wave,
+    Window,
+)
+from syncd.simulator import EmulatedDevice, Fleet
+from syncd.state import FileStateStore
+
+
+def spec_for(device: EmulatedDevice, **fields: bool | str | int) -> DeviceSpec:
+    account = AccountSpec(1, fields, SecretStr("pw"))
+    return DeviceSpec(
+        name=f"dev{device.number}",
+        file=f"dev{device.number}.yaml",
+        url=device.url,
+        auth=AuthSpec(AuthMethod.NONE),
+        mode=Mode.ENFORCE,
+        accounts={1: account},
+    )
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ClientPool]:
+    async with ClientPool(timeout=5.0) as running:
+        yield running
+
+
+async def plan_for(client: DeviceClient, spec: DeviceSpec) -> Plan:
+    return diff(spec.accounts, await client.get_accounts())
+
+
+class TestGate:
+    async def test_drift_passes_a_closed_window_a_change_does_not(
+        self, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """A deny window holds a change (with when it opens) but not a drift correction."""
+        device = emulated.devices[0]
+        client = DeviceClient(url=device.url, pool=pool)
+        spec = spec_for(device, displayName="Lobby")
+        deny = Window("deny", start=0, end=60, tz="UTC")
+        gate = Gate(
+            policy=lambda: FleetPolicy(windows=(deny,)),
+            wall=lambda: datetime(2026, 3, 2, 0, 30, tzinfo=UTC),
+        )
+        plan = await plan_for(client, spec)
+        wait = await gate(spec, plan, False, client)
+        assert wait == Wait("window", until=datetime(2026, 3, 2, 1, 0, tzinfo=UTC))
+        assert gate.waiting(spec.name) == "window"
+        assert await gate(spec, plan, True, client) is None
+
+    async def test_a_call_waits_until_max_wait_then_goes(
+        self, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """While a session is listed the PUT waits (look again soon); after maxWait it goes ahead."""
+        device = emulated.devices[0]
+        client = DeviceClient(url=device.url, pool=pool)
+        spec = spec_for(device, displayName="Lobby")
+        now = [100.0]
+        gate = Gate(
+            policy=lambda: FleetPolicy(calls=CallsPolicy(max_wait=10)),
+            clock=lambda: now[0],
+        )
+        plan = await plan_for(client, spec)
+        device.start_call()
+        wait = await gate(spec, plan, True, client)
+        assert wait is not None and wait.reason == "call" and wait.retry_after == 3.0
+        now[0] += 8
+        wait = await gate(spec, plan, True, client)
+        assert wait is not None and wait.retry_after == pytest.approx(2.0)
+        now[0] += 2
+        assert await gate(spec, plan, True, client) is None
+        device.end_calls()
+        assert await gate(spec, plan, True, client) is None
+
+    async def test_without_wait_for_idle_calls_are_not_read(
+        self, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """calls.waitForIdle false: a device in a call gets its PUT."""
+        device = emulated.devices[0]
+        client = DeviceClient(url=device.url, pool=pool)
+        spec = spec_for(device, displayName="Lobby")
+        gate = Gate(policy=lambda: FleetPolicy(calls=CallsPolicy(wait_for_idle=False)))
+        device.start_call()
+        assert await gate(spec, await plan_for(client, spec), False, client) is None
+
+
+class TestHealth:
+    def test_rules(self) -> None:
+        """Registered is healthy; a renewed registration needs another registerTime; no registration needs nothing."""
+        up = AccountStatus(
+            1, enabled=True, registration_enabled=True, registered=True, register_time=5
+        )
+        assert is_healthy(up, renewed=False, before=5)
+        assert not is_healthy(up, renewed=True, before=5)
+        assert is_healthy(up, renewed=True, before=4)
+        assert is_healthy(up, renewed=True, before=None)
+        down = AccountStatus(1, enabled=True, registration_enabled=True, registered=False)
+        assert not is_healthy(down, renewed=False, before=None)
+        off = AccountStatus(1, enabled=True, registration_enabled=False, registered=False)
+        assert is_healthy(off, renewed=True, before=None)
+        assert is_healthy(None, renewed=True, before=None)
+        assert {"domain", "password", "registrarAddress"} <= REGISTRATION_FIELDS
+        assert "displayName" not in REGISTRATION_FIELDS
+
+    async def test_unregistered_account_fails_within_the_timeout(
+        self, tmp_path: Path, pool: ClientPool
+    ) -> None:
+        """A PUT to a PBX that does not exist: health.failed after the timeout, the fingerprint put back."""
+        async with Fleet(devices=1, register_delay=0.05) as fleet:
+            device = fleet.devices[0]
+            state = FileStateStore.open(tmp_path / "state")
+            state.record_fingerprint("dev1", "old")
+            policy = FleetPolicy(health=HealthPolicy(timeout=0.5))
+            health = Health(policy=lambda: policy, state=state, initial=0.05, maximum=0.1)
+            client = DeviceClient(url=device.url, pool=pool)
+            spec = spec_for(
+                device, enabled=True, registrationEnabled=True, domain="nowhere.invalid"
+            )
+            plan = await plan_for(client, spec)
+            await health.snapshot(spec, plan, client)
+            await client.put_accounts(plan.put_body())
+            applied = Outcome.of(spec, "applied", changes=plan.changes)
+            state.record_fingerprint("dev1", spec.fingerprint)
+            outcome = await health.after_put(spec, applied, client, revision="r1")
+            assert outcome.status == "error" and outcome.failure is not None
+            assert outcome.failure.kind == "health" and "account 1" in outcome.failure.message
+            assert state.applied_fingerprint("dev1") == "old"
+
+    async def test_a_new_registration_passes(self, tmp_path: Path, pool: ClientPool) -> None:
+        """A PUT to a known PBX: the account registers anew and the outcome stays applied."""
+        async with Fleet(devices=1, register_delay=0.05) as fleet:
+            device = fleet.devices[0]
+            state = FileStateStore.open(tmp_path / "state")
+            policy = FleetPolicy(health=HealthPolicy(timeout=2))
+            health = Health(policy=lambda: policy, state=state, initial=0.05, maximum=0.1)
+            client = DeviceClient(url=device.url, pool=pool)
+            spec = spec_for(
+                device, enabled=True, registrationEnabled=True, domain="pbx.example.com"
+            )
+            plan = diff(spec.accounts, await client.get_accounts(), passwords_due={1})
+            await health.snapshot(spec, plan, client)
+            await client.put_accounts(plan.put_body())
+            applied = Outcome.of(spec, "applied", changes=plan.changes)
+            assert await health.after_put(spec, applied, client, revision=None) == applied
+            assert device.registered(1)
+
+
+def _conductor(state: FileStateStore, kicked: list[str]) -> Conductor:
+    return Conductor(
+        state=state,
+        kick=kicked.extend,
+        client_of=lambda spec: DeviceClient(url=spec.url, pool=ClientPool()),
+        clock=lambda: 0.0,
+    )
+
+
+class TestConductor:
+    def _specs(self, n: int) -> dict[str, DeviceSpec]:
+        out = {}
+        for i in range(1, n + 1):
+            fake = EmulatedDevice.__new__(EmulatedDevice)
+            fake.number, fake.url = i, f"http://127.0.0.1:{9000 + i}"
+            out[f"dev{i}"] = spec_for(fake, displayName=f"Door {i}")
+        return out
+
+    def test_a_halt_persists_and_a_restart_continues_it(self, tmp_path: Path) -> None:
+        """A failure past maxFailures halts; the saved rollout is halted in a new conductor too."""
+        state = FileStateStore.open(tmp_path / "state")
+        policy = FleetPolicy(
+            rollout=RolloutPolicy(waves=(Wave("canary", devices=("dev1",)),), max_failures=0)
+        )
+        kicked: list[str] = []
+        conductor = _conductor(state, kicked)
+        specs = self._specs(3)
+        conductor.load(policy=PolicyResult(policy), specs=specs, revision="r1")
+        assert kicked == ["dev1"]
+        assert not conductor.may_start(specs["dev2"]).go
+        conductor.begin("dev1")
+        failed = Outcome.of(specs["dev1"], "error", failure=Failure("rejected", "no"))
+        conductor.observe(failed)
+        assert conductor.state == "halted" and conductor.summary()["failed"] == ["dev1"]
+        again = _conductor(state, [])
+        assert again.state == "halted"
+        again.load(policy=PolicyResult(policy), specs=specs, revision="r1")
+        assert again.state == "halted"  # the same revision: still halted
+        again.load(policy=PolicyResult(policy), specs=specs, revision="r2")
+        assert again.state == "running" and again.revision == "r2"
+
+    def test_pause_survives_restarts_and_is_changed_on_the_state(self, tmp_path: Path) -> None:
+        """A pause on the state holds every change in a conductor started later; resume lifts it."""
+        state = FileStateStore.open(tmp_path / "state")
+        assert "paused" in pause_saved(state)
+        conductor = _conductor(state, [])
+        specs = self._specs(1)
+        conductor.load(policy=PolicyResult(None), specs=specs, revision="r1")
+        assert conductor.state == "paused" and not conductor.may_start(specs["dev1"]).go
+        assert conductor.resume() == "rollout resumed"
+        assert conductor.may_start(specs["dev1"]).go
+        assert "already" not in conductor.pause()
+        assert "resumed" in resume_saved(state)
+        assert not _conductor(state, []).paused
+
+    def test_an_invalid_policy_keeps_the_last_valid_one(self, tmp_path: Path) -> None:
+        """A _fleet.yaml that turns invalid leaves the policy in force as it was."""
+        state = FileStateStore.open(tmp_path / "state")
+        conductor = _conductor(state, [])
+        policy = FleetPolicy(rollout=RolloutPolicy(bake=7))
+        conductor.load(policy=PolicyResult(policy), specs={}, revision="r1")
+        bad = PolicyResult(None, [Problem("_fleet.yaml", 2, "rollout", "bad")])
+        conductor.load(policy=bad, specs={}, revision="r2")
+        assert conductor.policy == policy
+
+
+class TestLock:
+    def test_second_holder_is_refused_naming_the_pid(self, tmp_path: Path) -> None:
+        """The lock file holds the PID; a second acquire fails naming it; release frees it."""
+        held = StateLock.acquire(tmp_path / "state")
+        assert (tmp_path / "state" / LOCK_FILE).read_text().strip() == str(os.getpid())
+        with pytest.raises(StateDirLocked, match=f"PID {os.getpid()}"):
+            StateLock.acquire(tmp_path / "state")
+        held.release()
+        with StateLock.acquire(tmp_path / "state"):
+            pass
