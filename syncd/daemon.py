@@ -27,6 +27,7 @@ from syncd.outcome import Outcome, Tally
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
 from syncd.settings import Settings
+from syncd.slots import Lanes
 from syncd.state import FileStateStore, StateError
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
@@ -50,6 +51,7 @@ class Daemon:
         self.log = get_logger()
         self.stopping = asyncio.Event()
         self.gate = asyncio.Semaphore(settings.concurrency)
+        self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
         self.workers: dict[str, DeviceWorker] = {}
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -170,6 +172,7 @@ class Daemon:
             gate=self.gate,
             stopping=self.stopping,
             timing=self._timing,
+            lanes=self.lanes,
         )
 
     # ------------------------------------------------------------- observing
