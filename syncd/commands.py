@@ -109,7 +109,9 @@ async def _pass(
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
     state = FileStateStore.open(settings.state_dir)
-    async with ClientPool(timeout=settings.request_timeout) as pool:
+    async with ClientPool(
+        timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
+    ) as pool:
         reconciler = Reconciler(
             pool=pool, state=state, retry=RetryPolicy(attempts=settings.retry_attempts)
         )

@@ -67,6 +67,7 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.pool = ClientPool(
             timeout=settings.request_timeout,
+            connect_timeout=settings.connect_timeout,
             keepalive_expiry=settings.resync_interval * 1.2 + 5,
         )
         self.reconciler = Reconciler(
