@@ -13,8 +13,8 @@ is cleared, the time until all of them are converged is the recovery figure.
 Two ways to run it, from the repository root::
 
     # the scenario: 60 devices, 24 dark, concurrency 8, timeout 3 s, resync 4 s
-    .venv/bin/python -m tests.benchmarks.darksite --devices 60 --dark 24 \\
-        --concurrency 8 --request-timeout 3 --resync 4 --drifts 5 --spacing 2.5
+    .venv/bin/python -m tests.benchmarks.darksite --devices 60 --dark 24 --dark 40 \\
+        --concurrency 8 --request-timeout 3 --resync 4 --drifts 10 --first-drift 0.2 --spacing 2
     # the README's row: 1,000 devices at the default settings, 0 %, 10 % and 40 % dark
     .venv/bin/python -m tests.benchmarks.darksite --devices 1000 --dark-percent 0,10,40
 
