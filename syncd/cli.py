@@ -24,6 +24,7 @@ _SETTING_FLAGS = (
     ("--resync-interval", float, "seconds between resyncs of a device (jittered ±10%%)"),
     ("--concurrency", int, "devices in flight at once"),
     ("--request-timeout", float, "seconds to wait for a device's answer"),
+    ("--connect-timeout", float, "seconds to wait for a device to accept a connection"),
     ("--log-format", str, "json or console (default: console on a terminal, else json)"),
     ("--log-level", str, "debug, info, warning or error"),
     ("--metrics-address", str, "HOST:PORT to serve Prometheus metrics and /healthz on"),

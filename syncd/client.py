@@ -225,12 +225,20 @@ class ClientPool:
     """
 
     def __init__(
-        self, *, timeout: float = 10.0, keepalive_expiry: float = 120.0, node: str | None = None
+        self,
+        *,
+        timeout: float = 10.0,
+        keepalive_expiry: float = 120.0,
+        node: str | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         _raise_open_files_limit()
         self.timeout = timeout
+        #: A host that is off or unrouted never completes the handshake: give
+        #: up on it after this (never later than ``timeout``).
+        self.connect_timeout = min(timeout, connect_timeout or timeout)
         self.user_agent = user_agent(node)
-        self._timeout = httpx.Timeout(timeout)
+        self._timeout = httpx.Timeout(timeout, connect=self.connect_timeout)
         self._keepalive_expiry = keepalive_expiry
         self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
 

@@ -125,7 +125,9 @@ async def _pass(
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
-    async with ClientPool(timeout=settings.request_timeout) as pool:
+    async with ClientPool(
+        timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
+    ) as pool:
         reconciler = Reconciler(
             pool=pool, state=state, retry=RetryPolicy(attempts=settings.retry_attempts)
         )

@@ -48,6 +48,7 @@ from syncd.retrying import RetryPolicy
 from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.sharing import SharingError, open_sharing
+from syncd.slots import Lanes
 from syncd.state import StateError
 from syncd.status import InvalidFile
 from syncd.watching import DesiredWatcher
@@ -72,6 +73,7 @@ class Daemon:
         self.log = get_logger()
         self.stopping = asyncio.Event()
         self.gate = asyncio.Semaphore(settings.concurrency)
+        self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
         self.workers: dict[str, DeviceWorker] = {}
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -90,6 +92,7 @@ class Daemon:
         self.state = self.sharing.state
         self.pool = ClientPool(
             timeout=settings.request_timeout,
+            connect_timeout=settings.connect_timeout,
             keepalive_expiry=settings.resync_interval * 1.2 + 5,
             node=self.sharing.node,
         )
@@ -272,6 +275,7 @@ class Daemon:
             stopping=self.stopping,
             timing=self._timing,
             after=self.conductor.after,
+            lanes=self.lanes,
         )
 
     def _kick(self, names: Iterable[str]) -> None:

@@ -82,6 +82,8 @@ class Reconciler:
         self._clients: dict[str, tuple[DeviceSpec, DeviceClient]] = {}
         #: Serial number per device, read once while the device stays reachable.
         self._serials: dict[str, str] = {}
+        #: Devices whose last read failed: one attempt per request until they answer again.
+        self._unreachable: set[str] = set()
         self.log = get_logger()
 
     def client(self, spec: DeviceSpec) -> DeviceClient:
@@ -98,6 +100,7 @@ class Reconciler:
     def forget(self, name: str) -> None:
         self._clients.pop(name, None)
         self._serials.pop(name, None)
+        self._unreachable.discard(name)
         self._resend.pop(name, None)
 
     def resend_password(self, device: str, account: int, *, reason: str) -> None:
@@ -143,8 +146,9 @@ class Reconciler:
     async def _with_retries(
         self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
     ) -> T:
+        policy = self._retry.known_unreachable(spec.name in self._unreachable)
         return await with_retries(
-            call, device=spec.name, request=what, policy=self._retry, metrics=self._metrics
+            call, device=spec.name, request=what, policy=policy, metrics=self._metrics
         )
 
     async def _password_target(self, spec: DeviceSpec, client: DeviceClient) -> str:
@@ -191,12 +195,14 @@ class Reconciler:
             live = await self._with_retries(spec, "GET", client.get_accounts)
         except DeviceError as exc:
             self._serials.pop(spec.name, None)  # it may come back as another device
+            self._unreachable.add(spec.name)
             if isinstance(exc, AuthError):
                 if self._first(spec.name, "auth", exc.code):
                     events.auth_failed(log, error=str(exc), code=exc.code)
             elif self._first(spec.name, "unreachable", exc.kind):
                 events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
             return Outcome.of(spec, "error", failure=Failure.from_error(exc))
+        self._unreachable.discard(spec.name)
         target, due = await self._passwords_due(spec, client)
         try:
             plan = diff(spec.accounts, live, passwords_due=due)

@@ -14,8 +14,10 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 from tenacity.retry import retry_base
@@ -27,9 +29,26 @@ from syncd.logs import get_logger
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
 
-__all__ = ["RetryPolicy", "with_retries"]
+__all__ = ["PACING", "Pacing", "RetryPolicy", "with_retries"]
 
 T = TypeVar("T")
+
+
+class Pacing(Protocol):
+    """How one reconcile's attempts hold the daemon's concurrency (:class:`syncd.slots.Slot`)."""
+
+    def attempt(self) -> AbstractAsyncContextManager[None]:
+        """Around each attempt of a request."""
+
+    async def wait(self, delay: float) -> None:
+        """Between two attempts: wait ``delay`` seconds."""
+
+
+#: The pacing of the reconcile running in this task: the daemon's worker sets
+#: it, so that a device holds no slot while it waits between attempts or on a
+#: device that does not answer. None (one-shot commands, export): attempts
+#: just run, and retries just sleep.
+PACING: ContextVar[Pacing | None] = ContextVar("PACING", default=None)
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,15 @@ class RetryPolicy:
     attempts: int = 3
     initial: float = 0.2
     maximum: float = 2.0
+
+    def known_unreachable(self, unreachable: bool) -> RetryPolicy:
+        """The policy for a device whose last read failed: one attempt, no retry ladder.
+
+        A dark device would otherwise hold its concurrency slot through every
+        attempt (``attempts`` request timeouts plus the waits) at every resync;
+        one attempt is enough to see whether it answers again.
+        """
+        return replace(self, attempts=1) if unreachable and self.attempts > 1 else self
 
 
 def may_pass(exc: BaseException, attempt: int) -> bool:
@@ -91,8 +119,15 @@ async def with_retries(
 ) -> T:
     """Await ``call()`` under the retry rule; log ``apply.retrying`` before each wait."""
     log = get_logger().bind(device=device)
+    pacing = PACING.get()
 
     async def timed() -> T:
+        if pacing is None:
+            return await measured()
+        async with pacing.attempt():
+            return await measured()
+
+    async def measured() -> T:
         if metrics is None:
             return await call()
         started = time.perf_counter()
@@ -119,7 +154,8 @@ async def with_retries(
             raise
         delay = min(policy.maximum, policy.initial + random.uniform(0, policy.initial))
         log_retry(1, delay, exc)
-    await asyncio.sleep(delay)
+    wait = pacing.wait if pacing is not None else asyncio.sleep
+    await wait(delay)
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -127,6 +163,7 @@ async def with_retries(
         log_retry(state.attempt_number + 1, delay, exc)
 
     retrying = AsyncRetrying(
+        sleep=wait,
         stop=stop_after_attempt(policy.attempts - 1),
         wait=_ExponentialJitter(policy),
         retry=_RetryIfMayPass(done=1),

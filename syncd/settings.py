@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     resync_interval: float = Field(60.0, gt=0, allow_inf_nan=False)
     concurrency: int = Field(32, ge=1, le=10_000)
     request_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
+    #: Seconds to wait for a device to accept a connection (at most request_timeout):
+    #: a powered-down device costs this, not the request timeout.
+    connect_timeout: float = Field(3.0, gt=0, allow_inf_nan=False)
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_address: str | None = None

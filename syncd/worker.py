@@ -20,7 +20,8 @@ from syncd.client import REJECT_CODES, AuthError, RejectedError
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.outcome import Failure, Outcome
-from syncd.schedule import OutcomeKind, next_delay
+from syncd.schedule import OutcomeKind, failing_lane, next_delay
+from syncd.slots import Lanes, Slot
 
 __all__ = ["DeviceWorker", "Timing", "outcome_kind"]
 
@@ -65,6 +66,7 @@ class DeviceWorker:
         stopping: asyncio.Event,
         timing: Timing,
         after: After | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
         self.spec = spec
         self.failures = 0
@@ -77,6 +79,8 @@ class DeviceWorker:
         self._stopping = stopping
         self._timing = timing
         self._after = after
+        #: ``gate`` with the rules that keep dark devices off it (see syncd.slots).
+        self._lanes = lanes or Lanes(gate)
         self._kicked = asyncio.Event()
 
     def kick(self) -> None:
@@ -119,7 +123,8 @@ class DeviceWorker:
             if self._stopping.is_set():
                 return
             self._kicked.clear()
-            async with self._gate:
+            last = outcome_kind(self.last) if self.last is not None else None
+            async with Slot(self._lanes, failing_lane=failing_lane(last)):
                 if self._stopping.is_set():
                     return
                 outcome = await self._reconcile()

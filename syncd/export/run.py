@@ -159,7 +159,9 @@ def _render(
 
 
 async def _export_one(target: Target, access: Access, settings: Settings) -> str:
-    async with ClientPool(timeout=settings.request_timeout) as pool:
+    async with ClientPool(
+        timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
+    ) as pool:
         accounts, info = await _read(target, access, settings, pool)
     text = _render(target, access, accounts, info)
     log = get_logger().bind(device=target.who)
@@ -251,7 +253,9 @@ async def _read_many(
     gate = asyncio.Semaphore(settings.concurrency)
     read: list[tuple[Target, Document] | None] = [None] * len(chosen)
 
-    async with ClientPool(timeout=settings.request_timeout) as pool:
+    async with ClientPool(
+        timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
+    ) as pool:
 
         async def one(i: int, target: Target) -> None:
             async with gate:

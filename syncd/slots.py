@@ -1,0 +1,119 @@
+"""The daemon's concurrency slots: held while syncd works on a device, not while it waits.
+
+``concurrency`` bounds the devices syncd works on at once (``Lanes.gate``).
+Devices that stop answering must not take those slots from the ones that
+answer (SPEC section 6: one failing device never delays the others; issue 17:
+nor does a dark site), so a request waiting on the network gives its slot up:
+
+- an attempt still unanswered after the lease (:func:`syncd.schedule.slot_lease`)
+  gives its slot back, and takes one again when the answer comes, before
+  syncd works on it; so a device going dark costs the others a lease, not a
+  request timeout;
+- a device whose last reconcile could not reach it
+  (:func:`syncd.schedule.failing_lane`), and a device waiting between two
+  attempts, hold no slot at all until it answers.
+
+A request waiting without a slot costs one open socket, the one the
+connection pool keeps per device between resyncs anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import Token
+from dataclasses import dataclass
+
+from syncd.retrying import PACING, Pacing
+from syncd.schedule import slot_lease
+
+__all__ = ["Lanes", "Slot"]
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The slots every worker of a daemon shares: ``gate`` has ``concurrency`` permits.
+
+    ``lease``: how long an unanswered attempt keeps its slot (None: for the
+    whole attempt, and a failing device is not set apart either: how a
+    worker built without lanes behaves).
+    """
+
+    gate: asyncio.Semaphore
+    lease: float | None = None
+
+    @classmethod
+    def for_daemon(cls, gate: asyncio.Semaphore, *, request_timeout: float) -> Lanes:
+        return cls(gate=gate, lease=slot_lease(request_timeout))
+
+
+class Slot:
+    """One reconcile's hold on the gate; ``async with`` takes it and gives it back.
+
+    Inside the ``async with``, :func:`syncd.retrying.with_retries` runs each
+    attempt in :meth:`attempt` and waits between attempts in :meth:`wait`
+    (the slot is this task's ``PACING``).
+    """
+
+    def __init__(self, lanes: Lanes, *, failing_lane: bool) -> None:
+        self.lanes = lanes
+        #: Waiting for its answers without a slot (until it answers).
+        self.failing_lane = failing_lane and lanes.lease is not None
+        self._held = False
+        self._overrun: asyncio.TimerHandle | None = None
+        self._token: Token[Pacing | None] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    async def acquire(self) -> None:
+        if not self._held:
+            await self.lanes.gate.acquire()
+            self._held = True
+
+    def release(self) -> None:
+        if self._overrun is not None:
+            self._overrun.cancel()
+            self._overrun = None
+        if self._held:
+            self._held = False
+            self.lanes.gate.release()
+
+    @contextlib.asynccontextmanager
+    async def attempt(self) -> AsyncIterator[None]:
+        """One attempt of a request; once it is answered, syncd works on the answer in a slot."""
+        if self.failing_lane:
+            self.release()
+        else:
+            await self.acquire()
+            if self.lanes.lease is not None:
+                loop = asyncio.get_running_loop()
+                self._overrun = loop.call_later(self.lanes.lease, self.release)
+        try:
+            yield
+        finally:
+            if self._overrun is not None:
+                self._overrun.cancel()
+                self._overrun = None
+        self.failing_lane = False  # it answered
+        await self.acquire()
+
+    async def wait(self, delay: float) -> None:
+        """Wait between two attempts holding no slot; the next attempt waits without one too."""
+        self.release()
+        await asyncio.sleep(delay)
+        self.failing_lane = self.lanes.lease is not None
+
+    async def __aenter__(self) -> Slot:
+        if not self.failing_lane:
+            await self.acquire()
+        self._token = PACING.set(self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._token is not None:
+            PACING.reset(self._token)
+            self._token = None
+        self.release()
