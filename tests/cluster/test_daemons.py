@@ -292,7 +292,9 @@ class TestRefusals:
         desired_tree(tmp_path / "desired", fleet.devices[:2], "Twin")
         first = launch("twin", etcd.endpoint, tmp_path / "desired")
         first.wait_for("cluster.joined", timeout=20)
-        second = launch("twin", etcd.endpoint, tmp_path / "desired")
+        # Another host: its own state dir (the lock of one state dir would refuse it first).
+        other_host = ("--state-dir", str(tmp_path / "state-other-host"))
+        second = launch("twin", etcd.endpoint, tmp_path / "desired", *other_host)
         assert second.proc.wait(timeout=20) == 1
         assert second.proc.stderr is not None
         error = second.proc.stderr.read().strip()

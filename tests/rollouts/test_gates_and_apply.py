@@ -61,7 +61,7 @@ class TestWindows:
         assert proc.stop() == 0
         held = _one_shot("apply", root, tmp_path)
         assert held.returncode == 1
-        assert "outside every maintenance window" in held.stderr
+        assert "outside every maintenance window" in held.stdout
         assert fleet.devices[0].accounts[0]["sipNumber"] == "4001"
 
 
@@ -73,7 +73,7 @@ class TestWindows:
         result = _one_shot("apply", root, tmp_path)
         assert result.returncode == 1
         assert time.monotonic() - started < 15
-        assert "outside every maintenance window" in result.stderr
+        assert "outside every maintenance window" in result.stdout
         assert [put_count(d) for d in fleet.devices] == [0, 0, 0]
 
 
@@ -111,7 +111,7 @@ class TestApply:
         before = [put_count(d) for d in fleet.devices]
         result = _one_shot("apply", root, tmp_path)
         assert result.returncode == 1
-        assert "rollout halted" in result.stderr and "dev1" in result.stderr
+        assert "rollout halted" in result.stdout and "dev1" in result.stdout
         names = [
             json.loads(line)["event"] for line in result.stderr.splitlines() if line[:1] == "{"
         ]
