@@ -54,7 +54,7 @@ from syncd.status import InvalidFile
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
 
-__all__ = ["run_daemon"]
+__all__ = ["Daemon", "run_daemon"]
 
 #: How long SIGTERM waits for reconciles in flight before cancelling them.
 STOP_GRACE = 8.0
