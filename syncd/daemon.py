@@ -54,7 +54,7 @@ from syncd.status import InvalidFile
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
 
-__all__ = ["run_daemon"]
+__all__ = ["Daemon", "run_daemon"]
 
 #: How long SIGTERM waits for reconciles in flight before cancelling them.
 STOP_GRACE = 8.0
@@ -98,8 +98,9 @@ class Daemon:
         )
         #: What the daemon saw of each device: the status and the repeating events' memory.
         self.view = FleetView(node=self.sharing.node or socket.gethostname())
-        if self.sharing.node is not None:
+        if self.sharing.node is not None:  # the whole fleet: other nodes' devices from etcd
             self.view.owner_of = self.sharing.owner_of
+            self.view.shared = self.sharing.shared_statuses
         self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
             settings.state_dir
         )
@@ -287,6 +288,8 @@ class Daemon:
     # ------------------------------------------------------------- observing
 
     def observe(self, outcome: Outcome) -> None:
+        if outcome.elsewhere:  # another node's device: its owner reports it
+            return
         self.conductor.observe(outcome)
         m = self.metrics
         now = time.time()
@@ -343,6 +346,7 @@ class Daemon:
         if self.view.version != self._status_version or news:
             self._status_version = self.view.version
             self._status = self.view.snapshot(self.conductor)
+            self.sharing.publish_status(self._status["devices"])
 
     def status(self) -> dict[str, Any]:
         """The latest status snapshot (SPEC section 10); safe to call from any thread."""

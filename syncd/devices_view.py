@@ -24,12 +24,14 @@ from syncd.diff import Change
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Outcome
 from syncd.status import (
+    STATES,
     DeviceState,
     DeviceStatus,
     FleetStatus,
     InvalidFile,
     RolloutSummary,
     WindowStatus,
+    device_from_json,
     sort_devices,
     status_json,
     summary_counts,
@@ -362,6 +364,24 @@ def _reachable(outcome: Outcome) -> bool:
     return kind not in (*_UNREACHABLE_KINDS, "auth", "internal")
 
 
+def _shared_status(
+    view: DeviceView, record: Mapping[str, Any] | None, *, wave: str | None, owner: str | None
+) -> DeviceStatus:
+    """Another node's device: the status its owner published, else ``unknown``."""
+    unknown = DeviceStatus(
+        device=view.name, url=view.url, mode=str(view.mode), wave=wave, owner=owner
+    )
+    if record is None:
+        return unknown
+    try:
+        status = device_from_json(record)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return unknown  # damaged or from another version: as if not published
+    if status.device != view.name or status.state not in STATES:
+        return unknown
+    return replace(status, wave=wave, owner=owner)
+
+
 def _moment(unix: float | None) -> datetime | None:
     return None if unix is None else datetime.fromtimestamp(unix, UTC)
 
@@ -381,9 +401,12 @@ class FleetView:
     clock: Callable[[], float] = time.time
     #: Which node owns a device (the cluster sets it); None: ``owner`` is null.
     owner_of: Callable[[str], str | None] | None = None
+    #: The status JSON each device's owner published, by device (the cluster sets it):
+    #: a device another node owns shows its owner's record, ``unknown`` until there is one.
+    shared: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
     #: Bumped when something the status shows outside the devices changes.
     version: int = 0
-    _cache: dict[str, tuple[int, DeviceStatus, dict[str, Any]]] = field(
+    _cache: dict[str, tuple[object, DeviceStatus, dict[str, Any]]] = field(
         default_factory=dict, repr=False
     )
 
@@ -402,31 +425,47 @@ class FleetView:
             self.devices.pop(name, None)
             self._cache.pop(name, None)
 
-    def _device(self, name: str, rollout: RolloutControl | None) -> tuple[DeviceStatus, Any]:
+    def _device(
+        self,
+        name: str,
+        rollout: RolloutControl | None,
+        shared: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> tuple[DeviceStatus, Any]:
         """The device's status and its JSON, rebuilt only when the device changed."""
         view = self.devices[name]
         wave = rollout.wave_of(name) if rollout is not None else None
         owner = self.owner_of(name) if self.owner_of is not None else None
+        elsewhere = shared is not None and owner is not None and owner != self.node
+        record = shared.get(name) if shared is not None and elsewhere else None
+        source = (view.version, elsewhere, record)  # the record compares by identity first
         cached = self._cache.get(name)
         if (
             cached is None
-            or cached[0] != view.version
+            or cached[0] != source
             or (cached[1].wave, cached[1].owner) != (wave, owner)
         ):
-            status = view.status(wave=wave, owner=owner)
+            if elsewhere:
+                status = _shared_status(view, record, wave=wave, owner=owner)
+            else:
+                status = view.status(wave=wave, owner=owner)
             alone = FleetStatus(revision="", node="", devices=(status,))
-            cached = (view.version, status, status_json(alone)["devices"][0])
+            cached = (source, status, status_json(alone)["devices"][0])
             self._cache[name] = cached
         return cached[1], cached[2]
 
     def fleet_status(self, rollout: RolloutControl | None = None) -> FleetStatus:
         """The fleet as :mod:`syncd.status` shows it."""
+        return self._fleet_status(rollout, self.shared() if self.shared is not None else None)
+
+    def _fleet_status(
+        self, rollout: RolloutControl | None, shared: Mapping[str, Mapping[str, Any]] | None
+    ) -> FleetStatus:
         return FleetStatus(
             revision=self.revision,
             node=self.node,
             rollout=rollout.rollout_status() if rollout is not None else RolloutSummary(),
             window=rollout.window_status() if rollout is not None else WindowStatus(),
-            devices=tuple(self._device(name, rollout)[0] for name in self.devices),
+            devices=tuple(self._device(name, rollout, shared)[0] for name in self.devices),
             invalid_files=self.invalid_files,
         )
 
@@ -436,8 +475,11 @@ class FleetView:
         Equal to ``status_json(self.fleet_status(rollout))``, but each device's
         JSON is kept until the device changes, so 10,000 devices cost little.
         """
-        head = self.fleet_status(rollout)
+        shared = self.shared() if self.shared is not None else None
+        head = self._fleet_status(rollout, shared)
         data = status_json(replace(head, devices=()))
         data["summary"] = summary_counts(head.devices)
-        data["devices"] = [self._device(d.device, rollout)[1] for d in sort_devices(head.devices)]
+        data["devices"] = [
+            self._device(d.device, rollout, shared)[1] for d in sort_devices(head.devices)
+        ]
         return data

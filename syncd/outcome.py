@@ -51,6 +51,9 @@ class Outcome:
     #: An accepted PUT's history entry, not written yet: the health check after it
     #: decides its result (the rollout engine writes it).
     put: HistoryEntry | None = None
+    #: With status ``skipped``: another cluster node owns the device (or still holds it),
+    #: so this node's view and metrics of it stay as they are; its owner reports it.
+    elsewhere: bool = False
 
     @classmethod
     def of(
@@ -64,6 +67,7 @@ class Outcome:
         waiting: str | None = None,
         retry_after: float | None = None,
         put: HistoryEntry | None = None,
+        elsewhere: bool = False,
     ) -> Outcome:
         """The outcome of reconciling ``spec``."""
         return cls(
@@ -77,6 +81,7 @@ class Outcome:
             waiting=waiting,
             retry_after=retry_after,
             put=put,
+            elsewhere=elsewhere,
         )
 
     @property

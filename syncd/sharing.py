@@ -7,7 +7,8 @@ The daemon asks one ``Sharing`` and does not care which it is:
   imported, so standalone behaves and starts exactly as without a cluster.
 - ``Clustered``: a ``ClusterNode`` and the ``EtcdStateStore``. A device that
   this node does not own is not reconciled at all (no GET either: its owner
-  reads it); ``turn`` returns a ``skipped`` outcome for it at once. Before
+  reads it); ``turn`` returns a ``skipped`` outcome marked ``elsewhere`` for
+  it at once (the daemon leaves its view and metrics of the device alone). Before
   reading a device it owns, the node takes the device's ownership key
   (``acquire``): the previous owner releases it only after its PUT in flight
   and its state writes are in etcd, so what this node reads and plans comes
@@ -16,6 +17,9 @@ The daemon asks one ``Sharing`` and does not care which it is:
   end (only a node that stopped renewing gets there). A device that moved
   away is released after the run in flight ends. A membership change kicks
   the workers of the devices this node gained, so they are reconciled at once.
+  Each node publishes the status JSON of the devices it owns in etcd
+  (``publish_status``) and reads the others' (``shared_statuses``), so
+  ``syncd status`` on any node shows the whole fleet.
 
 ``open_sharing(settings, workers=..., metrics=...)`` builds one (no network);
 ``await sharing.start()`` joins; ``await sharing.stop()`` leaves.
@@ -26,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd import events
 from syncd.logs import get_logger
@@ -101,7 +105,7 @@ class Sharing(Protocol):
         ...
 
     async def turn(self, spec: DeviceSpec, work: Work) -> Outcome:
-        """Run ``work`` if this node owns the device, else a ``skipped`` outcome."""
+        """Run ``work`` if this node owns the device, else a ``skipped`` outcome ``elsewhere``."""
         ...
 
     def describe(self) -> str:
@@ -114,6 +118,14 @@ class Sharing(Protocol):
 
     def may_drive(self, revision: str) -> bool:
         """This node may drive a rollout of ``revision``: leader, and its checkout not behind."""
+        ...
+
+    def publish_status(self, devices: Iterable[Mapping[str, Any]]) -> None:
+        """Tell the others the status JSON of the devices this node owns (standalone: nothing)."""
+        ...
+
+    def shared_statuses(self) -> Mapping[str, Mapping[str, Any]]:
+        """The status JSON each device's owner published, by device (standalone: none)."""
         ...
 
     async def start(self) -> None: ...
@@ -168,6 +180,12 @@ class Standalone:
 
     def may_drive(self, revision: str) -> bool:
         return True
+
+    def publish_status(self, devices: Iterable[Mapping[str, Any]]) -> None:
+        return None
+
+    def shared_statuses(self) -> Mapping[str, Mapping[str, Any]]:
+        return {}
 
     async def start(self) -> None:
         return None
@@ -299,12 +317,12 @@ class Clustered:
         name = spec.name
         if not self.owns(name):
             await self.release(name)
-            return Outcome.of(spec, "skipped")
+            return Outcome.of(spec, "skipped", elsewhere=True)
         if not await self.acquire(name):  # the previous owner's PUT is still in flight
             events.reconcile_skipped(
                 self.log.bind(device=name), reason="another cluster node still holds the device"
             )
-            return Outcome.of(spec, "skipped")
+            return Outcome.of(spec, "skipped", elsewhere=True)
         self._busy.add(name)
         try:
             return await work()
@@ -327,6 +345,18 @@ class Clustered:
 
     def may_drive(self, revision: str) -> bool:
         return self.is_leader and self.available and not self.lagging(revision)
+
+    # ---------------------------------------------------------------- status
+
+    def publish_status(self, devices: Iterable[Mapping[str, Any]]) -> None:
+        """Save the status of each device this node owns now (the store writes only changes)."""
+        for doc in devices:
+            name = doc.get("device")
+            if isinstance(name, str) and doc.get("owner") == self.node and self.owns(name):
+                self._store.save_status(name, doc)
+
+    def shared_statuses(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._store.statuses()
 
     # ---------------------------------------------------------------- lifecycle
 

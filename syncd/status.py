@@ -25,6 +25,7 @@ __all__ = [
     "RolloutState",
     "RolloutSummary",
     "WindowStatus",
+    "device_from_json",
     "format_age",
     "format_status",
     "short_revision",
@@ -170,25 +171,27 @@ def status_from_json(data: Mapping[str, Any]) -> FleetStatus:
             failed=tuple(rollout["failed"]),
         ),
         window=WindowStatus(open=bool(window["open"]), next_open=_opt_time(window["next_open"])),
-        devices=tuple(
-            DeviceStatus(
-                device=d["device"],
-                url=d["url"],
-                mode=d["mode"],
-                state=d["state"],
-                wave=d["wave"],
-                revision=d["revision"],
-                last_sync=_opt_time(d["last_sync"]),
-                last_change=_opt_time(d["last_change"]),
-                message=d["message"],
-                accounts=tuple((a["account"], a["registered"]) for a in d["accounts"]),
-                owner=d["owner"],
-            )
-            for d in data["devices"]
-        ),
+        devices=tuple(device_from_json(d) for d in data["devices"]),
         invalid_files=tuple(
             InvalidFile(f["file"], f["line"], f["error"]) for f in data["invalid_files"]
         ),
+    )
+
+
+def device_from_json(d: Mapping[str, Any]) -> DeviceStatus:
+    """One device of :func:`status_json`'s ``devices``; KeyError, ValueError or TypeError if not."""
+    return DeviceStatus(
+        device=d["device"],
+        url=d["url"],
+        mode=d["mode"],
+        state=d["state"],
+        wave=d["wave"],
+        revision=d["revision"],
+        last_sync=_opt_time(d["last_sync"]),
+        last_change=_opt_time(d["last_change"]),
+        message=d["message"],
+        accounts=tuple((a["account"], a["registered"]) for a in d["accounts"]),
+        owner=d["owner"],
     )
 
 

@@ -14,6 +14,9 @@ Keys, under ``/{cluster}/``:
   a few hundred bytes (a renamed device's records follow it, as in the file
   store: :mod:`syncd.state.records`);
 - ``state/rollout``: the rollout document;
+- ``state/status/{device}``: the device's ``syncd status`` JSON as its owner
+  last saw it (SPEC section 10's per-device object), written by the owner
+  only when it changed, so every node can show the whole fleet;
 - ``history/{time-ns}-{node}-{seq}``: one history entry each, the last
   ``history_limit`` kept.
 
@@ -73,10 +76,12 @@ class EtcdStateStore:
         self._refresher: asyncio.Task[None] | None = None
         self._devices_prefix = f"/{cluster_name}/state/devices/"
         self._rollout_key = f"/{cluster_name}/state/rollout"
+        self._status_prefix = f"/{cluster_name}/state/status/"
         self._history_prefix = f"/{cluster_name}/history/"
         self._devices: dict[str, dict[str, Any]] = {}
         self._by_target = TargetIndex()
         self._rollout: dict[str, Any] | None = None
+        self._statuses: dict[str, dict[str, Any]] = {}
         self._history: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, bytes | None] = {}  # key -> value to write (None: delete)
         self._sequence = itertools.count()
@@ -215,6 +220,18 @@ class EtcdStateStore:
         self._rollout = value
         self._queue(self._rollout_key, _encode(value))
 
+    def save_status(self, device: str, doc: Mapping[str, Any]) -> None:
+        """Publish ``device``'s status JSON (written only when it differs from what etcd holds)."""
+        value = dict(doc)
+        if self._statuses.get(device) == value:
+            return
+        self._statuses[device] = value
+        self._queue(self._status_key(device), _encode(value))
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """The status JSON each device's owner published, by device (read-only values)."""
+        return dict(self._statuses)
+
     def append_history(self, entry: Mapping[str, Any]) -> None:
         stamp = f"{time.time_ns():020d}-{self.node_name}-{next(self._sequence):06d}"
         key = self._history_prefix + stamp
@@ -235,6 +252,9 @@ class EtcdStateStore:
 
     def _device_key(self, device: str) -> str:
         return self._devices_prefix + quote(device, safe="")
+
+    def _status_key(self, device: str) -> str:
+        return self._status_prefix + quote(device, safe="")
 
     def _record(self, device: str) -> dict[str, Any]:
         record = self._devices.get(device)
@@ -310,22 +330,21 @@ class EtcdStateStore:
     def _state_snapshot(self, changes: list[Change]) -> None:
         devices: dict[str, dict[str, Any]] = {}
         rollout: dict[str, Any] | None = None
-        for change in changes:
+        statuses: dict[str, dict[str, Any]] = {}
+        # Local writes not yet in etcd win over what etcd held.
+        pending = [Change(key, value) for key, value in self._pending.items()]
+        for change in [*changes, *pending]:
             if change.key == self._rollout_key:
                 rollout = _decode(change.value)
             elif change.key.startswith(self._devices_prefix):
                 record = _device_record(change.value)
                 if record is not None:
                     devices[record["device"]] = record
-        # Local writes not yet in etcd win over what etcd held.
-        for key, value in self._pending.items():
-            if key == self._rollout_key:
-                rollout = _decode(value)
-            elif key.startswith(self._devices_prefix):
-                record = _device_record(value)
-                if record is not None:
-                    devices[record["device"]] = record
-        self._devices, self._rollout = devices, rollout
+            elif change.key.startswith(self._status_prefix):
+                doc = _status_doc(change.value)
+                if doc is not None:
+                    statuses[doc["device"]] = doc
+        self._devices, self._rollout, self._statuses = devices, rollout, statuses
         self._by_target.clear()
         for record in devices.values():
             self._by_target.add(record)
@@ -343,6 +362,14 @@ class EtcdStateStore:
             else:
                 self._devices = {
                     d: r for d, r in self._devices.items() if self._device_key(d) != change.key
+                }
+        elif change.key.startswith(self._status_prefix):
+            doc = _status_doc(change.value)
+            if doc is not None:
+                self._statuses[doc["device"]] = doc
+            else:
+                self._statuses = {
+                    d: s for d, s in self._statuses.items() if self._status_key(d) != change.key
                 }
 
     def _history_snapshot(self, changes: list[Change]) -> None:
@@ -383,6 +410,11 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return decoded if isinstance(decoded, dict) else None
+
+
+def _status_doc(value: bytes | None) -> dict[str, Any] | None:
+    doc = _decode(value)
+    return doc if doc is not None and isinstance(doc.get("device"), str) else None
 
 
 def _device_record(value: bytes | None) -> dict[str, Any] | None:

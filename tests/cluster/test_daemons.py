@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 
 from syncd.cluster.hashing import owner_of
+from syncd.control import ControlClient, ControlError
 from syncd.simulator import Fleet, run_fleet_in_thread
 from tests.cluster.conftest import _binary
 from tests.cluster.daemons import (
     LEASE_TTL,
     RESYNC,
+    SIP_PASSWORD,
     all_labelled,
     desired_tree,
     drift,
@@ -222,6 +224,54 @@ class TestSharedFleet:
         assert overlapping_puts(devices) == []
 
 
+class TestWholeFleetStatus:
+    def test_every_node_shows_every_device_with_its_owner(
+        self,
+        fleet: Fleet,
+        etcd: EtcdServer,
+        launch: Callable[..., DaemonProcess],
+        tmp_path: Path,
+        cluster_name: str,
+    ) -> None:
+        """Three nodes over 30 devices: `syncd status --json` on each lists all 30, in_sync, each with the owner its etcd owner key names."""
+        devices = fleet.devices[:30]
+        names = desired_tree(tmp_path / "desired", devices, "Seen")
+        sockets = {n: tmp_path / f"{n}.sock" for n in ("n1", "n2", "n3")}
+        procs = [
+            launch(n, etcd.endpoint, tmp_path / "desired", "--socket", str(sockets[n]))
+            for n in sockets
+        ]
+        wait_until(all_labelled(devices, "Seen"), 30, "the fleet converged")
+        settled(procs, 3)
+        owners = {n: owner_of(n, list(sockets)) for n in names}
+
+        def shows_all(node: str) -> Callable[[], bool]:
+            def check() -> bool:
+                try:
+                    data = ControlClient(sockets[node], timeout=2).status()
+                except (ControlError, OSError):
+                    return False
+                seen = {d["device"]: (d["state"], d["owner"]) for d in data["devices"]}
+                return seen == {n: ("in_sync", owners[n]) for n in names}
+
+            return check
+
+        for node in sockets:
+            wait_until(shows_all(node), 10, f"{node} shows the whole fleet in sync")
+        keys = etcd_keys(etcd.endpoint, f"/{cluster_name}/owners/")
+        assert {n: keys.get(n) for n in names} == owners
+        for node, path in sockets.items():
+            result = syncd("status", "--json", "--socket", str(path), timeout=20)
+            assert result.returncode == 0, result.stderr
+            data = json.loads(result.stdout)
+            assert data["node"] == node
+            assert data["summary"]["devices"] == 30 and data["summary"]["in_sync"] == 30
+            assert sorted(d["device"] for d in data["devices"]) == names
+            assert {d["device"]: d["owner"] for d in data["devices"]} == keys
+            assert all(d["last_sync"] is not None for d in data["devices"])
+            assert SIP_PASSWORD not in result.stdout
+
+
 class TestEtcdLost:
     def test_unavailable_at_start_then_lost_and_back(
         self, fleet: Fleet, launch: Callable[..., DaemonProcess], tmp_path: Path
@@ -292,9 +342,10 @@ class TestRefusals:
         desired_tree(tmp_path / "desired", fleet.devices[:2], "Twin")
         first = launch("twin", etcd.endpoint, tmp_path / "desired")
         first.wait_for("cluster.joined", timeout=20)
-        # Another host: its own state dir (the lock of one state dir would refuse it first).
-        other_host = ("--state-dir", str(tmp_path / "state-other-host"))
-        second = launch("twin", etcd.endpoint, tmp_path / "desired", *other_host)
+        # Its own state dir: the state-dir lock would refuse it before the cluster could.
+        second = launch(
+            "twin", etcd.endpoint, tmp_path / "desired", "--state-dir", str(tmp_path / "twin-2")
+        )
         assert second.proc.wait(timeout=20) == 1
         assert second.proc.stderr is not None
         error = second.proc.stderr.read().strip()

@@ -77,13 +77,15 @@ class TestStandalone:
         assert result.stdout.split() == ["Standalone", "False", "False", "False"]
 
     def test_owns_everything_and_leads(self, tmp_path: Path) -> None:
-        """Standalone owns every device, leads, has no owner name and an empty STATUS prefix."""
+        """Standalone owns every device, leads, has no owner name, an empty STATUS prefix and shares no status."""
         sharing = open_sharing(load_settings(None, state_dir=tmp_path), workers=dict)
         assert isinstance(sharing, Standalone)
         assert sharing.owns("any") and sharing.is_leader and sharing.available
         assert sharing.owner_of("any") is None and sharing.node is None
         assert sharing.describe() == "" and sharing.may_drive("tree:abc")
         assert asyncio.run(sharing.acquire("any"))
+        sharing.publish_status([{"device": "any", "state": "in_sync", "owner": None}])
+        assert sharing.shared_statuses() == {}
 
     def test_password_key_file_replaces_the_generated_key(self, tmp_path: Path) -> None:
         """With password_key_file the records are keyed with it: no key is generated, and the generated one does not match them."""
@@ -173,7 +175,7 @@ class TestClustered:
     async def test_turn_runs_only_owned_devices_holding_their_key(
         self, make_sharing: Factory
     ) -> None:
-        """A node's turn runs its own devices (key held meanwhile) and skips the others' without work."""
+        """A node's turn runs its own devices (key held meanwhile) and skips the others' without work, marked as elsewhere."""
         one, two = await make_sharing("t1"), await make_sharing("t2")
         await eventually(lambda: one.members == two.members == {"t1", "t2"})
         ran: list[str] = []
@@ -185,10 +187,29 @@ class TestClustered:
         for device in DEVICES:
             outcome = await one.turn(spec(device), lambda d=device: work_for(d))  # type: ignore[misc]
             assert outcome.status == ("in_sync" if one.owns(device) else "skipped")
+            assert outcome.elsewhere == (not one.owns(device))
         assert ran == [d for d in DEVICES if one.owns(d)]
         ours = ran[0]
         assert await one.acquire(ours)
         assert not await two.acquire(ours)
+
+    async def test_each_node_publishes_only_its_own_devices_status(
+        self, make_sharing: Factory
+    ) -> None:
+        """Given every device's status, a node publishes those it owns under its name; the other node reads them, and nothing else."""
+        one, two = await make_sharing("p1", metrics=Metrics()), await make_sharing("p2")
+        await eventually(lambda: one.members == two.members == {"p1", "p2"})
+        docs = [
+            {"device": d, "state": "in_sync", "owner": one.owner_of(d), "accounts": []}
+            for d in DEVICES
+        ]
+        docs.append({"device": "door-00", "state": "failed", "owner": "p2"})  # not p1's to say
+        one.publish_status(docs)
+        mine = {d for d in DEVICES if one.owns(d)}
+        assert mine and mine != set(DEVICES)
+        await eventually(lambda: set(two.shared_statuses()) == mine)
+        assert all(two.shared_statuses()[d]["owner"] == "p1" for d in mine)
+        assert all(two.shared_statuses()[d]["state"] == "in_sync" for d in mine)
 
     async def test_put_window_follows_renewals_and_ends_before_the_lease(
         self, make_sharing: Factory

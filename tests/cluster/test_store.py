@@ -210,3 +210,30 @@ class TestHistory:
         prefix = f"/{cluster_name}/history/".encode()
         await eventually(lambda: not a._pending)
         assert len([k for k, _ in await everything(a) if k.startswith(prefix)]) == 5
+
+
+class TestStatuses:
+    async def test_status_published_only_when_changed_and_seen_everywhere(
+        self, make_store: StoreFactory, cluster_name: str
+    ) -> None:
+        """A device's status JSON saved by one node is read by another (and by one started later); saving it unchanged writes nothing; a deleted key leaves the mirror."""
+        a, b = await make_store("a"), await make_store("b")
+        doc = {"device": "lab/door", "state": "in_sync", "owner": "a", "accounts": []}
+        a.save_status("lab/door", doc)
+        await a.flush()
+        await eventually(lambda: b.statuses() == {"lab/door": doc})
+        before = await revision(a)
+        a.save_status("lab/door", dict(doc))
+        await a.flush()
+        assert await revision(a) == before
+        changed = {**doc, "state": "failed"}
+        a.save_status("lab/door", changed)
+        await a.flush()
+        await eventually(lambda: b.statuses()["lab/door"]["state"] == "failed")
+        c = await make_store("c")
+        assert c.statuses() == {"lab/door": changed}
+        assert b.load_rollout() is None and b.applied_fingerprint("lab/door") is None
+        client = await a.connection.open()
+        assert client.kv is not None
+        await client.kv.delete(f"/{cluster_name}/state/status/lab%2Fdoor".encode())
+        await eventually(lambda: b.statuses() == {} and c.statuses() == {})
