@@ -182,6 +182,9 @@ class DeviceDoc(_Strict):
 class _AccountBase(_Strict):
     account: AccountNumber
     password: Secret | None = None
+    #: Read-only on newer firmware (general, local, msteams): accepted so that a pasted
+    #: GET answer is a valid desired state, and never managed or sent.
+    accountType: Text | None = None
 
     def managed(self) -> dict[str, bool | str | int]:
         """The fields the operator wrote, canonical; left-out fields are unmanaged."""

@@ -33,6 +33,16 @@ class TestDesiredState:
         """The model knows four account numbers."""
         assert ACCOUNT_NUMBERS == (1, 2, 3, 4)
 
+    def test_a_pasted_get_answer_with_account_type_loads_and_manages_no_account_type(
+        self, load: Load
+    ) -> None:
+        """accountType, read-only on newer firmware, is accepted in a file and never managed."""
+        text = device(accounts="- account: 3\n  accountType: general\n  displayName: Gate\n")
+        state = load({"a.yaml": text})
+        assert state.errors == []
+        (spec,) = state.devices.values()
+        assert dict(spec.accounts[3].fields) == {"displayName": "Gate"}
+
     def test_accounts_3_and_4_load(self, load: Load) -> None:
         """A device file managing accounts 3 and 4 is valid."""
         text = device(accounts="- account: 3\n  displayName: Gate\n- account: 4\n  enabled: true\n")
