@@ -61,6 +61,7 @@ __all__ = [
     "registration_restored",
     "registration_unreadable",
     "registration_unsupported",
+    "request_retrying",
     "rollout_completed",
     "rollout_halted",
     "rollout_paused",
@@ -155,8 +156,11 @@ def apply_retrying(
     delay: float,
     error: str,
     revision: str | None = None,
+    repeated: bool = False,
 ) -> None:
-    log.warning(
+    """A PUT will be retried: at warning, or at debug when it failed the same way before."""
+    write = log.debug if repeated else log.warning
+    write(
         "apply.retrying",
         request=request,
         attempt=attempt,
@@ -164,6 +168,11 @@ def apply_retrying(
         error=error,
         **_given(revision=revision),
     )
+
+
+def request_retrying(log: Log, *, request: str, attempt: int, delay: float, error: str) -> None:
+    """A read (GET, export's reads) will be retried: routine, so at debug."""
+    log.debug("request.retrying", request=request, attempt=attempt, delay=delay, error=error)
 
 
 def apply_deferred(

@@ -78,6 +78,18 @@ def may_pass(exc: BaseException, attempt: int) -> bool:
     return isinstance(exc, DeviceError) and exc.code == 14
 
 
+def _writes(request: str) -> bool:
+    """Whether ``request`` ("PUT", "GET /api/...") changes the device."""
+    method = request.split(maxsplit=1)[0].upper() if request.strip() else ""
+    return method in {"PUT", "POST", "DELETE", "PATCH"}
+
+
+def _kind(exc: BaseException | None) -> str:
+    """The kind of a failure, for telling a failure met again from a new one."""
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, str) else type(exc).__name__
+
+
 class _RetryIfMayPass(retry_base):
     """tenacity's view of :func:`may_pass`; ``done`` attempts happened before tenacity's first."""
 
@@ -117,8 +129,17 @@ async def with_retries(
     policy: RetryPolicy,
     metrics: Metrics | None = None,
 ) -> T:
-    """Await ``call()`` under the retry rule; log ``apply.retrying`` before each wait."""
+    """Await ``call()`` under the retry rule; log the retry before each wait.
+
+    A write (``request`` a PUT) logs ``apply.retrying`` at warning for the
+    first retry of a failure and at debug for the retries of the same failure
+    after it (the caller logs ``apply.failed`` if they all fail). A read logs
+    ``request.retrying``, at debug: a read retried is routine, and one that
+    keeps failing ends in ``device.unreachable``.
+    """
     log = get_logger().bind(device=device)
+    writes = _writes(request)
+    seen: set[tuple[str, str]] = set()
     pacing = PACING.get()
 
     async def timed() -> T:
@@ -140,8 +161,15 @@ async def with_retries(
     def log_retry(attempt: int, delay: float, exc: BaseException | None) -> None:
         if metrics is not None:
             metrics.retries.inc()
+        error, delay = str(exc), round(delay, 3)
+        if not writes:
+            events.request_retrying(log, request=request, attempt=attempt, delay=delay, error=error)
+            return
+        failure = (_kind(exc), error)
+        repeated = failure in seen
+        seen.add(failure)
         events.apply_retrying(
-            log, request=request, attempt=attempt, delay=round(delay, 3), error=str(exc)
+            log, request=request, attempt=attempt, delay=delay, error=error, repeated=repeated
         )
 
     # Most requests succeed at once: make the first try without building a

@@ -235,10 +235,11 @@ class TestTransport:
         configure(fleet)
         dev = fleet.devices[0]
         dev.inject(kind="status", status=503, count=2)
-        done = run("export", "--url", dev.url, "--auth", "none")
+        done = run("export", "--url", dev.url, "--auth", "none", "--log-level", "debug")
         assert done.returncode == 0, done.stderr
-        retries = [json.loads(line) for line in done.stderr.splitlines() if "apply.retrying" in line]
-        assert [r["attempt"] for r in retries] == [1, 2]
+        retries = [json.loads(line) for line in done.stderr.splitlines() if "request.retrying" in line]
+        assert [(r["attempt"], r["level"], r["request"]) for r in retries] == [(1, "debug", "GET"), (2, "debug", "GET")]
+        assert "apply.retrying" not in done.stderr
         assert '    sipNumber: "0123"\n' in done.stdout
 
     def test_tls_needs_the_ca_file_or_insecure(self, intercoms):

@@ -15,7 +15,7 @@ from tests.e2e.conftest import device_yaml, write
 ACCOUNT = '  - account: 1\n    displayName: "{name}"\n    sipNumber: "{number}"\n'
 
 #: Events that mean something went wrong for a device.
-ERROR_EVENTS = ("apply.retrying", "apply.failed", "device.unreachable", "auth.failed")
+ERROR_EVENTS = ("apply.retrying", "request.retrying", "apply.failed", "device.unreachable", "auth.failed")
 
 
 def account(name: str, number: str = "4001", **extra: str) -> str:

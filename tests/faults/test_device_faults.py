@@ -48,18 +48,19 @@ def _apply(tmp_path: Path, root: Path, *extra: str):
 
 class TestOneShotTransportFaults:
     def test_transient_faults_are_retried_within_the_pass(self, sim, tmp_path):
-        """Each device answering twice with a fault (5xx, HTML, dropped, not JSON, no success flag, too slow) logs two apply.retrying events (attempt, delay, error) and converges on the third try; a healthy device never retries."""
+        """Each device answering twice with a fault (5xx, HTML, dropped, not JSON, no success flag, too slow) logs two request.retrying events at debug (attempt, delay, error) and converges on the third try; a healthy device never retries."""
         fleet = sim(devices=len(TRANSPORT_FAULTS) + 1)
         for dev, fault in zip(fleet.devices, TRANSPORT_FAULTS.values(), strict=False):
             dev.inject(count=2, **fault)
-        result = _apply(tmp_path, tree(tmp_path / "desired", fleet))
+        result = _apply(tmp_path, tree(tmp_path / "desired", fleet), "--log-level", "debug")
         assert result.returncode == 0, result.stderr
         evs = events(result.stderr)
+        assert named(evs, "apply.retrying") == []  # only reads were retried
         for n, (label, dev) in enumerate(zip(TRANSPORT_FAULTS, fleet.devices, strict=False), start=1):
-            retries = named(evs, "apply.retrying", device=f"dev{n}")
+            retries = named(evs, "request.retrying", device=f"dev{n}")
             assert [e["attempt"] for e in retries] == [1, 2], label
             for event in retries:
-                assert event["level"] == "warning" and event["request"] == "GET", label
+                assert event["level"] == "debug" and event["request"] == "GET", label
                 assert event["delay"] > 0 and dev.url in event["error"], label
             assert converged(dev, f"Door {n}"), label
             assert dev.faults == [], label
@@ -74,11 +75,11 @@ class TestOneShotTransportFaults:
         for dev, label in zip(fleet.devices, labels, strict=False):
             dev.inject(count=3, **TRANSPORT_FAULTS[label])
         root = tree(tmp_path / "desired", fleet)
-        result = _apply(tmp_path, root)
+        result = _apply(tmp_path, root, "--log-level", "debug")
         assert result.returncode == 1
         evs = events(result.stderr)
         for n, (label, dev) in enumerate(zip(labels, fleet.devices, strict=False), start=1):
-            assert len(named(evs, "apply.retrying", device=f"dev{n}")) == 2, label
+            assert len(named(evs, "request.retrying", device=f"dev{n}")) == 2, label
             (event,) = named(evs, "device.unreachable", device=f"dev{n}")
             assert event["level"] == "error" and event["kind"] == "transport", label
             assert dev.url in event["error"], label
@@ -96,7 +97,7 @@ class TestOneShotTransportFaults:
         fleet = sim(devices=2)
         dev1, dev2 = fleet.devices
         dev1.inject(kind="status", status=503, method="PUT", count=3)
-        result = _apply(tmp_path, tree(tmp_path / "desired", fleet))
+        result = _apply(tmp_path, tree(tmp_path / "desired", fleet), "--log-level", "debug")
         assert result.returncode == 1
         evs = events(result.stderr)
         assert [e["request"] for e in named(evs, "apply.retrying", device="dev1")] == ["PUT", "PUT"]
@@ -104,6 +105,35 @@ class TestOneShotTransportFaults:
         assert failed["kind"] == "transport" and "503" in failed["error"]
         assert len(puts(dev1)) == 3 and dev1.accounts[0]["displayName"] == ""
         assert converged(dev2, "Door 2")
+
+    def test_put_failing_the_same_way_warns_once_and_reads_retry_quietly(self, sim, tmp_path):
+        """A PUT failing with the same 503 three times logs one apply.retrying at warning, the next at debug, then apply.failed; a new failure warns again; a retried GET logs only request.retrying at debug."""
+        fleet = sim(devices=3)
+        same, changing, read = fleet.devices
+        same.inject(kind="status", status=503, method="PUT", count=3)
+        changing.inject(kind="status", status=503, method="PUT", count=1)
+        changing.inject(kind="status", status=500, method="PUT", count=1)
+        read.inject(kind="status", status=503, method="GET", count=2)
+        result = _apply(tmp_path, tree(tmp_path / "desired", fleet), "--log-level", "debug")
+        assert result.returncode == 1, result.stderr
+        evs = events(result.stderr)
+        retries = named(evs, "apply.retrying", device="dev1")
+        assert [(e["attempt"], e["level"]) for e in retries] == [(1, "warning"), (2, "debug")]
+        assert all("503" in e["error"] and e["delay"] > 0 for e in retries)
+        loud = [(e["event"], e["level"]) for e in evs if e.get("device") == "dev1" and e["level"] in ("warning", "error")]
+        assert loud == [("apply.retrying", "warning"), ("apply.failed", "error")]
+        assert len(puts(same)) == 3 and same.accounts[0]["displayName"] == ""
+        # A second, different failure of the same PUT is news: it warns again.
+        retries = named(evs, "apply.retrying", device="dev2")
+        assert [e["level"] for e in retries] == ["warning", "warning"]
+        assert ["503" in retries[0]["error"], "500" in retries[1]["error"]] == [True, True]
+        assert converged(changing, "Door 2")
+        # A read retried is routine: debug, under its own name, never apply.retrying.
+        assert named(evs, "apply.retrying", device="dev3") == []
+        reads = named(evs, "request.retrying", device="dev3")
+        assert [(e["attempt"], e["level"], e["request"]) for e in reads] == [(1, "debug", "GET"), (2, "debug", "GET")]
+        assert named(evs, "request.retrying", device="dev1") == []
+        assert converged(read, "Door 3")
 
     def test_plan_json_names_the_transport_error(self, sim, tmp_path):
         """plan --json reports a device that keeps failing as status error, kind transport, and exits 1."""
@@ -132,7 +162,9 @@ class TestDaemonTransportFaults:
         for n, fault in enumerate(faults.values()):
             fleet.devices[n].inject(count=5, **fault)  # 3 in the first pass, 2 in the next
         root = tree(tmp_path / "desired", fleet)
-        proc = daemon(*run_args(root, tmp_path / "state", "--request-timeout", "0.5", resync=2))
+        proc = daemon(
+            *run_args(root, tmp_path / "state", "--request-timeout", "0.5", "--log-level", "debug", resync=2)
+        )
         healthy = proc.wait_for("apply.succeeded", device="dev5", timeout=30)
         for name in faults:
             unreachable = proc.wait_for("device.unreachable", device=name, timeout=30)
@@ -144,8 +176,9 @@ class TestDaemonTransportFaults:
         for n, dev in enumerate(fleet.devices, start=1):
             assert converged(dev, f"Door {n}")
             assert dev.faults == []
-        retrying = [e for e in proc.events if e.get("event") == "apply.retrying"]
+        retrying = [e for e in proc.events if e.get("event") == "request.retrying"]
         assert {e["device"] for e in retrying} == set(faults)
+        assert named(proc.events, "apply.retrying") == []
         # Converged devices stay put: resyncs read them but send nothing more.
         before = [len(puts(d)) for d in fleet.devices]
         time.sleep(2)
@@ -187,10 +220,10 @@ class TestDaemonTransportFaults:
         write(root, "gone.yaml", device_yaml(url, account("Gate")))
         write(root, "other.yaml", device_yaml(other.url, account("Other")))
         with run_fleet_in_thread(devices=1, port=port) as first:
-            proc = daemon(*run_args(root, tmp_path / "state", resync=2))
+            proc = daemon(*run_args(root, tmp_path / "state", "--log-level", "debug", resync=2))
             proc.wait_for("apply.succeeded", device="gone", timeout=20)
             assert converged(first.devices[0], "Gate")
-        proc.wait_for("apply.retrying", device="gone", timeout=20)
+        proc.wait_for("request.retrying", device="gone", timeout=20)
         event = proc.wait_for("device.unreachable", device="gone", timeout=20)
         assert event["kind"] == "transport" and url in event["error"]
         other.set_live(1, displayName="Hacked")
@@ -254,13 +287,15 @@ class TestRejections:
         dev1, dev2 = fleet.devices
         dev1.inject(kind="reject", code=14, method="PUT", count=4)
         root = tree(tmp_path / "desired", fleet)
-        proc = daemon(*run_args(root, tmp_path / "state", resync=2))
+        proc = daemon(*run_args(root, tmp_path / "state", "--log-level", "debug", resync=2))
         failed = proc.wait_for("apply.failed", device="dev1", timeout=20)
         assert failed["code"] == 14 and failed["kind"] == "rejected"
         succeeded = proc.wait_for("apply.succeeded", device="dev1", timeout=20)
         assert stamp(succeeded) - stamp(failed) < 8
         retries = named(proc.events, "apply.retrying", device="dev1")
         assert [e["request"] for e in retries] == ["PUT"] * 3
+        # Each pass warns once; the same failure again within a pass is at debug.
+        assert [e["level"] for e in retries] == ["warning", "debug", "warning"]
         assert [e.code for e in puts(dev1)] == [14, 14, 14, 14, None]
         assert converged(dev1, "Door 1") and converged(dev2, "Door 2")
         assert proc.stop() == 0
