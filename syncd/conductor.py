@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from syncd import events
-from syncd.client import DeviceClient, DeviceError
+from syncd.client import DeviceClient
 from syncd.desired import Problem
 from syncd.diff import Change
 from syncd.health import Health
@@ -38,7 +38,8 @@ from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Outcome
 from syncd.policy import DEFAULT_POLICY, FleetPolicy, PolicyResult
-from syncd.retrying import RetryPolicy, with_retries
+from syncd.retrying import RetryPolicy
+from syncd.reverting import Reverter
 from syncd.rollout import (
     Decision,
     Event,
@@ -71,8 +72,6 @@ __all__ = ["Conductor", "pause_saved", "resume_saved"]
 
 #: Seconds between two ticks of the rollout (bake, windows, reverts).
 TICK = 0.5
-#: Seconds before a revert PUT that failed is tried again.
-REVERT_RETRY = 10.0
 #: Failure kinds that fail a device in a rollout; any other error means it did not answer.
 _FAILING = frozenset({"rejected", "verify", "health", "device", "api"})
 #: Failure kinds after which the rollout's PUT is (or may be) in force: it can be reverted.
@@ -186,8 +185,15 @@ class Conductor:
         self._waves: dict[str, str] = {}
         self._policy_problems: set[Problem] = set()
         self._window_open = True
-        self._reverting: dict[str, asyncio.Task[None]] = {}
-        self._revert_failed: dict[str, float] = {}
+        self._reverter = Reverter(
+            client_of=client_of,
+            undo_of=self._undo_of,
+            calls=lambda: self.policy.calls,
+            revision=lambda: self.revision,
+            done=self._reverted,
+            retry=self._retry,
+            clock=clock,
+        )
         self._set_halted_metric()
 
     # ------------------------------------------------------------ the gate
@@ -412,15 +418,13 @@ class Conductor:
             self.step()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._tick_interval)
-        for task in self._reverting.values():
-            task.cancel()
+        self._reverter.cancel()
 
     async def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no revert is due or under way."""
         deadline = self._clock() + timeout
         while self._clock() < deadline:
-            running = any(not t.done() for t in self._reverting.values())
-            if not running and not (self.rollout and reverts_due(self.rollout)):
+            if not self._reverter.busy and not (self.rollout and reverts_due(self.rollout)):
                 return
             await asyncio.sleep(0.1)
 
@@ -432,7 +436,8 @@ class Conductor:
             if stepped.rollout != rollout:
                 self._apply(stepped)
         self._watch_window()
-        self._start_reverts()
+        if self.rollout is not None:
+            self._reverter.start(reverts_due(self.rollout))
 
     def _watch_window(self) -> None:
         """When the windows open again, devices that waited for them look again at once."""
@@ -443,82 +448,17 @@ class Conductor:
 
     # -------------------------------------------------------------- revert
 
-    def _start_reverts(self) -> None:
-        if self.rollout is None:
-            return
-        now = self._clock()
-        for device in reverts_due(self.rollout):
-            task = self._reverting.get(device)
-            if task is not None and not task.done():
-                continue
-            if now - self._revert_failed.get(device, -REVERT_RETRY) < REVERT_RETRY:
-                continue
-            self._reverting[device] = asyncio.get_running_loop().create_task(
-                self._revert(device), name=f"revert:{device}"
-            )
+    def _undo_of(self, device: str) -> tuple[DeviceSpec | None, list[dict[str, Any]]]:
+        return self._specs.get(device), self._undo.get(device, [])
 
-    async def _revert(self, device: str) -> None:
-        """One PUT of the values the rollout's PUT changed, as read before it."""
-        changes = [
-            Change(int(c["account"]), str(c["field"]), c["live"], c["desired"])
-            for c in self._undo.get(device, [])
-            if c["live"] is not None
-        ]
-        spec = self._specs.get(device)
-        if not changes or spec is None:
-            self._settle_revert(device)
-            return
-        log = self.log.bind(device=device)
-        client = self._client_of(spec)
-        if not await self._idle(spec, client):
-            return  # in a call: tried again at a later tick
-        body: dict[int, dict[str, Any]] = {}
-        for c in changes:
-            body.setdefault(c.account, {"account": c.account})[c.field] = c.live
-        try:
-            await with_retries(
-                lambda: client.put_accounts(list(body.values())),
-                device=device,
-                request="PUT",
-                policy=self._retry,
+    def _reverted(self, device: str, changes: Sequence[Change]) -> None:
+        """A revert is over: count it, write its history entry, settle the device."""
+        if changes:
+            if self._metrics is not None:
+                self._metrics.applies.labels("reverted").inc()
+            self._write_history(
+                device, "revert", "reverted", history_changes(changes, reverse=True)
             )
-        except DeviceError as exc:
-            self._revert_failed[device] = self._clock()
-            events.apply_failed(
-                log,
-                error=f"revert failed: {exc}",
-                code=exc.code,
-                kind=exc.kind,
-                revision=self.revision,
-            )
-            return
-        fields = [
-            {"account": c.account, "field": c.field, "live": c.desired, "desired": c.live}
-            for c in changes
-        ]
-        events.apply_reverted(log, fields=fields, revision=self.revision)
-        if self._metrics is not None:
-            self._metrics.applies.labels("reverted").inc()
-        self._write_history(device, "revert", "reverted", history_changes(changes, reverse=True))
-        self._settle_revert(device)
-
-    async def _idle(self, spec: DeviceSpec, client: DeviceClient) -> bool:
-        """No call under way (or the device cannot tell, or the wait passed ``maxWait``)."""
-        calls = self.policy.calls
-        if not calls.wait_for_idle:
-            return True
-        started = self._clock()
-        while True:
-            try:
-                if not await client.call_status():
-                    return True
-            except DeviceError:
-                return True
-            if self._clock() - started >= calls.max_wait:
-                return True
-            await asyncio.sleep(min(3.0, calls.max_wait))
-
-    def _settle_revert(self, device: str) -> None:
         self._undo.pop(device, None)
         if self.rollout is not None:
             self.rollout = reverted(self.rollout, device)

@@ -17,20 +17,18 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Any
 
 from syncd import events, loop
 from syncd.client import ClientPool
 from syncd.command_errors import report_error
 from syncd.conductor import Conductor
 from syncd.control import ControlError, ControlServer, default_socket_path
-from syncd.daemon_control import DaemonControl
+from syncd.daemon_control import StatusBoard, control_server, resend_passwords
 from syncd.desired import DesiredState, Loader, Problem, Resolved, name_from_path, resolve_desired
 from syncd.desired.fleet import load_policy
 from syncd.devices_view import (
     DeviceView,
     FleetView,
-    RolloutControl,
     difference_key,
     revision_material,
 )
@@ -49,7 +47,6 @@ from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.slots import Lanes
-from syncd.state import StateError
 from syncd.status import InvalidFile
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
@@ -80,7 +77,6 @@ class Daemon:
         self.desired_dir = settings.desired_dir
         self.loader = Loader(self.desired_dir)
         self._reload_lock = asyncio.Lock()
-        self._last_status = ""
         self._last_problems: set[Problem] = set()
         self._timing = Timing(settings.resync_interval, settings.max_backoff)
         try:  # standalone, or this node's share of a cluster (SPEC section 11)
@@ -136,8 +132,14 @@ class Daemon:
         #: The desired revision in force (SPEC section 10).
         self.revision = ""
         self.socket_path = settings.socket or default_socket_path(settings.state_dir)
-        self._status: dict[str, Any] = self.view.snapshot()
-        self._status_version = -1
+        #: The STATUS line and the status snapshot the socket, the page and /metrics read.
+        self.board = StatusBoard(
+            view=self.view,
+            notifier=self.notifier,
+            sharing=self.sharing,
+            rollout=self.conductor,
+            summary=self.summary,
+        )
 
     def _check_desired_dir(self) -> None:
         if not self.desired_dir.is_dir():
@@ -335,23 +337,6 @@ class Daemon:
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         return f"{self.sharing.describe()}{len(self.workers)} devices: {parts or 'none'}"
 
-    def _update_status(self) -> None:
-        status = self.summary()
-        if status != self._last_status:
-            self._last_status = status
-            self.notifier.status(status)
-        # The snapshot the socket and the page read: replaced whole, rebuilt only when
-        # something changed (or a rollout engine or the cluster may have news).
-        news = self.conductor is not None or self.sharing.node is not None
-        if self.view.version != self._status_version or news:
-            self._status_version = self.view.version
-            self._status = self.view.snapshot(self.conductor)
-            self.sharing.publish_status(self._status["devices"])
-
-    def status(self) -> dict[str, Any]:
-        """The latest status snapshot (SPEC section 10); safe to call from any thread."""
-        return self._status
-
     # -------------------------------------------------------------- control
 
     def kick(self, device: str) -> None:
@@ -360,43 +345,15 @@ class Daemon:
         if worker is not None:
             worker.kick()
 
-    def _no_rollout(self) -> RolloutControl:
-        if self.conductor is None:
-            raise ValueError("no rollout engine runs in this daemon")
-        return self.conductor
-
-    def _pause(self) -> str:
-        return self._no_rollout().pause()
-
-    def _resume(self) -> str:
-        return self._no_rollout().resume()
-
-    def resend_passwords(self, device: str) -> str:
-        """Mark ``device``'s passwords due (``syncd passwords resend``) and reconcile it now."""
-        worker = self.workers.get(device)
-        if worker is None:
-            raise KeyError(f"no device {device} is managed by this daemon")
-        try:
-            self.state.forget_passwords(device)
-        except StateError as exc:
-            raise ValueError(str(exc)) from None
-        managed = [n for n, a in worker.spec.accounts.items() if a.password is not None]
-        for account in managed:
-            self.reconciler.resend_password(device, account, reason="operator")
-        worker.update(worker.spec)  # now, without the backoff of a failing device
-        if not managed:
-            return f"device {device} has no password that syncd manages"
-        return f"the passwords of {device} are due again; they are sent at its reconcile now"
-
     def _control_server(self) -> ControlServer:
-        handlers = DaemonControl(
-            asyncio.get_running_loop(),
-            snapshot=self.status,
-            pause=self._pause,
-            resume=self._resume,
-            resend=self.resend_passwords,
+        def resend(device: str) -> str:
+            return resend_passwords(
+                device, workers=self.workers, state=self.state, reconciler=self.reconciler
+            )
+
+        return control_server(
+            self.socket_path, snapshot=self.board.snapshot, rollout=self.conductor, resend=resend
         )
-        return ControlServer(self.socket_path, handlers)
 
     # --------------------------------------------------------------- running
 
@@ -420,7 +377,7 @@ class Daemon:
         while not self.stopping.is_set():
             now = time.monotonic()
             self.metrics.heartbeat = now
-            self._update_status()  # once a tick: a summary costs a walk over the fleet
+            self.board.update()  # once a tick: a summary costs a walk over the fleet
             if interval and now - last_ping >= interval:
                 self.notifier.watchdog()
                 last_ping = now
@@ -449,7 +406,7 @@ class Daemon:
                     self.metrics,
                     self.settings.metrics_address,
                     stale_after=10.0,
-                    status=self.status,
+                    status=self.board.snapshot,
                 )
             except (OSError, ValueError, OverflowError) as exc:  # port > 65535: OverflowError
                 control.close()

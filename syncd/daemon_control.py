@@ -1,19 +1,33 @@
-"""The running daemon's side of the control socket (:mod:`syncd.control`).
+"""The running daemon's side of the control socket (:mod:`syncd.control`) and its status.
 
-The socket server calls :class:`DaemonControl` in its own threads. ``status``
-answers from the snapshot the event loop replaces whole once a second; the
-actions run on the event loop (where every other piece of daemon state lives)
-and their answer is waited for here.
+:class:`StatusBoard` keeps the STATUS line (sd_notify) and the status snapshot
+(SPEC section 10) that the socket, the page and ``/metrics`` read: the event
+loop replaces it whole once a tick. The socket server calls
+:class:`DaemonControl` in its own threads. ``status`` answers from that
+snapshot; the actions (pause, resume, :func:`resend_passwords`) run on the
+event loop (where every other piece of daemon state lives) and their answer is
+waited for here. :func:`control_server` puts them together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["DaemonControl"]
+from syncd.control import ControlServer
+from syncd.state import StateError, StateStore
+
+if TYPE_CHECKING:
+    from syncd.devices_view import FleetView, RolloutControl
+    from syncd.notify import Notifier
+    from syncd.reconcile import Reconciler
+    from syncd.sharing import Sharing
+    from syncd.worker import DeviceWorker
+
+__all__ = ["StatusBoard", "control_server", "resend_passwords"]
 
 T = TypeVar("T")
 
@@ -65,3 +79,90 @@ class DaemonControl:
 
     def resend_passwords(self, device: str) -> str:
         return self._on_loop(lambda: self._resend(device))
+
+
+class StatusBoard:
+    """The STATUS line and the status snapshot; ``update`` on the loop, ``snapshot`` anywhere."""
+
+    def __init__(
+        self,
+        *,
+        view: FleetView,
+        notifier: Notifier,
+        sharing: Sharing,
+        rollout: RolloutControl | None,
+        summary: Callable[[], str],
+    ) -> None:
+        self._view = view
+        self._notifier = notifier
+        self._sharing = sharing
+        self._rollout = rollout
+        self._summary = summary
+        self._last_line = ""
+        self._snapshot: dict[str, Any] = view.snapshot()
+        self._version = -1
+
+    def update(self) -> None:
+        line = self._summary()
+        if line != self._last_line:
+            self._last_line = line
+            self._notifier.status(line)
+        # The snapshot the socket and the page read: replaced whole, rebuilt only when
+        # something changed (or a rollout engine or the cluster may have news).
+        news = self._rollout is not None or self._sharing.node is not None
+        if self._view.version != self._version or news:
+            self._version = self._view.version
+            self._snapshot = self._view.snapshot(self._rollout)
+            self._sharing.publish_status(self._snapshot["devices"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """The latest status snapshot (SPEC section 10); safe to call from any thread."""
+        return self._snapshot
+
+
+def resend_passwords(
+    device: str,
+    *,
+    workers: Mapping[str, DeviceWorker],
+    state: StateStore,
+    reconciler: Reconciler,
+) -> str:
+    """Mark ``device``'s passwords due (``syncd passwords resend``) and reconcile it now."""
+    worker = workers.get(device)
+    if worker is None:
+        raise KeyError(f"no device {device} is managed by this daemon")
+    try:
+        state.forget_passwords(device)
+    except StateError as exc:
+        raise ValueError(str(exc)) from None
+    managed = [n for n, a in worker.spec.accounts.items() if a.password is not None]
+    for account in managed:
+        reconciler.resend_password(device, account, reason="operator")
+    worker.update(worker.spec)  # now, without the backoff of a failing device
+    if not managed:
+        return f"device {device} has no password that syncd manages"
+    return f"the passwords of {device} are due again; they are sent at its reconcile now"
+
+
+def control_server(
+    path: Path,
+    *,
+    snapshot: Callable[[], dict[str, Any]],
+    rollout: RolloutControl | None,
+    resend: Callable[[str], str],
+) -> ControlServer:
+    """The control socket of the daemon running on this event loop (not started yet)."""
+
+    def no_rollout() -> RolloutControl:
+        if rollout is None:
+            raise ValueError("no rollout engine runs in this daemon")
+        return rollout
+
+    handlers = DaemonControl(
+        asyncio.get_running_loop(),
+        snapshot=snapshot,
+        pause=lambda: no_rollout().pause(),
+        resume=lambda: no_rollout().resume(),
+        resend=resend,
+    )
+    return ControlServer(path, handlers)

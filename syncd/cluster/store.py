@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import itertools
 import json
 import logging
@@ -39,11 +37,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import SecretStr
-
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
 from syncd.cluster.watching import Change, PrefixMirror
-from syncd.state.records import TargetIndex, release, take_over
+from syncd.state.records import DeviceRecords, TargetIndex
 
 __all__ = ["EtcdStateStore"]
 
@@ -51,7 +47,7 @@ _log = logging.getLogger(__name__)
 _BATCH = 100  # etcd allows 128 operations per transaction by default
 
 
-class EtcdStateStore:
+class EtcdStateStore(DeviceRecords):
     """StateStore over etcd; see the module docstring."""
 
     def __init__(
@@ -146,72 +142,6 @@ class EtcdStateStore:
 
     # ------------------------------------------------------------ the interface
 
-    def password_due(self, device: str, target: str, account: int, password: SecretStr) -> bool:
-        """True unless exactly this password was applied to this device's account.
-
-        ``target`` names the physical device (its URL and serial number): another
-        target means another device, so the password is due again.
-        """
-        record = self._record(device)
-        digest = self._digest(target, account, password)
-        stored = record["passwords"].get(str(account))
-        if isinstance(stored, str) and hmac.compare_digest(stored, digest):
-            return False
-        if stored is not None:
-            return True
-        holders = self._by_target.holders(target, self._devices)
-        source = take_over(record, holders, target=target, account=account, digest=digest)
-        if source is None:
-            return True
-        self._by_target.add(record)
-        self._save(device, record)
-        self._save(source["device"], source)
-        return False
-
-    def record_passwords(
-        self, device: str, target: str, passwords: Mapping[int, SecretStr]
-    ) -> None:
-        if not passwords:
-            return
-        record = self._record(device)
-        targets = record.setdefault("targets", {})
-        for account, password in passwords.items():
-            record["passwords"][str(account)] = self._digest(target, account, password)
-            targets[str(account)] = target
-        self._by_target.add(record)
-        self._save(device, record)
-        holders = self._by_target.holders(target, self._devices)
-        for other in release(record, holders, target=target, accounts=passwords):
-            self._save(other["device"], other)
-
-    def forget_passwords(self, device: str) -> None:
-        record = self._record(device)
-        if record["passwords"] or not record.get("forgotten"):
-            record["passwords"] = {}
-            record["targets"] = {}
-            record["forgotten"] = True  # never take another name's record over
-            self._save(device, record)
-
-    def applied_fingerprint(self, device: str) -> str | None:
-        value = self._record(device).get("fingerprint")
-        return value if isinstance(value, str) else None
-
-    def record_fingerprint(self, device: str, fingerprint: str) -> None:
-        record = self._record(device)
-        if record.get("fingerprint") != fingerprint:
-            record["fingerprint"] = fingerprint
-            self._save(device, record)
-
-    def applied_revision(self, device: str) -> str | None:
-        value = self._record(device).get("revision")
-        return value if isinstance(value, str) else None
-
-    def record_revision(self, device: str, revision: str) -> None:
-        record = self._record(device)
-        if record.get("revision") != revision:
-            record["revision"] = revision
-            self._save(device, record)
-
     def load_rollout(self) -> dict[str, Any] | None:
         return json.loads(json.dumps(self._rollout)) if self._rollout is not None else None
 
@@ -246,10 +176,6 @@ class EtcdStateStore:
 
     # ---------------------------------------------------------------- records
 
-    def _digest(self, target: str, account: int, password: SecretStr) -> str:
-        message = f"{target}\0{account}\0".encode() + password.get_secret_value().encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
-
     def _device_key(self, device: str) -> str:
         return self._devices_prefix + quote(device, safe="")
 
@@ -263,8 +189,11 @@ class EtcdStateStore:
             self._devices[device] = record
         return record
 
-    def _save(self, device: str, record: dict[str, Any]) -> None:
-        self._queue(self._device_key(device), _encode(record))
+    def _save(self, device: str) -> None:
+        self._queue(self._device_key(device), _encode(self._devices[device]))
+
+    def _holders(self, target: str) -> list[dict[str, Any]]:
+        return self._by_target.holders(target, self._devices)
 
     def _queue(self, key: str, value: bytes | None) -> None:
         self._pending[key] = value

@@ -25,8 +25,6 @@ last write to a power cut only means a password is sent once more.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -36,9 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import SecretStr
-
-from syncd.state.records import TargetIndex, release, take_over
+from syncd.state.records import DeviceRecords, TargetIndex
 
 __all__ = ["FileStateStore", "StateError"]
 
@@ -51,7 +47,7 @@ class StateError(Exception):
     """The state directory cannot be used; the message names it and why."""
 
 
-class FileStateStore:
+class FileStateStore(DeviceRecords):
     def __init__(self, directory: Path, *, readonly: bool = False) -> None:
         self.directory = directory
         self.readonly = readonly
@@ -179,83 +175,9 @@ class FileStateStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _digest(self, target: str, account: int, password: SecretStr) -> str:
-        message = f"{target}\0{account}\0".encode() + password.get_secret_value().encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
-
-    def password_due(self, device: str, target: str, account: int, password: SecretStr) -> bool:
-        """True unless exactly this password was applied to this device's account.
-
-        ``target`` names the physical device the password went to (its URL, and
-        its serial number where known): another target means another device.
-        A record kept under another name for the same target counts (the
-        desired file was moved or renamed); it then moves to this name.
-        """
-        record = self._record(device)
-        digest = self._digest(target, account, password)
-        stored = record["passwords"].get(str(account))
-        if isinstance(stored, str) and hmac.compare_digest(stored, digest):
-            return False
-        if stored is not None:
-            return True
-        source = take_over(
-            record, self._holders(target), target=target, account=account, digest=digest
-        )
-        if source is None:
-            return True
-        self._by_target.add(record)
-        self._save_quietly(device)
-        self._save_quietly(source["device"])
-        return False
-
-    def _save_quietly(self, device: str) -> None:
+    def _save_moved(self, device: str) -> None:
         """Save a record moved by a lookup; if that fails, a password is at worst sent again."""
         with contextlib.suppress(StateError):
-            self._save(device)
-
-    def record_passwords(
-        self, device: str, target: str, passwords: Mapping[int, SecretStr]
-    ) -> None:
-        if not passwords:
-            return
-        record = self._record(device)
-        targets = record.setdefault("targets", {})
-        for account, password in passwords.items():
-            record["passwords"][str(account)] = self._digest(target, account, password)
-            targets[str(account)] = target
-        self._by_target.add(record)
-        self._save(device)
-        for other in release(record, self._holders(target), target=target, accounts=passwords):
-            self._save(other["device"])
-
-    def _text(self, device: str, key: str) -> str | None:
-        value = self._record(device).get(key)
-        return value if isinstance(value, str) else None
-
-    def _set_text(self, device: str, key: str, value: str) -> None:
-        record = self._record(device)
-        if record.get(key) != value:
-            record[key] = value
-            self._save(device)
-
-    def applied_fingerprint(self, device: str) -> str | None:
-        return self._text(device, "fingerprint")
-
-    def record_fingerprint(self, device: str, fingerprint: str) -> None:
-        self._set_text(device, "fingerprint", fingerprint)
-
-    def applied_revision(self, device: str) -> str | None:
-        return self._text(device, "revision")
-
-    def record_revision(self, device: str, revision: str) -> None:
-        self._set_text(device, "revision", revision)
-
-    def forget_passwords(self, device: str) -> None:
-        record = self._record(device)
-        if record["passwords"] or not record.get("forgotten"):
-            record["passwords"] = {}
-            record["targets"] = {}
-            record["forgotten"] = True  # never take another name's record over
             self._save(device)
 
     # -------------------------------------------------------------- rollout

@@ -11,14 +11,23 @@ password is applied, other records' entries for that target and account are
 
 A record marked ``forgotten`` (its passwords were made due on purpose, after a
 factory reset) never takes an entry over.
+
+:class:`DeviceRecords` is the per-device half of the state interface over
+records kept anywhere (files, etcd): a store says how to find, save and look
+up records; the decisions are made here, once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["TargetIndex", "release", "take_over"]
+from pydantic import SecretStr
+
+__all__ = ["DeviceRecords", "TargetIndex"]
 
 
 def _map(record: dict[str, Any], key: str) -> dict[str, Any]:
@@ -104,3 +113,106 @@ class TargetIndex:
         """The records (of ``records``, by device name) that may hold an entry for ``target``."""
         names = sorted(self._names.get(target, ()))
         return [records[name] for name in names if name in records]
+
+
+class DeviceRecords(ABC):
+    """Password records, applied fingerprint and revision per device, over a store's records.
+
+    A store gives ``_key`` (the HMAC key), ``_by_target`` (its index) and says
+    how to get a device's record (``_record``: created empty when missing),
+    write one (``_save``) and find the records that may hold a target's
+    entries (``_holders``).
+    """
+
+    _key: bytes
+    _by_target: TargetIndex
+
+    @abstractmethod
+    def _record(self, device: str) -> dict[str, Any]:
+        """The device's record (a new, empty one when there is none)."""
+
+    @abstractmethod
+    def _save(self, device: str) -> None:
+        """Write the device's record as it is now."""
+
+    @abstractmethod
+    def _holders(self, target: str) -> list[dict[str, Any]]:
+        """The records that may hold an entry for ``target``."""
+
+    def _save_moved(self, device: str) -> None:
+        """Save a record an entry moved to or from during a lookup (as ``_save`` unless told)."""
+        self._save(device)
+
+    def _digest(self, target: str, account: int, password: SecretStr) -> str:
+        message = f"{target}\0{account}\0".encode() + password.get_secret_value().encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def password_due(self, device: str, target: str, account: int, password: SecretStr) -> bool:
+        """True unless exactly this password was applied to this device's account.
+
+        ``target`` names the physical device the password went to (its URL, and
+        its serial number where known): another target means another device.
+        A record kept under another name for the same target counts (the
+        desired file was moved or renamed); it then moves to this name.
+        """
+        record = self._record(device)
+        digest = self._digest(target, account, password)
+        stored = record["passwords"].get(str(account))
+        if isinstance(stored, str) and hmac.compare_digest(stored, digest):
+            return False
+        if stored is not None:
+            return True
+        source = take_over(
+            record, self._holders(target), target=target, account=account, digest=digest
+        )
+        if source is None:
+            return True
+        self._by_target.add(record)
+        self._save_moved(device)
+        self._save_moved(source["device"])
+        return False
+
+    def record_passwords(
+        self, device: str, target: str, passwords: Mapping[int, SecretStr]
+    ) -> None:
+        if not passwords:
+            return
+        record = self._record(device)
+        targets = record.setdefault("targets", {})
+        for account, password in passwords.items():
+            record["passwords"][str(account)] = self._digest(target, account, password)
+            targets[str(account)] = target
+        self._by_target.add(record)
+        self._save(device)
+        for other in release(record, self._holders(target), target=target, accounts=passwords):
+            self._save(other["device"])
+
+    def forget_passwords(self, device: str) -> None:
+        record = self._record(device)
+        if record["passwords"] or not record.get("forgotten"):
+            record["passwords"] = {}
+            record["targets"] = {}
+            record["forgotten"] = True  # never take another name's record over
+            self._save(device)
+
+    def applied_fingerprint(self, device: str) -> str | None:
+        return self._text(device, "fingerprint")
+
+    def record_fingerprint(self, device: str, fingerprint: str) -> None:
+        self._set_text(device, "fingerprint", fingerprint)
+
+    def applied_revision(self, device: str) -> str | None:
+        return self._text(device, "revision")
+
+    def record_revision(self, device: str, revision: str) -> None:
+        self._set_text(device, "revision", revision)
+
+    def _text(self, device: str, key: str) -> str | None:
+        value = self._record(device).get(key)
+        return value if isinstance(value, str) else None
+
+    def _set_text(self, device: str, key: str, value: str) -> None:
+        record = self._record(device)
+        if record.get(key) != value:
+            record[key] = value
+            self._save(device)

@@ -15,11 +15,12 @@ from pydantic import SecretStr
 
 from syncd.cli import main
 from syncd.cluster import CLUSTER_SETTINGS
+from syncd.cluster.sharing import Clustered
 from syncd.metrics import Metrics
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
 from syncd.settings import Settings, SettingsError, load_settings
-from syncd.sharing import Clustered, SharingError, Standalone, open_sharing
+from syncd.sharing import SharingError, Standalone, open_sharing
 from tests.etcd_server import EtcdServer
 
 DEVICES = [f"door-{n:02d}" for n in range(30)]

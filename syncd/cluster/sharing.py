@@ -1,0 +1,348 @@
+"""A cluster node's share of the fleet (SPEC section 11): the ``Sharing`` of cluster mode.
+
+A device that this node does not own is not reconciled at all (no GET
+either: its owner reads it); ``turn`` returns a ``skipped`` outcome marked
+``elsewhere`` for it at once (the daemon leaves its view and metrics of the
+device alone). Before reading a device it owns, the node takes the device's
+ownership key (``acquire``): the previous owner releases it only after its PUT
+in flight and its state writes are in etcd, so what this node reads and plans
+comes after them. The reconciler checks the key again right before the PUT
+and runs the PUT inside ``put_window``, which cancels it when the lease could
+end (only a node that stopped renewing gets there). A device that moved away
+is released after the run in flight ends. A membership change kicks the
+workers of the devices this node gained, so they are reconciled at once. Each
+node publishes the status JSON of the devices it owns in etcd
+(``publish_status``) and reads the others' (``shared_statuses``), so ``syncd
+status`` on any node shows the whole fleet.
+
+``syncd.sharing.open_sharing`` imports this module only when
+``cluster_endpoints`` is set: it brings in gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from syncd import events
+from syncd.cluster import (
+    ClusterConfig,
+    ClusterError,
+    ClusterNode,
+    EtcdStateStore,
+    build_cluster,
+    start_cluster,
+)
+from syncd.cluster.connection import TRANSIENT_ERRORS
+from syncd.cluster.history import EtcdHistory
+from syncd.logs import get_logger
+from syncd.model import DeviceSpec
+from syncd.outcome import Outcome
+from syncd.sharing import SharingError, Work, Workers
+from syncd.state import StateStore
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
+    from syncd.metrics import Metrics
+
+__all__ = ["Clustered"]
+
+
+class Clustered:
+    """This node's share of a cluster on etcd; see the module docstring."""
+
+    def __init__(
+        self, config: ClusterConfig, *, workers: Workers, metrics: Metrics | None = None
+    ) -> None:
+        self.config = config
+        self.node: str | None = config.node_name
+        self.changed = asyncio.Event()
+        self._workers = workers
+        self._cluster: ClusterNode
+        self._store: EtcdStateStore
+        self._cluster, self._store = build_cluster(config, on_change=self._wake_up)
+        self.state: StateStore = self._store
+        #: ``syncd.history.HistoryLog``'s append/read, shared by every node.
+        self.history: EtcdHistory = EtcdHistory(self._store)
+        self.log = get_logger().bind(node=config.node_name)
+        self._retry = min(1.0, config.lease_ttl / 4)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._busy: set[str] = set()
+        self._owned: frozenset[str] = frozenset()
+        self._owners: dict[str, str | None] = {}
+        self._owners_among: frozenset[str] = frozenset()
+        self._seen: tuple[bool, frozenset[str], str | None] | None = None
+        self._differs: tuple[tuple[str, str], ...] = ()
+        self._background: set[asyncio.Task[None]] = set()
+        self._gauges = _ClusterGauges(metrics) if metrics is not None else None
+        if metrics is not None:
+            metrics.health_problem = self.health_problem
+
+    def __repr__(self) -> str:
+        return f"Clustered({self.node!r})"
+
+    # ---------------------------------------------------------------- asking
+
+    @property
+    def is_leader(self) -> bool:
+        return self._cluster.is_leader
+
+    @property
+    def available(self) -> bool:
+        return self._cluster.healthy and self._store.loaded
+
+    @property
+    def members(self) -> frozenset[str]:
+        return self._cluster.members
+
+    def owns(self, device: str) -> bool:
+        return self._store.loaded and self._cluster.healthy and self.owner_of(device) == self.node
+
+    def owner_of(self, device: str) -> str | None:
+        """As ``ClusterNode.owner_of``, remembered until the members change (asked often)."""
+        members = self._cluster.members
+        if members != self._owners_among:
+            self._owners_among, self._owners = members, {}
+        if device not in self._owners:
+            self._owners[device] = self._cluster.owner_of(device)
+        return self._owners[device]
+
+    def health_problem(self) -> str | None:
+        """Why ``/healthz`` answers 503, or None (called from the metrics thread)."""
+        if not self._cluster.healthy:
+            return "cluster unavailable: etcd does not answer; this node changes nothing"
+        if not self._store.loaded:
+            return "cluster state not loaded from etcd yet; this node changes nothing"
+        return None
+
+    def describe(self) -> str:
+        if not self.available:
+            return "cluster unavailable (etcd does not answer), changing nothing; "
+        leader = " (leader)" if self.is_leader else ""
+        members = len(self._cluster.members)
+        return f"node {self.node}{leader} of {members}, owns {len(self._owned)}; "
+
+    @contextlib.asynccontextmanager
+    async def put_window(self) -> AsyncIterator[None]:
+        """Cancel the PUT inside (TimeoutError) shortly before the lease could expire.
+
+        The deadline moves on with every renewal, so a healthy node's PUT runs
+        its full request timeout; one that stops renewing cuts its PUT before
+        another node can take the device.
+        """
+        loop = asyncio.get_running_loop()
+        margin = self.config.lease_ttl / 10
+        deadline = loop.time() + self._cluster.lease_remaining - margin
+        async with asyncio.timeout_at(deadline) as window:
+
+            async def follow_renewals() -> None:
+                while True:
+                    await asyncio.sleep(self._retry / 2)
+                    remaining = self._cluster.lease_remaining
+                    if remaining > 0:
+                        window.reschedule(loop.time() + remaining - margin)
+
+            follower = asyncio.create_task(follow_renewals())
+            try:
+                yield
+            finally:
+                follower.cancel()
+
+    # ---------------------------------------------------------------- changing
+
+    async def acquire(self, device: str) -> bool:
+        if not self.owns(device):
+            return False
+        if await self._cluster.acquire(device):
+            return True
+        if self.owns(device):  # the previous owner still holds it: ask again soon
+            asyncio.get_running_loop().call_later(self._retry, self._kick, device)
+        return False
+
+    async def release(self, device: str) -> None:
+        if device not in self._busy:
+            await self._cluster.release(device)
+
+    async def turn(self, spec: DeviceSpec, work: Work) -> Outcome:
+        name = spec.name
+        if not self.owns(name):
+            await self.release(name)
+            return Outcome.of(spec, "skipped", elsewhere=True)
+        if not await self.acquire(name):  # the previous owner's PUT is still in flight
+            events.reconcile_skipped(
+                self.log.bind(device=name), reason="another cluster node still holds the device"
+            )
+            return Outcome.of(spec, "skipped", elsewhere=True)
+        self._busy.add(name)
+        try:
+            return await work()
+        finally:
+            self._busy.discard(name)
+            if not self.owns(name):  # it moved during the run: give it up now the PUT is done
+                await self._give_up(name)
+
+    # ---------------------------------------------------------------- revisions
+
+    def publish_revision(self, revision: str) -> None:
+        self._spawn(self._cluster.publish_revision(revision, time.time()))
+
+    def lagging(self, revision: str) -> bool:
+        """Another live node loaded a different revision after this node loaded ``revision``."""
+        revisions = self._cluster.revisions
+        ours = revisions.get(self.config.node_name)
+        since = ours[1] if ours is not None and ours[0] == revision else time.time()
+        return any(r != revision and s > since for r, s in revisions.values())
+
+    def may_drive(self, revision: str) -> bool:
+        return self.is_leader and self.available and not self.lagging(revision)
+
+    # ---------------------------------------------------------------- status
+
+    def publish_status(self, devices: Iterable[Mapping[str, Any]]) -> None:
+        """Save the status of each device this node owns now (the store writes only changes)."""
+        for doc in devices:
+            name = doc.get("device")
+            if isinstance(name, str) and doc.get("owner") == self.node and self.owns(name):
+                self._store.save_status(name, doc)
+
+    def shared_statuses(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._store.statuses()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        try:
+            await start_cluster(self._cluster, self._store)
+        except ClusterError as exc:
+            raise SharingError(str(exc)) from None
+        self._task = asyncio.create_task(self._follow(), name="cluster sharing")
+
+    async def stop(self) -> None:
+        """Write what is pending, then leave (the lease and every key under it go)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for background in list(self._background):
+            background.cancel()
+        await self._store.close()
+        await self._cluster.stop()
+        await self._cluster.connection.close()
+
+    # ---------------------------------------------------------------- internals
+
+    async def _give_up(self, device: str) -> None:
+        """Release the device once this node's state writes are in etcd, for the next owner."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.lease_ttl / 2):
+                await self._store.flush()
+        await self._cluster.release(device)
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    def _kick(self, device: str) -> None:
+        worker = self._workers().get(device)
+        if worker is not None:
+            worker.kick()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _follow(self) -> None:
+        """Act on every change at once, and look again each second (devices come and go)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._rebalance()
+            except Exception:  # a bug here must not stop the node from following
+                self.log.exception("cluster.rebalance_failed")
+
+    def _rebalance(self) -> None:
+        workers = self._workers()
+        owned = frozenset(n for n in workers if self.owns(n))
+        for name in owned - self._owned:
+            workers[name].kick()
+        self._owned = owned
+        for name in self._cluster.held - owned - self._busy:
+            self._spawn(self._give_up(name))
+        self._report(owned)
+        if self._gauges is not None:
+            self._gauges.update(self._cluster, owned, self.available)
+
+    def _report(self, owned: Collection[str]) -> None:
+        """Log what changed: availability, members and leader, revisions that differ."""
+        seen = (self.available, self._cluster.members, self._cluster.leader)
+        before, self._seen = self._seen, seen
+        if seen != before:
+            self.changed.set()
+            members = sorted(self._cluster.members)
+            node = self.config.node_name
+            if not self.available:
+                if before is None or before[0]:
+                    error = self.health_problem() or "etcd does not answer"
+                    events.cluster_unavailable(self.log, node=node, error=error)
+            elif before is None or not before[0]:
+                events.cluster_joined(
+                    self.log, node=node, members=members, leader=seen[2], owned=len(owned)
+                )
+            else:
+                events.cluster_members(
+                    self.log, node=node, members=members, leader=seen[2], owned=len(owned)
+                )
+        self._report_revisions()
+
+    def _report_revisions(self) -> None:
+        revisions = {n: r for n, (r, _) in self._cluster.revisions.items()}
+        differs = tuple(sorted(revisions.items())) if len(set(revisions.values())) > 1 else ()
+        if differs == self._differs:
+            return
+        self._differs = differs
+        if differs:
+            ours = revisions.get(self.config.node_name)
+            events.cluster_revision_differs(
+                self.log,
+                node=self.config.node_name,
+                revision=ours,
+                revisions=revisions,
+                lagging=ours is not None and self.lagging(ours),
+            )
+            self.changed.set()
+
+
+class _ClusterGauges:
+    """syncd_cluster_members, syncd_owned_devices, syncd_cluster_leader (cluster mode only)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        from prometheus_client import Gauge
+
+        r = metrics.registry
+        self.members: Gauge = Gauge(
+            "syncd_cluster_members", "Live nodes of the cluster as this node sees them", registry=r
+        )
+        self.owned: Gauge = Gauge(
+            "syncd_owned_devices", "Devices this node owns (changes) now", registry=r
+        )
+        self.leader: Gauge = Gauge(
+            "syncd_cluster_leader", "1 if this node drives rollouts, else 0", registry=r
+        )
+
+    def update(self, cluster: ClusterNode, owned: Collection[str], available: bool) -> None:
+        self.members.set(len(cluster.members) if available else 0)
+        self.owned.set(len(owned))
+        self.leader.set(1 if cluster.is_leader else 0)

@@ -1,0 +1,143 @@
+"""Reverts of a halted rollout (``onFailure: revert``): one PUT per device, out of the gate.
+
+A device whose rollout PUT failed its verify or health check is put back to
+the values it held before that PUT (the rollout's *undo* changes: ``live`` is
+the value before). The revert waits, like any change, until the device has no
+call under way (``calls.waitForIdle``, at most ``maxWait``), retries its PUT as
+every request does, and when it fails is tried again after
+:data:`REVERT_RETRY` seconds. The conductor decides which devices are due
+(:func:`syncd.rollout.reverts_due`) and settles each one a revert finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from syncd import events
+from syncd.client import DeviceClient, DeviceError
+from syncd.diff import Change
+from syncd.logs import get_logger
+from syncd.model import DeviceSpec
+from syncd.policy import CallsPolicy
+from syncd.retrying import RetryPolicy, with_retries
+
+__all__ = ["Reverter"]
+
+#: Seconds before a revert PUT that failed is tried again.
+REVERT_RETRY = 10.0
+
+#: A device's spec (None: gone) and its undo changes, as the rollout saved them.
+UndoOf = Callable[[str], tuple[DeviceSpec | None, Sequence[Mapping[str, Any]]]]
+#: Called when a device's revert is over: the changes put back (none: nothing to revert).
+Done = Callable[[str, Sequence[Change]], None]
+
+
+class Reverter:
+    """The revert PUTs under way, one task per device; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        client_of: Callable[[DeviceSpec], DeviceClient],
+        undo_of: UndoOf,
+        calls: Callable[[], CallsPolicy],
+        revision: Callable[[], str | None],
+        done: Done,
+        retry: RetryPolicy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client_of = client_of
+        self._undo_of = undo_of
+        self._calls = calls
+        self._revision = revision
+        self._done = done
+        self._retry = retry
+        self._clock = clock
+        self.log = get_logger()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, float] = {}
+
+    @property
+    def busy(self) -> bool:
+        """A revert is under way."""
+        return any(not t.done() for t in self._tasks.values())
+
+    def start(self, due: Iterable[str]) -> None:
+        """Start a revert of each ``due`` device not under way nor failed lately."""
+        now = self._clock()
+        for device in due:
+            task = self._tasks.get(device)
+            if task is not None and not task.done():
+                continue
+            if now - self._failed.get(device, -REVERT_RETRY) < REVERT_RETRY:
+                continue
+            self._tasks[device] = asyncio.get_running_loop().create_task(
+                self._revert(device), name=f"revert:{device}"
+            )
+
+    def cancel(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+
+    async def _revert(self, device: str) -> None:
+        """One PUT of the values the rollout's PUT changed, as read before it."""
+        spec, undo = self._undo_of(device)
+        changes = [
+            Change(int(c["account"]), str(c["field"]), c["live"], c["desired"])
+            for c in undo
+            if c["live"] is not None
+        ]
+        if not changes or spec is None:
+            self._done(device, [])
+            return
+        log = self.log.bind(device=device)
+        client = self._client_of(spec)
+        if not await wait_until_idle(client, self._calls(), self._clock):
+            return  # in a call: tried again at a later tick
+        body: dict[int, dict[str, Any]] = {}
+        for c in changes:
+            body.setdefault(c.account, {"account": c.account})[c.field] = c.live
+        try:
+            await with_retries(
+                lambda: client.put_accounts(list(body.values())),
+                device=device,
+                request="PUT",
+                policy=self._retry,
+            )
+        except DeviceError as exc:
+            self._failed[device] = self._clock()
+            events.apply_failed(
+                log,
+                error=f"revert failed: {exc}",
+                code=exc.code,
+                kind=exc.kind,
+                revision=self._revision(),
+            )
+            return
+        fields = [
+            {"account": c.account, "field": c.field, "live": c.desired, "desired": c.live}
+            for c in changes
+        ]
+        events.apply_reverted(log, fields=fields, revision=self._revision())
+        self._done(device, changes)
+
+
+async def wait_until_idle(
+    client: DeviceClient, calls: CallsPolicy, clock: Callable[[], float]
+) -> bool:
+    """No call under way (or the device cannot tell, or the wait passed ``maxWait``)."""
+    if not calls.wait_for_idle:
+        return True
+    started = clock()
+    while True:
+        try:
+            if not await client.call_status():
+                return True
+        except DeviceError:
+            return True
+        if clock() - started >= calls.max_wait:
+            return True
+        await asyncio.sleep(min(3.0, calls.max_wait))
