@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from syncd import __version__
 from syncd.command_errors import errors_as_json, report_error
+from syncd.gctune import pace_collector
 
 if TYPE_CHECKING:
     from syncd.export import ExportRequest
@@ -288,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_flags(parser, args)
     debug = args.log_level == "debug"
+    pace_collector()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

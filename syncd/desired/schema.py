@@ -9,6 +9,7 @@ of them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -38,6 +39,10 @@ def _error(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, message)
 
 
+#: C0 controls, DEL and the C1 controls (a regex: a per-character loop was slow).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def text_problem(value: str) -> str | None:
     """What keeps ``value`` from being a text field's value, or None: the one text rule.
 
@@ -46,7 +51,7 @@ def text_problem(value: str) -> str | None:
     """
     if len(value) > MAX_TEXT:
         return f"is {len(value)} characters long; at most {MAX_TEXT} allowed"
-    if any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in value):
+    if _CONTROLS.search(value):
         return "contains a control character"
     return None
 
