@@ -38,6 +38,7 @@ __all__ = [
     "free_port_block",
     "machine",
     "rss_mb",
+    "run_delay",
     "write_atomic",
     "write_tree",
 ]
@@ -101,6 +102,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def run_delay(pid: int | None = None) -> float:
+    """Seconds a process's main thread has waited, runnable, for a CPU (/proc/PID/schedstat).
+
+    ``pid`` None is this process. On a shared machine this is the part of a
+    wall-clock time that other processes took; 0.0 where the kernel does not
+    report it.
+    """
+    try:
+        where = "self" if pid is None else str(pid)
+        return int(Path(f"/proc/{where}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size from /proc/PID/status (VmRSS), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -137,12 +152,14 @@ def free_port_block(count: int, *, attempts: int = 40) -> int:
     own outgoing connections cannot be sitting on one of them.
     """
     eph_low, eph_high = _ephemeral_range()
-    ranges = [(20000, eph_low), (eph_high + 1, 65536), (1024, 65536)]
-    low, high = next((lo, hi) for lo, hi in ranges if hi - lo >= count)
-    for _ in range(attempts):
-        base = random.randrange(low, high - count + 1)
-        if all(_can_bind(p) for p in range(base, base + count)):
-            return base
+    ranges = [(20000, eph_low), (1024, eph_low), (eph_high + 1, 65536), (1024, 65536)]
+    for low, high in ranges:
+        if high - low < count:
+            continue
+        for _ in range(attempts):
+            base = random.randrange(low, high - count + 1)
+            if all(_can_bind(p) for p in range(base, base + count)):
+                return base
     raise BenchError(f"found no {count} consecutive free ports on {HOST}")
 
 
@@ -247,10 +264,13 @@ def _tail(path: Path, limit: int = 2000) -> str:
 class Emulator:
     """``syncd simulate --devices N`` in its own process, on a free block of ports."""
 
-    def __init__(self, devices: int, workdir: Path, *, tls_dir: Path | None = None) -> None:
+    def __init__(
+        self, devices: int, workdir: Path, *, tls_dir: Path | None = None, latency: float = 0.0
+    ) -> None:
         self.devices = devices
         self.workdir = workdir
         self.tls_dir = tls_dir
+        self.latency = latency
         self.urls: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -286,6 +306,8 @@ class Emulator:
             cmd += ["--host", HOST]
             if self.tls_dir is not None:
                 cmd += ["--tls", "--cert-dir", str(self.tls_dir)]
+            if self.latency > 0:
+                cmd += ["--latency", repr(self.latency)]
             err_path = self.workdir / f"emulator-{base}.stderr"
             if self._launch(cmd, err_path):
                 return

@@ -1,4 +1,4 @@
-"""Smoke test of the fleet benchmark: tiny sizes, every figure printed; no timing assertions."""
+"""Smoke tests of the benchmarks: tiny sizes, every figure printed; no timing assertions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.benchmarks.fleet import FIGURE_KEYS, TARGETS
+from tests.benchmarks.scenarios import KINDS, TARGET_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 SCALING_SIZES = (5, 10)
@@ -67,3 +68,46 @@ def test_benchmark_prints_every_figure(tmp_path: Path) -> None:
         row = next(r for r in rows if r.startswith(figures[key]["label"]))
         assert "<=" in row and row.split()[-1] in ("ok", "MISSED"), row
     assert "targets missed:" in out
+
+
+@pytest.mark.timeout(300)
+def test_scenarios_print_every_row_and_target(tmp_path: Path) -> None:
+    """The realistic-fleet scenarios at tiny sizes print each scenario with its bounds and ratio, and every target."""
+    saved = tmp_path / "scenarios.json"
+    command = [sys.executable, "-m", "tests.benchmarks.scenarios", "--smoke", f"--json={saved}"]
+    proc = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the benchmark stops its emulators and daemon
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"scenarios did not finish in 240 s:\n{err[-3000:]}")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
+
+    saved_doc = json.loads(saved.read_text())
+    rows = saved_doc["rows"]
+    kinds = {
+        (r["scenario"]["scheme"], r["scenario"]["latency"], r["scenario"]["kind"]) for r in rows
+    }
+    for scheme in ("http", "https"):
+        for latency in (0, 0.01):
+            for kind in KINDS:
+                assert (scheme, latency, kind) in kinds, (scheme, latency, kind)
+    assert any(r["scenario"]["scheme"] == "daemon" for r in rows)
+    for row in rows:
+        assert isinstance(row["pass_s"], float), row
+        assert isinstance(row["ratio"], float), row
+        s = row["scenario"]
+        want = s["devices"] * KINDS[s["kind"]] * s["latency"] / s["concurrency"]
+        assert row["latency_bound"] == pytest.approx(want)
+    targets = saved_doc["targets"]
+    for key in TARGET_KEYS:
+        if key == "emulator_devices":
+            continue  # only measured at 10,000 devices
+        assert key in targets, f"target {key} missing"
+        assert isinstance(targets[key]["value"], float), key
+        assert targets[key]["label"] in out
+        assert targets[key]["ok"] in (True, False)
+    assert "scenarios over 1.25:" in out and "targets missed:" in out
