@@ -49,6 +49,7 @@ __all__ = [
     "RejectedError",
     "TlsError",
     "TransportError",
+    "tls_context",
     "user_agent",
 ]
 
@@ -157,7 +158,7 @@ def user_agent(node: str | None = None) -> str:
 _CONTEXTS: dict[tuple[bool, str | None, tuple[int, int] | None], ssl.SSLContext] = {}
 
 
-def _tls_context(tls: TlsSpec) -> ssl.SSLContext:
+def tls_context(tls: TlsSpec) -> ssl.SSLContext:
     """The shared context for ``tls``; a caFile changed on disk is read again."""
     signature = None
     if tls.ca_file:
@@ -267,7 +268,7 @@ class ClientPool:
         client = self._clients.get(key)
         if client is None:
             try:
-                ctx = _tls_context(tls)
+                ctx = tls_context(tls)
             except (OSError, ssl.SSLError) as exc:
                 raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
             transport = _PerDeviceTransport(verify=ctx, keepalive_expiry=self._keepalive_expiry)

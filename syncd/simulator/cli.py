@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from syncd import loop
 from syncd.simulator.auth import AuthMethod
 from syncd.simulator.device import DEFAULT_PBX
 from syncd.simulator.fields import ACCOUNT_COUNTS, Firmware
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dual-challenge needs --auth basic or digest")
     _raise_open_file_limit()
     try:
-        loop.run(_serve(args))
+        asyncio.run(_serve(args))
     except FleetError as exc:
         print(f"syncd simulate: {exc}.", file=sys.stderr)
         return 1
