@@ -178,6 +178,12 @@ def _unrecorded(outcome: Outcome) -> Outcome:
 
 def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = False) -> int:
     """One pass; the result (failed devices, a summary) on stdout, log events on stderr."""
+    if settings.cluster_endpoints:
+        # The cluster's nodes own the devices (SPEC 11); a PUT from outside would race them.
+        raise CommandError(
+            "syncd apply does not run against a cluster (cluster_endpoints is set): its nodes "
+            "own the devices; commit the change and let them roll it out"
+        )
     try:
         lock = StateLock.acquire(settings.state_dir)
     except (StateDirLocked, OSError) as exc:

@@ -373,3 +373,20 @@ class TestValidate:
         assert "bad.yaml" not in only_good.stdout
         only_bad = syncd("validate", str(root), "--device", "bad")
         assert only_bad.returncode == 1 and "bad.yaml:2: device.url" in only_bad.stdout
+
+
+class TestApplyAndCluster:
+    def test_apply_refuses_to_run_against_a_cluster(self, tmp_path: Path) -> None:
+        """With cluster_endpoints set, apply exits 1 with one sentence and touches nothing."""
+        (tmp_path / "desired").mkdir()
+        result = syncd(
+            "apply",
+            "--desired",
+            str(tmp_path / "desired"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            env={"SYNCD_CLUSTER_ENDPOINTS": "http://127.0.0.1:9"},
+        )
+        assert result.returncode == 1
+        assert "does not run against a cluster" in result.stderr
+        assert not (tmp_path / "state").exists()
