@@ -140,6 +140,10 @@ class HistoryEntry:
             raise ValueError("history time must be timezone-aware")
         object.__setattr__(self, "changes", tuple(self.changes))
 
+    def matches(self, *, device: str | None, since: datetime | None) -> bool:
+        """Whether ``syncd history --device/--since`` keeps this entry."""
+        return (device is None or self.device == device) and (since is None or self.time >= since)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "time": format_time(self.time),
@@ -242,11 +246,8 @@ class HistoryLog:
                 except (ValueError, KeyError, TypeError, AttributeError):
                     warnings.append(f"{path}:{number}: skipped a line that is not a whole entry")
                     continue
-                if device is not None and entry.device != device:
-                    continue
-                if since is not None and entry.time < since:
-                    continue
-                entries.append(entry)
+                if entry.matches(device=device, since=since):
+                    entries.append(entry)
         return HistoryRead(entries, warnings)
 
 

@@ -113,25 +113,6 @@ class Reconciler:
     def _first(self, device: str, topic: str, key: Hashable) -> bool:
         return self._watch is None or self._watch.first(device, topic, key)
 
-    def record_put(
-        self,
-        spec: DeviceSpec,
-        changes: Iterable[Change],
-        *,
-        revision: str | None,
-        trigger: Trigger,
-        result: Result,
-        wave: str | None = None,
-        error: str | None = None,
-        reverse: bool = False,
-    ) -> None:
-        """Append one PUT to the history (no-op without one); a write failure is logged."""
-        if self._history is None:
-            return
-        self._append(
-            _put_entry(spec, changes, revision, trigger, result, wave, error, reverse=reverse)
-        )
-
     def _append(self, entry: HistoryEntry) -> None:
         if self._history is None:
             return
@@ -278,14 +259,8 @@ class Reconciler:
                 kind=exc.kind,
                 revision=revision,
             )
-            self.record_put(
-                spec,
-                plan.changes,
-                revision=revision,
-                trigger=trigger,
-                result="failed",
-                error=str(exc),
-            )
+            entry = _put_entry(spec, plan.changes, revision, trigger, "failed", error=str(exc))
+            self._append(entry)
             failure = Failure.from_error(exc)
             return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
         try:
@@ -342,9 +317,7 @@ class Reconciler:
             log, error=message, fields=[c.as_dict() for c in left], revision=revision
         )
         trigger: Trigger = "drift" if drift else "change"
-        self.record_put(
-            spec, plan.changes, revision=revision, trigger=trigger, result="failed", error=message
-        )
+        self._append(_put_entry(spec, plan.changes, revision, trigger, "failed", error=message))
         failure = Failure("verify", message)
         return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
 
@@ -363,10 +336,8 @@ def _put_entry(
     revision: str | None,
     trigger: Trigger,
     result: Result,
-    wave: str | None = None,
-    error: str | None = None,
     *,
-    reverse: bool = False,
+    error: str | None = None,
 ) -> HistoryEntry:
     return HistoryEntry(
         time=datetime.now(UTC),
@@ -374,8 +345,7 @@ def _put_entry(
         revision=revision or "",
         trigger=trigger,
         result=result,
-        changes=history_changes(changes, reverse=reverse),
-        wave=wave,
+        changes=history_changes(changes),
         error=error,
     )
 

@@ -37,9 +37,6 @@ class EtcdHistory:
             except (ValueError, KeyError, TypeError, AttributeError):
                 warnings.append(f"etcd history entry {number}: skipped, not a whole entry")
                 continue
-            if device is not None and entry.device != device:
-                continue
-            if since is not None and entry.time < since:
-                continue
-            entries.append(entry)
+            if entry.matches(device=device, since=since):
+                entries.append(entry)
         return HistoryRead(entries, warnings)
