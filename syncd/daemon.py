@@ -26,12 +26,8 @@ from syncd.control import ControlError, ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
 from syncd.desired import DesiredState, Loader, Problem, Resolved, name_from_path, resolve_desired
 from syncd.desired.fleet import load_policy
-from syncd.devices_view import (
-    DeviceView,
-    FleetView,
-    difference_key,
-    revision_material,
-)
+from syncd.devices_view import DeviceView, difference_key, revision_material
+from syncd.fleet_view import FleetView
 from syncd.gate import Gate
 from syncd.history import HistoryLog
 from syncd.lock import StateDirLocked, StateLock, state_lock_error

@@ -21,7 +21,7 @@ from syncd.control import ControlServer
 from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:
-    from syncd.devices_view import FleetView, RolloutControl
+    from syncd.fleet_view import FleetView, RolloutControl
     from syncd.notify import Notifier
     from syncd.reconcile import Reconciler
     from syncd.sharing import Sharing

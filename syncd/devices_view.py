@@ -4,43 +4,24 @@ One :class:`DeviceView` per device remembers its last outcome, last error
 sentence, when it was last read and changed, since when it fails, the SIP
 registration of each account, and which repeating events were already
 logged. Its methods are pure decisions (the caller passes the time and does
-the logging and the requests); :class:`FleetView` holds them all and builds
-the status snapshot of SPEC section 10 from them.
-
-The rollout engine plugs in through :class:`RolloutControl` (pause/resume on
-the control socket, rollout, window and wave in the status).
+the logging and the requests); :class:`~syncd.fleet_view.FleetView` holds them
+all and builds the status snapshot of SPEC section 10 from them.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from syncd.device_status import AccountStatus
 from syncd.diff import Change
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Outcome
-from syncd.status import (
-    STATES,
-    DeviceState,
-    DeviceStatus,
-    FleetStatus,
-    InvalidFile,
-    RolloutSummary,
-    WindowStatus,
-    device_from_json,
-    sort_devices,
-    status_json,
-    summary_counts,
-)
+from syncd.status import DeviceState, DeviceStatus
 
 __all__ = [
     "DeviceView",
-    "FleetView",
-    "RolloutControl",
     "difference_key",
     "revision_material",
 ]
@@ -73,21 +54,6 @@ _STATE_OF: dict[str, DeviceState] = {
 _UNREACHABLE_KINDS = frozenset({"transport", "tls"})
 
 
-class RolloutControl(Protocol):
-    """What the rollout engine (``daemon.conductor``) offers the status and the control socket.
-
-    ``pause``/``resume`` are called on the daemon's event loop and return one
-    sentence for the operator (ValueError: refused, with the reason); the others
-    are read when the status snapshot is rebuilt (once a second).
-    """
-
-    def pause(self) -> str: ...
-    def resume(self) -> str: ...
-    def rollout_status(self) -> RolloutSummary: ...
-    def window_status(self) -> WindowStatus: ...
-    def wave_of(self, device: str) -> str | None: ...
-
-
 def revision_material(specs: Mapping[str, DeviceSpec]) -> str:
     """What a ``tree:`` revision hashes: one ``name=fingerprint`` line per spec in force, sorted."""
     return "".join(f"{name}={specs[name].fingerprint}\n" for name in sorted(specs))
@@ -110,6 +76,33 @@ class _Account:
     #: ``registration.lost`` was logged and ``registration.restored`` not yet.
     lost: bool = False
     resent_at: float | None = None
+
+    def up(self, *, proof: bool) -> bool:
+        """It reads registered (``proof``: with syncd's password); whether that ends a loss."""
+        self.down_since = None
+        if proof:
+            self.proven = True
+        restored, self.lost = self.lost, False
+        return restored
+
+    def down(self, before: bool | None, now: float) -> bool:
+        """It reads unregistered; whether that is a loss (registered at the read ``before``)."""
+        if self.down_since is None:
+            self.down_since = now
+        if before is True and not self.lost:
+            self.lost = True
+            return True
+        return False
+
+    def resend_due(self, now: float, *, after: float) -> bool:
+        """Send its password again now? Once it proved it and stayed down ``after`` seconds,
+        at most every :data:`RESEND_EVERY`; yes counts as sent."""
+        due = self.resent_at is None or now - self.resent_at >= RESEND_EVERY
+        down_long = self.down_since is not None and now - self.down_since >= after
+        if not (self.proven and due and down_long):
+            return False
+        self.resent_at = self.down_since = now
+        return True
 
 
 @dataclass(frozen=True)
@@ -271,40 +264,20 @@ class DeviceView:
         for status in statuses:
             number = status.account
             account = self.accounts.setdefault(number, _Account())
-            before, now_registered = account.registered, status.registered
-            account.registered = now_registered
-            if now_registered is None:
+            before, account.registered = account.registered, status.registered
+            if status.registered is None:
                 account.down_since = None
-                continue
-            if now_registered:
-                account.down_since = None
-                if account.lost:
-                    account.lost = False
+            elif status.registered:
+                if account.up(proof=in_force and number in managed):
                     restored.append(number)
-                if in_force and number in managed:
-                    account.proven = True
-                continue
-            if number in changed:
+            elif number in changed:
                 account.down_since = now  # syncd's PUT restarted its registration
-                continue
-            if account.down_since is None:
-                account.down_since = now
-            if before is True and not account.lost:
-                account.lost = True
-                lost.append(number)
-            should = status.enabled is not False and status.registration_enabled is True
-            due = account.resent_at is None or now - account.resent_at >= RESEND_EVERY
-            if (
-                account.proven
-                and should
-                and number in managed
-                and in_force
-                and due
-                and now - account.down_since >= resend_after
-            ):
-                account.resent_at = now
-                account.down_since = now
-                resend.append(number)
+            else:
+                if account.down(before, now):
+                    lost.append(number)
+                ours = in_force and number in managed and _should_register(status)
+                if ours and account.resend_due(now, after=resend_after):
+                    resend.append(number)
         self.version += 1
         return RegistrationNews(tuple(lost), tuple(restored), tuple(resend))
 
@@ -364,122 +337,10 @@ def _reachable(outcome: Outcome) -> bool:
     return kind not in (*_UNREACHABLE_KINDS, "auth", "internal")
 
 
-def _shared_status(
-    view: DeviceView, record: Mapping[str, Any] | None, *, wave: str | None, owner: str | None
-) -> DeviceStatus:
-    """Another node's device: the status its owner published, else ``unknown``."""
-    unknown = DeviceStatus(
-        device=view.name, url=view.url, mode=str(view.mode), wave=wave, owner=owner
-    )
-    if record is None:
-        return unknown
-    try:
-        status = device_from_json(record)
-    except (KeyError, ValueError, TypeError, AttributeError):
-        return unknown  # damaged or from another version: as if not published
-    if status.device != view.name or status.state not in STATES:
-        return unknown
-    return replace(status, wave=wave, owner=owner)
+def _should_register(status: AccountStatus) -> bool:
+    """Whether the account is meant to register: enabled, with registration enabled."""
+    return status.enabled is not False and status.registration_enabled is True
 
 
 def _moment(unix: float | None) -> datetime | None:
     return None if unix is None else datetime.fromtimestamp(unix, UTC)
-
-
-@dataclass
-class FleetView:
-    """Every device's view, the revision in force and the invalid files: the status's source.
-
-    It is also the reconciler's :class:`~syncd.reconcile.ReconcileWatch`: ``first``
-    and ``changing`` go to the device's view, at ``clock()`` (Unix seconds).
-    """
-
-    node: str
-    revision: str = ""
-    devices: dict[str, DeviceView] = field(default_factory=dict)
-    invalid_files: tuple[InvalidFile, ...] = ()
-    clock: Callable[[], float] = time.time
-    #: Which node owns a device (the cluster sets it); None: ``owner`` is null.
-    owner_of: Callable[[str], str | None] | None = None
-    #: The status JSON each device's owner published, by device (the cluster sets it):
-    #: a device another node owns shows its owner's record, ``unknown`` until there is one.
-    shared: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
-    #: Bumped when something the status shows outside the devices changes.
-    version: int = 0
-    _cache: dict[str, tuple[object, DeviceStatus, dict[str, Any]]] = field(
-        default_factory=dict, repr=False
-    )
-
-    def first(self, device: str, topic: str, key: Hashable) -> bool:
-        view = self.devices.get(device)
-        return view is None or view.first(topic, key, self.clock())
-
-    def changing(self, device: str) -> None:
-        view = self.devices.get(device)
-        if view is not None:
-            view.begin_change()
-            self.version += 1
-
-    def forget(self, names: Iterable[str]) -> None:
-        for name in names:
-            self.devices.pop(name, None)
-            self._cache.pop(name, None)
-
-    def _device(
-        self,
-        name: str,
-        rollout: RolloutControl | None,
-        shared: Mapping[str, Mapping[str, Any]] | None = None,
-    ) -> tuple[DeviceStatus, Any]:
-        """The device's status and its JSON, rebuilt only when the device changed."""
-        view = self.devices[name]
-        wave = rollout.wave_of(name) if rollout is not None else None
-        owner = self.owner_of(name) if self.owner_of is not None else None
-        elsewhere = shared is not None and owner is not None and owner != self.node
-        record = shared.get(name) if shared is not None and elsewhere else None
-        source = (view.version, elsewhere, record)  # the record compares by identity first
-        cached = self._cache.get(name)
-        if (
-            cached is None
-            or cached[0] != source
-            or (cached[1].wave, cached[1].owner) != (wave, owner)
-        ):
-            if elsewhere:
-                status = _shared_status(view, record, wave=wave, owner=owner)
-            else:
-                status = view.status(wave=wave, owner=owner)
-            alone = FleetStatus(revision="", node="", devices=(status,))
-            cached = (source, status, status_json(alone)["devices"][0])
-            self._cache[name] = cached
-        return cached[1], cached[2]
-
-    def fleet_status(self, rollout: RolloutControl | None = None) -> FleetStatus:
-        """The fleet as :mod:`syncd.status` shows it."""
-        return self._fleet_status(rollout, self.shared() if self.shared is not None else None)
-
-    def _fleet_status(
-        self, rollout: RolloutControl | None, shared: Mapping[str, Mapping[str, Any]] | None
-    ) -> FleetStatus:
-        return FleetStatus(
-            revision=self.revision,
-            node=self.node,
-            rollout=rollout.rollout_status() if rollout is not None else RolloutSummary(),
-            window=rollout.window_status() if rollout is not None else WindowStatus(),
-            devices=tuple(self._device(name, rollout, shared)[0] for name in self.devices),
-            invalid_files=self.invalid_files,
-        )
-
-    def snapshot(self, rollout: RolloutControl | None = None) -> dict[str, Any]:
-        """SPEC section 10's status JSON, as a new dict (callers share it read-only).
-
-        Equal to ``status_json(self.fleet_status(rollout))``, but each device's
-        JSON is kept until the device changes, so 10,000 devices cost little.
-        """
-        shared = self.shared() if self.shared is not None else None
-        head = self._fleet_status(rollout, shared)
-        data = status_json(replace(head, devices=()))
-        data["summary"] = summary_counts(head.devices)
-        data["devices"] = [
-            self._device(d.device, rollout, shared)[1] for d in sort_devices(head.devices)
-        ]
-        return data

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from syncd.daemon import Daemon
-from syncd.devices_view import DeviceView, FleetView
+from syncd.devices_view import DeviceView
+from syncd.fleet_view import FleetView
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
 from syncd.settings import load_settings

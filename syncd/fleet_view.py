@@ -1,0 +1,164 @@
+"""The whole fleet as the daemon saw it: the status snapshot of SPEC section 10.
+
+:class:`FleetView` holds every device's :class:`~syncd.devices_view.DeviceView`,
+the revision in force and the invalid files, and builds the status from them,
+each device's JSON kept until the device changes. In a cluster, a device
+another node owns shows the status its owner published. The rollout engine
+plugs in through :class:`RolloutControl` (pause/resume on the control socket,
+rollout, window and wave in the status).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from syncd.devices_view import DeviceView
+from syncd.status import (
+    STATES,
+    DeviceStatus,
+    FleetStatus,
+    InvalidFile,
+    RolloutSummary,
+    WindowStatus,
+    device_from_json,
+    sort_devices,
+    status_json,
+    summary_counts,
+)
+
+__all__ = ["FleetView", "RolloutControl"]
+
+
+class RolloutControl(Protocol):
+    """What the rollout engine (``daemon.conductor``) offers the status and the control socket.
+
+    ``pause``/``resume`` are called on the daemon's event loop and return one
+    sentence for the operator (ValueError: refused, with the reason); the others
+    are read when the status snapshot is rebuilt (once a second).
+    """
+
+    def pause(self) -> str: ...
+    def resume(self) -> str: ...
+    def rollout_status(self) -> RolloutSummary: ...
+    def window_status(self) -> WindowStatus: ...
+    def wave_of(self, device: str) -> str | None: ...
+
+
+def _shared_status(
+    view: DeviceView, record: Mapping[str, Any] | None, *, wave: str | None, owner: str | None
+) -> DeviceStatus:
+    """Another node's device: the status its owner published, else ``unknown``."""
+    unknown = DeviceStatus(
+        device=view.name, url=view.url, mode=str(view.mode), wave=wave, owner=owner
+    )
+    if record is None:
+        return unknown
+    try:
+        status = device_from_json(record)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return unknown  # damaged or from another version: as if not published
+    if status.device != view.name or status.state not in STATES:
+        return unknown
+    return replace(status, wave=wave, owner=owner)
+
+
+@dataclass
+class FleetView:
+    """Every device's view, the revision in force and the invalid files: the status's source.
+
+    It is also the reconciler's :class:`~syncd.reconcile.ReconcileWatch`: ``first``
+    and ``changing`` go to the device's view, at ``clock()`` (Unix seconds).
+    """
+
+    node: str
+    revision: str = ""
+    devices: dict[str, DeviceView] = field(default_factory=dict)
+    invalid_files: tuple[InvalidFile, ...] = ()
+    clock: Callable[[], float] = time.time
+    #: Which node owns a device (the cluster sets it); None: ``owner`` is null.
+    owner_of: Callable[[str], str | None] | None = None
+    #: The status JSON each device's owner published, by device (the cluster sets it):
+    #: a device another node owns shows its owner's record, ``unknown`` until there is one.
+    shared: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+    #: Bumped when something the status shows outside the devices changes.
+    version: int = 0
+    _cache: dict[str, tuple[object, DeviceStatus, dict[str, Any]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def first(self, device: str, topic: str, key: Hashable) -> bool:
+        view = self.devices.get(device)
+        return view is None or view.first(topic, key, self.clock())
+
+    def changing(self, device: str) -> None:
+        view = self.devices.get(device)
+        if view is not None:
+            view.begin_change()
+            self.version += 1
+
+    def forget(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.devices.pop(name, None)
+            self._cache.pop(name, None)
+
+    def _device(
+        self,
+        name: str,
+        rollout: RolloutControl | None,
+        shared: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> tuple[DeviceStatus, Any]:
+        """The device's status and its JSON, rebuilt only when the device changed."""
+        view = self.devices[name]
+        wave = rollout.wave_of(name) if rollout is not None else None
+        owner = self.owner_of(name) if self.owner_of is not None else None
+        elsewhere = shared is not None and owner is not None and owner != self.node
+        record = shared.get(name) if shared is not None and elsewhere else None
+        source = (view.version, elsewhere, record)  # the record compares by identity first
+        cached = self._cache.get(name)
+        if (
+            cached is None
+            or cached[0] != source
+            or (cached[1].wave, cached[1].owner) != (wave, owner)
+        ):
+            if elsewhere:
+                status = _shared_status(view, record, wave=wave, owner=owner)
+            else:
+                status = view.status(wave=wave, owner=owner)
+            alone = FleetStatus(revision="", node="", devices=(status,))
+            cached = (source, status, status_json(alone)["devices"][0])
+            self._cache[name] = cached
+        return cached[1], cached[2]
+
+    def fleet_status(self, rollout: RolloutControl | None = None) -> FleetStatus:
+        """The fleet as :mod:`syncd.status` shows it."""
+        return self._fleet_status(rollout, self.shared() if self.shared is not None else None)
+
+    def _fleet_status(
+        self, rollout: RolloutControl | None, shared: Mapping[str, Mapping[str, Any]] | None
+    ) -> FleetStatus:
+        return FleetStatus(
+            revision=self.revision,
+            node=self.node,
+            rollout=rollout.rollout_status() if rollout is not None else RolloutSummary(),
+            window=rollout.window_status() if rollout is not None else WindowStatus(),
+            devices=tuple(self._device(name, rollout, shared)[0] for name in self.devices),
+            invalid_files=self.invalid_files,
+        )
+
+    def snapshot(self, rollout: RolloutControl | None = None) -> dict[str, Any]:
+        """SPEC section 10's status JSON, as a new dict (callers share it read-only).
+
+        Equal to ``status_json(self.fleet_status(rollout))``, but each device's
+        JSON is kept until the device changes, so 10,000 devices cost little.
+        """
+        shared = self.shared() if self.shared is not None else None
+        head = self._fleet_status(rollout, shared)
+        data = status_json(replace(head, devices=()))
+        data["summary"] = summary_counts(head.devices)
+        data["devices"] = [
+            self._device(d.device, rollout, shared)[1] for d in sort_devices(head.devices)
+        ]
+        return data
