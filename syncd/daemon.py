@@ -9,7 +9,6 @@ its new spec (the last valid one where a file turned invalid).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -22,28 +21,31 @@ from syncd import events, loop
 from syncd.client import ClientPool
 from syncd.command_errors import report_error
 from syncd.conductor import Conductor
-from syncd.control import ControlError, ControlServer, default_socket_path
+from syncd.control import ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
-from syncd.desired import DesiredState, Loader, Problem, Resolved, name_from_path, resolve_desired
+from syncd.desired import Loader, Problem, resolve_desired
 from syncd.desired.fleet import load_policy
-from syncd.devices_view import DeviceView, difference_key, revision_material
+from syncd.devices_view import DeviceView, revision_material
 from syncd.fleet_view import FleetView
 from syncd.gate import Gate
 from syncd.history import HistoryLog
 from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import get_logger
-from syncd.metrics import Metrics, serve_metrics
-from syncd.model import DeviceSpec, Mode
+from syncd.metrics import Metrics
+from syncd.model import DeviceSpec
 from syncd.monitoring import RegistrationMonitor
 from syncd.notify import Notifier
-from syncd.outcome import Outcome, Tally
+from syncd.observing import observe_outcome, status_line
+from syncd.outcome import Outcome
 from syncd.reconcile import HistorySink, Reconciler
+from syncd.reloading import read_desired, report_problems, specs_in_force
 from syncd.retrying import RetryPolicy
 from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.slots import Lanes
-from syncd.status import InvalidFile
+from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
+from syncd.ticking import backstop, heartbeat
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
 
@@ -51,15 +53,11 @@ __all__ = ["Daemon", "run_daemon"]
 
 #: How long SIGTERM waits for reconciles in flight before cancelling them.
 STOP_GRACE = 8.0
-#: Full reloads happen at least this often even if no file event arrives.
-BACKSTOP_RELOAD = 30.0
-
-
-class StartupError(Exception):
-    """A fatal start-up problem: one sentence naming the dir or setting."""
 
 
 class Daemon:
+    """``syncd run``: the device workers, their reloads, the status, the control socket."""
+
     def __init__(self, settings: Settings, *, devices: Sequence[str] = ()) -> None:
         self.settings = settings
         self.only = list(devices)
@@ -75,6 +73,9 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._last_problems: set[Problem] = set()
         self._timing = Timing(settings.resync_interval, settings.max_backoff)
+        #: The desired revision in force (SPEC section 10).
+        self.revision = ""
+        self.socket_path = settings.socket or default_socket_path(settings.state_dir)
         try:  # standalone, or this node's share of a cluster (SPEC section 11)
             self.sharing = open_sharing(
                 settings, workers=lambda: self.workers, metrics=self.metrics
@@ -89,45 +90,18 @@ class Daemon:
             node=self.sharing.node,
         )
         #: What the daemon saw of each device: the status and the repeating events' memory.
-        self.view = FleetView(node=self.sharing.node or socket.gethostname())
-        if self.sharing.node is not None:  # the whole fleet: other nodes' devices from etcd
-            self.view.owner_of = self.sharing.owner_of
-            self.view.shared = self.sharing.shared_statuses
+        self.view = self._fleet_view()
         self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
             settings.state_dir
         )
-        self.conductor = Conductor(
-            state=self.state,
-            kick=self._kick,
-            client_of=lambda spec: self.reconciler.client(spec),
-            history=self.history,
-            metrics=self.metrics,
-            retry=RetryPolicy(attempts=settings.retry_attempts),
-        )
-        gate = Gate(
-            policy=lambda: self.conductor.policy,
-            rollout=self.conductor,
-            health=self.conductor.health,
-        )
-        self.reconciler = Reconciler(
-            pool=self.pool,
-            state=self.state,
-            retry=RetryPolicy(attempts=settings.retry_attempts),
-            metrics=self.metrics,
-            history=self.history,
-            watch=self.view,
-            sharing=self.sharing,
-            gate=gate,
-        )
+        self.conductor = self._conductor()
+        self.reconciler = self._reconciler()
         self.monitor = RegistrationMonitor(
             reconciler=self.reconciler,
             resync_interval=settings.resync_interval,
             kick=self.kick,
             metrics=self.metrics,
         )
-        #: The desired revision in force (SPEC section 10).
-        self.revision = ""
-        self.socket_path = settings.socket or default_socket_path(settings.state_dir)
         #: The STATUS line and the status snapshot the socket, the page and /metrics read.
         self.board = StatusBoard(
             view=self.view,
@@ -137,27 +111,63 @@ class Daemon:
             summary=self.summary,
         )
 
-    def _check_desired_dir(self) -> None:
-        if not self.desired_dir.is_dir():
-            raise StartupError(
-                f"desired dir {self.desired_dir} does not exist or is not a directory"
-            )
-        if not os.access(self.desired_dir, os.R_OK | os.X_OK):
-            raise StartupError(f"desired dir {self.desired_dir} is not readable")
+    def _fleet_view(self) -> FleetView:
+        view = FleetView(node=self.sharing.node or socket.gethostname())
+        if self.sharing.node is not None:  # the whole fleet: other nodes' devices from etcd
+            view.owner_of = self.sharing.owner_of
+            view.shared = self.sharing.shared_statuses
+        return view
+
+    def _conductor(self) -> Conductor:
+        """The rollout engine: waves, health, windows; it kicks the devices it lets go."""
+        return Conductor(
+            state=self.state,
+            kick=self._kick,
+            client_of=lambda spec: self.reconciler.client(spec),
+            history=self.history,
+            metrics=self.metrics,
+            retry=RetryPolicy(attempts=self.settings.retry_attempts),
+        )
+
+    def _reconciler(self) -> Reconciler:
+        """One device, once; its PUTs pass the rollout engine's gate."""
+        gate = Gate(
+            policy=lambda: self.conductor.policy,
+            rollout=self.conductor,
+            health=self.conductor.health,
+        )
+        return Reconciler(
+            pool=self.pool,
+            state=self.state,
+            retry=RetryPolicy(attempts=self.settings.retry_attempts),
+            metrics=self.metrics,
+            history=self.history,
+            watch=self.view,
+            sharing=self.sharing,
+            gate=gate,
+        )
 
     # ------------------------------------------------------------------ load
 
     async def reload(self, *, kick_all: bool = False, why: str = "change") -> None:
         """Reload the tree; kick devices whose desired state changed (or all)."""
         async with self._reload_lock:
-            desired = await self._load()
+            desired = await read_desired(self.loader, self.desired_dir, log=self.log)
             if desired is None:
                 return
             resolved = resolve_desired(desired, environ=os.environ, only=self.only)
             # The 30 s backstop repeats only what is new, so journald is not flooded.
             periodic = why == "periodic"
-            seen = self._report_problems(resolved, only_new=periodic)
-            specs = self._specs_in_force(desired, resolved)
+            seen, self._last_problems = self._last_problems, set(resolved.problems)
+            report_problems(
+                resolved,
+                logged=seen if periodic else None,
+                log=self.log,
+                metrics=self.metrics,
+                fleet=self.view,
+            )
+            current = {name: worker.spec for name, worker in self.workers.items()}
+            specs = specs_in_force(desired, resolved, current)
             policy = await asyncio.to_thread(load_policy, self.desired_dir)
             revision = desired_revision(self.desired_dir, revision_material(specs))
             new_revision = revision != self.revision
@@ -180,48 +190,6 @@ class Daemon:
             self.revision = self.view.revision = revision
             self.metrics.set_revision(revision)
             self.view.version += 1
-
-    async def _load(self) -> DesiredState | None:
-        """The tree as it is now, or None (logged) when the desired dir cannot be read."""
-        if not self.desired_dir.is_dir():
-            message = f"desired dir {self.desired_dir} is missing; keeping the last state"
-            events.desired_invalid(self.log, file=str(self.desired_dir), line=None, error=message)
-            return None
-        desired = await asyncio.to_thread(self.loader.load)
-        unreadable = [p for p in desired.problems if p.file == "."]
-        if unreadable:
-            # An unreadable desired dir says nothing about the devices: keep them all.
-            message = f"{unreadable[0].message}; keeping the last state"
-            events.desired_invalid(self.log, file=str(self.desired_dir), line=None, error=message)
-            return None
-        return desired
-
-    def _report_problems(self, resolved: Resolved, *, only_new: bool) -> set[Problem]:
-        """Log the problems (with ``only_new``, those not logged last time); the previous set."""
-        seen, self._last_problems = self._last_problems, set(resolved.problems)
-        for problem in resolved.problems:
-            if not (only_new and problem in seen):
-                device = name_from_path(problem.file)
-                named = device if device in resolved.broken else None
-                events.desired_problem(self.log, problem, device=named)
-        errors = [p for p in resolved.problems if not p.warning]
-        self.metrics.load_errors.inc(len({p.file for p in errors}))
-        self.metrics.invalid_files.set(len(resolved.broken))
-        self.metrics.set_desired_invalid(resolved.broken)
-        self.view.invalid_files = tuple(InvalidFile(p.file, p.line, str(p)) for p in errors)
-        self.view.version += 1
-        return seen
-
-    def _specs_in_force(self, desired: DesiredState, resolved: Resolved) -> dict[str, DeviceSpec]:
-        """The usable specs, plus the last valid state of each device whose file is now invalid."""
-        specs = dict(resolved.specs)
-        bad_files = set(desired.invalid_files) | {
-            w.spec.file for w in self.workers.values() if w.spec.name in resolved.broken
-        }
-        for name, worker in self.workers.items():
-            if name not in specs and worker.spec.file in bad_files:
-                specs[name] = worker.spec
-        return specs
 
     async def _update_workers(self, specs: dict[str, DeviceSpec], *, kick_all: bool) -> int:
         """Stop workers of devices gone, start new ones, hand changed specs over; count them."""
@@ -253,13 +221,7 @@ class Daemon:
         outcome = await self.reconciler.reconcile(spec, apply=True, revision=self.revision)
         view = self.view.devices.get(spec.name)
         if view is not None:
-            try:
-                await self.monitor.check(spec, outcome, view)
-            except Exception as exc:  # monitoring must never fail a reconcile
-                events.registration_unreadable(
-                    self.log.bind(device=spec.name),
-                    error=f"internal error: {type(exc).__name__}: {exc}",
-                )
+            await self.monitor.check(spec, outcome, view)
         return outcome
 
     def _worker(self, spec: DeviceSpec) -> DeviceWorker:
@@ -279,9 +241,7 @@ class Daemon:
 
     def _kick(self, names: Iterable[str]) -> None:
         for name in names:
-            worker = self.workers.get(name)
-            if worker is not None:
-                worker.kick()
+            self.kick(name)
 
     # ------------------------------------------------------------- observing
 
@@ -289,49 +249,19 @@ class Daemon:
         if outcome.elsewhere:  # another node's device: its owner reports it
             return
         self.conductor.observe(outcome)
-        m = self.metrics
-        now = time.time()
-        view = self.view.devices.get(outcome.device)
-        if view is not None:
-            self.view.version += 1
-            recovered = view.observe(outcome, now, revision=self.revision)
-            if recovered is not None:
-                log = self.log.bind(device=outcome.device)
-                events.device_recovered(log, failing_for=round(recovered, 1))
-            m.set_failing(outcome.device, view.failing_kind)
-        if outcome.status in ("in_sync", "applied"):
-            m.in_sync.labels(outcome.device).set(1)
-            m.last_success.labels(outcome.device).set(now)
-        elif outcome.status == "skipped":
-            with contextlib.suppress(KeyError):  # parked on purpose: no in-sync series
-                m.in_sync.remove(outcome.device)
-        else:
-            m.in_sync.labels(outcome.device).set(0)
-        # In observe mode a lasting difference counts once, until it goes away or changes.
-        if outcome.drift and (
-            outcome.mode is not Mode.OBSERVE
-            or view is None
-            or view.first("observe-count", difference_key(outcome.changes), now)
-        ):
-            m.drift.labels(outcome.device).inc()
-        if outcome.status == "applied":
-            m.applies.labels("succeeded").inc()
-        elif outcome.status == "error" and outcome.changes:
-            m.applies.labels("failed").inc()
+        observe_outcome(
+            outcome,
+            fleet=self.view,
+            metrics=self.metrics,
+            revision=self.revision,
+            log=self.log,
+            now=time.time(),
+        )
 
     def summary(self) -> str:
         """The STATUS line: ``3 devices: 2 in sync, 1 failing``."""
-        tally = Tally.of(w.last for w in self.workers.values())
-        counts = {
-            "in sync": tally.converged,
-            "differing": tally.changes,
-            "waiting": tally.waiting,
-            "failing": tally.errors,
-            "skipped": tally.skipped,
-            "pending": tally.pending,
-        }
-        parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        return f"{self.sharing.describe()}{len(self.workers)} devices: {parts or 'none'}"
+        outcomes = [worker.last for worker in self.workers.values()]
+        return status_line(outcomes, prefix=self.sharing.describe())
 
     # -------------------------------------------------------------- control
 
@@ -342,73 +272,50 @@ class Daemon:
             worker.kick()
 
     def _control_server(self) -> ControlServer:
-        def resend(device: str) -> str:
-            return resend_passwords(
-                device, workers=self.workers, state=self.state, reconciler=self.reconciler
-            )
-
+        resend = partial(
+            resend_passwords, workers=self.workers, state=self.state, reconciler=self.reconciler
+        )
         return control_server(
             self.socket_path, snapshot=self.board.snapshot, rollout=self.conductor, resend=resend
         )
 
     # --------------------------------------------------------------- running
 
-    def _watcher(self) -> DesiredWatcher:
+    def _background(self) -> list[asyncio.Task[None]]:
+        """Start what runs while the daemon serves: the watcher, the timers, the rollout driver."""
+
         async def reload(why: str) -> None:
             await self.reload(why=why)
 
-        return DesiredWatcher(self.desired_dir, reload=reload, stopping=self.stopping)
-
-    async def _backstop(self) -> None:
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), BACKSTOP_RELOAD)
-            if not self.stopping.is_set():
-                await self.reload(why="periodic")
-
-    async def _heartbeat(self) -> None:
-        interval = self.notifier.watchdog_interval()
-        tick = min(interval, 1.0) if interval else 1.0
-        last_ping = 0.0
-        while not self.stopping.is_set():
-            now = time.monotonic()
-            self.metrics.heartbeat = now
-            self.board.update()  # once a tick: a summary costs a walk over the fleet
-            if interval and now - last_ping >= interval:
-                self.notifier.watchdog()
-                last_ping = now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), tick)
+        watcher = DesiredWatcher(self.desired_dir, reload=reload, stopping=self.stopping)
+        beat = heartbeat(
+            self.stopping, board=self.board, notifier=self.notifier, metrics=self.metrics
+        )
+        jobs = {
+            "watch": watcher.run(),
+            "backstop": backstop(self.stopping, partial(self.reload, why="periodic")),
+            "heartbeat": beat,
+            "rollout": self.conductor.run(self.stopping),
+        }
+        return [asyncio.create_task(job, name=name) for name, job in jobs.items()]
 
     async def run(self) -> int:
-        self._check_desired_dir()
+        """Serve until SIGTERM/SIGINT: start, reload, run the background tasks, then stop."""
+        check_desired_dir(self.desired_dir)
         try:
             await self.sharing.start()
         except SharingError as exc:
             raise StartupError(str(exc)) from None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
-        server = None
+        self._handle_signals()
         control = self._control_server()
+        start_control(control)
         try:
-            control.start()
-        except ControlError as exc:
-            raise StartupError(f"{exc} (setting socket)") from None
-        if self.settings.metrics_address:
-            try:
-                server, _ = serve_metrics(
-                    self.metrics,
-                    self.settings.metrics_address,
-                    stale_after=10.0,
-                    status=self.board.snapshot,
-                )
-            except (OSError, ValueError, OverflowError) as exc:  # port > 65535: OverflowError
-                control.close()
-                raise StartupError(
-                    f"bad setting metrics_address {self.settings.metrics_address!r}: {exc}"
-                ) from None
+            server = start_metrics(
+                self.metrics, self.settings.metrics_address, status=self.board.snapshot
+            )
+        except StartupError:
+            control.close()
+            raise
         events.daemon_starting(
             self.log,
             desired_dir=str(self.desired_dir),
@@ -417,13 +324,24 @@ class Daemon:
         )
         await self.reload(why="start")
         self.notifier.ready(self.summary())
-        background = [
-            asyncio.create_task(self._watcher().run(), name="watch"),
-            asyncio.create_task(self._backstop(), name="backstop"),
-            asyncio.create_task(self._heartbeat(), name="heartbeat"),
-            asyncio.create_task(self.conductor.run(self.stopping), name="rollout"),
-        ]
+        background = self._background()
         await self.stopping.wait()
+        await self._stop(background)
+        control.close()
+        if server is not None:
+            server.shutdown()
+        self.notifier.close()
+        events.daemon_stopped(self.log)
+        return 0
+
+    def _handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    async def _stop(self, background: Sequence[asyncio.Task[None]]) -> None:
+        """Let the reconciles in flight finish, leave the cluster, end the background tasks."""
         self.notifier.stopping()
         events.daemon_stopping(self.log, in_flight=sum(w.running for w in self.workers.values()))
         await self._drain(self.workers.values())
@@ -432,12 +350,6 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.pool.aclose()
-        control.close()
-        if server is not None:
-            server.shutdown()
-        self.notifier.close()
-        events.daemon_stopped(self.log)
-        return 0
 
     async def _drain(self, workers: Iterable[DeviceWorker]) -> None:
         """Let reconciles in flight (a PUT among them) finish, within the grace period."""

@@ -62,7 +62,19 @@ class RegistrationMonitor:
         self.log = get_logger()
 
     async def check(self, spec: DeviceSpec, outcome: Outcome, view: DeviceView) -> None:
-        """Read the device's registration after ``outcome`` (if it answered) and act on it."""
+        """Read the device's registration after ``outcome`` (if it answered) and act on it.
+
+        Monitoring never fails a reconcile: an internal error is one warning.
+        """
+        try:
+            await self._check(spec, outcome, view)
+        except Exception as exc:
+            events.registration_unreadable(
+                self.log.bind(device=spec.name),
+                error=f"internal error: {type(exc).__name__}: {exc}",
+            )
+
+    async def _check(self, spec: DeviceSpec, outcome: Outcome, view: DeviceView) -> None:
         if not self.enabled or not view.should_monitor(spec, outcome):
             return
         log = self.log.bind(device=spec.name)

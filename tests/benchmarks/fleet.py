@@ -64,7 +64,7 @@ from tests.benchmarks.harness import (
 
 __all__ = ["FIGURE_KEYS", "TARGETS", "main"]
 
-#: Backstop full reload period of the daemon (syncd.daemon.BACKSTOP_RELOAD).
+#: Backstop full reload period of the daemon (syncd.ticking.BACKSTOP_RELOAD).
 BACKSTOP_SECONDS = 30.0
 
 #: What a target figure is and its unit, for its row when it could not be measured.

@@ -23,7 +23,6 @@ LEFT_TO_OTHER_WORK = {
     "syncd.control": {"ControlHandlers", "SOCKET_NAME"},
     "syncd.history": {"HISTORY_FILE", "PASSWORD_SET", "Result", "Trigger"},
     "syncd.http_auth": {"FirmwareDigestAuth", "challenge_schemes"},
-    "syncd.metrics": {"StatusSource"},
     "syncd.page": {"REFRESH_SECONDS"},
     "syncd.policy": {"DAY_NAMES", "FLEET_FILE", "WindowKind"},
     "syncd.status": {
