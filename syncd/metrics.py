@@ -30,7 +30,17 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._declare_reconcile_series(self.registry)
+        self._declare_fleet_series(self.registry)
+        self.heartbeat = time.monotonic()
+        self._registered: dict[str, set[int]] = {}
+        self._failing: dict[str, str] = {}
+        self._invalid: set[str] = set()
+        #: Another reason for /healthz to answer 503 (cluster mode: etcd unavailable), or None.
+        self.health_problem: Callable[[], str | None] = lambda: None
+
+    def _declare_reconcile_series(self, r: CollectorRegistry) -> None:
+        """What the reconciles did: in sync, drift, applies, halts, retries, request times."""
         self.in_sync = Gauge(
             "syncd_device_in_sync",
             "1 if the device matched its desired state at the last reconcile, else 0",
@@ -68,6 +78,9 @@ class Metrics:
             ["device"],
             registry=r,
         )
+
+    def _declare_fleet_series(self, r: CollectorRegistry) -> None:
+        """What the fleet is: desired-state loads, devices, revision, registration, failures."""
         self.load_errors = Counter(
             "syncd_desired_load_errors_total",
             "Desired-state files found invalid on a load",
@@ -103,12 +116,6 @@ class Metrics:
             ["device", "kind"],
             registry=r,
         )
-        self.heartbeat = time.monotonic()
-        self._registered: dict[str, set[int]] = {}
-        self._failing: dict[str, str] = {}
-        self._invalid: set[str] = set()
-        #: Another reason for /healthz to answer 503 (cluster mode: etcd unavailable), or None.
-        self.health_problem: Callable[[], str | None] = lambda: None
 
     def set_revision(self, revision: str) -> None:
         """Make ``revision`` the one ``syncd_desired_info`` reports (the old one goes)."""
