@@ -51,23 +51,8 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    fleet = Fleet(
-        devices=args.devices,
-        host=args.host,
-        port=args.port,
-        tls=args.tls,
-        cert_dir=args.cert_dir,
-        auth=args.auth,
-        username=args.username,
-        password=args.password,
-        firmware=args.firmware,
-        accounts=args.accounts,
-        pbx=args.pbx or list(DEFAULT_PBX),
-        register_delay=args.register_delay,
-        latency=args.latency,
-        nonce_uses=args.nonce_uses,
-        dual_challenge=args.dual_challenge,
-    )
+    # Every option's name is the Fleet keyword it sets.
+    fleet = Fleet(**(vars(args) | {"pbx": args.pbx or list(DEFAULT_PBX)}))
     async with fleet:
         sys.stdout.write("".join(f"device {d.number}: {d.url}\n" for d in fleet.devices))
         sys.stdout.flush()
@@ -84,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         "endpoints under /_emulator/ (state, faults, journal, nonces, call, registration; "
         "see the syncd.simulator module documentation).",
     )
+    _listening_options(parser)
+    _access_options(parser)
+    _device_options(parser)
+    _digest_options(parser)
+    return parser
+
+
+def _listening_options(parser: argparse.ArgumentParser) -> None:
+    """How many devices, where they listen, and over what."""
     parser.add_argument(
         "--devices", type=_positive, default=2, metavar="N", help="number of devices (default 2)"
     )
@@ -106,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep the certificate (cert.pem, key.pem) in DIR and reuse it",
     )
+
+
+def _access_options(parser: argparse.ArgumentParser) -> None:
+    """How the device API authenticates, and its full-rights user."""
     parser.add_argument(
         "--auth",
         choices=get_args(AuthMethod),
@@ -114,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--username", default="admin", help="API user name (default admin)")
     parser.add_argument("--password", default="secret", help="API password (default secret)")
+
+
+def _device_options(parser: argparse.ArgumentParser) -> None:
+    """What each device is like: firmware, accounts, PBX, registration and answer delays."""
     parser.add_argument(
         "--firmware",
         choices=get_args(Firmware),
@@ -151,6 +153,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="delay of every device-API answer, as over a real network (default 0)",
     )
+
+
+def _digest_options(parser: argparse.ArgumentParser) -> None:
+    """Firmware quirks of authentication: nonces that go stale, a double challenge."""
     parser.add_argument(
         "--nonce-uses",
         type=_count,
@@ -165,7 +171,6 @@ def _parser() -> argparse.ArgumentParser:
         help="send two WWW-Authenticate headers (Basic, then Digest) with every 401 "
         "and accept either method, as some firmware does",
     )
-    return parser
 
 
 def _positive(text: str) -> int:

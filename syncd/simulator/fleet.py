@@ -79,26 +79,15 @@ class Fleet:
         nonce_uses: int = 0,
         dual_challenge: bool = False,
     ) -> None:
-        if devices < 1:
-            raise ValueError("a fleet needs at least one device")
-        if not 0 <= port <= 65535 or (port and port + devices - 1 > 65535):
-            raise ValueError(f"ports {port}..{port + devices - 1} are not all valid TCP ports")
-        if auth not in get_args(AuthMethod):
-            raise ValueError(f"auth must be none, basic or digest, not {auth!r}")
-        if firmware not in get_args(Firmware):
-            raise ValueError(f"firmware must be string or integer, not {firmware!r}")
-        if isinstance(pbx, str):
-            raise ValueError("pbx is a list of host names, not one string")
-        for name, seconds in (("register_delay", register_delay), ("latency", latency)):
-            if not (isinstance(seconds, int | float) and 0 <= seconds < math.inf):
-                raise ValueError(f"{name} must be a number of seconds >= 0, not {seconds!r}")
-        if not isinstance(nonce_uses, int) or nonce_uses < 0:
-            raise ValueError(f"nonce_uses must be an integer >= 0, not {nonce_uses!r}")
-        if dual_challenge and auth == "none":
-            raise ValueError("dual_challenge needs auth basic or digest")
-        users = {username: User(password=password, may_manage=True)}
-        if monitor_username is not None:
-            users[monitor_username] = User(password=monitor_password or "", may_manage=False)
+        _check_ports(port, devices=devices)
+        _check_behaviour(
+            auth=auth,
+            firmware=firmware,
+            pbx=pbx,
+            delays={"register_delay": register_delay, "latency": latency},
+            nonce_uses=nonce_uses,
+            dual_challenge=dual_challenge,
+        )
         self.count = devices
         self.host = host
         self.port = port
@@ -106,7 +95,7 @@ class Fleet:
         self.firmware: Firmware = firmware
         self.auth = AuthPolicy(
             method=auth,
-            users=users,
+            users=_users(username, password, monitor_username, monitor_password),
             nonce_lifetime=nonce_lifetime,
             nonce_uses=nonce_uses,
             dual_challenge=dual_challenge,
@@ -206,6 +195,48 @@ class Fleet:
             return server_context(self.cert_path, self.key_path)
         except (OSError, ssl.SSLError) as exc:
             raise FleetError(f"cannot use a TLS certificate in {directory}: {exc}") from exc
+
+
+def _check_ports(first: int, *, devices: int) -> None:
+    if devices < 1:
+        raise ValueError("a fleet needs at least one device")
+    if not 0 <= first <= 65535 or (first and first + devices - 1 > 65535):
+        raise ValueError(f"ports {first}..{first + devices - 1} are not all valid TCP ports")
+
+
+def _check_behaviour(
+    *,
+    auth: str,
+    firmware: str,
+    pbx: Sequence[str],
+    delays: dict[str, float],
+    nonce_uses: int,
+    dual_challenge: bool,
+) -> None:
+    """Refuse what no device could be: an unknown method or firmware, a bad delay or count."""
+    if auth not in get_args(AuthMethod):
+        raise ValueError(f"auth must be none, basic or digest, not {auth!r}")
+    if firmware not in get_args(Firmware):
+        raise ValueError(f"firmware must be string or integer, not {firmware!r}")
+    if isinstance(pbx, str):
+        raise ValueError("pbx is a list of host names, not one string")
+    for name, seconds in delays.items():
+        if not (isinstance(seconds, int | float) and 0 <= seconds < math.inf):
+            raise ValueError(f"{name} must be a number of seconds >= 0, not {seconds!r}")
+    if not isinstance(nonce_uses, int) or nonce_uses < 0:
+        raise ValueError(f"nonce_uses must be an integer >= 0, not {nonce_uses!r}")
+    if dual_challenge and auth == "none":
+        raise ValueError("dual_challenge needs auth basic or digest")
+
+
+def _users(
+    username: str, password: str, monitor_username: str | None, monitor_password: str | None
+) -> dict[str, User]:
+    """The full-rights user, and the monitoring one (GET only) if there is one."""
+    users = {username: User(password=password, may_manage=True)}
+    if monitor_username is not None:
+        users[monitor_username] = User(password=monitor_password or "", may_manage=False)
+    return users
 
 
 def _listen_all(host: str, *, first: int, count: int) -> list[socket.socket]:
