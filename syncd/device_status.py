@@ -55,29 +55,31 @@ class CallSession:
 
 def read_phone_status(result: Any) -> list[AccountStatus]:
     """The accounts of a phone-status ``result``."""
-    return [
-        AccountStatus(
-            account=_integer(item, "account", where),
-            account_type=_maybe_text(item, "accountType", where),
-            enabled=_boolean(item, "enabled", where),
-            registration_enabled=_boolean(item, "registrationEnabled", where),
-            registered=_boolean(item, "registered", where),
-            register_time=_maybe_integer(item, "registerTime", where),
-        )
-        for where, item in _items(result, "accounts")
-    ]
+    return [_account(item, where) for where, item in _items(result, "accounts")]
 
 
 def read_call_status(result: Any) -> list[CallSession]:
     """The sessions of a call-status ``result``; empty when the device is idle."""
-    return [
-        CallSession(
-            session=_integer(item, "session", where),
-            direction=_text(item, "direction", where),
-            state=_text(item, "state", where),
-        )
-        for where, item in _items(result, "sessions")
-    ]
+    return [_session(item, where) for where, item in _items(result, "sessions")]
+
+
+def _account(item: Mapping[str, Any], where: str) -> AccountStatus:
+    return AccountStatus(
+        account=_integer(item, "account", where),
+        account_type=_maybe_text(item, "accountType", where),
+        enabled=_boolean(item, "enabled", where),
+        registration_enabled=_boolean(item, "registrationEnabled", where),
+        registered=_boolean(item, "registered", where),
+        register_time=_maybe_integer(item, "registerTime", where),
+    )
+
+
+def _session(item: Mapping[str, Any], where: str) -> CallSession:
+    return CallSession(
+        session=_integer(item, "session", where),
+        direction=_text(item, "direction", where),
+        state=_text(item, "state", where),
+    )
 
 
 def _items(result: Any, key: str) -> list[tuple[str, Mapping[str, Any]]]:

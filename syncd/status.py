@@ -51,6 +51,8 @@ _RANK = {state: rank for rank, state in enumerate(WORST_FIRST)}
 
 @dataclass(frozen=True)
 class DeviceStatus:
+    """One device in SPEC section 10's status; its fields are the JSON's keys, in order."""
+
     device: str
     url: str
     mode: str
@@ -118,18 +120,12 @@ def summary_counts(devices: Sequence[DeviceStatus]) -> dict[str, int]:
 
 
 def _device_json(device: DeviceStatus) -> dict[str, Any]:
+    """The device's fields under their own names, times as text and accounts as objects."""
     return {
-        "device": device.device,
-        "url": device.url,
-        "mode": device.mode,
-        "state": device.state,
-        "wave": device.wave,
-        "revision": device.revision,
+        **vars(device),
         "last_sync": _time(device.last_sync),
         "last_change": _time(device.last_change),
-        "message": device.message,
         "accounts": [{"account": n, "registered": r} for n, r in device.accounts],
-        "owner": device.owner,
     }
 
 
