@@ -35,6 +35,7 @@ from syncd.device_status import (
 )
 from syncd.http_auth import httpx_auth, method_mismatch
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
+from syncd.transport import AiohttpTransport
 
 __all__ = [
     "AUTH_CODES",
@@ -200,45 +201,11 @@ def _raise_open_files_limit() -> None:
         pass
 
 
-class _PerDeviceTransport(httpx.AsyncBaseTransport):
-    """Routes each request to a small connection pool of its own device.
-
-    httpcore's pool scans all its connections on every request, so one pool
-    holding an idle connection per device makes a pass over N devices cost
-    O(N^2) (measured: 52 s for 300 devices). One tiny pool per device keeps
-    the per-request work constant while still keeping each device's
-    connection open between resyncs.
-    """
-
-    def __init__(self, *, verify: ssl.SSLContext, keepalive_expiry: float) -> None:
-        self._verify = verify
-        self._limits = httpx.Limits(
-            max_connections=2, max_keepalive_connections=1, keepalive_expiry=keepalive_expiry
-        )
-        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
-
-    def pool_for(self, url: httpx.URL) -> httpx.AsyncHTTPTransport:
-        key = (url.raw_scheme, url.raw_host, url.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = httpx.AsyncHTTPTransport(verify=self._verify, limits=self._limits)
-            self._pools[key] = pool
-        return pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.pool_for(request.url).handle_async_request(request)
-
-    async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            await pool.aclose()
-
-
 class ClientPool:
     """The process's HTTP connections, shared by every device client.
 
-    One ``httpx.AsyncClient`` per distinct TLS setting, each routing to one
-    small pool per device. Connections are not capped here (callers bound how
+    One ``httpx.AsyncClient`` per distinct TLS setting, each carried by
+    aiohttp's pool (:mod:`syncd.transport`). Connections are not capped here (callers bound how
     many devices are in flight); each device's connection is kept open long
     enough to be reused at the next resync where the device keeps it, which
     saves a TCP and TLS handshake per device per pass. Every request carries
@@ -271,7 +238,7 @@ class ClientPool:
                 ctx = tls_context(tls)
             except (OSError, ssl.SSLError) as exc:
                 raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
-            transport = _PerDeviceTransport(verify=ctx, keepalive_expiry=self._keepalive_expiry)
+            transport = AiohttpTransport(verify=ctx, keepalive_expiry=self._keepalive_expiry)
             client = httpx.AsyncClient(
                 transport=transport,
                 timeout=self._timeout,
