@@ -58,7 +58,6 @@ CONFIG_PATH = "/api/phone/config"
 INFO_PATH = "/api/system/info"
 PHONE_STATUS_PATH = "/api/phone/status"
 CALL_STATUS_PATH = "/api/call/status"
-_PATHS = (CONFIG_PATH, INFO_PATH, PHONE_STATUS_PATH, CALL_STATUS_PATH)
 
 #: OpenSSL's reasons for a TLS handshake answered by something that is not TLS.
 _NOT_TLS_REASONS = frozenset(
@@ -272,8 +271,9 @@ class DeviceClient:
         tls: TlsSpec | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        # Parsed once: httpx re-parses a string URL on every request.
-        self._urls = {path: httpx.URL(self.url + path) for path in _PATHS}
+        # Each parsed once, when first asked: httpx re-parses a string URL on
+        # every request, and a one-shot pass asks one or two of the four.
+        self._urls: dict[str, httpx.URL] = {}
         self._tls = tls or TlsSpec()
         self._pool = pool
         self._method = (auth or AuthSpec(method=AuthMethod.NONE)).method
@@ -324,7 +324,9 @@ class DeviceClient:
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         client = self._pool.client_for(self._tls)
         auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
-        url = self._urls[path]
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.url + path)
         try:
             response = await client.request(method, url, auth=auth, **kwargs)
         except httpx.TimeoutException:
