@@ -35,6 +35,7 @@ from syncd.device_status import (
 )
 from syncd.http_auth import httpx_auth, method_mismatch
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
+from syncd.transport import AiohttpTransport
 
 __all__ = [
     "AUTH_CODES",
@@ -57,7 +58,6 @@ CONFIG_PATH = "/api/phone/config"
 INFO_PATH = "/api/system/info"
 PHONE_STATUS_PATH = "/api/phone/status"
 CALL_STATUS_PATH = "/api/call/status"
-_PATHS = (CONFIG_PATH, INFO_PATH, PHONE_STATUS_PATH, CALL_STATUS_PATH)
 
 #: OpenSSL's reasons for a TLS handshake answered by something that is not TLS.
 _NOT_TLS_REASONS = frozenset(
@@ -200,45 +200,11 @@ def _raise_open_files_limit() -> None:
         pass
 
 
-class _PerDeviceTransport(httpx.AsyncBaseTransport):
-    """Routes each request to a small connection pool of its own device.
-
-    httpcore's pool scans all its connections on every request, so one pool
-    holding an idle connection per device makes a pass over N devices cost
-    O(N^2) (measured: 52 s for 300 devices). One tiny pool per device keeps
-    the per-request work constant while still keeping each device's
-    connection open between resyncs.
-    """
-
-    def __init__(self, *, verify: ssl.SSLContext, keepalive_expiry: float) -> None:
-        self._verify = verify
-        self._limits = httpx.Limits(
-            max_connections=2, max_keepalive_connections=1, keepalive_expiry=keepalive_expiry
-        )
-        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
-
-    def pool_for(self, url: httpx.URL) -> httpx.AsyncHTTPTransport:
-        key = (url.raw_scheme, url.raw_host, url.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = httpx.AsyncHTTPTransport(verify=self._verify, limits=self._limits)
-            self._pools[key] = pool
-        return pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.pool_for(request.url).handle_async_request(request)
-
-    async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            await pool.aclose()
-
-
 class ClientPool:
     """The process's HTTP connections, shared by every device client.
 
-    One ``httpx.AsyncClient`` per distinct TLS setting, each routing to one
-    small pool per device. Connections are not capped here (callers bound how
+    One ``httpx.AsyncClient`` per distinct TLS setting, each carried by
+    aiohttp's pool (:mod:`syncd.transport`). Connections are not capped here (callers bound how
     many devices are in flight); each device's connection is kept open long
     enough to be reused at the next resync where the device keeps it, which
     saves a TCP and TLS handshake per device per pass. Every request carries
@@ -271,7 +237,7 @@ class ClientPool:
                 ctx = tls_context(tls)
             except (OSError, ssl.SSLError) as exc:
                 raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
-            transport = _PerDeviceTransport(verify=ctx, keepalive_expiry=self._keepalive_expiry)
+            transport = AiohttpTransport(verify=ctx, keepalive_expiry=self._keepalive_expiry)
             client = httpx.AsyncClient(
                 transport=transport,
                 timeout=self._timeout,
@@ -305,8 +271,9 @@ class DeviceClient:
         tls: TlsSpec | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        # Parsed once: httpx re-parses a string URL on every request.
-        self._urls = {path: httpx.URL(self.url + path) for path in _PATHS}
+        # Each parsed once, when first asked: httpx re-parses a string URL on
+        # every request, and a one-shot pass asks one or two of the four.
+        self._urls: dict[str, httpx.URL] = {}
         self._tls = tls or TlsSpec()
         self._pool = pool
         self._method = (auth or AuthSpec(method=AuthMethod.NONE)).method
@@ -357,7 +324,9 @@ class DeviceClient:
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         client = self._pool.client_for(self._tls)
         auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
-        url = self._urls[path]
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.url + path)
         try:
             response = await client.request(method, url, auth=auth, **kwargs)
         except httpx.TimeoutException:

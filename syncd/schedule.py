@@ -47,7 +47,6 @@ def next_delay(
     return min(resync_interval, growth) * jitter
 
 
-
 def failing_lane(last: OutcomeKind | None) -> bool:
     """Whether a device waits for its answers outside the concurrency slots.
 

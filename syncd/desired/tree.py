@@ -222,17 +222,13 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 def read_doc(path: Path, rel: str, size: int) -> Any:
     if size > MAX_FILE_BYTES:
-        raise FileFailed(
-            [Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
-        )
+        raise FileFailed([Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")])
     try:
         data = path.read_bytes()[: MAX_FILE_BYTES + 1]
     except OSError as exc:
         raise FileFailed([Problem(rel, 1, "", f"cannot read: {exc.strerror}")]) from None
     if len(data) > MAX_FILE_BYTES:
-        raise FileFailed(
-            [Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")]
-        )
+        raise FileFailed([Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

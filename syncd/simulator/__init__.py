@@ -65,7 +65,8 @@ unanswered, or the fleet stops), ``malformed`` (HTTP 200, body not JSON),
 
 Journal entries (:class:`JournalEntry`) record each device-API request:
 ``time``, ``method``, ``path``, ``query``, ``content_type``, ``body_format``,
-``blob_text``, ``blob``, ``status``, ``code``, ``fault``, ``user_agent``, and
+``blob_text``, ``blob``, ``status``, ``code``, ``fault``, ``user_agent``,
+``peer`` (the client's address:port, one per connection), and
 ``started``/``finished`` (``time.time()`` when the request arrived and when its
 answer was complete, state changes done), so tests can check that two
 clients' PUT windows on one device never overlap.

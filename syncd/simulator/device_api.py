@@ -173,6 +173,7 @@ def device_endpoint(endpoint: Endpoint) -> Handler:
                 code=code,
                 fault=None if fault is None else fault.kind,
                 user_agent=request.headers.get("User-Agent", ""),
+                peer=f"{request.remote}:{_peer_port(request)}",
                 started=received_at,
                 finished=time.time(),
             )
@@ -180,6 +181,11 @@ def device_endpoint(endpoint: Endpoint) -> Handler:
         return response
 
     return handle
+
+
+def _peer_port(request: web.Request) -> int | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
 
 
 def _answer(endpoint: Endpoint, call: Call) -> tuple[web.Response, int | None]:

@@ -27,7 +27,8 @@ class JournalEntry:
     ``blob_text`` its text. ``status`` is the HTTP status answered (``None``
     when the connection was dropped), ``code`` the error code of a
     ``success: false`` answer, and ``fault`` the kind of fault injected, if any.
-    ``user_agent`` is the User-Agent header ("" if none). ``started`` is when
+    ``user_agent`` is the User-Agent header ("" if none); ``peer`` the
+    client's address and port, the same for requests on one connection. ``started`` is when
     the request arrived (``time.time()``, the same as ``time``) and
     ``finished`` when its answer was complete and about to be sent, after
     any latency, delay and state change: two requests whose windows
@@ -46,6 +47,7 @@ class JournalEntry:
     code: int | None
     fault: str | None
     user_agent: str = ""
+    peer: str = ""
     started: float = 0.0
     finished: float = 0.0
 

@@ -107,9 +107,7 @@ class TargetIndex:
     def clear(self) -> None:
         self._names.clear()
 
-    def holders(
-        self, target: str, records: Mapping[str, dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    def holders(self, target: str, records: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
         """The records (of ``records``, by device name) that may hold an entry for ``target``."""
         names = sorted(self._names.get(target, ()))
         return [records[name] for name in names if name in records]

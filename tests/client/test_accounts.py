@@ -57,7 +57,13 @@ class TestTwoAccounts:
             dev = fleet.devices[0]
             outcome = await reconciler.reconcile(_spec(dev.url, accounts), apply=True)
             journal = list(dev.journal)
-        assert outcome.status == "error" and outcome.failure is not None and outcome.failure.kind == "device"
-        assert outcome.failure.message == "the device has no SIP account 3 (it reports accounts 1, 2)"
+        assert (
+            outcome.status == "error"
+            and outcome.failure is not None
+            and outcome.failure.kind == "device"
+        )
+        assert (
+            outcome.failure.message == "the device has no SIP account 3 (it reports accounts 1, 2)"
+        )
         assert [e.method for e in journal if e.method != "GET"] == []
         assert dev.accounts[0]["displayName"] != "Door"

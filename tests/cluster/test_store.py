@@ -97,9 +97,7 @@ class TestSharedRecords:
         await b.flush()
         await eventually(lambda: a.password_due("lab/door", TARGET, 1, PASSWORD))
 
-    async def test_renamed_device_keeps_its_password_record(
-        self, make_store: StoreFactory
-    ) -> None:
+    async def test_renamed_device_keeps_its_password_record(self, make_store: StoreFactory) -> None:
         """A device renamed (same target) finds the old name's record, on another node too."""
         a = await make_store("a")
         a.record_passwords("site-a/door", TARGET, {1: PASSWORD})

@@ -51,7 +51,9 @@ def module_name(path: Path) -> str:
 def imports(path: Path) -> set[str]:
     """Every module ``path`` imports (``from X import y`` yields ``X`` and, if a module, ``X.y``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
+    )
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

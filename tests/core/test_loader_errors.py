@@ -351,8 +351,10 @@ class TestDocumentShape:
         self, load: Load, quoted: str, after: str
     ) -> None:
         """An unclosed quote on line 5 is reported as line 5 (libyaml stops on line 6)."""
-        text = account_file(f"displayName: {quoted}", after) if after else account_file(
-            f"displayName: {quoted}"
+        text = (
+            account_file(f"displayName: {quoted}", after)
+            if after
+            else account_file(f"displayName: {quoted}")
         )
         problem = only_error(load({"a.yaml": text}))
         assert_problem(problem, "a.yaml", 5, "", "a quote opened on this line is not closed")

@@ -27,7 +27,9 @@ def fleet() -> list[Outcome]:
             status="changes",
             changes=(Change(1, "domainPort", "5060", "5061"), Change(2, "enabled", False, True)),
         ),
-        Outcome(device="site-a/lobby", url="https://192.0.2.1", mode=Mode.ENFORCE, status="in_sync"),
+        Outcome(
+            device="site-a/lobby", url="https://192.0.2.1", mode=Mode.ENFORCE, status="in_sync"
+        ),
         Outcome(
             device="site-c/door",
             url="https://192.0.2.3",
@@ -53,10 +55,16 @@ def fleet() -> list[Outcome]:
             url="http://192.0.2.5:8080",
             mode=Mode.ENFORCE,
             status="error",
-            failure=Failure("transport", "connection refused", TransportError("connection refused")),
+            failure=Failure(
+                "transport", "connection refused", TransportError("connection refused")
+            ),
         ),
-        Outcome(device="site-f/paused", url="https://192.0.2.6", mode=Mode.SUSPEND, status="skipped"),
-        Outcome(device="site-g/applied", url="https://192.0.2.7", mode=Mode.ENFORCE, status="applied"),
+        Outcome(
+            device="site-f/paused", url="https://192.0.2.6", mode=Mode.SUSPEND, status="skipped"
+        ),
+        Outcome(
+            device="site-g/applied", url="https://192.0.2.7", mode=Mode.ENFORCE, status="applied"
+        ),
         Outcome(
             device="site-h/missing",
             url="https://192.0.2.8",

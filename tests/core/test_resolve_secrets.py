@@ -20,7 +20,9 @@ SIP1 = "sip1-Value-77aa"
 SIP2 = "sip2-Value-c0de"
 
 
-def entry_with(tree: Tree, auth_pw: str, sip1: str, sip2: str) -> tuple[DeviceSpec[SecretRef], Path]:
+def entry_with(
+    tree: Tree, auth_pw: str, sip1: str, sip2: str
+) -> tuple[DeviceSpec[SecretRef], Path]:
     """Load one device whose API and SIP passwords are the given YAML secret forms."""
     text = device(
         extra=f"auth:\n  username: syncd\n  password: {auth_pw}\n",

@@ -51,5 +51,9 @@ class TestTextRule:
         """displayName: "a\\x85b" (a C1 control written as a YAML escape) is an error at its line."""
         state = load({"a.yaml": device(accounts='- account: 1\n  displayName: "a\\x85b"\n')})
         problem = only_error(state)
-        assert (problem.file, problem.line, problem.path) == ("a.yaml", 5, "accounts[0].displayName")
+        assert (problem.file, problem.line, problem.path) == (
+            "a.yaml",
+            5,
+            "accounts[0].displayName",
+        )
         assert "control character" in problem.message

@@ -127,7 +127,10 @@ class TestNextDelay:
         assert outcome_kind(_failed(AuthError("no", code=9))) == "auth"
         assert outcome_kind(_failed(TransportError("down"))) == "transient"
         internal = Outcome(
-            device="d", url=SPEC.url, mode=Mode.ENFORCE, status="error",
+            device="d",
+            url=SPEC.url,
+            mode=Mode.ENFORCE,
+            status="error",
             failure=Failure("internal", "boom"),
         )
         assert outcome_kind(internal) == "transient"

@@ -115,9 +115,7 @@ class DaemonProcess:
                 except queue.Empty:
                     break
             for i, event in enumerate(self._pending):
-                if event.get("event") == name and all(
-                    event.get(k) == v for k, v in match.items()
-                ):
+                if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
                     return self._pending.pop(i)
             left = deadline - time.monotonic()
             if left <= 0:

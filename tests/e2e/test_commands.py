@@ -205,9 +205,7 @@ class TestPasswords:
         assert "pw-2" not in result.stdout + result.stderr
         assert "plan.no_password_records" not in result.stderr
 
-    def test_plan_without_state_creates_nothing_and_says_why_passwords_show(
-        self, sim, tmp_path
-    ):
+    def test_plan_without_state_creates_nothing_and_says_why_passwords_show(self, sim, tmp_path):
         """plan with no state dir creates none, marks passwords (no record) and says so once."""
         fleet = sim(devices=2)
         root = _tree(tmp_path, fleet, "  - account: 1\n    password: {env: SIP1}\n")
@@ -217,15 +215,17 @@ class TestPasswords:
         assert text.stdout.count("password: (unknown) -> (no record)") == 2
         assert "(will be set)" not in text.stdout
         notices = [
-            e for e in map(json.loads, text.stderr.splitlines())
+            e
+            for e in map(json.loads, text.stderr.splitlines())
             if e["event"] == "plan.no_password_records"
         ]
         assert len(notices) == 1 and notices[0]["state_dir"] == str(state)
         result = _run("plan", root, tmp_path, "--json", env={"SIP1": "pw-1"})
         changes = [c for d in json.loads(result.stdout)["devices"] for c in d["changes"]]
-        assert changes == [
-            {"account": 1, "field": "password", "live": None, "desired": "(no record)"}
-        ] * 2
+        assert (
+            changes
+            == [{"account": 1, "field": "password", "live": None, "desired": "(no record)"}] * 2
+        )
         assert not state.exists()
         # An existing but empty state dir is the same, and stays empty.
         state.mkdir()

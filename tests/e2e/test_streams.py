@@ -59,8 +59,15 @@ class TestStderrIsJson:
         listing = tmp_path / "list.txt"
         listing.write_text("a http://127.0.0.1:9\n")
         result = syncd(
-            "export", "--from-list", str(listing), "--output", str(tmp_path / "out"),
-            "--auth", "none", "--request-timeout", "1",
+            "export",
+            "--from-list",
+            str(listing),
+            "--output",
+            str(tmp_path / "out"),
+            "--auth",
+            "none",
+            "--request-timeout",
+            "1",
         )
         assert result.returncode == 1
         events = json_lines(result.stderr)
@@ -72,13 +79,21 @@ class TestValidateReport:
     def test_problems_go_to_stdout_so_a_report_file_holds_them(self, tmp_path):
         """syncd validate desired > report.txt keeps every problem and the verdict; stderr is empty."""
         root = tmp_path / "desired"
-        write(root, "a.yaml", device_yaml("https://192.0.2.10", "  - account: 1\n    sipNumber: 4001\n"))
+        write(
+            root,
+            "a.yaml",
+            device_yaml("https://192.0.2.10", "  - account: 1\n    sipNumber: 4001\n"),
+        )
         write(root, "b.yaml", "device:\n  url: ftp://192.0.2.11\n")
         report = tmp_path / "report.txt"
         with report.open("w") as out:
             result = subprocess.run(
-                [*SYNCD, "validate", str(root)], stdout=out, stderr=subprocess.PIPE, text=True,
-                timeout=60, check=False,
+                [*SYNCD, "validate", str(root)],
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
             )
         assert result.returncode == 1 and result.stderr == ""
         lines = report.read_text().splitlines()
@@ -117,8 +132,12 @@ def test_daemon_starting_logs_version_and_settings(daemon, tmp_path: Path) -> No
 
     (tmp_path / "desired").mkdir()
     proc = daemon(
-        "--desired", str(tmp_path / "desired"), "--state-dir", str(tmp_path / "s"),
-        "--concurrency", "7",
+        "--desired",
+        str(tmp_path / "desired"),
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--concurrency",
+        "7",
     )
     started = proc.wait_for("daemon.starting")
     assert started["version"] == __version__

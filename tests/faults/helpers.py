@@ -15,7 +15,13 @@ from tests.e2e.conftest import device_yaml, write
 ACCOUNT = '  - account: 1\n    displayName: "{name}"\n    sipNumber: "{number}"\n'
 
 #: Events that mean something went wrong for a device.
-ERROR_EVENTS = ("apply.retrying", "request.retrying", "apply.failed", "device.unreachable", "auth.failed")
+ERROR_EVENTS = (
+    "apply.retrying",
+    "request.retrying",
+    "apply.failed",
+    "device.unreachable",
+    "auth.failed",
+)
 
 
 def account(name: str, number: str = "4001", **extra: str) -> str:
@@ -57,10 +63,14 @@ def events(text: str) -> list[dict[str, Any]]:
 
 def named(evs: Iterable[dict[str, Any]], name: str, **match: Any) -> list[dict[str, Any]]:
     """The events called ``name`` whose fields include ``match``."""
-    return [e for e in evs if e.get("event") == name and all(e.get(k) == v for k, v in match.items())]
+    return [
+        e for e in evs if e.get("event") == name and all(e.get(k) == v for k, v in match.items())
+    ]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> float:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
+) -> float:
     """Poll ``predicate`` until true; fail after ``timeout`` seconds. Returns the time taken."""
     started = time.monotonic()
     while not predicate():

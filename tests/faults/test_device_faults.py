@@ -56,7 +56,9 @@ class TestOneShotTransportFaults:
         assert result.returncode == 0, result.stderr
         evs = events(result.stderr)
         assert named(evs, "apply.retrying") == []  # only reads were retried
-        for n, (label, dev) in enumerate(zip(TRANSPORT_FAULTS, fleet.devices, strict=False), start=1):
+        for n, (label, dev) in enumerate(
+            zip(TRANSPORT_FAULTS, fleet.devices, strict=False), start=1
+        ):
             retries = named(evs, "request.retrying", device=f"dev{n}")
             assert [e["attempt"] for e in retries] == [1, 2], label
             for event in retries:
@@ -120,7 +122,11 @@ class TestOneShotTransportFaults:
         retries = named(evs, "apply.retrying", device="dev1")
         assert [(e["attempt"], e["level"]) for e in retries] == [(1, "warning"), (2, "debug")]
         assert all("503" in e["error"] and e["delay"] > 0 for e in retries)
-        loud = [(e["event"], e["level"]) for e in evs if e.get("device") == "dev1" and e["level"] in ("warning", "error")]
+        loud = [
+            (e["event"], e["level"])
+            for e in evs
+            if e.get("device") == "dev1" and e["level"] in ("warning", "error")
+        ]
         assert loud == [("apply.retrying", "warning"), ("apply.failed", "error")]
         assert len(puts(same)) == 3 and same.accounts[0]["displayName"] == ""
         # A second, different failure of the same PUT is news: it warns again.
@@ -131,7 +137,10 @@ class TestOneShotTransportFaults:
         # A read retried is routine: debug, under its own name, never apply.retrying.
         assert named(evs, "apply.retrying", device="dev3") == []
         reads = named(evs, "request.retrying", device="dev3")
-        assert [(e["attempt"], e["level"], e["request"]) for e in reads] == [(1, "debug", "GET"), (2, "debug", "GET")]
+        assert [(e["attempt"], e["level"], e["request"]) for e in reads] == [
+            (1, "debug", "GET"),
+            (2, "debug", "GET"),
+        ]
         assert named(evs, "request.retrying", device="dev1") == []
         assert converged(read, "Door 3")
 
@@ -163,7 +172,15 @@ class TestDaemonTransportFaults:
             fleet.devices[n].inject(count=5, **fault)  # 3 in the first pass, 2 in the next
         root = tree(tmp_path / "desired", fleet)
         proc = daemon(
-            *run_args(root, tmp_path / "state", "--request-timeout", "0.5", "--log-level", "debug", resync=2)
+            *run_args(
+                root,
+                tmp_path / "state",
+                "--request-timeout",
+                "0.5",
+                "--log-level",
+                "debug",
+                resync=2,
+            )
         )
         healthy = proc.wait_for("apply.succeeded", device="dev5", timeout=30)
         for name in faults:
@@ -185,7 +202,9 @@ class TestDaemonTransportFaults:
         assert [len(puts(d)) for d in fleet.devices] == before == [1] * 5
         assert proc.stop() == 0
 
-    def test_outage_retries_stay_bounded_and_recovery_is_within_a_resync(self, sim, daemon, tmp_path):
+    def test_outage_retries_stay_bounded_and_recovery_is_within_a_resync(
+        self, sim, daemon, tmp_path
+    ):
         """While a device drops every connection it is retried at 1, 2, 2... s (capped at the resync interval), not hammered; once it answers it converges within one interval."""
         fleet = sim(devices=2)
         dev1, dev2 = fleet.devices
@@ -206,7 +225,9 @@ class TestDaemonTransportFaults:
         dev1.clear_faults()
         cleared = time.monotonic()
         wait_until(lambda: converged(dev1, "Door 1"), 15, "dev1 converged")
-        assert time.monotonic() - cleared < 2 * 1.1 + 3  # the backoff never exceeds the resync interval
+        assert (
+            time.monotonic() - cleared < 2 * 1.1 + 3
+        )  # the backoff never exceeds the resync interval
         assert proc.stop() == 0
 
     def test_device_that_disappears_and_comes_back(self, sim, daemon, tmp_path):
@@ -241,7 +262,9 @@ class TestDaemonTransportFaults:
 
 
 class TestRejections:
-    def test_rejected_put_is_not_retried_until_the_desired_state_changes(self, sim, daemon, tmp_path):
+    def test_rejected_put_is_not_retried_until_the_desired_state_changes(
+        self, sim, daemon, tmp_path
+    ):
         """A PUT refused with code 11, 12 or 13 is apply.failed with code and param, sent once per desired version however many resyncs pass, and tried again on SIGHUP or when the file is edited."""
         fleet = sim(devices=4)
         codes = {"dev1": 11, "dev2": 12, "dev3": 13}
@@ -255,13 +278,19 @@ class TestRejections:
         proc.wait_for("apply.succeeded", device="dev4", timeout=20)
         for name, code in codes.items():
             failed = proc.wait_for("apply.failed", device=name, timeout=20)
-            assert (failed["code"], failed["param"], failed["kind"]) == (code, "domainPort", "rejected")
+            assert (failed["code"], failed["param"], failed["kind"]) == (
+                code,
+                "domainPort",
+                "rejected",
+            )
             assert failed["level"] == "error" and failed["description"]
         time.sleep(2.5)  # resync intervals pass: a rejected PUT is not repeated
 
         def expect(count: int, why: str) -> None:
             for n, name in enumerate(codes):
-                wait_until(lambda d=fleet.devices[n]: len(puts(d)) >= count, 15, f"{name} PUT {why}")
+                wait_until(
+                    lambda d=fleet.devices[n]: len(puts(d)) >= count, 15, f"{name} PUT {why}"
+                )
             time.sleep(1.5)
             for n, name in enumerate(codes):
                 assert len(puts(fleet.devices[n])) == count, (name, why)
@@ -271,7 +300,11 @@ class TestRejections:
         expect(2, "after SIGHUP")
         for version, count in (("v2", 3), ("v3", 4)):
             for n, name in enumerate(codes, start=1):
-                write(root, f"{name}.yaml", device_yaml(fleet.devices[n - 1].url, account(f"Door {n} {version}")))
+                write(
+                    root,
+                    f"{name}.yaml",
+                    device_yaml(fleet.devices[n - 1].url, account(f"Door {n} {version}")),
+                )
             expect(count, f"of {version}")
         for n, name in enumerate(codes, start=1):
             assert converged(fleet.devices[n - 1], f"Door {n} v3"), name
@@ -354,14 +387,21 @@ class TestAuthFaults:
         assert len(puts(fleet.devices[3])) == 1
         assert proc.stop() == 0
 
-    def test_wrong_api_password_is_auth_error_others_fine_fix_applies_at_once(self, sim, daemon, tmp_path):
+    def test_wrong_api_password_is_auth_error_others_fine_fix_applies_at_once(
+        self, sim, daemon, tmp_path
+    ):
         """A device with a wrong Digest password is auth.failed code 9 and backs off, the others converge, and correcting the password in the file applies at once."""
         fleet = sim(devices=3, auth="digest", username="syncd", password="right-api-pass")
         root = tmp_path / "desired"
         auth = "  auth:\n    method: digest\n    username: syncd\n    password: {{env: {var}}}\n"
         for n, dev in enumerate(fleet.devices, start=1):
             var = "WRONG_API_PW" if n == 1 else "API_PW"
-            text = f"device:\n  url: {dev.url}\n" + auth.format(var=var) + "accounts:\n" + account(f"Door {n}")
+            text = (
+                f"device:\n  url: {dev.url}\n"
+                + auth.format(var=var)
+                + "accounts:\n"
+                + account(f"Door {n}")
+            )
             write(root, f"dev{n}.yaml", text)
         env = {"API_PW": "right-api-pass", "WRONG_API_PW": "wrong-api-pass"}
         proc = daemon(*run_args(root, tmp_path / "state", "--resync-interval", "600"), env=env)

@@ -33,7 +33,12 @@ def _bytes(body: bytes) -> Callable[[Path, str, str], None]:
 
 
 def _alias_bomb(root: Path, rel: str, url: str) -> None:
-    write(root, rel, f"device:\n  url: {url}\n  auth:\n    method: none\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + LAUGHS)
+    write(
+        root,
+        rel,
+        f"device:\n  url: {url}\n  auth:\n    method: none\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        + LAUGHS,
+    )
 
 
 def _over_one_mib(root: Path, rel: str, url: str) -> None:
@@ -51,7 +56,9 @@ def _link_loop(root: Path, rel: str, url: str) -> None:
 
 
 def _merge_key(root: Path, rel: str, url: str) -> None:
-    write(root, rel, f"base: &base\n  url: {url}\ndevice:\n  <<: *base\n  auth:\n    method: none\n")
+    write(
+        root, rel, f"base: &base\n  url: {url}\ndevice:\n  <<: *base\n  auth:\n    method: none\n"
+    )
 
 
 #: name -> (how to make the file, expected line or None for file-level problems, message words)
@@ -59,7 +66,11 @@ HOSTILE: dict[str, tuple[Callable[[Path, str, str], None], int | None, str]] = {
     "alias-bomb": (_alias_bomb, None, "alias bomb"),
     "over-1-mib": (_over_one_mib, None, "larger than"),
     "not-utf8": (_bytes(b"    displayName: caf\xe9\n"), ROW, "UTF-8"),
-    "duplicate-key": (_text('    displayName: "a"\n    displayName: "b"\n'), ROW + 1, "duplicate key"),
+    "duplicate-key": (
+        _text('    displayName: "a"\n    displayName: "b"\n'),
+        ROW + 1,
+        "duplicate key",
+    ),
     "deep-nesting": (_text("    displayName: " + "[" * 300 + "]" * 300 + "\n"), ROW, "nested"),
     "huge-string": (_text("    displayName: " + "x" * 300_000 + "\n"), ROW, "characters long"),
     "huge-number": (_text("    domainPort: " + "9" * 5000 + "\n"), ROW, "not a valid int"),
@@ -68,7 +79,11 @@ HOSTILE: dict[str, tuple[Callable[[Path, str, str], None], int | None, str]] = {
     "raw-del": (_bytes(b"    displayName: a\x7fb\n"), ROW, "not allowed"),
     "bad-timestamp": (_text("    displayName: 2024-13-45\n"), ROW, "not a valid timestamp"),
     "bad-bool-tag": (_text("    enabled: !!bool maybe\n"), ROW, "not a valid bool"),
-    "python-tag": (_text("    displayName: !!python/object/apply:os.system true\n"), ROW, "constructor"),
+    "python-tag": (
+        _text("    displayName: !!python/object/apply:os.system true\n"),
+        ROW,
+        "constructor",
+    ),
     "merge-key": (_merge_key, 4, "merge keys"),
     "link-outside": (_link_outside, None, "outside the desired dir"),
     "link-loop": (_link_loop, None, "looping symbolic link"),

@@ -39,7 +39,9 @@ def _write_round(root: Path, fleet, rnd: int) -> dict[int, str]:
 
 
 class TestKilled:
-    def test_sigkill_mid_apply_leaves_readable_state_and_restart_converges(self, sim, daemon, tmp_path):
+    def test_sigkill_mid_apply_leaves_readable_state_and_restart_converges(
+        self, sim, daemon, tmp_path
+    ):
         """SIGKILL at random moments while slow PUTs (with passwords) are in flight leaves every state file parseable and the key unchanged; a restart converges every device, passwords included, and stops cleanly."""
         rng = random.Random(SEED)
         print(f"seed {SEED}")
@@ -74,7 +76,10 @@ class TestKilled:
         time.sleep(2)
         sent = sum(1 for d in fleet.devices for e in d.journal if "password" in (e.blob_text or ""))
         time.sleep(2)
-        assert sum(1 for d in fleet.devices for e in d.journal if "password" in (e.blob_text or "")) == sent
+        assert (
+            sum(1 for d in fleet.devices for e in d.journal if "password" in (e.blob_text or ""))
+            == sent
+        )
         started = time.monotonic()
         assert proc.stop(signal.SIGTERM) == 0
         assert time.monotonic() - started < 10
@@ -82,7 +87,9 @@ class TestKilled:
 
 
 class TestDesiredDirGone:
-    def test_desired_dir_removed_and_recloned_keeps_state_then_follows_new_tree(self, sim, daemon, tmp_path):
+    def test_desired_dir_removed_and_recloned_keeps_state_then_follows_new_tree(
+        self, sim, daemon, tmp_path
+    ):
         """A desired dir deleted under the daemon is desired.invalid and the last state stays in force (drift is still corrected); a fresh copy in its place is applied at once and later edits too."""
         fleet = sim(devices=2)
         dev1, dev2 = fleet.devices
@@ -183,7 +190,9 @@ class TestStartupErrors:
             desired.symlink_to(tmp_path / "nowhere")
         elif kind == "link-loop":
             desired.symlink_to(desired)
-        result = syncd("run", "--desired", str(desired), "--state-dir", str(tmp_path / "s"), timeout=30)
+        result = syncd(
+            "run", "--desired", str(desired), "--state-dir", str(tmp_path / "s"), timeout=30
+        )
         _one_error(result, "desired dir", str(desired))
 
     def test_unreadable_desired_dir(self):
@@ -236,7 +245,10 @@ BAD_TOML = {
     "misspelt-key": ("resync_intervall = 5\n", "resync_intervall"),
     "syntax": ("resync_interval = \n", "cannot read config file"),
     "section": ("[syncd]\nresync_interval = 5\n", "syncd"),
-    "desired-dir-not-a-path": ('desired_dir = ["a"]\n', "desired_dir (flag --desired, SYNCD_DESIRED_DIR"),
+    "desired-dir-not-a-path": (
+        'desired_dir = ["a"]\n',
+        "desired_dir (flag --desired, SYNCD_DESIRED_DIR",
+    ),
 }
 
 
@@ -244,13 +256,23 @@ class TestBadSettings:
     @pytest.mark.parametrize(("args", "needle"), BAD_FLAGS.values(), ids=BAD_FLAGS.keys())
     def test_bad_flag(self, tmp_path, args, needle):
         """A bad flag value stops the daemon with one sentence naming the setting, exit non-zero."""
-        result = syncd("run", "--desired", str(tmp_path), "--state-dir", str(tmp_path / "s"), *args, timeout=30)
+        result = syncd(
+            "run", "--desired", str(tmp_path), "--state-dir", str(tmp_path / "s"), *args, timeout=30
+        )
         _one_error(result, needle)
 
     @pytest.mark.parametrize(("env", "needle"), BAD_ENV.values(), ids=BAD_ENV.keys())
     def test_bad_environment(self, tmp_path, env, needle):
         """A bad SYNCD_* value stops the daemon with one sentence naming the setting and the variable."""
-        result = syncd("run", "--desired", str(tmp_path), "--state-dir", str(tmp_path / "s"), env=env, timeout=30)
+        result = syncd(
+            "run",
+            "--desired",
+            str(tmp_path),
+            "--state-dir",
+            str(tmp_path / "s"),
+            env=env,
+            timeout=30,
+        )
         error = _one_error(result, needle, next(iter(env)))
         if needle in ("max_backoff", "retry_attempts"):
             assert "flag" not in error  # these settings have no command-line flag

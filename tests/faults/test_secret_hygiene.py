@@ -66,26 +66,43 @@ def test_no_secret_in_any_output_or_state(sim, daemon, tmp_path):
         return result.returncode
 
     assert run("validate", "validate", "--resolve-secrets", *common) == 1
-    assert run("validate-debug", "validate", "--resolve-secrets", "--log-level", "debug", *common) == 1
+    assert (
+        run("validate-debug", "validate", "--resolve-secrets", "--log-level", "debug", *common) == 1
+    )
     assert run("plan", "plan", *common) == 1
     assert "(will be set)" in outputs["plan"]
     assert run("plan-json", "plan", "--json", "--log-level", "debug", *common) == 1
     assert run("apply", "apply", "--log-level", "debug", *common) == 1
     assert run("plan-after", "plan", "--json", *common) == 1
     assert run("apply-again", "apply", *common) == 1
-    assert run("export", "export", "--url", urls[0], "--username", "syncd", "--password-env", "EXPORT_PW") == 0
-    assert run(
-        "export-debug",
-        "export",
-        "--url",
-        urls[0],
-        "--username",
-        "syncd",
-        "--password-env",
-        "WRONG_PW",
-        "--log-level",
-        "debug",
-    ) == 1
+    assert (
+        run(
+            "export",
+            "export",
+            "--url",
+            urls[0],
+            "--username",
+            "syncd",
+            "--password-env",
+            "EXPORT_PW",
+        )
+        == 0
+    )
+    assert (
+        run(
+            "export-debug",
+            "export",
+            "--url",
+            urls[0],
+            "--username",
+            "syncd",
+            "--password-env",
+            "WRONG_PW",
+            "--log-level",
+            "debug",
+        )
+        == 1
+    )
     # The secrets were really used: devices 1-3 hold their SIP passwords, device 4 refused.
     assert [d.passwords[1] for d in fleet.devices] == [SIP_ENV, SIP_FILE, SIP_LITERAL, None]
     assert "auth" in outputs["apply"] and "dev4" in outputs["apply"]
@@ -98,7 +115,9 @@ def test_no_secret_in_any_output_or_state(sim, daemon, tmp_path):
     wait_until(lambda: converged(fleet.devices[0], "Door 1"), 15, "drift corrected")
     write(root, "secrets/dev2.pw", SIP_FILE + "-v2\n")
     proc.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: fleet.devices[1].passwords[1] == SIP_FILE + "-v2", 15, "new password applied")
+    wait_until(
+        lambda: fleet.devices[1].passwords[1] == SIP_FILE + "-v2", 15, "new password applied"
+    )
     assert proc.stop() == 0
     outputs["daemon"] = "".join(proc.lines) + (proc.proc.stderr.read() if proc.proc.stderr else "")
     assert any(json.loads(line)["level"] == "debug" for line in proc.lines)
@@ -118,17 +137,30 @@ def test_state_dir_holds_only_keyed_hashes(sim, tmp_path):
     """The state dir records a password as an HMAC under a random per-installation key: two installations record different values for the same password, neither equal to a plain hash of it."""
     fleet = sim(devices=1)
     root = tmp_path / "desired"
-    write(root, "dev1.yaml", f"device:\n  url: {fleet.devices[0].url}\n  auth:\n    method: none\naccounts:\n" + account("Door", password="{env: SIP1_PW}"))
+    write(
+        root,
+        "dev1.yaml",
+        f"device:\n  url: {fleet.devices[0].url}\n  auth:\n    method: none\naccounts:\n"
+        + account("Door", password="{env: SIP1_PW}"),
+    )
     records = []
     for n in (1, 2):
         state = tmp_path / f"state{n}"
-        result = syncd("apply", "--desired", str(root), "--state-dir", str(state), env={"SIP1_PW": SIP_ENV})
+        result = syncd(
+            "apply", "--desired", str(root), "--state-dir", str(state), env={"SIP1_PW": SIP_ENV}
+        )
         assert result.returncode == 0, result.stderr
         (path,) = (state / "devices").glob("*.json")
         record = json.loads(path.read_text())
         records.append(record["passwords"]["1"])
         _assert_clean(str(path), path.read_text())
     assert records[0] != records[1]
-    plain = {hashlib.sha256(SIP_ENV.encode()).hexdigest(), hashlib.md5(SIP_ENV.encode()).hexdigest()}
+    plain = {
+        hashlib.sha256(SIP_ENV.encode()).hexdigest(),
+        hashlib.md5(SIP_ENV.encode()).hexdigest(),
+    }
     assert not plain & set(records)
-    assert Path(tmp_path / "state1" / "key").read_text() != Path(tmp_path / "state2" / "key").read_text()
+    assert (
+        Path(tmp_path / "state1" / "key").read_text()
+        != Path(tmp_path / "state2" / "key").read_text()
+    )

@@ -150,7 +150,9 @@ def test_chaos_soak(sim, daemon, tmp_path):
             count = rng.randint(1, 3)
             method = rng.choice([None, "GET", "PUT"])
             if kind == "status":
-                dev.inject(kind="status", status=rng.choice([500, 502, 503]), count=count, method=method)
+                dev.inject(
+                    kind="status", status=rng.choice([500, 502, 503]), count=count, method=method
+                )
             elif kind == "delay":
                 # Shorter than the request timeout: a PUT that times out but was applied would
                 # rightly be sent again, and this run counts every accepted password.
@@ -223,7 +225,20 @@ def test_chaos_soak(sim, daemon, tmp_path):
     assert len(accepted) >= sum(1 for w in wants.values() if w.password() is not None)
     # The chaos really happened, and was seen.
     kinds = Counter(e.get("event") for e in proc.events)
-    print("events:", {k: kinds[k] for k in ("apply.retrying", "device.unreachable", "apply.failed", "drift.detected", "change.pending", "apply.succeeded")})
+    print(
+        "events:",
+        {
+            k: kinds[k]
+            for k in (
+                "apply.retrying",
+                "device.unreachable",
+                "apply.failed",
+                "drift.detected",
+                "change.pending",
+                "apply.succeeded",
+            )
+        },
+    )
     # (retried PUTs log apply.retrying at warning; retried reads only request.retrying at debug)
     assert kinds["apply.retrying"] and kinds["drift.detected"] and kinds["change.pending"]
     assert total_puts > DEVICES

@@ -34,7 +34,9 @@ def puts(device: EmulatedDevice) -> list[object]:
 
 
 class TestReconcile:
-    async def test_in_sync_device_gets_no_put(self, emulated: Fleet, reconciler: Reconciler) -> None:
+    async def test_in_sync_device_gets_no_put(
+        self, emulated: Fleet, reconciler: Reconciler
+    ) -> None:
         """A device already holding the desired values is in_sync, and no PUT is sent."""
         device = emulated.devices[0]
         device.set_live(1, displayName="Lobby")
@@ -61,7 +63,9 @@ class TestReconcile:
         spec = spec_for(device, displayName="Lobby", sipNumber="4001", domainPort=5060)
         outcome = await reconciler.reconcile(spec, apply=True)
         assert outcome.status == "applied" and not outcome.drift
-        assert puts(device) == [{"accounts": [{"account": 1, "displayName": "Lobby", "domainPort": "5060"}]}]
+        assert puts(device) == [
+            {"accounts": [{"account": 1, "displayName": "Lobby", "domainPort": "5060"}]}
+        ]
         assert device.accounts[0]["displayName"] == "Lobby"
         assert state_store.applied_fingerprint(spec.name) == spec.fingerprint
         again = await reconciler.reconcile(spec, apply=True)

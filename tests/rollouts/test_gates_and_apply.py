@@ -64,7 +64,6 @@ class TestWindows:
         assert "outside every maintenance window" in held.stdout
         assert fleet.devices[0].accounts[0]["sipNumber"] == "4001"
 
-
     def test_apply_outside_every_window_exits_1_without_a_put(self, sim, tmp_path):
         """A fleet waiting for its first wave in a closed window: apply stops at once with exit 1."""
         fleet = sim(devices=3, pbx=PBX, register_delay=0.2)

