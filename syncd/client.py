@@ -14,10 +14,7 @@ cluster node), so a device's own log shows who changed it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
 import ssl
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -35,6 +32,7 @@ from syncd.device_status import (
 )
 from syncd.http_auth import httpx_auth, method_mismatch
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
+from syncd.tls import NOT_TLS_REASONS, speaks_tls, tls_context
 from syncd.transport import AiohttpTransport
 
 __all__ = [
@@ -50,7 +48,6 @@ __all__ = [
     "RejectedError",
     "TlsError",
     "TransportError",
-    "tls_context",
     "user_agent",
 ]
 
@@ -58,13 +55,6 @@ CONFIG_PATH = "/api/phone/config"
 INFO_PATH = "/api/system/info"
 PHONE_STATUS_PATH = "/api/phone/status"
 CALL_STATUS_PATH = "/api/call/status"
-
-#: OpenSSL's reasons for a TLS handshake answered by something that is not TLS.
-_NOT_TLS_REASONS = frozenset(
-    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
-)
-#: How long the check "does this port speak TLS?" may take, after a plain-HTTP failure.
-_TLS_PROBE_SECONDS = 2.0
 
 #: Codes meaning "these credentials may not do this": back off until they change.
 AUTH_CODES = frozenset({8, 9, 10})
@@ -151,37 +141,6 @@ def user_agent(node: str | None = None) -> str:
     except metadata.PackageNotFoundError:  # running from a source tree
         version = __version__
     return f"syncd/{version}" + (f" ({node})" if node else "")
-
-
-#: TLS contexts by (verify, caFile, the caFile's mtime and size): loading the
-#: system's CA bundle costs 20-100 ms, once per process rather than per pool.
-_CONTEXTS: dict[tuple[bool, str | None, tuple[int, int] | None], ssl.SSLContext] = {}
-
-
-def tls_context(tls: TlsSpec) -> ssl.SSLContext:
-    """The shared context for ``tls``; a caFile changed on disk is read again."""
-    signature = None
-    if tls.ca_file:
-        with contextlib.suppress(OSError):
-            st = os.stat(tls.ca_file)
-            signature = (st.st_mtime_ns, st.st_size)
-    key = (tls.verify, tls.ca_file, signature)
-    ctx = _CONTEXTS.get(key)
-    if ctx is None:
-        ctx = _CONTEXTS[key] = _new_tls_context(tls)
-    return ctx
-
-
-def _new_tls_context(tls: TlsSpec) -> ssl.SSLContext:
-    if not tls.verify:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    ctx = ssl.create_default_context()
-    if tls.ca_file:
-        ctx.load_verify_locations(cafile=tls.ca_file)
-    return ctx
 
 
 def _raise_open_files_limit() -> None:
@@ -334,7 +293,7 @@ class DeviceClient:
         except httpx.ConnectError as exc:
             raise _connect_error(self.url, exc) from None
         except httpx.TransportError as exc:
-            if url.scheme == "http" and await _speaks_tls(url, self._pool.timeout):
+            if url.scheme == "http" and await speaks_tls(url, self._pool.timeout):
                 raise TlsError(
                     f"{self.url}: the device expects HTTPS on this port; use https://"
                 ) from None
@@ -348,32 +307,12 @@ class DeviceClient:
         return _unwrap(where, response)
 
 
-async def _speaks_tls(url: httpx.URL, timeout: float) -> bool:
-    """Whether ``url``'s port completes a TLS handshake (certificate unchecked).
-
-    Asked only after a plain-HTTP request failed without an answer, which is
-    how a TLS-only port treats one.
-    """
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        async with asyncio.timeout(min(timeout, _TLS_PROBE_SECONDS)):
-            _, writer = await asyncio.open_connection(url.host, url.port or 80, ssl=ctx)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
 def _connect_error(url: str, exc: httpx.ConnectError) -> TransportError:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return TlsError(f"{url} certificate verification failed: {cause.verify_message}")
-        if isinstance(cause, ssl.SSLError) and cause.reason in _NOT_TLS_REASONS:
+        if isinstance(cause, ssl.SSLError) and cause.reason in NOT_TLS_REASONS:
             return TlsError(f"{url}: the device answered plain HTTP on an HTTPS URL; use http://")
         cause = cause.__cause__ or cause.__context__
     return TransportError(f"{url} could not be reached: {exc or 'connection failed'}")

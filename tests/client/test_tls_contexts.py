@@ -6,9 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from syncd.client import tls_context
 from syncd.model import TlsSpec
 from syncd.simulator.certificate import ensure_certificate
+from syncd.tls import tls_context
 
 
 def test_one_context_per_setting_shared_by_every_pool(tmp_path: Path):
