@@ -201,14 +201,7 @@ class ClusterNode:
 
     async def stop(self) -> None:
         """Leave: revoke the lease (members, owners and leader keys go with it)."""
-        self._stopping = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._members_mirror.close()
-        await self._leader_mirror.close()
+        await self._halt()
         lease, self._lease_id = self._lease_id, None
         was_healthy = self.healthy
         self._joined = False
@@ -223,6 +216,11 @@ class ClusterNode:
 
     async def abandon(self) -> None:
         """Stop renewing without revoking: as if the process were killed (for tests)."""
+        await self._halt()
+        self._joined = False
+
+    async def _halt(self) -> None:
+        """End the renewal loop and both watches (the lease is left as it is)."""
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
@@ -231,7 +229,6 @@ class ClusterNode:
                 await task
         await self._members_mirror.close()
         await self._leader_mirror.close()
-        self._joined = False
 
     async def publish_revision(self, revision: str, since: float) -> None:
         """Say in this node's registration that it has loaded ``revision`` since ``since``.
