@@ -27,6 +27,7 @@ PURE_CORE = frozenset(
         "syncd.state.records",
         "syncd.policy",
         "syncd.rollout",
+        "syncd.saved_rollout",
         "syncd.waves",
         "syncd.windows",
     }
