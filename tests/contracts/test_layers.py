@@ -26,6 +26,7 @@ PURE_CORE = frozenset(
         "syncd.export.request",
         "syncd.state.records",
         "syncd.policy",
+        "syncd.policy_schema",
         "syncd.rollout",
         "syncd.saved_rollout",
         "syncd.waves",

@@ -25,7 +25,7 @@ LEFT_TO_OTHER_WORK = {
     "syncd.http_auth": {"FirmwareDigestAuth", "challenge_schemes"},
     "syncd.metrics": {"StatusSource"},
     "syncd.page": {"REFRESH_SECONDS"},
-    "syncd.policy": {"DAY_NAMES", "FLEET_FILE", "WindowKind"},
+    "syncd.policy": {"DAY_NAMES", "WindowKind"},
     "syncd.status": {
         "DeviceState",
         "RolloutState",
