@@ -22,6 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, cast, get_args
 
+from syncd import events
+
 __all__ = [
     "HISTORY_FILE",
     "PASSWORD_SET",
@@ -31,6 +33,7 @@ __all__ = [
     "HistoryRead",
     "Result",
     "Trigger",
+    "append_entry",
     "collect_entries",
     "format_history_table",
     "format_time",
@@ -243,6 +246,21 @@ class HistoryLog:
             torn = partial(_torn_line, path)
             collect_entries(lines, torn, device=device, since=since, into=found)
         return found
+
+
+def append_entry(
+    append: Callable[[HistoryEntry], None] | None, entry: HistoryEntry, log: Any
+) -> None:
+    """Hand ``entry`` to a history's ``append`` (if any); an OSError is logged, not raised."""
+    if append is None:
+        return
+    try:
+        append(entry)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        events.state_write_failed(
+            log.bind(device=entry.device), error=f"cannot append to the history: {reason}"
+        )
 
 
 def _torn_line(path: Path, number: int) -> str:

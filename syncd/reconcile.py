@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from syncd import events
 from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TransportError
 from syncd.devices_view import difference_key
 from syncd.diff import Change, DiffError, Plan, diff
-from syncd.history import HistoryEntry, Result, Trigger, history_changes
+from syncd.history import HistoryEntry, Result, append_entry, history_changes
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
@@ -113,15 +114,7 @@ class Reconciler:
         return self._watch is None or self._watch.first(device, topic, key)
 
     def _append(self, entry: HistoryEntry) -> None:
-        if self._history is None:
-            return
-        try:
-            self._history.append(entry)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            events.state_write_failed(
-                self.log.bind(device=entry.device), error=f"cannot append to the history: {reason}"
-            )
+        append_entry(self._history.append if self._history else None, entry, self.log)
 
     async def _with_retries(
         self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
@@ -170,7 +163,7 @@ class Reconciler:
                     waiting=wait.reason,
                     retry_after=wait.retry_after,
                 )
-        return await self._apply(spec, client, plan, drift, target, revision)
+        return await self._apply(_Put(spec, client, plan, drift, revision), target)
 
     async def _read_live(self, spec: DeviceSpec, client: DeviceClient) -> Live | Outcome:
         """The device's accounts, or the error outcome when it cannot be read (logged once)."""
@@ -208,48 +201,33 @@ class Reconciler:
             events.reconcile_skipped(log, reason="mode is observe", changes=len(plan.changes))
         return drift
 
-    async def _apply(
-        self,
-        spec: DeviceSpec,
-        client: DeviceClient,
-        plan: Plan,
-        drift: bool,
-        target: str,
-        revision: str | None = None,
-    ) -> Outcome:
+    async def _apply(self, put: _Put, target: str) -> Outcome:
         """PUT the plan, record the passwords it set, and verify that it took."""
-        failed = await self._put(spec, client, plan, drift, revision)
+        failed = await self._put(put)
         if failed is not None:
             return failed
-        self._passwords.sent(spec, target, plan)
-        return await self._verify(spec, client, plan, drift, revision)
+        self._passwords.sent(put.spec, target, put.plan)
+        return await self._verify(put)
 
-    async def _put(
-        self,
-        spec: DeviceSpec,
-        client: DeviceClient,
-        plan: Plan,
-        drift: bool,
-        revision: str | None,
-    ) -> Outcome | None:
+    async def _put(self, put: _Put) -> Outcome | None:
         """The PUT itself (in cluster mode with the ownership key); the outcome if it failed."""
+        spec, plan = put.spec, put.plan
         log = self.log.bind(device=spec.name)
         if self._sharing is not None and not await self._sharing.acquire(spec.name):
             reason = "another cluster node still holds the device"
             events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
-            return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
+            return put.outcome("changes")
         body = plan.put_body()
         if self._watch is not None:
             self._watch.changing(spec.name)
         window = self._sharing.put_window() if self._sharing else contextlib.nullcontext()
         try:
             async with window:
-                await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
+                await self._with_retries(spec, "PUT", lambda: put.client.put_accounts(body))
         except TimeoutError:  # the cluster lease could end before the PUT: stopped here
             exc = TransportError(f"{spec.url}: PUT cut short, this node's cluster lease ends")
             events.apply_failed(log, error=str(exc), kind=exc.kind)
-            failure = Failure.from_error(exc)
-            return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
+            return put.outcome("error", failure=Failure.from_error(exc))
         except DeviceError as exc:
             events.apply_failed(
                 log,
@@ -258,64 +236,42 @@ class Reconciler:
                 param=exc.param,
                 description=exc.description,
                 kind=exc.kind,
-                revision=revision,
+                revision=put.revision,
             )
-            trigger: Trigger = "drift" if drift else "change"
-            entry = _put_entry(spec, plan.changes, revision, trigger, "failed", error=str(exc))
-            self._append(entry)
-            failure = Failure.from_error(exc)
-            return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
+            self._append(put.entry("failed", error=str(exc)))
+            return put.outcome("error", failure=Failure.from_error(exc))
         return None
 
-    async def _verify(
-        self,
-        spec: DeviceSpec,
-        client: DeviceClient,
-        plan: Plan,
-        drift: bool,
-        revision: str | None,
-    ) -> Outcome:
+    async def _verify(self, put: _Put) -> Outcome:
         """Read the device again: the PUT is applied only when nothing of it is left to do."""
+        spec = put.spec
         try:
-            live = await self._with_retries(spec, "GET", client.get_accounts)
+            live = await self._with_retries(spec, "GET", put.client.get_accounts)
             left = diff(spec.accounts, live).readable_changes
         except (DeviceError, DiffError) as exc:
-            return self._unverified(
-                spec, plan, drift, f"could not verify: {exc}", revision=revision
-            )
+            return self._unverified(put, f"could not verify: {exc}")
         if left:
             names = ", ".join(f"account {c.account} {c.field}" for c in left)
             message = f"the device accepted the PUT but did not take: {names}"
-            return self._unverified(spec, plan, drift, message, left, revision=revision)
-        self._record_in_force(spec, revision)
-        log = self.log.bind(device=spec.name)
-        events.apply_succeeded(log, fields=[c.as_dict() for c in plan.changes], revision=revision)
-        trigger: Trigger = "drift" if drift else "change"
-        entry = _put_entry(spec, plan.changes, revision, trigger, "succeeded")
-        if self._gate is not None:  # its owner checks health first, then writes the entry
-            return Outcome.of(spec, "applied", changes=plan.changes, drift=drift, put=entry)
-        self._append(entry)
-        return Outcome.of(spec, "applied", changes=plan.changes, drift=drift)
-
-    def _unverified(
-        self,
-        spec: DeviceSpec,
-        plan: Plan,
-        drift: bool,
-        message: str,
-        left: tuple[Change, ...] = (),
-        *,
-        revision: str | None = None,
-    ) -> Outcome:
-        """A PUT that was accepted but is not (or cannot be shown to be) in force."""
-        log = self.log.bind(device=spec.name)
-        events.apply_failed(
-            log, error=message, fields=[c.as_dict() for c in left], revision=revision
+            return self._unverified(put, message, left)
+        self._record_in_force(spec, put.revision)
+        fields = [c.as_dict() for c in put.plan.changes]
+        events.apply_succeeded(
+            self.log.bind(device=spec.name), fields=fields, revision=put.revision
         )
-        trigger: Trigger = "drift" if drift else "change"
-        self._append(_put_entry(spec, plan.changes, revision, trigger, "failed", error=message))
-        failure = Failure("verify", message)
-        return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
+        entry = put.entry("succeeded")
+        if self._gate is not None:  # its owner checks health first, then writes the entry
+            return put.outcome("applied", put=entry)
+        self._append(entry)
+        return put.outcome("applied")
+
+    def _unverified(self, put: _Put, message: str, left: tuple[Change, ...] = ()) -> Outcome:
+        """A PUT that was accepted but is not (or cannot be shown to be) in force."""
+        log = self.log.bind(device=put.spec.name)
+        fields = [c.as_dict() for c in left]
+        events.apply_failed(log, error=message, fields=fields, revision=put.revision)
+        self._append(put.entry("failed", error=message))
+        return put.outcome("error", failure=Failure("verify", message))
 
     def _record_in_force(self, spec: DeviceSpec, revision: str | None = None) -> None:
         try:
@@ -326,24 +282,30 @@ class Reconciler:
             events.state_write_failed(self.log.bind(device=spec.name), error=str(exc))
 
 
-def _put_entry(
-    spec: DeviceSpec,
-    changes: Iterable[Change],
-    revision: str | None,
-    trigger: Trigger,
-    result: Result,
-    *,
-    error: str | None = None,
-) -> HistoryEntry:
-    return HistoryEntry(
-        time=datetime.now(UTC),
-        device=spec.name,
-        revision=revision or "",
-        trigger=trigger,
-        result=result,
-        changes=history_changes(changes),
-        error=error,
-    )
+@dataclass(frozen=True)
+class _Put:
+    """One PUT under way: the device, its client, the plan, and why (drift or a change)."""
+
+    spec: DeviceSpec
+    client: DeviceClient
+    plan: Plan
+    drift: bool
+    revision: str | None
+
+    def outcome(self, status: Literal["changes", "applied", "error"], **fields: Any) -> Outcome:
+        return Outcome.of(self.spec, status, changes=self.plan.changes, drift=self.drift, **fields)
+
+    def entry(self, result: Result, *, error: str | None = None) -> HistoryEntry:
+        """Its history entry (the wave is added by the rollout, where there is one)."""
+        return HistoryEntry(
+            time=datetime.now(UTC),
+            device=self.spec.name,
+            revision=self.revision or "",
+            trigger="drift" if self.drift else "change",
+            result=result,
+            changes=history_changes(self.plan.changes),
+            error=error,
+        )
 
 
 async def reconcile_many(

@@ -13,9 +13,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from syncd import events
 from syncd.diff import Change
-from syncd.history import HistoryEntry, history_changes
+from syncd.history import HistoryEntry, append_entry, history_changes
 from syncd.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -73,9 +72,4 @@ class RolloutHistory:
         self._append(entry)
 
     def _append(self, entry: HistoryEntry) -> None:
-        if self._history is None:
-            return
-        try:
-            self._history.append(entry)
-        except OSError as exc:
-            events.state_write_failed(self._log.bind(device=entry.device), error=str(exc))
+        append_entry(self._history.append if self._history else None, entry, self._log)
