@@ -10,7 +10,6 @@ from pathlib import Path
 
 from syncd import events, loop
 from syncd.client import ClientPool
-from syncd.conductor import pause_saved, resume_saved
 from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
 from syncd.desired import (
     DesiredState,
@@ -33,6 +32,7 @@ from syncd.reconcile import Reconciler, reconcile_many
 from syncd.report import plan_json, plan_text, rollout_facts
 from syncd.retrying import RetryPolicy
 from syncd.revision import desired_revision
+from syncd.rollout_control import pause_saved, resume_saved
 from syncd.settings import Settings
 from syncd.state import FileStateStore
 

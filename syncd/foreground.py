@@ -56,21 +56,53 @@ async def rollout_pass(
 ) -> RolloutPass:
     """Roll ``specs`` out once, in the foreground."""
     state = FileStateStore.open(settings.state_dir)
-    kicked = {name: asyncio.Event() for name in specs}
-    stopping = asyncio.Event()
-
-    def kick(names: Iterable[str]) -> None:
-        for name in names:
-            if name in kicked:
-                kicked[name].set()
-
     history = HistoryLog.in_state_dir(settings.state_dir)
     async with ClientPool(timeout=settings.request_timeout) as pool:
-        retry = RetryPolicy(attempts=settings.retry_attempts)
-        conductor = Conductor(
+        run = _Pass(
+            settings,
+            pool=pool,
             state=state,
-            kick=kick,
-            client_of=lambda spec: reconciler.client(spec),
+            history=history,
+            devices=specs,
+            revision=revision,
+            ignore_windows=ignore_windows,
+            on_done=on_done,
+        )
+        conductor = run.conductor
+        conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
+        if ignore_windows and conductor.policy.windows:
+            events.windows_ignored(get_logger())
+        outcomes = await run.drive_all(specs.values())
+    return RolloutPass(outcomes, _verdict(conductor, outcomes))
+
+
+class _Pass:
+    """One pass: the daemon's conductor, gate and reconciler, and a task per device."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: ClientPool,
+        state: FileStateStore,
+        history: HistoryLog,
+        devices: Iterable[str],
+        revision: str,
+        ignore_windows: bool,
+        on_done: Callable[[Outcome], None] | None,
+    ) -> None:
+        self._kicked = {name: asyncio.Event() for name in devices}
+        self._revision = revision
+        self._on_done = on_done
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        #: Devices whose task is not waiting for its wave; none left and the wave unsettled:
+        #: nothing can move the rollout on in this pass (a closed window, say).
+        self._moving = len(self._kicked)
+        retry = RetryPolicy(attempts=settings.retry_attempts)
+        self.conductor = conductor = Conductor(
+            state=state,
+            kick=self._kick,
+            client_of=lambda spec: self._reconciler.client(spec),
             history=history,
             retry=retry,
         )
@@ -80,50 +112,58 @@ async def rollout_pass(
             health=conductor.health,
             ignore_windows=ignore_windows,
         )
-        reconciler = Reconciler(pool=pool, state=state, retry=retry, gate=gate, history=history)
-        conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
-        if ignore_windows and conductor.policy.windows:
-            events.windows_ignored(get_logger())
-        slots = asyncio.Semaphore(settings.concurrency)
-        #: Devices whose task is not waiting for its wave; none left and the wave unsettled:
-        #: nothing can move the rollout on in this pass (a closed window, say).
-        moving = [len(specs)]
+        self._reconciler = Reconciler(
+            pool=pool, state=state, retry=retry, gate=gate, history=history
+        )
 
-        def stuck() -> bool:
-            return moving[0] == 0 and not conductor.wave_done()
+    def _kick(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name in self._kicked:
+                self._kicked[name].set()
 
-        async def drive(spec: DeviceSpec) -> Outcome:
-            while True:
-                kicked[spec.name].clear()
-                async with slots:
-                    outcome = await reconciler.reconcile(spec, apply=True, revision=revision)
-                outcome = await conductor.after(spec, outcome)
-                conductor.observe(outcome)
-                if outcome.status != "waiting":
-                    break
-                if outcome.retry_after is not None:  # a call: look again soon
-                    await asyncio.sleep(outcome.retry_after)
-                    continue
-                if outcome.waiting != "wave":
-                    break
-                moving[0] -= 1
-                go_on = await _kicked(kicked[spec.name], conductor, stuck)
-                moving[0] += 1
-                if not go_on:
-                    break
-            moving[0] -= 1
-            if on_done is not None:
-                on_done(outcome)
-            return outcome
+    def _stuck(self) -> bool:
+        return self._moving == 0 and not self.conductor.wave_done()
 
-        ticking = asyncio.create_task(conductor.run(stopping), name="rollout")
+    async def drive_all(self, specs: Iterable[DeviceSpec]) -> list[Outcome]:
+        """Each device's last outcome, once the reverts of a halt are out (or given up on)."""
+        stopping = asyncio.Event()
+        ticking = asyncio.create_task(self.conductor.run(stopping), name="rollout")
         try:
-            outcomes = list(await asyncio.gather(*(drive(s) for s in specs.values())))
-            await conductor.settle(REVERT_WAIT)
+            outcomes = list(await asyncio.gather(*(self._drive(s) for s in specs)))
+            await self.conductor.settle(REVERT_WAIT)
         finally:
             stopping.set()
             await ticking
-    return RolloutPass(outcomes, _verdict(conductor, outcomes))
+        return outcomes
+
+    async def _drive(self, spec: DeviceSpec) -> Outcome:
+        """Reconcile ``spec`` until its outcome is final for this pass."""
+        while True:
+            outcome = await self._once(spec)
+            if outcome.status != "waiting":
+                break
+            if outcome.retry_after is not None:  # a call: look again soon
+                await asyncio.sleep(outcome.retry_after)
+                continue
+            if outcome.waiting != "wave":
+                break
+            self._moving -= 1
+            go_on = await _kicked(self._kicked[spec.name], self.conductor, self._stuck)
+            self._moving += 1
+            if not go_on:
+                break
+        self._moving -= 1
+        if self._on_done is not None:
+            self._on_done(outcome)
+        return outcome
+
+    async def _once(self, spec: DeviceSpec) -> Outcome:
+        self._kicked[spec.name].clear()
+        async with self._slots:
+            outcome = await self._reconciler.reconcile(spec, apply=True, revision=self._revision)
+        outcome = await self.conductor.after(spec, outcome)
+        self.conductor.observe(outcome)
+        return outcome
 
 
 async def _kicked(event: asyncio.Event, conductor: Conductor, stuck: Callable[[], bool]) -> bool:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, cast, get_args
+
+from syncd import events
 
 __all__ = [
     "HISTORY_FILE",
@@ -30,6 +33,8 @@ __all__ = [
     "HistoryRead",
     "Result",
     "Trigger",
+    "append_entry",
+    "collect_entries",
     "format_history_table",
     "format_time",
     "history_changes",
@@ -228,27 +233,60 @@ class HistoryLog:
         A line that is not a whole entry (a torn last line) is skipped with a
         warning naming file and line.
         """
-        entries: list[HistoryEntry] = []
-        warnings: list[str] = []
+        found = HistoryRead([], [])
         for path in self._files:
             try:
                 raw = path.read_bytes()
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                warnings.append(f"cannot read {path}: {exc.strerror or exc}")
+                found.warnings.append(f"cannot read {path}: {exc.strerror or exc}")
                 continue
-            for number, line in enumerate(raw.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = HistoryEntry.from_dict(json.loads(line))
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    warnings.append(f"{path}:{number}: skipped a line that is not a whole entry")
-                    continue
-                if entry.matches(device=device, since=since):
-                    entries.append(entry)
-        return HistoryRead(entries, warnings)
+            lines = ((n, line) for n, line in enumerate(raw.splitlines(), start=1) if line.strip())
+            torn = partial(_torn_line, path)
+            collect_entries(lines, torn, device=device, since=since, into=found)
+        return found
+
+
+def append_entry(
+    append: Callable[[HistoryEntry], None] | None, entry: HistoryEntry, log: Any
+) -> None:
+    """Hand ``entry`` to a history's ``append`` (if any); an OSError is logged, not raised."""
+    if append is None:
+        return
+    try:
+        append(entry)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        events.state_write_failed(
+            log.bind(device=entry.device), error=f"cannot append to the history: {reason}"
+        )
+
+
+def _torn_line(path: Path, number: int) -> str:
+    return f"{path}:{number}: skipped a line that is not a whole entry"
+
+
+def collect_entries(
+    docs: Iterable[tuple[int, bytes | dict[str, Any]]],
+    skipped: Callable[[int], str],
+    *,
+    device: str | None,
+    since: datetime | None,
+    into: HistoryRead,
+) -> None:
+    """Add to ``into`` those of the numbered ``docs`` (JSON lines or objects) the filter keeps.
+
+    A doc that is not a whole entry is skipped with the warning ``skipped(number)``.
+    """
+    for number, doc in docs:
+        try:
+            entry = HistoryEntry.from_dict(json.loads(doc) if isinstance(doc, bytes) else doc)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            into.warnings.append(skipped(number))
+            continue
+        if entry.matches(device=device, since=since):
+            into.entries.append(entry)
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")

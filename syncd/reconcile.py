@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from syncd import events
 from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TransportError
 from syncd.devices_view import difference_key
 from syncd.diff import Change, DiffError, Plan, diff
-from syncd.history import HistoryEntry, Result, Trigger, history_changes
+from syncd.history import HistoryEntry, Result, append_entry, history_changes
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
+from syncd.passwords_due import PasswordsDue
 from syncd.retrying import RetryPolicy, with_retries
 from syncd.state import StateError, StateStore
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
 __all__ = ["HistorySink", "Reconciler", "reconcile_many"]
 
 T = TypeVar("T")
+#: The live accounts, as ``GET /api/phone/config`` lists them.
+Live = list[dict[str, Any]]
 
 
 class HistorySink(Protocol):
@@ -72,16 +76,13 @@ class Reconciler:
         self._metrics = metrics
         self._history = history
         self._watch = watch
-        #: Accounts whose password is sent again at the next PUT, with the reason to log.
-        self._resend: dict[str, dict[int, str]] = {}
         #: Asked right before every PUT whether it may start now (rollout, windows, calls).
         self._gate = gate
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
         self._clients: dict[str, tuple[DeviceSpec, DeviceClient]] = {}
-        #: Serial number per device, read once while the device stays reachable.
-        self._serials: dict[str, str] = {}
+        self._passwords = PasswordsDue(state)
         #: Devices whose last read failed: one attempt per request until they answer again.
         self._unreachable: set[str] = set()
         self.log = get_logger()
@@ -99,30 +100,21 @@ class Reconciler:
 
     def forget(self, name: str) -> None:
         self._clients.pop(name, None)
-        self._serials.pop(name, None)
+        self._passwords.forget(name)
         self._unreachable.discard(name)
-        self._resend.pop(name, None)
 
     def resend_password(self, device: str, account: int, *, reason: str) -> None:
         """Send this account's managed password at the device's next reconcile, whatever the record.
 
         ``password.resent`` (with ``reason``) is logged once the PUT carrying it succeeds.
         """
-        self._resend.setdefault(device, {})[account] = reason
+        self._passwords.resend(device, account, reason=reason)
 
     def _first(self, device: str, topic: str, key: Hashable) -> bool:
         return self._watch is None or self._watch.first(device, topic, key)
 
     def _append(self, entry: HistoryEntry) -> None:
-        if self._history is None:
-            return
-        try:
-            self._history.append(entry)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            events.state_write_failed(
-                self.log.bind(device=entry.device), error=f"cannot append to the history: {reason}"
-            )
+        append_entry(self._history.append if self._history else None, entry, self.log)
 
     async def _with_retries(
         self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
@@ -132,32 +124,6 @@ class Reconciler:
             call, device=spec.name, request=what, policy=policy, metrics=self._metrics
         )
 
-    async def _password_target(self, spec: DeviceSpec, client: DeviceClient) -> str:
-        """What a password record is bound to: the URL and the device's serial number.
-
-        A device replaced at the same address (an RMA swap) has another serial,
-        so it gets its passwords again. The serial is read once and again after
-        the device was unreachable; if it cannot be read, the URL alone is used.
-        """
-        serial = self._serials.get(spec.name)
-        if serial is None:
-            try:
-                info = await client.system_info()
-            except DeviceError:
-                return spec.url
-            serial = str(info.get("serialNumber") or "")
-            self._serials[spec.name] = serial
-        return f"{spec.url}#{serial}" if serial else spec.url
-
-    async def _passwords_due(self, spec: DeviceSpec, client: DeviceClient) -> tuple[str, set[int]]:
-        managed = {n: a.password for n, a in spec.accounts.items() if a.password is not None}
-        if not managed:
-            return spec.url, set()
-        target = await self._password_target(spec, client)
-        due = {n for n, pw in managed.items() if self._state.password_due(spec.name, target, n, pw)}
-        due |= set(self._resend.get(spec.name, {})) & set(managed)
-        return target, due
-
     async def reconcile(
         self, spec: DeviceSpec, *, apply: bool, revision: str | None = None
     ) -> Outcome:
@@ -166,47 +132,24 @@ class Reconciler:
         ``revision`` is the desired revision ``spec`` belongs to: it goes on the
         events, into the history, and is recorded once the device is in sync.
         """
-        log = self.log.bind(device=spec.name)
         if spec.mode is Mode.SUSPEND:
             if self._first(spec.name, "suspend", revision or spec.fingerprint):
-                events.reconcile_skipped(log, reason="mode is suspend")
+                events.reconcile_skipped(self.log.bind(device=spec.name), reason="mode is suspend")
             return Outcome.of(spec, "skipped")
         client = self.client(spec)
-        try:
-            live = await self._with_retries(spec, "GET", client.get_accounts)
-        except DeviceError as exc:
-            self._serials.pop(spec.name, None)  # it may come back as another device
-            self._unreachable.add(spec.name)
-            if isinstance(exc, AuthError):
-                if self._first(spec.name, "auth", exc.code):
-                    events.auth_failed(log, error=str(exc), code=exc.code)
-            elif self._first(spec.name, "unreachable", exc.kind):
-                events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
-            return Outcome.of(spec, "error", failure=Failure.from_error(exc))
-        self._unreachable.discard(spec.name)
-        target, due = await self._passwords_due(spec, client)
+        live = await self._read_live(spec, client)
+        if isinstance(live, Outcome):
+            return live
+        target, due = await self._passwords.due(spec, client)
         try:
             plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
-            events.apply_failed(log, error=str(exc), revision=revision)
+            events.apply_failed(self.log.bind(device=spec.name), error=str(exc), revision=revision)
             return Outcome.of(spec, "error", failure=Failure("device", str(exc)))
         if plan.empty:
             self._record_in_force(spec, revision)
             return Outcome.of(spec, "in_sync")
-        drift = bool(plan.readable_changes) and (
-            self._state.applied_fingerprint(spec.name) == spec.fingerprint
-        )
-        fields = [c.as_dict() for c in plan.changes]
-        # In observe mode a lasting difference is news once, until it goes away or changes.
-        news = spec.mode is not Mode.OBSERVE or self._first(
-            spec.name, "observe", difference_key(plan.changes)
-        )
-        if news and drift:
-            events.drift_detected(log, fields=fields, revision=revision)
-        elif news:
-            events.change_pending(log, fields=fields, revision=revision)
-        if spec.mode is Mode.OBSERVE and news:
-            events.reconcile_skipped(log, reason="mode is observe", changes=len(plan.changes))
+        drift = self._announce(spec, plan, revision)
         if not apply or spec.mode is not Mode.ENFORCE:
             return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
         if self._gate is not None:
@@ -220,35 +163,71 @@ class Reconciler:
                     waiting=wait.reason,
                     retry_after=wait.retry_after,
                 )
-        return await self._apply(spec, client, plan, drift, target, revision)
+        return await self._apply(_Put(spec, client, plan, drift, revision), target)
 
-    async def _apply(
-        self,
-        spec: DeviceSpec,
-        client: DeviceClient,
-        plan: Plan,
-        drift: bool,
-        target: str,
-        revision: str | None = None,
-    ) -> Outcome:
+    async def _read_live(self, spec: DeviceSpec, client: DeviceClient) -> Live | Outcome:
+        """The device's accounts, or the error outcome when it cannot be read (logged once)."""
+        try:
+            live = await self._with_retries(spec, "GET", client.get_accounts)
+        except DeviceError as exc:
+            self._passwords.unreachable(spec.name)
+            self._unreachable.add(spec.name)
+            log = self.log.bind(device=spec.name)
+            if isinstance(exc, AuthError):
+                if self._first(spec.name, "auth", exc.code):
+                    events.auth_failed(log, error=str(exc), code=exc.code)
+            elif self._first(spec.name, "unreachable", exc.kind):
+                events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
+            return Outcome.of(spec, "error", failure=Failure.from_error(exc))
+        self._unreachable.discard(spec.name)
+        return live
+
+    def _announce(self, spec: DeviceSpec, plan: Plan, revision: str | None) -> bool:
+        """Log a difference found (once, in observe mode, until it changes); whether it is drift."""
+        drift = bool(plan.readable_changes) and (
+            self._state.applied_fingerprint(spec.name) == spec.fingerprint
+        )
+        fields = [c.as_dict() for c in plan.changes]
+        # In observe mode a lasting difference is news once, until it goes away or changes.
+        news = spec.mode is not Mode.OBSERVE or self._first(
+            spec.name, "observe", difference_key(plan.changes)
+        )
+        log = self.log.bind(device=spec.name)
+        if news and drift:
+            events.drift_detected(log, fields=fields, revision=revision)
+        elif news:
+            events.change_pending(log, fields=fields, revision=revision)
+        if spec.mode is Mode.OBSERVE and news:
+            events.reconcile_skipped(log, reason="mode is observe", changes=len(plan.changes))
+        return drift
+
+    async def _apply(self, put: _Put, target: str) -> Outcome:
+        """PUT the plan, record the passwords it set, and verify that it took."""
+        failed = await self._put(put)
+        if failed is not None:
+            return failed
+        self._passwords.sent(put.spec, target, put.plan)
+        return await self._verify(put)
+
+    async def _put(self, put: _Put) -> Outcome | None:
+        """The PUT itself (in cluster mode with the ownership key); the outcome if it failed."""
+        spec, plan = put.spec, put.plan
         log = self.log.bind(device=spec.name)
         if self._sharing is not None and not await self._sharing.acquire(spec.name):
             reason = "another cluster node still holds the device"
             events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
-            return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
+            return put.outcome("changes")
         body = plan.put_body()
-        trigger: Trigger = "drift" if drift else "change"
         if self._watch is not None:
             self._watch.changing(spec.name)
         window = self._sharing.put_window() if self._sharing else contextlib.nullcontext()
         try:
             async with window:
-                await self._with_retries(spec, "PUT", lambda: client.put_accounts(body))
+                await self._with_retries(spec, "PUT", lambda: put.client.put_accounts(body))
         except TimeoutError:  # the cluster lease could end before the PUT: stopped here
             exc = TransportError(f"{spec.url}: PUT cut short, this node's cluster lease ends")
             events.apply_failed(log, error=str(exc), kind=exc.kind)
-            failure = Failure.from_error(exc)
-            return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
+            return put.outcome("error", failure=Failure.from_error(exc))
         except DeviceError as exc:
             events.apply_failed(
                 log,
@@ -257,69 +236,42 @@ class Reconciler:
                 param=exc.param,
                 description=exc.description,
                 kind=exc.kind,
-                revision=revision,
+                revision=put.revision,
             )
-            entry = _put_entry(spec, plan.changes, revision, trigger, "failed", error=str(exc))
-            self._append(entry)
-            failure = Failure.from_error(exc)
-            return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
+            self._append(put.entry("failed", error=str(exc)))
+            return put.outcome("error", failure=Failure.from_error(exc))
+        return None
+
+    async def _verify(self, put: _Put) -> Outcome:
+        """Read the device again: the PUT is applied only when nothing of it is left to do."""
+        spec = put.spec
         try:
-            self._state.record_passwords(spec.name, target, plan.passwords)
-        except StateError as exc:
-            events.state_write_failed(log, error=str(exc))
-        self._passwords_resent(spec, plan)
-        try:
-            live = await self._with_retries(spec, "GET", client.get_accounts)
+            live = await self._with_retries(spec, "GET", put.client.get_accounts)
             left = diff(spec.accounts, live).readable_changes
         except (DeviceError, DiffError) as exc:
-            return self._unverified(
-                spec, plan, drift, f"could not verify: {exc}", revision=revision
-            )
+            return self._unverified(put, f"could not verify: {exc}")
         if left:
             names = ", ".join(f"account {c.account} {c.field}" for c in left)
             message = f"the device accepted the PUT but did not take: {names}"
-            return self._unverified(spec, plan, drift, message, left, revision=revision)
-        self._record_in_force(spec, revision)
-        events.apply_succeeded(log, fields=[c.as_dict() for c in plan.changes], revision=revision)
-        entry = _put_entry(spec, plan.changes, revision, trigger, "succeeded")
-        if self._gate is not None:  # its owner checks health first, then writes the entry
-            return Outcome.of(spec, "applied", changes=plan.changes, drift=drift, put=entry)
-        self._append(entry)
-        return Outcome.of(spec, "applied", changes=plan.changes, drift=drift)
-
-    def _passwords_resent(self, spec: DeviceSpec, plan: Plan) -> None:
-        """Log ``password.resent`` for accounts sent again on request; clear the requests."""
-        asked = self._resend.get(spec.name)
-        if not asked:
-            return
-        log = self.log.bind(device=spec.name)
-        for account in sorted(set(asked) & set(plan.passwords)):
-            events.password_resent(log, account=account, reason=asked.pop(account))
-        managed = {n for n, a in spec.accounts.items() if a.password is not None}
-        for account in set(asked) - managed:
-            del asked[account]  # no longer managed: nothing to send
-        if not asked:
-            del self._resend[spec.name]
-
-    def _unverified(
-        self,
-        spec: DeviceSpec,
-        plan: Plan,
-        drift: bool,
-        message: str,
-        left: tuple[Change, ...] = (),
-        *,
-        revision: str | None = None,
-    ) -> Outcome:
-        """A PUT that was accepted but is not (or cannot be shown to be) in force."""
-        log = self.log.bind(device=spec.name)
-        events.apply_failed(
-            log, error=message, fields=[c.as_dict() for c in left], revision=revision
+            return self._unverified(put, message, left)
+        self._record_in_force(spec, put.revision)
+        fields = [c.as_dict() for c in put.plan.changes]
+        events.apply_succeeded(
+            self.log.bind(device=spec.name), fields=fields, revision=put.revision
         )
-        trigger: Trigger = "drift" if drift else "change"
-        self._append(_put_entry(spec, plan.changes, revision, trigger, "failed", error=message))
-        failure = Failure("verify", message)
-        return Outcome.of(spec, "error", changes=plan.changes, drift=drift, failure=failure)
+        entry = put.entry("succeeded")
+        if self._gate is not None:  # its owner checks health first, then writes the entry
+            return put.outcome("applied", put=entry)
+        self._append(entry)
+        return put.outcome("applied")
+
+    def _unverified(self, put: _Put, message: str, left: tuple[Change, ...] = ()) -> Outcome:
+        """A PUT that was accepted but is not (or cannot be shown to be) in force."""
+        log = self.log.bind(device=put.spec.name)
+        fields = [c.as_dict() for c in left]
+        events.apply_failed(log, error=message, fields=fields, revision=put.revision)
+        self._append(put.entry("failed", error=message))
+        return put.outcome("error", failure=Failure("verify", message))
 
     def _record_in_force(self, spec: DeviceSpec, revision: str | None = None) -> None:
         try:
@@ -330,24 +282,30 @@ class Reconciler:
             events.state_write_failed(self.log.bind(device=spec.name), error=str(exc))
 
 
-def _put_entry(
-    spec: DeviceSpec,
-    changes: Iterable[Change],
-    revision: str | None,
-    trigger: Trigger,
-    result: Result,
-    *,
-    error: str | None = None,
-) -> HistoryEntry:
-    return HistoryEntry(
-        time=datetime.now(UTC),
-        device=spec.name,
-        revision=revision or "",
-        trigger=trigger,
-        result=result,
-        changes=history_changes(changes),
-        error=error,
-    )
+@dataclass(frozen=True)
+class _Put:
+    """One PUT under way: the device, its client, the plan, and why (drift or a change)."""
+
+    spec: DeviceSpec
+    client: DeviceClient
+    plan: Plan
+    drift: bool
+    revision: str | None
+
+    def outcome(self, status: Literal["changes", "applied", "error"], **fields: Any) -> Outcome:
+        return Outcome.of(self.spec, status, changes=self.plan.changes, drift=self.drift, **fields)
+
+    def entry(self, result: Result, *, error: str | None = None) -> HistoryEntry:
+        """Its history entry (the wave is added by the rollout, where there is one)."""
+        return HistoryEntry(
+            time=datetime.now(UTC),
+            device=self.spec.name,
+            revision=self.revision or "",
+            trigger="drift" if self.drift else "change",
+            result=result,
+            changes=history_changes(self.plan.changes),
+            error=error,
+        )
 
 
 async def reconcile_many(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
@@ -137,46 +138,14 @@ async def with_retries(
     ``request.retrying``, at debug: a read retried is routine, and one that
     keeps failing ends in ``device.unreachable``.
     """
-    log = get_logger().bind(device=device)
-    writes = _writes(request)
-    seen: set[tuple[str, str]] = set()
+    log_retry = _RetryLog(device=device, request=request, metrics=metrics)
     pacing = PACING.get()
-
-    async def timed() -> T:
-        if pacing is None:
-            return await measured()
-        async with pacing.attempt():
-            return await measured()
-
-    async def measured() -> T:
-        if metrics is None:
-            return await call()
-        started = time.perf_counter()
-        try:
-            return await call()
-        finally:
-            elapsed = time.perf_counter() - started
-            metrics.request_seconds.labels(request.lower()).observe(elapsed)
-
-    def log_retry(attempt: int, delay: float, exc: BaseException | None) -> None:
-        if metrics is not None:
-            metrics.retries.inc()
-        error, delay = str(exc), round(delay, 3)
-        if not writes:
-            events.request_retrying(log, request=request, attempt=attempt, delay=delay, error=error)
-            return
-        failure = (_kind(exc), error)
-        repeated = failure in seen
-        seen.add(failure)
-        events.apply_retrying(
-            log, request=request, attempt=attempt, delay=delay, error=error, repeated=repeated
-        )
-
+    attempt = partial(_attempt, call, pacing=pacing, request=request, metrics=metrics)
     # Most requests succeed at once: make the first try without building a
     # retry controller (measurably cheaper across a fleet), and hand only the
     # remaining attempts to tenacity, its waits continuing the same sequence.
     try:
-        return await timed()
+        return await attempt()
     except Exception as exc:
         if policy.attempts <= 1 or not may_pass(exc, 1):
             raise
@@ -184,6 +153,71 @@ async def with_retries(
         log_retry(1, delay, exc)
     wait = pacing.wait if pacing is not None else asyncio.sleep
     await wait(delay)
+    return await _retry(attempt, policy=policy, wait=wait, log_retry=log_retry)
+
+
+async def _attempt(
+    call: Callable[[], Awaitable[T]],
+    *,
+    pacing: Pacing | None,
+    request: str,
+    metrics: Metrics | None,
+) -> T:
+    """One try, inside the pacing's hold on the concurrency (if any)."""
+    if pacing is None:
+        return await _measured(call, request=request, metrics=metrics)
+    async with pacing.attempt():
+        return await _measured(call, request=request, metrics=metrics)
+
+
+async def _measured(
+    call: Callable[[], Awaitable[T]], *, request: str, metrics: Metrics | None
+) -> T:
+    """One try, its duration observed in the request-seconds metric."""
+    if metrics is None:
+        return await call()
+    started = time.perf_counter()
+    try:
+        return await call()
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.request_seconds.labels(request.lower()).observe(elapsed)
+
+
+class _RetryLog:
+    """Counts and logs each retry; a write's failure met again is logged at debug."""
+
+    def __init__(self, *, device: str, request: str, metrics: Metrics | None) -> None:
+        self._log = get_logger().bind(device=device)
+        self._request = request
+        self._writes = _writes(request)
+        self._metrics = metrics
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, attempt: int, delay: float, exc: BaseException | None) -> None:
+        if self._metrics is not None:
+            self._metrics.retries.inc()
+        error, delay = str(exc), round(delay, 3)
+        log, request = self._log, self._request
+        if not self._writes:
+            events.request_retrying(log, request=request, attempt=attempt, delay=delay, error=error)
+            return
+        failure = (_kind(exc), error)
+        repeated = failure in self._seen
+        self._seen.add(failure)
+        events.apply_retrying(
+            log, request=request, attempt=attempt, delay=delay, error=error, repeated=repeated
+        )
+
+
+async def _retry(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    wait: Callable[[float], Awaitable[None]],
+    log_retry: _RetryLog,
+) -> T:
+    """The attempts after the first, under tenacity (its waits continue the first one's)."""
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -198,5 +232,5 @@ async def with_retries(
         before_sleep=before_sleep,
         reraise=True,
     )
-    result: T = await retrying(timed)
+    result: T = await retrying(attempt)
     return result

@@ -10,8 +10,8 @@ waves (only devices with a pending change; waves without one are skipped), a
 status per device, and the policy values it needs, resolved when it started
 (``maxFailures`` as a number of devices, ``bake``, whether to revert). A pause
 is not part of it: it survives new revisions, so the caller keeps it and
-passes it in. :meth:`Rollout.to_doc` and :meth:`Rollout.from_doc` carry it
-through the state store as plain JSON.
+passes it in. :mod:`syncd.saved_rollout` carries it through the state store
+as plain JSON.
 """
 
 from __future__ import annotations
@@ -150,45 +150,6 @@ class Rollout:
 
     def wave_of(self, device: str) -> int | None:
         return next((i for i, (_, ds) in enumerate(self.waves) if device in ds), None)
-
-    def to_doc(self) -> dict[str, Any]:
-        """Plain JSON values, for the state store."""
-        return {
-            "revision": self.revision,
-            "waves": [{"name": n, "devices": list(ds)} for n, ds in self.waves],
-            "status": {d: str(s) for d, s in self.status.items()},
-            "wave": self.wave,
-            "state": str(self.state),
-            "failures": self.failures,
-            "maxFailures": self.max_failures,
-            "bake": self.bake,
-            "revert": self.revert,
-            "bakeStarted": self.bake_started,
-        }
-
-    @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> Rollout:
-        """The rollout :meth:`to_doc` wrote; ValueError when ``doc`` is not one."""
-        try:
-            waves = tuple((str(w["name"]), tuple(map(str, w["devices"]))) for w in doc["waves"])
-            status = {str(d): DeviceStatus(s) for d, s in doc["status"].items()}
-            rollout = cls(
-                revision=str(doc["revision"]),
-                waves=waves,
-                status=status,
-                wave=int(doc["wave"]),
-                state=RolloutState(doc["state"]),
-                failures=int(doc["failures"]),
-                max_failures=None if doc["maxFailures"] is None else int(doc["maxFailures"]),
-                bake=float(doc["bake"]),
-                revert=bool(doc["revert"]),
-                bake_started=None if doc["bakeStarted"] is None else float(doc["bakeStarted"]),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"not a saved rollout: {exc!r}") from None
-        if set(rollout.devices) != set(status) or not 0 <= rollout.wave < max(len(waves), 1):
-            raise ValueError("not a saved rollout: its waves and statuses disagree")
-        return rollout
 
 
 class Step(NamedTuple):

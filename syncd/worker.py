@@ -14,6 +14,7 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from syncd import events
 from syncd.client import REJECT_CODES, AuthError, RejectedError
@@ -127,31 +128,20 @@ class DeviceWorker:
             async with Slot(self._lanes, failing_lane=failing_lane(last)):
                 if self._stopping.is_set():
                     return
-                outcome = await self._reconcile()
+                outcome = await self._guarded(partial(self._run, self.spec))
             if self._after is not None:
-                outcome = await self._run_after(outcome)
+                outcome = await self._guarded(partial(self._after, self.spec, outcome))
             self.last = outcome
             self._report(outcome)
             delay = self.next_delay(outcome)
             if outcome.retry_after is not None:  # a PUT waiting for a call to end
                 delay = outcome.retry_after
 
-    async def _reconcile(self) -> Outcome:
+    async def _guarded(self, step: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """Run one step of a reconcile (marked running); a bug in it is an ``internal`` error."""
         self.running = True
         try:
-            return await self._run(self.spec)
-        except Exception as exc:  # a bug must not end this device's schedule
-            message = f"internal error: {type(exc).__name__}: {exc}"
-            events.apply_failed(get_logger().bind(device=self.spec.name), error=message)
-            return Outcome.of(self.spec, "error", failure=Failure("internal", str(exc)))
-        finally:
-            self.running = False
-
-    async def _run_after(self, outcome: Outcome) -> Outcome:
-        assert self._after is not None
-        self.running = True
-        try:
-            return await self._after(self.spec, outcome)
+            return await step()
         except Exception as exc:  # a bug must not end this device's schedule
             message = f"internal error: {type(exc).__name__}: {exc}"
             events.apply_failed(get_logger().bind(device=self.spec.name), error=message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from syncd.cluster.store import EtcdStateStore
-from syncd.history import HistoryEntry, HistoryRead
+from syncd.history import HistoryEntry, HistoryRead, collect_entries
 
 __all__ = ["EtcdHistory"]
 
@@ -29,14 +29,11 @@ class EtcdHistory:
 
     def read(self, *, device: str | None = None, since: datetime | None = None) -> HistoryRead:
         """Entries of every node, oldest first, filtered; unreadable ones skipped with a warning."""
-        entries: list[HistoryEntry] = []
-        warnings: list[str] = []
-        for number, raw in enumerate(self.store.history(), start=1):
-            try:
-                entry = HistoryEntry.from_dict(raw)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                warnings.append(f"etcd history entry {number}: skipped, not a whole entry")
-                continue
-            if entry.matches(device=device, since=since):
-                entries.append(entry)
-        return HistoryRead(entries, warnings)
+        found = HistoryRead([], [])
+        rows = enumerate(self.store.history(), start=1)
+        collect_entries(rows, _not_whole, device=device, since=since, into=found)
+        return found
+
+
+def _not_whole(number: int) -> str:
+    return f"etcd history entry {number}: skipped, not a whole entry"

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Collection
-from typing import Any
 
 from syncd.cluster.connection import (
     TRANSIENT_ERRORS,
@@ -38,7 +36,9 @@ from syncd.cluster.connection import (
     describe_failure,
 )
 from syncd.cluster.hashing import owner_of
-from syncd.cluster.watching import Change, PrefixMirror
+from syncd.cluster.lease import grant_lease, renew_lease, revoke_lease
+from syncd.cluster.membership import Membership, member_record, register, rewrite_record
+from syncd.cluster.owner_keys import drop_owner_key, take_owner_key
 
 __all__ = ["ClusterNode"]
 
@@ -79,33 +79,22 @@ class ClusterNode:
         self._clock = clock
         self._prefix = f"/{cluster_name}/"
         self._member_key = f"{self._prefix}members/{node_name}"
-        self._leader_key = f"{self._prefix}leader"
         self._lease_id: int | None = None
         self._granted_ttl = float(max(1, math.ceil(lease_ttl)))
         self._trusted_until = -math.inf
         self._joined = False
         self._available = False
-        self._members: frozenset[str] = frozenset()
-        self._revisions: dict[str, tuple[str, float]] = {}  # node -> (revision, since)
         self._revision: tuple[str, float] | None = None  # ours, as published
         self._written: bytes | None = None  # our member record as last written
-        self._leader: tuple[str, int] | None = None
         self._held: dict[str, int] = {}  # device -> create_revision of our owners key
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._members_mirror = PrefixMirror(
+        self._view = Membership(
             connection,
-            f"{self._prefix}members/",
-            on_snapshot=self._members_snapshot,
-            on_change=self._member_changed,
-            retry=min(0.5, lease_ttl / 4),
-        )
-        self._leader_mirror = PrefixMirror(
-            connection,
-            self._leader_key,
-            on_snapshot=self._leader_snapshot,
-            on_change=self._leader_changed,
+            prefix=self._prefix,
+            notify=self._notify,
+            leader_gone=self._leader_gone,
             retry=min(0.5, lease_ttl / 4),
         )
 
@@ -140,25 +129,22 @@ class ClusterNode:
     @property
     def members(self) -> frozenset[str]:
         """The live nodes as last seen (this one included once joined)."""
-        return self._members
+        return self._view.members
 
     @property
     def revisions(self) -> dict[str, tuple[str, float]]:
         """Live members' desired revisions, as ``node -> (revision, since)`` (wall-clock time)."""
-        return {n: r for n, r in self._revisions.items() if n in self._members}
+        return self._view.revisions
 
     @property
     def leader(self) -> str | None:
-        return self._leader[0] if self._leader else None
+        leader = self._view.leader
+        return leader[0] if leader else None
 
     @property
     def is_leader(self) -> bool:
         """This node holds the leader key under its current lease, and is healthy."""
-        return (
-            self.healthy
-            and self._leader is not None
-            and self._leader == (self.node_name, self._lease_id)
-        )
+        return self.healthy and self._view.leader == (self.node_name, self._lease_id)
 
     @property
     def held(self) -> frozenset[str]:
@@ -167,11 +153,11 @@ class ClusterNode:
 
     def owner_of(self, device: str) -> str | None:
         """The live node that should change ``device`` (rendezvous hashing over members)."""
-        return owner_of(device, self._members)
+        return owner_of(device, self._view.members)
 
     def owns(self, device: str) -> bool:
         """This node may change ``device`` now: healthy and chosen by hashing."""
-        return self.healthy and owner_of(device, self._members) == self.node_name
+        return self.healthy and owner_of(device, self._view.members) == self.node_name
 
     def owned(self, devices: Collection[str]) -> list[str]:
         """Those of ``devices`` this node owns now."""
@@ -201,37 +187,31 @@ class ClusterNode:
 
     async def stop(self) -> None:
         """Leave: revoke the lease (members, owners and leader keys go with it)."""
-        self._stopping = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._members_mirror.close()
-        await self._leader_mirror.close()
+        await self._halt()
         lease, self._lease_id = self._lease_id, None
         was_healthy = self.healthy
         self._joined = False
         self._held.clear()
         if lease is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                client = await self.connection.open()
-                assert client.lease is not None
-                await client.lease.revoke(lease, timeout=self.connection.timeout)
+                await revoke_lease(self.connection, lease)
         if was_healthy:
             self._notify()
 
     async def abandon(self) -> None:
         """Stop renewing without revoking: as if the process were killed (for tests)."""
+        await self._halt()
+        self._joined = False
+
+    async def _halt(self) -> None:
+        """End the renewal loop and both watches (the lease is left as it is)."""
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._members_mirror.close()
-        await self._leader_mirror.close()
-        self._joined = False
+        await self._view.close()
 
     async def publish_revision(self, revision: str, since: float) -> None:
         """Say in this node's registration that it has loaded ``revision`` since ``since``.
@@ -243,25 +223,14 @@ class ClusterNode:
         self._revision = (revision, since)
         if not self.healthy or self._lease_id is None or self._written is None:
             return
-        record = self._record()
+        record, lease, written = self._record(), self._lease_id, self._written
         with contextlib.suppress(*TRANSIENT_ERRORS):
-            client = await self.connection.open()
-            assert client.kv is not None
-            kv = client.kv
-            response: Any = await kv.txn(
-                [kv.txn_compare_value(self._member_key, self._written)],
-                [kv.txn_op_put(self._member_key, record, lease=self._lease_id)],
-                [],
-                timeout=self.connection.timeout,
-            )
-            if response.succeeded:
+            key = self._member_key
+            if await rewrite_record(self.connection, key, record, lease=lease, written=written):
                 self._written = record
 
     def _record(self) -> bytes:
-        data: dict[str, Any] = {"node": self.node_name, "lease": self._lease_id}
-        if self._revision is not None:
-            data |= {"revision": self._revision[0], "since": self._revision[1]}
-        return json.dumps(data, sort_keys=True).encode()
+        return member_record(self.node_name, self._lease_id, self._revision)
 
     # ---------------------------------------------------------------- ownership
 
@@ -280,27 +249,16 @@ class ClusterNode:
         assert lease is not None
         key = f"{self._prefix}owners/{device}"
         try:
-            client = await self.connection.open()
-            assert client.kv is not None
-            kv = client.kv
-            response: Any = await kv.txn(
-                [kv.txn_compare_create_revision(key, 0)],
-                [kv.txn_op_put(key, self.node_name, lease=lease), kv.txn_op_get(key)],
-                [kv.txn_op_get(key)],
-                timeout=self.connection.timeout,
-            )
+            taken = await take_owner_key(self.connection, key, node=self.node_name, lease=lease)
         except TRANSIENT_ERRORS:
             self._renewal_failed()
             return False
-        ranges = [r.response_range for r in response.responses if r.HasField("response_range")]
-        kvs = ranges[-1].kvs if ranges else []
-        if not kvs or int(kvs[0].lease) != lease or kvs[0].value.decode() != self.node_name:
+        if taken is None:
             return False
+        self._held[device] = taken
         if not self.owns(device):  # fenced or moved while we waited: give it back
-            self._held[device] = int(kvs[0].create_revision)
             await self.release(device)
             return False
-        self._held[device] = int(kvs[0].create_revision)
         return True
 
     async def release(self, device: str) -> None:
@@ -310,17 +268,7 @@ class ClusterNode:
             return
         key = f"{self._prefix}owners/{device}"
         with contextlib.suppress(*TRANSIENT_ERRORS):
-            client = await self.connection.open()
-            assert client.kv is not None
-            kv = client.kv
-            await kv.txn(
-                [
-                    kv.txn_compare_create_revision(key, revision),
-                    kv.txn_compare_value(key, self.node_name),
-                ],
-                [kv.txn_op_delete(key)],
-                timeout=self.connection.timeout,
-            )
+            await drop_owner_key(self.connection, key, node=self.node_name, revision=revision)
 
     # ---------------------------------------------------------------- internals
 
@@ -356,65 +304,39 @@ class ClusterNode:
     async def _join(self) -> None:
         """Take or keep a lease, register under it, read members and leader."""
         await self.connection.authenticate()
-        client = await self.connection.open()
-        assert client.lease is not None and client.kv is not None
-        kv = client.kv
-        timeout = self.connection.timeout
+        await self._take_lease()
+        assert self._lease_id is not None
+        record = self._record()
+        if not await register(self.connection, self._member_key, record, lease=self._lease_id):
+            raise DuplicateNodeError(
+                f"node_name {self.node_name!r} is already used by another live node of "
+                f"cluster {self.cluster_name!r}; give each node its own node_name"
+            )
+        self._written = record
+        self._joined = True
+        self._set_available(True)
+        await self._view.reload(self.connection.timeout)
+        await self._campaign()
+        self._notify()
+
+    async def _take_lease(self) -> None:
+        """Keep the lease if it is still alive, else grant a new one (owning nothing yet)."""
         if self._lease_id is not None:
             sent = self._clock()
             if await self._keepalive(self._lease_id) > 0:
                 self._renewed(sent)
-            else:
-                self._lease_id = None
-                self._held.clear()
-        if self._lease_id is None:
-            self._joined = False
-            sent = self._clock()
-            grant: Any = await client.lease.grant(math.ceil(self.lease_ttl), timeout=timeout)
-            self._lease_id = int(grant.ID)
-            self._granted_ttl = float(grant.TTL)
+                return
+            self._lease_id = None
             self._held.clear()
-            self._renewed(sent)
-        lease = self._lease_id
-        record = self._record()
-        response: Any = await kv.txn(
-            [kv.txn_compare_create_revision(self._member_key, 0)],
-            [kv.txn_op_put(self._member_key, record, lease=lease)],
-            [kv.txn_op_get(self._member_key)],
-            timeout=timeout,
-        )
-        if not response.succeeded:
-            kvs = response.responses[0].response_range.kvs
-            if kvs and int(kvs[0].lease) != lease:
-                raise DuplicateNodeError(
-                    f"node_name {self.node_name!r} is already used by another live node of "
-                    f"cluster {self.cluster_name!r}; give each node its own node_name"
-                )
-            if kvs and bytes(kvs[0].value) != record:  # our lease, an older record
-                await kv.put(self._member_key, record, lease=lease, timeout=timeout)
-        self._written = record
-        self._joined = True
-        self._set_available(True)
-        await self._members_mirror.reload()
-        await self._leader_mirror.reload()
-        async with asyncio.timeout(timeout):
-            await self._members_mirror.loaded.wait()
-            await self._leader_mirror.loaded.wait()
-        await self._campaign()
-        self._notify()
+        self._joined = False
+        sent = self._clock()
+        self._lease_id, self._granted_ttl = await grant_lease(self.connection, self.lease_ttl)
+        self._held.clear()
+        self._renewed(sent)
 
     async def _keepalive(self, lease: int) -> float:
         """One renewal; the TTL etcd grants (0 or less: the lease is gone)."""
-        client = await self.connection.open()
-        assert client.lease is not None
-        stream = client.lease.keep_alive(lease)
-        try:
-            async with asyncio.timeout(max(0.5, self._granted_ttl / 3)):
-                async for reply in stream:
-                    return float(reply.TTL)
-        finally:
-            stream.cancel()
-        return 0.0
+        return await renew_lease(self.connection, lease, wait=max(0.5, self._granted_ttl / 3))
 
     async def _campaign(self) -> None:
         """Take the leader key if nobody holds it (create-if-absent)."""
@@ -423,9 +345,10 @@ class ClusterNode:
         client = await self.connection.open()
         assert client.kv is not None
         kv = client.kv
+        key = self._view.leader_key
         await kv.txn(
-            [kv.txn_compare_create_revision(self._leader_key, 0)],
-            [kv.txn_op_put(self._leader_key, self.node_name, lease=self._lease_id)],
+            [kv.txn_compare_create_revision(key, 0)],
+            [kv.txn_op_put(key, self.node_name, lease=self._lease_id)],
             timeout=self.connection.timeout,
         )
 
@@ -447,10 +370,8 @@ class ClusterNode:
                     self._renewal_failed()
                     continue
                 self._renewed(sent)
-                # Watches can miss an event; these prefixes are a few keys.
-                await self._members_mirror.refresh()
-                await self._leader_mirror.refresh()
-                if self._leader is None:
+                await self._view.refresh()
+                if self._view.leader is None:
                     await self._campaign()
             except asyncio.CancelledError:
                 raise
@@ -468,58 +389,9 @@ class ClusterNode:
                 _log.debug("cluster renewal failed: %s", type(exc).__name__)
                 await asyncio.sleep(retry)
 
-    # ------------------------------------------------------------- mirrors
-
-    def _member_name(self, key: str) -> str:
-        return key.removeprefix(f"{self._prefix}members/")
-
-    def _set_members(self, members: frozenset[str]) -> None:
-        if members != self._members:
-            self._members = members
-            self._notify()
-
-    def _members_snapshot(self, changes: list[Change]) -> None:
-        self._revisions = {}
-        for change in changes:
-            self._note_revision(self._member_name(change.key), change.value)
-        self._set_members(frozenset(self._member_name(c.key) for c in changes))
-
-    def _member_changed(self, change: Change) -> None:
-        name = self._member_name(change.key)
-        self._note_revision(name, change.value)
-        if change.value is None:
-            self._set_members(self._members - {name})
-        else:
-            self._set_members(self._members | {name})
-
-    def _note_revision(self, name: str, value: bytes | None) -> None:
-        """Remember the revision a member's record names (another revision: notify)."""
-        try:
-            record = json.loads(value) if value is not None else None
-        except ValueError:
-            record = None
-        found = None
-        if isinstance(record, dict) and isinstance(record.get("revision"), str):
-            since = record.get("since")
-            found = (record["revision"], float(since) if isinstance(since, int | float) else 0.0)
-        before = self._revisions.pop(name, None)
-        if found is not None:
-            self._revisions[name] = found
-        if before != found and value is not None and name in self._members:
-            self._notify()
-
-    def _leader_snapshot(self, changes: list[Change]) -> None:
-        found = [c for c in changes if c.key == self._leader_key]
-        self._leader_changed(found[0] if found else Change(self._leader_key, None))
-
-    def _leader_changed(self, change: Change) -> None:
-        if change.key != self._leader_key:
-            return
-        leader = None if change.value is None else (change.value.decode(), change.lease)
-        if leader != self._leader:
-            self._leader = leader
-            self._notify()
-        if leader is None and self.healthy:
+    def _leader_gone(self) -> None:
+        """Nobody holds the leader key: take it if healthy (in the background)."""
+        if self.healthy:
             task = asyncio.get_running_loop().create_task(self._campaign_quietly())
             self._background.add(task)
             task.add_done_callback(self._background.discard)

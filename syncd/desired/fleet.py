@@ -1,6 +1,6 @@
 """Read ``_fleet.yaml`` from the root of the desired dir (the I/O around :mod:`syncd.policy`).
 
-The file is checked like a device file (see :func:`syncd.policy.policy_from_doc`);
+The file is checked like a device file (see :func:`syncd.policy_schema.policy_from_doc`);
 this module only finds it, refuses a link that leads out of the tree, and
 reads it with the same limits as any desired file.
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 from syncd.desired.names import FLEET_FILE
 from syncd.desired.result import FileFailed, Problem
 from syncd.desired.tree import read_doc
-from syncd.policy import PolicyResult, policy_from_doc
+from syncd.policy import PolicyResult
+from syncd.policy_schema import policy_from_doc
 
 __all__ = ["load_policy"]
 

@@ -26,7 +26,9 @@ PURE_CORE = frozenset(
         "syncd.export.request",
         "syncd.state.records",
         "syncd.policy",
+        "syncd.policy_schema",
         "syncd.rollout",
+        "syncd.saved_rollout",
         "syncd.waves",
         "syncd.windows",
     }

@@ -24,7 +24,7 @@ LEFT_TO_OTHER_WORK = {
     "syncd.history": {"HISTORY_FILE", "PASSWORD_SET", "Result", "Trigger"},
     "syncd.http_auth": {"FirmwareDigestAuth", "challenge_schemes"},
     "syncd.page": {"REFRESH_SECONDS"},
-    "syncd.policy": {"DAY_NAMES", "FLEET_FILE", "WindowKind"},
+    "syncd.policy": {"DAY_NAMES", "WindowKind"},
     "syncd.status": {
         "DeviceState",
         "RolloutState",

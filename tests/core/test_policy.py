@@ -9,6 +9,7 @@ import pytest
 
 from syncd.desired import Problem
 from syncd.desired.fleet import load_policy
+from syncd.desired.names import fleet_file_problem
 from syncd.policy import (
     ALL_DAYS,
     DEFAULT_POLICY,
@@ -19,9 +20,8 @@ from syncd.policy import (
     RolloutPolicy,
     Wave,
     Window,
-    fleet_file_problem,
-    glob_problem,
 )
+from syncd.policy_schema import glob_problem
 
 SPEC_EXAMPLE = """\
 # desired/_fleet.yaml

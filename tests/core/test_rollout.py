@@ -31,6 +31,7 @@ from syncd.rollout import (
     start,
     tick,
 )
+from syncd.saved_rollout import rollout_from_doc, rollout_to_doc
 
 REV = "r1"
 THREE = {"c1": "canary", "e1": "early", "e2": "early", "r1": "rest", "r2": "rest", "r3": "rest"}
@@ -309,7 +310,7 @@ class TestIgnoredOutcomes:
 
 class TestPersistence:
     def test_round_trip_through_json_at_every_stage(self) -> None:
-        """to_doc -> JSON -> from_doc gives back an equal rollout, running, baking, halted or done."""
+        """rollout_to_doc -> JSON -> rollout_from_doc gives back an equal rollout, running, baking, halted or done."""
         stages = [started(bake=9.5, max_failures=1, on_failure="revert")]
         stages.append(begin(stages[-1], "c1"))
         stages.append(record(stages[-1], "c1", "healthy", 12.25).rollout)
@@ -319,8 +320,8 @@ class TestPersistence:
             halted = record(halted, device, "failed", 14.0).rollout
         stages += [halted, reverted(halted, "e2"), start(REV, {}, ORDER, policy()).rollout]
         for rollout in stages:
-            doc = json.loads(json.dumps(rollout.to_doc()))
-            assert Rollout.from_doc(doc) == rollout
+            doc = json.loads(json.dumps(rollout_to_doc(rollout)))
+            assert rollout_from_doc(doc) == rollout
 
     @pytest.mark.parametrize(
         "doc",
@@ -328,15 +329,15 @@ class TestPersistence:
             {},
             [],
             {"revision": "r", "waves": "x"},
-            {**started().to_doc(), "state": "exploded"},
-            {**started().to_doc(), "status": {"c1": "pending"}},
-            {**started().to_doc(), "wave": 7},
+            {**rollout_to_doc(started()), "state": "exploded"},
+            {**rollout_to_doc(started()), "status": {"c1": "pending"}},
+            {**rollout_to_doc(started()), "wave": 7},
         ],
     )
     def test_damaged_doc_is_a_value_error(self, doc: object) -> None:
         """A saved rollout that is not one raises ValueError (never a KeyError or TypeError)."""
         with pytest.raises(ValueError, match="not a saved rollout"):
-            Rollout.from_doc(doc)  # type: ignore[arg-type]
+            rollout_from_doc(doc)  # type: ignore[arg-type]
 
     def test_restart_reruns_devices_under_way_but_not_finished_ones(self) -> None:
         """After a restart a device that was under way starts again; a settled one never does."""
@@ -344,7 +345,7 @@ class TestPersistence:
             started({"a": "w", "b": "w", "c": "w"}, ("w",), bake=5.0), "a", "healthy"
         ).rollout
         rollout = begin(rollout, "b")
-        back = restarted(Rollout.from_doc(json.loads(json.dumps(rollout.to_doc()))))
+        back = restarted(rollout_from_doc(json.loads(json.dumps(rollout_to_doc(rollout)))))
         assert back.status["b"] is DeviceStatus.PENDING and back.bake_started is None
         assert may_start(back, "b", paused=False).go
         assert may_start(back, "a", paused=False).reason is WaitReason.DONE

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from syncd.client import ClientPool, DeviceClient
-from syncd.conductor import Conductor, pause_saved, resume_saved
+from syncd.conductor import Conductor
 from syncd.desired import Problem
 from syncd.device_status import AccountStatus
 from syncd.diff import Plan, diff
@@ -29,6 +29,7 @@ from syncd.policy import (
     Wave,
     Window,
 )
+from syncd.rollout_control import pause_saved, resume_saved
 from syncd.simulator import EmulatedDevice, Fleet
 from syncd.state import FileStateStore
 

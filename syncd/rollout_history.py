@@ -1,0 +1,75 @@
+"""What a rollout leaves in the history and counters: PUTs after their health check, reverts.
+
+The reconcile builds a PUT's history entry; when the rollout checks health
+after the PUT, the entry waits for that check and is written here, as
+``unhealthy`` when the check failed. A revert's entry is written here too.
+Each entry names the device's wave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from syncd.diff import Change
+from syncd.history import HistoryEntry, append_entry, history_changes
+from syncd.outcome import Outcome
+
+if TYPE_CHECKING:
+    from syncd.metrics import Metrics
+    from syncd.reconcile import HistorySink
+
+__all__ = ["RolloutHistory"]
+
+
+class RolloutHistory:
+    """The history entries and counters of one conductor's rollouts."""
+
+    def __init__(
+        self,
+        *,
+        history: HistorySink | None,
+        metrics: Metrics | None,
+        wall: Callable[[], datetime],
+        wave_of: Callable[[str], str | None],
+        log: Any,
+    ) -> None:
+        self._history = history
+        self._metrics = metrics
+        self._wall = wall
+        self._wave_of = wave_of
+        self._log = log
+
+    def unhealthy(self) -> None:
+        """A device failed its health check."""
+        if self._metrics is not None:
+            self._metrics.applies.labels("unhealthy").inc()
+
+    def put_checked(self, entry: HistoryEntry | None, checked: Outcome) -> None:
+        """Write an accepted PUT's history entry, ``unhealthy`` when its health check failed."""
+        if entry is None:
+            return
+        failure = checked.failure
+        if failure is not None and failure.kind == "health":
+            entry = replace(entry, result="unhealthy", error=failure.message)
+        self._append(replace(entry, wave=self._wave_of(entry.device)))
+
+    def reverted(self, device: str, changes: Sequence[Change], *, revision: str | None) -> None:
+        """A revert put ``changes`` back: count it, write its history entry."""
+        if self._metrics is not None:
+            self._metrics.applies.labels("reverted").inc()
+        entry = HistoryEntry(
+            time=self._wall(),
+            device=device,
+            revision=revision or "",
+            trigger="revert",
+            result="reverted",
+            changes=history_changes(changes, reverse=True),
+            wave=self._wave_of(device),
+        )
+        self._append(entry)
+
+    def _append(self, entry: HistoryEntry) -> None:
+        append_entry(self._history.append if self._history else None, entry, self._log)
