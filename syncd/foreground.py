@@ -28,6 +28,7 @@ from syncd.policy import PolicyResult
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
 from syncd.settings import Settings
+from syncd.slots import PassSlots
 from syncd.state import FileStateStore
 
 __all__ = ["rollout_pass"]
@@ -94,7 +95,7 @@ class _Pass:
         self._kicked = {name: asyncio.Event() for name in devices}
         self._revision = revision
         self._on_done = on_done
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._slots = PassSlots(settings.concurrency)
         #: Devices whose task is not waiting for its wave; none left and the wave unsettled:
         #: nothing can move the rollout on in this pass (a closed window, say).
         self._moving = len(self._kicked)
@@ -159,8 +160,9 @@ class _Pass:
 
     async def _once(self, spec: DeviceSpec) -> Outcome:
         self._kicked[spec.name].clear()
-        async with self._slots:
-            outcome = await self._reconciler.reconcile(spec, apply=True, revision=self._revision)
+        outcome = await self._slots.run(
+            lambda: self._reconciler.reconcile(spec, apply=True, revision=self._revision)
+        )
         outcome = await self.conductor.after(spec, outcome)
         self.conductor.observe(outcome)
         return outcome

@@ -25,6 +25,7 @@ from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
 from syncd.passwords_due import PasswordsDue
 from syncd.retrying import RetryPolicy, with_retries
+from syncd.slots import PassSlots
 from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
@@ -318,11 +319,12 @@ async def reconcile_many(
     revision: str | None = None,
 ) -> list[Outcome]:
     """Reconcile devices concurrently, at most ``concurrency`` in flight; keep order."""
-    gate = asyncio.Semaphore(concurrency)
+    slots = PassSlots(concurrency)
 
     async def one(spec: DeviceSpec) -> Outcome:
-        async with gate:
-            outcome = await reconciler.reconcile(spec, apply=apply, revision=revision)
+        outcome = await slots.run(
+            lambda: reconciler.reconcile(spec, apply=apply, revision=revision)
+        )
         if on_done is not None:
             on_done(outcome)
         return outcome

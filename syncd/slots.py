@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import Token
 from dataclasses import dataclass
 
+from syncd.outcome import Outcome
 from syncd.retrying import PACING, Pacing
 from syncd.schedule import slot_lease
+from syncd.spacing import Spacing
 
-__all__ = ["Lanes", "Slot"]
+__all__ = ["Lanes", "PassSlots", "Slot"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +119,24 @@ class Slot:
             PACING.reset(self._token)
             self._token = None
         self.release()
+
+
+class PassSlots:
+    """A one-shot pass's ``concurrency`` slots, handed out evenly spaced (:mod:`syncd.spacing`)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._gate = asyncio.Semaphore(concurrency)
+        self._spacing = Spacing(concurrency)
+
+    async def run(self, work: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """``work`` in a slot; how long it held it, if it answered, spaces the next ones."""
+        async with self._gate:
+            loop = asyncio.get_running_loop()
+            wait = self._spacing.delay(loop.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = loop.time()
+            outcome = await work()
+            if outcome.failure is None and outcome.status != "waiting":
+                self._spacing.answered(loop.time() - started)
+            return outcome

@@ -15,6 +15,7 @@ PURE_CORE = frozenset(
         "syncd.model",
         "syncd.diff",
         "syncd.schedule",
+        "syncd.spacing",
         "syncd.desired.build",
         "syncd.desired.locate",
         "syncd.desired.merge",

@@ -8,9 +8,11 @@ from collections.abc import Callable
 import pytest
 
 from syncd.client import TransportError
+from syncd.model import Mode
+from syncd.outcome import Outcome
 from syncd.retrying import PACING, RetryPolicy, with_retries
 from syncd.schedule import OutcomeKind, failing_lane, slot_lease
-from syncd.slots import Lanes, Slot
+from syncd.slots import Lanes, PassSlots, Slot
 
 QUICK = RetryPolicy(attempts=3, initial=0.2, maximum=0.2)
 
@@ -163,3 +165,42 @@ class TestSlot:
         async with asyncio.timeout(1):
             async with gate:
                 pass
+
+
+class TestPassSlots:
+    async def test_a_pass_never_has_more_than_concurrency_devices_in_flight(self) -> None:
+        """However spaced, a one-shot pass holds at most ``concurrency`` slots, and every device runs."""
+        slots = PassSlots(3)
+        in_flight, most, done = 0, 0, []
+
+        async def device(n: int) -> Outcome:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+            done.append(n)
+            return Outcome(
+                device=f"d{n}", url="http://192.0.2.1", mode=Mode.ENFORCE, status="in_sync"
+            )
+
+        outcomes = await asyncio.gather(*(slots.run(lambda n=n: device(n)) for n in range(12)))
+        assert most == 3
+        assert sorted(done) == list(range(12))
+        assert [o.device for o in outcomes] == [f"d{n}" for n in range(12)]
+
+    async def test_devices_after_the_first_answers_start_spaced(self) -> None:
+        """Once devices have answered, the ones waiting for a slot start a gap apart, not together."""
+        slots = PassSlots(4)
+        starts: list[float] = []
+
+        async def device() -> Outcome:
+            starts.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.04)
+            return Outcome(device="d", url="http://192.0.2.1", mode=Mode.ENFORCE, status="in_sync")
+
+        await asyncio.gather(*(slots.run(device) for _ in range(12)))
+        # The first four start together (nothing learnt yet); the next four would
+        # too, when the first answer; spaced, they start ~9 ms apart (0.9 x 40 ms / 4).
+        second = starts[4:8]
+        assert second[-1] - second[0] >= 0.015, second
