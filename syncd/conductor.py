@@ -71,6 +71,11 @@ __all__ = ["Conductor"]
 
 #: Seconds between two ticks of the rollout (bake, windows, reverts).
 TICK = 0.5
+#: Seconds an in-sync or unreachable device may wait to be written to the saved
+#: rollout. A device starting its PUT, its health verdict and every rollout event
+#: are written at once; a SIGKILL loses at most this much of the others, whose
+#: devices are simply looked at again (one GET) after the restart.
+SAVE_EVERY = 1.0
 #: Failure kinds that fail a device in a rollout; any other error means it did not answer.
 _FAILING = frozenset({"rejected", "verify", "health", "device", "api"})
 #: Failure kinds after which the rollout's PUT is (or may be) in force: it can be reverted.
@@ -111,6 +116,7 @@ class Conductor:
         )
         self.health = health or Health(policy=lambda: self.policy, state=state)
         self._saved = SavedRollout.of(state.load_rollout())
+        self._saved_at, self._unsaved = float("-inf"), False
         rollout = self._saved.rollout
         #: Devices whose PUT or health check a restart cut short: checked again when in sync.
         self._recheck = {d for d, s in (rollout.status.items() if rollout else ()) if s == "active"}
@@ -204,7 +210,7 @@ class Conductor:
         for name in list(current.status):  # devices gone, or no longer enforced
             spec = specs.get(name)
             if self.rollout is not None and (spec is None or spec.mode is not Mode.ENFORCE):
-                self._apply(record(self.rollout, name, "in_sync", self._clock()))
+                self._apply(record(self.rollout, name, "in_sync", self._clock()), urgent=False)
 
     def wave_done(self) -> bool:
         """Every device of the current wave has its outcome (the bake may be under way)."""
@@ -255,14 +261,19 @@ class Conductor:
             self._saved.undo[outcome.device] = [
                 c.as_dict() for c in outcome.changes if c.field != "password"
             ]
-        self._apply(record(rollout, outcome.device, result, self._clock(), paused=self.paused))
+        step = record(rollout, outcome.device, result, self._clock(), paused=self.paused)
+        self._apply(step, urgent=result in ("failed", "healthy"))
 
     # --------------------------------------------------------------- steps
 
-    def _apply(self, step: Step) -> None:
+    def _apply(self, step: Step, *, urgent: bool = True) -> None:
+        changed = step.rollout is not self._saved.rollout
         self._saved.rollout = step.rollout
         log_rollout_events(self.log, step.events, step.rollout)
-        self._save()
+        if step.events or (changed and urgent):
+            self._save()
+        elif changed:
+            self._save_soon()
         self._set_halted_metric()
         if any(e.name == "rollout.wave" for e in step.events):
             self._kick_wave()
@@ -280,10 +291,19 @@ class Conductor:
         self._kick(rollout.waves[rollout.wave][1])
 
     def _save(self) -> None:
+        self._saved_at, self._unsaved = self._clock(), False
         try:
             self._state.save_rollout(self._saved.to_doc())
         except StateError as exc:
             events.state_write_failed(self.log, error=str(exc))
+
+    def _save_soon(self) -> None:
+        """Save within :data:`SAVE_EVERY`: a pass settling N devices writes the
+        document a few times, not N times (N x N device entries)."""
+        if self._clock() - self._saved_at >= SAVE_EVERY:
+            self._save()
+        else:
+            self._unsaved = True
 
     def _set_halted_metric(self) -> None:
         if self._metrics is not None:
@@ -298,6 +318,8 @@ class Conductor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._tick_interval)
         self._reverter.cancel()
+        if self._unsaved:
+            self._save()
 
     async def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no revert is due or under way."""
@@ -309,6 +331,8 @@ class Conductor:
 
     def step(self) -> None:
         """One tick."""
+        if self._unsaved and self._clock() - self._saved_at >= SAVE_EVERY:
+            self._save()
         rollout = self.rollout
         if rollout is not None and rollout.state is RolloutState.RUNNING:
             stepped = tick(rollout, self._clock(), paused=self.paused)

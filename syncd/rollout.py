@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from syncd.policy import FleetPolicy
@@ -134,6 +134,23 @@ class Rollout:
     revert: bool = False
     #: Monotonic time since which the current, done wave has had no new failure.
     bake_started: float | None = None
+    #: Derived from ``waves`` and ``status`` (None: worked out here), carried from
+    #: step to step so a step costs O(1), not a scan of the fleet: each device's
+    #: wave, and how many devices of each wave are not settled yet.
+    wave_index: Mapping[str, int] = field(default=None, compare=False, repr=False)  # type: ignore[arg-type]
+    unsettled: tuple[int, ...] = field(default=None, compare=False, repr=False)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.wave_index is None:
+            index = {d: i for i, (_, ds) in enumerate(self.waves) for d in ds}
+            object.__setattr__(self, "wave_index", index)
+        if self.unsettled is None:
+            counts = [0] * len(self.waves)
+            for device, status in self.status.items():
+                wave = self.wave_index.get(device)
+                if wave is not None and status not in _SETTLED:
+                    counts[wave] += 1
+            object.__setattr__(self, "unsettled", tuple(counts))
 
     @property
     def current_wave(self) -> str | None:
@@ -149,7 +166,7 @@ class Rollout:
         return tuple(sorted(d for d, s in self.status.items() if s in _FAILED))
 
     def wave_of(self, device: str) -> int | None:
-        return next((i for i, (_, ds) in enumerate(self.waves) if device in ds), None)
+        return self.wave_index.get(device)
 
 
 class Step(NamedTuple):
@@ -328,8 +345,7 @@ def _advance(rollout: Rollout, now: float, *, paused: bool) -> Step:
     """Complete the rollout, or move past done waves whose bake is over."""
     events: list[Event] = []
     while rollout.state is RolloutState.RUNNING and rollout.waves:
-        _, devices = rollout.waves[rollout.wave]
-        if any(rollout.status[d] not in _SETTLED for d in devices):
+        if rollout.unsettled[rollout.wave]:
             rollout = dataclasses.replace(rollout, bake_started=None)
             break
         if rollout.wave == len(rollout.waves) - 1:
@@ -354,7 +370,13 @@ def _advance(rollout: Rollout, now: float, *, paused: bool) -> Step:
 
 
 def _with(rollout: Rollout, device: str, status: DeviceStatus, **changes: Any) -> Rollout:
-    return dataclasses.replace(rollout, status={**rollout.status, device: status}, **changes)
+    unsettled = rollout.unsettled
+    wave = rollout.wave_index.get(device)
+    settles = (status in _SETTLED) - (rollout.status.get(device) in _SETTLED)
+    if wave is not None and settles:
+        unsettled = (*unsettled[:wave], unsettled[wave] - settles, *unsettled[wave + 1 :])
+    status_now = {**rollout.status, device: status}
+    return dataclasses.replace(rollout, status=status_now, unsettled=unsettled, **changes)
 
 
 def _event(rollout: Rollout, name: str, **fields: Any) -> Event:

@@ -393,6 +393,9 @@ def test_completed_rollout_visited_waves_in_order(
     unsettled = (DeviceStatus.PENDING, DeviceStatus.ACTIVE)
 
     def take(step: Step) -> Rollout:
+        fresh = rollout_from_doc(rollout_to_doc(step.rollout))  # worked out anew
+        assert step.rollout.unsettled == fresh.unsettled, "the carried counts drifted"
+        assert step.rollout.wave_index == fresh.wave_index
         for event in step.events:
             if event.name == "rollout.wave":
                 earlier = [d for _, ds in step.rollout.waves[: step.rollout.wave] for d in ds]
