@@ -56,6 +56,12 @@ INFO_PATH = "/api/system/info"
 PHONE_STATUS_PATH = "/api/phone/status"
 CALL_STATUS_PATH = "/api/call/status"
 
+#: Seconds a one-shot command keeps a device's idle connection: long enough for
+#: the next request of the same device, short enough that a pass over 10,000
+#: devices does not hold 10,000 sockets open (the daemon keeps its connections
+#: until the next resync instead).
+ONE_SHOT_KEEPALIVE = 5.0
+
 #: Codes meaning "these credentials may not do this": back off until they change.
 AUTH_CODES = frozenset({8, 9, 10})
 #: Codes meaning "this request is wrong": do not repeat it unchanged.
@@ -163,9 +169,10 @@ class ClientPool:
     """The process's HTTP connections, shared by every device client.
 
     One ``httpx.AsyncClient`` per distinct TLS setting, each carried by
-    aiohttp's pool (:mod:`syncd.transport`). Connections are not capped here (callers bound how
-    many devices are in flight); each device's connection is kept open long
-    enough to be reused at the next resync where the device keeps it, which
+    aiohttp's pool (:mod:`syncd.transport`). Connections are not capped here
+    (callers bound how many devices are in flight); an idle one is kept for
+    ``keepalive_expiry`` seconds: :data:`ONE_SHOT_KEEPALIVE` by default, and
+    until the next resync in the daemon, where the device keeps it, which
     saves a TCP and TLS handshake per device per pass. Every request carries
     :func:`user_agent` for ``node``.
     """
@@ -174,7 +181,7 @@ class ClientPool:
         self,
         *,
         timeout: float = 10.0,
-        keepalive_expiry: float = 120.0,
+        keepalive_expiry: float = ONE_SHOT_KEEPALIVE,
         node: str | None = None,
         connect_timeout: float | None = None,
     ) -> None:

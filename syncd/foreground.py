@@ -58,7 +58,9 @@ async def rollout_pass(
     """Roll ``specs`` out once, in the foreground."""
     state = FileStateStore.open(settings.state_dir)
     history = HistoryLog.in_state_dir(settings.state_dir)
-    async with ClientPool(timeout=settings.request_timeout) as pool:
+    async with ClientPool(
+        timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
+    ) as pool:
         run = _Pass(
             settings,
             pool=pool,
