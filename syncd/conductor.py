@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from syncd import events
 from syncd.client import DeviceClient
 from syncd.diff import Change
 from syncd.health import Health
@@ -58,8 +57,9 @@ from syncd.rollout import (
 from syncd.rollout_control import PAUSE, RESUME, Control
 from syncd.rollout_events import log_rollout_events
 from syncd.rollout_history import RolloutHistory
+from syncd.rollout_saving import RolloutSaver
 from syncd.saved_rollout import SavedRollout
-from syncd.state import StateError, StateStore
+from syncd.state import StateStore
 from syncd.status import RolloutSummary, WindowStatus
 from syncd.windows import WindowState
 
@@ -71,11 +71,6 @@ __all__ = ["Conductor"]
 
 #: Seconds between two ticks of the rollout (bake, windows, reverts).
 TICK = 0.5
-#: Seconds an in-sync or unreachable device may wait to be written to the saved
-#: rollout. A device starting its PUT, its health verdict and every rollout event
-#: are written at once; a SIGKILL loses at most this much of the others, whose
-#: devices are simply looked at again (one GET) after the restart.
-SAVE_EVERY = 1.0
 #: Failure kinds that fail a device in a rollout; any other error means it did not answer.
 _FAILING = frozenset({"rejected", "verify", "health", "device", "api"})
 #: Failure kinds after which the rollout's PUT is (or may be) in force: it can be reverted.
@@ -116,7 +111,7 @@ class Conductor:
         )
         self.health = health or Health(policy=lambda: self.policy, state=state)
         self._saved = SavedRollout.of(state.load_rollout())
-        self._saved_at, self._unsaved = float("-inf"), False
+        self._saver = RolloutSaver(state, self._saved, clock=clock, log=self.log)
         rollout = self._saved.rollout
         #: Devices whose PUT or health check a restart cut short: checked again when in sync.
         self._recheck = {d for d, s in (rollout.status.items() if rollout else ()) if s == "active"}
@@ -271,9 +266,9 @@ class Conductor:
         self._saved.rollout = step.rollout
         log_rollout_events(self.log, step.events, step.rollout)
         if step.events or (changed and urgent):
-            self._save()
+            self._saver.now()
         elif changed:
-            self._save_soon()
+            self._saver.soon()
         self._set_halted_metric()
         if any(e.name == "rollout.wave" for e in step.events):
             self._kick_wave()
@@ -282,28 +277,13 @@ class Conductor:
         """A change of the rollout in force (if any) that logs nothing: save it."""
         if self._saved.rollout is not None:
             self._saved.rollout = change(self._saved.rollout)
-            self._save()
+            self._saver.now()
 
     def _kick_wave(self) -> None:
         rollout = self.rollout
         if rollout is None or not rollout.waves:
             return
         self._kick(rollout.waves[rollout.wave][1])
-
-    def _save(self) -> None:
-        self._saved_at, self._unsaved = self._clock(), False
-        try:
-            self._state.save_rollout(self._saved.to_doc())
-        except StateError as exc:
-            events.state_write_failed(self.log, error=str(exc))
-
-    def _save_soon(self) -> None:
-        """Save within :data:`SAVE_EVERY`: a pass settling N devices writes the
-        document a few times, not N times (N x N device entries)."""
-        if self._clock() - self._saved_at >= SAVE_EVERY:
-            self._save()
-        else:
-            self._unsaved = True
 
     def _set_halted_metric(self) -> None:
         if self._metrics is not None:
@@ -318,8 +298,7 @@ class Conductor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._tick_interval)
         self._reverter.cancel()
-        if self._unsaved:
-            self._save()
+        self._saver.flush()
 
     async def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no revert is due or under way."""
@@ -331,8 +310,7 @@ class Conductor:
 
     def step(self) -> None:
         """One tick."""
-        if self._unsaved and self._clock() - self._saved_at >= SAVE_EVERY:
-            self._save()
+        self._saver.due()
         rollout = self.rollout
         if rollout is not None and rollout.state is RolloutState.RUNNING:
             stepped = tick(rollout, self._clock(), paused=self.paused)
@@ -378,7 +356,7 @@ class Conductor:
     def _control(self, control: Control) -> bool:
         if not control.change(self._saved):
             return False
-        self._save()
+        self._saver.now()
         self._set_halted_metric()
         control.event(self.log, revision=self.revision)
         return True

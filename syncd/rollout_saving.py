@@ -1,0 +1,63 @@
+"""Writing the saved rollout: at once for what must survive a SIGKILL, soon for the rest.
+
+The document holds every device of the rollout, so writing it after each
+device's outcome made a pass over N devices write N x N entries (6.4 of 9 s of
+``syncd apply`` over 1,000 in-sync devices). A device starting its PUT, its
+health verdict, a failure and every rollout event are written at once; an
+in-sync or unreachable device may wait up to :data:`SAVE_EVERY`: a SIGKILL
+loses at most that much of them, and those devices are simply looked at again
+(one GET) after the restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from structlog.typing import FilteringBoundLogger as Log
+
+from syncd import events
+from syncd.saved_rollout import SavedRollout
+from syncd.state import StateError, StateStore
+
+__all__ = ["RolloutSaver"]
+
+#: Seconds an outcome that can be learnt again may wait to be written.
+SAVE_EVERY = 1.0
+
+
+class RolloutSaver:
+    """Writes ``saved`` to the state store: :meth:`now`, or :meth:`soon` and :meth:`due`."""
+
+    def __init__(
+        self, state: StateStore, saved: SavedRollout, *, clock: Callable[[], float], log: Log
+    ) -> None:
+        self._state = state
+        self._saved = saved
+        self._clock = clock
+        self._log = log
+        self._saved_at = float("-inf")
+        self._unsaved = False
+
+    def now(self) -> None:
+        self._saved_at, self._unsaved = self._clock(), False
+        try:
+            self._state.save_rollout(self._saved.to_doc())
+        except StateError as exc:
+            events.state_write_failed(self._log, error=str(exc))
+
+    def soon(self) -> None:
+        """Written within :data:`SAVE_EVERY` (by this call, or :meth:`due`/:meth:`flush`)."""
+        if self._clock() - self._saved_at >= SAVE_EVERY:
+            self.now()
+        else:
+            self._unsaved = True
+
+    def due(self) -> None:
+        """The timer's tick: write what waited long enough."""
+        if self._unsaved and self._clock() - self._saved_at >= SAVE_EVERY:
+            self.now()
+
+    def flush(self) -> None:
+        """Write what is waiting, whatever the time (the process is stopping)."""
+        if self._unsaved:
+            self.now()
