@@ -25,29 +25,16 @@ from syncd.client import DeviceClient, DeviceError
 from syncd.device_status import AccountStatus
 from syncd.diff import Plan
 from syncd.logs import get_logger
-from syncd.model import DeviceSpec
+from syncd.model import ACCOUNT_FIELDS, DeviceSpec
 from syncd.outcome import Failure, Outcome
 from syncd.policy import FleetPolicy
 from syncd.state import StateError, StateStore
 
 __all__ = ["REGISTRATION_FIELDS", "Health", "is_healthy"]
 
-#: Fields a registration depends on: changing one needs a new registration.
-REGISTRATION_FIELDS = frozenset(
-    {
-        "enabled",
-        "sipNumber",
-        "authId",
-        "password",
-        "domain",
-        "domainPort",
-        "proxyAddress",
-        "proxyPort",
-        "registrationEnabled",
-        "registrarAddress",
-        "registrarPort",
-    }
-)
+#: Fields a registration depends on: changing one needs a new registration. Every
+#: managed field but how the account is shown and answers, and the password.
+REGISTRATION_FIELDS = (frozenset(ACCOUNT_FIELDS) - {"displayName", "answerMode"}) | {"password"}
 #: The fingerprint restored when none was recorded before the PUT (never a real one).
 _NO_FINGERPRINT = "none"
 

@@ -31,6 +31,7 @@ from syncd.policy import (
 )
 from syncd.rollout_control import pause_saved, resume_saved
 from syncd.simulator import EmulatedDevice, Fleet
+from syncd.simulator.fields import SIP_FIELDS
 from syncd.state import FileStateStore
 
 
@@ -127,7 +128,14 @@ class TestHealth:
         assert is_healthy(off, renewed=True, before=None)
         assert is_healthy(None, renewed=True, before=None)
         assert {"domain", "password", "registrarAddress"} <= REGISTRATION_FIELDS
+        assert {
+            "enabled", "sipNumber", "authId", "password", "domain", "domainPort",
+            "proxyAddress", "proxyPort", "registrationEnabled", "registrarAddress",
+            "registrarPort",
+        } == REGISTRATION_FIELDS  # fmt: skip
         assert "displayName" not in REGISTRATION_FIELDS
+        # The emulator states the same device fact on its own (it imports nothing from syncd).
+        assert REGISTRATION_FIELDS == SIP_FIELDS
 
     async def test_unregistered_account_fails_within_the_timeout(
         self, tmp_path: Path, pool: ClientPool
