@@ -46,6 +46,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._verify = verify
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -67,6 +68,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
+            if self._closed:  # a request that outlived its pool: no new session for it
+                raise httpx.ReadError("the connection pool is closed")
             self._session = self._open()
         timeouts = request.extensions.get("timeout", {})
         timeout = aiohttp.ClientTimeout(
@@ -101,6 +104,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()

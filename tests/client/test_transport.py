@@ -1,0 +1,61 @@
+"""httpx over aiohttp (syncd/transport.py): answers, failures in httpx's terms, and closing."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import httpx
+import pytest
+
+from syncd.simulator import Fleet
+from syncd.transport import AiohttpTransport
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _transport() -> AiohttpTransport:
+    return AiohttpTransport(verify=ssl.create_default_context(), keepalive_expiry=5.0)
+
+
+async def test_an_answer_comes_back_as_an_httpx_response() -> None:
+    """Status, headers and body of the device's answer reach httpx unchanged."""
+    async with Fleet(devices=1) as fleet:
+        transport = _transport()
+        try:
+            request = httpx.Request("GET", fleet.devices[0].url + "/api/phone/config")
+            response = await transport.handle_async_request(request)
+            await response.aread()
+        finally:
+            await transport.aclose()
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["success"] is True
+
+
+async def test_a_refused_connection_is_an_httpx_connect_error_saying_so() -> None:
+    """Nothing listening: httpx.ConnectError whose text is the reason, not aiohttp's wording."""
+    free_port = _free_port()
+    transport = _transport()
+    try:
+        with pytest.raises(httpx.ConnectError, match=r"^connection refused$"):
+            await transport.handle_async_request(
+                httpx.Request("GET", f"http://127.0.0.1:{free_port}/api/phone/config")
+            )
+    finally:
+        await transport.aclose()
+
+
+async def test_a_request_after_close_opens_no_new_session() -> None:
+    """A request that outlives its pool fails instead of opening connections nobody will close."""
+    async with Fleet(devices=1) as fleet:
+        transport = _transport()
+        await transport.aclose()
+        with pytest.raises(httpx.ReadError, match="closed"):
+            await transport.handle_async_request(
+                httpx.Request("GET", fleet.devices[0].url + "/api/phone/config")
+            )
