@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from syncd.desired.build import build_device, duplicates
 from syncd.desired.names import DEFAULTS_FILE, FLEET_FILE, SUFFIXES, fleet_file_problem
@@ -30,8 +29,7 @@ __all__ = ["MAX_FILE_BYTES", "Loader", "load_desired", "read_doc"]
 MAX_FILE_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class _Stamp:
+class _Stamp(NamedTuple):
     """A file's identity: any edit, rename-into-place or checkout swap changes it."""
 
     mtime_ns: int
@@ -52,6 +50,8 @@ class Loader:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Files are reached by string paths: pathlib's joins were a tenth of loading 10,000 files.
+        self._base = os.path.join(root, "")
         self._parsed: dict[str, tuple[_Stamp, Any]] = {}
         self._results: dict[str, tuple[tuple[_Stamp, ...], _Result]] = {}
         self._stamps: dict[str, _Stamp] = {}
@@ -88,7 +88,7 @@ class Loader:
         stamp = self._stamps.get(rel)
         if stamp is None:
             try:
-                st = os.stat(self.root / rel)
+                st = os.stat(self._base + rel)
             except OSError as exc:
                 problem = Problem(rel, 1, "", f"cannot read: {exc.strerror}")
                 raise FileFailed([problem]) from None
@@ -103,7 +103,7 @@ class Loader:
         cached = self._parsed.get(rel)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        doc = read_doc(self.root / rel, rel, stamp.size)
+        doc = read_doc(self._base + rel, rel, stamp.size)
         self._parsed[rel] = (stamp, doc)
         return doc
 
@@ -180,7 +180,6 @@ class _Walker:
                 self._entry(entry, f"{rel}/{entry.name}" if rel else entry.name)
 
     def _entry(self, entry: os.DirEntry[str], rel: str) -> None:
-        path = Path(entry.path)
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
         except OSError:  # e.g. ELOOP: a link that points at itself
@@ -188,12 +187,12 @@ class _Walker:
             return
         if not (is_dir or entry.name.endswith(SUFFIXES)):
             return
-        if entry.is_symlink() and not self._link_inside(path, rel):
+        if entry.is_symlink() and not self._link_inside(Path(entry.path), rel):
             return
         if is_dir and entry.is_symlink():
-            self.linked.append((path, rel))
+            self.linked.append((Path(entry.path), rel))
         elif is_dir:
-            self.walk(path, rel)
+            self.walk(Path(entry.path), rel)
         elif entry.name == DEFAULTS_FILE:
             self.defaults.add(rel)
         elif entry.name == FLEET_FILE:
@@ -220,11 +219,12 @@ class _Walker:
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-def read_doc(path: Path, rel: str, size: int) -> Any:
+def read_doc(path: str | Path, rel: str, size: int) -> Any:
     if size > MAX_FILE_BYTES:
         raise FileFailed([Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")])
     try:
-        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+        with open(path, "rb") as handle:
+            data = handle.read()  # read(MAX_FILE_BYTES + 1) would allocate that much each time
     except OSError as exc:
         raise FileFailed([Problem(rel, 1, "", f"cannot read: {exc.strerror}")]) from None
     if len(data) > MAX_FILE_BYTES:
