@@ -20,6 +20,7 @@ from syncd.desired.build import build_device, duplicates
 from syncd.desired.names import DEFAULTS_FILE, FLEET_FILE, SUFFIXES, fleet_file_problem
 from syncd.desired.result import DesiredState, FileFailed, Problem
 from syncd.desired.yamldoc import YamlError, parse_yaml
+from syncd.gctune import collector_paused
 from syncd.model import DeviceSpec
 from syncd.secrets import SecretRef
 
@@ -58,6 +59,10 @@ class Loader:
         self._defaults: set[str] = set()
 
     def load(self) -> DesiredState:
+        with collector_paused():  # the specs and cached documents stay: nothing to collect
+            return self._load()
+
+    def _load(self) -> DesiredState:
         state = DesiredState(root=self.root)
         files, self._defaults, problems = _discover(self.root)
         self._stamps = {}
