@@ -51,6 +51,11 @@ class Pos(NamedTuple):
     raw: str | None = None
 
 
+#: ``_new_pos(Pos, (file, line, raw))``: a Pos without the Python-level ``__new__`` of a
+#: named tuple; the walker makes one per key and list item.
+_new_pos = tuple.__new__
+
+
 class YamlError(Exception):
     def __init__(self, pos: Pos, message: str) -> None:
         super().__init__(f"{pos.file}:{pos.line}: {message}")
@@ -69,6 +74,7 @@ class Yaml11Bool:
 class YamlMap(dict[str, Any]):
     """A mapping that also records the position of itself and of each key."""
 
+    __slots__ = ("key_pos", "pos")  # no __dict__ per mapping: there are a few per file
     pos: Pos
     key_pos: dict[str, Pos]
 
@@ -76,6 +82,7 @@ class YamlMap(dict[str, Any]):
 class YamlList(list[Any]):
     """A sequence that also records the position of itself and of each item."""
 
+    __slots__ = ("item_pos", "pos")
     pos: Pos
     item_pos: list[Pos]
 
@@ -149,7 +156,9 @@ class _Walker:
             items = node.value
             seq = YamlList([self.walk(item, depth + 1) for item in items])
             seq.pos = Pos(file, node.start_mark.line + 1)
-            seq.item_pos = [Pos(file, item.start_mark.line + 1, _raw(item)) for item in items]
+            seq.item_pos = [
+                _new_pos(Pos, (file, item.start_mark.line + 1, _raw(item))) for item in items
+            ]
             return seq
         return self._construct(node)
 
@@ -212,8 +221,15 @@ class _Walker:
                 raise YamlError(
                     self._pos(key_node), f"duplicate key '{key}' (first written on line {first})"
                 )
-            result[key] = self.walk(value_node, inner)
-            key_pos[key] = Pos(file, key_node.start_mark.line + 1, _raw(value_node))
+            if value_node.__class__ is _ScalarNode and value_node.tag == _STR:
+                self._nodes += 1  # and for the usual value, a string
+                if self._nodes > MAX_NODES or inner > MAX_DEPTH:
+                    self._refuse(value_node, inner)
+                raw = result[key] = value_node.value
+            else:
+                result[key] = self.walk(value_node, inner)
+                raw = value_node.value if value_node.__class__ is _ScalarNode else None
+            key_pos[key] = _new_pos(Pos, (file, key_node.start_mark.line + 1, raw))
         return result
 
 
