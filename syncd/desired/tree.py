@@ -57,6 +57,7 @@ class Loader:
         self._results: dict[str, tuple[tuple[_Stamp, ...], _Result]] = {}
         self._stamps: dict[str, _Stamp] = {}
         self._defaults: set[str] = set()
+        self._chains: dict[str, list[str]] = {}
 
     def load(self) -> DesiredState:
         with collector_paused():  # the specs and cached documents stay: nothing to collect
@@ -66,6 +67,7 @@ class Loader:
         state = DesiredState(root=self.root)
         files, self._defaults, problems = _discover(self.root)
         self._stamps = {}
+        self._chains = {}
         state.problems.extend(problems)
         entries: list[DeviceSpec[SecretRef]] = []
         for rel in files:
@@ -113,9 +115,15 @@ class Loader:
         return doc
 
     def _defaults_chain(self, rel: str) -> list[str]:
-        parts = rel.split("/")[:-1]
-        candidates = ["/".join([*parts[:depth], DEFAULTS_FILE]) for depth in range(len(parts) + 1)]
-        return [c for c in candidates if c in self._defaults]
+        folder = rel.rpartition("/")[0]
+        chain = self._chains.get(folder)
+        if chain is None:  # once per folder and load: a folder holds many devices
+            parts = folder.split("/") if folder else []
+            candidates = [
+                "/".join([*parts[:depth], DEFAULTS_FILE]) for depth in range(len(parts) + 1)
+            ]
+            chain = self._chains[folder] = [c for c in candidates if c in self._defaults]
+        return chain
 
     def _device_result(self, rel: str) -> _Result:
         """Validated entry of one device file, reused while it and its defaults are unchanged."""
