@@ -232,12 +232,35 @@ class _Walker:
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
+def _read_bytes(path: str | Path, size: int) -> bytes:
+    """The file's bytes (``size`` from a stat just before), at most a little over the limit.
+
+    Plain ``os.read`` calls: Python's file objects (a buffer, an isatty check) were half
+    the cost of reading 10,000 small files.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            return data
+        parts = [data]  # it grew since the stat: read on, as far as the limit
+        total = len(data)
+        while total <= MAX_FILE_BYTES:
+            chunk = os.read(fd, 64 * 1024)
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def read_doc(path: str | Path, rel: str, size: int) -> Any:
     if size > MAX_FILE_BYTES:
         raise FileFailed([Problem(rel, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024} KiB")])
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()  # read(MAX_FILE_BYTES + 1) would allocate that much each time
+        data = _read_bytes(path, size)
     except OSError as exc:
         raise FileFailed([Problem(rel, 1, "", f"cannot read: {exc.strerror}")]) from None
     if len(data) > MAX_FILE_BYTES:
