@@ -7,10 +7,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from syncd import events, loop
-from syncd.client import ClientPool
-from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
 from syncd.desired import (
     DesiredState,
     Loader,
@@ -21,20 +19,16 @@ from syncd.desired import (
 )
 from syncd.desired.fleet import load_policy
 from syncd.desired.names import FLEET_FILE, is_defaults
-from syncd.devices_view import revision_material
-from syncd.diff import PASSWORD_PLACEHOLDER
-from syncd.foreground import rollout_pass
-from syncd.lock import StateDirLocked, StateLock, state_lock_error
-from syncd.logs import get_logger
-from syncd.outcome import Outcome, Tally
-from syncd.progress import Progress
-from syncd.reconcile import Reconciler, reconcile_many
-from syncd.report import plan_json, plan_text, rollout_facts
-from syncd.retrying import RetryPolicy
-from syncd.revision import desired_revision
-from syncd.rollout_control import pause_saved, resume_saved
-from syncd.settings import Settings
-from syncd.state import FileStateStore
+from syncd.gctune import collector_paused
+
+if TYPE_CHECKING:
+    from syncd.outcome import Outcome
+    from syncd.settings import Settings
+    from syncd.state import FileStateStore
+
+# Only what ``validate`` needs is imported above: it is run over whole trees in CI
+# and at every commit, and the HTTP stack, the rollout machinery and structlog
+# were a fifth of its time (issue 15). Each other command imports its own.
 
 __all__ = [
     "EXIT_ERROR",
@@ -64,6 +58,9 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
     desired = Loader(desired_dir).load()
     if not log_problems:
         return desired
+    from syncd import events
+    from syncd.logs import get_logger
+
     log = get_logger()
     for problem in desired.problems:
         events.desired_problem(log, problem)
@@ -85,6 +82,13 @@ def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool
     report.txt`` keeps them): one ``FILE:LINE: field: message`` line each
     (warnings too, marked), then a one-line verdict.
     """
+    with collector_paused():
+        # A one-shot check: what it builds lives until it exits, so the collector would
+        # only walk it (a tenth of validating 10,000 files); exit frees it all at once.
+        return _validate(desired_dir, devices, resolve_secrets)
+
+
+def _validate(desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) -> int:
     desired = load_tree(desired_dir, log_problems=False)
     _check_filter(desired, devices)
     problems = desired.problems
@@ -122,6 +126,11 @@ async def _pass(
     settings: Settings, devices: Sequence[str], *, state: FileStateStore
 ) -> tuple[list[Outcome], dict[str, str]]:
     """``plan``'s read of every device: nothing is changed, on the devices or in the state."""
+    from syncd.client import ClientPool
+    from syncd.progress import Progress
+    from syncd.reconcile import Reconciler, reconcile_many
+    from syncd.retrying import RetryPolicy
+
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
@@ -147,6 +156,12 @@ async def _pass(
 
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     """Print what would change; read-only: the state dir is never created or written."""
+    from syncd import events, loop
+    from syncd.logs import get_logger
+    from syncd.outcome import Tally
+    from syncd.report import plan_json, plan_text, rollout_facts
+    from syncd.state import FileStateStore
+
     state = FileStateStore.open_readonly(settings.state_dir)
     outcomes, broken = loop.run(_pass(settings, devices, state=state))
     if not state.has_password_records():
@@ -167,6 +182,8 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
 
 def _unrecorded(outcome: Outcome) -> Outcome:
     """The outcome with its due passwords marked ``(no record)`` rather than ``(will be set)``."""
+    from syncd.diff import PASSWORD_PLACEHOLDER
+
     changes = tuple(
         replace(c, desired=NO_RECORD)
         if c.field == "password" and c.desired == PASSWORD_PLACEHOLDER
@@ -178,6 +195,10 @@ def _unrecorded(outcome: Outcome) -> Outcome:
 
 def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = False) -> int:
     """One pass; the result (failed devices, a summary) on stdout, log events on stderr."""
+    from syncd import loop
+    from syncd.lock import StateDirLocked, StateLock, state_lock_error
+    from syncd.outcome import Tally
+
     if settings.cluster_endpoints:
         # The cluster's nodes own the devices (SPEC 11); a PUT from outside would race them.
         raise CommandError(
@@ -212,6 +233,11 @@ async def _apply_pass(
     settings: Settings, devices: Sequence[str], ignore_windows: bool
 ) -> tuple[list[Outcome], dict[str, str], str | None]:
     """``apply``: the rollout in the foreground (waves, health, bake, windows, calls)."""
+    from syncd.devices_view import revision_material
+    from syncd.foreground import rollout_pass
+    from syncd.progress import Progress
+    from syncd.revision import desired_revision
+
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     policy = load_policy(settings.desired_dir)
@@ -236,6 +262,8 @@ async def _apply_pass(
 
 def rollout(settings: Settings, *, action: str) -> int:
     """``syncd rollout pause|resume``: through the daemon's socket, else on the state dir."""
+    from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
+
     socket_path = getattr(settings, "socket", None) or default_socket_path(settings.state_dir)
     client = ControlClient(Path(socket_path))
     try:
@@ -250,6 +278,10 @@ def rollout(settings: Settings, *, action: str) -> int:
 
 def _rollout_on_state(state_dir: Path, action: str) -> str:
     """No daemon answers: change the saved rollout, unless another syncd holds the state dir."""
+    from syncd.lock import StateDirLocked, StateLock, state_lock_error
+    from syncd.rollout_control import pause_saved, resume_saved
+    from syncd.state import FileStateStore
+
     try:
         lock = StateLock.acquire(state_dir)
     except (StateDirLocked, OSError) as exc:

@@ -13,7 +13,6 @@ from syncd.desired.names import FLEET_FILE
 from syncd.desired.result import FileFailed, Problem
 from syncd.desired.tree import read_doc
 from syncd.policy import PolicyResult
-from syncd.policy_schema import policy_from_doc
 
 __all__ = ["load_policy"]
 
@@ -36,4 +35,7 @@ def load_policy(root: Path) -> PolicyResult:
         doc = read_doc(path, FLEET_FILE, size)
     except FileFailed as failed:
         return PolicyResult(None, list(failed.problems))
+    # Imported here: a tree without _fleet.yaml (most) spares ``validate`` building its schema.
+    from syncd.policy_schema import policy_from_doc
+
     return policy_from_doc(doc)

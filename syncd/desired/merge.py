@@ -52,16 +52,19 @@ def merge(base: Any, top: Any) -> Any:
     if isinstance(base, YamlMap) and isinstance(top, YamlMap):
         out = YamlMap(base)
         out.pos = top.pos
-        out.key_pos = dict(base.key_pos)
+        out.key_pos = key_pos = base.key_pos.copy()
+        key_pos.update(top.key_pos)
         for key, value in top.items():
-            below = base.get(key)
-            if key == "accounts" and isinstance(value, YamlList) and isinstance(below, YamlList):
-                out[key] = _merge_accounts(below, value)
-            elif key in base:
-                out[key] = merge(below, value)
-            else:
+            if key not in base:
                 out[key] = value
-            out.key_pos[key] = top.key_pos[key]
+                continue
+            below = base[key]
+            if isinstance(value, YamlMap):
+                out[key] = merge(below, value)
+            elif key == "accounts" and isinstance(value, YamlList) and isinstance(below, YamlList):
+                out[key] = _merge_accounts(below, value)
+            else:
+                out[key] = value  # what merge() would return for anything but two mappings
         return out
     return top
 

@@ -8,8 +8,9 @@ bombs, deep nesting) stop early with a message instead of eating the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -29,19 +30,56 @@ MAX_NODES = 20_000
 MAX_DEPTH = 24
 
 _STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
 _BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+_ScalarNode = yaml.ScalarNode
 #: Booleans in YAML 1.1 (PyYAML) but text in YAML 1.2: refused, as they mean different things.
 _YAML11_BOOLS = frozenset({"yes", "no", "on", "off"})
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_resolve: Callable[..., str] = _SafeLoader.resolve
+#: Plain scalars' texts and the tags they resolve to (keys and common values recur in
+#: every file); bounded, so that a stream of distinct values cannot grow it.
+_PLAIN_TAGS: dict[str, str] = {}
+_PLAIN_TAGS_MAX = 4096
 
 
-@dataclass(frozen=True)
-class Pos:
-    """Where a value was written: file (relative to the desired dir), line, source text."""
+class _Loader(_SafeLoader):  # type: ignore[valid-type,misc]
+    """The safe loader, remembering which tag each plain scalar's text resolves to.
+
+    libyaml asks the resolver (Python) about every scalar, and PyYAML tries its
+    regular expressions each time. A plain scalar's tag depends on its text
+    alone (while no path resolvers are registered), so the answer is kept:
+    ~10% of reading a device file.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is _ScalarNode and implicit[0] and not self.yaml_path_resolvers:
+            tag = _PLAIN_TAGS.get(value)
+            if tag is None:
+                tag = _resolve(self, kind, value, implicit)
+                if len(_PLAIN_TAGS) < _PLAIN_TAGS_MAX:
+                    _PLAIN_TAGS[value] = tag
+            return tag
+        return _resolve(self, kind, value, implicit)
+
+
+class Pos(NamedTuple):
+    """Where a value was written: file (relative to the desired dir), line, source text.
+
+    A named tuple rather than a frozen dataclass: one is made for every key and
+    list item of every file, and a tuple is several times cheaper to make.
+    """
 
     file: str
     line: int
     raw: str | None = None
+
+
+#: ``_new_pos(Pos, (file, line, raw))``: a Pos without the Python-level ``__new__`` of a
+#: named tuple; the walker makes one per key and list item.
+_new_pos = tuple.__new__
 
 
 class YamlError(Exception):
@@ -62,6 +100,7 @@ class Yaml11Bool:
 class YamlMap(dict[str, Any]):
     """A mapping that also records the position of itself and of each key."""
 
+    __slots__ = ("key_pos", "pos")  # no __dict__ per mapping: there are a few per file
     pos: Pos
     key_pos: dict[str, Pos]
 
@@ -69,6 +108,7 @@ class YamlMap(dict[str, Any]):
 class YamlList(list[Any]):
     """A sequence that also records the position of itself and of each item."""
 
+    __slots__ = ("item_pos", "pos")
     pos: Pos
     item_pos: list[Pos]
 
@@ -105,6 +145,12 @@ def parse_yaml(text: str, file: str) -> Any:
 
 
 class _Walker:
+    """Turns composed nodes into values; hot (every value of every file), so written for speed.
+
+    Plain strings, decimal integers, booleans and nulls, by far the most common
+    values, are read here; anything else goes to PyYAML's constructors.
+    """
+
     def __init__(self, loader: yaml.SafeLoader, file: str) -> None:
         self._loader = loader
         self._file = file
@@ -114,25 +160,57 @@ class _Walker:
         text = node.value if raw and isinstance(node, yaml.ScalarNode) else None
         return Pos(self._file, node.start_mark.line + 1, text)
 
-    def walk(self, node: yaml.Node, depth: int) -> Any:
-        self._nodes += 1
+    def _refuse(self, node: yaml.Node, depth: int) -> None:
+        """Raise for a document over the node limit (checked first) or too deep; else nothing."""
         if self._nodes > MAX_NODES:
             raise YamlError(
                 self._pos(node), f"document too large: more than {MAX_NODES} values (alias bomb?)"
             )
         if depth > MAX_DEPTH:
             raise YamlError(self._pos(node), f"nested more than {MAX_DEPTH} levels deep")
+
+    def walk(self, node: yaml.Node, depth: int) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_NODES or depth > MAX_DEPTH:
+            self._refuse(node, depth)
+        if isinstance(node, _ScalarNode):
+            return self._scalar(node)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, depth)
         if isinstance(node, yaml.SequenceNode):
-            seq = YamlList(self.walk(item, depth + 1) for item in node.value)
-            seq.pos = self._pos(node)
-            seq.item_pos = [self._pos(item, raw=True) for item in node.value]
+            file = self._file
+            items = node.value
+            seq = YamlList([self.walk(item, depth + 1) for item in items])
+            seq.pos = Pos(file, node.start_mark.line + 1)
+            seq.item_pos = [
+                _new_pos(Pos, (file, item.start_mark.line + 1, _raw(item))) for item in items
+            ]
             return seq
-        if node.tag == _STR:
-            return node.value  # the common case, without PyYAML's generic constructor
-        if node.tag == _BOOL and node.value.lower() in _YAML11_BOOLS:
-            return Yaml11Bool(node.value)
+        return self._construct(node)
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        tag = node.tag
+        value: str = node.value
+        if tag == _STR:
+            return value  # the common case, without PyYAML's generic constructor
+        if tag == _INT:
+            # Plain decimals only: 0123 (octal in YAML 1.1), 0x1f, 1_000 or a huge one go
+            # to PyYAML, whose readings (and failures) stay as they were.
+            if _is_decimal(value):
+                return int(value)
+        elif tag == _BOOL:
+            lowered = value.lower()
+            if lowered in _YAML11_BOOLS:
+                return Yaml11Bool(value)
+            if lowered == "true":
+                return True
+            if lowered == "false":
+                return False
+        elif tag == _NULL:
+            return None
+        return self._construct(node)
+
+    def _construct(self, node: yaml.Node) -> Any:
         try:
             return self._loader.construct_object(node)
         except yaml.YAMLError as exc:
@@ -146,27 +224,53 @@ class _Walker:
             raise YamlError(self._pos(node), f"invalid value: not a valid {kind}") from None
 
     def _mapping(self, node: yaml.MappingNode, depth: int) -> YamlMap:
+        file = self._file
         result = YamlMap()
-        result.pos = self._pos(node)
-        result.key_pos = {}
+        result.pos = Pos(file, node.start_mark.line + 1)
+        key_pos: dict[str, Pos] = {}
+        result.key_pos = key_pos
+        inner = depth + 1
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise YamlError(self._pos(key_node), "YAML merge keys (<<) are not supported")
-            key = self.walk(key_node, depth + 1)
-            if not isinstance(key, str):
-                raise YamlError(self._pos(key_node), f"key {key!r} must be a string")
+            if key_node.tag == _STR and isinstance(key_node, _ScalarNode):
+                self._nodes += 1  # walk() inlined for the usual key, a plain string
+                if self._nodes > MAX_NODES or inner > MAX_DEPTH:
+                    self._refuse(key_node, inner)
+                key = key_node.value
+            else:
+                if key_node.tag == _MERGE:
+                    raise YamlError(self._pos(key_node), "YAML merge keys (<<) are not supported")
+                key = self.walk(key_node, inner)
+                if not isinstance(key, str):
+                    raise YamlError(self._pos(key_node), f"key {key!r} must be a string")
             if key in result:
-                first = result.key_pos[key].line
+                first = key_pos[key].line
                 raise YamlError(
                     self._pos(key_node), f"duplicate key '{key}' (first written on line {first})"
                 )
-            result[key] = self.walk(value_node, depth + 1)
-            result.key_pos[key] = Pos(self._file, key_node.start_mark.line + 1, _raw(value_node))
+            if value_node.__class__ is _ScalarNode and value_node.tag == _STR:
+                self._nodes += 1  # and for the usual value, a string
+                if self._nodes > MAX_NODES or inner > MAX_DEPTH:
+                    self._refuse(value_node, inner)
+                raw = result[key] = value_node.value
+            else:
+                result[key] = self.walk(value_node, inner)
+                raw = value_node.value if value_node.__class__ is _ScalarNode else None
+            key_pos[key] = _new_pos(Pos, (file, key_node.start_mark.line + 1, raw))
         return result
 
 
+def _is_decimal(value: str) -> bool:
+    """An ASCII decimal without a leading zero and of sane length, as ``int()`` reads it."""
+    return (
+        value.isascii()
+        and value.isdigit()
+        and len(value) <= 18
+        and (value[0] != "0" or value == "0")
+    )
+
+
 def _raw(node: yaml.Node) -> str | None:
-    return node.value if isinstance(node, yaml.ScalarNode) else None
+    return node.value if isinstance(node, _ScalarNode) else None
 
 
 #: Constructs whose start (the context mark) is where the problem is, not where it showed.

@@ -11,6 +11,8 @@ import pytest
 from core_helpers import GOOD, device, only_error
 
 from syncd.desired import MAX_FILE_BYTES, DesiredState, load_desired
+from syncd.desired.result import FileFailed
+from syncd.desired.tree import read_doc
 
 Load = Callable[[Mapping[str, str | bytes]], DesiredState]
 Tree = Callable[[Mapping[str, str | bytes]], Path]
@@ -65,6 +67,21 @@ class TestHostileYaml:
         """A file under 1 MiB (a long comment) is parsed normally."""
         body = GOOD + "# " + "x" * (MAX_FILE_BYTES - len(GOOD) - 100) + "\n"
         assert list(load({"a.yaml": body}).devices) == ["a"]
+
+    def test_file_grown_since_its_stat_is_read_whole(self, tmp_path: Path) -> None:
+        """read_doc given a stale (smaller) size still reads the whole file, and its end."""
+        path = tmp_path / "a.yaml"
+        path.write_text(GOOD + "mode: observe\n")
+        doc = read_doc(path, "a.yaml", 10)
+        assert doc["mode"] == "observe" and doc["device"]["url"] == "https://192.0.2.10"
+
+    def test_file_grown_past_the_limit_since_its_stat(self, tmp_path: Path) -> None:
+        """A file that grew past 1 MiB after its stat is refused as too large, not cut short."""
+        path = tmp_path / "a.yaml"
+        path.write_text(GOOD + "# " + "x" * MAX_FILE_BYTES + "\n")
+        with pytest.raises(FileFailed) as caught:
+            read_doc(path, "a.yaml", len(GOOD))
+        assert "larger than" in caught.value.problems[0].message
 
     def test_non_utf8_bytes_named_with_line(self, load: Load) -> None:
         """Invalid UTF-8 (Latin-1 é) is an error naming the line it is on."""

@@ -8,6 +8,7 @@ from syncd.desired.yamldoc import (
     MAX_DEPTH,
     MAX_NODES,
     Pos,
+    Yaml11Bool,
     YamlError,
     YamlList,
     YamlMap,
@@ -33,6 +34,18 @@ class TestParseYaml:
         """Scalars come back as the usual Python types."""
         doc = parse_yaml("t: true\nn: 5\ns: '5'\nz: null\ne: ''\n", "f.yaml")
         assert dict(doc) == {"t": True, "n": 5, "s": "5", "z": None, "e": ""}
+
+    def test_plain_scalars_read_the_same_every_time(self) -> None:
+        """Remembered tags change nothing: each text reads as before, in any document, any order."""
+        text = "a: 0123\nb: yes\nc: '5'\nd: 5\ne: 1.5\nf: ~\ng: 2024-01-01\nh: x\n"
+        first = dict(parse_yaml(text, "f.yaml"))
+        again = dict(parse_yaml("y: x\nz: 5\n" + text, "g.yaml"))
+        assert first["a"] == 83 and again["a"] == 83 and again["z"] == 5
+        assert first["b"] == again["b"] == Yaml11Bool("yes")
+        assert first["c"] == "5" and first["d"] == 5 and first["e"] == 1.5 and first["f"] is None
+        assert str(first["g"]) == "2024-01-01" and first["h"] == "x"
+        for key in "abcdefgh":
+            assert first[key] == again[key]
 
     def test_empty_document_is_none(self) -> None:
         """An empty or comment-only document parses to None."""
