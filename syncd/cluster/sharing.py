@@ -38,6 +38,7 @@ from syncd.cluster import (
 )
 from syncd.cluster.connection import TRANSIENT_ERRORS
 from syncd.cluster.history import EtcdHistory
+from syncd.cluster.watching import stop_task
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
@@ -226,9 +227,7 @@ class Clustered:
         """Write what is pending, then leave (the lease and every key under it go)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         for background in list(self._background):
             background.cancel()
         await self._store.close()

@@ -189,6 +189,19 @@ class TestWrites:
         assert b.applied_fingerprint("d") == "fp-down"
 
 
+    async def test_a_store_closes_within_seconds_while_etcd_is_down(
+        self, make_store: StoreFactory, own_etcd: EtcdServer
+    ) -> None:
+        """A node stopping while etcd is down stops within seconds, its watches mid-reconnect."""
+        a = await make_store("a", server=own_etcd)
+        own_etcd.stop()
+        a.record_fingerprint("d", "fp-never-written")
+        await asyncio.sleep(1.5)  # the watches are reconnecting by now
+        async with asyncio.timeout(15):
+            await a.close(timeout=1)
+            await a.connection.close()
+
+
 class TestHistory:
     async def test_history_shared_ordered_and_bounded(
         self, make_store: StoreFactory, cluster_name: str
