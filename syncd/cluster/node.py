@@ -39,7 +39,6 @@ from syncd.cluster.hashing import owner_of
 from syncd.cluster.lease import grant_lease, renew_lease, revoke_lease
 from syncd.cluster.membership import Membership, member_record, register, rewrite_record
 from syncd.cluster.owner_keys import drop_owner_key, take_owner_key
-from syncd.cluster.watching import stop_task
 
 __all__ = ["ClusterNode"]
 
@@ -209,7 +208,9 @@ class ClusterNode:
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            await stop_task(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._view.close()
 
     async def publish_revision(self, revision: str, since: float) -> None:

@@ -38,7 +38,6 @@ from syncd.cluster import (
 )
 from syncd.cluster.connection import TRANSIENT_ERRORS
 from syncd.cluster.history import EtcdHistory
-from syncd.cluster.watching import stop_task
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
@@ -227,7 +226,9 @@ class Clustered:
         """Write what is pending, then leave (the lease and every key under it go)."""
         task, self._task = self._task, None
         if task is not None:
-            await stop_task(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for background in list(self._background):
             background.cancel()
         await self._store.close()

@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
-from syncd.cluster.watching import Change, PrefixMirror, stop_task
+from syncd.cluster.watching import Change, PrefixMirror
 from syncd.state.records import DeviceRecords, TargetIndex
 
 __all__ = ["EtcdStateStore"]
@@ -133,7 +133,9 @@ class EtcdStateStore(DeviceRecords):
                 await self.flush()
         for task in (self._flusher, self._refresher):
             if task is not None:
-                await stop_task(task)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._flusher = self._refresher = None
         await self._state_mirror.close()
         await self._history_mirror.close()

@@ -18,7 +18,7 @@ import etcd3aio
 
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
 
-__all__ = ["Change", "PrefixMirror", "read_prefix", "stop_task"]
+__all__ = ["Change", "PrefixMirror", "read_prefix"]
 
 _log = logging.getLogger(__name__)
 _PAGE = 500
@@ -92,7 +92,9 @@ class PrefixMirror:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            await stop_task(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def reload(self) -> None:
         """Read the prefix again now (after a rejoin), then go on watching."""
@@ -152,23 +154,3 @@ class PrefixMirror:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-
-async def stop_task(task: asyncio.Task[Any], *, patience: float = 5.0) -> None:
-    """Cancel ``task`` and wait for it, even when a cancel is swallowed.
-
-    etcd3aio's watch reconnects by itself while etcd is down, and a cancel that
-    reaches it inside a gRPC call comes back as a transient error it retries:
-    one cancel can be lost. Cancel again until the task ends, for ``patience``
-    seconds at most; a task still running then is left to the loop's end.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience
-    while not task.done() and loop.time() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.2)
-    if task.done() and not task.cancelled():
-        with contextlib.suppress(Exception):
-            task.result()
-    elif not task.done():
-        _log.debug("a task talking to etcd did not stop within %.0f s", patience)
