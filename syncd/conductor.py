@@ -7,8 +7,9 @@ supersedes a running or halted one). It answers the gate (may this device
 start?), hears each outcome (healthy, in sync, failed, unreachable), ticks on
 a timer so a bake ends, kicks the devices of a wave when it starts, reverts
 failed devices when the rollout halts with ``onFailure: revert``, and saves
-the rollout after every step, so a SIGKILL loses nothing: a restarted process
-continues at the same wave and never re-runs a finished wave's health gate.
+the rollout (:mod:`syncd.rollout_saving`), so a SIGKILL loses nothing that
+matters: a restarted process continues at the same wave, never re-runs a
+finished wave's health gate, and checks again a device whose PUT was under way.
 
 The pause flag lives beside the rollout in the same saved document
 (:mod:`syncd.saved_rollout`): it survives restarts and new revisions.
@@ -39,6 +40,7 @@ from syncd.retrying import RetryPolicy
 from syncd.reverting import Reverter
 from syncd.rollout import (
     Decision,
+    DeviceStatus,
     Result,
     Rollout,
     RolloutState,
@@ -164,7 +166,12 @@ class Conductor:
         return may_start(rollout, spec.name, paused=paused)
 
     def begin(self, device: str) -> None:
-        self._update(lambda rollout: begin(rollout, device))
+        """``device``'s PUT starts: on disk before it goes out, as one journal line."""
+        rollout = self._saved.rollout
+        if rollout is not None:
+            self._saved.rollout = begin(rollout, device)
+            if self._saved.rollout is not rollout:
+                self._saver.note(device, self._saved.rollout.status[device])
 
     # ------------------------------------------------------------- loading
 
@@ -257,27 +264,25 @@ class Conductor:
                 c.as_dict() for c in outcome.changes if c.field != "password"
             ]
         step = record(rollout, outcome.device, result, self._clock(), paused=self.paused)
-        self._apply(step, urgent=result in ("failed", "healthy"))
+        self._apply(step, urgent=result == "failed", device=outcome.device)
 
     # --------------------------------------------------------------- steps
 
-    def _apply(self, step: Step, *, urgent: bool = True) -> None:
+    def _apply(self, step: Step, *, urgent: bool = True, device: str | None = None) -> None:
+        """``step`` in force: saved at once if ``urgent`` or with events; a health verdict
+        (``device`` healthy) as a journal line; anything else soon."""
         changed = step.rollout is not self._saved.rollout
         self._saved.rollout = step.rollout
         log_rollout_events(self.log, step.events, step.rollout)
         if step.events or (changed and urgent):
             self._saver.now()
+        elif changed and device and step.rollout.status.get(device) is DeviceStatus.HEALTHY:
+            self._saver.note(device, DeviceStatus.HEALTHY)
         elif changed:
             self._saver.soon()
         self._set_halted_metric()
         if any(e.name == "rollout.wave" for e in step.events):
             self._kick_wave()
-
-    def _update(self, change: Callable[[Rollout], Rollout]) -> None:
-        """A change of the rollout in force (if any) that logs nothing: save it."""
-        if self._saved.rollout is not None:
-            self._saved.rollout = change(self._saved.rollout)
-            self._saver.now()
 
     def _kick_wave(self) -> None:
         rollout = self.rollout
@@ -337,7 +342,9 @@ class Conductor:
         if changes:
             self._records.reverted(device, changes, revision=self.revision)
         self._saved.undo.pop(device, None)
-        self._update(lambda rollout: reverted(rollout, device))
+        if self._saved.rollout is not None:
+            self._saved.rollout = reverted(self._saved.rollout, device)
+            self._saver.now()
 
     # ------------------------------------------------------------ control
 

@@ -276,9 +276,7 @@ class Reconciler:
 
     def _record_in_force(self, spec: DeviceSpec, revision: str | None = None) -> None:
         try:
-            self._state.record_fingerprint(spec.name, spec.fingerprint)
-            if revision is not None:
-                self._state.record_revision(spec.name, revision)
+            self._state.record_in_force(spec.name, spec.fingerprint, revision)
         except StateError as exc:
             events.state_write_failed(self.log.bind(device=spec.name), error=str(exc))
 

@@ -2,11 +2,13 @@
 
 The document holds every device of the rollout, so writing it after each
 device's outcome made a pass over N devices write N x N entries (6.4 of 9 s of
-``syncd apply`` over 1,000 in-sync devices). A device starting its PUT, its
-health verdict, a failure and every rollout event are written at once; an
-in-sync or unreachable device may wait up to :data:`SAVE_EVERY`: a SIGKILL
-loses at most that much of them, and those devices are simply looked at again
-(one GET) after the restart.
+``syncd apply`` over 1,000 in-sync devices). A failure and every rollout event
+are written at once, as the whole document. A device starting its PUT and its
+health verdict are written at once too, but as one journal line of that
+device's status (:meth:`RolloutSaver.note`); the document follows within
+:data:`SAVE_EVERY`. An in-sync or unreachable device may wait that long: a
+SIGKILL loses at most that much of them, and those devices are simply looked at
+again (one GET) after the restart.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Callable
 from structlog.typing import FilteringBoundLogger as Log
 
 from syncd import events
-from syncd.saved_rollout import SavedRollout
+from syncd.rollout import DeviceStatus
+from syncd.saved_rollout import SavedRollout, journal_entry
 from syncd.state import StateError, StateStore
 
 __all__ = ["RolloutSaver"]
@@ -42,6 +45,17 @@ class RolloutSaver:
         self._saved_at, self._unsaved = self._clock(), False
         try:
             self._state.save_rollout(self._saved.to_doc())
+        except StateError as exc:
+            events.state_write_failed(self._log, error=str(exc))
+
+    def note(self, device: str, status: DeviceStatus) -> None:
+        """Only ``device``'s status changed: journal it at once (the document follows soon)."""
+        if self._clock() - self._saved_at >= SAVE_EVERY:
+            self.now()  # also the first write of a process: the journal follows a document
+            return
+        self._unsaved = True
+        try:
+            self._state.append_rollout(journal_entry(device, status))
         except StateError as exc:
             events.state_write_failed(self._log, error=str(exc))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from syncd.rollout import DeviceStatus, Rollout, RolloutState, progress, resume
 
-__all__ = ["SavedRollout", "rollout_from_doc", "rollout_to_doc"]
+__all__ = ["SavedRollout", "journal_entry", "rollout_from_doc", "rollout_to_doc"]
 
 
 def rollout_to_doc(rollout: Rollout) -> dict[str, Any]:
@@ -57,6 +57,31 @@ def rollout_from_doc(doc: Mapping[str, Any]) -> Rollout:
     return rollout
 
 
+_STATUSES = frozenset(str(s) for s in DeviceStatus)
+
+
+def journal_entry(device: str, status: DeviceStatus) -> dict[str, str]:
+    """What the state store journals when one device's status is all that changed."""
+    return {"device": device, "status": str(status)}
+
+
+def _journalled(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``doc["rollout"]`` with the statuses journalled after it (others' devices ignored)."""
+    rollout = doc["rollout"]
+    journal = doc.get("journal")
+    if not journal:
+        return rollout  # type: ignore[no-any-return]
+    status = dict(rollout["status"])
+    for entry in journal:
+        if (
+            isinstance(entry, Mapping)
+            and entry.get("device") in status
+            and entry.get("status") in _STATUSES
+        ):
+            status[entry["device"]] = entry.get("status")
+    return {**rollout, "status": status}
+
+
 @dataclass
 class SavedRollout:
     """The saved document: the rollout, what it was started for, the pause, the undo values."""
@@ -82,7 +107,7 @@ class SavedRollout:
         if not doc:
             return cls()
         try:
-            rollout = rollout_from_doc(doc["rollout"]) if doc.get("rollout") else None
+            rollout = rollout_from_doc(_journalled(doc)) if doc.get("rollout") else None
             fingerprints = {str(k): str(v) for k, v in dict(doc.get("fingerprints") or {}).items()}
             undo = {str(k): list(v) for k, v in dict(doc.get("undo") or {}).items()}
             return cls(rollout, fingerprints, bool(doc.get("paused")), undo)

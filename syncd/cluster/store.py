@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
 from syncd.cluster.watching import Change, PrefixMirror
+from syncd.state import StateError
 from syncd.state.records import DeviceRecords, TargetIndex
 
 __all__ = ["EtcdStateStore"]
@@ -77,6 +78,8 @@ class EtcdStateStore(DeviceRecords):
         self._devices: dict[str, dict[str, Any]] = {}
         self._by_target = TargetIndex()
         self._rollout: dict[str, Any] | None = None
+        #: The rollout is encoded when a batch is written, not at each save (O(devices)).
+        self._rollout_unwritten = False
         self._statuses: dict[str, dict[str, Any]] = {}
         self._history: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, bytes | None] = {}  # key -> value to write (None: delete)
@@ -146,9 +149,17 @@ class EtcdStateStore(DeviceRecords):
         return json.loads(json.dumps(self._rollout)) if self._rollout is not None else None
 
     def save_rollout(self, doc: Mapping[str, Any]) -> None:
-        value = dict(doc)
-        self._rollout = value
-        self._queue(self._rollout_key, _encode(value))
+        self._rollout = dict(doc)
+        self._rollout_unwritten = True
+        self._idle.clear()
+        self._wake.set()
+
+    def append_rollout(self, entry: Mapping[str, Any]) -> None:
+        """Journalled in memory; etcd gets the document (journal included) with the next batch."""
+        if self._rollout is None:
+            raise StateError(f"no rollout saved under {self._rollout_key} to journal after")
+        self._rollout.setdefault("journal", []).append(dict(entry))
+        self.save_rollout(self._rollout)
 
     def save_status(self, device: str, doc: Mapping[str, Any]) -> None:
         """Publish ``device``'s status JSON (written only when it differs from what etcd holds)."""
@@ -233,7 +244,7 @@ class EtcdStateStore(DeviceRecords):
                 await asyncio.sleep(0.5)
                 self._wake.set()
                 continue
-            if not self._pending:
+            if not self._pending and not self._rollout_unwritten:
                 self._idle.set()
             else:
                 self._wake.set()
@@ -242,6 +253,9 @@ class EtcdStateStore(DeviceRecords):
         client = await self.connection.open()
         assert client.kv is not None
         kv = client.kv
+        if self._rollout_unwritten and self._rollout is not None:
+            self._pending[self._rollout_key] = _encode(self._rollout)
+        self._rollout_unwritten = False
         batch = list(self._pending.items())
         for start in range(0, len(batch), _BATCH):
             chunk = batch[start : start + _BATCH]
@@ -273,13 +287,17 @@ class EtcdStateStore(DeviceRecords):
                 doc = _status_doc(change.value)
                 if doc is not None:
                     statuses[doc["device"]] = doc
+        if self._rollout_unwritten:
+            rollout = self._rollout
         self._devices, self._rollout, self._statuses = devices, rollout, statuses
         self._by_target.clear()
         for record in devices.values():
             self._by_target.add(record)
 
     def _state_changed(self, change: Change) -> None:
-        if change.key in self._pending:
+        if change.key in self._pending or (
+            change.key == self._rollout_key and self._rollout_unwritten
+        ):
             return  # our newer write is on its way
         if change.key == self._rollout_key:
             self._rollout = _decode(change.value)

@@ -45,6 +45,10 @@ class StateStore(Protocol):
 
     def record_revision(self, device: str, revision: str) -> None: ...
 
+    def record_in_force(self, device: str, fingerprint: str, revision: str | None) -> None:
+        """:meth:`record_fingerprint` and :meth:`record_revision` (unless None) in one write."""
+        ...
+
     def forget_passwords(self, device: str) -> None:
         """Mark every password of the device due again (after a factory reset)."""
         ...
@@ -54,3 +58,9 @@ class StateStore(Protocol):
         ...
 
     def save_rollout(self, doc: Mapping[str, Any]) -> None: ...
+
+    def append_rollout(self, entry: Mapping[str, Any]) -> None:
+        """Add ``entry`` after the document this store saved last, at a cost that does not
+        grow with the document: :meth:`load_rollout` gives the entries since the last
+        :meth:`save_rollout` as a list under ``journal``. StateError before any save."""
+        ...

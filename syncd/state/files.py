@@ -12,7 +12,13 @@ Per device, one small JSON file holding:
   records under the new name (:mod:`syncd.state.records`);
 - ``revision``: the desired revision last seen in force on the device.
 
-The rollout's state is one JSON document, ``rollout.json``.
+The rollout's state is one JSON document, ``rollout.json``, and a journal,
+``rollout.journal``: one line per device whose rollout status changed since the
+document was written (a PUT starting must be on disk before the PUT goes out,
+and rewriting the whole document for each would cost O(devices) per device).
+Each document carries a new ``journal`` id and each line the id of the document
+it follows, so lines left by a process killed between writing the document and
+removing the old journal are not read again.
 
 ``open_readonly`` (for ``plan``) never creates or writes anything: what the
 pass would record stays in memory.
@@ -41,6 +47,10 @@ __all__ = ["FileStateStore", "StateError"]
 _KEY_FILE = "key"
 _DEVICES_DIR = "devices"
 _ROLLOUT_FILE = "rollout.json"
+_JOURNAL_FILE = "rollout.journal"
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+#: The key, in ``rollout.json``, of the id its journal lines carry.
+_JOURNAL_ID = "journalId"
 
 
 class StateError(Exception):
@@ -57,6 +67,8 @@ class FileStateStore(DeviceRecords):
         #: Every record on disk is in ``_cache`` (loaded once, when first needed).
         self._all_loaded = False
         self._by_target = TargetIndex()
+        #: The id of the rollout document this process wrote last (its journal follows it).
+        self._journal_id: str | None = None
 
     def __repr__(self) -> str:
         return f"FileStateStore({str(self.directory)!r})"
@@ -183,19 +195,60 @@ class FileStateStore(DeviceRecords):
     # -------------------------------------------------------------- rollout
 
     def load_rollout(self) -> dict[str, Any] | None:
+        """The saved document; lines journalled since it was written are under ``journal``."""
         try:
             loaded = json.loads((self.directory / _ROLLOUT_FILE).read_text())
         except (OSError, ValueError):
             return None  # none yet, or damaged: as if no rollout were under way
-        return loaded if isinstance(loaded, dict) else None
+        if not isinstance(loaded, dict):
+            return None
+        journal = _read_journal(self.directory / _JOURNAL_FILE, loaded.pop(_JOURNAL_ID, None))
+        return {**loaded, "journal": journal} if journal else loaded
 
     def save_rollout(self, doc: Mapping[str, Any]) -> None:
+        journal_id = secrets.token_hex(8)
         try:
-            self._write(self.directory / _ROLLOUT_FILE, json.dumps(dict(doc), indent=1) + "\n")
+            text = json.dumps({**doc, _JOURNAL_ID: journal_id}, separators=(",", ":"))
+            self._write(self.directory / _ROLLOUT_FILE, text + "\n")
+            self._journal_id = journal_id
+            (self.directory / _JOURNAL_FILE).unlink(missing_ok=True)
         except (OSError, TypeError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            message = f"cannot write the rollout state in {self.directory}: {reason}"
-            raise StateError(message) from None
+            raise self._rollout_error(exc) from None
+
+    def append_rollout(self, entry: Mapping[str, Any]) -> None:
+        """Journal ``entry`` after the document this store saved last (one short write)."""
+        if self._journal_id is None:
+            raise StateError(f"no rollout saved in {self.directory} to journal after")
+        line = json.dumps({"id": self._journal_id, "entry": entry}, separators=(",", ":"))
+        try:
+            fd = os.open(self.directory / _JOURNAL_FILE, _APPEND, 0o600)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._rollout_error(exc) from None
+
+    def _rollout_error(self, exc: Exception) -> StateError:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return StateError(f"cannot write the rollout state in {self.directory}: {reason}")
+
+
+def _read_journal(path: Path, journal_id: object) -> list[Any]:
+    """The entries journalled after the document ``journal_id`` (a torn last line is skipped)."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and item.get("id") == journal_id and "entry" in item:
+            entries.append(item["entry"])
+    return entries
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

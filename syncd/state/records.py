@@ -197,20 +197,26 @@ class DeviceRecords(ABC):
         return self._text(device, "fingerprint")
 
     def record_fingerprint(self, device: str, fingerprint: str) -> None:
-        self._set_text(device, "fingerprint", fingerprint)
+        self._set_texts(device, fingerprint=fingerprint)
+
+    def record_in_force(self, device: str, fingerprint: str, revision: str | None) -> None:
+        """Both at once, in one write (a verified PUT)."""
+        self._set_texts(device, fingerprint=fingerprint, revision=revision)
 
     def applied_revision(self, device: str) -> str | None:
         return self._text(device, "revision")
 
     def record_revision(self, device: str, revision: str) -> None:
-        self._set_text(device, "revision", revision)
+        self._set_texts(device, revision=revision)
 
     def _text(self, device: str, key: str) -> str | None:
         value = self._record(device).get(key)
         return value if isinstance(value, str) else None
 
-    def _set_text(self, device: str, key: str, value: str) -> None:
+    def _set_texts(self, device: str, **values: str | None) -> None:
+        """Set the values given (None: leave as it is); one write if any changed."""
         record = self._record(device)
-        if record.get(key) != value:
-            record[key] = value
+        changed = {k: v for k, v in values.items() if v is not None and record.get(k) != v}
+        if changed:
+            record.update(changed)
             self._save(device)

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from syncd.cluster.connection import EtcdAccess, EtcdConnection
 from syncd.cluster.store import EtcdStateStore
+from syncd.state import StateError
 from tests.etcd_server import EtcdServer
 
 KEY = bytes(range(32))
@@ -135,6 +136,25 @@ class TestSharedRecords:
             "wave": "canary",
             "failed": [],
         }
+
+    async def test_rollout_journal_reaches_another_node(self, make_store: StoreFactory) -> None:
+        """Entries appended after a document reach etcd with it; the next save starts afresh."""
+        a = await make_store("a")
+        with pytest.raises(StateError):
+            a.append_rollout({"device": "d1", "status": "active"})
+        a.save_rollout({"revision": "r1"})
+        a.append_rollout({"device": "d1", "status": "active"})
+        a.append_rollout({"device": "d2", "status": "active"})
+        await a.flush()
+        b = await make_store("b")
+        assert b.load_rollout() == {
+            "revision": "r1",
+            "journal": [{"device": "d1", "status": "active"}, {"device": "d2", "status": "active"}],
+        }
+        a.save_rollout({"revision": "r2"})
+        await a.flush()
+        c = await make_store("c")
+        assert c.load_rollout() == {"revision": "r2"}
 
     async def test_secret_never_in_etcd(self, make_store: StoreFactory) -> None:
         """Neither a password nor the password key appears in any etcd key or value."""

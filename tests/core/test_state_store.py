@@ -268,6 +268,15 @@ class TestRevision:
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert len(list((state_dir / "devices").glob("*.json"))) == 1
 
+    def test_in_force_records_both_and_none_keeps_the_revision(self, state_dir: Path) -> None:
+        """record_in_force sets fingerprint and revision together; a None revision keeps the old."""
+        store = FileStateStore.open(state_dir)
+        store.record_in_force("lobby", "a" * 32, "r1")
+        store.record_in_force("lobby", "b" * 32, None)
+        again = FileStateStore.open(state_dir)
+        assert again.applied_fingerprint("lobby") == "b" * 32
+        assert again.applied_revision("lobby") == "r1"
+
 
 class TestForgetPasswords:
     def test_recorded_passwords_are_due_again(self, state_dir: Path) -> None:
@@ -414,6 +423,43 @@ class TestRollout:
         store.save_rollout({"wave": "two"})
         assert store.load_rollout() == {"wave": "two"}
         assert [p.name for p in state_dir.iterdir() if p.name.startswith(".tmp-")] == []
+
+    def test_journal_follows_its_document_until_the_next_save(self, state_dir: Path) -> None:
+        """Appended entries load, in order, under ``journal``; the next save starts afresh."""
+        store = FileStateStore.open(state_dir)
+        store.save_rollout({"wave": "one"})
+        store.append_rollout({"device": "a", "status": "active"})
+        store.append_rollout({"device": "a", "status": "healthy"})
+        assert FileStateStore.open(state_dir).load_rollout() == {
+            "wave": "one",
+            "journal": [
+                {"device": "a", "status": "active"},
+                {"device": "a", "status": "healthy"},
+            ],
+        }
+        store.save_rollout({"wave": "two"})
+        assert FileStateStore.open(state_dir).load_rollout() == {"wave": "two"}
+
+    def test_journal_of_an_older_document_is_not_read(self, state_dir: Path) -> None:
+        """Lines left by a process killed between writing a document and removing the old
+        journal belong to the older document: they are not read; a torn last line neither."""
+        store = FileStateStore.open(state_dir)
+        store.save_rollout({"wave": "one"})
+        store.append_rollout({"device": "a", "status": "active"})
+        old_lines = (state_dir / "rollout.journal").read_text()
+        store.save_rollout({"wave": "two"})
+        store.append_rollout({"device": "b", "status": "active"})
+        journal = state_dir / "rollout.journal"
+        journal.write_text(old_lines + journal.read_text() + '{"id": "torn')
+        assert FileStateStore.open(state_dir).load_rollout() == {
+            "wave": "two",
+            "journal": [{"device": "b", "status": "active"}],
+        }
+
+    def test_append_before_any_save_is_a_state_error(self, state_dir: Path) -> None:
+        """A journal line needs a document to follow: without one it is a StateError."""
+        with pytest.raises(StateError, match=str(state_dir)):
+            FileStateStore.open(state_dir).append_rollout({"device": "a", "status": "active"})
 
     @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "null"])
     def test_damaged_document_reads_as_none(self, state_dir: Path, content: str) -> None:

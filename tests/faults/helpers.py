@@ -95,8 +95,9 @@ def check_state_dir(state: Path) -> str:
     """Assert the state dir is readable after any crash; return the key.
 
     The key is 64 hex digits; every ``devices/*.json`` parses as a record of
-    its device; the history has whole lines but perhaps the last; the control
-    socket may be left; anything else is a hidden temporary file of an interrupted write.
+    its device; the history and the rollout journal have whole lines but
+    perhaps the last; the control socket may be left; anything else is a hidden
+    temporary file of an interrupted write.
     """
     key = (state / "key").read_text()
     assert re.fullmatch(r"[0-9a-f]{64}\n", key), f"damaged key file: {key!r}"
@@ -108,7 +109,7 @@ def check_state_dir(state: Path) -> str:
             continue
         elif rel == "syncd.sock":
             assert path.is_socket(), rel  # left by a killed daemon; the next one replaces it
-        elif rel == "history.jsonl":
+        elif rel in ("history.jsonl", "rollout.journal"):
             # A torn last line is allowed (readers skip it); every other line is an entry.
             lines = path.read_text().splitlines()
             assert all(isinstance(json.loads(line), dict) for line in lines[:-1]), rel

@@ -221,6 +221,33 @@ class TestConductor:
         again.load(policy=PolicyResult(policy), specs=specs, revision="r2")
         assert again.state == "running" and again.revision == "r2"
 
+    def test_put_starts_and_verdicts_are_journalled_not_rewritten(self, tmp_path: Path) -> None:
+        """A PUT starting and its healthy verdict are on disk at once as journal lines, the
+        document untouched; a restarted conductor sees them (a PUT under way starts again)."""
+        state = FileStateStore.open(tmp_path / "state")
+        policy = FleetPolicy(
+            rollout=RolloutPolicy(waves=(Wave("canary", devices=("dev1", "dev2")), Wave("rest")))
+        )
+        conductor = _conductor(state, [])
+        specs = self._specs(3)
+        conductor.load(policy=PolicyResult(policy), specs=specs, revision="r1")
+        document = (tmp_path / "state" / "rollout.json").read_bytes()
+        conductor.begin("dev1")
+        conductor.begin("dev2")
+        conductor.observe(Outcome.of(specs["dev1"], "applied"))
+        assert (tmp_path / "state" / "rollout.json").read_bytes() == document
+        assert (tmp_path / "state" / "rollout.journal").read_text().count("\n") == 3
+        again = _conductor(FileStateStore.open(tmp_path / "state"), [])
+        assert again.rollout is not None
+        assert {d: str(s) for d, s in again.rollout.status.items()} == {
+            "dev1": "healthy",
+            "dev2": "pending",  # under way when the process ended: looked at again
+            "dev3": "pending",
+        }
+        conductor.observe(Outcome.of(specs["dev2"], "applied"))  # the wave is done: an event
+        assert (tmp_path / "state" / "rollout.json").read_bytes() != document
+        assert not (tmp_path / "state" / "rollout.journal").exists()
+
     def test_pause_survives_restarts_and_is_changed_on_the_state(self, tmp_path: Path) -> None:
         """A pause on the state holds every change in a conductor started later; resume lifts it."""
         state = FileStateStore.open(tmp_path / "state")
