@@ -8,7 +8,6 @@ series (in sync, last success, failing kind, drift, applies).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +43,11 @@ def _count(outcome: Outcome, view: DeviceView | None, *, metrics: Metrics, now: 
     """The series ``outcome`` moves: in sync and last success, drift, applies by result."""
     device = outcome.device
     if outcome.status in ("in_sync", "applied"):
-        metrics.in_sync.labels(device).set(1)
-        metrics.last_success.labels(device).set(now)
+        metrics.set_in_sync(device, True, now)
     elif outcome.status == "skipped":
-        with contextlib.suppress(KeyError):  # parked on purpose: no in-sync series
-            metrics.in_sync.remove(device)
+        metrics.set_in_sync(device, None, now)  # parked on purpose: no in-sync series
     else:
-        metrics.in_sync.labels(device).set(0)
+        metrics.set_in_sync(device, False, now)
     # In observe mode a lasting difference counts once, until it goes away or changes.
     if outcome.drift and (
         outcome.mode is not Mode.OBSERVE
