@@ -67,8 +67,12 @@ def report_problems(
 def specs_in_force(
     desired: DesiredState, resolved: Resolved, current: Mapping[str, DeviceSpec]
 ) -> dict[str, DeviceSpec]:
-    """The usable specs, plus the ``current`` spec of each device whose file is now invalid."""
-    specs = dict(resolved.specs)
+    """The usable specs, plus the ``current`` spec of each device whose file is now invalid.
+
+    A spec equal to the current one is the current object: the daemon holds one
+    copy per device, not one more per reload.
+    """
+    specs = {n: current[n] if current.get(n) == s else s for n, s in resolved.specs.items()}
     bad_files = set(desired.invalid_files) | {
         spec.file for spec in current.values() if spec.name in resolved.broken
     }
