@@ -262,13 +262,23 @@ class ClusterNode:
         return True
 
     async def release(self, device: str) -> None:
-        """Delete ``device``'s ownership key if it is still this node's."""
-        revision = self._held.pop(device, None)
+        """Delete ``device``'s ownership key if it is still this node's.
+
+        While etcd does not answer the device stays in ``held``, to be released
+        again later: the key lives as long as this node's lease, so a release
+        forgotten would keep the device's new owner out for as long as this
+        node runs (its lease outlives an etcd restart).
+        """
+        revision = self._held.get(device)
         if revision is None:
             return
         key = f"{self._prefix}owners/{device}"
-        with contextlib.suppress(*TRANSIENT_ERRORS):
+        try:
             await drop_owner_key(self.connection, key, node=self.node_name, revision=revision)
+        except TRANSIENT_ERRORS:
+            return
+        if self._held.get(device) == revision:
+            del self._held[device]
 
     # ---------------------------------------------------------------- internals
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +133,17 @@ class PrefixMirror:
             key, etcd3aio.prefix_range_end(key), start_revision=revision + 1
         )
         created = 0
+        reader: asyncio.Task[Any] | None = None
         try:
-            async for response in stream:
+            while True:
+                # Each response is read by a task of its own, and this task
+                # only waits for it (see _stop_reader): a cancel of the mirror
+                # then always reaches the mirror, never a gRPC call that drops it.
+                reader = asyncio.create_task(_next(stream), name=f"etcd watch {self.prefix}")
+                await asyncio.wait({reader})
+                response = reader.result()
+                if response is None:
+                    return
                 created += bool(response.created)
                 if response.canceled or response.compact_revision or created > 1:
                     return  # broken or silently re-created: read it all again
@@ -151,6 +160,44 @@ class PrefixMirror:
                         )
                     )
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            if reader is None or await _stop_reader(reader):
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+
+async def _next(stream: AsyncIterator[Any]) -> Any:
+    """The watch's next response, None when it ended."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
+async def _stop_reader(reader: asyncio.Task[Any], *, patience: float = 5.0) -> bool:
+    """End a watch reader; True once it has ended (False: still running after ``patience`` s).
+
+    A cancel can be lost inside the reader: grpc.aio's stream set-up task
+    (``StreamStreamCall._prepare_rpc``) swallows a cancel that comes after the
+    call failed but before that task resumed, so the read ends in UNAVAILABLE,
+    and etcd3aio's watch takes that for a dropped connection and reconnects,
+    for as long as etcd is down. So cancel again until the reader ends: it
+    holds nothing but the watch, there is no cleanup of ours to cut short.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while not reader.done() and loop.time() < deadline:
+        reader.cancel()
+        await asyncio.wait({reader}, timeout=0.1)
+    if not reader.done():
+        _log.warning("watch reader %s did not stop within %.0f s", reader.get_name(), patience)
+        reader.add_done_callback(_retrieve)
+        return False
+    _retrieve(reader)
+    return True
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a finished task's exception as seen (the mirror has moved on)."""
+    if not task.cancelled():
+        task.exception()

@@ -333,6 +333,30 @@ class TestEtcdLost:
             notify.close()
         assert overlapping_puts(devices) == []
 
+    def test_stopped_while_etcd_is_down_exits_cleanly(
+        self, fleet: Fleet, launch: Callable[..., DaemonProcess], tmp_path: Path
+    ) -> None:
+        """SIGTERM while etcd is down, its watches reconnecting: the node exits 0 within the stop timeout, daemon.stopped its last event, nothing on stderr."""
+        devices = fleet.devices[30:34]
+        desired_tree(tmp_path / "desired", devices, "Stop")
+        server = EtcdServer(_binary(), tmp_path / "etcd")
+        server.start()
+        try:
+            proc = launch("n1", server.endpoint, tmp_path / "desired")
+            proc.wait_for("cluster.joined", timeout=20)
+            wait_until(all_labelled(devices, "Stop"), 30, "the devices converged")
+            server.stop()
+            proc.wait_for("cluster.unavailable", timeout=LEASE_TTL + 5)
+            time.sleep(1.5)  # the watches are reconnecting by now
+            started = time.monotonic()
+            assert proc.stop(timeout=15) == 0
+            print(f"stopped {time.monotonic() - started:.2f} s after SIGTERM, etcd down")
+        finally:
+            server.stop()
+        assert proc.events[-1]["event"] == "daemon.stopped"
+        assert proc.proc.stderr is not None
+        assert proc.proc.stderr.read() == ""
+
 
 class TestRefusals:
     def test_same_node_name_refused(

@@ -173,6 +173,27 @@ class TestEtcdDown:
         await wait_for(lambda: all(n.healthy for n in nodes) and exactly_one_owner(nodes))
         await wait_for(lambda: sum(n.is_leader for n in nodes) == 1)
 
+    async def test_release_failed_while_etcd_down_is_asked_again(
+        self, make_node: NodeFactory, own_etcd: EtcdServer
+    ) -> None:
+        """A release that fails while etcd is down leaves the device held, so it is released once etcd answers and its new owner can take it."""
+        a = await make_node("a", server=own_etcd)
+        await wait_for(lambda: a.members == {"a"})
+        for device in DEVICES:
+            assert await a.acquire(device)
+        b = await make_node("b", server=own_etcd)
+        await wait_for(lambda: a.members == b.members == {"a", "b"})
+        moving = b.owned(DEVICES)[0]
+        own_etcd.stop()
+        await a.release(moving)
+        own_etcd.start()
+        await wait_for(lambda: a.healthy and b.healthy)
+        assert moving in a.held
+        assert not await b.acquire(moving)
+        await a.release(moving)
+        assert moving not in a.held
+        assert await b.acquire(moving)
+
     async def test_frozen_etcd_fences_before_lease_expiry(
         self, make_node: NodeFactory, own_etcd: EtcdServer
     ) -> None:

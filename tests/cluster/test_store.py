@@ -209,6 +209,19 @@ class TestWrites:
         b = await make_store("b", server=own_etcd)
         assert b.applied_fingerprint("d") == "fp-down"
 
+    async def test_closes_within_seconds_while_etcd_is_down(
+        self, own_etcd: EtcdServer, make_store: StoreFactory
+    ) -> None:
+        """A store closed while etcd is down, a write pending and its watches reconnecting, ends its tasks within seconds."""
+        a = await make_store("a", server=own_etcd)
+        own_etcd.stop()
+        a.record_fingerprint("d", "fp-never-written")
+        await asyncio.sleep(1.5)  # the watches are reconnecting by now
+        async with asyncio.timeout(15):
+            await a.close(timeout=1)
+        running = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("etcd")]
+        assert running == []
+
 
 class TestHistory:
     async def test_history_shared_ordered_and_bounded(
