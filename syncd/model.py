@@ -9,6 +9,7 @@ how a value is rendered back in a device's own typing.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -124,12 +125,13 @@ class DeviceSpec(Generic[P]):
     #: Paths of every file this spec was built from (device file and defaults).
     sources: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A digest of the managed, readable desired state (never a password).
 
         syncd stores it after a device was seen equal to this state; a later
         difference under the same fingerprint is drift, under another one a change.
+        Worked out once per spec (a pass asked three times per device).
         """
         doc = {
             "url": self.url,
