@@ -210,6 +210,7 @@ class ClientPool:
                 trust_env=False,
                 headers={"User-Agent": self.user_agent},
             )
+            client._cookies = _NoCookies()  # no public switch; see _NoCookies
             self._clients[key] = client
         return client
 
@@ -223,6 +224,17 @@ class ClientPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing: the device API sets no cookie, and syncd sends none.
+
+    httpx reads every answer for cookies through urllib's cookie machinery,
+    about a tenth of the daemon's CPU per request.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
 
 
 class DeviceClient:

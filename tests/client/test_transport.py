@@ -7,7 +7,9 @@ import ssl
 
 import httpx
 import pytest
+from aiohttp import web
 
+from syncd.client import ClientPool, DeviceClient
 from syncd.simulator import Fleet
 from syncd.transport import AiohttpTransport
 
@@ -59,3 +61,29 @@ async def test_a_request_after_close_opens_no_new_session() -> None:
             await transport.handle_async_request(
                 httpx.Request("GET", fleet.devices[0].url + "/api/phone/config")
             )
+
+
+async def test_a_cookie_a_device_sets_is_never_sent_back() -> None:
+    """Answers are not read for cookies: a Set-Cookie is not returned on the next request."""
+    seen: list[str | None] = []
+
+    async def config(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"success": True, "result": {"accounts": []}})
+        response.set_cookie("session", "s3cr3t")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/phone/config", config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with ClientPool(timeout=5.0) as pool:
+            client = DeviceClient(url=f"http://127.0.0.1:{port}", pool=pool)
+            assert await client.get_accounts() == []
+            assert await client.get_accounts() == []
+    finally:
+        await runner.cleanup()
+    assert seen == [None, None]
