@@ -138,7 +138,6 @@ async def with_retries(
     ``request.retrying``, at debug: a read retried is routine, and one that
     keeps failing ends in ``device.unreachable``.
     """
-    log_retry = _RetryLog(device=device, request=request, metrics=metrics)
     pacing = PACING.get()
     attempt = partial(_attempt, call, pacing=pacing, request=request, metrics=metrics)
     # Most requests succeed at once: make the first try without building a
@@ -150,6 +149,7 @@ async def with_retries(
         if policy.attempts <= 1 or not may_pass(exc, 1):
             raise
         delay = min(policy.maximum, policy.initial + random.uniform(0, policy.initial))
+        log_retry = _RetryLog(device=device, request=request, metrics=metrics)  # rarely needed
         log_retry(1, delay, exc)
     wait = pacing.wait if pacing is not None else asyncio.sleep
     await wait(delay)
