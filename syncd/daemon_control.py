@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 __all__ = ["StatusBoard", "control_server", "resend_passwords"]
 
 T = TypeVar("T")
+
+#: At most this share of the event loop's time rebuilds the status snapshot: every
+#: second up to a few thousand devices; at 10,000 (~0.15 s a build), every few seconds.
+SNAPSHOT_SHARE = 0.05
 
 
 class DaemonControl:
@@ -101,6 +106,7 @@ class StatusBoard:
         self._last_line = ""
         self._snapshot: dict[str, Any] = view.snapshot()
         self._version = -1
+        self._next_build = 0.0
 
     def update(self) -> None:
         line = self._summary()
@@ -108,12 +114,15 @@ class StatusBoard:
             self._last_line = line
             self._notifier.status(line)
         # The snapshot the socket and the page read: replaced whole, rebuilt only when
-        # something changed (or a rollout engine or the cluster may have news).
+        # something changed (or a rollout engine or the cluster may have news), and
+        # not so often that it takes more than SNAPSHOT_SHARE of the loop's time.
         news = self._rollout is not None or self._sharing.node is not None
-        if self._view.version != self._version or news:
+        now = time.monotonic()
+        if (self._view.version != self._version or news) and now >= self._next_build:
             self._version = self._view.version
             self._snapshot = self._view.snapshot(self._rollout)
             self._sharing.publish_status(self._snapshot["devices"])
+            self._next_build = now + (time.monotonic() - now) / SNAPSHOT_SHARE
 
     def snapshot(self) -> dict[str, Any]:
         """The latest status snapshot (SPEC section 10); safe to call from any thread."""
