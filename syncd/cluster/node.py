@@ -262,13 +262,9 @@ class ClusterNode:
         return True
 
     async def release(self, device: str) -> None:
-        """Delete ``device``'s ownership key if it is still this node's.
-
-        While etcd does not answer the device stays in ``held``, to be released
-        again later: the key lives as long as this node's lease, so a release
-        forgotten would keep the device's new owner out for as long as this
-        node runs (its lease outlives an etcd restart).
-        """
+        """Delete ``device``'s ownership key if it is still this node's; while etcd does not
+        answer it stays held, to be released later (the key lives with this node's lease,
+        which outlives an etcd restart: a release forgotten keeps the new owner out)."""
         revision = self._held.get(device)
         if revision is None:
             return
