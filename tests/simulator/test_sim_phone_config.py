@@ -168,6 +168,17 @@ class TestPut:
         assert response.json() == {"success": True}
         assert device.accounts[1]["proxyAddress"] == "p.example"
 
+    async def test_media_type_read_whatever_its_case_and_parameters(
+        self, fleet: Fleet, client: httpx.AsyncClient
+    ) -> None:
+        """A raw JSON body sent as ``Application/JSON; charset=utf-8`` is applied too."""
+        device = fleet.devices[0]
+        body = json.dumps({"accounts": [{"account": 2, "proxyAddress": "q.example"}]})
+        headers = {"Content-Type": "Application/JSON; charset=utf-8"}
+        response = await client.put(config_url(device), content=body, headers=headers)
+        assert response.json() == {"success": True}
+        assert device.accounts[1]["proxyAddress"] == "q.example"
+
     @pytest.mark.parametrize(
         ("sent", "string_fw", "integer_fw"),
         [(5060, "5060", 5060), ("5061", "5061", 5061), ("", "", 0), (0, "", 0), ("0", "", 0)],
