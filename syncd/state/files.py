@@ -16,7 +16,7 @@ The rollout's state is one JSON document, ``rollout.json``, and a journal,
 ``rollout.journal``: one line per device whose rollout status changed since the
 document was written (a PUT starting must be on disk before the PUT goes out,
 and rewriting the whole document for each would cost O(devices) per device).
-Each document carries a new ``journal`` id and each line the id of the document
+Each document carries a new ``journalId`` and each line the id of the document
 it follows, so lines left by a process killed between writing the document and
 removing the old journal are not read again.
 
