@@ -150,16 +150,19 @@ class EtcdStateStore(DeviceRecords):
 
     def save_rollout(self, doc: Mapping[str, Any]) -> None:
         self._rollout = dict(doc)
-        self._rollout_unwritten = True
-        self._idle.clear()
-        self._wake.set()
+        self._rollout_changed()
 
     def append_rollout(self, entry: Mapping[str, Any]) -> None:
         """Journalled in memory; etcd gets the document (journal included) with the next batch."""
         if self._rollout is None:
             raise StateError(f"no rollout saved under {self._rollout_key} to journal after")
         self._rollout.setdefault("journal", []).append(dict(entry))
-        self.save_rollout(self._rollout)
+        self._rollout_changed()
+
+    def _rollout_changed(self) -> None:
+        self._rollout_unwritten = True
+        self._idle.clear()
+        self._wake.set()
 
     def save_status(self, device: str, doc: Mapping[str, Any]) -> None:
         """Publish ``device``'s status JSON (written only when it differs from what etcd holds)."""
