@@ -86,7 +86,6 @@ class Daemon:
         self.pool = ClientPool(
             timeout=settings.request_timeout,
             connect_timeout=settings.connect_timeout,
-            keepalive_expiry=settings.resync_interval * 1.2 + 5,
             node=self.sharing.node,
         )
         #: What the daemon saw of each device: the status and the repeating events' memory.

@@ -273,8 +273,8 @@ class Report:
             f"machine: nproc {m['nproc']}, CPU {m['cpu_model']}, Python {m['python']}, "
             f"load average at start {' '.join(str(x) for x in m['loadavg_at_start'])}",
             "passes: a new ClientPool per pass (no connection kept between passes; HTTPS: a "
-            "TLS handshake per device per pass); daemon: syncd run, resync 0.05 s (never idle), its own "
-            "kept connections",
+            "TLS handshake per device per pass); daemon: syncd run, resync 0.05 s (never idle), "
+            "a connection per visit",
             "emu.cpu: the emulator's CPU during the pass (% of one core); waited: seconds this "
             "process was runnable but other processes held the CPUs (a shared machine); "
             "unshared: (pass - waited) / max(bounds), a diagnostic; emu.wait: the same wait "

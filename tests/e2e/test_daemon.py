@@ -142,6 +142,34 @@ class TestBadEdits:
         _wait_until(lambda: fleet.devices[0].accounts[0]["displayName"] == "Rev B", 5.0)
 
 
+class TestConnections:
+    def test_a_visit_shares_a_connection_and_a_resync_opens_a_new_one(self, sim, daemon, tmp_path):
+        """The requests of one visit ride one connection; none is held until the next resync.
+
+        A real device drops an idle connection long before a resync interval, and
+        10,000 held connections cost ~50 MiB.
+        """
+        fleet = sim(devices=1)
+        proc = daemon(*_args(_setup(tmp_path, fleet), tmp_path))
+        dev = fleet.devices[0]
+
+        def visits() -> list[set[str]]:
+            out: list[set[str]] = []
+            last = None
+            for e in list(dev.journal):
+                if last is None or e.started - last > 1.0:
+                    out.append(set())
+                out[-1].add(e.peer)
+                last = e.finished
+            return out
+
+        _wait_until(lambda: len(visits()) >= 3, 15)
+        assert proc.stop() == 0
+        seen = visits()
+        assert all(len(peers) == 1 for peers in seen), seen
+        assert len(set().union(*seen)) == len(seen), f"a connection outlived its visit: {seen}"
+
+
 class TestSignals:
     def test_sighup_reconciles_everything_now(self, sim, daemon, tmp_path):
         """SIGHUP reloads and reconciles all devices without waiting for the resync."""
