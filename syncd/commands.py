@@ -55,7 +55,7 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
         raise CommandError(f"desired dir {desired_dir} does not exist or is not a directory")
     if not os.access(desired_dir, os.R_OK | os.X_OK):
         raise CommandError(f"desired dir {desired_dir} is not readable")
-    desired = Loader(desired_dir).load()
+    desired = Loader(desired_dir, spread=True).load()
     if not log_problems:
         return desired
     from syncd import events

@@ -10,15 +10,19 @@ devices below it.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from syncd.desired import plain
 from syncd.desired.build import build_device, duplicates
 from syncd.desired.names import DEFAULTS_FILE, FLEET_FILE, SUFFIXES, fleet_file_problem
 from syncd.desired.result import DesiredState, FileFailed, Problem
+from syncd.desired.spread import spread
 from syncd.desired.yamldoc import YamlError, parse_yaml
 from syncd.gctune import collector_paused
 from syncd.model import DeviceSpec
@@ -50,10 +54,15 @@ class Loader:
     file's result and the parsed ``_defaults.yaml`` files, not the device
     files' parse trees (a third of its memory at 10,000 devices): a changed
     ``_defaults.yaml`` reads the device files below it again.
+
+    With ``spread``, a load that finds many files to build shares them with
+    forked workers (:mod:`syncd.desired.spread`): for one-shot commands, which
+    load once and have no other thread.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, spread: bool = False) -> None:
         self.root = root
+        self._spread = spread
         # Files are reached by string paths: pathlib's joins were a tenth of loading 10,000 files.
         self._base = os.path.join(root, "")
         self._parsed: dict[str, tuple[_Stamp, Any]] = {}
@@ -72,6 +81,8 @@ class Loader:
         self._stamps = {}
         self._chains = {}
         state.problems.extend(problems)
+        if self._spread:
+            self._build_spread([rel for rel in files if rel not in self._results])
         entries: list[DeviceSpec[SecretRef]] = []
         for rel in files:
             result = self._device_result(rel)
@@ -92,6 +103,14 @@ class Loader:
         self._parsed = {k: v for k, v in self._parsed.items() if k in live}
         self._results = {k: v for k, v in self._results.items() if k in live}
         return state
+
+    def _build_spread(self, rels: list[str]) -> None:
+        """Build ``rels`` in this process and forked workers, when that pays."""
+        away = functools.partial(_build_away, self.root, frozenset(self._defaults))
+        built = spread(rels, lambda share: [*map(self._device_result, share)], away)
+        for data in built or ():
+            # Checked against this load's stamps in _device_result, as any cached result.
+            self._results.update(plain.decode(data, _Stamp))
 
     def _stamp(self, rel: str) -> _Stamp:
         """The file's identity for this load (stat once per load)."""
@@ -149,6 +168,15 @@ class Loader:
 
     def _load_device(self, rel: str, sources: list[str]) -> _Built:
         return build_device(rel, [(source, self._parse(source)) for source in sources])
+
+
+def _build_away(root: Path, defaults: frozenset[str], rels: Sequence[str]) -> bytes:
+    """A worker's share of a spread load: the results of device files ``rels``, encoded."""
+    loader = Loader(root)
+    loader._defaults = set(defaults)
+    for rel in rels:
+        loader._device_result(rel)
+    return plain.encode({rel: loader._results[rel] for rel in rels if rel in loader._results})
 
 
 def load_desired(root: Path) -> DesiredState:
