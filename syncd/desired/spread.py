@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-__all__ = ["MIN_ITEMS", "spread"]
+__all__ = ["spread"]
 
 #: Below this many files a fork and the transfer cost more than they save.
 MIN_ITEMS = 2_000
