@@ -1,12 +1,11 @@
-"""Async client for the 2N HTTP API functions syncd uses, and its error types.
+"""Async client for the 2N HTTP API functions syncd uses.
 
 One :class:`ClientPool` per process owns the HTTP connections (one pool per
 distinct TLS setting, since certificate checks are a property of a
 connection); a :class:`DeviceClient` per device holds its address and
-credentials. Every failure surfaces as a :class:`DeviceError` whose class says
-what to do about it: retry (:class:`TransportError`), wait for the desired
-state to change (:class:`RejectedError`), or wait for the credentials to change
-(:class:`AuthError`). No message, repr or attribute carries a secret.
+credentials. Every failure surfaces as a :class:`DeviceError`
+(:mod:`syncd.device_errors`) whose class says what to do about it. No
+message, repr or attribute carries a secret.
 
 Every request says who sends it (``User-Agent: syncd/VERSION``, plus the
 cluster node), so a device's own log shows who changed it.
@@ -14,15 +13,30 @@ cluster node), so a device's own log shows who changed it.
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
 import httpx
+from yarl import URL
 
 from syncd import __version__
+from syncd.device_errors import (
+    AUTH_CODES,
+    REJECT_CODES,
+    ApiError,
+    AuthError,
+    DeviceError,
+    RejectedError,
+    TlsError,
+    TransportError,
+    unwrap,
+)
 from syncd.device_status import (
     AccountStatus,
     CallSession,
@@ -33,7 +47,7 @@ from syncd.device_status import (
 from syncd.http_auth import httpx_auth, method_mismatch
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
 from syncd.tls import NOT_TLS_REASONS, speaks_tls, tls_context
-from syncd.transport import AiohttpTransport
+from syncd.transport import AiohttpTransport, Answer
 
 __all__ = [
     "AUTH_CODES",
@@ -63,83 +77,6 @@ CALL_STATUS_PATH = "/api/call/status"
 #: their upkeep more CPU than the handshakes they would save (daemon at 10,000
 #: devices: 253 against 213 MiB with 2 s, 194 MiB with 0.5 s).
 VISIT_KEEPALIVE = 1.0
-
-#: Codes meaning "these credentials may not do this": back off until they change.
-AUTH_CODES = frozenset({8, 9, 10})
-#: Codes meaning "this request is wrong": do not repeat it unchanged.
-REJECT_CODES = frozenset({11, 12, 13})
-
-_CODE_NAMES = {
-    1: "function not supported",
-    2: "invalid path",
-    3: "invalid method",
-    4: "function disabled",
-    5: "function licensed",
-    7: "HTTPS required",
-    8: "invalid authentication method",
-    9: "authorisation required",
-    10: "insufficient privileges",
-    11: "missing mandatory parameter",
-    12: "invalid parameter value",
-    13: "parameter data too big",
-    14: "unspecified processing error",
-    15: "no data available",
-}
-
-
-class DeviceError(Exception):
-    """Something went wrong talking to one device; ``str()`` is one clear sentence."""
-
-    kind = "device"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: int | None = None,
-        param: str | None = None,
-        description: str | None = None,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
-        self.description = description
-        self.status = status
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, code={self.code!r}, param={self.param!r})"
-
-
-class TransportError(DeviceError):
-    """No usable answer: refused, reset, timed out, HTTP 5xx, or a body that is not JSON."""
-
-    kind = "transport"
-
-
-class TlsError(TransportError):
-    """The device's certificate failed verification; retrying will not help."""
-
-    kind = "tls"
-
-
-class ApiError(DeviceError):
-    """The device answered ``success: false``."""
-
-    kind = "api"
-
-
-class RejectedError(ApiError):
-    """The device refused the request itself (codes 11, 12, 13, and others)."""
-
-    kind = "rejected"
-
-
-class AuthError(ApiError):
-    """The credentials were refused or lack a privilege (codes 8, 9, 10)."""
-
-    kind = "auth"
 
 
 def user_agent(node: str | None = None) -> str:
@@ -194,8 +131,21 @@ class ClientPool:
         self.connect_timeout = min(timeout, connect_timeout or timeout)
         self.user_agent = user_agent(node)
         self._timeout = httpx.Timeout(timeout, connect=self.connect_timeout)
+        #: The same timeouts for a request sent through the transport directly.
+        self.direct_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=timeout
+        )
         self._keepalive_expiry = keepalive_expiry
         self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
+        self._transports: dict[tuple[bool, str | None], AiohttpTransport] = {}
+
+    def transport_for(self, tls: TlsSpec) -> AiohttpTransport:
+        """The connections under :meth:`client_for`'s client, for a request without httpx."""
+        transport = self._transports.get((tls.verify, tls.ca_file))
+        if transport is None:
+            self.client_for(tls)
+            transport = self._transports[(tls.verify, tls.ca_file)]
+        return transport
 
     def client_for(self, tls: TlsSpec) -> httpx.AsyncClient:
         key = (tls.verify, tls.ca_file)
@@ -214,10 +164,12 @@ class ClientPool:
             )
             client._cookies = _NoCookies()  # no public switch; see _NoCookies
             self._clients[key] = client
+            self._transports[key] = transport
         return client
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
+        self._transports = {}
         for client in clients:
             await client.aclose()
 
@@ -251,13 +203,18 @@ class DeviceClient:
         tls: TlsSpec | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        # Each parsed once, when first asked: httpx re-parses a string URL on
-        # every request, and a one-shot pass asks one or two of the four.
+        # Each parsed once, when first asked: a URL is re-parsed on every request
+        # otherwise, and a one-shot pass asks one or two of the four.
         self._urls: dict[str, httpx.URL] = {}
+        self._direct_urls: dict[str, URL] = {}
         self._tls = tls or TlsSpec()
         self._pool = pool
-        self._method = (auth or AuthSpec(method=AuthMethod.NONE)).method
-        self._auth = httpx_auth(auth or AuthSpec(method=AuthMethod.NONE))
+        auth = auth or AuthSpec(method=AuthMethod.NONE)
+        self._method = auth.method
+        self._auth = httpx_auth(auth)
+        #: A GET with these headers goes straight to the transport; ``None`` for
+        #: Digest, whose challenge and nonce count httpx's flow keeps.
+        self._direct_headers = _direct_headers(auth, pool.user_agent)
 
     def __repr__(self) -> str:
         return f"DeviceClient(url={self.url!r})"
@@ -301,31 +258,79 @@ class DeviceClient:
         except StatusFormatError as exc:
             raise TransportError(f"{self.url}{CALL_STATUS_PATH} answered {exc}") from None
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        client = self._pool.client_for(self._tls)
-        auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self.url + path)
+    async def _call(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
         try:
-            response = await client.request(method, url, auth=auth, **kwargs)
+            response: httpx.Response | None
+            if method == "GET" and self._direct_headers is not None:
+                answer = await self._get(path, params)
+                status, content, response = answer.status, answer.content, None
+                if status == 401 or _compressed(answer):
+                    response = answer.response()  # headers read, content decoded as httpx does
+                    content = response.content
+            else:
+                response = await self._request(method, path, params=params, **kwargs)
+                status, content = response.status_code, response.content
         except httpx.TimeoutException:
             raise TransportError(f"{self.url} did not answer in time") from None
         except httpx.ConnectError as exc:
             raise _connect_error(self.url, exc) from None
         except httpx.TransportError as exc:
+            url = httpx.URL(self.url)
             if url.scheme == "http" and await speaks_tls(url, self._pool.timeout):
                 raise TlsError(
                     f"{self.url}: the device expects HTTPS on this port; use https://"
                 ) from None
             reason = str(exc) or type(exc).__name__
             raise TransportError(f"{self.url} connection failed: {reason}") from None
-        if response.status_code == 401 and (mismatch := method_mismatch(self._method, response)):
+        if (
+            status == 401
+            and response is not None
+            and (mismatch := method_mismatch(self._method, response.headers))
+        ):
             # Not a refusal of the credentials, which were never tried: no status,
             # so the retry rule does not repeat a request that cannot succeed.
             raise AuthError(f"{self.url}: {mismatch}", code=8)
         where = self.url if path in (CONFIG_PATH, INFO_PATH) else f"{self.url}{path}"
-        return _unwrap(where, response)
+        return unwrap(where, status, content)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Through httpx: its authentication flow, its multipart body."""
+        client = self._pool.client_for(self._tls)
+        auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.url + path)
+        return await client.request(method, url, auth=auth, **kwargs)
+
+    async def _get(self, path: str, params: dict[str, str] | None) -> Answer:
+        """Straight to the connection pool: no Digest challenge to answer, no body to encode."""
+        key = f"{path}?{urlencode(params)}" if params else path
+        url = self._direct_urls.get(key)
+        if url is None:
+            url = self._direct_urls[key] = URL(self.url + key)
+        transport = self._pool.transport_for(self._tls)
+        assert self._direct_headers is not None
+        return await transport.send(
+            "GET", url, headers=self._direct_headers, timeout=self._pool.direct_timeout
+        )
+
+
+def _direct_headers(auth: AuthSpec, agent: str) -> dict[str, str] | None:
+    if auth.method is AuthMethod.DIGEST:
+        return None
+    headers = {"User-Agent": agent}
+    if auth.method is AuthMethod.BASIC:
+        password = auth.password.get_secret_value() if auth.password else ""
+        token = base64.b64encode(f"{auth.username or ''}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"  # RFC 7617, UTF-8 as httpx sends it
+    return headers
+
+
+def _compressed(answer: Answer) -> bool:
+    """Whether a body is encoded (a device may compress unasked): httpx decodes it."""
+    return any(name.lower() == b"content-encoding" for name, _ in answer.raw_headers)
 
 
 def _connect_error(url: str, exc: httpx.ConnectError) -> TransportError:
@@ -337,35 +342,3 @@ def _connect_error(url: str, exc: httpx.ConnectError) -> TransportError:
             return TlsError(f"{url}: the device answered plain HTTP on an HTTPS URL; use http://")
         cause = cause.__cause__ or cause.__context__
     return TransportError(f"{url} could not be reached: {exc or 'connection failed'}")
-
-
-def _unwrap(url: str, response: httpx.Response) -> Any:
-    status = response.status_code
-    if status >= 500:
-        raise TransportError(f"{url} answered HTTP {status}", status=status)
-    try:
-        body = response.json()
-    except ValueError:
-        if status == 401:
-            raise AuthError(
-                f"{url} refused the credentials (HTTP 401)", code=9, status=status
-            ) from None
-        raise TransportError(
-            f"{url} answered HTTP {status} with a body that is not JSON", status=status
-        ) from None
-    if not isinstance(body, dict) or "success" not in body:
-        raise TransportError(f"{url} answered JSON without a success flag", status=status)
-    if body["success"] is True:
-        if status != 200:
-            raise TransportError(f"{url} answered HTTP {status}", status=status)
-        return body.get("result")
-    raw_error = body.get("error")
-    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-    code = error.get("code") if isinstance(error.get("code"), int) else None
-    param = error.get("param") if isinstance(error.get("param"), str) else None
-    description = error.get("description") if isinstance(error.get("description"), str) else None
-    what = description or _CODE_NAMES.get(code or 0) or "request refused"
-    message = f"{url} refused the request: {what} (code {code}"
-    message += f", param {param})" if param else ")"
-    cls = AuthError if (code in AUTH_CODES or status == 401) else RejectedError
-    raise cls(message, code=code, param=param, description=description, status=status)

@@ -79,24 +79,24 @@ def _is_stale(params: str) -> bool:
     return False
 
 
-def challenge_schemes(response: httpx.Response) -> list[str]:
-    """The schemes of a response's ``WWW-Authenticate`` challenges, lower-case, in order."""
+def challenge_schemes(headers: httpx.Headers) -> list[str]:
+    """The schemes of an answer's ``WWW-Authenticate`` challenges, lower-case, in order."""
     schemes = []
-    for header in response.headers.get_list("www-authenticate"):
+    for header in headers.get_list("www-authenticate"):
         scheme = header.strip().partition(" ")[0].lower()
         if scheme:
             schemes.append(scheme)
     return schemes
 
 
-def method_mismatch(method: AuthMethod, response: httpx.Response) -> str | None:
+def method_mismatch(method: AuthMethod, headers: httpx.Headers) -> str | None:
     """Why a final 401 means the device wants another method than ``method``, if it does.
 
     Only a device that names its methods and names none of ``method``'s
     disagrees with the desired state; a 401 that offers ``method`` is a
     refusal of the credentials.
     """
-    offered = challenge_schemes(response)
+    offered = challenge_schemes(headers)
     if not offered or method.value in offered:
         return None
     asked = " or ".join(_SCHEME_NAMES.get(s, s) for s in dict.fromkeys(offered))

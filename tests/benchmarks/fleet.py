@@ -294,7 +294,9 @@ class Engine:
         self.specs = list(fleet.specs.values())
         self.concurrency = concurrency
         self.limit = limit
-        self.pool = ClientPool(timeout=10.0, keepalive_expiry=300.0)  # the engine alone, without handshakes
+        self.pool = ClientPool(
+            timeout=10.0, keepalive_expiry=300.0
+        )  # the engine alone, without handshakes
         self.reconciler = Reconciler(pool=self.pool, state=FileStateStore.open(state_dir))
 
     async def run(self, **expect: int) -> float:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
 import ssl
 
 import httpx
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from syncd.client import ClientPool, DeviceClient
+from syncd.model import AuthMethod, AuthSpec
 from syncd.simulator import Fleet
 from syncd.transport import AiohttpTransport
 
@@ -87,3 +91,44 @@ async def test_a_cookie_a_device_sets_is_never_sent_back() -> None:
     finally:
         await runner.cleanup()
     assert seen == [None, None]
+
+
+async def test_a_get_without_digest_sends_what_httpx_would_and_reads_any_body() -> None:
+    """Straight to aiohttp: agent, Basic credentials and query as httpx sent them; gzip decoded."""
+    seen: list[tuple[str | None, str | None, str]] = []
+
+    async def config(request: web.Request) -> web.Response:
+        seen.append(
+            (
+                request.headers.get("User-Agent"),
+                request.headers.get("Authorization"),
+                request.query_string,
+            )
+        )
+        body = json.dumps({"success": True, "result": {"accounts": [{"account": 1}]}}).encode()
+        # Compressed though nobody asked: a device may.
+        return web.Response(
+            body=gzip.compress(body),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/phone/config", config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    auth = AuthSpec(AuthMethod.BASIC, "admin", SecretStr("pässword"))
+    try:
+        async with ClientPool(timeout=5.0, node="node-a") as pool:
+            client = DeviceClient(url=f"http://127.0.0.1:{port}/", pool=pool, auth=auth)
+            assert await client.get_accounts() == [{"account": 1}]
+            assert await client.get_accounts(account=1) == [{"account": 1}]
+    finally:
+        await runner.cleanup()
+    expected = httpx.BasicAuth("admin", "pässword")._auth_header
+    assert seen == [
+        (pool.user_agent, expected, ""),
+        (pool.user_agent, expected, "account=1"),
+    ]
+    assert pool.user_agent.endswith("(node-a)")
