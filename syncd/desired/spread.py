@@ -60,13 +60,18 @@ def spread(
             futures = [pool.submit(away, share) for share in shares[1:]]
             here(shares[0])
             return [future.result() for future in futures]
-    except (OSError, BrokenProcessPool):
-        return None  # the caller builds what is missing, as without workers
+    except (OSError, BrokenProcessPool, ImportError, NotImplementedError):
+        # No worker (no working semaphores here, a worker killed): the caller
+        # builds what is still missing, as without workers.
+        return None
 
 
 def _worker_start() -> None:
-    """Ctrl-C is this process's to handle: a worker ends with the pool, quietly."""
+    """A worker's signals are not this process's: Ctrl-C is ignored (the pool ends it),
+    SIGTERM ends it, and neither reaches the event loop it was forked from."""
+    signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _cores() -> int:
