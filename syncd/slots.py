@@ -13,8 +13,8 @@ nor does a dark site), so a request waiting on the network gives its slot up:
   (:func:`syncd.schedule.failing_lane`), and a device waiting between two
   attempts, hold no slot at all until it answers.
 
-A request waiting without a slot costs one open socket, the one the
-connection pool keeps per device between resyncs anyway.
+A request waiting without a slot costs one open socket, the one its
+request was sent on.
 """
 
 from __future__ import annotations
