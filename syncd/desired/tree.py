@@ -106,9 +106,13 @@ class Loader:
 
     def _build_spread(self, rels: list[str]) -> None:
         """Build ``rels`` in this process and forked workers, when that pays."""
+
+        def here(share: Sequence[str]) -> None:
+            for rel in share:
+                self._device_result(rel)
+
         away = functools.partial(_build_away, self.root, frozenset(self._defaults))
-        built = spread(rels, lambda share: [*map(self._device_result, share)], away)
-        for data in built or ():
+        for data in spread(rels, here, away) or ():
             # Checked against this load's stamps in _device_result, as any cached result.
             self._results.update(plain.decode(data, _Stamp))
 
