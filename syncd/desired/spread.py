@@ -19,7 +19,6 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 __all__ = ["spread"]
@@ -60,9 +59,10 @@ def spread(
             futures = [pool.submit(away, share) for share in shares[1:]]
             here(shares[0])
             return [future.result() for future in futures]
-    except (OSError, BrokenProcessPool, ImportError, NotImplementedError):
-        # No worker (no working semaphores here, a worker killed): the caller
-        # builds what is still missing, as without workers.
+    except Exception:
+        # No worker (no working semaphores here, a worker killed), or one raised:
+        # the caller builds what is still missing, as without workers, and meets
+        # any error of its own there.
         return None
 
 

@@ -132,3 +132,12 @@ def _die(share) -> bytes:
     import os
 
     os._exit(3)
+
+
+def test_a_worker_that_raises_falls_back(many):
+    """Whatever a worker raises, the caller builds the rest itself (and meets it there)."""
+    assert spread.spread(list(range(50)), lambda share: None, _raise) is None
+
+
+def _raise(share) -> bytes:
+    raise ValueError("unmarshallable object")
