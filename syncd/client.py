@@ -264,8 +264,8 @@ class DeviceClient:
     ) -> Any:
         try:
             response: httpx.Response | None
-            if method == "GET" and self._direct_headers is not None:
-                answer = await self._get(path, params)
+            if method == "GET" and (headers := self._direct_headers) is not None:
+                answer = await self._get(path, params, headers)
                 status, content, response = answer.status, answer.content, None
                 if status == 401 or _compressed(answer):
                     response = answer.response()  # headers read, content decoded as httpx does
@@ -305,17 +305,16 @@ class DeviceClient:
             url = self._urls[path] = httpx.URL(self.url + path)
         return await client.request(method, url, auth=auth, **kwargs)
 
-    async def _get(self, path: str, params: dict[str, str] | None) -> Answer:
+    async def _get(
+        self, path: str, params: dict[str, str] | None, headers: dict[str, str]
+    ) -> Answer:
         """Straight to the connection pool: no Digest challenge to answer, no body to encode."""
         key = f"{path}?{urlencode(params)}" if params else path
         url = self._direct_urls.get(key)
         if url is None:
             url = self._direct_urls[key] = URL(self.url + key)
         transport = self._pool.transport_for(self._tls)
-        assert self._direct_headers is not None
-        return await transport.send(
-            "GET", url, headers=self._direct_headers, timeout=self._pool.direct_timeout
-        )
+        return await transport.send("GET", url, headers=headers, timeout=self._pool.direct_timeout)
 
 
 def _direct_headers(auth: AuthSpec, agent: str) -> dict[str, str] | None:
