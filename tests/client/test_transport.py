@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -22,6 +24,21 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _device(config: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """A device on loopback whose ``GET /api/phone/config`` is ``config``; yields its URL."""
+    app = web.Application()
+    app.router.add_get("/api/phone/config", config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def _transport() -> AiohttpTransport:
@@ -77,19 +94,10 @@ async def test_a_cookie_a_device_sets_is_never_sent_back() -> None:
         response.set_cookie("session", "s3cr3t")
         return response
 
-    app = web.Application()
-    app.router.add_get("/api/phone/config", config)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with ClientPool(timeout=5.0) as pool:
-            client = DeviceClient(url=f"http://127.0.0.1:{port}", pool=pool)
-            assert await client.get_accounts() == []
-            assert await client.get_accounts() == []
-    finally:
-        await runner.cleanup()
+    async with _device(config) as url, ClientPool(timeout=5.0) as pool:
+        client = DeviceClient(url=url, pool=pool)
+        assert await client.get_accounts() == []
+        assert await client.get_accounts() == []
     assert seen == [None, None]
 
 
@@ -112,20 +120,11 @@ async def test_a_get_without_digest_sends_what_httpx_would_and_reads_any_body() 
             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
 
-    app = web.Application()
-    app.router.add_get("/api/phone/config", config)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     auth = AuthSpec(AuthMethod.BASIC, "admin", SecretStr("pässword"))
-    try:
-        async with ClientPool(timeout=5.0, node="node-a") as pool:
-            client = DeviceClient(url=f"http://127.0.0.1:{port}/", pool=pool, auth=auth)
-            assert await client.get_accounts() == [{"account": 1}]
-            assert await client.get_accounts(account=1) == [{"account": 1}]
-    finally:
-        await runner.cleanup()
+    async with _device(config) as url, ClientPool(timeout=5.0, node="node-a") as pool:
+        client = DeviceClient(url=url + "/", pool=pool, auth=auth)
+        assert await client.get_accounts() == [{"account": 1}]
+        assert await client.get_accounts(account=1) == [{"account": 1}]
     expected = httpx.BasicAuth("admin", "pässword")._auth_header
     assert seen == [
         (pool.user_agent, expected, ""),
