@@ -260,18 +260,23 @@ class DeviceClient:
             raise TransportError(f"{self.url}{CALL_STATUS_PATH} answered {exc}") from None
 
     async def _call(
-        self, method: str, path: str, *, params: dict[str, str] | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> Any:
         try:
             response: httpx.Response | None
-            if method == "GET" and (headers := self._direct_headers) is not None:
-                answer = await self._get(path, params, headers)
+            if (headers := self._direct_headers) is not None:
+                answer = await self._direct(method, path, params, headers, files)
                 status, content, response = answer.status, answer.content, None
                 if status == 401 or _compressed(answer):
                     response = answer.response()  # headers read, content decoded as httpx does
                     content = response.content
             else:
-                response = await self._request(method, path, params=params, **kwargs)
+                response = await self._request(method, path, params=params, files=files)
                 status, content = response.status_code, response.content
         except httpx.TimeoutException:
             raise TransportError(f"{self.url} did not answer in time") from None
@@ -305,16 +310,31 @@ class DeviceClient:
             url = self._urls[path] = httpx.URL(self.url + path)
         return await client.request(method, url, auth=auth, **kwargs)
 
-    async def _get(
-        self, path: str, params: dict[str, str] | None, headers: dict[str, str]
+    async def _direct(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        headers: dict[str, str],
+        files: Mapping[str, Any] | None = None,
     ) -> Answer:
-        """Straight to the connection pool: no Digest challenge to answer, no body to encode."""
+        """Straight to the connection pool: no Digest challenge to answer.
+
+        A multipart body is still encoded by httpx (its request model, no more).
+        """
         key = f"{path}?{urlencode(params)}" if params else path
         url = self._direct_urls.get(key)
         if url is None:
             url = self._direct_urls[key] = URL(self.url + key)
+        body = None
+        if files is not None:
+            encoded = httpx.Request(method, self.url, files=files)
+            headers = {**headers, "Content-Type": encoded.headers["Content-Type"]}
+            body = encoded.read()
         transport = self._pool.transport_for(self._tls)
-        return await transport.send("GET", url, headers=headers, timeout=self._pool.direct_timeout)
+        return await transport.send(
+            method, url, headers=headers, timeout=self._pool.direct_timeout, body=body
+        )
 
 
 def _direct_headers(auth: AuthSpec, agent: str) -> dict[str, str] | None:

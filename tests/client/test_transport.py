@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import SecretStr
 
 from syncd.client import ClientPool, DeviceClient
@@ -26,11 +26,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
 @contextlib.asynccontextmanager
-async def _device(config: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
-    """A device on loopback whose ``GET /api/phone/config`` is ``config``; yields its URL."""
+async def _device(config: Handler, method: str = "GET") -> AsyncIterator[str]:
+    """A device on loopback whose ``{method} /api/phone/config`` is ``config``; yields its URL."""
     app = web.Application()
-    app.router.add_get("/api/phone/config", config)
+    app.router.add_route(method, "/api/phone/config", config)
     runner = web.AppRunner(app)
     await runner.setup()
     port = _free_port()
@@ -131,3 +134,41 @@ async def test_a_get_without_digest_sends_what_httpx_would_and_reads_any_body() 
         (pool.user_agent, expected, "account=1"),
     ]
     assert pool.user_agent.endswith("(node-a)")
+
+
+async def test_a_put_without_digest_sends_what_httpx_would() -> None:
+    """The PUT goes straight to aiohttp too: agent, Basic credentials, one blob-json part."""
+    seen: list[tuple[str | None, str | None, str, str | None, str | None, bytes]] = []
+
+    async def config(request: web.Request) -> web.Response:
+        reader = await request.multipart()
+        part = await reader.next()
+        assert isinstance(part, BodyPartReader)
+        seen.append(
+            (
+                request.headers.get("User-Agent"),
+                request.headers.get("Authorization"),
+                request.content_type,
+                part.name,
+                part.headers.get("Content-Type"),
+                await part.read(),
+            )
+        )
+        assert await reader.next() is None
+        return web.json_response({"success": True})
+
+    auth = AuthSpec(AuthMethod.BASIC, "admin", SecretStr("pässword"))
+    async with _device(config, "PUT") as url, ClientPool(timeout=5.0) as pool:
+        client = DeviceClient(url=url, pool=pool, auth=auth)
+        await client.put_accounts([{"account": 1, "displayName": "Döor"}])
+    blob = json.dumps({"accounts": [{"account": 1, "displayName": "Döor"}]}, separators=(",", ":"))
+    assert seen == [
+        (
+            pool.user_agent,
+            httpx.BasicAuth("admin", "pässword")._auth_header,
+            "multipart/form-data",
+            "blob-json",
+            "application/json",
+            blob.encode(),
+        )
+    ]
