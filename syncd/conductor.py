@@ -11,6 +11,10 @@ the rollout (:mod:`syncd.rollout_saving`), so a SIGKILL loses nothing that
 matters: a restarted process continues at the same wave, never re-runs a
 finished wave's health gate, and checks again a device whose PUT was under way.
 
+In a cluster only the node etcd elected drives (:mod:`syncd.rollout_role`):
+the others follow the document it writes and report their devices'
+outcomes to it (:mod:`syncd.rollout_relay`).
+
 The pause flag lives beside the rollout in the same saved document
 (:mod:`syncd.saved_rollout`): it survives restarts and new revisions.
 :mod:`syncd.rollout_control` changes it on the state when no daemon runs.
@@ -59,6 +63,8 @@ from syncd.rollout import (
 from syncd.rollout_control import PAUSE, RESUME, Control
 from syncd.rollout_events import log_rollout_events
 from syncd.rollout_history import RolloutHistory
+from syncd.rollout_relay import Relay
+from syncd.rollout_role import NotDriving, Role
 from syncd.rollout_saving import RolloutSaver
 from syncd.saved_rollout import SavedRollout
 from syncd.state import StateStore
@@ -98,8 +104,15 @@ class Conductor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         tick_interval: float = TICK,
+        drives: Callable[[], bool] = lambda: True,
+        owns: Callable[[str], bool] = lambda device: True,
+        relay: Relay | None = None,
     ) -> None:
         self._state = state
+        #: Cluster: whether this node drives the rollout (:mod:`syncd.rollout_role`).
+        self._role_of = Role(state=state, drives=drives, owns=owns, relay=relay)
+        #: The revision last loaded (None before the first load).
+        self._loaded: str | None = None
         self._kick = kick
         self._client_of = client_of
         self._metrics = metrics
@@ -154,21 +167,26 @@ class Conductor:
 
         A change under a desired state already applied (a password alone: the
         fingerprint holds none) is not the rollout's: it does not wait for a wave.
-        Without ``_fleet.yaml`` nothing waits but for a pause.
+        Without ``_fleet.yaml`` nothing waits but for a pause. A cluster node that
+        does not drive waits until the driver has the rollout of its revision.
         """
+        driving = self._role()  # first: a node taking over starts the rollout here
         rollout, paused = self.rollout, self.paused
         if (
-            rollout is None
-            or not self._policy.fleet_file  # without it: one wave, failed devices tried again
+            not self._policy.fleet_file  # without it: one wave, failed devices tried again
             or self._state.applied_fingerprint(spec.name) == spec.fingerprint
         ):
+            return Decision(False, WaitReason.PAUSED) if paused else Decision(True)
+        if not driving and (rollout is None or rollout.revision != self._loaded):
+            return Decision(False, WaitReason.WAVE)
+        if rollout is None:
             return Decision(False, WaitReason.PAUSED) if paused else Decision(True)
         return may_start(rollout, spec.name, paused=paused)
 
     def begin(self, device: str) -> None:
         """``device``'s PUT starts: on disk before it goes out, as one journal line."""
         rollout = self._saved.rollout
-        if rollout is not None:
+        if rollout is not None and self._role():
             self._saved.rollout = begin(rollout, device)
             if self._saved.rollout is not rollout:
                 self._saver.note(device, self._saved.rollout.status[device])
@@ -186,9 +204,17 @@ class Conductor:
         """A (re)load: the policy in force, and a new rollout if the pending changes are new.
 
         ``fleet`` names every device (for wave assignment) when ``specs`` is a subset.
+        A node that does not drive the rollout starts none: it follows the driver's.
         """
+        self._loaded = revision
         self._policy.use(policy, set(fleet) | set(specs))
         self._specs = dict(specs)
+        if self._role():
+            self._start_pending(revision)
+
+    def _start_pending(self, revision: str) -> None:
+        """The driver's part of a load: a new rollout if the pending changes are new."""
+        specs = self._specs
         pending = {
             name: spec.fingerprint
             for name, spec in specs.items()
@@ -250,21 +276,50 @@ class Conductor:
         failure = outcome.failure
         if failure is not None and failure.kind == "health":
             self._records.unhealthy()
+        rollout, result = self.rollout, _result(outcome)
+        if rollout is None or outcome.device not in rollout.status or result is None:
+            return
+        undo = None
+        if failure is not None and failure.kind in _APPLIED:
+            undo = [c.as_dict() for c in outcome.changes if c.field != "password"]
+        if self._role():
+            self._settle(outcome.device, result, undo)
+        else:
+            self._role_of.report(outcome.device, rollout.revision, result, undo)
+
+    def _settle(self, device: str, result: Result, undo: list[dict[str, Any]] | None) -> None:
+        """The driver settles ``device``'s outcome in the rollout."""
         rollout = self.rollout
-        if rollout is None or outcome.device not in rollout.status:
+        if rollout is None or device not in rollout.status:
             return
-        result = _result(outcome)
-        if result is None:
-            return
-        index = rollout.wave_of(outcome.device)
+        index = rollout.wave_of(device)
         if result != "in_sync" and index is not None and index > rollout.wave:
             return  # its wave has not started: neither settled nor failed by the rollout
-        if failure is not None and failure.kind in _APPLIED:
-            self._saved.undo[outcome.device] = [
-                c.as_dict() for c in outcome.changes if c.field != "password"
-            ]
-        step = record(rollout, outcome.device, result, self._clock(), paused=self.paused)
-        self._apply(step, urgent=result == "failed", device=outcome.device)
+        if undo is not None:
+            self._saved.undo[device] = undo
+        step = record(rollout, device, result, self._clock(), paused=self.paused)
+        self._apply(step, urgent=result == "failed", device=device)
+
+    # ------------------------------------------------------------ roles
+
+    def _role(self) -> bool:
+        """Whether this node drives the rollout now (a follower takes the driver's document)."""
+        turn = self._role_of.now(self._saved)
+        if turn.moved:
+            self._kick_wave()
+        if not turn.driving or turn.took_over:
+            self._set_halted_metric()
+        if turn.took_over and self._loaded is not None:
+            self._start_pending(self._loaded)  # what the last driver had not started yet
+        return turn.driving
+
+    def _read_reports(self) -> None:
+        """The driver settles what followers reported about their devices."""
+        for report in self._role_of.fresh_reports(self.revision):
+            if report.said == "reverted":
+                self._settle_revert(report.device)
+            else:
+                self._settle(report.device, report.said, report.undo)
 
     # --------------------------------------------------------------- steps
 
@@ -303,7 +358,8 @@ class Conductor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._tick_interval)
         self._reverter.cancel()
-        self._saver.flush()
+        if self._role_of.driving:
+            self._saver.flush()
 
     async def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no revert is due or under way."""
@@ -315,6 +371,12 @@ class Conductor:
 
     def step(self) -> None:
         """One tick."""
+        if not self._role():
+            self._watch_window()
+            if self.rollout is not None:
+                self._reverter.start(self._role_of.reverts(self.rollout))
+            return
+        self._read_reports()
         self._saver.due()
         rollout = self.rollout
         if rollout is not None and rollout.state is RolloutState.RUNNING:
@@ -323,7 +385,7 @@ class Conductor:
                 self._apply(stepped)
         self._watch_window()
         if self.rollout is not None:
-            self._reverter.start(reverts_due(self.rollout))
+            self._reverter.start(self._role_of.reverts(self.rollout))
 
     def _watch_window(self) -> None:
         """When the windows open again, devices that waited for them look again at once."""
@@ -341,6 +403,12 @@ class Conductor:
         """A revert is over: count it, write its history entry, settle the device."""
         if changes:
             self._records.reverted(device, changes, revision=self.revision)
+        if self._role():
+            self._settle_revert(device)
+        else:
+            self._role_of.report_revert(device, self.revision)
+
+    def _settle_revert(self, device: str) -> None:
         self._saved.undo.pop(device, None)
         if self._saved.rollout is not None:
             self._saved.rollout = reverted(self._saved.rollout, device)
@@ -361,6 +429,8 @@ class Conductor:
         return RESUME.done
 
     def _control(self, control: Control) -> bool:
+        if not self._role():
+            raise NotDriving()
         if not control.change(self._saved):
             return False
         self._saver.now()

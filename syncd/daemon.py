@@ -126,6 +126,9 @@ class Daemon:
             history=self.history,
             metrics=self.metrics,
             retry=RetryPolicy(attempts=self.settings.retry_attempts),
+            drives=lambda: self.sharing.may_drive(self.revision),
+            owns=self.sharing.owns,
+            relay=self.sharing.relay,
         )
 
     def _reconciler(self) -> Reconciler:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
 from syncd.password_key import PasswordKeyError, read_password_key
+from syncd.rollout_relay import Relay
 from syncd.state import FileStateStore, StateError, StateStore
 
 if TYPE_CHECKING:  # gRPC is imported only in cluster mode
@@ -60,6 +61,11 @@ class Sharing(Protocol):
     state: StateStore
     #: Set whenever members, health or leader change (for the rollout driver; it clears it).
     changed: asyncio.Event
+
+    @property
+    def relay(self) -> Relay | None:
+        """Where followers report their devices' outcomes to the rollout's driver (or none)."""
+        ...
 
     @property
     def is_leader(self) -> bool:
@@ -121,6 +127,7 @@ class Standalone:
 
     node: str | None = None
     history: None = None
+    relay: None = None
 
     def __init__(self, state: StateStore) -> None:
         self.state = state

@@ -66,6 +66,7 @@ class Clustered:
         self._store: EtcdStateStore
         self._cluster, self._store = build_cluster(config, on_change=self._wake_up)
         self.state: StateStore = self._store
+        self.relay: EtcdStateStore = self._store
         #: ``syncd.history.HistoryLog``'s append/read, shared by every node.
         self.history: EtcdHistory = EtcdHistory(self._store)
         self.log = get_logger().bind(node=config.node_name)

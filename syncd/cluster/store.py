@@ -17,6 +17,9 @@ Keys, under ``/{cluster}/``:
 - ``state/status/{device}``: the device's ``syncd status`` JSON as its owner
   last saw it (SPEC section 10's per-device object), written by the owner
   only when it changed, so every node can show the whole fleet;
+- ``state/reports/{device}``: the latest outcome of the device in the rollout,
+  as its owner reported it to the node driving the rollout
+  (:mod:`syncd.rollout_relay`), a few hundred bytes;
 - ``history/{time-ns}-{node}-{seq}``: one history entry each, the last
   ``history_limit`` kept.
 
@@ -74,6 +77,7 @@ class EtcdStateStore(DeviceRecords):
         self._devices_prefix = f"/{cluster_name}/state/devices/"
         self._rollout_key = f"/{cluster_name}/state/rollout"
         self._status_prefix = f"/{cluster_name}/state/status/"
+        self._reports_prefix = f"/{cluster_name}/state/reports/"
         self._history_prefix = f"/{cluster_name}/history/"
         self._devices: dict[str, dict[str, Any]] = {}
         self._by_target = TargetIndex()
@@ -81,6 +85,7 @@ class EtcdStateStore(DeviceRecords):
         #: The rollout is encoded when a batch is written, not at each save (O(devices)).
         self._rollout_unwritten = False
         self._statuses: dict[str, dict[str, Any]] = {}
+        self._reports: dict[str, dict[str, Any]] = {}
         self._history: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, bytes | None] = {}  # key -> value to write (None: delete)
         self._sequence = itertools.count()
@@ -175,6 +180,15 @@ class EtcdStateStore(DeviceRecords):
     def statuses(self) -> dict[str, dict[str, Any]]:
         """The status JSON each device's owner published, by device (read-only values)."""
         return dict(self._statuses)
+
+    def report(self, device: str, doc: Mapping[str, Any]) -> None:
+        """A follower's report about its device, for the rollout's driver (syncd.rollout_relay)."""
+        self._reports[device] = dict(doc)
+        key = self._reports_prefix + quote(device, safe="")
+        self._queue(key, _encode({**doc, "device": device}))
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        return dict(self._reports)
 
     def append_history(self, entry: Mapping[str, Any]) -> None:
         stamp = f"{time.time_ns():020d}-{self.node_name}-{next(self._sequence):06d}"
@@ -277,6 +291,7 @@ class EtcdStateStore(DeviceRecords):
         devices: dict[str, dict[str, Any]] = {}
         rollout: dict[str, Any] | None = None
         statuses: dict[str, dict[str, Any]] = {}
+        reports: dict[str, dict[str, Any]] = {}
         # Local writes not yet in etcd win over what etcd held.
         pending = [Change(key, value) for key, value in self._pending.items()]
         for change in [*changes, *pending]:
@@ -290,9 +305,14 @@ class EtcdStateStore(DeviceRecords):
                 doc = _status_doc(change.value)
                 if doc is not None:
                     statuses[doc["device"]] = doc
+            elif change.key.startswith(self._reports_prefix):
+                doc = _status_doc(change.value)
+                if doc is not None:
+                    reports[doc["device"]] = doc
         if self._rollout_unwritten:
             rollout = self._rollout
         self._devices, self._rollout, self._statuses = devices, rollout, statuses
+        self._reports = reports
         self._by_target.clear()
         for record in devices.values():
             self._by_target.add(record)
@@ -321,6 +341,10 @@ class EtcdStateStore(DeviceRecords):
                 self._statuses = {
                     d: s for d, s in self._statuses.items() if self._status_key(d) != change.key
                 }
+        elif change.key.startswith(self._reports_prefix):
+            doc = _status_doc(change.value)
+            if doc is not None:
+                self._reports[doc["device"]] = doc
 
     def _history_snapshot(self, changes: list[Change]) -> None:
         history: dict[str, dict[str, Any]] = {}

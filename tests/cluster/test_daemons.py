@@ -30,6 +30,7 @@ from tests.cluster.daemons import (
     drift,
     etcd_keys,
     events_named,
+    label_of,
     node_args,
     node_of,
     overlapping_puts,
@@ -271,6 +272,15 @@ class TestWholeFleetStatus:
             assert all(d["last_sync"] is not None for d in data["devices"])
             assert SIP_PASSWORD not in result.stdout
 
+        # Every node's outcomes reached the one node driving the rollout: it completed.
+        def completed(path: Path) -> Callable[[], bool]:
+            return lambda: (
+                ControlClient(path, timeout=2).status()["rollout"]["state"] == "completed"
+            )
+
+        for path in sockets.values():
+            wait_until(completed(path), 10, "the rollout completed")
+
 
 class TestEtcdLost:
     def test_unavailable_at_start_then_lost_and_back(
@@ -391,3 +401,73 @@ class TestRefusals:
         assert result.returncode == 1
         assert "password_key_file" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+FLEET_POLICY = """\
+rollout:
+  waves:
+    - name: canary
+      devices: [dev01, dev02, dev03]
+    - name: rest
+  bake: 1
+health:
+  registration: false
+"""
+
+
+class TestRolloutDriver:
+    def test_one_node_drives_the_waves_and_another_finishes_when_it_dies(
+        self,
+        fleet: Fleet,
+        etcd: EtcdServer,
+        launch: Callable[..., DaemonProcess],
+        tmp_path: Path,
+        cluster_name: str,
+    ) -> None:
+        """Two nodes, a canary wave then the rest: only the leader logs rollout events, the followers' devices wait for their wave and report back, the rollout completes; a new commit's rollout, its driver SIGKILLed during the canary's bake, is finished by the other node."""
+        devices = fleet.devices[30:42]
+        began = time.time()  # other tests of the module changed these devices before
+        desired = tmp_path / "desired"
+        desired_tree(desired, devices, "Wave")
+        (desired / "_fleet.yaml").write_text(FLEET_POLICY)
+        procs = {n: launch(n, etcd.endpoint, desired) for n in ("n1", "n2")}
+        settled(list(procs.values()), 2)
+        wait_until(all_labelled(devices, "Wave"), 40, "the rollout reached every device")
+
+        def completed(proc: DaemonProcess) -> bool:
+            return bool(events_named(proc, "rollout.completed"))
+
+        wait_until(lambda: any(completed(p) for p in procs.values()), 20, "rollout.completed")
+        drivers = [n for n, p in procs.items() if events_named(p, "rollout.started")]
+        assert len(drivers) == 1, drivers
+        # The canary's three devices were changed before any other (the bake in between).
+        first_put = {
+            d.number: min(e.started for e in d.journal if e.method == "PUT" and e.started >= began)
+            for d in devices
+        }
+        canary = [first_put[d.number] for d in devices[:3]]
+        rest = [first_put[d.number] for d in devices[3:]]
+        assert max(canary) + 1.0 <= min(rest)
+        # Both nodes changed devices: the follower's canary outcomes reached the driver.
+        putting = {
+            node_of(e.user_agent)
+            for d in devices
+            for e in d.journal
+            if e.method == "PUT" and e.started >= began
+        }
+        assert putting == {"n1", "n2"}
+
+        # A new commit; its driver dies while the canary bakes; the other node finishes.
+        desired_tree(desired, devices, "Again")
+        driver = procs[drivers[0]]
+        wait_until(lambda: len(events_named(driver, "rollout.started")) == 2, 20, "second rollout")
+        wait_until(
+            lambda: all(label_of(d) == f"Again {n}" for n, d in enumerate(devices[:3], 1)),
+            20,
+            "the canary changed",
+        )
+        driver.kill()
+        other = procs["n2" if drivers[0] == "n1" else "n1"]
+        wait_until(all_labelled(devices, "Again"), LEASE_TTL + 30, "the other node finished")
+        wait_until(lambda: completed(other), 20, "the other node completed the rollout")
+        assert overlapping_puts(devices) == []
