@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable, Collection
 
+from syncd import events
 from syncd.cluster.connection import (
     TRANSIENT_ERRORS,
     ClusterError,
@@ -39,6 +40,7 @@ from syncd.cluster.hashing import owner_of
 from syncd.cluster.lease import grant_lease, renew_lease, revoke_lease
 from syncd.cluster.membership import Membership, member_record, register, rewrite_record
 from syncd.cluster.owner_keys import drop_owner_key, take_owner_key
+from syncd.logs import get_logger
 
 __all__ = ["ClusterNode"]
 
@@ -182,7 +184,7 @@ class ClusterNode:
             if problem is not None:
                 raise ClusterError(problem) from None
             self._set_available(False)
-            _log.warning("etcd unavailable at start; joining when it answers")
+            _log.debug("etcd unavailable at start; joining when it answers")
         self._task = asyncio.create_task(self._run(), name=f"cluster node {self.node_name}")
 
     async def stop(self) -> None:
@@ -297,7 +299,7 @@ class ClusterNode:
         self._trusted_until = -math.inf
         self._set_available(False)
         if was:
-            _log.warning("cluster lease not renewed; owning no device until etcd answers")
+            _log.debug("cluster lease not renewed; owning no device until etcd answers")
             self._notify()
 
     def _renewed(self, sent_at: float) -> None:
@@ -370,7 +372,7 @@ class ClusterNode:
                 sent = self._clock()
                 ttl = await self._keepalive(self._lease_id) if self._lease_id else 0.0
                 if ttl <= 0:
-                    _log.warning("cluster lease expired; rejoining with a new lease")
+                    _log.debug("cluster lease expired; rejoining with a new lease")
                     self._joined = False
                     self._lease_id = None
                     self._renewal_failed()
@@ -384,14 +386,14 @@ class ClusterNode:
             except DuplicateNodeError as exc:
                 self._joined = False
                 self._renewal_failed()
-                _log.error("%s", exc)
+                events.cluster_unavailable(get_logger(), node=self.node_name, error=str(exc))
                 await asyncio.sleep(self._granted_ttl)
             except TRANSIENT_ERRORS as exc:
                 self._joined = self._joined and self._lease_id is not None
                 self._renewal_failed()
                 problem = describe_failure(exc, self.connection.access)
                 if problem is not None:
-                    _log.error("%s", problem)
+                    events.cluster_unavailable(get_logger(), node=self.node_name, error=problem)
                 _log.debug("cluster renewal failed: %s", type(exc).__name__)
                 await asyncio.sleep(retry)
 
