@@ -219,7 +219,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from syncd import fleet_commands
 
         if args.command == "status":
-            return fleet_commands.status_command(settings, as_json=args.json)
+            return fleet_commands.status_command(settings, as_json=args.json, devices=args.device)
         if args.command == "history":
             return fleet_commands.history_command(
                 settings, devices=args.device, since=args.since, as_json=args.json

@@ -22,7 +22,7 @@ from syncd.control import ControlClient, ControlError, ControlUnavailable, defau
 from syncd.history import HistoryLog, format_history_table, parse_duration
 from syncd.settings import Settings
 from syncd.state import FileStateStore
-from syncd.status import format_status
+from syncd.status import STATES, format_status
 
 __all__ = ["history_command", "resend_command", "status_command"]
 
@@ -32,12 +32,21 @@ def socket_path(settings: Settings) -> Path:
     return settings.socket or default_socket_path(settings.state_dir)
 
 
-def status_command(settings: Settings, *, as_json: bool) -> int:
-    """Print the running daemon's status (SPEC section 10); no daemon is a CommandError."""
+def status_command(settings: Settings, *, as_json: bool, devices: Sequence[str] = ()) -> int:
+    """Print the running daemon's status (SPEC section 10); no daemon is a CommandError.
+
+    ``devices`` (``--device`` globs) limits it to those devices, the summary counting them.
+    """
     try:
         data = ControlClient(socket_path(settings)).status()
     except ControlError as exc:
         raise CommandError(str(exc)) from None
+    if devices and isinstance(data.get("devices"), list):
+        shown = [d for d in data["devices"] if _matches(d.get("device"), devices)]
+        counts = {"devices": len(shown), **dict.fromkeys(STATES, 0)}
+        for device in shown:
+            counts[device.get("state")] = counts.get(device.get("state"), 0) + 1
+        data = {**data, "devices": shown, "summary": counts}
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return EXIT_OK
@@ -65,14 +74,16 @@ def history_command(
     read = HistoryLog.in_state_dir(settings.state_dir).read(since=start)
     for warning in read.warnings:
         print(f"syncd: warning: {warning}", file=sys.stderr)
-    entries = [
-        e for e in read.entries if not devices or any(fnmatchcase(e.device, p) for p in devices)
-    ]
+    entries = [e for e in read.entries if not devices or _matches(e.device, devices)]
     if as_json:
         sys.stdout.write(json.dumps([e.as_dict() for e in entries], indent=2) + "\n")
     else:
         sys.stdout.write(format_history_table(entries))
     return EXIT_OK
+
+
+def _matches(name: object, patterns: Sequence[str]) -> bool:
+    return isinstance(name, str) and any(fnmatchcase(name, p) for p in patterns)
 
 
 def resend_command(settings: Settings, *, device: str) -> int:

@@ -213,6 +213,10 @@ class TestRevisionHistoryStatus:
         assert setup.metric("syncd_desired_info", revision=commit) == 1
         text = setup.cli("status")
         assert text.returncode == 0 and "dev1" in text.stdout and commit[:12] in text.stdout
+        one = json.loads(setup.cli("status", "--json", "--device", "dev2").stdout)
+        assert [d["device"] for d in one["devices"]] == ["dev2"]
+        assert one["summary"]["devices"] == 1 and one["summary"]["in_sync"] == 1
+        assert "dev1" not in setup.cli("status", "--device", "dev2").stdout
 
         done = setup.cli("history", "--json", "--device", "dev1")
         assert done.returncode == 0, done.stderr
