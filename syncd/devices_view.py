@@ -177,9 +177,18 @@ class DeviceView:
         self.version += 1
 
     def observe(self, outcome: Outcome, now: float, *, revision: str | None) -> float | None:
-        """Take one reconcile's outcome; seconds it had been failing when it just recovered."""
+        """Take one reconcile's outcome; seconds it had been failing when it just recovered.
+
+        A device that failed in the rollout and now waits because of it (the
+        rollout halted, or has its outcome) keeps showing the failure.
+        """
         self.changing = False
-        self.outcome = outcome
+        if not (
+            outcome.status == "waiting"
+            and outcome.waiting in _AFTER_FAILURE
+            and self.state() == "failed"
+        ):
+            self.outcome = outcome
         self.mode = outcome.mode
         self.last_sync = now
         self.version += 1
@@ -305,6 +314,8 @@ class DeviceView:
             return None
         if outcome.failure is not None:
             return outcome.failure.message
+        if outcome.status == "waiting":
+            return _WAITING_FOR.get(outcome.waiting or "", "waiting")
         if outcome.status == "changes" and outcome.changes:
             fields = ", ".join(f"account {c.account} {c.field}" for c in outcome.changes[:3])
             more = len(outcome.changes) - 3
@@ -325,6 +336,20 @@ class DeviceView:
             accounts=self.registration(),
             owner=owner,
         )
+
+
+#: Why a PUT waits, as ``syncd status`` says it.
+_WAITING_FOR = {
+    "wave": "waiting for its wave",
+    "window": "waiting for a maintenance window",
+    "call": "waiting for the call to end",
+    "halted": "the rollout halted",
+    "paused": "the rollout is paused",
+    "active": "its change is under way",
+    "done": "done in this rollout",
+}
+#: A wait that follows the device's own failure in the rollout.
+_AFTER_FAILURE = frozenset({"halted", "done"})
 
 
 def _reachable(outcome: Outcome) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -78,6 +79,15 @@ class TestHalt:
         assert all(domain_of(d) == GOOD for d in fleet.devices)
         assert put_count(fleet.devices[0]) == before[0] + 2  # the change, and its revert
         assert not [e for e in proc.events if e.get("event") == "drift.detected"]
+        # After resyncs, status still shows why: the canary failed, the others wait on the halt.
+        shown = syncd("status", "--json", "--state-dir", str(tmp_path / "state"))
+        assert shown.returncode == 0, shown.stderr
+        data = json.loads(shown.stdout)
+        devices = {d["device"]: d for d in data["devices"]}
+        assert devices["dev1"]["state"] == "failed" and "register" in devices["dev1"]["message"]
+        assert data["summary"]["failed"] == 1 and data["rollout"]["failed"] == ["dev1"]
+        assert {devices[f"dev{n}"]["state"] for n in (2, 3, 4)} == {"waiting"}
+        assert devices["dev2"]["message"] == "the rollout halted"
         assert proc.stop() == 0
         history = (tmp_path / "state" / "history.jsonl").read_text()
         assert '"result": "unhealthy"' in history and '"trigger": "revert"' in history
