@@ -13,6 +13,7 @@ from syncd.desired import (
     DesiredState,
     Loader,
     Problem,
+    Resolved,
     name_from_path,
     resolve_desired,
     select_devices,
@@ -64,8 +65,30 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
     log = get_logger()
     for problem in desired.problems:
         events.desired_problem(log, problem)
-    events.desired_loaded(log, devices=len(desired.devices), invalid=len(desired.invalid_files))
     return desired
+
+
+def load_resolved(
+    settings: Settings, devices: Sequence[str]
+) -> tuple[DesiredState, Resolved, str]:
+    """``plan``'s and ``apply``'s load: the tree, its devices as specs, and its revision
+    (``desired.loaded`` carries it, as every event about the desired state does)."""
+    from syncd import events
+    from syncd.devices_view import revision_material
+    from syncd.logs import get_logger
+    from syncd.revision import desired_revision
+
+    desired = load_tree(settings.desired_dir)
+    _check_filter(desired, devices)
+    resolved = resolve_desired(desired, environ=os.environ, only=devices)
+    revision = desired_revision(settings.desired_dir, revision_material(resolved.specs))
+    events.desired_loaded(
+        get_logger(),
+        devices=len(desired.devices),
+        invalid=len(desired.invalid_files),
+        revision=revision,
+    )
+    return desired, resolved, revision
 
 
 def _check_filter(desired: DesiredState, devices: Sequence[str]) -> None:
@@ -131,9 +154,7 @@ async def _pass(
     from syncd.reconcile import Reconciler, reconcile_many
     from syncd.retrying import RetryPolicy
 
-    desired = load_tree(settings.desired_dir)
-    _check_filter(desired, devices)
-    resolved = resolve_desired(desired, environ=os.environ, only=devices)
+    _, resolved, revision = load_resolved(settings, devices)
     async with ClientPool(
         timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
     ) as pool:
@@ -148,6 +169,7 @@ async def _pass(
                 apply=False,
                 concurrency=settings.concurrency,
                 on_done=progress.advance,
+                revision=revision,
             )
         finally:
             progress.close()
@@ -233,17 +255,13 @@ async def _apply_pass(
     settings: Settings, devices: Sequence[str], ignore_windows: bool
 ) -> tuple[list[Outcome], dict[str, str], str | None]:
     """``apply``: the rollout in the foreground (waves, health, bake, windows, calls)."""
-    from syncd.devices_view import revision_material
     from syncd.foreground import rollout_pass
     from syncd.progress import Progress
-    from syncd.revision import desired_revision
 
-    desired = load_tree(settings.desired_dir)
-    _check_filter(desired, devices)
+    desired, resolved, revision = load_resolved(settings, devices)
     policy = load_policy(settings.desired_dir)
     if policy.errors:
         raise CommandError(f"{policy.errors[0]}; fix {FLEET_FILE} before applying")
-    resolved = resolve_desired(desired, environ=os.environ, only=devices)
     progress = Progress(len(resolved.specs))
     try:
         result = await rollout_pass(
@@ -251,7 +269,7 @@ async def _apply_pass(
             specs=resolved.specs,
             fleet=desired.devices,
             policy=policy,
-            revision=desired_revision(settings.desired_dir, revision_material(resolved.specs)),
+            revision=revision,
             ignore_windows=ignore_windows,
             on_done=progress.advance,
         )

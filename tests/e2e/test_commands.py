@@ -44,6 +44,17 @@ class TestPlanApply:
 
         applied = _run("apply", root, tmp_path)
         assert applied.returncode == 0, applied.stderr
+        # Every event about the desired state carries its revision (SPEC 7), one for both runs.
+        about = ("desired.loaded", "change.pending", "apply.succeeded")
+        logged = [
+            e
+            for run in (first, applied)
+            for e in map(json.loads, run.stderr.splitlines())
+            if e["event"] in about
+        ]
+        assert {e["event"] for e in logged} == set(about)
+        assert len({e.get("revision") for e in logged}) == 1
+        assert str(logged[0]["revision"]).startswith("tree:")
         for dev in fleet.devices:
             (put,) = puts(dev)
             assert put.multipart
