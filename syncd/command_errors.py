@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
-__all__ = ["errors_as_json", "report_error"]
+__all__ = ["errors_as_json", "report_error", "report_warning"]
 
 
 def errors_as_json(stream: TextIO, *, fmt: str | None = None) -> bool:
@@ -30,12 +30,14 @@ def errors_as_json(stream: TextIO, *, fmt: str | None = None) -> bool:
         return True
 
 
-def _error_line(message: str, *, as_json: bool, event: str = "command.failed") -> str:
+def _error_line(
+    message: str, *, as_json: bool, event: str = "command.failed", level: str = "error"
+) -> str:
     """The line (with its newline) that reports ``message``."""
     if not as_json:
-        return f"syncd: error: {message}\n"
+        return f"syncd: {level}: {message}\n"
     stamp = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
-    record = {"timestamp": stamp, "level": "error", "event": event, "error": message}
+    record = {"timestamp": stamp, "level": level, "event": event, "error": message}
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
@@ -49,4 +51,11 @@ def report_error(
     """Write one error sentence to stderr (or ``stream``) and flush it."""
     out = stream if stream is not None else sys.stderr
     out.write(_error_line(message, as_json=errors_as_json(out, fmt=fmt), event=event))
+    out.flush()
+
+
+def report_warning(message: str, *, event: str, stream: TextIO | None = None) -> None:
+    """A warning sentence on stderr, as :func:`report_error` writes an error."""
+    out = stream if stream is not None else sys.stderr
+    out.write(_error_line(message, as_json=errors_as_json(out), event=event, level="warning"))
     out.flush()

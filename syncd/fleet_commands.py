@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from syncd.command_errors import report_warning
 from syncd.commands import EXIT_OK, CommandError
 from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
 from syncd.history import HistoryLog, format_history_table, parse_duration
@@ -73,7 +74,7 @@ def history_command(
             raise CommandError(f"--since {exc}") from None
     read = HistoryLog.in_state_dir(settings.state_dir).read(since=start)
     for warning in read.warnings:
-        print(f"syncd: warning: {warning}", file=sys.stderr)
+        report_warning(warning, event="history.skipped")
     entries = [e for e in read.entries if not devices or _matches(e.device, devices)]
     if as_json:
         sys.stdout.write(json.dumps([e.as_dict() for e in entries], indent=2) + "\n")

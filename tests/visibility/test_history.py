@@ -18,6 +18,7 @@ from syncd.history import (
     history_changes,
     parse_duration,
 )
+from tests.e2e.conftest import syncd
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SECRET = "hunter2-very-secret"
@@ -143,6 +144,12 @@ class TestReadWrite:
         got = log.read()
         assert [e.time.minute for e in got.entries] == [0]
         assert got.warnings == [f"{path}:2: skipped a line that is not a whole entry"]
+        # `syncd history` says so on stderr as one JSON event when stderr is not a terminal.
+        done = syncd("history", "--state-dir", str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        (warned,) = map(json.loads, done.stderr.splitlines())
+        assert warned["event"] == "history.skipped" and warned["level"] == "warning"
+        assert warned["error"] == got.warnings[0]
 
     def test_append_after_torn_line_starts_a_new_line(self, tmp_path: Path) -> None:
         """The next append after a torn line is on its own line and reads back."""
