@@ -98,6 +98,7 @@ def resend_command(settings: Settings, *, device: str) -> int:
     else:
         print(message)
         return EXIT_OK
+    _check_managed(settings.desired_dir, device)
     if not settings.state_dir.is_dir():
         print(f"no state in {settings.state_dir}: every password of {device} is due anyway")
         return EXIT_OK
@@ -107,3 +108,15 @@ def resend_command(settings: Settings, *, device: str) -> int:
         f"due in {settings.state_dir}; they are sent at its next reconcile"
     )
     return EXIT_OK
+
+
+def _check_managed(desired_dir: Path, device: str) -> None:
+    """A CommandError unless ``desired_dir`` has a file for ``device`` (as the daemon checks)."""
+    from syncd.desired import Loader, name_from_path
+
+    if not desired_dir.is_dir():
+        return  # nothing to check against: the state alone is changed
+    desired = Loader(desired_dir).load()
+    names = set(desired.devices) | {name_from_path(p.file) for p in desired.problems}
+    if device not in names:
+        raise CommandError(f"no device {device} in {desired_dir}")

@@ -292,6 +292,13 @@ class TestOperator:
         assert put.blob["accounts"][0]["password"] == SIP_PASSWORD
         unknown = setup.cli("passwords", "resend", "nope")
         assert unknown.returncode == 1 and "nope" in unknown.stderr
+        assert proc.stop() == 0
+        # No daemon: the state is changed directly, for a device the desired state has only.
+        desired = ("--desired", str(setup.root))
+        offline = setup.cli("passwords", "resend", "dev1", *desired)
+        assert offline.returncode == 0 and "marked due" in offline.stdout, offline.stderr
+        unknown = setup.cli("passwords", "resend", "nope", *desired)
+        assert unknown.returncode == 1 and "no device nope in" in unknown.stderr
 
 
 class TestQuietEvents:
