@@ -205,6 +205,8 @@ class DeviceView:
         if outcome.status != "skipped":
             for topic in _ENDS_WHEN_REACHABLE:
                 self.end(topic)
+        if outcome.status in ("in_sync", "applied"):
+            self.end("difference")
         if outcome.status == "in_sync":
             self.end("observe")
             self.end("observe-count")

@@ -189,10 +189,10 @@ class Reconciler:
             self._state.applied_fingerprint(spec.name) == spec.fingerprint
         )
         fields = [c.as_dict() for c in plan.changes]
-        # In observe mode a lasting difference is news once, until it goes away or changes.
-        news = spec.mode is not Mode.OBSERVE or self._first(
-            spec.name, "observe", difference_key(plan.changes)
-        )
+        # A lasting difference is news once, until it goes away or changes: in observe
+        # mode, and in enforce mode while its PUT waits (a wave, a window, a call).
+        topic = "observe" if spec.mode is Mode.OBSERVE else "difference"
+        news = self._first(spec.name, topic, (drift, difference_key(plan.changes)))
         log = self.log.bind(device=spec.name)
         if news and drift:
             events.drift_detected(log, fields=fields, revision=revision)

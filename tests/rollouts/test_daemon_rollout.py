@@ -88,6 +88,15 @@ class TestHalt:
         assert data["summary"]["failed"] == 1 and data["rollout"]["failed"] == ["dev1"]
         assert {devices[f"dev{n}"]["state"] for n in (2, 3, 4)} == {"waiting"}
         assert devices["dev2"]["message"] == "the rollout halted"
+        # Waiting on the halt through several resyncs, dev2's difference was news once.
+        pending = [
+            e
+            for e in proc.events
+            if e.get("event") == "change.pending"
+            and e.get("device") == "dev2"
+            and any(f.get("desired") == BAD for f in e.get("fields", []))
+        ]
+        assert len(pending) == 1
         assert proc.stop() == 0
         history = (tmp_path / "state" / "history.jsonl").read_text()
         assert '"result": "unhealthy"' in history and '"trigger": "revert"' in history
