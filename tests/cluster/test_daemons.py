@@ -430,7 +430,8 @@ class TestRolloutDriver:
         desired = tmp_path / "desired"
         desired_tree(desired, devices, "Wave")
         (desired / "_fleet.yaml").write_text(FLEET_POLICY)
-        procs = {n: launch(n, etcd.endpoint, desired) for n in ("n1", "n2")}
+        sockets = {n: tmp_path / f"{n}.sock" for n in ("n1", "n2")}
+        procs = {n: launch(n, etcd.endpoint, desired, "--socket", str(sockets[n])) for n in sockets}
         settled(list(procs.values()), 2)
         wait_until(all_labelled(devices, "Wave"), 40, "the rollout reached every device")
 
@@ -457,6 +458,14 @@ class TestRolloutDriver:
         }
         assert putting == {"n1", "n2"}
 
+        # Pause and resume are the driver's: another node says so and changes nothing.
+        follower = "n2" if drivers[0] == "n1" else "n1"
+        refused = syncd("rollout", "pause", "--socket", str(sockets[follower]), timeout=20)
+        assert refused.returncode == 1 and "does not drive the rollout" in refused.stderr
+        for action in ("pause", "resume"):
+            done = syncd("rollout", action, "--socket", str(sockets[drivers[0]]), timeout=20)
+            assert done.returncode == 0, done.stderr
+
         # A new commit; its driver dies while the canary bakes; the other node finishes.
         desired_tree(desired, devices, "Again")
         driver = procs[drivers[0]]
@@ -467,7 +476,7 @@ class TestRolloutDriver:
             "the canary changed",
         )
         driver.kill()
-        other = procs["n2" if drivers[0] == "n1" else "n1"]
+        other = procs[follower]
         wait_until(all_labelled(devices, "Again"), LEASE_TTL + 30, "the other node finished")
         wait_until(lambda: completed(other), 20, "the other node completed the rollout")
         assert overlapping_puts(devices) == []
