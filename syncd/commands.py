@@ -245,6 +245,7 @@ def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = 
         f"{tally.changes} observed with differences, "
         f"{tally.errors} failed, "
         f"{tally.skipped} skipped"
+        + (f", {tally.waiting} waiting" if tally.waiting else "")
     )
     if verdict is not None:
         print(f"syncd: {verdict}")

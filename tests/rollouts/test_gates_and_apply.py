@@ -111,6 +111,9 @@ class TestApply:
         result = _one_shot("apply", root, tmp_path)
         assert result.returncode == 1
         assert "rollout halted" in result.stdout and "dev1" in result.stdout
+        # Every device is in the summary: the two that never started are counted as waiting.
+        assert "3 devices: 0 changed, 0 already in sync" in result.stdout
+        assert "1 failed, 0 skipped, 2 waiting" in result.stdout
         names = [
             json.loads(line)["event"] for line in result.stderr.splitlines() if line[:1] == "{"
         ]
