@@ -312,7 +312,12 @@ def _summary(change: HistoryChange) -> str:
 
 
 def _short(value: Any) -> str:
-    return "-" if value is None else _printable(str(value))
+    """As the desired files spell it: ``true``, ``""``; nothing for a value not there."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return '""' if value == "" else _printable(str(value))
 
 
 def _printable(text: str) -> str:
