@@ -243,7 +243,7 @@ class TestTable:
         assert text.splitlines()[1].endswith("succeeded  1.domain: a -> b")
         flags = (HistoryChange(1, "enabled", False, True), HistoryChange(1, "sipNumber", "", "4"))
         text = format_history_table([entry(0, device="lobby", changes=flags)])
-        assert text.splitlines()[1].endswith('1.enabled: false -> true, 1.sipNumber: "" -> 4')
+        assert "1.enabled: false -> true" in text and '1.sipNumber: "" -> 4' in text
 
     def test_control_characters_neutralised(self) -> None:
         """A device name with a terminal escape prints without the escape."""
