@@ -109,7 +109,7 @@ def _access(request: ExportRequest) -> Access:
 def _explain(exc: DeviceError, access: Access) -> str:
     """The client's sentence, plus what the operator can do about it."""
     message = exc.message
-    if isinstance(exc, TlsError) and "caFile" not in message:
+    if isinstance(exc, TlsError) and "caFile" not in message and "certificate" in message:
         hint = "trust its certificate with --ca-file PATH"
         if access.tls.ca_file:
             hint = f"{access.tls.ca_file} does not vouch for it; check --ca-file"

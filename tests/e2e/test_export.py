@@ -248,6 +248,16 @@ class TestTransport:
         ]
         assert "Traceback" not in done.stderr
 
+    def test_https_url_on_a_plain_http_device_says_only_that(self, intercoms):
+        """The fix is the scheme: no advice about certificates for a device that has none."""
+        fleet = intercoms(devices=1)
+        url = fleet.devices[0].url.replace("http://", "https://")
+        done = run("export", "--url", url, "--auth", "none")
+        assert done.returncode == 1
+        assert messages(done.stderr) == [
+            f"syncd: error: {url}: the device answered plain HTTP on an HTTPS URL; use http://"
+        ]
+
     def test_transient_server_errors_are_retried(self, intercoms):
         """Two HTTP 503 answers are retried within the bounded budget and the export succeeds."""
         fleet = intercoms(devices=1)
