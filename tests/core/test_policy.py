@@ -373,7 +373,7 @@ class TestFleetFileElsewhere:
         problem = fleet_file_problem("site-a/_fleet.yaml")
         assert problem is not None
         assert str(problem) == (
-            "site-a/_fleet.yaml: _fleet.yaml is only read at the root of the desired dir"
+            "site-a/_fleet.yaml:1: _fleet.yaml is only read at the root of the desired dir"
         )
 
     @pytest.mark.parametrize("rel", ["_fleet.yaml", "site-a/my_fleet.yaml", "a/_fleet.yaml.bak"])
