@@ -115,6 +115,7 @@ class Daemon:
         if self.sharing.node is not None:  # the whole fleet: other nodes' devices from etcd
             view.owner_of = self.sharing.owner_of
             view.shared = self.sharing.shared_statuses
+            view.available = lambda: self.sharing.available
         return view
 
     def _conductor(self) -> Conductor:

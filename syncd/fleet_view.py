@@ -65,6 +65,10 @@ def _shared_status(
     return replace(status, wave=wave, owner=owner)
 
 
+#: A device's message while its node has lost the cluster.
+UNAVAILABLE = "not read: this node has lost etcd and reads no device until it answers"
+
+
 @dataclass
 class FleetView:
     """Every device's view, the revision in force and the invalid files: the status's source.
@@ -83,6 +87,9 @@ class FleetView:
     #: The status JSON each device's owner published, by device (the cluster sets it):
     #: a device another node owns shows its owner's record, ``unknown`` until there is one.
     shared: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+    #: Whether this node reads devices now (the cluster sets it): while it does not
+    #: (etcd lost), no device's last state is shown as current.
+    available: Callable[[], bool] | None = None
     #: Bumped when something the status shows outside the devices changes.
     version: int = 0
     _cache: dict[str, tuple[object, DeviceStatus, dict[str, Any]]] = field(
@@ -130,6 +137,9 @@ class FleetView:
             alone = FleetStatus(revision="", node="", devices=(status,))
             cached = (source, status, status_json(alone)["devices"][0])
             self._cache[name] = cached
+        if self.available is not None and not self.available():
+            stale = replace(cached[1], state="unknown", message=UNAVAILABLE)
+            return stale, {**cached[2], "state": stale.state, "message": stale.message}
         return cached[1], cached[2]
 
     def fleet_status(self, rollout: RolloutControl | None = None) -> FleetStatus:

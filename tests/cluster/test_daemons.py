@@ -303,7 +303,9 @@ class TestEtcdLost:
                 f"127.0.0.1:{port}",
                 env={"NOTIFY_SOCKET": str(notify.path)},
             ),
-            launch("n2", server.endpoint, tmp_path / "desired"),
+            launch(
+                "n2", server.endpoint, tmp_path / "desired", "--socket", str(tmp_path / "n2.sock")
+            ),
         ]
         try:
             for proc in procs:
@@ -332,6 +334,10 @@ class TestEtcdLost:
             assert [d.number for d in devices if any(e.method == "PUT" for e in d.journal)] == []
             assert healthz(port) == 503
             assert "STATUS=cluster unavailable" in notify.last_status()
+            # Nothing is read now: status shows no device's last state as current.
+            shown = ControlClient(tmp_path / "n2.sock", timeout=5).status()
+            assert shown["summary"]["unknown"] == 30 and shown["summary"]["in_sync"] == 0
+            assert all("lost etcd" in d["message"] for d in shown["devices"])
 
             server.start()
             took = wait_until(
