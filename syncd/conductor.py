@@ -170,14 +170,13 @@ class Conductor:
         Without ``_fleet.yaml`` nothing waits but for a pause. A cluster node that
         does not drive waits until the driver has the rollout of its revision.
         """
-        driving = self._role()  # first: a node taking over starts the rollout here
         rollout, paused = self.rollout, self.paused
         if (
             not self._policy.fleet_file  # without it: one wave, failed devices tried again
             or self._state.applied_fingerprint(spec.name) == spec.fingerprint
         ):
             return Decision(False, WaitReason.PAUSED) if paused else Decision(True)
-        if not driving and (rollout is None or rollout.revision != self._loaded):
+        if not self._driving and (rollout is None or rollout.revision != self._loaded):
             return Decision(False, WaitReason.WAVE)
         if rollout is None:
             return Decision(False, WaitReason.PAUSED) if paused else Decision(True)
@@ -186,7 +185,7 @@ class Conductor:
     def begin(self, device: str) -> None:
         """``device``'s PUT starts: on disk before it goes out, as one journal line."""
         rollout = self._saved.rollout
-        if rollout is not None and self._role():
+        if rollout is not None and self._driving:
             self._saved.rollout = begin(rollout, device)
             if self._saved.rollout is not rollout:
                 self._saver.note(device, self._saved.rollout.status[device])
@@ -282,7 +281,7 @@ class Conductor:
         undo = None
         if failure is not None and failure.kind in _APPLIED:
             undo = [c.as_dict() for c in outcome.changes if c.field != "password"]
-        if self._role():
+        if self._driving:
             self._settle(outcome.device, result, undo)
         else:
             self._role_of.report(outcome.device, rollout.revision, result, undo)
@@ -301,6 +300,16 @@ class Conductor:
         self._apply(step, urgent=result == "failed", device=device)
 
     # ------------------------------------------------------------ roles
+
+    @property
+    def _driving(self) -> bool:
+        """Whether this node drove the rollout when last asked (at each load and tick).
+
+        Per device only this is read: a follower's document is taken at each tick
+        (it is O(devices)), and a node taking over starts from it there, so none of
+        its devices starts before the rollout of its revision is in force.
+        """
+        return self._role_of.driving
 
     def _role(self) -> bool:
         """Whether this node drives the rollout now (a follower takes the driver's document)."""
@@ -403,7 +412,7 @@ class Conductor:
         """A revert is over: count it, write its history entry, settle the device."""
         if changes:
             self._records.reverted(device, changes, revision=self.revision)
-        if self._role():
+        if self._driving:
             self._settle_revert(device)
         else:
             self._role_of.report_revert(device, self.revision)

@@ -174,8 +174,10 @@ class TestDriverAndFollower:
         follower.conductor.load(policy=POLICY, specs=specs, revision="r1")
         assert follower.conductor.state == "none"
         follower.driving = True
-        assert follower.conductor.may_start(specs["dev1"]).go
+        assert not follower.conductor.may_start(specs["dev1"]).go  # asked at each tick only
+        follower.conductor.step()
         assert follower.conductor.state == "running"
+        assert follower.conductor.may_start(specs["dev1"]).go
 
 
 class TestReports:
