@@ -68,9 +68,7 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
     return desired
 
 
-def load_resolved(
-    settings: Settings, devices: Sequence[str]
-) -> tuple[DesiredState, Resolved, str]:
+def load_resolved(settings: Settings, devices: Sequence[str]) -> tuple[DesiredState, Resolved, str]:
     """``plan``'s and ``apply``'s load: the tree, its devices as specs, and its revision
     (``desired.loaded`` carries it, as every event about the desired state does)."""
     from syncd import events
@@ -244,8 +242,7 @@ def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = 
         f"{tally.in_sync} already in sync, "
         f"{tally.changes} observed with differences, "
         f"{tally.errors} failed, "
-        f"{tally.skipped} skipped"
-        + (f", {tally.waiting} waiting" if tally.waiting else "")
+        f"{tally.skipped} skipped" + (f", {tally.waiting} waiting" if tally.waiting else "")
     )
     if verdict is not None:
         print(f"syncd: {verdict}")

@@ -39,9 +39,7 @@ def is_defaults(rel: str) -> bool:
 def fleet_file_problem(rel_path: str) -> Problem | None:
     """The error for a ``_fleet.yaml`` found at ``rel_path`` anywhere but the root."""
     if rel_path.rsplit("/", 1)[-1] == FLEET_FILE and rel_path != FLEET_FILE:
-        return Problem(
-            rel_path, 1, "", f"{FLEET_FILE} is only read at the root of the desired dir"
-        )
+        return Problem(rel_path, 1, "", f"{FLEET_FILE} is only read at the root of the desired dir")
     return None
 
 
