@@ -50,6 +50,7 @@ from syncd.rollout import (
     RolloutState,
     Step,
     WaitReason,
+    abandoned,
     begin,
     may_start,
     progress,
@@ -180,7 +181,7 @@ class Conductor:
             return Decision(False, WaitReason.WAVE)
         if rollout is None:
             return Decision(False, WaitReason.PAUSED) if paused else Decision(True)
-        return may_start(rollout, spec.name, paused=paused)
+        return may_start(rollout, spec.name, paused=paused, active_elsewhere=not self._driving)
 
     def begin(self, device: str) -> None:
         """``device``'s PUT starts: on disk before it goes out, as one journal line."""
@@ -276,7 +277,11 @@ class Conductor:
         if failure is not None and failure.kind == "health":
             self._records.unhealthy()
         rollout, result = self.rollout, _result(outcome)
-        if rollout is None or outcome.device not in rollout.status or result is None:
+        if rollout is None or outcome.device not in rollout.status:
+            return
+        if result is None:
+            if self._driving:  # e.g. begun, then another node took the device first
+                self._apply(Step(abandoned(rollout, outcome.device)))
             return
         undo = None
         if failure is not None and failure.kind in _APPLIED:

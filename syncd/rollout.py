@@ -34,6 +34,7 @@ __all__ = [
     "Step",
     "WaitReason",
     "WaveProgress",
+    "abandoned",
     "begin",
     "may_start",
     "progress",
@@ -212,18 +213,22 @@ def start(
     return Step(rollout, (started, _wave_event(rollout)))
 
 
-def may_start(rollout: Rollout, device: str, *, paused: bool) -> Decision:
+def may_start(
+    rollout: Rollout, device: str, *, paused: bool, active_elsewhere: bool = False
+) -> Decision:
     """Whether ``device``'s PUT may start now as far as the rollout goes.
 
     Windows and calls are checked apart. A device not in the rollout is not
-    held by it (a drift correction, say).
+    held by it (a drift correction, say). ``active_elsewhere``: a device under
+    way was started by another node, whose PUT is over for this one (a cluster
+    follower asking: the device's ownership key outlives the other's PUT).
     """
     status = rollout.status.get(device)
     if status is None:
         return Decision(True)
     if status in _FINAL:
         return Decision(False, WaitReason.DONE)
-    if status is DeviceStatus.ACTIVE:
+    if status is DeviceStatus.ACTIVE and not active_elsewhere:
         return Decision(False, WaitReason.ACTIVE)
     if rollout.state is RolloutState.HALTED:
         return Decision(False, WaitReason.HALTED)
@@ -233,6 +238,14 @@ def may_start(rollout: Rollout, device: str, *, paused: bool) -> Decision:
     if rollout.state is RolloutState.RUNNING and index is not None and index > rollout.wave:
         return Decision(False, WaitReason.WAVE, rollout.waves[index][0])
     return Decision(True)
+
+
+def abandoned(rollout: Rollout, device: str) -> Rollout:
+    """``device``'s reconcile ended without its PUT (another node took the device, say):
+    it is pending again, not under way for ever."""
+    if rollout.status.get(device) is not DeviceStatus.ACTIVE:
+        return rollout
+    return _with(rollout, device, DeviceStatus.PENDING)
 
 
 def begin(rollout: Rollout, device: str) -> Rollout:

@@ -135,6 +135,30 @@ class TestDriverAndFollower:
         assert follower.conductor._reverter.busy  # its PUT goes to a port nobody listens on
         follower.conductor._reverter.cancel()
 
+    def test_a_device_begun_by_the_driver_then_taken_by_a_follower_is_not_stuck(
+        self, tmp_path: Path, relay: DictRelay
+    ) -> None:
+        """Nodes starting together: the driver begins a canary device, then loses it to a
+        follower before its PUT; the follower may start it, and the driver's document puts it
+        back to pending (it stayed under way for ever, and the rollout in its first wave)."""
+        specs = _specs(3)
+        leader = Node(tmp_path / "state", relay, driving=True)
+        follower = Node(tmp_path / "state", relay, driving=False)
+        for node in (leader, follower):
+            node.conductor.load(policy=POLICY, specs=specs, revision="r1")
+        leader.conductor.begin("dev2")
+        follower.conductor.step()
+        assert follower.conductor.rollout is not None
+        assert str(follower.conductor.rollout.status["dev2"]) == "active"
+        assert follower.conductor.may_start(specs["dev2"]).go
+        leader.conductor.observe(Outcome.of(specs["dev2"], "skipped"))  # another node holds it
+        assert leader.conductor.rollout is not None
+        assert str(leader.conductor.rollout.status["dev2"]) == "pending"
+        follower.conductor.observe(Outcome.of(specs["dev2"], "applied"))
+        leader.conductor.observe(Outcome.of(specs["dev1"], "applied"))
+        leader.conductor.step()
+        assert leader.conductor.summary()["wave"] == "rest"
+
     def test_pause_on_a_follower_names_the_leader_instead(
         self, tmp_path: Path, relay: DictRelay
     ) -> None:
