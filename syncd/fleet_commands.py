@@ -23,7 +23,7 @@ from syncd.control import ControlClient, ControlError, ControlUnavailable, defau
 from syncd.history import HistoryLog, format_history_table, parse_duration
 from syncd.settings import Settings
 from syncd.state import FileStateStore
-from syncd.status import STATES, format_status
+from syncd.status import device_from_json, format_status, summary_counts
 
 __all__ = ["history_command", "resend_command", "status_command"]
 
@@ -42,11 +42,12 @@ def status_command(settings: Settings, *, as_json: bool, devices: Sequence[str] 
         data = ControlClient(socket_path(settings)).status()
     except ControlError as exc:
         raise CommandError(str(exc)) from None
-    if devices and isinstance(data.get("devices"), list):
-        shown = [d for d in data["devices"] if _matches(d.get("device"), devices)]
-        counts = {"devices": len(shown), **dict.fromkeys(STATES, 0)}
-        for device in shown:
-            counts[device.get("state")] = counts.get(device.get("state"), 0) + 1
+    if devices:
+        try:
+            shown = [d for d in data["devices"] if _matches(d["device"], devices)]
+            counts = summary_counts([device_from_json(d) for d in shown])
+        except (KeyError, TypeError, ValueError):
+            raise _unreadable(settings) from None
         data = {**data, "devices": shown, "summary": counts}
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -55,11 +56,15 @@ def status_command(settings: Settings, *, as_json: bool, devices: Sequence[str] 
     try:
         text = format_status(data, datetime.now(UTC), width=max(width, 60))
     except (KeyError, TypeError, ValueError):
-        raise CommandError(
-            f"the daemon on {socket_path(settings)} answered a status this syncd cannot read"
-        ) from None
+        raise _unreadable(settings) from None
     sys.stdout.write(text)
     return EXIT_OK
+
+
+def _unreadable(settings: Settings) -> CommandError:
+    return CommandError(
+        f"the daemon on {socket_path(settings)} answered a status this syncd cannot read"
+    )
 
 
 def history_command(
