@@ -423,12 +423,7 @@ health:
 
 class TestRolloutDriver:
     def test_one_node_drives_the_waves_and_another_finishes_when_it_dies(
-        self,
-        fleet: Fleet,
-        etcd: EtcdServer,
-        launch: Callable[..., DaemonProcess],
-        tmp_path: Path,
-        cluster_name: str,
+        self, fleet: Fleet, etcd: EtcdServer, launch: Callable[..., DaemonProcess], tmp_path: Path
     ) -> None:
         """Two nodes, a canary wave then the rest: only the leader logs rollout events, the followers' devices wait for their wave and report back, the rollout completes; a new commit's rollout, its driver SIGKILLed during the canary's bake, is finished by the other node."""
         devices = fleet.devices[30:42]

@@ -15,13 +15,11 @@ import pytest
 
 from syncd.client import ClientPool, DeviceClient
 from syncd.conductor import Conductor
-from syncd.model import DeviceSpec
 from syncd.outcome import Failure, Outcome
 from syncd.policy import FleetPolicy, PolicyResult, RolloutPolicy, Wave
 from syncd.rollout_relay import fresh_reports, report_doc
-from syncd.simulator import EmulatedDevice
 from syncd.state import FileStateStore
-from tests.rollouts.test_units import spec_for
+from tests.rollouts.test_units import fleet_specs
 
 POLICY = PolicyResult(
     FleetPolicy(
@@ -64,15 +62,6 @@ class Node:
         )
 
 
-def _specs(n: int) -> dict[str, DeviceSpec]:
-    out = {}
-    for i in range(1, n + 1):
-        fake = EmulatedDevice.__new__(EmulatedDevice)
-        fake.number, fake.url = i, f"http://127.0.0.1:{9000 + i}"
-        out[f"dev{i}"] = spec_for(fake, displayName=f"Door {i}")
-    return out
-
-
 @pytest.fixture
 def relay() -> DictRelay:
     return DictRelay()
@@ -85,7 +74,7 @@ class TestDriverAndFollower:
         """Nothing starts on a follower before the driver's rollout of its revision; then its
         canary device starts, its outcome reaches the driver as a report (the follower writes
         no document), and the next wave reaches the follower's devices."""
-        specs = _specs(4)
+        specs = fleet_specs(4)
         follower = Node(tmp_path / "state", relay, driving=False)
         follower.conductor.load(policy=POLICY, specs=specs, revision="r1")
         assert not follower.conductor.may_start(specs["dev2"]).go  # no rollout of r1 yet
@@ -119,7 +108,7 @@ class TestDriverAndFollower:
     ) -> None:
         """A failed health check reported with its undo halts the rollout; the revert of the
         follower's device goes out from the follower (its owner), not from the driver."""
-        specs = _specs(3)
+        specs = fleet_specs(3)
         leader = Node(tmp_path / "state", relay, driving=True, owns="dev1")
         follower = Node(tmp_path / "state", relay, driving=False, owns="dev2")
         leader.conductor.load(policy=POLICY, specs=specs, revision="r1")
@@ -141,7 +130,7 @@ class TestDriverAndFollower:
         """Nodes starting together: the driver begins a canary device, then loses it to a
         follower before its PUT; the follower may start it, and the driver's document puts it
         back to pending (it stayed under way for ever, and the rollout in its first wave)."""
-        specs = _specs(3)
+        specs = fleet_specs(3)
         leader = Node(tmp_path / "state", relay, driving=True)
         follower = Node(tmp_path / "state", relay, driving=False)
         for node in (leader, follower):
@@ -173,7 +162,7 @@ class TestDriverAndFollower:
     ) -> None:
         """The driver's death: a follower that becomes the driver starts from the document
         (the same wave), settles the reports it has not seen, and finishes the rollout."""
-        specs = _specs(4)
+        specs = fleet_specs(4)
         leader = Node(tmp_path / "state", relay, driving=True)
         follower = Node(tmp_path / "state", relay, driving=False)
         for node in (leader, follower):
@@ -193,7 +182,7 @@ class TestDriverAndFollower:
     def test_a_new_driver_starts_the_rollout_its_predecessor_had_not(
         self, tmp_path: Path, relay: DictRelay
     ) -> None:
-        specs = _specs(2)
+        specs = fleet_specs(2)
         follower = Node(tmp_path / "state", relay, driving=False)
         follower.conductor.load(policy=POLICY, specs=specs, revision="r1")
         assert follower.conductor.state == "none"

@@ -189,15 +189,17 @@ def _conductor(state: FileStateStore, kicked: list[str]) -> Conductor:
     )
 
 
-class TestConductor:
-    def _specs(self, n: int) -> dict[str, DeviceSpec]:
-        out = {}
-        for i in range(1, n + 1):
-            fake = EmulatedDevice.__new__(EmulatedDevice)
-            fake.number, fake.url = i, f"http://127.0.0.1:{9000 + i}"
-            out[f"dev{i}"] = spec_for(fake, displayName=f"Door {i}")
-        return out
+def fleet_specs(n: int) -> dict[str, DeviceSpec]:
+    """``dev1`` .. ``devN``, each on a port nobody listens on (no request is made)."""
+    out = {}
+    for i in range(1, n + 1):
+        fake = EmulatedDevice.__new__(EmulatedDevice)
+        fake.number, fake.url = i, f"http://127.0.0.1:{9000 + i}"
+        out[f"dev{i}"] = spec_for(fake, displayName=f"Door {i}")
+    return out
 
+
+class TestConductor:
     def test_a_halt_persists_and_a_restart_continues_it(self, tmp_path: Path) -> None:
         """A failure past maxFailures halts; the saved rollout is halted in a new conductor too."""
         state = FileStateStore.open(tmp_path / "state")
@@ -206,7 +208,7 @@ class TestConductor:
         )
         kicked: list[str] = []
         conductor = _conductor(state, kicked)
-        specs = self._specs(3)
+        specs = fleet_specs(3)
         conductor.load(policy=PolicyResult(policy), specs=specs, revision="r1")
         assert kicked == ["dev1"]
         assert not conductor.may_start(specs["dev2"]).go
@@ -229,7 +231,7 @@ class TestConductor:
             rollout=RolloutPolicy(waves=(Wave("canary", devices=("dev1", "dev2")), Wave("rest")))
         )
         conductor = _conductor(state, [])
-        specs = self._specs(3)
+        specs = fleet_specs(3)
         conductor.load(policy=PolicyResult(policy), specs=specs, revision="r1")
         document = (tmp_path / "state" / "rollout.json").read_bytes()
         conductor.begin("dev1")
@@ -253,7 +255,7 @@ class TestConductor:
         state = FileStateStore.open(tmp_path / "state")
         assert "paused" in pause_saved(state)
         conductor = _conductor(state, [])
-        specs = self._specs(1)
+        specs = fleet_specs(1)
         conductor.load(policy=PolicyResult(None), specs=specs, revision="r1")
         assert conductor.state == "paused" and not conductor.may_start(specs["dev1"]).go
         assert conductor.resume() == "rollout resumed"
