@@ -302,11 +302,11 @@ class EtcdStateStore(DeviceRecords):
                 if record is not None:
                     devices[record["device"]] = record
             elif change.key.startswith(self._status_prefix):
-                doc = _status_doc(change.value)
+                doc = _device_doc(change.value)
                 if doc is not None:
                     statuses[doc["device"]] = doc
             elif change.key.startswith(self._reports_prefix):
-                doc = _status_doc(change.value)
+                doc = _device_doc(change.value)
                 if doc is not None:
                     reports[doc["device"]] = doc
         if self._rollout_unwritten:
@@ -334,7 +334,7 @@ class EtcdStateStore(DeviceRecords):
                     d: r for d, r in self._devices.items() if self._device_key(d) != change.key
                 }
         elif change.key.startswith(self._status_prefix):
-            doc = _status_doc(change.value)
+            doc = _device_doc(change.value)
             if doc is not None:
                 self._statuses[doc["device"]] = doc
             else:
@@ -342,7 +342,7 @@ class EtcdStateStore(DeviceRecords):
                     d: s for d, s in self._statuses.items() if self._status_key(d) != change.key
                 }
         elif change.key.startswith(self._reports_prefix):
-            doc = _status_doc(change.value)
+            doc = _device_doc(change.value)
             if doc is not None:
                 self._reports[doc["device"]] = doc
 
@@ -386,7 +386,8 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def _status_doc(value: bytes | None) -> dict[str, Any] | None:
+def _device_doc(value: bytes | None) -> dict[str, Any] | None:
+    """A status or a report: a JSON object naming its ``device`` (None when it does not)."""
     doc = _decode(value)
     return doc if doc is not None and isinstance(doc.get("device"), str) else None
 
