@@ -301,6 +301,12 @@ class EmulatedDevice:
             return self._faults.take(method, path)
 
     @property
+    def has_faults(self) -> bool:
+        """Whether any fault is pending (cheaper than :attr:`faults` for a server's hot path)."""
+        with self._lock:
+            return bool(self._faults)
+
+    @property
     def faults(self) -> list[Fault]:
         """Faults still pending, each with its remaining count."""
         with self._lock:

@@ -17,7 +17,7 @@ import http
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -32,7 +32,10 @@ from syncd.simulator.ports import device_of
 from syncd.simulator.request_body import ReceivedBody, receive_body
 
 __all__ = [
+    "DEVICE_ENDPOINTS",
+    "Answer",
     "Call",
+    "answer",
     "call_status",
     "device_endpoint",
     "invalid_path",
@@ -132,6 +135,54 @@ def _blob_updates(call: Call) -> list[AccountUpdate]:
     )
 
 
+DEVICE_ENDPOINTS: Final[Mapping[str, Endpoint]] = {
+    "/api/phone/config": phone_config,
+    "/api/phone/status": phone_status,
+    "/api/call/status": call_status,
+    "/api/system/info": system_info,
+}
+"""The device API's own paths; any other path under ``/api`` is :func:`invalid_path`."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a device answers, whichever server writes it: a JSON document, or text.
+
+    ``code`` is the device error code of a ``success: false`` answer (for the
+    journal); ``headers`` are extra ones (a 401's ``WWW-Authenticate`` challenges).
+    """
+
+    status: int = 200
+    document: Any = None
+    text: str | None = None
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    code: int | None = None
+
+
+def answer(endpoint: Endpoint, call: Call) -> Answer:
+    """``endpoint``'s answer to ``call``: its result, or the envelope of its refusal."""
+    try:
+        result = endpoint(call)
+    except ApiError as error:
+        return refusal(error, device=call.device)
+    return Answer(
+        document={"success": True} if result is None else {"success": True, "result": result}
+    )
+
+
+def refusal(error: ApiError, *, device: EmulatedDevice) -> Answer:
+    """The envelope of ``error``; codes 8 and 9 as HTTP 401 with the device's challenges."""
+    if not isinstance(error, AuthRequired) and error.code != 9:
+        return Answer(document=envelope(error), code=error.code)
+    stale = isinstance(error, AuthRequired) and error.stale
+    headers = tuple(
+        ("WWW-Authenticate", value)
+        for value in challenges(policy=device.auth, nonces=device.nonces, stale=stale)
+    )
+    return Answer(status=401, document=envelope(error), headers=headers, code=error.code)
+
+
 def device_endpoint(endpoint: Endpoint) -> Handler:
     """The aiohttp handler serving ``endpoint`` for whichever device was reached."""
 
@@ -146,8 +197,10 @@ def device_endpoint(endpoint: Endpoint) -> Handler:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.kind == "hang":
             await device.hang()
-        if fault is not None and fault.kind != "delay":
-            response, code = _misbehave(fault, request=request, device=device)
+        if fault is not None and fault.kind in ("drop", "hang"):
+            if request.transport is not None:
+                request.transport.close()
+            response, code = web.Response(), None
         else:
             call = Call(
                 device=device,
@@ -157,7 +210,12 @@ def device_endpoint(endpoint: Endpoint) -> Handler:
                 authorization=request.headers.get("Authorization"),
                 body=body,
             )
-            response, code = _answer(endpoint, call)
+            given = (
+                answer(endpoint, call)
+                if fault is None or fault.kind == "delay"
+                else _misbehave(fault, device=device)
+            )
+            response, code = _response(given), given.code
         dropped = fault is not None and fault.kind in ("drop", "hang")
         device.record(
             JournalEntry(
@@ -188,42 +246,26 @@ def _peer_port(request: web.Request) -> int | None:
     return peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
 
 
-def _answer(endpoint: Endpoint, call: Call) -> tuple[web.Response, int | None]:
-    try:
-        result = endpoint(call)
-    except ApiError as error:
-        return _refusal(error, device=call.device), error.code
-    payload = {"success": True} if result is None else {"success": True, "result": result}
-    return web.json_response(payload), None
+def _response(given: Answer) -> web.Response:
+    headers = CIMultiDict(given.headers)
+    if given.text is not None:
+        return web.Response(
+            status=given.status, text=given.text, content_type=given.content_type, headers=headers
+        )
+    return web.json_response(given.document, status=given.status, headers=headers)
 
 
-def _refusal(error: ApiError, *, device: EmulatedDevice) -> web.Response:
-    if not isinstance(error, AuthRequired) and error.code != 9:
-        return web.json_response(envelope(error))
-    stale = isinstance(error, AuthRequired) and error.stale
-    headers: CIMultiDict[str] = CIMultiDict()
-    for value in challenges(policy=device.auth, nonces=device.nonces, stale=stale):
-        headers.add("WWW-Authenticate", value)
-    return web.json_response(envelope(error), status=401, headers=headers)
-
-
-def _misbehave(
-    fault: Fault, *, request: web.Request, device: EmulatedDevice
-) -> tuple[web.Response, int | None]:
-    if fault.kind in ("drop", "hang"):
-        if request.transport is not None:
-            request.transport.close()
-        return web.Response(), None
+def _misbehave(fault: Fault, *, device: EmulatedDevice) -> Answer:
     if fault.kind == "malformed":
         body = DEFAULT_MALFORMED_BODY if fault.body is None else fault.body
-        return web.Response(text=body, content_type="application/json"), None
+        return Answer(text=body)
     if fault.kind == "status":
         reason = _reason(fault.status)
         body = f"{fault.status} {reason}" if fault.body is None else fault.body
         content_type = "application/json" if fault.body_is_json else "text/plain"
-        return web.Response(status=fault.status, text=body, content_type=content_type), None
+        return Answer(status=fault.status, text=body, content_type=content_type)
     error = ApiError(fault.code, fault.param, description=fault.description)
-    return _refusal(error, device=device), fault.code
+    return refusal(error, device=device)
 
 
 def _reason(status: int) -> str:

@@ -134,6 +134,9 @@ class FaultQueue:
                 return fault
         return None
 
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
     def pending(self) -> list[Fault]:
         """The faults still queued, each with its remaining count."""
         return list(self._pending)

@@ -1,6 +1,8 @@
 """A fleet of emulated intercoms served from one event loop.
 
-One aiohttp ``AppRunner`` with one site per device port: a thousand devices
+One listening socket per device port, each connection starting with
+:class:`~syncd.simulator.front_door.FrontDoor` (plain reads answered there)
+and handed to one aiohttp application for anything else: a thousand devices
 cost a thousand listening sockets and nothing else until requests arrive.
 Sockets are bound here rather than by aiohttp so that a port in use fails the
 start with a sentence naming the port, and so that ``port=0`` (each device on
@@ -9,7 +11,9 @@ its own ephemeral port, for tests) is known before the devices are built.
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import functools
 import math
 import shutil
 import socket
@@ -26,11 +30,13 @@ from syncd.simulator.auth import AuthMethod, AuthPolicy, User
 from syncd.simulator.certificate import certificate_hosts, ensure_certificate, server_context
 from syncd.simulator.device import DEFAULT_PBX, EmulatedDevice
 from syncd.simulator.fields import Firmware, account_numbers
+from syncd.simulator.front_door import FrontDoor
 from syncd.simulator.server import build_app
 
 __all__ = ["Fleet", "FleetError"]
 
 _SHUTDOWN_SECONDS: Final = 1.0
+_BACKLOG: Final = 128
 
 
 class FleetError(Exception):
@@ -111,6 +117,8 @@ class Fleet:
         self._cert_dir = Path(cert_dir) if cert_dir is not None else None
         self._temporary_dir: Path | None = None
         self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._doors: set[FrontDoor] = set()
 
     def __repr__(self) -> str:
         return f"<Fleet {self.count} devices on {self.host} ({self.firmware} firmware)>"
@@ -162,10 +170,16 @@ class Fleet:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
         await runner.setup()
         self._runner = runner
+        hand_over = runner.server
+        assert hand_over is not None
+        loop = asyncio.get_running_loop()
         started = 0
         try:
-            for sock in sockets:
-                await web.SockSite(runner, sock, ssl_context=context).start()
+            for device, sock in zip(self.devices, sockets, strict=True):
+                door = functools.partial(FrontDoor, device, hand_over, self._doors)
+                self._servers.append(
+                    await loop.create_server(door, sock=sock, ssl=context, backlog=_BACKLOG)
+                )
                 started += 1
         except BaseException:
             for sock in sockets[started:]:
@@ -176,6 +190,11 @@ class Fleet:
     async def close(self) -> None:
         """Stop serving (in-flight requests get a second to finish) and free the ports."""
         runner, self._runner = self._runner, None
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for door in list(self._doors):
+            door.close()
         for device in self.devices:
             device.release_hanging()
         if runner is not None:
