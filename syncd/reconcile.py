@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -316,15 +317,31 @@ async def reconcile_many(
     on_done: Callable[[Outcome], None] | None = None,
     revision: str | None = None,
 ) -> list[Outcome]:
-    """Reconcile devices concurrently, at most ``concurrency`` in flight; keep order."""
+    """Reconcile devices concurrently, at most ``concurrency`` in flight; keep order.
+
+    ``concurrency`` workers take the devices in turn: a task per device would
+    start them all (10,000 task starts) before the first request left.
+    """
     slots = PassSlots(concurrency)
+    todo = list(enumerate(specs))
+    outcomes: list[Outcome | None] = [None] * len(todo)
+    queue = iter(todo)
 
-    async def one(spec: DeviceSpec) -> Outcome:
-        outcome = await slots.run(
-            lambda: reconciler.reconcile(spec, apply=apply, revision=revision)
-        )
-        if on_done is not None:
-            on_done(outcome)
-        return outcome
+    async def worker() -> None:
+        for index, spec in queue:
+            work = functools.partial(reconciler.reconcile, spec, apply=apply, revision=revision)
+            outcome = outcomes[index] = await slots.run(work)
+            if on_done is not None:
+                on_done(outcome)
 
-    return list(await asyncio.gather(*(one(s) for s in specs)))
+    workers: list[asyncio.Task[None]] = []
+    try:
+        for _ in range(min(concurrency, len(todo))):
+            workers.append(asyncio.create_task(worker()))
+            await asyncio.sleep(0)  # its first request leaves while the next worker starts
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        raise
+    return [outcome for outcome in outcomes if outcome is not None]
