@@ -20,6 +20,7 @@ is one), anything else that left no answer :class:`httpx.ReadError`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from typing import Any, NamedTuple
@@ -58,6 +59,50 @@ class Answer(NamedTuple):
         )
 
 
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector; a plain connection to one address is made by the event loop itself.
+
+    aiohttp connects through aiohappyeyeballs (a Python socket object,
+    ``sock_connect``, then ``create_connection(sock=...)``) even to a host with
+    one address, as a device's IP always has; the loop's own
+    ``create_connection(host=ip)`` does it in one call (uvloop: in C), a
+    fifth of an in-sync device's CPU on a new connection (0.39 -> 0.32 s per
+    1,000 at 50 ms latency). TLS connections keep aiohttp's path, which maps
+    certificate errors.
+    """
+
+    async def _wrap_create_connection(
+        self,
+        *args: Any,
+        addr_infos: list[Any],
+        req: Any,
+        timeout: aiohttp.ClientTimeout,
+        client_error: type[Exception] = aiohttp.ClientConnectorError,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, Any]:
+        if len(addr_infos) != 1 or kwargs.get("ssl"):
+            return await super()._wrap_create_connection(
+                *args,
+                addr_infos=addr_infos,
+                req=req,
+                timeout=timeout,
+                client_error=client_error,
+                **kwargs,
+            )
+        family, _, _, _, address = addr_infos[0]
+        protocol_factory: Any = args[0]
+        try:
+            async with asyncio.timeout(timeout.sock_connect):
+                connected: tuple[asyncio.Transport, Any] = await self._loop.create_connection(
+                    protocol_factory, address[0], address[1], family=family, **kwargs
+                )
+                return connected
+        except OSError as exc:
+            if exc.errno is None and isinstance(exc, TimeoutError):
+                raise
+            raise client_error(req.connection_key, exc) from exc
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport whose connections are aiohttp's.
 
@@ -73,7 +118,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             ssl=self._verify,
             limit=0,
             keepalive_timeout=self._keepalive_expiry,
