@@ -76,6 +76,30 @@ async def test_a_refused_connection_is_an_httpx_connect_error_saying_so() -> Non
         await transport.aclose()
 
 
+async def test_a_connection_never_accepted_is_an_httpx_connect_timeout() -> None:
+    """A device whose accept queue is full drops the SYN: ConnectTimeout after the connect timeout."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):  # fill the accept queue; nothing ever accepts
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        transport = _transport()
+        request = httpx.Request(
+            "GET",
+            f"http://127.0.0.1:{port}/api/phone/config",
+            extensions={"timeout": {"connect": 0.3, "read": 5.0}},
+        )
+        try:
+            with pytest.raises(httpx.ConnectTimeout):
+                await transport.handle_async_request(request)
+        finally:
+            await transport.aclose()
+
+
 async def test_a_request_after_close_opens_no_new_session() -> None:
     """A request that outlives its pool fails instead of opening connections nobody will close."""
     async with Fleet(devices=1) as fleet:
