@@ -98,6 +98,7 @@ class _Pass:
         self._revision = revision
         self._on_done = on_done
         self._slots = PassSlots(settings.concurrency)
+        self._concurrency = settings.concurrency
         #: Devices whose task is not waiting for its wave; none left and the wave unsettled:
         #: nothing can move the rollout on in this pass (a closed window, say).
         self._moving = len(self._kicked)
@@ -131,10 +132,17 @@ class _Pass:
         """Each device's last outcome, once the reverts of a halt are out (or given up on)."""
         stopping = asyncio.Event()
         ticking = asyncio.create_task(self.conductor.run(stopping), name="rollout")
+        drives: list[asyncio.Task[Outcome]] = []
         try:
-            outcomes = list(await asyncio.gather(*(self._drive(s) for s in specs)))
+            for index, spec in enumerate(specs):
+                drives.append(asyncio.create_task(self._drive(spec)))
+                if index < self._concurrency or index % self._concurrency == 0:
+                    await asyncio.sleep(0)  # requests leave while the rest are started
+            outcomes = list(await asyncio.gather(*drives))
             await self.conductor.settle(REVERT_WAIT)
         finally:
+            for drive in drives:
+                drive.cancel()
             stopping.set()
             await ticking
         return outcomes
