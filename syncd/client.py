@@ -14,6 +14,7 @@ cluster node), so a device's own log shows who changed it.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import ssl
 from collections.abc import Mapping, Sequence
@@ -152,11 +153,10 @@ class ClientPool:
         key = (tls.verify, tls.ca_file)
         client = self._clients.get(key)
         if client is None:
-            try:
-                ctx = tls_context(tls)
-            except (OSError, ssl.SSLError) as exc:
-                raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
-            transport = AiohttpTransport(verify=ctx, keepalive_expiry=self._keepalive_expiry)
+            transport = AiohttpTransport(
+                verify=functools.partial(_tls_context, tls),
+                keepalive_expiry=self._keepalive_expiry,
+            )
             client = httpx.AsyncClient(
                 transport=transport,
                 timeout=self._timeout,
@@ -179,6 +179,13 @@ class ClientPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _tls_context(tls: TlsSpec) -> ssl.SSLContext:
+    try:
+        return tls_context(tls)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
 
 
 class _NoCookies(httpx.Cookies):

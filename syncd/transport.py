@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -111,15 +112,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     resync; no cookies are kept (a device API has none).
     """
 
-    def __init__(self, *, verify: ssl.SSLContext, keepalive_expiry: float) -> None:
+    def __init__(
+        self, *, verify: Callable[[], ssl.SSLContext], keepalive_expiry: float
+    ) -> None:
+        #: The TLS context, made at the first HTTPS request: loading the system's
+        #: CA bundle costs 20-100 ms that a plain-HTTP fleet never needs.
         self._verify = verify
+        self._context: ssl.SSLContext | None = None
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
         connector = _Connector(
-            ssl=self._verify,
             limit=0,
             keepalive_timeout=self._keepalive_expiry,
         )
@@ -149,9 +154,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if self._closed:  # a request that outlived its pool: no new session for it
                 raise httpx.ReadError("the connection pool is closed")
             self._session = self._open()
+        context = self._tls() if url.scheme == "https" else True
         try:
             async with self._session.request(
-                method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=timeout,
+                ssl=context,
             ) as answer:
                 content = await answer.read()
                 return Answer(answer.status, answer.raw_headers, answer.reason, content)
@@ -166,6 +178,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(_reason(exc.os_error)) from exc.os_error
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = self._verify()
+        return self._context
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})

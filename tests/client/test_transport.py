@@ -45,7 +45,7 @@ async def _device(config: Handler, method: str = "GET") -> AsyncIterator[str]:
 
 
 def _transport() -> AiohttpTransport:
-    return AiohttpTransport(verify=ssl.create_default_context(), keepalive_expiry=5.0)
+    return AiohttpTransport(verify=ssl.create_default_context, keepalive_expiry=5.0)
 
 
 async def test_an_answer_comes_back_as_an_httpx_response() -> None:
@@ -61,6 +61,22 @@ async def test_an_answer_comes_back_as_an_httpx_response() -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["success"] is True
+
+
+async def test_plain_http_never_builds_the_tls_context() -> None:
+    """The TLS context (the system's CA bundle: 20-100 ms) is made at the first HTTPS request only."""
+
+    def no_tls() -> ssl.SSLContext:
+        raise AssertionError("a TLS context was built for a plain-HTTP device")
+
+    async with Fleet(devices=1) as fleet:
+        transport = AiohttpTransport(verify=no_tls, keepalive_expiry=5.0)
+        try:
+            request = httpx.Request("GET", fleet.devices[0].url + "/api/phone/config")
+            response = await transport.handle_async_request(request)
+        finally:
+            await transport.aclose()
+    assert response.status_code == 200
 
 
 async def test_a_refused_connection_is_an_httpx_connect_error_saying_so() -> None:
