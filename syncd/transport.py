@@ -112,9 +112,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     resync; no cookies are kept (a device API has none).
     """
 
-    def __init__(
-        self, *, verify: Callable[[], ssl.SSLContext], keepalive_expiry: float
-    ) -> None:
+    def __init__(self, *, verify: Callable[[], ssl.SSLContext], keepalive_expiry: float) -> None:
         #: The TLS context, made at the first HTTPS request: loading the system's
         #: CA bundle costs 20-100 ms that a plain-HTTP fleet never needs.
         self._verify = verify
