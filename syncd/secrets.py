@@ -9,16 +9,29 @@ never do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
 
-__all__ = ["SecretError", "SecretRef", "parse_secret_ref", "resolve_secret"]
+__all__ = ["SecretError", "SecretRef", "hide_credentials", "parse_secret_ref", "resolve_secret"]
 
 SOURCES = ("env", "file", "credential", "literal")
 _MAX_SECRET_BYTES = 64 * 1024
+
+
+_URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def hide_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it shown as ``***@``.
+
+    For messages that quote what a user typed (a setting, a command-line URL):
+    a URL that must not hold credentials is refused without repeating them.
+    """
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 class SecretError(Exception):

@@ -13,6 +13,7 @@ from wsgiref.simple_server import WSGIServer
 
 from syncd.control import ControlError, ControlServer
 from syncd.metrics import Metrics, StatusSource, serve_metrics
+from syncd.secrets import hide_credentials
 
 __all__ = ["StartupError", "check_desired_dir", "start_control", "start_metrics"]
 
@@ -49,5 +50,6 @@ def start_metrics(
     try:
         server, _ = serve_metrics(metrics, address, stale_after=STALE_AFTER, status=status)
     except (OSError, ValueError, OverflowError) as exc:  # port > 65535: OverflowError
-        raise StartupError(f"bad setting metrics_address {address!r}: {exc}") from None
+        shown = hide_credentials(address)
+        raise StartupError(f"bad setting metrics_address {shown!r}: {exc}") from None
     return server

@@ -19,6 +19,8 @@ import etcd3aio
 import grpc
 from pydantic import SecretStr
 
+from syncd.secrets import hide_credentials
+
 __all__ = [
     "TRANSIENT_ERRORS",
     "ClusterError",
@@ -72,13 +74,17 @@ def parse_endpoints(text: str | Sequence[str]) -> tuple[str, ...]:
         except ValueError:
             port = None
         if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
-            raise ValueError(f"cluster_endpoints: {endpoint!r} is not http(s)://HOST:PORT")
+            raise ValueError(f"cluster_endpoints: {_shown(endpoint)} is not http(s)://HOST:PORT")
         if parts.path or parts.query or parts.username:
-            raise ValueError(f"cluster_endpoints: {endpoint!r} is not http(s)://HOST:PORT")
+            raise ValueError(f"cluster_endpoints: {_shown(endpoint)} is not http(s)://HOST:PORT")
         schemes.add(parts.scheme)
     if len(schemes) > 1:
         raise ValueError("cluster_endpoints mixes http:// and https:// endpoints")
     return endpoints
+
+
+def _shown(endpoint: str) -> str:
+    return repr(hide_credentials(endpoint))
 
 
 def _resolve(endpoints: Sequence[str]) -> tuple[list[str], str | None]:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from syncd.desired import name_from_path, select_devices
 from syncd.desired.schema import UrlError, normalise_url, text_problem
 from syncd.export.request import ExportError, ExportRequest, Target
+from syncd.secrets import hide_credentials
 
 __all__ = ["targets"]
 
@@ -42,7 +43,7 @@ def device_url(raw: str, *, what: str) -> str:
     try:
         return normalise_url(raw, credentials_hint="use --username")
     except UrlError as exc:
-        raise ExportError(f"{what}: the URL {exc}") from None
+        raise ExportError(f"{hide_credentials(what)}: the URL {exc}") from None
 
 
 def name_from_url(url: str) -> str:

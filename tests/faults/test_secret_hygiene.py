@@ -164,3 +164,36 @@ def test_state_dir_holds_only_keyed_hashes(sim, tmp_path):
         Path(tmp_path / "state1" / "key").read_text()
         != Path(tmp_path / "state2" / "key").read_text()
     )
+
+
+def test_credentials_typed_into_a_url_are_refused_without_repeating_them(tmp_path):
+    """A URL holding user:password on the command line or in a setting is refused naming the
+    URL, never the password: export --url, an export device list, cluster_endpoints,
+    metrics_address."""
+    secret = "Typed-Url-Secret-41d7"
+    url = f"http://apiuser:{secret}@127.0.0.1:9"
+    listing = tmp_path / "devices.txt"
+    listing.write_text(f"lobby {url}\n")
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    common = ["--desired", str(desired), "--state-dir", str(tmp_path / "state")]
+    runs = {
+        "export --url": syncd("export", "--url", url, "--auth", "none"),
+        "export --from-list": syncd(
+            "export",
+            "--from-list",
+            str(listing),
+            "--output",
+            str(tmp_path / "out"),
+            "--auth",
+            "none",
+        ),
+        "cluster_endpoints": syncd(
+            "run", *common, "--cluster-endpoints", url.replace(":9", ":2379"), timeout=30
+        ),
+        "metrics_address": syncd("run", *common, env={"SYNCD_METRICS_ADDRESS": url}, timeout=30),
+    }
+    for what, result in runs.items():
+        assert result.returncode == 1, (what, result.stderr)
+        assert "http://***@127.0.0.1" in result.stderr, (what, result.stderr)
+        assert secret not in result.stdout + result.stderr, what
