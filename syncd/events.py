@@ -266,9 +266,9 @@ def rollout_resumed(log: Log, *, revision: str | None = None) -> None:
     log.info("rollout.resumed", **_given(revision=revision))
 
 
-def windows_ignored(log: Log) -> None:
+def windows_ignored(log: Log, *, revision: str | None = None) -> None:
     """``syncd apply --ignore-windows``: the maintenance windows are overridden."""
-    log.warning("apply.windows_ignored")
+    log.warning("apply.windows_ignored", **_given(revision=revision))
 
 
 def rollout_completed(

@@ -74,7 +74,7 @@ async def rollout_pass(
         conductor = run.conductor
         conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
         if ignore_windows and conductor.policy.windows:
-            events.windows_ignored(get_logger())
+            events.windows_ignored(get_logger(), revision=revision)
         outcomes = await run.drive_all(specs.values())
     return RolloutPass(outcomes, _verdict(conductor, outcomes))
 

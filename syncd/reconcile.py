@@ -119,11 +119,20 @@ class Reconciler:
         append_entry(self._history.append if self._history else None, entry, self.log)
 
     async def _with_retries(
-        self, spec: DeviceSpec, what: str, call: Callable[[], Awaitable[T]]
+        self,
+        spec: DeviceSpec,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        revision: str | None = None,
     ) -> T:
         policy = self._retry.known_unreachable(spec.name in self._unreachable)
         return await with_retries(
-            call, device=spec.name, request=what, policy=policy, metrics=self._metrics
+            call,
+            device=spec.name,
+            request=what,
+            policy=policy,
+            metrics=self._metrics,
+            revision=revision,
         )
 
     async def reconcile(
@@ -146,7 +155,9 @@ class Reconciler:
         try:
             plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
-            events.apply_failed(self.log.bind(device=spec.name), error=str(exc), revision=revision)
+            events.apply_failed(
+                self.log.bind(device=spec.name), error=str(exc), kind="device", revision=revision
+            )
             return Outcome.of(spec, "error", failure=Failure("device", str(exc)))
         if plan.empty:
             self._record_in_force(spec, revision)
@@ -225,10 +236,12 @@ class Reconciler:
         window = self._sharing.put_window() if self._sharing else contextlib.nullcontext()
         try:
             async with window:
-                await self._with_retries(spec, "PUT", lambda: put.client.put_accounts(body))
+                await self._with_retries(
+                    spec, "PUT", lambda: put.client.put_accounts(body), put.revision
+                )
         except TimeoutError:  # the cluster lease could end before the PUT: stopped here
             exc = TransportError(f"{spec.url}: PUT cut short, this node's cluster lease ends")
-            events.apply_failed(log, error=str(exc), kind=exc.kind)
+            events.apply_failed(log, error=str(exc), kind=exc.kind, revision=put.revision)
             return put.outcome("error", failure=Failure.from_error(exc))
         except DeviceError as exc:
             events.apply_failed(

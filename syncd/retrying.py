@@ -129,6 +129,7 @@ async def with_retries(
     request: str,
     policy: RetryPolicy,
     metrics: Metrics | None = None,
+    revision: str | None = None,
 ) -> T:
     """Await ``call()`` under the retry rule; log the retry before each wait.
 
@@ -149,7 +150,9 @@ async def with_retries(
         if policy.attempts <= 1 or not may_pass(exc, 1):
             raise
         delay = min(policy.maximum, policy.initial + random.uniform(0, policy.initial))
-        log_retry = _RetryLog(device=device, request=request, metrics=metrics)  # rarely needed
+        log_retry = _RetryLog(  # rarely needed
+            device=device, request=request, metrics=metrics, revision=revision
+        )
         log_retry(1, delay, exc)
     wait = pacing.wait if pacing is not None else asyncio.sleep
     await wait(delay)
@@ -187,8 +190,11 @@ async def _measured(
 class _RetryLog:
     """Counts and logs each retry; a write's failure met again is logged at debug."""
 
-    def __init__(self, *, device: str, request: str, metrics: Metrics | None) -> None:
+    def __init__(
+        self, *, device: str, request: str, metrics: Metrics | None, revision: str | None = None
+    ) -> None:
         self._log = get_logger().bind(device=device)
+        self._revision = revision
         self._request = request
         self._writes = _writes(request)
         self._metrics = metrics
@@ -206,7 +212,13 @@ class _RetryLog:
         repeated = failure in self._seen
         self._seen.add(failure)
         events.apply_retrying(
-            log, request=request, attempt=attempt, delay=delay, error=error, repeated=repeated
+            log,
+            request=request,
+            attempt=attempt,
+            delay=delay,
+            error=error,
+            revision=self._revision,
+            repeated=repeated,
         )
 
 

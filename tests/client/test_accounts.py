@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from syncd.client import ClientPool
 from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec
@@ -55,8 +56,13 @@ class TestTwoAccounts:
         async with Fleet(devices=1) as fleet, ClientPool() as pool:
             reconciler = Reconciler(pool=pool, state=FileStateStore.open(tmp_path))
             dev = fleet.devices[0]
-            outcome = await reconciler.reconcile(_spec(dev.url, accounts), apply=True)
+            with capture_logs() as logs:
+                outcome = await reconciler.reconcile(
+                    _spec(dev.url, accounts), apply=True, revision="r1"
+                )
             journal = list(dev.journal)
+        (failed,) = [e for e in logs if e["event"] == "apply.failed"]
+        assert (failed["kind"], failed["revision"]) == ("device", "r1")
         assert (
             outcome.status == "error"
             and outcome.failure is not None

@@ -102,9 +102,12 @@ class TestOneShotTransportFaults:
         result = _apply(tmp_path, tree(tmp_path / "desired", fleet), "--log-level", "debug")
         assert result.returncode == 1
         evs = events(result.stderr)
-        assert [e["request"] for e in named(evs, "apply.retrying", device="dev1")] == ["PUT", "PUT"]
+        retries = named(evs, "apply.retrying", device="dev1")
+        assert [e["request"] for e in retries] == ["PUT", "PUT"]
         (failed,) = named(evs, "apply.failed", device="dev1")
         assert failed["kind"] == "transport" and "503" in failed["error"]
+        assert {e["revision"] for e in retries} == {failed["revision"]}  # SPEC 7: apply.* carry it
+        assert failed["revision"].startswith("tree:")
         assert len(puts(dev1)) == 3 and dev1.accounts[0]["displayName"] == ""
         assert converged(dev2, "Door 2")
 

@@ -41,7 +41,12 @@ class TestWindows:
         root = tree(tmp_path, fleet, extra=DENY_ALWAYS)
         first = _one_shot("apply", root, tmp_path, "--ignore-windows")
         assert first.returncode == 0, first.stderr
-        assert "apply.windows_ignored" in first.stderr
+        (ignored,) = [
+            e
+            for e in map(json.loads, first.stderr.splitlines())
+            if e["event"] == "apply.windows_ignored"
+        ]
+        assert ignored["revision"].startswith("tree:")
         closed = _one_shot("apply", root, tmp_path)
         assert closed.returncode == 0, closed.stderr  # nothing to change: no window needed
         proc = daemon(*args(root, tmp_path), env=ENV)
