@@ -60,7 +60,7 @@ def report_problems(
     metrics.load_errors.inc(len({p.file for p in errors}))
     metrics.invalid_files.set(len(resolved.broken))
     metrics.set_desired_invalid(resolved.broken)
-    fleet.invalid_files = tuple(InvalidFile(p.file, p.line, str(p)) for p in errors)
+    fleet.invalid_files = tuple(InvalidFile(p.file, p.line, p.detail) for p in errors)
     fleet.version += 1
 
 

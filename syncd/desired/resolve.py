@@ -94,11 +94,14 @@ def resolve_desired(
     if patterns:
         wanted = select_devices(specs, patterns)
         specs = {n: s for n, s in specs.items() if n in wanted}
+    seen = set(resolved.problems)
     for name, spec in specs.items():
         try:
             resolved.specs[name] = resolve_device(spec, environ=environ, base_dir=desired.root)
         except DeviceSecretError as exc:
-            resolved.problems.extend(exc.problems)
+            # A secret every device takes from _defaults.yaml is one problem, not one per device.
+            resolved.problems.extend(p for p in exc.problems if p not in seen)
+            seen.update(exc.problems)
             resolved.broken[name] = str(exc)
     for rel in sorted(desired.invalid_files):
         name = name_from_path(rel)

@@ -23,7 +23,12 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return f"{where}: {self.detail}"
+
+    @property
+    def detail(self) -> str:
+        """What is wrong, without where (for a view that shows the file and line itself)."""
+        return f"{self.path}: {self.message}" if self.path else self.message
 
 
 class FileFailed(Exception):

@@ -296,3 +296,24 @@ class TestNoLeaks:
         assert SIP1 not in repr(plan)
         assert all(SIP1 not in repr(c) for c in plan.changes)
         assert plan.put_body() == [{"account": 1, "password": SIP1}]
+
+
+def test_a_defaults_secret_that_does_not_resolve_is_one_problem_for_every_device(
+    tree: Tree,
+) -> None:
+    """Every device takes the API password from _defaults.yaml; unset, it is one problem
+    (logged and shown once), while each device is still named as broken."""
+    from syncd.desired import resolve_desired
+
+    files: dict[str, str | bytes] = {
+        "_defaults.yaml": "device:\n  auth:\n    username: syncd\n    password: {env: NOPE_PW}\n"
+    }
+    for n in (1, 2, 3):
+        files[f"dev{n}.yaml"] = device(url=f"http://127.0.0.1:{19000 + n}")
+    resolved = resolve_desired(load_desired(tree(files)), environ={})
+    assert [(p.file, p.line) for p in resolved.problems] == [("_defaults.yaml", 4)]
+    assert sorted(resolved.broken) == ["dev1", "dev2", "dev3"]
+    assert (
+        resolved.problems[0].detail
+        == "device.auth.password: environment variable NOPE_PW is not set"
+    )

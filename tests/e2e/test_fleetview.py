@@ -373,3 +373,4 @@ class TestQuietEvents:
         # The snapshot is rebuilt once a second.
         (invalid,) = wait_until(lambda: json.loads(setup.get("/status"))["invalid_files"])
         assert invalid["file"] == "dev1.yaml" and "domainPort" in invalid["error"]
+        assert not invalid["error"].startswith("dev1.yaml")  # the view adds file:line itself
