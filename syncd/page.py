@@ -164,4 +164,5 @@ def render_page(status: Mapping[str, Any], now: datetime | None = None) -> str:
         rollout={**rollout, "revision_short": short_revision(rollout["revision"])},
         waves=_waves(devices, rollout["wave"]),
         devices=[_device_view(d, now) for d in devices],
+        clustered=any(d["owner"] for d in devices),
     )

@@ -241,9 +241,19 @@ def format_status(
     devices = data["devices"]
     if not devices:
         return "\n".join([*lines, "", "no devices"]) + "\n"
-    rows = [_cells(d, now) for d in devices]
-    head = ("DEVICE", "STATE", "WAVE", "REVISION", "AGE", "MESSAGE")
-    caps = (28, 11, 12, 17, 4)
+    # In a cluster each device's row names the node that owns it (SPEC 11).
+    clustered = any(d["owner"] for d in devices)
+    rows = [_cells(d, now, owner=clustered) for d in devices]
+    head = (
+        "DEVICE",
+        "STATE",
+        "WAVE",
+        "REVISION",
+        "AGE",
+        *(("OWNER",) if clustered else ()),
+        "MESSAGE",
+    )
+    caps = (28, 11, 12, 17, 4, *((16,) if clustered else ()))
     widths = [min(max(len(head[i]), *(len(r[i]) for r in rows)), caps[i]) for i in range(len(caps))]
     message_w = width - sum(widths) - 2 * len(widths)
     lines.append("")
@@ -265,7 +275,7 @@ def _wrap(prefix: str, text: str, width: int) -> list[str]:
     return [*lines, current]
 
 
-def _cells(device: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
+def _cells(device: Mapping[str, Any], now: datetime, *, owner: bool) -> tuple[str, ...]:
     synced = device["last_sync"]
     age = None if synced is None else (now - parse_time(synced)).total_seconds()
     return (
@@ -274,6 +284,7 @@ def _cells(device: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
         _line(device["wave"] or "-"),
         _line(short_revision(device["revision"])),
         format_age(age),
+        *((_line(device["owner"] or "-"),) if owner else ()),
         _line(device["message"] or ""),
     )
 

@@ -7,6 +7,7 @@ import hashlib
 import re
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from html.parser import HTMLParser
 from typing import Any
 
@@ -70,6 +71,13 @@ class TestRender:
         rows = re.findall(r'<tr class="device" data-search="([^"]*)"', page)
         assert len(rows) == 20
         assert rows[0].startswith("site-0/lobby failed")
+
+    def test_a_clusters_page_names_each_devices_node(self, page: str) -> None:
+        """In a cluster (owners set) a node column names the owner; standalone there is none."""
+        assert "<th>node</th>" in page and '<td data-label="node">host-a</td>' in page
+        fleet = sample_fleet()
+        alone = replace(fleet, devices=tuple(replace(d, owner=None) for d in fleet.devices))
+        assert "<th>node</th>" not in render_page(status_json(alone), NOW)
 
     def test_summary_rollout_registration_and_ages(self, page: str) -> None:
         """The page shows counts, the rollout and its waves, SIP registration per account and ages."""

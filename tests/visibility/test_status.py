@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -145,13 +146,30 @@ class TestText:
         assert lines[4] == "          2 suspended, 8 in_sync"
         assert lines[5].startswith("invalid   site-b/broken.yaml:3: accounts[0].domain")
         table = lines[lines.index("") + 1 :]
-        assert table[0].split() == ["DEVICE", "STATE", "WAVE", "REVISION", "AGE", "MESSAGE"]
+        # The sample is a cluster's (owners set): each row names the node that owns it.
+        assert table[0].split() == [
+            "DEVICE",
+            "STATE",
+            "WAVE",
+            "REVISION",
+            "AGE",
+            "OWNER",
+            "MESSAGE",
+        ]
         first = table[1].split()
-        assert first[:5] == ["site-0/lobby", "failed", "canary", "0123456789ab", "5m"]
+        assert first[:6] == ["site-0/lobby", "failed", "canary", "0123456789ab", "5m", "host-a"]
         assert "the device rejected" in table[1]
         assert len(table) == 21
         states = [row.split()[1] for row in table[1:]]
         assert states == sorted(states, key=WORST_FIRST.index)
+
+    def test_no_owner_column_without_a_cluster(self) -> None:
+        """Standalone (no device has an owner) the table has no OWNER column."""
+        fleet = sample_fleet()
+        alone = replace(fleet, devices=tuple(replace(d, owner=None) for d in fleet.devices))
+        lines = format_status(alone, NOW).splitlines()
+        table = lines[lines.index("") + 1 :]
+        assert table[0].split() == ["DEVICE", "STATE", "WAVE", "REVISION", "AGE", "MESSAGE"]
 
     def test_same_text_from_json(self) -> None:
         """What the CLI fetched as JSON prints the same as the fleet itself."""
