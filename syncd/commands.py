@@ -38,6 +38,7 @@ __all__ = [
     "apply",
     "plan",
     "rollout",
+    "state_dir_missing",
     "validate",
 ]
 
@@ -48,6 +49,14 @@ EXIT_CHANGES = 2
 
 class CommandError(Exception):
     """A user-caused failure of a command: one sentence, exit status 1."""
+
+
+def state_dir_missing(state_dir: Path, socket: Path) -> str:
+    """Why an operator command (no daemon answering) does nothing on a missing state dir."""
+    return (
+        f"no daemon answers on {socket} and there is no state directory {state_dir}; "
+        "pass --config (or --state-dir) naming the daemon's"
+    )
 
 
 def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
@@ -285,19 +294,21 @@ def rollout(settings: Settings, *, action: str) -> int:
     try:
         message = client.pause() if action == "pause" else client.resume()
     except ControlUnavailable:
-        message = _rollout_on_state(settings.state_dir, action)
+        message = _rollout_on_state(settings.state_dir, action, Path(socket_path))
     except ControlError as exc:
         raise CommandError(str(exc)) from None
     print(message)
     return EXIT_OK
 
 
-def _rollout_on_state(state_dir: Path, action: str) -> str:
+def _rollout_on_state(state_dir: Path, action: str, socket_path: Path) -> str:
     """No daemon answers: change the saved rollout, unless another syncd holds the state dir."""
     from syncd.lock import StateDirLocked, StateLock, state_lock_error
     from syncd.rollout_control import pause_saved, resume_saved
     from syncd.state import FileStateStore
 
+    if not state_dir.is_dir():
+        raise CommandError(state_dir_missing(state_dir, socket_path))
     try:
         lock = StateLock.acquire(state_dir)
     except (StateDirLocked, OSError) as exc:

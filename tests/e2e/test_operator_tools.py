@@ -174,3 +174,23 @@ class TestPreCommit:
         write(tmp_path / "desired", "b.yaml", "device:\n  url: ftp://x\n")
         bad = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 1 and "b.yaml:2: device.url" in bad.stdout
+
+
+def test_commands_without_a_daemon_refuse_a_state_dir_that_is_not_there(tmp_path):
+    """From a shell with no settings, `rollout pause`, `history` and `passwords resend` neither
+    create ./.syncd-state nor report success on it: exit 1 naming it and what to pass."""
+    desired = tmp_path / "desired"
+    write(desired, "dev1.yaml", device_yaml("http://127.0.0.1:9", ACCOUNT))
+    commands = [
+        ("rollout", "pause"),
+        ("history",),
+        ("passwords", "resend", "dev1", "--desired", str(desired)),
+    ]
+    for command in commands:
+        result = subprocess.run(
+            [*SYNCD, *command], capture_output=True, text=True, cwd=tmp_path, timeout=30
+        )
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert "there is no state directory .syncd-state" in result.stderr, command
+        assert "--config" in result.stderr, command
+    assert not (tmp_path / ".syncd-state").exists()
