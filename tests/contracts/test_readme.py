@@ -30,3 +30,12 @@ def test_install_points_at_the_repos_desired_folder() -> None:
     checkout = from_unit.rsplit("/", 1)[0]
     assert f"git clone https://git.example.com/ops/intercoms.git {checkout}\n" in README
     assert f"git -C {checkout} pull" in README
+
+
+def test_the_config_names_the_units_state_directory() -> None:
+    """Commands run from a shell read /etc/syncd/syncd.toml: its state_dir is the unit's
+    StateDirectory=, or they would work on a state dir of their own."""
+    toml = tomllib.loads((ROOT / "systemd" / "syncd.toml").read_text())
+    unit = (ROOT / "systemd" / "syncd.service").read_text()
+    (directory,) = re.findall(r"^StateDirectory=(\S+)$", unit, re.MULTILINE)
+    assert toml["state_dir"] == f"/var/lib/{directory}"
