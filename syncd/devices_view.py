@@ -275,10 +275,11 @@ class DeviceView:
         for status in statuses:
             number = status.account
             account = self.accounts.setdefault(number, _Account())
-            before, account.registered = account.registered, status.registered
-            if status.registered is None:
+            registered = _registration(status)
+            before, account.registered = account.registered, registered
+            if registered is None:
                 account.down_since = None
-            elif status.registered:
+            elif registered:
                 if account.up(proof=in_force and number in managed):
                     restored.append(number)
             elif number in changed:
@@ -362,6 +363,14 @@ def _reachable(outcome: Outcome) -> bool:
         return True
     kind = outcome.failure.kind if outcome.failure is not None else "internal"
     return kind not in (*_UNREACHABLE_KINDS, "auth", "internal")
+
+
+def _registration(status: AccountStatus) -> bool | None:
+    """Registered or not; None for an account that does not register (local, or disabled,
+    or with registration switched off): it is not "unregistered", there is nothing to alert on."""
+    if status.enabled is False or status.registration_enabled is False:
+        return None
+    return status.registered
 
 
 def _should_register(status: AccountStatus) -> bool:

@@ -120,6 +120,17 @@ class TestRegistration:
         assert news.restored == (1,) and news.lost == ()
         assert view.registration() == ((1, True),)
 
+    def test_an_account_that_does_not_register_is_not_unregistered(self):
+        """Disabled, or with registration off: registration None (no gauge series, no alert)."""
+        view = DeviceView(spec())
+        statuses = (
+            AccountStatus(1, enabled=False, registration_enabled=True, registered=False),
+            AccountStatus(2, enabled=True, registration_enabled=False, registered=False),
+            AccountStatus(3, enabled=True, registration_enabled=True, registered=False),
+        )
+        view.registration_read(statuses, now=0, resend_after=50)
+        assert dict(view.registration()) == {1: None, 2: None, 3: False}
+
     def test_syncds_own_change_is_no_news(self):
         """Unregistered right after syncd's PUT changed the account: no registration.lost."""
         view = DeviceView(spec())
