@@ -150,7 +150,10 @@ def resend_passwords(
     worker.update(worker.spec)  # now, without the backoff of a failing device
     if not managed:
         return f"device {device} has no password that syncd manages"
-    return f"the passwords of {device} are due again; they are sent at its reconcile now"
+    return (
+        f"the passwords of {device} are due again; its reconcile starts now and sends them "
+        "(unless a window, a call or the rollout makes the change wait)"
+    )
 
 
 def control_server(
