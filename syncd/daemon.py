@@ -206,8 +206,11 @@ class Daemon:
         for name, spec in specs.items():
             current = self.workers.get(name)
             if current is None:
-                revision = self.state.applied_revision(name)
-                self.view.devices[name] = DeviceView(spec, revision=revision)
+                self.view.devices[name] = DeviceView(
+                    spec,
+                    revision=self.state.applied_revision(name),
+                    last_change=self.state.last_change(name),
+                )
                 self.workers[name] = self._worker(spec)
                 self.workers[name].start()
                 changed += 1

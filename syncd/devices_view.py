@@ -117,7 +117,13 @@ class RegistrationNews:
 class DeviceView:
     """What the daemon knows of one device; every method is a pure decision or bookkeeping."""
 
-    def __init__(self, spec: DeviceSpec, *, revision: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        *,
+        revision: str | None = None,
+        last_change: datetime | None = None,
+    ) -> None:
         self.name = spec.name
         self.url = spec.url
         self.mode = spec.mode
@@ -126,7 +132,8 @@ class DeviceView:
         self.outcome: Outcome | None = None
         self.changing = False
         self.last_sync: float | None = None
-        self.last_change: float | None = None
+        #: When syncd last changed the device (Unix seconds): from the state at start.
+        self.last_change: float | None = None if last_change is None else last_change.timestamp()
         self.failing_since: float | None = None
         self.accounts: dict[int, _Account] = {}
         #: The spec under which the device could not report registration (not asked again).

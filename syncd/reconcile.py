@@ -269,7 +269,7 @@ class Reconciler:
             names = ", ".join(f"account {c.account} {c.field}" for c in left)
             message = f"the device accepted the PUT but did not take: {names}"
             return self._unverified(put, message, left)
-        self._record_in_force(spec, put.revision)
+        self._record_in_force(spec, put.revision, changed_at=datetime.now(UTC))
         fields = [c.as_dict() for c in put.plan.changes]
         events.apply_succeeded(
             self.log.bind(device=spec.name), fields=fields, revision=put.revision
@@ -288,9 +288,13 @@ class Reconciler:
         self._append(put.entry("failed", error=message))
         return put.outcome("error", failure=Failure("verify", message))
 
-    def _record_in_force(self, spec: DeviceSpec, revision: str | None = None) -> None:
+    def _record_in_force(
+        self, spec: DeviceSpec, revision: str | None = None, *, changed_at: datetime | None = None
+    ) -> None:
         try:
-            self._state.record_in_force(spec.name, spec.fingerprint, revision)
+            self._state.record_in_force(
+                spec.name, spec.fingerprint, revision, changed_at=changed_at
+            )
         except StateError as exc:
             events.state_write_failed(self.log.bind(device=spec.name), error=str(exc))
 

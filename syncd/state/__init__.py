@@ -8,6 +8,7 @@ for a cluster) implements the same methods, and its callers do not change.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -45,8 +46,20 @@ class StateStore(Protocol):
 
     def record_revision(self, device: str, revision: str) -> None: ...
 
-    def record_in_force(self, device: str, fingerprint: str, revision: str | None) -> None:
-        """:meth:`record_fingerprint` and :meth:`record_revision` (unless None) in one write."""
+    def record_in_force(
+        self,
+        device: str,
+        fingerprint: str,
+        revision: str | None,
+        *,
+        changed_at: datetime | None = None,
+    ) -> None:
+        """:meth:`record_fingerprint` and :meth:`record_revision` (unless None) in one write,
+        with ``changed_at`` (unless None) when a verified PUT changed the device."""
+        ...
+
+    def last_change(self, device: str) -> datetime | None:
+        """When syncd last changed the device, if recorded (it survives restarts)."""
         ...
 
     def forget_passwords(self, device: str) -> None:

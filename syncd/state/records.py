@@ -23,6 +23,7 @@ import hashlib
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
@@ -199,9 +200,25 @@ class DeviceRecords(ABC):
     def record_fingerprint(self, device: str, fingerprint: str) -> None:
         self._set_texts(device, fingerprint=fingerprint)
 
-    def record_in_force(self, device: str, fingerprint: str, revision: str | None) -> None:
-        """Both at once, in one write (a verified PUT)."""
-        self._set_texts(device, fingerprint=fingerprint, revision=revision)
+    def record_in_force(
+        self,
+        device: str,
+        fingerprint: str,
+        revision: str | None,
+        *,
+        changed_at: datetime | None = None,
+    ) -> None:
+        """Both at once, in one write; ``changed_at``: when a verified PUT changed the device."""
+        changed = None if changed_at is None else changed_at.astimezone(UTC).isoformat()
+        self._set_texts(device, fingerprint=fingerprint, revision=revision, changed=changed)
+
+    def last_change(self, device: str) -> datetime | None:
+        """When syncd last changed the device (its last verified PUT), if recorded."""
+        text = self._text(device, "changed")
+        try:
+            return None if text is None else datetime.fromisoformat(text)
+        except ValueError:
+            return None
 
     def applied_revision(self, device: str) -> str | None:
         return self._text(device, "revision")

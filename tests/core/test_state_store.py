@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -276,6 +277,16 @@ class TestRevision:
         again = FileStateStore.open(state_dir)
         assert again.applied_fingerprint("lobby") == "b" * 32
         assert again.applied_revision("lobby") == "r1"
+
+    def test_the_time_of_the_last_change_survives_a_reopen(self, state_dir: Path) -> None:
+        """A verified PUT's changed_at is the device's last change, also for the next process;
+        recording the state in force without it keeps the time."""
+        changed = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+        store = FileStateStore.open(state_dir)
+        assert store.last_change("lobby") is None
+        store.record_in_force("lobby", "a" * 32, "r1", changed_at=changed)
+        store.record_in_force("lobby", "a" * 32, "r2")
+        assert FileStateStore.open(state_dir).last_change("lobby") == changed
 
 
 class TestForgetPasswords:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from syncd.history import parse_time
 from tests.e2e.conftest import DaemonProcess, device_yaml, puts, syncd, write
 from tests.etcd_server import free_port
 
@@ -236,6 +237,16 @@ class TestRevisionHistoryStatus:
             "".join(proc.lines),
         ]  # fmt: skip
         assert not [t for t in everything if SIP_PASSWORD in t]
+
+        # A restarted daemon still knows when it last changed each device.
+        assert proc.stop() == 0
+        changed = parse_time(dev1["last_change"])
+        again = run(5)
+        again.wait_for("desired.loaded")
+        restarted = wait_until(lambda: (d := status())["devices"] and d)
+        dev1 = next(d for d in restarted["devices"] if d["device"] == "dev1")
+        assert dev1["last_change"] is not None
+        assert abs((parse_time(dev1["last_change"]) - changed).total_seconds()) < 5
 
     def test_apply_records_its_puts_under_a_tree_revision(self, sim, setup):
         """`syncd apply` outside Git: its PUT is in the history under a tree: revision, password as (set)."""
