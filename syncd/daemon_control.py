@@ -141,7 +141,7 @@ def resend_passwords(
     if worker is None:
         raise KeyError(f"no device {device} is managed by this daemon")
     try:
-        state.forget_passwords(device)
+        state.forget_passwords(device, operator=True)
     except StateError as exc:
         raise ValueError(str(exc)) from None
     managed = [n for n, a in worker.spec.accounts.items() if a.password is not None]

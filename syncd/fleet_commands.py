@@ -106,7 +106,7 @@ def resend_command(settings: Settings, *, device: str) -> int:
         return EXIT_OK
     _check_managed(settings.desired_dir, device)
     _require_state_dir(settings)
-    FileStateStore.open(settings.state_dir).forget_passwords(device)
+    FileStateStore.open(settings.state_dir).forget_passwords(device, operator=True)
     print(
         f"no daemon answers on {socket_path(settings)}: the passwords of {device} are marked "
         f"due in {settings.state_dir}; they are sent at its next reconcile"

@@ -49,6 +49,9 @@ class PasswordsDue:
         if not managed:
             return spec.url, set()
         target = await self._target(spec, client)
+        if self._state.resend_requested(spec.name):  # asked for with no daemon running
+            for account in managed:
+                self._resend.setdefault(spec.name, {}).setdefault(account, "operator")
         due = {n for n, pw in managed.items() if self._state.password_due(spec.name, target, n, pw)}
         due |= set(self._resend.get(spec.name, {})) & set(managed)
         return target, due

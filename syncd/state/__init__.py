@@ -62,8 +62,13 @@ class StateStore(Protocol):
         """When syncd last changed the device, if recorded (it survives restarts)."""
         ...
 
-    def forget_passwords(self, device: str) -> None:
-        """Mark every password of the device due again (after a factory reset)."""
+    def forget_passwords(self, device: str, *, operator: bool = False) -> None:
+        """Mark every password of the device due again (after a factory reset; ``operator``:
+        asked for by ``syncd passwords resend``, so the PUT that sends them says so)."""
+        ...
+
+    def resend_requested(self, device: str) -> bool:
+        """Whether an operator's resend is still to be sent (it survives restarts)."""
         ...
 
     def load_rollout(self) -> dict[str, Any] | None:

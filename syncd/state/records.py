@@ -177,6 +177,7 @@ class DeviceRecords(ABC):
         if not passwords:
             return
         record = self._record(device)
+        record.pop("resend", None)  # an operator's request is met by this PUT
         targets = record.setdefault("targets", {})
         for account, password in passwords.items():
             record["passwords"][str(account)] = self._digest(target, account, password)
@@ -186,13 +187,19 @@ class DeviceRecords(ABC):
         for other in release(record, self._holders(target), target=target, accounts=passwords):
             self._save(other["device"])
 
-    def forget_passwords(self, device: str) -> None:
+    def forget_passwords(self, device: str, *, operator: bool = False) -> None:
         record = self._record(device)
-        if record["passwords"] or not record.get("forgotten"):
+        if record["passwords"] or not record.get("forgotten") or operator:
             record["passwords"] = {}
             record["targets"] = {}
             record["forgotten"] = True  # never take another name's record over
+            if operator:
+                record["resend"] = "operator"  # logged as password.resent when sent
             self._save(device)
+
+    def resend_requested(self, device: str) -> bool:
+        """Whether an operator asked for the device's passwords and no PUT has sent them yet."""
+        return self._record(device).get("resend") == "operator"
 
     def applied_fingerprint(self, device: str) -> str | None:
         return self._text(device, "fingerprint")

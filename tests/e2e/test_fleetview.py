@@ -310,6 +310,16 @@ class TestOperator:
         assert offline.returncode == 0 and "marked due" in offline.stdout, offline.stderr
         unknown = setup.cli("passwords", "resend", "nope", *desired)
         assert unknown.returncode == 1 and "no device nope in" in unknown.stderr
+        # The next run sends it, and says so as it does through the daemon; once.
+        for sends in (1, 0):
+            applied = setup.cli("apply", *desired)
+            assert applied.returncode == 0, applied.stderr
+            resent = [
+                e
+                for e in map(json.loads, applied.stderr.splitlines())
+                if e["event"] == "password.resent"
+            ]
+            assert [(e["device"], e["reason"]) for e in resent] == [("dev1", "operator")] * sends
 
 
 class TestQuietEvents:
