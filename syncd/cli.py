@@ -291,9 +291,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.log_level == "debug"
     pace_collector()
     try:
-        return _dispatch(args)
+        status = _dispatch(args)
+        sys.stdout.flush()  # a reader gone shows here, not in the interpreter's last flush
+        return status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The result's reader went away (`syncd plan | head -1`): end quietly, as a
+        # Unix filter does, with 1 (the result was not delivered).
+        from syncd.streams import silence
+
+        silence(sys.stdout)
+        return 1
     except Exception as exc:
         from syncd.commands import CommandError
         from syncd.export import ExportError

@@ -370,13 +370,14 @@ class Daemon:
         await asyncio.gather(*pending, return_exceptions=True)
 
     def _on_stop(self, sig: signal.Signals) -> None:
+        """Stop first, then say so: the stop must not depend on the log line getting out."""
         if not self.stopping.is_set():
-            events.daemon_signal(self.log, signal=sig.name)
             self.stopping.set()
+            events.daemon_signal(self.log, signal=sig.name)
 
     def _on_hup(self) -> None:
-        events.daemon_signal(self.log, signal="SIGHUP")
         asyncio.get_running_loop().create_task(self.reload(kick_all=True, why="SIGHUP"))
+        events.daemon_signal(self.log, signal="SIGHUP")
 
 
 def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:

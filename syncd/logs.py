@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from syncd.streams import LineHandler, LineLogger
+
 __all__ = ["configure_logging", "configured_format", "get_logger"]
 
 #: The format configure_logging chose last ("json" or "console"), None before.
@@ -83,10 +85,10 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=lambda *_: LineLogger(out),  # a line to a reader gone is dropped
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(out)
+    handler = LineHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

@@ -6,12 +6,13 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import device_yaml, puts, write
+from tests.e2e.conftest import SYNCD, device_yaml, puts, write
 
 ACCOUNT = '  - account: 1\n    displayName: {name}\n    sipNumber: "4001"\n'
 
@@ -196,6 +197,31 @@ class TestSignals:
         assert time.monotonic() - started < 10
         assert dev.accounts[0]["displayName"] == "Door 1"
         proc.wait_for("apply.succeeded", device="dev1", timeout=1)
+
+    def test_sigterm_after_the_log_reader_has_gone(self, sim, tmp_path):
+        """With its log pipe closed, SIGTERM during a PUT still exits 0 within 10 s, with no traceback."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        dev.inject(kind="delay", delay=1.0, method="PUT", count=1)
+        run = [*SYNCD, "run", *_args(_setup(tmp_path, fleet), tmp_path)]
+        with subprocess.Popen(
+            run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            try:
+                assert proc.stdout is not None and proc.stderr is not None
+                for line in proc.stdout:
+                    if '"desired.loaded"' in line:
+                        break
+                proc.stdout.close()  # every later log line meets a broken pipe
+                time.sleep(0.3)
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=10) == 0
+                assert time.monotonic() - started < 10
+                assert proc.stderr.read() == ""
+            finally:
+                proc.kill()
+        assert dev.accounts[0]["displayName"] == "Door 1"
 
     def test_hung_device_does_not_delay_the_others(self, sim, daemon, tmp_path):
         """A device that never answers in time leaves the others converging at once."""

@@ -74,6 +74,18 @@ class TestStderrIsJson:
         assert any(e["event"] == "command.failed" and e["error"].startswith("a: ") for e in events)
         assert "0 of 1 device(s) exported" in result.stdout
 
+    def test_a_result_reader_gone_ends_quietly(self, sim, tmp_path):
+        """plan with its stdout closed (| head -1) exits 1 and stderr holds only its log events."""
+        root = tmp_path / "desired"
+        write(root, "door.yaml", device_yaml(sim(devices=1).devices[0].url, ACCOUNT_1))
+        plan = [*SYNCD, "plan", "--desired", str(root), "--state-dir", str(tmp_path / "s")]
+        with subprocess.Popen(plan, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            stderr = proc.stderr.read().decode()
+        assert proc.returncode == 1
+        assert "command.failed" not in {e["event"] for e in json_lines(stderr)}
+
 
 class TestValidateReport:
     def test_problems_go_to_stdout_so_a_report_file_holds_them(self, tmp_path):
