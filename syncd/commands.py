@@ -36,6 +36,7 @@ __all__ = [
     "EXIT_OK",
     "CommandError",
     "apply",
+    "check_local_state_dir",
     "plan",
     "rollout",
     "state_dir_missing",
@@ -51,12 +52,27 @@ class CommandError(Exception):
     """A user-caused failure of a command: one sentence, exit status 1."""
 
 
-def state_dir_missing(state_dir: Path, socket: Path) -> str:
-    """Why an operator command (no daemon answering) does nothing on a missing state dir."""
+def state_dir_missing(state_dir: Path, socket: Path | None = None) -> str:
+    """Why an operator command does nothing on a missing state dir (``socket``: the daemon's
+    it asked first, which did not answer)."""
+    asked = f"no daemon answers on {socket} and " if socket is not None else ""
     return (
-        f"no daemon answers on {socket} and there is no state directory {state_dir}; "
+        f"{asked}there is no state directory {state_dir}; "
         "pass --config (or --state-dir) naming the daemon's"
     )
+
+
+def check_local_state_dir(state_dir: Path, socket: Path) -> None:
+    """A CommandError when the state dir is the working directory's default and missing.
+
+    An operator command run from a shell without the daemon's settings must not
+    start a state dir of its own and report success on it; one named on purpose
+    (``--state-dir``, to pause before a first start) is used as given.
+    """
+    from syncd.settings import LOCAL_STATE_DIR
+
+    if state_dir == LOCAL_STATE_DIR and not state_dir.is_dir():
+        raise CommandError(state_dir_missing(state_dir, socket))
 
 
 def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
@@ -307,8 +323,7 @@ def _rollout_on_state(state_dir: Path, action: str, socket_path: Path) -> str:
     from syncd.rollout_control import pause_saved, resume_saved
     from syncd.state import FileStateStore
 
-    if not state_dir.is_dir():
-        raise CommandError(state_dir_missing(state_dir, socket_path))
+    check_local_state_dir(state_dir, socket_path)
     try:
         lock = StateLock.acquire(state_dir)
     except (StateDirLocked, OSError) as exc:

@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from syncd.command_errors import report_warning
-from syncd.commands import EXIT_OK, CommandError, state_dir_missing
+from syncd.commands import EXIT_OK, CommandError, check_local_state_dir, state_dir_missing
 from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
 from syncd.history import HistoryLog, format_history_table, parse_duration
 from syncd.settings import Settings
@@ -77,7 +77,8 @@ def history_command(
             start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
         except (ValueError, OverflowError) as exc:
             raise CommandError(f"--since {exc}") from None
-    _require_state_dir(settings)
+    if not settings.state_dir.is_dir():
+        raise CommandError(state_dir_missing(settings.state_dir))
     read = HistoryLog.in_state_dir(settings.state_dir).read(since=start)
     for warning in read.warnings:
         report_warning(warning, event="history.skipped")
@@ -105,20 +106,16 @@ def resend_command(settings: Settings, *, device: str) -> int:
         print(message)
         return EXIT_OK
     _check_managed(settings.desired_dir, device)
-    _require_state_dir(settings)
+    check_local_state_dir(settings.state_dir, socket_path(settings))
+    if not settings.state_dir.is_dir():
+        print(f"no state in {settings.state_dir}: every password of {device} is due anyway")
+        return EXIT_OK
     FileStateStore.open(settings.state_dir).forget_passwords(device, operator=True)
     print(
         f"no daemon answers on {socket_path(settings)}: the passwords of {device} are marked "
         f"due in {settings.state_dir}; they are sent at its next reconcile"
     )
     return EXIT_OK
-
-
-def _require_state_dir(settings: Settings) -> None:
-    """A CommandError unless the state dir exists: an operator command run from a shell
-    without the daemon's settings must not read or start an empty one of its own."""
-    if not settings.state_dir.is_dir():
-        raise CommandError(state_dir_missing(settings.state_dir, socket_path(settings)))
 
 
 def _check_managed(desired_dir: Path, device: str) -> None:

@@ -14,7 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["LOCAL_STATE_DIR", "Settings", "SettingsError", "load_settings"]
 
 DEFAULT_CONFIG = Path("/etc/syncd/syncd.toml")
 
@@ -23,10 +23,14 @@ class SettingsError(Exception):
     """A setting is missing or wrong; the message names it."""
 
 
+#: The state dir when nothing names one and systemd gives none: in the working directory.
+LOCAL_STATE_DIR = Path(".syncd-state")
+
+
 def _default_state_dir() -> Path:
     # systemd's StateDirectory= hands us $STATE_DIRECTORY (possibly several, ':'-separated).
     under_systemd = os.environ.get("STATE_DIRECTORY")
-    return Path(under_systemd.split(":")[0]) if under_systemd else Path(".syncd-state")
+    return Path(under_systemd.split(":")[0]) if under_systemd else LOCAL_STATE_DIR
 
 
 class Settings(BaseSettings):
