@@ -125,10 +125,10 @@ class SavedRollout:
     @property
     def state(self) -> str:
         """``none``, ``running``, ``paused``, ``halted`` or ``completed``."""
-        if self.rollout is None:
-            return "paused" if self.paused else "none"
-        if self.paused and self.rollout.state is not RolloutState.COMPLETED:
+        if self.paused:  # also after a completed one: the next rollout waits for a resume
             return "paused"
+        if self.rollout is None:
+            return "none"
         return str(self.rollout.state)
 
     def pause(self) -> bool:

@@ -426,3 +426,17 @@ def test_completed_rollout_visited_waves_in_order(
     assert waves_started == sorted(set(pending.values()))
     assert [e.name for e in log].count("rollout.completed") == 1
     assert log[-1].name == "rollout.completed"
+
+
+def test_a_pause_shows_also_when_the_last_rollout_completed() -> None:
+    """Paused after a completed rollout, the state is ``paused`` (the next one waits for a
+    resume); resumed, it is ``completed`` again. Without a rollout: ``paused`` / ``none``."""
+    from syncd.saved_rollout import SavedRollout
+
+    completed = start(REV, {}, ORDER, policy()).rollout
+    saved = SavedRollout(rollout=completed)
+    assert saved.state == "completed"
+    assert saved.pause() and saved.state == "paused"
+    assert saved.resume() and saved.state == "completed"
+    empty = SavedRollout()
+    assert empty.state == "none" and empty.pause() and empty.state == "paused"
