@@ -282,7 +282,11 @@ class Daemon:
             resend_passwords, workers=self.workers, state=self.state, reconciler=self.reconciler
         )
         return control_server(
-            self.socket_path, snapshot=self.board.snapshot, rollout=self.conductor, resend=resend
+            self.socket_path,
+            snapshot=self.board.snapshot,
+            rollout=self.conductor,
+            resend=resend,
+            changed=self.board.rebuild,
         )
 
     # --------------------------------------------------------------- running

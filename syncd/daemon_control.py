@@ -124,6 +124,12 @@ class StatusBoard:
             self._sharing.publish_status(self._snapshot["devices"])
             self._next_build = now + (time.monotonic() - now) / SNAPSHOT_SHARE
 
+    def rebuild(self) -> None:
+        """Rebuild the snapshot now (an operator's pause or resume must show at once)."""
+        self._next_build = 0.0
+        self._version = -1
+        self.update()
+
     def snapshot(self) -> dict[str, Any]:
         """The latest status snapshot (SPEC section 10); safe to call from any thread."""
         return self._snapshot
@@ -162,19 +168,25 @@ def control_server(
     snapshot: Callable[[], dict[str, Any]],
     rollout: RolloutControl | None,
     resend: Callable[[str], str],
+    changed: Callable[[], None] = lambda: None,
 ) -> ControlServer:
-    """The control socket of the daemon running on this event loop (not started yet)."""
+    """The control socket of the daemon running on this event loop (not started yet).
 
-    def no_rollout() -> RolloutControl:
+    ``changed`` runs after a pause or resume, so the next ``status`` shows it.
+    """
+
+    def on_rollout(action: Callable[[RolloutControl], str]) -> str:
         if rollout is None:
             raise ValueError("no rollout engine runs in this daemon")
-        return rollout
+        message = action(rollout)
+        changed()
+        return message
 
     handlers = DaemonControl(
         asyncio.get_running_loop(),
         snapshot=snapshot,
-        pause=lambda: no_rollout().pause(),
-        resume=lambda: no_rollout().resume(),
+        pause=lambda: on_rollout(lambda r: r.pause()),
+        resume=lambda: on_rollout(lambda r: r.resume()),
         resend=resend,
     )
     return ControlServer(path, handlers)

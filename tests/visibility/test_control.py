@@ -259,3 +259,32 @@ class TestDefaultPath:
         monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
         assert default_socket_path(tmp_path) == tmp_path / "run" / "syncd.sock"
         assert os.environ["RUNTIME_DIRECTORY"]
+
+
+async def test_a_pause_or_resume_rebuilds_the_status_at_once(tmp_path: Path) -> None:
+    """The daemon's handlers run ``changed`` after a pause or resume (the status snapshot is
+    otherwise rebuilt at most once a second), not after a status read."""
+    import asyncio
+
+    from syncd.daemon_control import control_server
+
+    class Rollout:
+        def pause(self) -> str:
+            return "rollout paused"
+
+        def resume(self) -> str:
+            return "rollout resumed"
+
+    rebuilt: list[str] = []
+    server = control_server(
+        tmp_path / "syncd.sock",
+        snapshot=lambda: {"rebuilt": len(rebuilt)},
+        rollout=Rollout(),  # type: ignore[arg-type]
+        resend=lambda device: device,
+        changed=lambda: rebuilt.append("now"),
+    )
+    handlers = server.handlers
+    assert await asyncio.to_thread(handlers.pause) == "rollout paused"
+    assert await asyncio.to_thread(handlers.resume) == "rollout resumed"
+    assert await asyncio.to_thread(handlers.status) == {"rebuilt": 2}
+    assert rebuilt == ["now", "now"]
