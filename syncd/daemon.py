@@ -148,6 +148,7 @@ class Daemon:
             watch=self.view,
             sharing=self.sharing,
             gate=gate,
+            wave_of=self.conductor.wave_of,
         )
 
     # ------------------------------------------------------------------ load

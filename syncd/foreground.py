@@ -117,7 +117,12 @@ class _Pass:
             ignore_windows=ignore_windows,
         )
         self._reconciler = Reconciler(
-            pool=pool, state=state, retry=retry, gate=gate, history=history
+            pool=pool,
+            state=state,
+            retry=retry,
+            gate=gate,
+            history=history,
+            wave_of=conductor.wave_of,
         )
 
     def _kick(self, names: Iterable[str]) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -72,6 +72,7 @@ class Reconciler:
         watch: ReconcileWatch | None = None,
         sharing: Sharing | None = None,
         gate: PutGate | None = None,
+        wave_of: Callable[[str], str | None] | None = None,
     ) -> None:
         #: Cluster mode: a PUT only with the device's ownership key, bounded by the lease.
         self._sharing = sharing
@@ -80,6 +81,8 @@ class Reconciler:
         self._watch = watch
         #: Asked right before every PUT whether it may start now (rollout, windows, calls).
         self._gate = gate
+        #: The rollout wave of a device, for the history entry of a failed PUT.
+        self._wave_of = wave_of
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
@@ -116,6 +119,8 @@ class Reconciler:
         return self._watch is None or self._watch.first(device, topic, key)
 
     def _append(self, entry: HistoryEntry) -> None:
+        if entry.trigger == "change" and entry.wave is None and self._wave_of is not None:
+            entry = replace(entry, wave=self._wave_of(entry.device))
         append_entry(self._history.append if self._history else None, entry, self.log)
 
     async def _with_retries(

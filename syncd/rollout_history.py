@@ -3,7 +3,7 @@
 The reconcile builds a PUT's history entry; when the rollout checks health
 after the PUT, the entry waits for that check and is written here, as
 ``unhealthy`` when the check failed. A revert's entry is written here too.
-Each entry names the device's wave.
+Each entry of a change names the device's wave (a drift correction has none).
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class RolloutHistory:
         failure = checked.failure
         if failure is not None and failure.kind == "health":
             entry = replace(entry, result="unhealthy", error=failure.message)
-        self._append(replace(entry, wave=self._wave_of(entry.device)))
+        # A drift correction is not part of a rollout (SPEC 9): no wave.
+        wave = self._wave_of(entry.device) if entry.trigger == "change" else None
+        self._append(replace(entry, wave=wave))
 
     def reverted(self, device: str, changes: Sequence[Change], *, revision: str | None) -> None:
         """A revert put ``changes`` back: count it, write its history entry."""

@@ -143,3 +143,48 @@ class TestReconcile:
         assert all(o.status == "applied" for o in outcomes) and sorted(done) == sorted(
             s.name for s in specs
         )
+
+
+async def test_history_names_the_wave_of_a_change_and_none_for_a_drift(tmp_path) -> None:
+    """A failed rollout PUT's entry names its wave, as the accepted ones do; a drift
+    correction is not part of a rollout and names none (SPEC 9, 10)."""
+    from datetime import UTC, datetime
+
+    from syncd.client import ClientPool
+    from syncd.history import HistoryEntry
+    from syncd.retrying import RetryPolicy
+    from syncd.rollout_history import RolloutHistory
+
+    entries: list[HistoryEntry] = []
+
+    class Sink:
+        def append(self, entry: HistoryEntry) -> None:
+            entries.append(entry)
+
+    async with Fleet(devices=1) as fleet, ClientPool() as pool:
+        device = fleet.devices[0]
+        device.inject(kind="status", status=503, method="PUT", count=None)
+        reconciler = Reconciler(
+            pool=pool,
+            state=FileStateStore.open(tmp_path / "state"),
+            retry=RetryPolicy(attempts=1),
+            history=Sink(),
+            wave_of=lambda name: "canary",
+        )
+        failed = await reconciler.reconcile(spec_for(device, displayName="Door"), apply=True)
+    assert failed.status == "error"
+    assert [(e.trigger, e.result, e.wave) for e in entries] == [("change", "failed", "canary")]
+    rollout = RolloutHistory(
+        history=Sink(),
+        metrics=None,
+        wall=lambda: datetime.now(UTC),
+        wave_of=lambda n: "canary",
+        log=None,
+    )
+    for trigger in ("change", "drift"):
+        accepted = HistoryEntry(
+            time=datetime.now(UTC), device="dev1", revision="r", trigger=trigger,
+            result="succeeded", changes=[],
+        )  # fmt: skip
+        rollout.put_checked(accepted, failed)
+    assert [(e.trigger, e.wave) for e in entries[1:]] == [("change", "canary"), ("drift", None)]
