@@ -105,11 +105,12 @@ def load_resolved(settings: Settings, devices: Sequence[str]) -> tuple[DesiredSt
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
     revision = desired_revision(settings.desired_dir, revision_material(resolved.specs))
+    log = get_logger()
+    for problem in resolved.problems[len(desired.problems) :]:  # secrets that did not resolve
+        events.desired_problem(log, problem)
+    # Counted as the daemon counts them: devices that can be acted on, and those that cannot.
     events.desired_loaded(
-        get_logger(),
-        devices=len(desired.devices),
-        invalid=len(desired.invalid_files),
-        revision=revision,
+        log, devices=len(resolved.specs), invalid=len(resolved.broken), revision=revision
     )
     return desired, resolved, revision
 

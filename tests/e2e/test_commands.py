@@ -295,6 +295,24 @@ class TestFailures:
         assert len(puts(fleet.devices[0])) == 1
         assert fleet.devices[1].journal == []
 
+    def test_a_defaults_secret_unset_is_one_problem_and_counts_every_device(self, sim, tmp_path):
+        """plan with _defaults.yaml's API password unset: one desired.invalid naming it, and
+        desired.loaded counts the devices as the daemon does (none usable, all invalid)."""
+        fleet = sim(devices=2)
+        root = _tree(tmp_path, fleet)
+        write(
+            root,
+            "_defaults.yaml",
+            "device:\n  auth:\n    method: basic\n    username: a\n    password: {env: UNSET_API_PW}\n",
+        )
+        result = _run("plan", root, tmp_path)
+        assert result.returncode == 1
+        evs = [json.loads(line) for line in result.stderr.splitlines()]
+        invalid = [e for e in evs if e["event"] == "desired.invalid"]
+        assert [(e["file"], e["line"]) for e in invalid] == [("_defaults.yaml", 5)]
+        (loaded,) = [e for e in evs if e["event"] == "desired.loaded"]
+        assert (loaded["devices"], loaded["invalid"]) == (0, 2)
+
     def test_rejected_put_fails_promptly_and_spares_others(self, sim, tmp_path):
         """A device rejecting the PUT makes apply exit 1 quickly; the other device converges."""
         fleet = sim(devices=2)
