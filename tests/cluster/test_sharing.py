@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from syncd.cli import main
 from syncd.cluster import CLUSTER_SETTINGS
@@ -193,6 +194,17 @@ class TestClustered:
         ours = ran[0]
         assert await one.acquire(ours)
         assert not await two.acquire(ours)
+
+    async def test_start_on_answering_etcd_logs_joined_not_unavailable(
+        self, make_sharing: Factory
+    ) -> None:
+        """Loading the shared state at start-up, etcd answering, is no outage: cluster.joined and no cluster.unavailable."""
+        with capture_logs() as logs:
+            node = await make_sharing("j1")
+            await asyncio.sleep(1.2)  # one look each second
+        names = [e["event"] for e in logs if e["event"].startswith("cluster.")]
+        assert names == ["cluster.joined"]
+        assert node.available
 
     async def test_each_node_publishes_only_its_own_devices_status(
         self, make_sharing: Factory
