@@ -81,6 +81,8 @@ class Clustered:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy: set[str] = set()
+        #: device -> why its last turn was skipped, as logged (once while it stays so).
+        self._skipped: dict[str, str] = {}
         self._owned: frozenset[str] = frozenset()
         self._owners: dict[str, str | None] = {}
         self._owners_among: frozenset[str] = frozenset()
@@ -180,13 +182,13 @@ class Clustered:
     async def turn(self, spec: DeviceSpec, work: Work) -> Outcome:
         name = spec.name
         if not self.owns(name):
+            self._skipped.pop(name, None)
             await self.release(name)
             return Outcome.of(spec, "skipped", elsewhere=True)
         if not await self.acquire(name):  # the previous owner's PUT is still in flight
-            events.reconcile_skipped(
-                self.log.bind(device=name), reason="another cluster node still holds the device"
-            )
+            self._skip(name, "another cluster node still holds the device")
             return Outcome.of(spec, "skipped", elsewhere=True)
+        self._skipped.pop(name, None)
         self._busy.add(name)
         try:
             return await work()
@@ -194,6 +196,12 @@ class Clustered:
             self._busy.discard(name)
             if not self.owns(name):  # it moved during the run: give it up now the PUT is done
                 await self._give_up(name)
+
+    def _skip(self, device: str, reason: str) -> None:
+        """Log ``reconcile.skipped`` once while the device stays skipped for ``reason``."""
+        if self._skipped.get(device) != reason:
+            self._skipped[device] = reason
+            events.reconcile_skipped(self.log.bind(device=device), reason=reason)
 
     # ---------------------------------------------------------------- revisions
 
