@@ -17,7 +17,8 @@ lease only until ``last renewal sent + 2/3 TTL``: a renewal that fails, or is
 late, makes it own nothing at once (``healthy`` False), well before etcd can
 have expired the lease and handed its devices to others. It rejoins by
 itself when etcd answers again (the same lease if it is still alive, else a
-new one).
+new one), first asking for a new auth token when a user is configured: a
+restarted etcd has forgotten every token it gave.
 """
 
 from __future__ import annotations
