@@ -35,6 +35,7 @@ REPEAT_EVERY: dict[str, float | None] = {
     "observe-count": None,
     "suspend": None,
     "registration-unreadable": None,
+    "held": None,
 }
 #: At most one automatic password resend per account in this many seconds.
 RESEND_EVERY = 3600.0
@@ -214,6 +215,7 @@ class DeviceView:
                 self.end(topic)
         if outcome.status in ("in_sync", "applied"):
             self.end("difference")
+            self.end("held")
         if outcome.status == "in_sync":
             self.end("observe")
             self.end("observe-count")

@@ -2,7 +2,10 @@
 
 structlog renders syncd's own events; the standard library's loggers (httpx,
 tenacity, asyncio) are routed through the same processors, so journald and
-alert rules see one format.
+alert rules see one format. A library's message is no stable event name: the
+etcd client's (a warning per retry while etcd is down, in free text) are
+debug detail, since syncd's ``cluster.unavailable`` says what an operator needs
+once per outage.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ __all__ = ["configure_logging", "configured_format", "get_logger"]
 #: The format configure_logging chose last ("json" or "console"), None before.
 _configured: str | None = None
 
+#: Libraries whose records are all debug detail for syncd, whatever level they log at.
+_DEBUG_ONLY = ("etcd3aio",)
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -36,6 +42,20 @@ def _rename_level(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     elif level == "warn":
         event["level"] = "warning"
     return event
+
+
+class _DemoteToDebug(logging.Filter):
+    """Log the records of ``_DEBUG_ONLY`` libraries at debug; drop them unless debug is on."""
+
+    def __init__(self, *, keep: bool) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.partition(".")[0] not in _DEBUG_ONLY:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.keep
 
 
 def _order_keys(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +118,7 @@ def configure_logging(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         )
     )
+    handler.addFilter(_DemoteToDebug(keep=numeric <= logging.DEBUG))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

@@ -51,7 +51,7 @@ class ReconcileWatch(Protocol):
     """The daemon's memory of each device, consulted so a lasting condition is logged once.
 
     ``first`` says whether to log the event ``topic`` (``unreachable``, ``auth``,
-    ``observe``, ``suspend``) about ``key`` now; ``changing`` hears that a PUT starts.
+    ``observe``, ``suspend``, ``held``) about ``key`` now; ``changing`` hears that a PUT starts.
     """
 
     def first(self, device: str, topic: str, key: Hashable) -> bool: ...
@@ -233,7 +233,8 @@ class Reconciler:
         log = self.log.bind(device=spec.name)
         if self._sharing is not None and not await self._sharing.acquire(spec.name):
             reason = "another cluster node still holds the device"
-            events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
+            if self._first(spec.name, "held", reason):  # once, until the device is in sync
+                events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
             return put.outcome("changes")
         body = plan.put_body()
         if self._watch is not None:

@@ -8,6 +8,7 @@ member, and TLS still verifies the certificate against the host name given.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "EtcdConnection",
     "describe_failure",
     "parse_endpoints",
+    "stale_token",
 ]
 
 
@@ -123,15 +125,45 @@ def _read(path: Path | None, setting: str) -> bytes | None:
 
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
+#: What etcd answers a request whose token it does not take (any more): it restarted
+#: (simple tokens live in its memory), the token's TTL ran out, the users or roles
+#: changed since it was issued, or no token was sent. A new token is the cure.
+_STALE_TOKEN = ("invalid auth token", "revision of auth store is old", "user name is empty")
+
+
+def _rpc_error(exc: BaseException) -> grpc.aio.AioRpcError | None:
+    """The gRPC error behind ``exc`` (etcd3aio raises its own errors from it), if any."""
+    cause = exc if isinstance(exc, grpc.aio.AioRpcError) else exc.__cause__
+    return cause if isinstance(cause, grpc.aio.AioRpcError) else None
+
+
+def stale_token(exc: BaseException, access: EtcdAccess) -> bool:
+    """etcd refused a request for its token, not for the user: authenticate again.
+
+    Only with a user configured; without one, etcd asking for a user is a refusal.
+    """
+    rpc = _rpc_error(exc)
+    details = (rpc.details() or "") if rpc is not None else str(exc)
+    return access.username is not None and any(text in details for text in _STALE_TOKEN)
+
 
 def describe_failure(exc: BaseException, access: EtcdAccess) -> str | None:
-    """The setting to blame when etcd refused us for our configuration, else None (transient)."""
+    """The setting to blame when etcd refused us for our configuration, else None (transient).
+
+    A stale token is transient: the node authenticates again (``stale_token``).
+    """
+    if stale_token(exc, access):
+        return None
     refused = isinstance(
         exc, etcd3aio.EtcdUnauthenticatedError | etcd3aio.EtcdPermissionDeniedError
     )
     if isinstance(exc, grpc.aio.AioRpcError):
-        # etcd answers a wrong password with INVALID_ARGUMENT "authentication failed".
-        refused = exc.code() in _REFUSED or "auth" in (exc.details() or "")
+        # etcd answers a wrong password with INVALID_ARGUMENT "authentication failed",
+        # and a request without a token, when it requires one, "user name is empty".
+        details = exc.details() or ""
+        refused = exc.code() in _REFUSED or any(
+            text in details for text in ("auth", "user name is empty")
+        )
     if refused:
         if access.username is None:
             return "etcd requires a user: set cluster_username and cluster_password_file"
@@ -181,6 +213,8 @@ class EtcdConnection:
         self._key = _read(access.key_file, "cluster_key_file") if access.tls else None
         self._client: etcd3aio.Etcd3Client | None = None
         self._targets: list[str] = []
+        #: Set when etcd refused a request for a stale token; ``authenticate`` clears it.
+        self.token_refused = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"EtcdConnection({list(self.access.endpoints)!r})"
@@ -212,6 +246,11 @@ class EtcdConnection:
             await client.connect()
         return client
 
+    def noticed(self, exc: BaseException) -> None:
+        """A request failed with ``exc``: when etcd refused its token, say a new one is due."""
+        if stale_token(exc, self.access):
+            self.token_refused.set()
+
     async def authenticate(self) -> None:
         """Get a fresh token when a user is configured (raises etcd3aio errors)."""
         if self.access.username is None or self.access.password is None:
@@ -222,6 +261,7 @@ class EtcdConnection:
             self.access.username, self.access.password.get_secret_value(), timeout=self.timeout
         )
         client.set_token(response.token)
+        self.token_refused.clear()
 
     async def close(self) -> None:
         client, self._client = self._client, None

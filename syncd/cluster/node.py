@@ -17,7 +17,8 @@ lease only until ``last renewal sent + 2/3 TTL``: a renewal that fails, or is
 late, makes it own nothing at once (``healthy`` False), well before etcd can
 have expired the lease and handed its devices to others. It rejoins by
 itself when etcd answers again (the same lease if it is still alive, else a
-new one).
+new one), first asking for a new auth token when a user is configured: a
+restarted etcd has forgotten every token it gave.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from syncd.cluster.connection import (
     ClusterError,
     EtcdConnection,
     describe_failure,
+    stale_token,
 )
 from syncd.cluster.hashing import owner_of
 from syncd.cluster.lease import grant_lease, renew_lease, revoke_lease
@@ -90,6 +92,9 @@ class ClusterNode:
         self._written: bytes | None = None  # our member record as last written
         self._held: dict[str, int] = {}  # device -> create_revision of our owners key
         self._stopping = False
+        #: etcd did not answer: authenticate before the next request (a restart forgets tokens).
+        self._token_due = False
+        self._problem: str | None = None  # the refusal last logged (cluster.unavailable)
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._view = Membership(
@@ -175,6 +180,7 @@ class ClusterNode:
         already taken by another live node.
         """
         try:
+            await self.connection.authenticate()
             await self._join()
         except DuplicateNodeError:
             await self.stop()
@@ -184,6 +190,7 @@ class ClusterNode:
             if problem is not None:
                 raise ClusterError(problem) from None
             self._set_available(False)
+            self._token_due = True
             _log.debug("etcd unavailable at start; joining when it answers")
         self._task = asyncio.create_task(self._run(), name=f"cluster node {self.node_name}")
 
@@ -252,8 +259,10 @@ class ClusterNode:
         key = f"{self._prefix}owners/{device}"
         try:
             taken = await take_owner_key(self.connection, key, node=self.node_name, lease=lease)
-        except TRANSIENT_ERRORS:
-            self._renewal_failed()
+        except TRANSIENT_ERRORS as exc:
+            self.connection.noticed(exc)
+            if not stale_token(exc, self.connection.access):  # a token says nothing of the lease
+                self._renewal_failed()
             return False
         if taken is None:
             return False
@@ -273,7 +282,8 @@ class ClusterNode:
         key = f"{self._prefix}owners/{device}"
         try:
             await drop_owner_key(self.connection, key, node=self.node_name, revision=revision)
-        except TRANSIENT_ERRORS:
+        except TRANSIENT_ERRORS as exc:
+            self.connection.noticed(exc)
             return
         if self._held.get(device) == revision:
             del self._held[device]
@@ -311,7 +321,6 @@ class ClusterNode:
 
     async def _join(self) -> None:
         """Take or keep a lease, register under it, read members and leader."""
-        await self.connection.authenticate()
         await self._take_lease()
         assert self._lease_id is not None
         record = self._record()
@@ -361,14 +370,24 @@ class ClusterNode:
         )
 
     async def _run(self) -> None:
-        """Renew every third of the TTL; on failure fence, then rejoin when etcd answers."""
+        """Renew every third of the TTL; on failure fence, then rejoin when etcd answers.
+
+        etcd forgets its tokens when it restarts: after etcd did not answer, and
+        whenever it refuses a request for its token, the node authenticates again
+        before anything else. A refused token fences nothing (the lease is fine).
+        """
         retry = min(0.5, self._granted_ttl / 4)
         while not self._stopping:
+            authenticated = False
             try:
+                if self._token_due or self.connection.token_refused.is_set():
+                    await self.connection.authenticate()
+                    self._token_due, authenticated = False, True
                 if not self._joined or self._lease_id is None:
                     await self._join()
                 last_sent = self._trusted_until - self._granted_ttl * TRUST_SHARE
-                await asyncio.sleep(max(0.0, last_sent + self._granted_ttl / 3 - self._clock()))
+                if await self._pause(last_sent + self._granted_ttl / 3 - self._clock()):
+                    continue  # etcd refused our token: a new one first
                 sent = self._clock()
                 ttl = await self._keepalive(self._lease_id) if self._lease_id else 0.0
                 if ttl <= 0:
@@ -378,6 +397,7 @@ class ClusterNode:
                     self._renewal_failed()
                     continue
                 self._renewed(sent)
+                self._problem = None
                 await self._view.refresh()
                 if self._view.leader is None:
                     await self._campaign()
@@ -386,16 +406,35 @@ class ClusterNode:
             except DuplicateNodeError as exc:
                 self._joined = False
                 self._renewal_failed()
-                events.cluster_unavailable(get_logger(), node=self.node_name, error=str(exc))
+                self._report_problem(str(exc))
                 await asyncio.sleep(self._granted_ttl)
             except TRANSIENT_ERRORS as exc:
                 self._joined = self._joined and self._lease_id is not None
+                if stale_token(exc, self.connection.access) and not authenticated:
+                    _log.debug("etcd refused the token; authenticating again")
+                    self._token_due = True
+                    continue
+                self._token_due = True
                 self._renewal_failed()
                 problem = describe_failure(exc, self.connection.access)
                 if problem is not None:
-                    events.cluster_unavailable(get_logger(), node=self.node_name, error=problem)
+                    self._report_problem(problem)
                 _log.debug("cluster renewal failed: %s", type(exc).__name__)
                 await asyncio.sleep(retry)
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; True, sooner, when etcd refused a request for its token."""
+        refused = self.connection.token_refused
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, delay)):
+                await refused.wait()
+        return refused.is_set()
+
+    def _report_problem(self, problem: str) -> None:
+        """Log ``cluster.unavailable`` for a refusal, once until it changes or etcd answers."""
+        if problem != self._problem:
+            self._problem = problem
+            events.cluster_unavailable(get_logger(), node=self.node_name, error=problem)
 
     def _leader_gone(self) -> None:
         """Nobody holds the leader key: take it if healthy (in the background)."""

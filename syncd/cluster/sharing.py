@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Clustered"]
 
+_log = logging.getLogger(__name__)
+
+#: Seconds a node may load the shared state at start-up, etcd answering, before
+#: ``cluster.unavailable`` says so (at least lease_ttl).
+LOAD_GRACE = 10.0
+
 
 class Clustered:
     """This node's share of a cluster on etcd; see the module docstring."""
@@ -74,10 +81,13 @@ class Clustered:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy: set[str] = set()
+        #: device -> why its last turn was skipped, as logged (once while it stays so).
+        self._skipped: dict[str, str] = {}
         self._owned: frozenset[str] = frozenset()
         self._owners: dict[str, str | None] = {}
         self._owners_among: frozenset[str] = frozenset()
-        self._seen: tuple[bool, frozenset[str], str | None] | None = None
+        self._seen: tuple[str, frozenset[str], str | None] | None = None
+        self._started = time.monotonic()
         self._differs: tuple[tuple[str, str], ...] = ()
         self._background: set[asyncio.Task[None]] = set()
         self._gauges = _ClusterGauges(metrics) if metrics is not None else None
@@ -172,13 +182,13 @@ class Clustered:
     async def turn(self, spec: DeviceSpec, work: Work) -> Outcome:
         name = spec.name
         if not self.owns(name):
+            self._skipped.pop(name, None)
             await self.release(name)
             return Outcome.of(spec, "skipped", elsewhere=True)
         if not await self.acquire(name):  # the previous owner's PUT is still in flight
-            events.reconcile_skipped(
-                self.log.bind(device=name), reason="another cluster node still holds the device"
-            )
+            self._skip(name, "another cluster node still holds the device")
             return Outcome.of(spec, "skipped", elsewhere=True)
+        self._skipped.pop(name, None)
         self._busy.add(name)
         try:
             return await work()
@@ -186,6 +196,12 @@ class Clustered:
             self._busy.discard(name)
             if not self.owns(name):  # it moved during the run: give it up now the PUT is done
                 await self._give_up(name)
+
+    def _skip(self, device: str, reason: str) -> None:
+        """Log ``reconcile.skipped`` once while the device stays skipped for ``reason``."""
+        if self._skipped.get(device) != reason:
+            self._skipped[device] = reason
+            events.reconcile_skipped(self.log.bind(device=device), reason=reason)
 
     # ---------------------------------------------------------------- revisions
 
@@ -217,6 +233,7 @@ class Clustered:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        self._started = time.monotonic()
         try:
             await start_cluster(self._cluster, self._store)
         except ClusterError as exc:
@@ -286,19 +303,35 @@ class Clustered:
         if self._gauges is not None:
             self._gauges.update(self._cluster, owned, self.available)
 
+    def _condition(self) -> str:
+        """``joined``; ``loading`` the shared state at start-up; else ``unavailable``."""
+        if self.available:
+            return "joined"
+        grace = max(LOAD_GRACE, self.config.lease_ttl)
+        if self._cluster.healthy and time.monotonic() - self._started < grace:
+            return "loading"  # the store loads once: only ever at start-up
+        return "unavailable"
+
     def _report(self, owned: Collection[str]) -> None:
-        """Log what changed: availability, members and leader, revisions that differ."""
-        seen = (self.available, self._cluster.members, self._cluster.leader)
+        """Log what changed: availability, members and leader, revisions that differ.
+
+        Loading the shared state at start-up is no outage: ``cluster.joined``
+        follows, and ``cluster.unavailable`` only if it takes too long.
+        """
+        seen = (self._condition(), self._cluster.members, self._cluster.leader)
         before, self._seen = self._seen, seen
         if seen != before:
             self.changed.set()
             members = sorted(self._cluster.members)
             node = self.config.node_name
-            if not self.available:
-                if before is None or before[0]:
+            was = before[0] if before is not None else None
+            if seen[0] == "loading":
+                _log.debug("cluster state loading from etcd")
+            elif seen[0] == "unavailable":
+                if was != "unavailable":
                     error = self.health_problem() or "etcd does not answer"
                     events.cluster_unavailable(self.log, node=node, error=error)
-            elif before is None or not before[0]:
+            elif was != "joined":
                 events.cluster_joined(
                     self.log, node=node, members=members, leader=seen[2], owned=len(owned)
                 )

@@ -257,6 +257,7 @@ class EtcdStateStore(DeviceRecords):
             except asyncio.CancelledError:
                 raise
             except TRANSIENT_ERRORS as exc:
+                self.connection.noticed(exc)
                 _log.debug("state not written to etcd yet: %s", type(exc).__name__)
                 await asyncio.sleep(0.5)
                 self._wake.set()

@@ -116,6 +116,7 @@ class PrefixMirror:
             except asyncio.CancelledError:
                 raise
             except TRANSIENT_ERRORS as exc:
+                self.connection.noticed(exc)
                 _log.debug("watch of %s interrupted: %s", self.prefix, type(exc).__name__)
             except Exception:  # a bug must not end the mirror for good
                 _log.exception("watch of %s failed", self.prefix)

@@ -7,7 +7,9 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import etcd3aio
 import pytest
+from pydantic import SecretStr
 
 from syncd.cluster.connection import EtcdAccess, EtcdConnection
 from syncd.cluster.node import ClusterNode
@@ -23,6 +25,27 @@ def _binary() -> Path:
             pytest.fail(missing_reason())
         pytest.skip(missing_reason())
     return binary
+
+
+async def enable_auth(endpoint: str, *, user: str, password: str, prefix: str) -> None:
+    """Turn on etcd authentication, as the README sets it up: ``user`` may use ``prefix`` only."""
+    admin = EtcdConnection(EtcdAccess((endpoint,)))
+    try:
+        client = await admin.open()
+        auth = client.auth
+        assert auth is not None
+        await auth.user_add("root", "root-Pass-1")
+        await auth.user_grant_role("root", "root")
+        await auth.user_add(user, password)
+        await auth.role_add(user)
+        end = etcd3aio.prefix_range_end(prefix.encode())
+        await auth.role_grant_permission(
+            user, prefix, end, perm_type=etcd3aio.PermissionType.READWRITE
+        )
+        await auth.user_grant_role(user, user)
+        await auth.auth_enable()
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +80,21 @@ async def make_node(etcd: EtcdServer, cluster_name: str) -> AsyncIterator[NodeFa
     nodes: list[ClusterNode] = []
 
     async def make(
-        name: str, *, server: EtcdServer | None = None, lease_ttl: float = 2.0, start: bool = True
+        name: str,
+        *,
+        server: EtcdServer | None = None,
+        lease_ttl: float = 2.0,
+        start: bool = True,
+        user: tuple[str, str] | None = None,
     ) -> ClusterNode:
-        connection = EtcdConnection(EtcdAccess(((server or etcd).endpoint,)), timeout=1.0)
+        """``user``: the etcd user and password to authenticate with."""
+        username, password = user if user is not None else (None, None)
+        access = EtcdAccess(
+            ((server or etcd).endpoint,),
+            username=username,
+            password=SecretStr(password) if password is not None else None,
+        )
+        connection = EtcdConnection(access, timeout=1.0)
         node = ClusterNode(
             connection, cluster_name=cluster_name, node_name=name, lease_ttl=lease_ttl
         )

@@ -6,7 +6,9 @@ which node read or changed which device, and when ([started, finished]).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
 import socket
 import time
@@ -20,7 +22,7 @@ import pytest
 from syncd.cluster.hashing import owner_of
 from syncd.control import ControlClient, ControlError
 from syncd.simulator import Fleet, run_fleet_in_thread
-from tests.cluster.conftest import _binary
+from tests.cluster.conftest import _binary, enable_auth
 from tests.cluster.daemons import (
     LEASE_TTL,
     RESYNC,
@@ -348,6 +350,55 @@ class TestEtcdLost:
             server.stop()
             notify.close()
         assert overlapping_puts(devices) == []
+
+    def test_with_authentication_rejoined_after_etcd_restarted(
+        self,
+        fleet: Fleet,
+        launch: Callable[..., DaemonProcess],
+        tmp_path: Path,
+        cluster_name: str,
+    ) -> None:
+        """etcd with a user for syncd, as the README sets it up, restarted (its tokens gone): the nodes rejoin and stay joined, and correct the drift made meanwhile; cluster.unavailable once, for the outage; no warning whose event is not a name."""
+        devices = fleet.devices[34:40]
+        desired_tree(tmp_path / "desired", devices, "Auth")
+        server = EtcdServer(_binary(), tmp_path / "etcd")
+        server.start()
+        password = "syncd-Etcd-Pass-1"
+        asyncio.run(
+            enable_auth(
+                server.endpoint, user="syncd", password=password, prefix=f"/{cluster_name}/"
+            )
+        )
+        (tmp_path / "etcd-password").write_text(password + "\n")
+        user = (
+            "--cluster-username",
+            "syncd",
+            "--cluster-password-file",
+            str(tmp_path / "etcd-password"),
+        )
+        procs = [launch(n, server.endpoint, tmp_path / "desired", *user) for n in ("n1", "n2")]
+        try:
+            wait_until(all_labelled(devices, "Auth"), 30, "the devices converged")
+            settled(procs, 2)
+            server.stop()
+            for proc in procs:
+                proc.wait_for("cluster.unavailable", timeout=LEASE_TTL + 5)
+            drift(devices)
+            server.start()
+            took = wait_until(
+                all_labelled(devices, "Auth"), 20, "drift corrected after etcd returned"
+            )
+            print(f"drift corrected {took:.2f} s after etcd returned, with authentication")
+            time.sleep(LEASE_TTL)  # and they stay joined
+        finally:
+            server.stop()
+        for proc in procs:
+            seen = [e["event"] for e in proc.events if e["event"].startswith("cluster.")]
+            assert seen[-1] in ("cluster.joined", "cluster.members"), seen
+            assert seen.count("cluster.unavailable") == 1, seen
+            loud = [e for e in proc.events if e.get("level") in ("warning", "error")]
+            assert all(re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", e["event"]) for e in loud), loud
+            assert password not in "".join(proc.lines)
 
     def test_stopped_while_etcd_is_down_exits_cleanly(
         self, fleet: Fleet, launch: Callable[..., DaemonProcess], tmp_path: Path

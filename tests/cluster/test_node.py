@@ -12,7 +12,7 @@ import pytest
 from syncd.cluster.connection import ClusterError
 from syncd.cluster.hashing import owner_of
 from syncd.cluster.node import ClusterNode
-from tests.cluster.conftest import NodeFactory
+from tests.cluster.conftest import NodeFactory, enable_auth
 from tests.etcd_server import EtcdServer
 
 DEVICES = [f"site-{i % 4}/door-{i:02d}" for i in range(60)]
@@ -212,6 +212,28 @@ class TestEtcdDown:
         finally:
             own_etcd.resume()
         await wait_for(lambda: all(n.healthy for n in nodes) and exactly_one_owner(nodes))
+
+    async def test_restarted_etcd_with_auth_rejoined_with_a_new_token(
+        self, make_node: NodeFactory, own_etcd: EtcdServer, cluster_name: str
+    ) -> None:
+        """etcd with authentication restarted (it forgets every token): the nodes authenticate again and rejoin, whether they saw it down or not."""
+        await enable_auth(
+            own_etcd.endpoint, user="syncd", password="syncd-Pass-1", prefix=f"/{cluster_name}/"
+        )
+        user = ("syncd", "syncd-Pass-1")
+        nodes = [await make_node(n, server=own_etcd, user=user) for n in ("a", "b")]
+        slow = await make_node("c", server=own_etcd, user=user, lease_ttl=30.0)
+        await wait_for(lambda: all(n.members == {"a", "b", "c"} for n in [*nodes, slow]))
+        own_etcd.stop()
+        await wait_for(lambda: not any(n.healthy for n in nodes))
+        own_etcd.start()  # c renews every 10 s: it may not have seen etcd down
+        await wait_for(lambda: all(n.healthy for n in nodes))
+        for node in [*nodes, slow]:  # taking an ownership key needs a token etcd takes
+            device = node.owned(DEVICES)[0]
+            deadline = time.monotonic() + SLACK
+            while not await node.acquire(device):
+                assert time.monotonic() < deadline, f"{node.node_name} took no key"
+                await asyncio.sleep(0.05)
 
     async def test_start_without_etcd_then_join(
         self, make_node: NodeFactory, own_etcd: EtcdServer

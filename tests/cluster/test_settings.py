@@ -211,7 +211,7 @@ class TestOpenCluster:
     async def test_wrong_password_is_a_start_error(
         self, own_etcd: EtcdServer, tmp_path: Path
     ) -> None:
-        """etcd with auth enabled refuses a wrong password: a start error naming the user settings, without the password."""
+        """etcd with auth enabled refuses a wrong password, or no user: a start error naming the user settings, without the password."""
         admin = EtcdConnection(EtcdAccess((own_etcd.endpoint,)))
         client = await admin.open()
         assert client.auth is not None
@@ -236,6 +236,12 @@ class TestOpenCluster:
         ) as raised:
             await open_cluster(config)
         assert "not-the-Password" not in str(raised.value)
+        anonymous = cluster_config(
+            settings(tmp_path, cluster_endpoints=own_etcd.endpoint, lease_ttl=2)
+        )
+        assert anonymous is not None
+        with pytest.raises(ClusterError, match="etcd requires a user: set cluster_username"):
+            await open_cluster(anonymous)
         right = tmp_path / "right"
         right.write_text("root-Pass-1")
         config = cluster_config(

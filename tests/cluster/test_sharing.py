@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from syncd.cli import main
 from syncd.cluster import CLUSTER_SETTINGS
@@ -193,6 +194,45 @@ class TestClustered:
         ours = ran[0]
         assert await one.acquire(ours)
         assert not await two.acquire(ours)
+
+    async def test_held_elsewhere_logged_once_until_reconciled(
+        self, make_sharing: Factory, cluster_name: str
+    ) -> None:
+        """A device whose key another node holds is skipped at every turn but logged once; again once it was reconciled in between."""
+        device = DEVICES[0]
+        key = f"/{cluster_name}/owners/{device}"
+
+        async def work() -> Outcome:
+            return Outcome.of(spec(device), "in_sync")
+
+        with capture_logs() as logs:
+            node = await make_sharing("h1")
+            client = await node._cluster.connection.open()
+            assert client.kv is not None
+            await client.kv.put(key, "ghost")  # another node's PUT still in flight
+            for _ in range(5):
+                assert (await node.turn(spec(device), work)).status == "skipped"
+            await client.kv.delete(key)
+            assert (await node.turn(spec(device), work)).status == "in_sync"
+            await node.release(device)
+            await client.kv.put(key, "ghost")
+            for _ in range(3):
+                assert (await node.turn(spec(device), work)).status == "skipped"
+            await client.kv.delete(key)
+        skipped = [e for e in logs if e["event"] == "reconcile.skipped"]
+        assert len(skipped) == 2
+        assert all(e["reason"] == "another cluster node still holds the device" for e in skipped)
+
+    async def test_start_on_answering_etcd_logs_joined_not_unavailable(
+        self, make_sharing: Factory
+    ) -> None:
+        """Loading the shared state at start-up, etcd answering, is no outage: cluster.joined and no cluster.unavailable."""
+        with capture_logs() as logs:
+            node = await make_sharing("j1")
+            await asyncio.sleep(1.2)  # one look each second
+        names = [e["event"] for e in logs if e["event"].startswith("cluster.")]
+        assert names == ["cluster.joined"]
+        assert node.available
 
     async def test_each_node_publishes_only_its_own_devices_status(
         self, make_sharing: Factory

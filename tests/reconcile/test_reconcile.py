@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+import contextlib
 
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from syncd.client import ClientPool
+from syncd.devices_view import DeviceView
+from syncd.fleet_view import FleetView
 from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec, Mode
 from syncd.reconcile import Reconciler, reconcile_many
 from syncd.simulator import EmulatedDevice, Fleet
@@ -188,3 +194,47 @@ async def test_history_names_the_wave_of_a_change_and_none_for_a_drift(tmp_path)
         )  # fmt: skip
         rollout.put_checked(accepted, failed)
     assert [(e.trigger, e.wave) for e in entries[1:]] == [("change", "canary"), ("drift", None)]
+
+
+class HeldElsewhere:
+    """A cluster node's sharing whose ownership key another node still holds (until ``let_go``)."""
+
+    def __init__(self) -> None:
+        self.held = True
+
+    async def acquire(self, device: str) -> bool:
+        return not self.held
+
+    def put_window(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class TestHeldElsewhere:
+    async def test_skip_logged_once_until_in_sync(
+        self, emulated: Fleet, state_store: FileStateStore
+    ) -> None:
+        """A PUT whose key another node holds is skipped at every pass but logged once; again once the device was in sync in between."""
+        device = emulated.devices[0]
+        spec = spec_for(device, displayName="Held")
+        view = FleetView(node="n1", devices={spec.name: DeviceView(spec)})
+        sharing = HeldElsewhere()
+        with capture_logs() as logs:
+            async with ClientPool(timeout=5.0) as pool:
+                reconciler = Reconciler(
+                    pool=pool,
+                    state=state_store,
+                    sharing=sharing,  # type: ignore[arg-type]
+                    watch=view,
+                )
+                for _ in range(3):
+                    assert (await reconciler.reconcile(spec, apply=True)).status == "changes"
+                sharing.held = False
+                outcome = await reconciler.reconcile(spec, apply=True)
+                assert outcome.status == "applied"
+                view.devices[spec.name].observe(outcome, 0.0, revision=None)
+                sharing.held = True
+                device.set_live(1, displayName="Hacked")
+                assert (await reconciler.reconcile(spec, apply=True)).status == "changes"
+                assert (await reconciler.reconcile(spec, apply=True)).status == "changes"
+        skipped = [e for e in logs if e["event"] == "reconcile.skipped"]
+        assert [e["reason"] for e in skipped] == ["another cluster node still holds the device"] * 2
