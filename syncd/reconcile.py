@@ -160,9 +160,9 @@ class Reconciler:
         try:
             plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
-            events.apply_failed(
-                self.log.bind(device=spec.name), error=str(exc), kind="device", revision=revision
-            )
+            if apply:  # plan reports it in its output; it applies nothing, so no apply.failed
+                log = self.log.bind(device=spec.name)
+                events.apply_failed(log, error=str(exc), kind="device", revision=revision)
             return Outcome.of(spec, "error", failure=Failure("device", str(exc)))
         if plan.empty:
             self._record_in_force(spec, revision)

@@ -56,6 +56,8 @@ class TestTwoAccounts:
         async with Fleet(devices=1) as fleet, ClientPool() as pool:
             reconciler = Reconciler(pool=pool, state=FileStateStore.open(tmp_path))
             dev = fleet.devices[0]
+            with capture_logs() as planned:
+                seen = await reconciler.reconcile(_spec(dev.url, accounts), apply=False)
             with capture_logs() as logs:
                 outcome = await reconciler.reconcile(
                     _spec(dev.url, accounts), apply=True, revision="r1"
@@ -63,6 +65,8 @@ class TestTwoAccounts:
             journal = list(dev.journal)
         (failed,) = [e for e in logs if e["event"] == "apply.failed"]
         assert (failed["kind"], failed["revision"]) == ("device", "r1")
+        # plan (apply=False) reports it as the device's error, not as a failed apply.
+        assert seen.status == "error" and not [e for e in planned if e["event"] == "apply.failed"]
         assert (
             outcome.status == "error"
             and outcome.failure is not None
