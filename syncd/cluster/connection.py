@@ -257,6 +257,9 @@ class EtcdConnection:
             return
         client = await self.open()
         assert client.auth is not None
+        # etcd 3.4 refuses Authenticate itself when it carries a token it no longer knows
+        # (after a restart), so the new one is asked for without the old.
+        client.set_token(None)
         response = await client.auth.authenticate(
             self.access.username, self.access.password.get_secret_value(), timeout=self.timeout
         )
