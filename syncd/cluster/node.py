@@ -378,11 +378,12 @@ class ClusterNode:
         """
         retry = min(0.5, self._granted_ttl / 4)
         while not self._stopping:
-            authenticated = False
+            authenticated = False  # asked for a token in this turn (then no second at once)
             try:
                 if self._token_due or self.connection.token_refused.is_set():
+                    authenticated = True
                     await self.connection.authenticate()
-                    self._token_due, authenticated = False, True
+                    self._token_due = False
                 if not self._joined or self._lease_id is None:
                     await self._join()
                 last_sent = self._trusted_until - self._granted_ttl * TRUST_SHARE
