@@ -318,6 +318,8 @@ class DeviceView:
             return "suspended" if self.mode is Mode.SUSPEND else "unknown"
         if outcome.status == "error":
             return "unreachable" if self.failing_kind in _UNREACHABLE_KINDS else "failed"
+        if outcome.status == "waiting" and outcome.waiting == "done":
+            return "failed"  # it failed in this revision's rollout (read after a restart)
         return _STATE_OF.get(outcome.status, "unknown")
 
     def message(self) -> str | None:
@@ -358,7 +360,7 @@ _WAITING_FOR = {
     "halted": "the rollout halted",
     "paused": "the rollout is paused",
     "active": "its change is under way",
-    "done": "done in this rollout",
+    "done": "failed in this revision's rollout; `syncd rollout resume` tries it again",
 }
 #: A wait that follows the device's own failure in the rollout.
 _AFTER_FAILURE = frozenset({"halted", "done"})

@@ -206,6 +206,12 @@ def _verdict(conductor: Conductor, outcomes: list[Outcome]) -> str | None:
             f"outside every maintenance window{when} "
             "(`syncd apply --ignore-windows` overrides them in an emergency)"
         )
+    failed_before = sorted(o.device for o in waiting if o.waiting == "done")
+    if failed_before:
+        return (
+            f"failed in this revision's rollout: {', '.join(failed_before)} "
+            "(`syncd rollout resume` tries them again)"
+        )
     if waiting:
         names = ", ".join(sorted(o.device for o in waiting))
         return f"{len(waiting)} device(s) still wait for the rollout: {names}"

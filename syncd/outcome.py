@@ -129,7 +129,12 @@ class Tally:
             ("in_sync", "applied", "changes", "error", "skipped", "pending", "waiting"), 0
         )
         for outcome in outcomes:
-            counts["pending" if outcome is None else outcome.status] += 1
+            if outcome is None:
+                counts["pending"] += 1
+            elif outcome.status == "waiting" and outcome.waiting == "done":
+                counts["error"] += 1  # it failed in this revision's rollout: a failed device
+            else:
+                counts[outcome.status] += 1
         return cls(
             in_sync=counts["in_sync"],
             applied=counts["applied"],

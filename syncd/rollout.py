@@ -41,6 +41,7 @@ __all__ = [
     "record",
     "restarted",
     "resume",
+    "retry_failed",
     "reverted",
     "reverts_due",
     "start",
@@ -303,6 +304,29 @@ def resume(rollout: Rollout) -> Rollout:
     if rollout.state is not RolloutState.HALTED:
         return rollout
     return dataclasses.replace(rollout, state=RolloutState.RUNNING, failures=0, bake_started=None)
+
+
+def retry_failed(rollout: Rollout) -> Rollout:
+    """A completed rollout's failed devices get another try (``syncd rollout resume``).
+
+    They are pending again and the rollout runs from the first wave holding one,
+    failures counted from zero; the devices done stay done, so the waves after
+    it complete as their devices settle again. Anything else is returned as it is.
+    """
+    failed = set(rollout.failed)
+    if rollout.state is not RolloutState.COMPLETED or not failed:
+        return rollout
+    status = {d: DeviceStatus.PENDING if d in failed else s for d, s in rollout.status.items()}
+    first = min(rollout.wave_index[d] for d in failed if d in rollout.wave_index)
+    return dataclasses.replace(
+        rollout,
+        status=status,
+        wave=first,
+        state=RolloutState.RUNNING,
+        failures=0,
+        bake_started=None,
+        unsettled=None,  # type: ignore[arg-type]  # worked out again from the new status
+    )
 
 
 def reverted(rollout: Rollout, device: str) -> Rollout:

@@ -41,7 +41,7 @@ RESUME = Control(
     SavedRollout.resume,
     events.rollout_resumed,
     done="rollout resumed",
-    nothing="the rollout was neither paused nor halted",
+    nothing="the rollout was neither paused nor halted, and no device failed in it",
 )
 
 

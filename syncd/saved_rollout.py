@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.rollout import DeviceStatus, Rollout, RolloutState, progress, resume
+from syncd.rollout import DeviceStatus, Rollout, RolloutState, progress, resume, retry_failed
 
 __all__ = ["SavedRollout", "journal_entry", "rollout_from_doc", "rollout_to_doc"]
 
@@ -139,12 +139,15 @@ class SavedRollout:
         return True
 
     def resume(self) -> bool:
-        """Unpause, and a halted rollout runs again; False when it was neither paused nor halted."""
-        if not (self.paused or self.halted):
+        """Unpause; a halted rollout runs again, a completed one tries its failed devices
+        again; False when there was none of these to do."""
+        rollout = self.rollout
+        retry = rollout is not None and rollout.state is RolloutState.COMPLETED and rollout.failed
+        if not (self.paused or self.halted or retry):
             return False
         self.paused = False
-        if self.rollout is not None:
-            self.rollout = resume(self.rollout)
+        if rollout is not None:
+            self.rollout = retry_failed(resume(rollout))
         return True
 
     def summary(self) -> dict[str, Any]:

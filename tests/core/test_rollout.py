@@ -440,3 +440,22 @@ def test_a_pause_shows_also_when_the_last_rollout_completed() -> None:
     assert saved.resume() and saved.state == "completed"
     empty = SavedRollout()
     assert empty.state == "none" and empty.pause() and empty.state == "paused"
+
+
+def test_resume_tries_the_failed_devices_of_a_completed_rollout_again() -> None:
+    """A completed rollout with a failure: retry_failed makes the device pending, runs from
+    its wave with failures from zero, keeps the others done; else it changes nothing."""
+    from syncd.rollout import retry_failed
+
+    rollout = started({"a": "canary", "b": "rest", "c": "rest"})
+    rollout = run(rollout, "a", "healthy").rollout
+    rollout = run(rollout, "b", "failed").rollout
+    completed = run(rollout, "c", "healthy").rollout
+    assert completed.state is RolloutState.COMPLETED and completed.failed == ("b",)
+    again = retry_failed(completed)
+    assert again.state is RolloutState.RUNNING and again.current_wave == "rest"
+    assert again.failures == 0 and again.failed == ()
+    assert may_start(again, "b", paused=False).go and not may_start(again, "a", paused=False).go
+    done = run(again, "b", "healthy").rollout
+    assert done.state is RolloutState.COMPLETED and done.failed == ()
+    assert retry_failed(done) == done and retry_failed(rollout) == rollout

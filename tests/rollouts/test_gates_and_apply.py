@@ -126,6 +126,33 @@ class TestApply:
         assert domain_of(fleet.devices[0]) == GOOD
         assert [put_count(d) for d in fleet.devices[1:]] == before[1:]
 
+    def test_a_device_failed_in_a_completed_rollout_is_tried_again_on_resume(self, sim, tmp_path):
+        """A PUT rejected in a rollout that completes (no maxFailures): the next apply names the
+        device as failed in this revision's rollout, without a PUT; `rollout resume` lets the
+        next apply try it again."""
+        fleet = sim(devices=2, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet)
+        write(
+            root,
+            "_fleet.yaml",
+            "rollout:\n  waves:\n    - {name: canary, devices: [dev1]}\n    - {name: rest}\n"
+            "health:\n  registration: false\n",
+        )
+        fleet.devices[1].inject(kind="reject", code=12, param="sipNumber", method="PUT")
+        first = _one_shot("apply", root, tmp_path)
+        assert first.returncode == 1 and "1 failed" in first.stdout, first.stdout
+        again = _one_shot("apply", root, tmp_path)
+        assert again.returncode == 1
+        assert "failed in this revision's rollout: dev2" in again.stdout
+        assert "1 already in sync, 0 observed with differences, 1 failed" in again.stdout
+        assert put_count(fleet.devices[1]) == 1
+        state = ["--state-dir", str(tmp_path / "state"), "--desired", str(root)]
+        resumed = syncd("rollout", "resume", *state)
+        assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stderr
+        last = _one_shot("apply", root, tmp_path)
+        assert last.returncode == 0, last.stdout + last.stderr
+        assert fleet.devices[1].accounts[0]["sipNumber"] == "4002"
+
     def test_plan_json_names_waves_and_the_window(self, sim, tmp_path):
         """With _fleet.yaml, plan --json gives each device its wave and the window's state."""
         fleet = sim(devices=2, pbx=PBX, register_delay=0.2)
