@@ -231,12 +231,14 @@ class TestPasswords:
             if e["event"] == "plan.no_password_records"
         ]
         assert len(notices) == 1 and notices[0]["state_dir"] == str(state)
+        # --json keeps SPEC 5's machine form; the warning on stderr says why it may be in place.
         result = _run("plan", root, tmp_path, "--json", env={"SIP1": "pw-1"})
         changes = [c for d in json.loads(result.stdout)["devices"] for c in d["changes"]]
         assert (
             changes
-            == [{"account": 1, "field": "password", "live": None, "desired": "(no record)"}] * 2
+            == [{"account": 1, "field": "password", "live": None, "desired": "(will be set)"}] * 2
         )
+        assert "plan.no_password_records" in result.stderr
         assert not state.exists()
         # An existing but empty state dir is the same, and stays empty.
         state.mkdir()
