@@ -65,11 +65,20 @@ class _Parser(argparse.ArgumentParser):
     argv: Sequence[str] = ()
 
     def error(self, message: str) -> NoReturn:
+        status = _usage_status(self.argv)
         fmt = _requested_format(self.argv)
         if errors_as_json(sys.stderr, fmt=fmt):
             report_error(message, event="command.usage", fmt="json")
-            self.exit(2)
-        super().error(message)
+            self.exit(status)
+        self.print_usage(sys.stderr)
+        self.exit(status, f"{self.prog}: error: {message}\n")
+
+
+def _usage_status(argv: Sequence[str]) -> int:
+    """2 for a bad command line, as is usual; 1 for ``plan``, whose 2 means "changes pending"
+    (SPEC 5: 1 any error), so a CI job never reads a typo as a change."""
+    words = [arg for arg in argv if not arg.startswith("-")]
+    return 1 if words[:1] == ["plan"] else 2
 
 
 def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -45,10 +45,16 @@ class TestStderrIsJson:
         missing = syncd("apply", "--desired", str(tmp_path / "nope"))
         (error,) = json_lines(missing.stderr)
         assert error["event"] == "command.failed" and "nope" in error["error"]
-        usage = syncd("plan", "--no-such-flag")
+        usage = syncd("apply", "--no-such-flag")
         assert usage.returncode == 2
         (error,) = json_lines(usage.stderr)
         assert error["event"] == "command.usage" and "--no-such-flag" in error["error"]
+        # plan's 2 means "changes pending" (SPEC 5): its bad command line is 1.
+        for bad in (("--no-such-flag",), ("--concurrency", "abc")):
+            usage = syncd("plan", *bad)
+            assert usage.returncode == 1, bad
+            (error,) = json_lines(usage.stderr)
+            assert error["event"] == "command.usage" and bad[0] in error["error"]
         bad_setting = syncd("plan", "--desired", str(tmp_path), "--concurrency", "0")
         assert bad_setting.returncode == 1
         (error,) = json_lines(bad_setting.stderr)
@@ -120,10 +126,11 @@ class TestDaemonOnlyFlags:
         ("flag", "value"), [("--metrics-address", "127.0.0.1:9108"), ("--resync-interval", "5")]
     )
     def test_one_shot_commands_refuse_daemon_settings(self, command, flag, value, tmp_path):
-        """A daemon-only flag on a one-shot command is a usage error (exit 2) naming the flag."""
+        """A daemon-only flag on a one-shot command is a usage error (exit 2; plan 1, its 2 is
+        "changes pending") naming the flag."""
         extra = ["--url", "http://127.0.0.1:9"] if command == "export" else []
         result = syncd(command, "--desired", str(tmp_path), *extra, flag, value)
-        assert result.returncode == 2
+        assert result.returncode == (1 if command == "plan" else 2)
         (error,) = json_lines(result.stderr)
         assert error["event"] == "command.usage"
         assert f"syncd {command} does not take {flag}" in error["error"]
