@@ -124,6 +124,8 @@ def _account_param(call: Call) -> int | None:
 
 def _blob_updates(call: Call) -> list[AccountUpdate]:
     body = call.body
+    if body.format == "other":  # neither multipart nor JSON (SPEC 1: code 14)
+        raise ApiError(14, description="Unsupported Content-Type")
     if body.too_big:
         raise ApiError(13, BLOB)
     if body.text is None:

@@ -358,6 +358,17 @@ class TestPutRejections:
             files={"other": (None, "{}")},
         )
 
+    async def test_unsupported_content_type(self, fleet: Fleet, client: httpx.AsyncClient) -> None:
+        """A body that is neither multipart nor JSON is code 14 "Unsupported Content-Type" (SPEC 1)."""
+        await self.expect_error(
+            client,
+            fleet.devices[0],
+            code=14,
+            param="",
+            content='{"accounts": []}',
+            headers={"Content-Type": "text/plain"},
+        )
+
     async def test_empty_put(self, fleet: Fleet, client: httpx.AsyncClient) -> None:
         """A PUT with no body at all is code 11 naming blob-json."""
         await self.expect_error(client, fleet.devices[0], code=11, param="blob-json")
