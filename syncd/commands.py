@@ -210,8 +210,8 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
 
     state = FileStateStore.open_readonly(settings.state_dir)
     outcomes, broken = loop.run(_pass(settings, devices, state=state))
-    unrecorded = not state.has_password_records()
-    if unrecorded:
+    shown = outcomes  # the text marks a due password "(no record)" when there are none
+    if not state.has_password_records():
         shown = [_unrecorded(o) for o in outcomes]
         if any(c.desired == NO_RECORD for o in shown for c in o.changes):
             events.passwords_unrecorded(get_logger(), state_dir=str(settings.state_dir))
@@ -219,7 +219,7 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
         # SPEC 5's machine form: a due password is "(will be set)"; the warning says why.
         sys.stdout.write(plan_json(outcomes, broken, **rollout_facts(settings.desired_dir)))
     else:
-        sys.stdout.write(plan_text(shown if unrecorded else outcomes, broken))
+        sys.stdout.write(plan_text(shown, broken))
     tally = Tally.of(outcomes, broken=len(broken))
     if tally.errors:
         return EXIT_ERROR
