@@ -318,8 +318,8 @@ class DeviceView:
             return "suspended" if self.mode is Mode.SUSPEND else "unknown"
         if outcome.status == "error":
             return "unreachable" if self.failing_kind in _UNREACHABLE_KINDS else "failed"
-        if outcome.status == "waiting" and outcome.waiting == "done":
-            return "failed"  # it failed in this revision's rollout (read after a restart)
+        if outcome.failed_in_rollout:  # as read after a restart
+            return "failed"
         return _STATE_OF.get(outcome.status, "unknown")
 
     def message(self) -> str | None:

@@ -206,7 +206,7 @@ def _verdict(conductor: Conductor, outcomes: list[Outcome]) -> str | None:
             f"outside every maintenance window{when} "
             "(`syncd apply --ignore-windows` overrides them in an emergency)"
         )
-    failed_before = sorted(o.device for o in waiting if o.waiting == "done")
+    failed_before = sorted(o.device for o in waiting if o.failed_in_rollout)
     if failed_before:
         return (
             f"failed in this revision's rollout: {', '.join(failed_before)} "

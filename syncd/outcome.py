@@ -88,6 +88,12 @@ class Outcome:
     def ok(self) -> bool:
         return self.status != "error"
 
+    @property
+    def failed_in_rollout(self) -> bool:
+        """It waits because it failed in this revision's rollout: a failed device, for
+        every count and view (``syncd rollout resume`` tries it again)."""
+        return self.status == "waiting" and self.waiting == "done"
+
 
 @dataclass(frozen=True)
 class Tally:
@@ -131,8 +137,8 @@ class Tally:
         for outcome in outcomes:
             if outcome is None:
                 counts["pending"] += 1
-            elif outcome.status == "waiting" and outcome.waiting == "done":
-                counts["error"] += 1  # it failed in this revision's rollout: a failed device
+            elif outcome.failed_in_rollout:
+                counts["error"] += 1
             else:
                 counts[outcome.status] += 1
         return cls(
