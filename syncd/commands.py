@@ -104,7 +104,10 @@ def load_resolved(settings: Settings, devices: Sequence[str]) -> tuple[DesiredSt
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
-    revision = desired_revision(settings.desired_dir, revision_material(resolved.specs))
+    # The tree's revision, whatever --device selects: every valid device counts (the
+    # fingerprint holds no secret, so the devices not resolved here hash as they are).
+    in_tree = {n: s for n, s in desired.devices.items() if n not in resolved.broken}
+    revision = desired_revision(settings.desired_dir, revision_material(in_tree))
     log = get_logger()
     for problem in resolved.problems[len(desired.problems) :]:  # secrets that did not resolve
         events.desired_problem(log, problem)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from syncd.device_status import AccountStatus
 from syncd.diff import Change
@@ -55,7 +56,7 @@ _STATE_OF: dict[str, DeviceState] = {
 _UNREACHABLE_KINDS = frozenset({"transport", "tls"})
 
 
-def revision_material(specs: Mapping[str, DeviceSpec]) -> str:
+def revision_material(specs: Mapping[str, DeviceSpec[Any]]) -> str:
     """What a ``tree:`` revision hashes: one ``name=fingerprint`` line per spec in force, sorted."""
     return "".join(f"{name}={specs[name].fingerprint}\n" for name in sorted(specs))
 

@@ -78,6 +78,31 @@ class TestPlanApply:
         assert all(not puts(d) for d in fleet.devices)
         assert _run("plan", root, tmp_path).returncode == 0
 
+    def test_device_filter_keeps_the_trees_revision(self, sim, tmp_path):
+        """--device selects what is applied, not what the tree's revision is: the same for both."""
+        fleet = sim(devices=2)
+        root = _tree(tmp_path, fleet)
+
+        def revision(*extra: str) -> str:
+            done = _run("plan", root, tmp_path, *extra)
+            assert done.returncode == 2, done.stderr
+            (loaded,) = [
+                e
+                for e in map(json.loads, done.stderr.splitlines())
+                if e["event"] == "desired.loaded"
+            ]
+            return str(loaded["revision"])
+
+        whole = revision()
+        assert whole.startswith("tree:")
+        assert revision("--device", "site/dev1") == whole
+        write(
+            root,
+            "site/dev2.yaml",
+            device_yaml(fleet.devices[1].url, ACCOUNT_1.replace("Lobby", "Side")),
+        )
+        assert revision("--device", "site/dev1") not in (whole, "")
+
     def test_integer_firmware_has_no_perpetual_diff(self, sim, tmp_path):
         """On integer firmware values are sent as integers and a second plan is clean."""
         fleet = sim(devices=1, firmware="integer")
