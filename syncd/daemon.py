@@ -45,6 +45,7 @@ from syncd.settings import Settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.slots import Lanes
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
+from syncd.streams import same_destination
 from syncd.ticking import backstop, heartbeat
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
@@ -389,23 +390,24 @@ def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
     """Entry point of ``syncd run``: 0 after SIGTERM/SIGINT, 1 on a fatal start-up error."""
 
     async def main() -> int:
-        try:
-            daemon = Daemon(settings, devices=devices)
-            return await daemon.run()
-        except StartupError as exc:
-            events.daemon_failed(get_logger(), error=str(exc))
-            raise
+        daemon = Daemon(settings, devices=devices)
+        return await daemon.run()
 
     try:
         lock = StateLock.acquire(settings.state_dir)
     except (StateDirLocked, OSError) as exc:
-        message = state_lock_error(settings.state_dir, exc)
-        events.daemon_failed(get_logger(), error=message)
-        report_error(message, stream=sys.stderr)
-        return 1
+        return _failed(state_lock_error(settings.state_dir, exc))
     with lock:
         try:
             return loop.run(main())
         except StartupError as exc:
-            report_error(str(exc), stream=sys.stderr)
-            return 1
+            return _failed(str(exc))
+
+
+def _failed(message: str) -> int:
+    """A fatal start-up error: the ``daemon.failed`` event (stdout, the log) and the sentence
+    on stderr, once when both go to one place (a terminal, ``2>&1``, journald); exit status 1."""
+    events.daemon_failed(get_logger(), error=message)
+    if not same_destination(sys.stdout, sys.stderr):
+        report_error(message, stream=sys.stderr)
+    return 1

@@ -20,7 +20,16 @@ from typing import TextIO
 
 import structlog
 
-__all__ = ["LineHandler", "LineLogger", "silence"]
+__all__ = ["LineHandler", "LineLogger", "same_destination", "silence"]
+
+
+def same_destination(one: TextIO, other: TextIO) -> bool:
+    """Whether two streams write to the same file, pipe or terminal (``2>&1``, journald)."""
+    try:
+        a, b = os.fstat(one.fileno()), os.fstat(other.fileno())
+    except (AttributeError, OSError, ValueError):  # not backed by a file descriptor
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def silence(stream: TextIO) -> None:

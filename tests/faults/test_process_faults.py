@@ -222,6 +222,32 @@ class TestStartupErrors:
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
+    def test_state_dir_in_use_is_said_once_where_both_streams_meet(self, tmp_path):
+        """A locked state dir: daemon.failed on stdout and the sentence on stderr, one line for 2>&1."""
+        from syncd.lock import StateLock
+
+        desired = tmp_path / "desired"
+        desired.mkdir()
+        args = ["run", "--desired", str(desired), "--state-dir", str(tmp_path / "state")]
+        with StateLock.acquire(tmp_path / "state"):
+            apart = syncd(*args, timeout=30)
+            together = subprocess.run(
+                [*SYNCD, *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        _one_error(apart, "in use by another syncd", f"PID {os.getpid()}")
+        assert [json.loads(line)["event"] for line in apart.stdout.splitlines()] == [
+            "daemon.failed"
+        ]
+        assert together.returncode == 1
+        (line,) = together.stdout.splitlines()
+        assert json.loads(line)["event"] == "daemon.failed"
+        assert "in use by another syncd" in json.loads(line)["error"]
+
 
 BAD_FLAGS = {
     "negative-resync": (["--resync-interval", "-1"], "resync_interval"),
