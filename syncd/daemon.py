@@ -289,6 +289,7 @@ class Daemon:
             rollout=self.conductor,
             resend=resend,
             changed=self.board.rebuild,
+            leader=lambda: (self.sharing.leader, self.sharing.node),
         )
 
     # --------------------------------------------------------------- running

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from syncd.control import ControlServer
+from syncd.rollout_role import NotDriving
 from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:
@@ -169,16 +170,21 @@ def control_server(
     rollout: RolloutControl | None,
     resend: Callable[[str], str],
     changed: Callable[[], None] = lambda: None,
+    leader: Callable[[], tuple[str | None, str | None]] = lambda: (None, None),
 ) -> ControlServer:
     """The control socket of the daemon running on this event loop (not started yet).
 
-    ``changed`` runs after a pause or resume, so the next ``status`` shows it.
+    ``changed`` runs after a pause or resume, so the next ``status`` shows it;
+    ``leader`` gives the cluster's leader and this node's name, for a refusal.
     """
 
     def on_rollout(action: Callable[[RolloutControl], str]) -> str:
         if rollout is None:
             raise ValueError("no rollout engine runs in this daemon")
-        message = action(rollout)
+        try:
+            message = action(rollout)
+        except NotDriving:
+            raise NotDriving(*leader()) from None
         changed()
         return message
 

@@ -24,13 +24,22 @@ __all__ = ["NotDriving", "Role"]
 
 
 class NotDriving(ValueError):
-    """A pause or resume asked of a cluster node that does not drive (answered 400)."""
+    """A pause or resume asked of a cluster node that does not drive (answered 400).
 
-    def __init__(self) -> None:
-        super().__init__(
-            "this node does not drive the rollout; run it on the cluster's leader"
-            " (its STATUS line says so)"
-        )
+    ``leader`` is the elected node's name (None: not known here), ``node`` this one's.
+    """
+
+    def __init__(self, leader: str | None = None, node: str | None = None) -> None:
+        if leader is None:
+            where = "the cluster's leader (its STATUS line in `syncd status` says which)"
+        elif leader == node:
+            where = (
+                "this node again shortly: it leads the cluster, but its desired checkout"
+                " is behind another node's"
+            )
+        else:
+            where = f"the cluster's leader, {leader}"
+        super().__init__(f"this node does not drive the rollout; run it on {where}")
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,11 @@ class Sharing(Protocol):
         ...
 
     @property
+    def leader(self) -> str | None:
+        """The name of the node etcd elected (None standalone, or none elected now)."""
+        ...
+
+    @property
     def available(self) -> bool:
         """This node may change devices now (cluster: joined and its lease trusted)."""
         ...
@@ -139,6 +144,10 @@ class Standalone:
     @property
     def is_leader(self) -> bool:
         return True
+
+    @property
+    def leader(self) -> str | None:
+        return None
 
     @property
     def available(self) -> bool:

@@ -104,6 +104,10 @@ class Clustered:
         return self._cluster.is_leader
 
     @property
+    def leader(self) -> str | None:
+        return self._cluster.leader if self.available else None
+
+    @property
     def available(self) -> bool:
         return self._cluster.healthy and self._store.loaded
 

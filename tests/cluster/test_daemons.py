@@ -517,6 +517,7 @@ class TestRolloutDriver:
         follower = "n2" if drivers[0] == "n1" else "n1"
         refused = syncd("rollout", "pause", "--socket", str(sockets[follower]), timeout=20)
         assert refused.returncode == 1 and "does not drive the rollout" in refused.stderr
+        assert f"run it on the cluster's leader, {drivers[0]}" in refused.stderr
         for action in ("pause", "resume"):
             done = syncd("rollout", action, "--socket", str(sockets[drivers[0]]), timeout=20)
             assert done.returncode == 0, done.stderr

@@ -18,6 +18,7 @@ from syncd.conductor import Conductor
 from syncd.outcome import Failure, Outcome
 from syncd.policy import FleetPolicy, PolicyResult, RolloutPolicy, Wave
 from syncd.rollout_relay import fresh_reports, report_doc
+from syncd.rollout_role import NotDriving
 from syncd.state import FileStateStore
 from tests.rollouts.test_units import fleet_specs
 
@@ -156,6 +157,19 @@ class TestDriverAndFollower:
         with pytest.raises(ValueError, match="does not drive the rollout"):
             follower.conductor.pause()
         assert not (tmp_path / "state" / "rollout.json").exists()
+
+    @pytest.mark.parametrize(
+        ("leader", "node", "said"),
+        [
+            ("n1", "n2", "run it on the cluster's leader, n1"),
+            (None, "n2", "its STATUS line in `syncd status` says which"),
+            ("n2", "n2", "it leads the cluster, but its desired checkout is behind"),
+        ],
+    )
+    def test_the_refusal_says_where_to_go(self, leader: str | None, node: str, said: str) -> None:
+        """The refusal names the leader; with none known, where to look; the lagging leader, why."""
+        assert said in str(NotDriving(leader, node))
+        assert str(NotDriving(leader, node)).startswith("this node does not drive the rollout; ")
 
     def test_a_node_taking_over_continues_at_the_same_wave(
         self, tmp_path: Path, relay: DictRelay
