@@ -15,10 +15,12 @@ byte of that request, to the aiohttp application, which keeps it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections import deque
 from collections.abc import Callable
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final, cast
 from urllib.parse import parse_qsl
@@ -217,8 +219,15 @@ def _http(given: Answer, *, keep_alive: bool) -> bytes:
         f"HTTP/1.1 {given.status} {HTTPStatus(given.status).phrase}",
         f"Content-Type: {given.content_type}; charset=utf-8",
         f"Content-Length: {len(body)}",
+        f"Date: {_date_of(int(time.time()))}",
         *(f"{name}: {value}" for name, value in given.headers),
     ]
     if not keep_alive:
         head.append("Connection: close")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+@functools.lru_cache(maxsize=2)
+def _date_of(second: int) -> str:
+    """The ``Date`` header's value (RFC 9110's IMF-fixdate), made once a second."""
+    return formatdate(second, usegmt=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -72,9 +74,13 @@ class TestOneConnection:
     ) -> None:
         """A GET, a PUT (handed to aiohttp) and a GET after it share one connection and one peer."""
         device, reader, writer = device_connection
-        status, _, body = await _exchange(reader, writer, _get("/api/phone/config?account=1"))
+        status, headers, body = await _exchange(reader, writer, _get("/api/phone/config?account=1"))
         assert status == 200
         assert json.loads(body)["result"]["accounts"][0]["account"] == 1
+        # Dated as aiohttp's answers are (an HTTP/1.1 origin server with a clock sends Date).
+        assert parsedate_to_datetime(headers["date"]).timestamp() == pytest.approx(
+            time.time(), abs=5
+        )
         status, _, body = await _exchange(reader, writer, _put(BLOB))
         assert (status, json.loads(body)) == (200, {"success": True})
         status, _, body = await _exchange(reader, writer, _get("/api/phone/config?account=1"))
