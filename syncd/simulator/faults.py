@@ -21,6 +21,9 @@ __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "FaultQueue"]
 FaultKind = Literal["status", "delay", "drop", "hang", "malformed", "reject"]
 FAULT_KINDS: Final[tuple[str, ...]] = get_args(FaultKind)
 
+#: The methods a fault may be limited to (any case): what a client of the device API sends.
+_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
 DEFAULT_MALFORMED_BODY: Final = '{"success": true, "result": {"accounts": [{"account": 1, '
 
 
@@ -63,7 +66,12 @@ class Fault:
                 self.count is None or (_is_int(self.count) and self.count >= 1),
                 "an integer >= 1, or null for unlimited",
             ),
-            ("method", _is_optional_str(self.method), "a method name or null"),
+            (
+                "method",
+                self.method is None
+                or (isinstance(self.method, str) and self.method.upper() in _METHODS),
+                f"one of {', '.join(_METHODS)} or null",
+            ),
             ("path", self.path is None or _is_path(self.path), "a path starting with / or null"),
             ("status", _is_int(self.status) and 100 <= self.status <= 599, "an HTTP status"),
             ("body", _is_optional_str(self.body), "a string or null"),

@@ -58,6 +58,13 @@ class TestPathFilter:
         with pytest.raises(ValueError, match="fault path"):
             Fault.from_json({"kind": "drop", "path": path})
 
+    @pytest.mark.parametrize("method", ["PTU", "", 5])
+    def test_bad_method(self, method: object) -> None:
+        """A method no client sends (a typo would never fire) is refused; any case is taken."""
+        with pytest.raises(ValueError, match="fault method must be one of GET, "):
+            Fault.from_json({"kind": "drop", "method": method})
+        assert Fault.from_json({"kind": "drop", "method": "put"}).method == "PUT"
+
 
 class TestUntilCleared:
     async def test_unlimited_count(self, fleet: Fleet, client: httpx.AsyncClient) -> None:
