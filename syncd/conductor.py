@@ -263,13 +263,17 @@ class Conductor:
             checked = await self.health.after_put(spec, outcome, client, revision=self.revision)
             self._records.put_checked(outcome.put, checked)
             return checked
-        if outcome.status == "in_sync" and spec.name in self._recheck:
+        if outcome.status != "in_sync":
+            return outcome
+        failed = None
+        if spec.name in self._recheck:
             self._recheck.discard(spec.name)
             client = self._client_of(spec)
             failed = await self.health.registered(spec, client, revision=self.revision)
-            if failed is not None:
-                return Outcome.of(spec, "error", failure=failed)
-        return outcome
+        elif self._state.unhealthy_fingerprint(spec.name) == spec.fingerprint:
+            client = self._client_of(spec)
+            failed = await self.health.still_unhealthy(spec, client, revision=self.revision)
+        return outcome if failed is None else Outcome.of(spec, "error", failure=failed)
 
     def observe(self, outcome: Outcome) -> None:
         """An outcome of any device: settle it in the rollout, count it, maybe halt."""

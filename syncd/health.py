@@ -8,9 +8,13 @@ is healthy, or ``health.timeout`` has passed. A poll that errors is tried
 again within the timeout. Without ``_fleet.yaml`` (or with
 ``health.registration: false``) there is no check.
 
-A failed check restores the applied fingerprint read before the PUT: the
-device's new state was never healthy, so it must not count as applied (a
-reverted device would otherwise look like drift and be "corrected" back).
+A failed check restores the applied fingerprint read before the PUT and marks
+the new one unhealthy: the device's new state was never healthy, so it must
+not count as applied, not even when a later pass finds the device equal to it
+(a reverted device would otherwise look like drift and be "corrected" back,
+and a device left failed would show in sync). While so marked, a pass that
+finds the device equal to that state reads its registration once: healthy at
+last, the state is in force; else the device stays failed.
 """
 
 from __future__ import annotations
@@ -114,10 +118,34 @@ class Health:
         if failed is None:
             return outcome
         try:
-            self._state.record_fingerprint(spec.name, before.fingerprint or _NO_FINGERPRINT)
+            restored = before.fingerprint or _NO_FINGERPRINT
+            self._state.record_unhealthy(spec.name, spec.fingerprint, restored=restored)
         except StateError as exc:
             events.state_write_failed(get_logger().bind(device=spec.name), error=str(exc))
         return replace(outcome, status="error", failure=failed)
+
+    async def still_unhealthy(
+        self, spec: DeviceSpec, client: DeviceClient, *, revision: str | None
+    ) -> Failure | None:
+        """A device found equal to a desired state that failed its health check: one read
+        of its registration. Healthy now: that state is in force at last (``health.passed``);
+        else why not, and it stays failed (no new event: the failure was logged)."""
+        log = get_logger().bind(device=spec.name)
+        if self.gated:
+            try:
+                statuses = {s.account: s for s in await client.phone_status()}
+            except DeviceError as exc:
+                return Failure("health", f"its registration cannot be read: {exc}")
+            for account in sorted(spec.accounts):
+                if not is_healthy(statuses.get(account), renewed=False, before=None):
+                    message = f"account {account} is not registered under this desired state"
+                    return Failure("health", message + ", which failed its health check")
+            events.health_passed(log, waited=0.0, revision=revision)
+        try:
+            self._state.record_in_force(spec.name, spec.fingerprint, revision)
+        except StateError as exc:
+            events.state_write_failed(log, error=str(exc))
+        return None
 
     async def check(
         self,

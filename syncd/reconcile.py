@@ -165,7 +165,8 @@ class Reconciler:
                 events.apply_failed(log, error=str(exc), kind="device", revision=revision)
             return Outcome.of(spec, "error", failure=Failure("device", str(exc)))
         if plan.empty:
-            self._record_in_force(spec, revision)
+            if self._state.unhealthy_fingerprint(spec.name) != spec.fingerprint:
+                self._record_in_force(spec, revision)  # else the health check says (after)
             return Outcome.of(spec, "in_sync")
         drift = self._announce(spec, plan, revision)
         if not apply or spec.mode is not Mode.ENFORCE:

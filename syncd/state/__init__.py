@@ -58,6 +58,16 @@ class StateStore(Protocol):
         with ``changed_at`` (unless None) when a verified PUT changed the device."""
         ...
 
+    def unhealthy_fingerprint(self, device: str) -> str | None:
+        """The desired state whose PUT failed its health check, while that is so."""
+        ...
+
+    def record_unhealthy(self, device: str, fingerprint: str, *, restored: str) -> None:
+        """``fingerprint`` failed its health check: ``restored`` (the fingerprint applied
+        before its PUT) counts as applied again, and ``fingerprint`` is not in force even
+        when the device is found equal to it, until :meth:`record_in_force`."""
+        ...
+
     def last_change(self, device: str) -> datetime | None:
         """When syncd last changed the device, if recorded (it survives restarts)."""
         ...

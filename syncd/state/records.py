@@ -215,9 +215,18 @@ class DeviceRecords(ABC):
         *,
         changed_at: datetime | None = None,
     ) -> None:
-        """Both at once, in one write; ``changed_at``: when a verified PUT changed the device."""
+        """Both at once, in one write; ``changed_at``: when a verified PUT changed the device.
+        A failed health check recorded before is over (a new PUT, or found healthy)."""
         changed = None if changed_at is None else changed_at.astimezone(UTC).isoformat()
-        self._set_texts(device, fingerprint=fingerprint, revision=revision, changed=changed)
+        self._set_texts(
+            device, fingerprint=fingerprint, revision=revision, changed=changed, drop=("unhealthy",)
+        )
+
+    def unhealthy_fingerprint(self, device: str) -> str | None:
+        return self._text(device, "unhealthy")
+
+    def record_unhealthy(self, device: str, fingerprint: str, *, restored: str) -> None:
+        self._set_texts(device, fingerprint=restored, unhealthy=fingerprint)
 
     def last_change(self, device: str) -> datetime | None:
         """When syncd last changed the device (its last verified PUT), if recorded."""
@@ -237,10 +246,12 @@ class DeviceRecords(ABC):
         value = self._record(device).get(key)
         return value if isinstance(value, str) else None
 
-    def _set_texts(self, device: str, **values: str | None) -> None:
-        """Set the values given (None: leave as it is); one write if any changed."""
+    def _set_texts(self, device: str, *, drop: tuple[str, ...] = (), **values: str | None) -> None:
+        """Set the values given (None: leave as it is) and remove the keys in ``drop``;
+        one write if anything changed."""
         record = self._record(device)
         changed = {k: v for k, v in values.items() if v is not None and record.get(k) != v}
-        if changed:
+        dropped = [k for k in drop if record.pop(k, None) is not None]
+        if changed or dropped:
             record.update(changed)
             self._save(device)

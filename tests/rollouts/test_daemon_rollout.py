@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import datetime
 
 from tests.e2e.conftest import syncd
 from tests.rollouts.helpers import (
@@ -109,10 +110,16 @@ class TestHalt:
         _converged(proc)
         set_domain(root, BAD)
         halted = proc.wait_for("rollout.halted", timeout=20)
-        time.sleep(0.5)
+        time.sleep(2.5)  # a resync (every 2 s) finds the canary equal to the unhealthy state
         assert not [e for e in proc.events if e.get("event") == "apply.reverted"]
         assert domain_of(fleet.devices[0]) == BAD
         assert all(domain_of(d) == GOOD for d in fleet.devices[1:])
+        # Equal to its desired state, but that state failed its health check: still failed.
+        assert not [e for e in proc.events if e.get("event") == "device.recovered"]
+        shown = json.loads(syncd("status", "--json", "--state-dir", str(tmp_path / "state")).stdout)
+        (canary,) = [d for d in shown["devices"] if d["device"] == "dev1"]
+        assert canary["state"] == "failed" and "not registered" in canary["message"]
+        assert when(halted) < datetime.fromisoformat(canary["last_sync"]).timestamp()
         set_domain(root, OTHER_GOOD)
         started = proc.wait_for("rollout.started", timeout=10)
         assert started["revision"] != halted["revision"]

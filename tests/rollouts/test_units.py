@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -29,14 +30,17 @@ from syncd.policy import (
     Wave,
     Window,
 )
+from syncd.reconcile import Reconciler
 from syncd.rollout_control import pause_saved, resume_saved
 from syncd.simulator import EmulatedDevice, Fleet
 from syncd.simulator.fields import SIP_FIELDS
 from syncd.state import FileStateStore
 
 
-def spec_for(device: EmulatedDevice, **fields: bool | str | int) -> DeviceSpec:
-    account = AccountSpec(1, fields, SecretStr("pw"))
+def spec_for(
+    device: EmulatedDevice, password: str | None = "pw", **fields: bool | str | int
+) -> DeviceSpec:
+    account = AccountSpec(1, fields, None if password is None else SecretStr(password))
     return DeviceSpec(
         name=f"dev{device.number}",
         file=f"dev{device.number}.yaml",
@@ -148,8 +152,8 @@ class TestHealth:
             policy = FleetPolicy(health=HealthPolicy(timeout=0.5))
             health = Health(policy=lambda: policy, state=state, initial=0.05, maximum=0.1)
             client = DeviceClient(url=device.url, pool=pool)
-            spec = spec_for(
-                device, enabled=True, registrationEnabled=True, domain="nowhere.invalid"
+            spec = spec_for(  # the password is not managed: only the domain changes
+                device, None, enabled=True, registrationEnabled=True, domain="nowhere.invalid"
             )
             plan = await plan_for(client, spec)
             await health.snapshot(spec, plan, client)
@@ -160,6 +164,31 @@ class TestHealth:
             assert outcome.status == "error" and outcome.failure is not None
             assert outcome.failure.kind == "health" and "account 1" in outcome.failure.message
             assert state.applied_fingerprint("dev1") == "old"
+            # A pass before any revert finds the device equal to the unhealthy state: that
+            # is not "in force" (a revert would then look like drift and be undone) ...
+            reconciler = Reconciler(pool=pool, state=state)
+            found = await reconciler.reconcile(spec, apply=True, revision="r1")
+            assert found.status == "in_sync" and state.applied_fingerprint("dev1") == "old"
+            still = await health.still_unhealthy(spec, client, revision="r1")
+            assert still is not None and still.kind == "health"
+            assert "account 1 is not registered" in still.message
+            # ... so after the revert the difference is a change (the rollout's), not drift.
+            await client.put_accounts([{"account": 1, "domain": "pbx.example.com"}])
+            after = await reconciler.reconcile(spec, apply=False, revision="r1")
+            assert after.status == "changes" and not after.drift
+            # Healthy at last under that state (the PBX came back): it is in force then.
+            healed = spec_for(
+                device, None, enabled=True, registrationEnabled=True, domain="pbx.example.com"
+            )
+            await client.put_accounts([{"account": 1, "password": "pw"}])
+            state.record_unhealthy("dev1", healed.fingerprint, restored="old")
+            for _ in range(100):
+                if device.registered(1):
+                    break
+                await asyncio.sleep(0.02)
+            assert await health.still_unhealthy(healed, client, revision="r2") is None
+            assert state.applied_fingerprint("dev1") == healed.fingerprint
+            assert state.unhealthy_fingerprint("dev1") is None
 
     async def test_a_new_registration_passes(self, tmp_path: Path, pool: ClientPool) -> None:
         """A PUT to a known PBX: the account registers anew and the outcome stays applied."""
