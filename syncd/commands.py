@@ -296,7 +296,7 @@ async def _apply_pass(
         result = await rollout_pass(
             settings,
             specs=resolved.specs,
-            fleet=desired.devices,
+            fleet=[*desired.devices, *resolved.broken],
             policy=policy,
             revision=revision,
             ignore_windows=ignore_windows,

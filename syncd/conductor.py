@@ -133,6 +133,8 @@ class Conductor:
         self._recheck = {d for d, s in (rollout.status.items() if rollout else ()) if s == "active"}
         self._saved.rollout = restarted(rollout) if rollout is not None else None
         self._specs: dict[str, DeviceSpec] = {}
+        #: Every device of the tree at the last load (``specs`` and the unusable ones).
+        self._fleet: set[str] = set()
         self._window_open = True
         self._reverter = Reverter(
             client_of=client_of,
@@ -203,11 +205,15 @@ class Conductor:
     ) -> None:
         """A (re)load: the policy in force, and a new rollout if the pending changes are new.
 
-        ``fleet`` names every device (for wave assignment) when ``specs`` is a subset.
-        A node that does not drive the rollout starts none: it follows the driver's.
+        ``fleet`` names every device of the tree when ``specs`` is a subset (some
+        not selected, or unusable now: an invalid file, a secret that does not
+        resolve): the waves are assigned over all, and a device of the rollout
+        that is still in the tree keeps its place in it. A node that does not
+        drive the rollout starts none: it follows the driver's.
         """
         self._loaded = revision
-        self._policy.use(policy, set(fleet) | set(specs))
+        self._fleet = set(fleet) | set(specs)
+        self._policy.use(policy, self._fleet)
         self._specs = dict(specs)
         if self._role():
             self._start_pending(revision)
@@ -237,6 +243,8 @@ class Conductor:
             return
         for name in list(current.status):  # devices gone, or no longer enforced
             spec = specs.get(name)
+            if spec is None and name in self._fleet:
+                continue  # in the tree, unusable for now: its place in the rollout is kept
             if self.rollout is not None and (spec is None or spec.mode is not Mode.ENFORCE):
                 self._apply(record(self.rollout, name, "in_sync", self._clock()), urgent=False)
 

@@ -178,7 +178,8 @@ class Daemon:
             new_revision = revision != self.revision
             self._set_revision(revision)
             self.sharing.publish_revision(revision)
-            self.conductor.load(policy=policy, specs=specs, revision=revision)
+            fleet = set(desired.devices) | set(resolved.broken)
+            self.conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
             changed = await self._update_workers(specs, kick_all=kick_all)
             if periodic and not changed and not new_revision and seen == self._last_problems:
                 return

@@ -252,6 +252,31 @@ class TestConductor:
         again.load(policy=PolicyResult(policy), specs=specs, revision="r2")
         assert again.state == "running" and again.revision == "r2"
 
+    def test_devices_unusable_for_a_while_keep_their_place(self, tmp_path: Path) -> None:
+        """A load where the rollout's devices are in the tree but unusable (a secret missing at
+        start) leaves them pending; only devices gone from the tree leave the rollout."""
+        state = FileStateStore.open(tmp_path / "state")
+        policy = FleetPolicy(
+            rollout=RolloutPolicy(waves=(Wave("canary", devices=("dev1",)),), max_failures=0)
+        )
+        conductor = _conductor(state, [])
+        specs = fleet_specs(3)
+        conductor.load(policy=PolicyResult(policy), specs=specs, revision="r1")
+        conductor.begin("dev1")
+        conductor.observe(Outcome.of(specs["dev1"], "error", failure=Failure("rejected", "no")))
+        assert conductor.state == "halted"
+        again = _conductor(state, [])
+        again.load(policy=PolicyResult(policy), specs={}, revision="r1", fleet=specs)
+        assert again.rollout is not None
+        assert {d: str(s) for d, s in again.rollout.status.items()} == {
+            "dev1": "failed",
+            "dev2": "pending",
+            "dev3": "pending",
+        }
+        again.load(policy=PolicyResult(policy), specs={}, revision="r1", fleet=["dev1", "dev2"])
+        assert str(again.rollout.status["dev3"]) == "in_sync"  # gone from the tree
+        assert str(again.rollout.status["dev2"]) == "pending"
+
     def test_put_starts_and_verdicts_are_journalled_not_rewritten(self, tmp_path: Path) -> None:
         """A PUT starting and its healthy verdict are on disk at once as journal lines, the
         document untouched; a restarted conductor sees them (a PUT under way starts again)."""
