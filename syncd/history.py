@@ -330,7 +330,7 @@ def _fit(text: str, width: int) -> str:
 
 
 def format_history_table(entries: Sequence[HistoryEntry], *, width: int = 100) -> str:
-    """A table for people: time, device, revision (12), trigger, result, changes.
+    """A table for people: time, device, revision (12), wave, trigger, result, changes.
 
     The changes (and the error of a failed PUT) follow on the row when they fit,
     else one per continuation line, so every line fits ``width`` columns.
@@ -340,14 +340,15 @@ def format_history_table(entries: Sequence[HistoryEntry], *, width: int = 100) -
     device_w = min(max(len("DEVICE"), *(len(e.device) for e in entries)), 24)
     trigger_w = max(len("TRIGGER"), *(len(e.trigger) for e in entries))
     result_w = max(len("RESULT"), *(len(e.result) for e in entries))
-    widths = (20, device_w, 12, trigger_w, result_w)
+    wave_w = min(max(len("WAVE"), *(len(e.wave or "-") for e in entries)), 12)
+    widths = (20, device_w, 12, wave_w, trigger_w, result_w)
     rest_w = width - sum(widths) - 2 * len(widths)
 
     def row(cells: Sequence[str], tail: str) -> str:
         padded = [_fit(c, w).ljust(w) for c, w in zip(cells, widths, strict=True)]
         return ("  ".join(padded) + "  " + tail).rstrip()
 
-    lines = [row(("TIME", "DEVICE", "REVISION", "TRIGGER", "RESULT"), "CHANGES")]
+    lines = [row(("TIME", "DEVICE", "REVISION", "WAVE", "TRIGGER", "RESULT"), "CHANGES")]
     for entry in entries:
         items = [_summary(c) for c in entry.changes]
         if entry.error:
@@ -355,7 +356,10 @@ def format_history_table(entries: Sequence[HistoryEntry], *, width: int = 100) -
         joined = ", ".join(items) or "-"
         inline = len(joined) <= rest_w
         stamp = entry.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cells = (stamp, _printable(entry.device), entry.revision[:12], entry.trigger, entry.result)
+        wave = _printable(entry.wave or "-")
+        cells = (
+            stamp, _printable(entry.device), entry.revision[:12], wave, entry.trigger, entry.result
+        )  # fmt: skip
         lines.append(row(cells, joined if inline else ""))
         if not inline:
             lines.extend("    " + _fit(item, width - 4) for item in items)

@@ -228,7 +228,13 @@ class TestTable:
         text = format_history_table(entries)
         lines = text.splitlines()
         assert all(len(line) <= 100 for line in lines), max(lines, key=len)
-        assert lines[0].split() == ["TIME", "DEVICE", "REVISION", "TRIGGER", "RESULT", "CHANGES"]
+        assert lines[0].split() == [
+            "TIME", "DEVICE", "REVISION", "WAVE", "TRIGGER", "RESULT", "CHANGES"
+        ]  # fmt: skip
+        # The rollout's wave where it has one (a drift correction has none).
+        table = format_history_table([entry(0, wave="canary"), entry(1)])
+        rows = [line.split() for line in table.splitlines() if line.startswith("2024-")]
+        assert [r[3:5] for r in rows] == [["canary", "change"], ["-", "change"]]
         assert "1.domain: old.example -> new0.example" in text
         assert "0123456789ab " in lines[1] and "0123456789abc" not in text
         assert "1.password: - -> (set)" in text
