@@ -115,9 +115,19 @@ def duplicates(specs: Sequence[DeviceSpec[SecretRef]]) -> list[Problem]:
     for what in ("name", "URL"):
         groups: dict[str, list[DeviceSpec[SecretRef]]] = {}
         for spec in specs:
-            groups.setdefault(spec.name if what == "name" else spec.url, []).append(spec)
+            groups.setdefault(spec.name if what == "name" else _address(spec.url), []).append(spec)
         for group in groups.values():
             for spec in group if len(group) > 1 else ():
                 others = ", ".join(o.file for o in group if o is not spec)
                 problems.append(Problem(spec.file, 1, "device", f"same device {what} as {others}"))
     return problems
+
+
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _address(url: str) -> str:
+    """Where a (normalised) URL leads: ``http://host:80`` is ``http://host``."""
+    scheme, _, netloc = url.partition("://")
+    default = _DEFAULT_PORTS.get(scheme, "")
+    return url[: -len(default)] if default and netloc.endswith(default) else url

@@ -176,6 +176,24 @@ class TestClashes:
         assert "same device URL" in messages["a.yaml"] and "b.yaml" in messages["a.yaml"]
         assert "same device URL" in messages["b.yaml"] and "a.yaml" in messages["b.yaml"]
 
+    def test_default_port_written_or_not_is_the_same_url(self, load: Load) -> None:
+        """http://h:80 is http://h and https://H:443 is https://h: one device, both errors;
+        another port, or the other scheme's default, is another device."""
+        state = load(
+            {
+                "a.yaml": device(url="http://192.0.2.5:80"),
+                "b.yaml": device(url="http://192.0.2.5"),
+                "c.yaml": device(url="https://Intercom.Example"),
+                "d.yaml": device(url="https://intercom.example:443"),
+                "e.yaml": device(url="http://192.0.2.5:8080"),
+                "f.yaml": device(url="https://192.0.2.5:80"),
+                "g.yaml": device(url="http://[2001:db8::1]:80"),
+                "h.yaml": device(url="http://[2001:db8::1]"),
+            }
+        )
+        assert sorted(state.devices) == ["e", "f"]
+        assert state.invalid_files == {"a.yaml", "b.yaml", "c.yaml", "d.yaml", "g.yaml", "h.yaml"}
+
     def test_three_files_same_name(self, load: Load) -> None:
         """Three files naming one device are all reported and none loads."""
         state = load(
