@@ -247,6 +247,7 @@ def _unrecorded(outcome: Outcome) -> Outcome:
 def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = False) -> int:
     """One pass; the result (failed devices, a summary) on stdout, log events on stderr."""
     from syncd import loop
+    from syncd.command_errors import report_error
     from syncd.lock import StateDirLocked, StateLock, state_lock_error
     from syncd.outcome import Tally
 
@@ -275,8 +276,9 @@ def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = 
         f"{tally.errors} failed, "
         f"{tally.skipped} skipped" + (f", {tally.waiting} waiting" if tally.waiting else "")
     )
-    if verdict is not None:
-        print(f"syncd: {verdict}")
+    if verdict is not None:  # why apply failed beyond its devices: an error (SPEC 5)
+        sys.stdout.flush()
+        report_error(verdict)
     return EXIT_ERROR if tally.errors or tally.waiting or verdict else EXIT_OK
 
 

@@ -34,6 +34,17 @@ def _one_shot(command: str, root, tmp_path, *extra: str):
     )
 
 
+def _error(result) -> str:
+    """The one error sentence on stderr (a command.failed JSON line: stderr is a pipe)."""
+    (error,) = [
+        json.loads(line)["error"]
+        for line in result.stderr.splitlines()
+        if line.startswith("{") and json.loads(line)["event"] == "command.failed"
+    ]
+    assert error not in result.stdout
+    return str(error)
+
+
 class TestWindows:
     def test_deny_window_holds_a_change_but_not_a_drift_correction(self, sim, daemon, tmp_path):
         """Inside a deny window a change waits (apply.deferred, window) while drift is put back at once."""
@@ -66,7 +77,7 @@ class TestWindows:
         assert proc.stop() == 0
         held = _one_shot("apply", root, tmp_path)
         assert held.returncode == 1
-        assert "outside every maintenance window" in held.stdout
+        assert "outside every maintenance window" in _error(held)
         assert fleet.devices[0].accounts[0]["sipNumber"] == "4001"
 
     def test_apply_outside_every_window_exits_1_without_a_put(self, sim, tmp_path):
@@ -77,7 +88,7 @@ class TestWindows:
         result = _one_shot("apply", root, tmp_path)
         assert result.returncode == 1
         assert time.monotonic() - started < 15
-        assert "outside every maintenance window" in result.stdout
+        assert "outside every maintenance window" in _error(result)
         assert [put_count(d) for d in fleet.devices] == [0, 0, 0]
 
 
@@ -115,7 +126,7 @@ class TestApply:
         before = [put_count(d) for d in fleet.devices]
         result = _one_shot("apply", root, tmp_path)
         assert result.returncode == 1
-        assert "rollout halted" in result.stdout and "dev1" in result.stdout
+        assert "rollout halted" in _error(result) and "dev1" in _error(result)
         # Every device is in the summary: the two that never started are counted as waiting.
         assert "3 devices: 0 changed, 0 already in sync" in result.stdout
         assert "1 failed, 0 skipped, 2 waiting" in result.stdout
@@ -143,7 +154,7 @@ class TestApply:
         assert first.returncode == 1 and "1 failed" in first.stdout, first.stdout
         again = _one_shot("apply", root, tmp_path)
         assert again.returncode == 1
-        assert "failed in this revision's rollout: dev2" in again.stdout
+        assert "failed in this revision's rollout: dev2" in _error(again)
         assert "1 already in sync, 0 observed with differences, 1 failed" in again.stdout
         assert put_count(fleet.devices[1]) == 1
         state = ["--state-dir", str(tmp_path / "state"), "--desired", str(root)]
