@@ -57,8 +57,9 @@ def report_problems(
             named = device if device in resolved.broken else None
             events.desired_problem(log, problem, device=named)
     errors = [p for p in resolved.problems if not p.warning]
-    metrics.load_errors.inc(len({p.file for p in errors}))
-    metrics.invalid_files.set(len(resolved.broken))
+    invalid_files = len({p.file for p in errors})
+    metrics.load_errors.inc(invalid_files)
+    metrics.invalid_files.set(invalid_files)
     metrics.set_desired_invalid(resolved.broken)
     fleet.invalid_files = tuple(InvalidFile(p.file, p.line, p.detail) for p in errors)
     fleet.version += 1

@@ -86,11 +86,15 @@ class TestMetrics:
         assert httpx.get(f"http://{address}/healthz", timeout=5).status_code == 200
 
     def test_load_errors_are_counted(self, sim, daemon, tmp_path):
-        """An invalid desired file shows in the load-error counter and the invalid-files gauge."""
+        """Invalid desired files show in the load-error counter and the invalid-files gauge,
+        which counts files (a bad _defaults.yaml is one, however many devices it spoils)."""
         fleet = sim(devices=1)
         root = tmp_path / "desired"
         write(root, "dev1.yaml", device_yaml(fleet.devices[0].url, ACCOUNT))
         write(root, "bad.yaml", "device: [\n")
+        write(root, "site/_defaults.yaml", "accounts:\n  - account: 1\n    domainPort: abc\n")
+        for n in (1, 2):
+            write(root, f"site/door{n}.yaml", device_yaml(f"http://127.0.0.1:{n}", ACCOUNT))
         address = f"127.0.0.1:{_free_port()}"
         proc = daemon(
             "--desired",
@@ -102,8 +106,10 @@ class TestMetrics:
         )
         proc.wait_for("apply.succeeded", device="dev1")
         samples = _scrape(address)
-        assert samples[("syncd_desired_load_errors_total", ())] >= 1
-        assert samples[("syncd_desired_invalid_files", ())] == 1
+        assert samples[("syncd_desired_load_errors_total", ())] >= 2
+        assert samples[("syncd_desired_invalid_files", ())] == 2
+        loaded = proc.wait_for("desired.loaded")
+        assert (loaded["devices"], loaded["invalid"]) == (1, 3)  # devices: usable, not
 
     def test_healthz_turns_503_when_the_scheduler_is_stuck(self):
         """/healthz answers 503 once the loop's heartbeat is older than the limit."""
