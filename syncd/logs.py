@@ -25,7 +25,9 @@ __all__ = ["configure_logging", "configured_format", "get_logger"]
 _configured: str | None = None
 
 #: Libraries whose records are all debug detail for syncd, whatever level they log at.
-_DEBUG_ONLY = ("etcd3aio",)
+#: Libraries whose records are free-text detail (each request, each etcd retry), not events:
+#: written at debug, and only with debug on.
+_DEBUG_ONLY = ("etcd3aio", "httpx", "httpcore", "hpack")
 
 _LEVELS = {
     "debug": logging.DEBUG,

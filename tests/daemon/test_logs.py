@@ -1,4 +1,4 @@
-"""Log lines: syncd's events as they are, the etcd client's free-text records at debug only."""
+"""Log lines: syncd's events as they are, the etcd and HTTP clients' free-text records at debug only."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def write_some(stream: io.StringIO, level: str) -> list[dict[str, Any]]:
         "watch: transient error (%s), reconnecting in %.2f s", "UNAVAILABLE", 1.0
     )
     logging.getLogger("etcd3aio.lease").warning("lease-keepalive: request failed")
+    # httpx, for every request it makes (export, status through the socket): at INFO.
+    logging.getLogger("httpx").info('HTTP Request: GET http://192.0.2.1 "HTTP/1.1 200 OK"')
     events.cluster_unavailable(get_logger(), node="n1", error="etcd does not answer")
     logging.getLogger("syncd.cluster.node").warning("a record of syncd's own")
     return [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -55,6 +57,7 @@ class TestEtcdClientRecords:
         assert [(line["level"], line["event"]) for line in lines] == [
             ("debug", "watch: transient error (UNAVAILABLE), reconnecting in 1.00 s"),
             ("debug", "lease-keepalive: request failed"),
+            ("debug", 'HTTP Request: GET http://192.0.2.1 "HTTP/1.1 200 OK"'),
             ("warning", "cluster.unavailable"),
             ("warning", "a record of syncd's own"),
         ]
