@@ -13,14 +13,14 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from syncd.command_errors import report_warning
 from syncd.commands import EXIT_OK, CommandError, check_local_state_dir, state_dir_missing
 from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
-from syncd.history import HistoryLog, format_history_table, parse_duration
+from syncd.history import HistoryLog, format_history_table, since_start
 from syncd.settings import Settings
 from syncd.state import FileStateStore
 from syncd.status import device_from_json, format_status, summary_counts
@@ -74,8 +74,8 @@ def history_command(
     start = None
     if since is not None:
         try:
-            start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
-        except (ValueError, OverflowError) as exc:
+            start = since_start(since, datetime.now(UTC))
+        except ValueError as exc:
             raise CommandError(f"--since {exc}") from None
     if not settings.state_dir.is_dir():
         raise CommandError(state_dir_missing(settings.state_dir))

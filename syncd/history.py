@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, cast, get_args
@@ -40,6 +40,7 @@ __all__ = [
     "history_changes",
     "parse_duration",
     "parse_time",
+    "since_start",
 ]
 
 HISTORY_FILE = "history.jsonl"
@@ -305,6 +306,16 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds):
         raise ValueError(f"{text!r} is too long a duration")
     return seconds
+
+
+def since_start(text: str, now: datetime) -> datetime | None:
+    """The start of ``--since TEXT`` before ``now``; None when it reaches before any date
+    (``--since 99999999d``: everything). ValueError for what is not a duration."""
+    seconds = parse_duration(text)
+    try:
+        return now - timedelta(seconds=seconds)
+    except OverflowError:
+        return None
 
 
 def _summary(change: HistoryChange) -> str:

@@ -267,7 +267,9 @@ def serve_metrics(
     With ``status`` (called in the server's thread: it must be thread-safe and
     return SPEC section 10's status JSON), also ``/`` and ``/status``.
     """
-    host, _, port = address.rpartition(":")
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isascii() or not port.isdigit():
+        raise ValueError("must be HOST:PORT, for example 127.0.0.1:9477")
     prom = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:

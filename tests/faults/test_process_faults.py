@@ -256,6 +256,10 @@ BAD_FLAGS = {
     "unknown-level": (["--log-level", "loud"], "log_level"),
     "not-a-number": (["--concurrency", "many"], "--concurrency"),
     "metrics-port": (["--metrics-address", "127.0.0.1:99999"], "metrics_address"),
+    "metrics-no-port": (
+        ["--metrics-address", "nonsense"],
+        "metrics_address 'nonsense': must be HOST:PORT",
+    ),
 }
 BAD_ENV = {
     "resync-word": ({"SYNCD_RESYNC_INTERVAL": "soon"}, "resync_interval"),

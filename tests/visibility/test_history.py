@@ -17,6 +17,7 @@ from syncd.history import (
     format_history_table,
     history_changes,
     parse_duration,
+    since_start,
 )
 from tests.e2e.conftest import syncd
 
@@ -198,6 +199,13 @@ class TestDuration:
     def test_durations(self, text: str, seconds: float) -> None:
         """Seconds or a number with s, m, h or d."""
         assert parse_duration(text) == seconds
+
+    def test_since_reaching_before_any_date_is_everything(self) -> None:
+        """--since 99999999999d asks for all of it, not for an overflow."""
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        assert since_start("99999999999d", now) is None
+        assert since_start("999999d", now) is None
+        assert since_start("2h", now) == now - timedelta(hours=2)
 
     @pytest.mark.parametrize("text", ["", "5x", "-5m", "m", "1h30m", "inf", "nan"])
     def test_bad_duration_one_sentence(self, text: str) -> None:
