@@ -57,8 +57,11 @@ _UNREACHABLE_KINDS = frozenset({"transport", "tls"})
 
 
 def revision_material(specs: Mapping[str, DeviceSpec[Any]]) -> str:
-    """What a ``tree:`` revision hashes: one ``name=fingerprint`` line per spec in force, sorted."""
-    return "".join(f"{name}={specs[name].fingerprint}\n" for name in sorted(specs))
+    """What a ``tree:`` revision hashes: one ``name=fingerprint mode`` line per spec in force,
+    sorted (the fingerprint holds the URL and the accounts, the mode is written apart)."""
+    return "".join(
+        f"{name}={specs[name].fingerprint} {specs[name].mode.value}\n" for name in sorted(specs)
+    )
 
 
 def difference_key(changes: Iterable[Change]) -> tuple[tuple[int, str, str, str], ...]:

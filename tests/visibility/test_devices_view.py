@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from pydantic import SecretStr
 
@@ -190,6 +191,8 @@ class TestFleet:
         assert revision_material({"a": a, "b": b}) == revision_material({"b": b, "a": a})
         other = DeviceSpec(name="a", file="a.yaml", url="http://127.0.0.1:2", accounts={})
         assert revision_material({"a": other, "b": b}) != revision_material({"a": a, "b": b})
+        observed = replace(a, mode=Mode.OBSERVE)  # mode: is desired state too (SPEC 10)
+        assert revision_material({"a": observed, "b": b}) != revision_material({"a": a, "b": b})
 
     def test_ten_thousand_devices_snapshot_is_cheap(self):
         """A snapshot of 10,000 devices after one changed takes well under a second (not timed strictly)."""
