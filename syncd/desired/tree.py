@@ -30,6 +30,9 @@ from syncd.secrets import SecretRef
 
 __all__ = ["MAX_FILE_BYTES", "Loader", "load_desired", "read_doc"]
 
+#: Special files spelt with the other suffix device files may have: not read as either.
+_MISSPELT = {f"{Path(name).stem}.yml": name for name in (DEFAULTS_FILE, FLEET_FILE)}
+
 #: Larger files are refused unread: a device file is a few hundred bytes.
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -248,6 +251,9 @@ class _Walker:
             misplaced = fleet_file_problem(rel)  # at the root it is the policy, not a device
             if misplaced is not None:
                 self.problems.append(misplaced)
+        elif entry.name in _MISSPELT:
+            wanted = _MISSPELT[entry.name]
+            self.problems.append(Problem(rel, 1, "", f"only {wanted} is read: rename the file"))
         else:
             self.files.append(rel)
 

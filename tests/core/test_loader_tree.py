@@ -176,6 +176,22 @@ class TestClashes:
         assert "same device URL" in messages["a.yaml"] and "b.yaml" in messages["a.yaml"]
         assert "same device URL" in messages["b.yaml"] and "a.yaml" in messages["b.yaml"]
 
+    def test_special_files_spelt_yml_are_named_not_taken_for_devices(self, load: Load) -> None:
+        """_defaults.yml and _fleet.yml: one error each saying which name is read, not a
+        device file's "device: is required"."""
+        state = load(
+            {
+                "a.yaml": device(url="https://192.0.2.1"),
+                "site/_defaults.yml": "accounts:\n  - account: 1\n    domain: x\n",
+                "_fleet.yml": "rollout: {}\n",
+            }
+        )
+        assert list(state.devices) == ["a"]
+        assert sorted(str(p) for p in state.errors) == [
+            "_fleet.yml:1: only _fleet.yaml is read: rename the file",
+            "site/_defaults.yml:1: only _defaults.yaml is read: rename the file",
+        ]
+
     def test_default_port_written_or_not_is_the_same_url(self, load: Load) -> None:
         """http://h:80 is http://h and https://H:443 is https://h: one device, both errors;
         another port, or the other scheme's default, is another device."""
