@@ -17,6 +17,7 @@ from syncd.desired import (
     name_from_path,
     resolve_desired,
     select_devices,
+    unmatched_patterns,
 )
 from syncd.desired.fleet import load_policy
 from syncd.desired.names import FLEET_FILE, is_defaults
@@ -119,10 +120,8 @@ def load_resolved(settings: Settings, devices: Sequence[str]) -> tuple[DesiredSt
 
 
 def _check_filter(desired: DesiredState, devices: Sequence[str]) -> None:
-    names = list(desired.devices) + [name_from_path(f) for f in desired.invalid_files]
-    for pattern in devices:
-        if not select_devices(names, [pattern]):
-            raise CommandError(f"no device matches --device {pattern}")
+    for pattern in unmatched_patterns(devices, desired.devices, desired.invalid_files):
+        raise CommandError(f"no device matches --device {pattern}")
 
 
 def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) -> int:

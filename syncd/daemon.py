@@ -23,7 +23,7 @@ from syncd.command_errors import report_error
 from syncd.conductor import Conductor
 from syncd.control import ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
-from syncd.desired import Loader, Problem, resolve_desired
+from syncd.desired import Loader, Problem, resolve_desired, unmatched_patterns
 from syncd.desired.fleet import load_policy
 from syncd.devices_view import DeviceView, revision_material
 from syncd.fleet_view import FleetView
@@ -160,6 +160,11 @@ class Daemon:
             desired = await read_desired(self.loader, self.desired_dir, log=self.log)
             if desired is None:
                 return
+            if why == "start":  # as plan and apply refuse it; later a device may go for good
+                for pattern in unmatched_patterns(
+                    self.only, desired.devices, desired.invalid_files
+                ):
+                    raise StartupError(f"no device matches --device {pattern}")
             resolved = resolve_desired(desired, environ=os.environ, only=self.only)
             # The 30 s backstop repeats only what is new, so journald is not flooded.
             periodic = why == "periodic"
@@ -336,7 +341,14 @@ class Daemon:
             state_dir=str(self.settings.state_dir),
             settings=self.settings,
         )
-        await self.reload(why="start")
+        try:
+            await self.reload(why="start")
+        except StartupError:
+            await self.sharing.stop()
+            control.close()
+            if server is not None:
+                server.shutdown()
+            raise
         self.notifier.ready(self.summary())
         background = self._background()
         await self.stopping.wait()

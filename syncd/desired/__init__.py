@@ -9,7 +9,13 @@ secret references into the specs syncd acts on.
 
 from __future__ import annotations
 
-from syncd.desired.names import DEFAULTS_FILE, SUFFIXES, name_from_path, select_devices
+from syncd.desired.names import (
+    DEFAULTS_FILE,
+    SUFFIXES,
+    name_from_path,
+    select_devices,
+    unmatched_patterns,
+)
 from syncd.desired.resolve import DeviceSecretError, Resolved, resolve_desired, resolve_device
 from syncd.desired.result import DesiredState, Problem
 from syncd.desired.tree import MAX_FILE_BYTES, Loader, load_desired
@@ -28,4 +34,5 @@ __all__ = [
     "resolve_desired",
     "resolve_device",
     "select_devices",
+    "unmatched_patterns",
 ]

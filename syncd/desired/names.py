@@ -15,6 +15,7 @@ __all__ = [
     "is_defaults",
     "name_from_path",
     "select_devices",
+    "unmatched_patterns",
 ]
 
 DEFAULTS_FILE = "_defaults.yaml"
@@ -50,3 +51,11 @@ def select_devices(names: Iterable[str], patterns: Iterable[str]) -> set[str]:
     for pattern in patterns:
         chosen.update(n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern))
     return chosen
+
+
+def unmatched_patterns(
+    patterns: Iterable[str], devices: Iterable[str], invalid_files: Iterable[str]
+) -> list[str]:
+    """The ``--device`` patterns naming no device of the tree (an invalid file's counts)."""
+    names = [*devices, *(name_from_path(f) for f in invalid_files)]
+    return [p for p in patterns if not select_devices(names, [p])]

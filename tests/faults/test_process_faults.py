@@ -222,6 +222,16 @@ class TestStartupErrors:
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
+    def test_device_filter_matching_nothing(self, tmp_path):
+        """syncd run --device naming no device stops at start, as plan and apply refuse it."""
+        desired = tmp_path / "desired"
+        write(desired, "site-a/lobby.yaml", device_yaml("http://127.0.0.1:9", ""))
+        args = ["--desired", str(desired), "--state-dir", str(tmp_path / "state")]
+        result = syncd("run", *args, "--device", "site-a/lobbby", timeout=30)
+        assert result.returncode == 1
+        _one_error(result, "no device matches --device site-a/lobbby")
+        assert not (tmp_path / "state" / "syncd.sock").exists()
+
     def test_state_dir_in_use_is_said_once_where_both_streams_meet(self, tmp_path):
         """A locked state dir: daemon.failed on stdout and the sentence on stderr, one line for 2>&1."""
         from syncd.lock import StateLock
