@@ -120,8 +120,9 @@ def load_resolved(settings: Settings, devices: Sequence[str]) -> tuple[DesiredSt
 
 
 def _check_filter(desired: DesiredState, devices: Sequence[str]) -> None:
-    for pattern in unmatched_patterns(devices, desired.devices, desired.invalid_files):
-        raise CommandError(f"no device matches --device {pattern}")
+    unmatched = unmatched_patterns(devices, desired.devices, desired.invalid_files)
+    if unmatched:
+        raise CommandError(f"no device matches --device {unmatched[0]}")
 
 
 def validate(*, desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) -> int:

@@ -160,11 +160,10 @@ class Daemon:
             desired = await read_desired(self.loader, self.desired_dir, log=self.log)
             if desired is None:
                 return
-            if why == "start":  # as plan and apply refuse it; later a device may go for good
-                for pattern in unmatched_patterns(
-                    self.only, desired.devices, desired.invalid_files
-                ):
-                    raise StartupError(f"no device matches --device {pattern}")
+            # Refused at start, as plan and apply refuse it; later a device may go for good.
+            unmatched = unmatched_patterns(self.only, desired.devices, desired.invalid_files)
+            if why == "start" and unmatched:
+                raise StartupError(f"no device matches --device {unmatched[0]}")
             resolved = resolve_desired(desired, environ=os.environ, only=self.only)
             # The 30 s backstop repeats only what is new, so journald is not flooded.
             periodic = why == "periodic"
