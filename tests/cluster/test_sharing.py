@@ -239,7 +239,10 @@ class TestClustered:
     ) -> None:
         """Given every device's status, a node publishes those it owns under its name; the other node reads them, and nothing else."""
         one, two = await make_sharing("p1", metrics=Metrics()), await make_sharing("p2")
-        await eventually(lambda: one.members == two.members == {"p1", "p2"})
+        # Both joined and both loaded the shared state (a node owns nothing before).
+        await eventually(
+            lambda: one.members == two.members == {"p1", "p2"} and one.available and two.available
+        )
         docs = [
             {"device": d, "state": "in_sync", "owner": one.owner_of(d), "accounts": []}
             for d in DEVICES
