@@ -1,7 +1,8 @@
 """The operator's questions: ``syncd status``, ``syncd history``, ``syncd passwords resend``.
 
 ``status`` asks the running daemon over its control socket; ``history``
-reads the history file (also while the daemon writes it); ``passwords
+reads the history file (also while the daemon writes it), or in a cluster
+the history the nodes keep in etcd; ``passwords
 resend`` goes through the daemon when one answers, else marks the passwords
 due on the state directly. Each returns its exit status; a user-caused
 failure is a :class:`~syncd.commands.CommandError` (one sentence, exit 1).
@@ -20,7 +21,7 @@ from pathlib import Path
 from syncd.command_errors import report_warning
 from syncd.commands import EXIT_OK, CommandError, check_local_state_dir, state_dir_missing
 from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
-from syncd.history import HistoryLog, format_history_table, parse_duration
+from syncd.history import HistoryLog, HistoryRead, format_history_table, parse_duration
 from syncd.settings import Settings
 from syncd.state import FileStateStore
 from syncd.status import device_from_json, format_status, summary_counts
@@ -77,9 +78,7 @@ def history_command(
             start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
         except (ValueError, OverflowError) as exc:
             raise CommandError(f"--since {exc}") from None
-    if not settings.state_dir.is_dir():
-        raise CommandError(state_dir_missing(settings.state_dir))
-    read = HistoryLog.in_state_dir(settings.state_dir).read(since=start)
+    read = _read_history(settings, since=start)
     for warning in read.warnings:
         report_warning(warning, event="history.skipped")
     entries = [e for e in read.entries if not devices or _matches(e.device, devices)]
@@ -88,6 +87,21 @@ def history_command(
     else:
         sys.stdout.write(format_history_table(entries))
     return EXIT_OK
+
+
+def _read_history(settings: Settings, *, since: datetime | None) -> HistoryRead:
+    """The cluster's history from etcd when the settings name a cluster, else the state dir's."""
+    if settings.cluster_endpoints:
+        from syncd.cluster import ClusterError
+        from syncd.cluster.history import read_cluster_history
+
+        try:
+            return read_cluster_history(settings, since=since)
+        except ClusterError as exc:
+            raise CommandError(str(exc)) from None
+    if not settings.state_dir.is_dir():
+        raise CommandError(state_dir_missing(settings.state_dir))
+    return HistoryLog.in_state_dir(settings.state_dir).read(since=since)
 
 
 def _matches(name: object, patterns: Sequence[str]) -> bool:
