@@ -44,11 +44,17 @@ class EtcdHistory:
         found = HistoryRead([], [])
         rows = enumerate(self.store.history(), start=1)
         collect_entries(rows, _not_whole, device=device, since=since, into=found)
-        return found
+        return _oldest_first(found)
 
 
 def _not_whole(number: int) -> str:
     return f"etcd history entry {number}: skipped, not a whole entry"
+
+
+def _oldest_first(found: HistoryRead) -> HistoryRead:
+    """By each entry's time: nodes append concurrently, so the keys' order is not quite that."""
+    found.entries.sort(key=lambda entry: entry.time)  # stable: equal times keep the keys' order
+    return found
 
 
 def read_cluster_history(settings: object, *, since: datetime | None = None) -> HistoryRead:
@@ -80,7 +86,7 @@ async def _read(access: EtcdAccess, cluster_name: str, since: datetime | None) -
     rows = ((number, value) for number, (_, value) in enumerate(docs, start=1))
     read = HistoryRead([], [])
     collect_entries(rows, _not_whole, device=None, since=since, into=read)
-    return read
+    return _oldest_first(read)
 
 
 def _unreadable(exc: BaseException, access: EtcdAccess) -> str:
