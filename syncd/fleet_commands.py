@@ -1,7 +1,8 @@
 """The operator's questions: ``syncd status``, ``syncd history``, ``syncd passwords resend``.
 
 ``status`` asks the running daemon over its control socket; ``history``
-reads the history file (also while the daemon writes it); ``passwords
+reads the history file (also while the daemon writes it), or in a cluster
+the history the nodes keep in etcd; ``passwords
 resend`` goes through the daemon when one answers, else marks the passwords
 due on the state directly. Each returns its exit status; a user-caused
 failure is a :class:`~syncd.commands.CommandError` (one sentence, exit 1).
@@ -10,6 +11,7 @@ failure is a :class:`~syncd.commands.CommandError` (one sentence, exit 1).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from pathlib import Path
 from syncd.command_errors import report_warning
 from syncd.commands import EXIT_OK, CommandError, check_local_state_dir, state_dir_missing
 from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
-from syncd.history import HistoryLog, format_history_table, since_start
+from syncd.history import HistoryLog, HistoryRead, format_history_table, since_start
 from syncd.settings import Settings
 from syncd.state import FileStateStore
 from syncd.status import device_from_json, format_status, summary_counts
@@ -77,9 +79,7 @@ def history_command(
             start = since_start(since, datetime.now(UTC))
         except ValueError as exc:
             raise CommandError(f"--since {exc}") from None
-    if not settings.state_dir.is_dir():
-        raise CommandError(state_dir_missing(settings.state_dir))
-    read = HistoryLog.in_state_dir(settings.state_dir).read(since=start)
+    read = _read_history(settings, since=start)
     for warning in read.warnings:
         report_warning(warning, event="history.skipped")
     entries = [e for e in read.entries if not devices or _matches(e.device, devices)]
@@ -88,6 +88,25 @@ def history_command(
     else:
         sys.stdout.write(format_history_table(entries))
     return EXIT_OK
+
+
+def _read_history(settings: Settings, *, since: datetime | None) -> HistoryRead:
+    """The cluster's history from etcd when the settings name a cluster, else the state dir's."""
+    if settings.cluster_endpoints:
+        if settings.log_level != "debug":
+            # gRPC's core logs a failed TLS handshake on stderr, beside our one sentence;
+            # it reads this once, when gRPC is first imported (just below).
+            os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+        from syncd.cluster import ClusterError
+        from syncd.cluster.history import read_cluster_history
+
+        try:
+            return read_cluster_history(settings, since=since)
+        except ClusterError as exc:
+            raise CommandError(str(exc)) from None
+    if not settings.state_dir.is_dir():
+        raise CommandError(state_dir_missing(settings.state_dir))
+    return HistoryLog.in_state_dir(settings.state_dir).read(since=since)
 
 
 def _matches(name: object, patterns: Sequence[str]) -> bool:

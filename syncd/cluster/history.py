@@ -2,17 +2,29 @@
 
 Every node appends to the same bounded history in etcd (``EtcdStateStore``),
 so a device that moves to another node keeps its history, and ``syncd
-history`` on any node shows the whole fleet's.
+history`` on any node shows the whole fleet's: ``read_cluster_history(settings)``
+reads it from etcd once (no node joins, no watch), with the etcd user, password
+file and TLS settings the daemon uses.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
-from syncd.cluster.store import EtcdStateStore
+from syncd.cluster.connection import (
+    TRANSIENT_ERRORS,
+    ClusterError,
+    EtcdAccess,
+    EtcdConnection,
+    describe_failure,
+)
+from syncd.cluster.settings import cluster_access
+from syncd.cluster.store import EtcdStateStore, history_prefix
+from syncd.cluster.watching import read_prefix
 from syncd.history import HistoryEntry, HistoryRead, collect_entries
 
-__all__ = ["EtcdHistory"]
+__all__ = ["EtcdHistory", "read_cluster_history"]
 
 
 class EtcdHistory:
@@ -32,8 +44,57 @@ class EtcdHistory:
         found = HistoryRead([], [])
         rows = enumerate(self.store.history(), start=1)
         collect_entries(rows, _not_whole, device=device, since=since, into=found)
-        return found
+        return _oldest_first(found)
 
 
 def _not_whole(number: int) -> str:
     return f"etcd history entry {number}: skipped, not a whole entry"
+
+
+def _oldest_first(found: HistoryRead) -> HistoryRead:
+    """By each entry's time: nodes append concurrently, so the keys' order is not quite that."""
+    found.entries.sort(key=lambda entry: entry.time)  # stable: equal times keep the keys' order
+    return found
+
+
+def read_cluster_history(settings: object, *, since: datetime | None = None) -> HistoryRead:
+    """The history of the cluster ``settings`` name as etcd holds it now, oldest first.
+
+    Entries older than ``since`` are left out; an entry that is not whole is
+    skipped with a warning. Raises ClusterError (one sentence naming the
+    setting, never a credential) when etcd cannot be reached or refuses us, or
+    when ``cluster_endpoints`` is unset.
+    """
+    found = cluster_access(settings)
+    if found is None:
+        raise ClusterError("cluster_endpoints is not set: the history is in the state dir")
+    access, cluster_name = found
+    return asyncio.run(_read(access, cluster_name, since))
+
+
+async def _read(access: EtcdAccess, cluster_name: str, since: datetime | None) -> HistoryRead:
+    connection = EtcdConnection(access)
+    try:
+        await connection.authenticate()
+        changes, _ = await read_prefix(connection, history_prefix(cluster_name))
+    except TRANSIENT_ERRORS as exc:
+        raise ClusterError(_unreadable(exc, access)) from None
+    finally:
+        await connection.close()
+    # Keys sort by the time written, then node, as the daemons' own mirror does.
+    docs = sorted((c.key, c.value) for c in changes if c.value is not None)
+    rows = ((number, value) for number, (_, value) in enumerate(docs, start=1))
+    read = HistoryRead([], [])
+    collect_entries(rows, _not_whole, device=None, since=since, into=read)
+    return _oldest_first(read)
+
+
+def _unreadable(exc: BaseException, access: EtcdAccess) -> str:
+    """Why the history could not be read, naming the setting to check."""
+    problem = describe_failure(exc, access)
+    if problem is not None:
+        return f"cannot read the cluster's history: {problem}"
+    endpoints = ",".join(access.endpoints)
+    return (
+        f"cannot read the cluster's history: etcd does not answer at cluster_endpoints {endpoints}"
+    )

@@ -4,7 +4,8 @@ The daemon's ``Settings`` gains the fields listed in ``CLUSTER_SETTINGS``
 (environment ``SYNCD_`` plus the name in capitals, flag ``--`` plus the name
 with dashes). ``cluster_config(settings)`` reads them from any object that
 has them as attributes (None when ``cluster_endpoints`` is unset: standalone),
-and ``open_cluster(config)`` connects, joins and starts the shared state.
+``cluster_access(settings)`` only what reading the cluster's keys needs
+(``syncd history``), and ``open_cluster(config)`` connects, joins and starts the shared state.
 Every configuration error is a ``ClusterError`` of one sentence naming the
 setting.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "PASSWORD_KEY_CREDENTIAL",
     "ClusterConfig",
     "build_cluster",
+    "cluster_access",
     "cluster_config",
     "open_cluster",
     "read_password_key",
@@ -102,12 +104,20 @@ def _name(value: str, setting: str) -> str:
     return value
 
 
-def cluster_config(settings: object) -> ClusterConfig | None:
-    """The cluster configuration in ``settings`` (attributes named as CLUSTER_SETTINGS)."""
-
+def _getter(settings: object) -> Callable[[str], Any]:
     def get(name: str) -> Any:
         return getattr(settings, name, CLUSTER_SETTINGS[name][1])
 
+    return get
+
+
+def cluster_access(settings: object) -> tuple[EtcdAccess, str] | None:
+    """How to reach the cluster ``settings`` name, and its name (None: standalone).
+
+    The etcd settings of :func:`cluster_config` without the node's own (node
+    name, lease, password-record key): what reading the cluster's keys needs.
+    """
+    get = _getter(settings)
     raw = get("cluster_endpoints")
     if raw is None or not str(raw).strip():
         return None
@@ -116,10 +126,6 @@ def cluster_config(settings: object) -> ClusterConfig | None:
     except ValueError as exc:
         raise ClusterError(str(exc)) from None
     cluster_name = _name(str(get("cluster_name")), "cluster_name")
-    node_name = _name(str(get("node_name") or socket.gethostname()), "node_name")
-    lease_ttl = float(get("lease_ttl"))
-    if not 2 <= lease_ttl <= 3600:
-        raise ClusterError("lease_ttl must be between 2 and 3600 seconds")
     username = get("cluster_username")
     password: SecretStr | None = None
     if username is not None:
@@ -130,12 +136,6 @@ def cluster_config(settings: object) -> ClusterConfig | None:
                 f"or the credential {ETCD_PASSWORD_CREDENTIAL}"
             )
         password = SecretStr(_read_secret(Path(source), "cluster_password_file").decode())
-    key = read_password_key(get("password_key_file"))
-    if key is None:
-        raise ClusterError(
-            "cluster mode needs the password-record key: set password_key_file "
-            f"or the credential {PASSWORD_KEY_CREDENTIAL}, the same on every node"
-        )
     files = {
         name: get(name) for name in ("cluster_ca_file", "cluster_cert_file", "cluster_key_file")
     }
@@ -147,6 +147,26 @@ def cluster_config(settings: object) -> ClusterConfig | None:
         username=username,
         password=password,
     )
+    return access, cluster_name
+
+
+def cluster_config(settings: object) -> ClusterConfig | None:
+    """The cluster configuration in ``settings`` (attributes named as CLUSTER_SETTINGS)."""
+    found = cluster_access(settings)
+    if found is None:
+        return None
+    access, cluster_name = found
+    get = _getter(settings)
+    node_name = _name(str(get("node_name") or socket.gethostname()), "node_name")
+    lease_ttl = float(get("lease_ttl"))
+    if not 2 <= lease_ttl <= 3600:
+        raise ClusterError("lease_ttl must be between 2 and 3600 seconds")
+    key = read_password_key(get("password_key_file"))
+    if key is None:
+        raise ClusterError(
+            "cluster mode needs the password-record key: set password_key_file "
+            f"or the credential {PASSWORD_KEY_CREDENTIAL}, the same on every node"
+        )
     return ClusterConfig(access, cluster_name, node_name, lease_ttl, key)
 
 

@@ -45,10 +45,15 @@ from syncd.cluster.watching import Change, PrefixMirror
 from syncd.state import StateError
 from syncd.state.records import DeviceRecords, TargetIndex
 
-__all__ = ["EtcdStateStore"]
+__all__ = ["EtcdStateStore", "history_prefix"]
 
 _log = logging.getLogger(__name__)
 _BATCH = 100  # etcd allows 128 operations per transaction by default
+
+
+def history_prefix(cluster_name: str) -> str:
+    """The key prefix of the cluster's history entries (``history/{time-ns}-{node}-{seq}``)."""
+    return f"/{cluster_name}/history/"
 
 
 class EtcdStateStore(DeviceRecords):
@@ -78,7 +83,7 @@ class EtcdStateStore(DeviceRecords):
         self._rollout_key = f"/{cluster_name}/state/rollout"
         self._status_prefix = f"/{cluster_name}/state/status/"
         self._reports_prefix = f"/{cluster_name}/state/reports/"
-        self._history_prefix = f"/{cluster_name}/history/"
+        self._history_prefix = history_prefix(cluster_name)
         self._devices: dict[str, dict[str, Any]] = {}
         self._by_target = TargetIndex()
         self._rollout: dict[str, Any] | None = None
