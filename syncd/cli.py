@@ -208,6 +208,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     # `run` logs to stdout (journald); every other command keeps stdout for its result.
     stream = sys.stdout if args.command == "run" else sys.stderr
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=stream)
+    if settings.log_level != "debug":
+        # gRPC's core (under the etcd client) writes a failed TLS handshake to stderr beside
+        # syncd's one sentence; it reads this once, when first imported (after this).
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     if args.command == "validate":
         return commands.validate(
             desired_dir=settings.desired_dir,

@@ -11,7 +11,6 @@ failure is a :class:`~syncd.commands.CommandError` (one sentence, exit 1).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -93,10 +92,6 @@ def history_command(
 def _read_history(settings: Settings, *, since: datetime | None) -> HistoryRead:
     """The cluster's history from etcd when the settings name a cluster, else the state dir's."""
     if settings.cluster_endpoints:
-        if settings.log_level != "debug":
-            # gRPC's core logs a failed TLS handshake on stderr, beside our one sentence;
-            # it reads this once, when gRPC is first imported (just below).
-            os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         from syncd.cluster import ClusterError
         from syncd.cluster.history import read_cluster_history
 

@@ -290,7 +290,9 @@ class TestClusterHistory:
             for secret in (ETCD_PASSWORD, "not-the-Pass-9", SIP_PASSWORD):
                 assert secret not in output
 
-    def test_over_tls_with_the_ca_file(self, tls_etcd: Any, cluster_name: str) -> None:
+    def test_over_tls_with_the_ca_file(
+        self, tls_etcd: Any, cluster_name: str, tmp_path: Path
+    ) -> None:
         """etcd over https: read with cluster_ca_file; a CA that did not sign etcd's certificate is one sentence naming cluster_ca_file."""
         server, ca_file, other_ca = tls_etcd
         append_history(
@@ -306,3 +308,13 @@ class TestClusterHistory:
 
         error = one_error(history(*base, "--cluster-ca-file", str(other_ca)))
         assert "cluster_ca_file" in error, error
+
+        # The daemon refused the same way says it once too (no gRPC line beside it).
+        (tmp_path / "desired").mkdir()
+        (tmp_path / "key").write_text("ab" * 32)
+        own = ("--node-name", "n1", "--password-key-file", str(tmp_path / "key"))
+        places = ("--desired", str(tmp_path / "desired"), "--state-dir", str(tmp_path / "s"))
+        run = syncd("run", *base, "--cluster-ca-file", str(other_ca), *own, *places, timeout=60)
+        assert run.returncode == 1
+        (line,) = run.stderr.strip().splitlines()
+        assert "cluster_ca_file" in json.loads(line)["error"]
