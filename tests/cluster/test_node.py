@@ -327,6 +327,28 @@ class TestRestarted:
         }
         assert await member_lease(etcd.endpoint, cluster_name, "a") == record["leases"][0]
 
+    async def test_own_registration_taken_back_with_authentication(
+        self, make_node: NodeFactory, own_etcd: EtcdServer, cluster_name: str, tmp_path: Path
+    ) -> None:
+        """With etcd's user limited to the cluster's prefix, as the README sets it up, the restarted node may still revoke its old lease: it takes back its device and the leader key."""
+        await enable_auth(
+            own_etcd.endpoint, user="syncd", password="syncd-Pass-1", prefix=f"/{cluster_name}/"
+        )
+        user = ("syncd", "syncd-Pass-1")
+        lease_file = tmp_path / "cluster-lease"
+        old = await make_node(
+            "a", server=own_etcd, user=user, lease_ttl=30.0, lease_file=lease_file
+        )
+        await wait_for(lambda: old.is_leader)
+        assert await old.acquire(DEVICES[0])
+        await old.abandon()
+        new = await make_node(
+            "a", server=own_etcd, user=user, lease_ttl=30.0, lease_file=lease_file
+        )
+        assert new.healthy
+        assert await new.acquire(DEVICES[0])
+        await wait_for(lambda: new.is_leader)
+
     async def test_same_name_from_another_state_dir_refused(
         self, make_node: NodeFactory, etcd: EtcdServer, cluster_name: str, tmp_path: Path
     ) -> None:
