@@ -10,6 +10,8 @@ import asyncio
 import math
 from typing import Any
 
+import grpc
+
 from syncd.cluster.connection import EtcdConnection
 
 __all__ = ["grant_lease", "renew_lease", "revoke_lease"]
@@ -38,7 +40,11 @@ async def renew_lease(connection: EtcdConnection, lease: int, *, wait: float) ->
 
 
 async def revoke_lease(connection: EtcdConnection, lease: int) -> None:
-    """End ``lease``: every key bound to it goes with it."""
+    """End ``lease``: every key bound to it goes with it (a lease etcd does not know has ended)."""
     client = await connection.open()
     assert client.lease is not None
-    await client.lease.revoke(lease, timeout=connection.timeout)
+    try:
+        await client.lease.revoke(lease, timeout=connection.timeout)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise

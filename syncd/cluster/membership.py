@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from syncd.cluster.connection import EtcdConnection
@@ -28,28 +28,56 @@ def member_record(node: str, lease: int | None, revision: tuple[str, float] | No
     return json.dumps(data, sort_keys=True).encode()
 
 
-async def register(connection: EtcdConnection, key: str, record: bytes, *, lease: int) -> bool:
-    """Write a node's registration under ``lease``; False when another lease holds ``key``.
+async def register(
+    connection: EtcdConnection,
+    key: str,
+    record: bytes,
+    *,
+    lease: int,
+    former: Collection[int] = (),
+) -> bool:
+    """Write a node's registration under ``lease``; False when another node's lease holds ``key``.
 
-    Another lease means another live node uses the same node name. Under the
-    same lease (a rejoin) an older record is replaced.
+    Under the same lease (a rejoin) an older record is replaced. Under one of
+    ``former``, leases this node granted before (:mod:`syncd.cluster.lease_memory`),
+    the registration is this node's own, left by an earlier run: it is taken
+    over, in a transaction that holds only while the key is as it was read.
+    Under any other lease, another live node uses the same node name.
     """
     client = await connection.open()
     assert client.kv is not None
     kv = client.kv
-    response: Any = await kv.txn(
-        [kv.txn_compare_create_revision(key, 0)],
-        [kv.txn_op_put(key, record, lease=lease)],
-        [kv.txn_op_get(key)],
-        timeout=connection.timeout,
-    )
-    if not response.succeeded:
+    for _ in range(3):  # the key changed between the read and the takeover: look again
+        response: Any = await kv.txn(
+            [kv.txn_compare_create_revision(key, 0)],
+            [kv.txn_op_put(key, record, lease=lease)],
+            [kv.txn_op_get(key)],
+            timeout=connection.timeout,
+        )
+        if response.succeeded:
+            return True
         kvs = response.responses[0].response_range.kvs
-        if kvs and int(kvs[0].lease) != lease:
+        if not kvs:
+            continue
+        held = int(kvs[0].lease)
+        if held == lease:
+            if bytes(kvs[0].value) != record:  # our lease, an older record
+                await kv.put(key, record, lease=lease, timeout=connection.timeout)
+            return True
+        if held not in former:
             return False
-        if kvs and bytes(kvs[0].value) != record:  # our lease, an older record
-            await kv.put(key, record, lease=lease, timeout=connection.timeout)
-    return True
+        taken: Any = await kv.txn(
+            [
+                kv.txn_compare_create_revision(key, int(kvs[0].create_revision)),
+                kv.txn_compare_version(key, int(kvs[0].version)),
+            ],
+            [kv.txn_op_put(key, record, lease=lease)],
+            [],
+            timeout=connection.timeout,
+        )
+        if taken.succeeded:
+            return True
+    return False
 
 
 async def rewrite_record(

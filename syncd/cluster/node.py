@@ -19,6 +19,14 @@ have expired the lease and handed its devices to others. It rejoins by
 itself when etcd answers again (the same lease if it is still alive, else a
 new one), first asking for a new auth token when a user is configured: a
 restarted etcd has forgotten every token it gave.
+
+Restarts. A node stopped while etcd did not answer, or killed, leaves its
+lease alive in etcd, and its keys with it. The leases the node granted are
+remembered in its state dir (:mod:`syncd.cluster.lease_memory`): a
+registration found under one of them is its own, so the node takes it over
+and revokes those leases (its old ownership and leader keys go with them)
+before it claims anything, and joins at once. A registration under any other
+lease is another live node's: the node name is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 from syncd import events
 from syncd.cluster.connection import (
@@ -40,6 +49,7 @@ from syncd.cluster.connection import (
 )
 from syncd.cluster.hashing import owner_of
 from syncd.cluster.lease import grant_lease, renew_lease, revoke_lease
+from syncd.cluster.lease_memory import LeaseMemory
 from syncd.cluster.membership import Membership, member_record, register, rewrite_record
 from syncd.cluster.owner_keys import drop_owner_key, take_owner_key
 from syncd.logs import get_logger
@@ -62,6 +72,8 @@ class ClusterNode:
     ``on_change`` is called (synchronously, in the event loop) whenever the
     live members, this node's health or the leader change; ``changed`` is an
     ``asyncio.Event`` set at the same moments, for a loop that prefers to wait.
+    ``lease_file`` remembers the node's leases across restarts (in its state
+    dir, which only one process uses at a time); None: within this process only.
     """
 
     def __init__(
@@ -72,6 +84,7 @@ class ClusterNode:
         node_name: str,
         lease_ttl: float = 10.0,
         on_change: Callable[[], None] | None = None,
+        lease_file: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connection = connection
@@ -84,6 +97,8 @@ class ClusterNode:
         self._prefix = f"/{cluster_name}/"
         self._member_key = f"{self._prefix}members/{node_name}"
         self._lease_id: int | None = None
+        #: Leases granted and not known to have ended, this run's and earlier runs'.
+        self._leases = LeaseMemory(lease_file, cluster=cluster_name, node=node_name)
         self._granted_ttl = float(max(1, math.ceil(lease_ttl)))
         self._trusted_until = -math.inf
         self._joined = False
@@ -202,8 +217,12 @@ class ClusterNode:
         self._joined = False
         self._held.clear()
         if lease is not None:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
+            try:
                 await revoke_lease(self.connection, lease)
+            except TRANSIENT_ERRORS:
+                pass  # remembered: the next run takes its registration back
+            else:
+                self._leases.forget([lease])
         if was_healthy:
             self._notify()
 
@@ -324,11 +343,14 @@ class ClusterNode:
         await self._take_lease()
         assert self._lease_id is not None
         record = self._record()
-        if not await register(self.connection, self._member_key, record, lease=self._lease_id):
+        former = self._leases.leases - {self._lease_id}
+        key, lease = self._member_key, self._lease_id
+        if not await register(self.connection, key, record, lease=lease, former=former):
             raise DuplicateNodeError(
                 f"node_name {self.node_name!r} is already used by another live node of "
                 f"cluster {self.cluster_name!r}; give each node its own node_name"
             )
+        await self._end_former(former)
         self._written = record
         self._joined = True
         self._set_available(True)
@@ -348,8 +370,19 @@ class ClusterNode:
         self._joined = False
         sent = self._clock()
         self._lease_id, self._granted_ttl = await grant_lease(self.connection, self.lease_ttl)
+        self._leases.remember(self._lease_id)
         self._held.clear()
         self._renewed(sent)
+
+    async def _end_former(self, former: Collection[int]) -> None:
+        """Revoke this node's earlier leases: their ownership and leader keys go with them.
+
+        Before the node claims anything: a stale leader key of its own would keep
+        every node from campaigning, a stale ownership key this node from its devices.
+        """
+        for lease in sorted(former):
+            await revoke_lease(self.connection, lease)
+            self._leases.forget([lease])
 
     async def _keepalive(self, lease: int) -> float:
         """One renewal; the TTL etcd grants (0 or less: the lease is gone)."""

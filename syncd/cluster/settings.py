@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from syncd import password_key
 from syncd.cluster.connection import ClusterError, EtcdAccess, EtcdConnection, parse_endpoints
+from syncd.cluster.lease_memory import LEASE_FILE
 from syncd.cluster.node import ClusterNode
 from syncd.cluster.store import EtcdStateStore
 
@@ -79,6 +80,8 @@ class ClusterConfig:
     node_name: str
     lease_ttl: float
     password_key: bytes = field(repr=False)
+    #: This node's state dir (its lock held): where it remembers its leases across restarts.
+    state_dir: Path | None = None
 
 
 def _read_secret(path: Path, setting: str) -> bytes:
@@ -167,7 +170,15 @@ def cluster_config(settings: object) -> ClusterConfig | None:
             "cluster mode needs the password-record key: set password_key_file "
             f"or the credential {PASSWORD_KEY_CREDENTIAL}, the same on every node"
         )
-    return ClusterConfig(access, cluster_name, node_name, lease_ttl, key)
+    state_dir = getattr(settings, "state_dir", None)
+    return ClusterConfig(
+        access,
+        cluster_name,
+        node_name,
+        lease_ttl,
+        key,
+        state_dir=Path(state_dir) if state_dir is not None else None,
+    )
 
 
 def build_cluster(
@@ -181,6 +192,7 @@ def build_cluster(
         node_name=config.node_name,
         lease_ttl=config.lease_ttl,
         on_change=on_change,
+        lease_file=config.state_dir / LEASE_FILE if config.state_dir is not None else None,
     )
     store = EtcdStateStore(
         connection,

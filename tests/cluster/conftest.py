@@ -86,8 +86,10 @@ async def make_node(etcd: EtcdServer, cluster_name: str) -> AsyncIterator[NodeFa
         lease_ttl: float = 2.0,
         start: bool = True,
         user: tuple[str, str] | None = None,
+        lease_file: Path | None = None,
     ) -> ClusterNode:
-        """``user``: the etcd user and password to authenticate with."""
+        """``user``: the etcd user and password to authenticate with; ``lease_file``: where
+        the node remembers its leases (its state dir's)."""
         username, password = user if user is not None else (None, None)
         access = EtcdAccess(
             ((server or etcd).endpoint,),
@@ -96,7 +98,11 @@ async def make_node(etcd: EtcdServer, cluster_name: str) -> AsyncIterator[NodeFa
         )
         connection = EtcdConnection(access, timeout=1.0)
         node = ClusterNode(
-            connection, cluster_name=cluster_name, node_name=name, lease_ttl=lease_ttl
+            connection,
+            cluster_name=cluster_name,
+            node_name=name,
+            lease_ttl=lease_ttl,
+            lease_file=lease_file,
         )
         nodes.append(node)
         if start:

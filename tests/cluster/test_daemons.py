@@ -428,6 +428,77 @@ class TestEtcdLost:
         assert proc.proc.stderr.read() == ""
 
 
+#: A lease long enough that "joined well before the old lease could expire" is plain on a
+#: slow machine: a node that had to wait for it would take this long, one that did not about 1 s.
+LONG_TTL = 15.0
+
+
+class TestRestartedNode:
+    def test_stopped_while_etcd_down_and_started_again_rejoins_at_once(
+        self, fleet: Fleet, launch: Callable[..., DaemonProcess], tmp_path: Path
+    ) -> None:
+        """SIGTERM while etcd is down (its lease cannot be revoked), started again, etcd back: the node rejoins well before that old lease could expire, blaming no setting, and changes its devices again."""
+        devices = fleet.devices[40:50]
+        names = desired_tree(tmp_path / "desired", devices, "Restart")
+        ttl = ("--lease-ttl", str(LONG_TTL))
+        server = EtcdServer(_binary(), tmp_path / "etcd")
+        server.start()
+        try:
+            procs = [launch(n, server.endpoint, tmp_path / "desired", *ttl) for n in ("n1", "n2")]
+            wait_until(all_labelled(devices, "Restart"), 30, "the devices converged")
+            settled(procs, 2)
+            server.stop()
+            assert procs[1].stop(timeout=20) == 0
+            procs[1] = launch("n2", server.endpoint, tmp_path / "desired", *ttl)
+            procs[1].wait_for("cluster.unavailable", timeout=20)
+            server.start()
+            back = time.monotonic()
+            procs[1].wait_for("cluster.joined", timeout=LONG_TTL + 15)
+            joined = time.monotonic() - back
+            print(f"n2 joined {joined:.2f} s after etcd answered (its old lease: {LONG_TTL} s)")
+            mine = [
+                d for n, d in zip(names, devices, strict=True) if owner_of(n, ["n1", "n2"]) == "n2"
+            ]
+            assert mine
+            for device in mine:
+                device.clear_journal()
+            drift(mine)
+            wait_until(all_labelled(devices, "Restart"), LONG_TTL + 15, "n2 corrected its drift")
+            corrected = time.monotonic() - back
+        finally:
+            server.stop()
+        assert joined < LONG_TTL / 2 and corrected < LONG_TTL / 2, (joined, corrected)
+        assert all(set(requests_by_node(d, "PUT")) == {"n2"} for d in mine)
+        blamed = [e["error"] for e in events_named(procs[1], "cluster.unavailable")]
+        assert not [error for error in blamed if "node_name" in error], blamed
+
+    def test_killed_and_started_again_at_once_rejoins(
+        self, fleet: Fleet, etcd: EtcdServer, launch: Callable[..., DaemonProcess], tmp_path: Path
+    ) -> None:
+        """SIGKILLed and started again while its lease lives on: the node joins (no refusal) and changes its devices again well before that lease could expire, with no overlapping PUTs."""
+        devices = fleet.devices[50:60]
+        names = desired_tree(tmp_path / "desired", devices, "Revive")
+        ttl = ("--lease-ttl", str(LONG_TTL))
+        procs = [launch(n, etcd.endpoint, tmp_path / "desired", *ttl) for n in ("n1", "n2")]
+        wait_until(all_labelled(devices, "Revive"), 30, "the devices converged")
+        settled(procs, 2)
+        procs[1].kill()
+        restarted = time.monotonic()
+        procs[1] = launch("n2", etcd.endpoint, tmp_path / "desired", *ttl)
+        procs[1].wait_for("cluster.joined", timeout=LONG_TTL + 15)
+        mine = [d for n, d in zip(names, devices, strict=True) if owner_of(n, ["n1", "n2"]) == "n2"]
+        assert mine
+        for device in mine:
+            device.clear_journal()
+        drift(mine)
+        wait_until(all_labelled(devices, "Revive"), LONG_TTL + 15, "n2 corrected its drift")
+        took = time.monotonic() - restarted
+        print(f"n2 restarted and corrected its drift in {took:.2f} s (its old lease: {LONG_TTL} s)")
+        assert took < LONG_TTL / 2
+        assert all(set(requests_by_node(d, "PUT")) == {"n2"} for d in mine)
+        assert overlapping_puts(devices) == []
+
+
 class TestRefusals:
     def test_same_node_name_refused(
         self, fleet: Fleet, etcd: EtcdServer, launch: Callable[..., DaemonProcess], tmp_path: Path

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import stat
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from syncd.cluster.connection import ClusterError
+from syncd.cluster.connection import ClusterError, EtcdAccess, EtcdConnection
 from syncd.cluster.hashing import owner_of
 from syncd.cluster.node import ClusterNode
+from syncd.cluster.watching import read_prefix
 from tests.cluster.conftest import NodeFactory, enable_auth
 from tests.etcd_server import EtcdServer
 
@@ -282,3 +287,107 @@ class TestProcesses:
         killed = time.monotonic()
         await wait_for(lambda: exactly_one_owner([a, b]), timeout=2 + SLACK)
         print(f"takeover after SIGKILL: {time.monotonic() - killed:.2f} s (lease_ttl 2 s)")
+
+
+def remembered(path: Path) -> dict[str, Any]:
+    """The lease file's record, and its permission bits as ``mode``."""
+    return {**json.loads(path.read_text()), "mode": stat.S_IMODE(path.stat().st_mode)}
+
+
+async def member_lease(endpoint: str, cluster_name: str, node: str) -> int | None:
+    """The lease ``node``'s registration names, read from etcd now."""
+    connection = EtcdConnection(EtcdAccess((endpoint,)), timeout=2.0)
+    try:
+        changes, _ = await read_prefix(connection, f"/{cluster_name}/members/{node}")
+    finally:
+        await connection.close()
+    return json.loads(changes[0].value or b"{}").get("lease") if changes else None
+
+
+class TestRestarted:
+    async def test_own_registration_taken_back_with_its_keys(
+        self, make_node: NodeFactory, etcd: EtcdServer, cluster_name: str, tmp_path: Path
+    ) -> None:
+        """A node gone without revoking its lease (killed), started again with the same state dir: it joins at once, and its old ownership and leader keys keep it from nothing."""
+        lease_file = tmp_path / "state" / "cluster-lease"
+        lease_file.parent.mkdir()
+        old = await make_node("a", lease_ttl=30.0, lease_file=lease_file)
+        await wait_for(lambda: old.is_leader)
+        for device in DEVICES[:5]:
+            assert await old.acquire(device)
+        old_lease = remembered(lease_file)["leases"]
+        await old.abandon()
+
+        new = await make_node("a", lease_ttl=30.0, lease_file=lease_file)
+        assert new.healthy and new.members == {"a"}
+        for device in DEVICES[:5]:
+            assert await new.acquire(device), device
+        await wait_for(lambda: new.is_leader)
+        record = remembered(lease_file)
+        assert record["leases"] != old_lease and len(record["leases"]) == 1
+        assert record | {"leases": None} == {
+            "cluster": cluster_name,
+            "node": "a",
+            "leases": None,
+            "mode": 0o600,
+        }
+        assert await member_lease(etcd.endpoint, cluster_name, "a") == record["leases"][0]
+
+    async def test_own_registration_taken_back_with_authentication(
+        self, make_node: NodeFactory, own_etcd: EtcdServer, cluster_name: str, tmp_path: Path
+    ) -> None:
+        """With etcd's user limited to the cluster's prefix, as the README sets it up, the restarted node may still revoke its old lease: it takes back its device and the leader key."""
+        await enable_auth(
+            own_etcd.endpoint, user="syncd", password="syncd-Pass-1", prefix=f"/{cluster_name}/"
+        )
+        user = ("syncd", "syncd-Pass-1")
+        lease_file = tmp_path / "cluster-lease"
+        old = await make_node(
+            "a", server=own_etcd, user=user, lease_ttl=30.0, lease_file=lease_file
+        )
+        await wait_for(lambda: old.is_leader)
+        assert await old.acquire(DEVICES[0])
+        await old.abandon()
+        new = await make_node(
+            "a", server=own_etcd, user=user, lease_ttl=30.0, lease_file=lease_file
+        )
+        assert new.healthy
+        assert await new.acquire(DEVICES[0])
+        await wait_for(lambda: new.is_leader)
+
+    async def test_same_name_from_another_state_dir_refused(
+        self, make_node: NodeFactory, etcd: EtcdServer, cluster_name: str, tmp_path: Path
+    ) -> None:
+        """A second node with a live node's name and its own state dir (its own leases remembered) is refused with the same sentence, and the live node keeps its registration."""
+        (tmp_path / "one").mkdir()
+        (tmp_path / "two").mkdir()
+        live = await make_node("a", lease_file=tmp_path / "one" / "cluster-lease")
+        lease = await member_lease(etcd.endpoint, cluster_name, "a")
+        # The other state dir remembers a lease of its own, which holds nothing.
+        before = await make_node("b", lease_ttl=30.0, lease_file=tmp_path / "two" / "cluster-lease")
+        await before.abandon()
+        (tmp_path / "two" / "cluster-lease").write_text(
+            (tmp_path / "two" / "cluster-lease").read_text().replace('"b"', '"a"')
+        )
+        with pytest.raises(ClusterError) as raised:
+            await make_node("a", lease_file=tmp_path / "two" / "cluster-lease")
+        assert str(raised.value) == (
+            f"node_name 'a' is already used by another live node of cluster {cluster_name!r}; "
+            "give each node its own node_name"
+        )
+        await asyncio.sleep(1.0)  # a renewal of the live node (lease_ttl 2 s)
+        assert live.healthy
+        assert await member_lease(etcd.endpoint, cluster_name, "a") == lease
+
+    async def test_lease_file_gone_after_a_clean_stop(
+        self, make_node: NodeFactory, tmp_path: Path
+    ) -> None:
+        """A node that revoked its lease at stop remembers none; a file for another node name is ignored and replaced."""
+        lease_file = tmp_path / "cluster-lease"
+        lease_file.write_text('{"cluster": "elsewhere", "node": "a", "leases": [12345]}\n')
+        node = await make_node("a", lease_file=lease_file)
+        assert (
+            remembered(lease_file)["node"] == "a" and 12345 not in remembered(lease_file)["leases"]
+        )
+        await node.stop()
+        assert not lease_file.exists()
