@@ -31,6 +31,7 @@ __all__ = [
     "change_pending",
     "cluster_joined",
     "cluster_members",
+    "cluster_revision_agrees",
     "cluster_revision_differs",
     "cluster_unavailable",
     "daemon_failed",
@@ -372,7 +373,13 @@ def cluster_unavailable(log: Log, *, node: str, error: str) -> None:
 
 
 def cluster_revision_differs(
-    log: Log, *, node: str, revision: str | None, revisions: Mapping[str, str], lagging: bool
+    log: Log,
+    *,
+    node: str,
+    revision: str | None,
+    revisions: Mapping[str, str],
+    lagging: bool,
+    differing_for: float,
 ) -> None:
     log.warning(
         "cluster.revision_differs",
@@ -380,4 +387,16 @@ def cluster_revision_differs(
         revision=revision,
         revisions=dict(revisions),
         lagging=lagging,
+        differing_for=differing_for,
+    )
+
+
+def cluster_revision_agrees(
+    log: Log, *, node: str, revision: str | None, differing_for: float
+) -> None:
+    log.info(
+        "cluster.revision_agrees",
+        node=node,
+        revision=revision,
+        differing_for=differing_for,
     )

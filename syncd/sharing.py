@@ -215,6 +215,8 @@ def open_sharing(
         raise SharingError(str(exc)) from None
     assert config is not None
     try:
-        return Clustered(config, workers=workers, metrics=metrics)
+        return Clustered(
+            config, workers=workers, resync_interval=settings.resync_interval, metrics=metrics
+        )
     except ClusterError as exc:
         raise SharingError(str(exc)) from None

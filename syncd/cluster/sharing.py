@@ -37,6 +37,7 @@ from syncd.cluster import (
     build_cluster,
     start_cluster,
 )
+from syncd.cluster.agreement import RevisionsSeen, follow, lags, revision_grace
 from syncd.cluster.connection import TRANSIENT_ERRORS
 from syncd.cluster.history import EtcdHistory
 from syncd.logs import get_logger
@@ -63,7 +64,12 @@ class Clustered:
     """This node's share of a cluster on etcd; see the module docstring."""
 
     def __init__(
-        self, config: ClusterConfig, *, workers: Workers, metrics: Metrics | None = None
+        self,
+        config: ClusterConfig,
+        *,
+        workers: Workers,
+        resync_interval: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.node: str | None = config.node_name
@@ -88,7 +94,11 @@ class Clustered:
         self._owners_among: frozenset[str] = frozenset()
         self._seen: tuple[str, frozenset[str], str | None] | None = None
         self._started = time.monotonic()
-        self._differs: tuple[tuple[str, str], ...] = ()
+        #: The members' revisions as seen, and what was logged of them (``agreement.follow``).
+        self._revisions_seen = RevisionsSeen()
+        self._revision_grace = revision_grace(
+            resync_interval=resync_interval, lease_ttl=config.lease_ttl
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._gauges = _ClusterGauges(metrics) if metrics is not None else None
         if metrics is not None:
@@ -213,11 +223,9 @@ class Clustered:
         self._spawn(self._cluster.publish_revision(revision, time.time()))
 
     def lagging(self, revision: str) -> bool:
-        """Another live node loaded a different revision after this node loaded ``revision``."""
-        revisions = self._cluster.revisions
-        ours = revisions.get(self.config.node_name)
-        since = ours[1] if ours is not None and ours[0] == revision else time.time()
-        return any(r != revision and s > since for r, s in revisions.values())
+        """Another node loaded a different revision after ours: at once, no grace."""
+        now = time.time()
+        return lags(self._cluster.revisions, node=self.config.node_name, revision=revision, now=now)
 
     def may_drive(self, revision: str) -> bool:
         return self.is_leader and self.available and not self.lagging(revision)
@@ -346,21 +354,31 @@ class Clustered:
         self._report_revisions()
 
     def _report_revisions(self) -> None:
+        """Log a difference of revisions that outlasted the grace (checked each second), its end."""
         revisions = {n: r for n, (r, _) in self._cluster.revisions.items()}
-        differs = tuple(sorted(revisions.items())) if len(set(revisions.values())) > 1 else ()
-        if differs == self._differs:
+        before = self._revisions_seen
+        self._revisions_seen, notice = follow(
+            before, revisions, now=time.monotonic(), grace=self._revision_grace
+        )
+        if self._revisions_seen.state != before.state:
+            self.changed.set()
+        if notice is None:
             return
-        self._differs = differs
-        if differs:
-            ours = revisions.get(self.config.node_name)
+        node = self.config.node_name
+        ours = revisions.get(node)
+        lasted = round(notice.differing_for, 1)
+        if notice.kind == "agrees":
+            events.cluster_revision_agrees(self.log, node=node, revision=ours, differing_for=lasted)
+        else:
+            lagging = ours is not None and self.lagging(ours)
             events.cluster_revision_differs(
                 self.log,
-                node=self.config.node_name,
+                node=node,
                 revision=ours,
                 revisions=revisions,
-                lagging=ours is not None and self.lagging(ours),
+                lagging=lagging,
+                differing_for=lasted,
             )
-            self.changed.set()
 
 
 class _ClusterGauges:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.cluster.agreement import revision_grace
 from syncd.cluster.hashing import owner_of
 from syncd.control import ControlClient, ControlError
 from syncd.simulator import Fleet, run_fleet_in_thread
@@ -607,3 +610,99 @@ class TestRolloutDriver:
         wait_until(all_labelled(devices, "Again"), LEASE_TTL + 30, "the other node finished")
         wait_until(lambda: completed(other), 20, "the other node completed the rollout")
         assert overlapping_puts(devices) == []
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` (no user or system configuration); its stripped output."""
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+class TestRevisions:
+    def test_a_push_is_no_difference_but_a_checkout_left_behind_is(
+        self, fleet: Fleet, etcd: EtcdServer, launch: Callable[..., DaemonProcess], tmp_path: Path
+    ) -> None:
+        """Two nodes on one checkout: pulled commits log no cluster.revision_differs, even past the grace; a node whose own checkout is not pulled is warned of (lagging) after the grace, once, and cluster.revision_agrees follows its pull."""
+        devices = fleet.devices[42:46]
+        grace = revision_grace(resync_interval=RESYNC, lease_ttl=LEASE_TTL)
+        upstream, checkout, behind = (
+            tmp_path / "upstream",
+            tmp_path / "checkout",
+            tmp_path / "behind",
+        )
+        desired_tree(upstream, devices, "Rev")
+        git(upstream, "init", "-q", "-b", "main")
+        git(upstream, "add", "-A")
+        git(upstream, "commit", "-q", "-m", "one")
+        git(tmp_path, "clone", "-q", str(upstream), str(checkout))
+        link = tmp_path / "n2-desired"  # n2 reads the same checkout, through a link to swap later
+        link.symlink_to(checkout)
+        procs = {
+            "n1": launch("n1", etcd.endpoint, checkout),
+            "n2": launch("n2", etcd.endpoint, link),
+        }
+        settled(list(procs.values()), 2)
+        wait_until(all_labelled(devices, "Rev"), 30, "the first commit applied")
+
+        def push(label: str, *pulled: Path) -> str:
+            """Commit new values upstream and pull them into ``pulled``; the commit ID."""
+            desired_tree(upstream, devices, label)
+            git(upstream, "commit", "-q", "-a", "-m", label)
+            for path in pulled:
+                git(path, "pull", "-q", "--ff-only")
+            return git(upstream, "rev-parse", "HEAD")
+
+        def loaded(revision: str) -> Callable[[], bool]:
+            """Every node logged desired.loaded for ``revision``."""
+            return lambda: all(
+                any(e.get("revision") == revision for e in events_named(p, "desired.loaded"))
+                for p in procs.values()
+            )
+
+        for label in ("Two", "Three"):
+            head = push(label, checkout)
+            wait_until(loaded(head), 20, f"{label} loaded by both")
+            wait_until(all_labelled(devices, label), 30, f"{label} applied")
+        time.sleep(grace + 1.5)
+        for proc in procs.values():
+            assert events_named(proc, "cluster.revision_differs") == []
+            assert events_named(proc, "cluster.revision_agrees") == []
+
+        # n2 moves to a checkout of its own at the same commit, which is then not pulled.
+        git(tmp_path, "clone", "-q", str(upstream), str(behind))
+        swapped = tmp_path / "n2-desired.new"
+        swapped.symlink_to(behind)
+        swapped.replace(link)
+        procs["n2"].wait_for("desired.loaded", reason="desired dir relinked")  # the same commit
+        pushed = time.monotonic()
+        head = push("Four", checkout)
+        warned = {
+            name: proc.wait_for("cluster.revision_differs", timeout=grace + 15)
+            for name, proc in procs.items()
+        }
+        assert time.monotonic() - pushed >= grace - 0.5
+        assert warned["n2"]["lagging"] is True and warned["n1"]["lagging"] is False
+        assert warned["n1"]["revision"] == head and warned["n2"]["revision"] != head
+        assert all(w["differing_for"] >= grace - 0.5 for w in warned.values())
+        assert all(w["revisions"]["n1"] == head for w in warned.values())
+        time.sleep(2.5)  # the same difference: not logged again at every tick
+        for proc in procs.values():
+            assert len(events_named(proc, "cluster.revision_differs")) == 1
+
+        git(behind, "pull", "-q", "--ff-only")
+        for proc in procs.values():
+            agreed = proc.wait_for("cluster.revision_agrees", timeout=15)
+            assert agreed["revision"] == head and agreed["differing_for"] >= grace
+            assert len(events_named(proc, "cluster.revision_differs")) == 1

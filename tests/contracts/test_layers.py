@@ -16,6 +16,7 @@ PURE_CORE = frozenset(
         "syncd.diff",
         "syncd.schedule",
         "syncd.spacing",
+        "syncd.cluster.agreement",
         "syncd.desired.build",
         "syncd.desired.locate",
         "syncd.desired.merge",
