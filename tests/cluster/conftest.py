@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from syncd.cluster.connection import EtcdAccess, EtcdConnection
 from syncd.cluster.node import ClusterNode
+from tests.e2e.conftest import DaemonProcess
 from tests.etcd_server import EtcdServer, find_etcd, missing_reason
 
 _names = itertools.count()
@@ -113,3 +114,15 @@ async def make_node(etcd: EtcdServer, cluster_name: str) -> AsyncIterator[NodeFa
     for node in nodes:
         await node.stop()
         await node.connection.close()
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[DaemonProcess]]:
+    """Node processes started by the test; any left are killed afterwards."""
+    started: list[DaemonProcess] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        for pipe in (proc.proc.stdout, proc.proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +43,7 @@ from tests.cluster.daemons import (
 )
 from tests.e2e.conftest import DaemonProcess, syncd
 from tests.etcd_server import EtcdServer, free_port
+from tests.git_repo import git
 
 #: A takeover may take lease_ttl + one resync; this much more is allowed for a busy machine.
 SLACK = 4.0
@@ -55,18 +54,6 @@ def fleet() -> Iterator[Fleet]:
     """60 emulated intercoms shared by the module (each test writes its own desired values)."""
     with run_fleet_in_thread(devices=60) as running:
         yield running
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[DaemonProcess]]:
-    """Node processes started by the test; any left are killed afterwards."""
-    started: list[DaemonProcess] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.fixture
@@ -610,24 +597,6 @@ class TestRolloutDriver:
         wait_until(all_labelled(devices, "Again"), LEASE_TTL + 30, "the other node finished")
         wait_until(lambda: completed(other), 20, "the other node completed the rollout")
         assert overlapping_puts(devices) == []
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Run git in ``cwd`` (no user or system configuration); its stripped output."""
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    )
-    return done.stdout.strip()
 
 
 class TestRevisions:

@@ -47,18 +47,6 @@ def fleet() -> Iterator[Fleet]:
         yield running
 
 
-@pytest.fixture
-def nodes() -> Iterator[list[DaemonProcess]]:
-    """Node processes started by the test; any left are killed afterwards."""
-    started: list[DaemonProcess] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
 def entry(device: str, *, ago: timedelta, label: str, password: bool = False) -> HistoryEntry:
     changes = [HistoryChange(1, "displayName", "old", label)]
     if password:

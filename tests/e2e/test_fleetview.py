@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import stat
@@ -21,6 +20,7 @@ import pytest
 from syncd.history import parse_time
 from tests.e2e.conftest import DaemonProcess, device_yaml, puts, syncd, write
 from tests.etcd_server import free_port
+from tests.git_repo import git
 
 SIP_PASSWORD = "sip-Secret-4711"
 SIP_ACCOUNT = (
@@ -100,20 +100,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
-
-
-def git(root: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    done = subprocess.run(
-        ["git", "-C", str(root), *args], capture_output=True, text=True, env=env, check=True
-    )
-    return done.stdout.strip()
 
 
 def registration(url: str, *, fail: bool) -> None:
