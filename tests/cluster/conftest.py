@@ -122,7 +122,4 @@ def nodes() -> Iterator[list[DaemonProcess]]:
     started: list[DaemonProcess] = []
     yield started
     for proc in started:
-        proc.kill()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        proc.discard()

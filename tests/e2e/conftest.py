@@ -141,6 +141,13 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def discard(self) -> None:
+        """After a test: killed if still running, its pipes closed."""
+        self.kill()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
 
 @pytest.fixture
 def daemon() -> Iterator[Callable[..., DaemonProcess]]:
@@ -154,7 +161,4 @@ def daemon() -> Iterator[Callable[..., DaemonProcess]]:
 
     yield start
     for proc in started:
-        proc.kill()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        proc.discard()
