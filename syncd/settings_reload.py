@@ -25,7 +25,7 @@ from syncd.settings_change import (
 )
 from syncd.settings_view import settings_view
 
-__all__ = ["Reread", "log_reread", "reread_settings"]
+__all__ = ["log_reread", "reread_settings"]
 
 
 @dataclass(frozen=True)
