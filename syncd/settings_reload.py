@@ -49,6 +49,9 @@ async def reread_settings(current: Settings, read: Callable[[], Settings]) -> Re
         fresh = await asyncio.to_thread(read)
     except SettingsError as exc:
         return Reread(current, current, None, SettingsChange(), error=str(exc))
+    except Exception as exc:  # a bug must not end the daemon, nor this SIGHUP's reload
+        error = f"cannot read the settings: {type(exc).__name__}: {exc}"
+        return Reread(current, current, None, SettingsChange(), error=error)
     old, new = _values(current), _values(fresh)
     change = settings_change(old, new)
     in_force = current.model_copy(update={name: new[name] for name in change.live})

@@ -84,3 +84,13 @@ class TestReread:
         text = lines.getvalue()
         assert "settings.restart_needed" in text and str(secret) in text
         assert "hunter2" not in text
+
+    async def test_an_unexpected_error_is_a_warning_too(self, lines) -> None:
+        """Whatever goes wrong reading the settings, SIGHUP keeps them and says so in one sentence."""
+
+        def failing() -> Settings:
+            raise RuntimeError("boom")
+
+        reread = await reread_settings(START, failing)
+        assert reread.in_force is START
+        assert reread.error == "cannot read the settings: RuntimeError: boom"
