@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -227,7 +228,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from syncd.daemon import run_daemon
 
-        return run_daemon(settings, devices=args.device)
+        # SIGHUP reads the settings again: the same flags, environment and file.
+        return run_daemon(settings, devices=args.device, reread=partial(_settings, args))
     if args.command in ("status", "history", "passwords"):
         from syncd import fleet_commands
 

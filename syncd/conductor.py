@@ -147,6 +147,11 @@ class Conductor:
         )
         self._set_halted_metric()
 
+    def retune(self, retry: RetryPolicy) -> None:
+        """New settings (SIGHUP): the retries of the next reverts."""
+        self._retry = retry
+        self._reverter.retune(retry)
+
     # ------------------------------------------------------------ the gate
 
     @property

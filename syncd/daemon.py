@@ -14,10 +14,11 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 
 from syncd import events, loop
+from syncd.capacity import Capacity
 from syncd.client import ClientPool
 from syncd.command_errors import report_error
 from syncd.conductor import Conductor
@@ -30,7 +31,7 @@ from syncd.fleet_view import FleetView
 from syncd.gate import Gate
 from syncd.history import HistoryLog
 from syncd.lock import StateDirLocked, StateLock, state_lock_error
-from syncd.logs import get_logger
+from syncd.logs import configure_logging, get_logger
 from syncd.metrics import Metrics
 from syncd.model import DeviceSpec
 from syncd.monitoring import RegistrationMonitor
@@ -42,6 +43,7 @@ from syncd.reloading import read_desired, report_problems, specs_in_force
 from syncd.retrying import RetryPolicy
 from syncd.revision import desired_revision
 from syncd.settings import Settings
+from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.slots import Lanes
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
@@ -59,12 +61,22 @@ STOP_GRACE = 8.0
 class Daemon:
     """``syncd run``: the device workers, their reloads, the status, the control socket."""
 
-    def __init__(self, settings: Settings, *, devices: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        devices: Sequence[str] = (),
+        reread: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
+        #: Reads the settings again as at start (SIGHUP); None: SIGHUP keeps them.
+        self._reread = reread
+        self._settings_lock = asyncio.Lock()
         self.only = list(devices)
         self.log = get_logger()
         self.stopping = asyncio.Event()
         self.gate = asyncio.Semaphore(settings.concurrency)
+        self.capacity = Capacity(self.gate, settings.concurrency)
         self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
         self.workers: dict[str, DeviceWorker] = {}
         self.metrics = Metrics()
@@ -72,6 +84,7 @@ class Daemon:
         self.desired_dir = settings.desired_dir
         self.loader = Loader(self.desired_dir)
         self._reload_lock = asyncio.Lock()
+        self._hups: set[asyncio.Task[None]] = set()
         self._last_problems: set[Problem] = set()
         self._timing = Timing(settings.resync_interval, settings.max_backoff)
         #: The desired revision in force (SPEC section 10).
@@ -84,11 +97,9 @@ class Daemon:
         except SharingError as exc:
             raise StartupError(str(exc)) from None
         self.state = self.sharing.state
-        self.pool = ClientPool(
-            timeout=settings.request_timeout,
-            connect_timeout=settings.connect_timeout,
-            node=self.sharing.node,
-        )
+        self.pool = self._pool()
+        #: Pools replaced by new timeouts: requests in flight end on them; closed at stop.
+        self._retired_pools: list[ClientPool] = []
         #: What the daemon saw of each device: the status and the repeating events' memory.
         self.view = self._fleet_view()
         self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
@@ -109,6 +120,13 @@ class Daemon:
             sharing=self.sharing,
             rollout=self.conductor,
             summary=self.summary,
+        )
+
+    def _pool(self) -> ClientPool:
+        return ClientPool(
+            timeout=self.settings.request_timeout,
+            connect_timeout=self.settings.connect_timeout,
+            node=self.sharing.node,
         )
 
     def _fleet_view(self) -> FleetView:
@@ -374,7 +392,9 @@ class Daemon:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await self.pool.aclose()
+        await self.capacity.close()
+        for pool in (*self._retired_pools, self.pool):
+            await pool.aclose()
 
     async def _drain(self, workers: Iterable[DeviceWorker]) -> None:
         """Let reconciles in flight (a PUT among them) finish, within the grace period."""
@@ -395,15 +415,56 @@ class Daemon:
             events.daemon_signal(self.log, signal=sig.name)
 
     def _on_hup(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload(kick_all=True, why="SIGHUP"))
-        events.daemon_signal(self.log, signal="SIGHUP")
+        task = asyncio.get_running_loop().create_task(self._hup(), name="SIGHUP")
+        self._hups.add(task)
+        task.add_done_callback(self._hups.discard)
+
+    async def _hup(self) -> None:
+        """Read the settings again, take over those that can change live, reload everything."""
+        async with self._settings_lock:
+            if self._reread is None:
+                events.daemon_signal(self.log, signal="SIGHUP")
+            else:
+                reread = await reread_settings(self.settings, self._reread)
+                self.settings = reread.in_force
+                self._retune(reread.change.live)
+                log_reread(reread, log=self.log)
+        await self.reload(kick_all=True, why="SIGHUP")
+
+    def _retune(self, changed: Collection[str]) -> None:
+        """Put ``changed`` settings (live ones, see syncd.settings_change) in force."""
+        if not changed:
+            return
+        settings = self.settings
+        if {"log_level", "log_format"} & set(changed):
+            configure_logging(level=settings.log_level, fmt=settings.log_format, stream=sys.stdout)
+        self.capacity.resize(settings.concurrency)
+        if {"request_timeout", "connect_timeout"} & set(changed):
+            self._retired_pools.append(self.pool)
+            self.pool = self._pool()
+            self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
+        self._timing = Timing(settings.resync_interval, settings.max_backoff)
+        retry = RetryPolicy(attempts=settings.retry_attempts)
+        self.reconciler.retune(pool=self.pool, retry=retry)
+        self.conductor.retune(retry)
+        self.monitor.retune(settings.resync_interval)
+        for worker in self.workers.values():
+            worker.retune(timing=self._timing, lanes=self.lanes)
 
 
-def run_daemon(settings: Settings, *, devices: Sequence[str] = ()) -> int:
-    """Entry point of ``syncd run``: 0 after SIGTERM/SIGINT, 1 on a fatal start-up error."""
+def run_daemon(
+    settings: Settings,
+    *,
+    devices: Sequence[str] = (),
+    reread: Callable[[], Settings] | None = None,
+) -> int:
+    """Entry point of ``syncd run``: 0 after SIGTERM/SIGINT, 1 on a fatal start-up error.
+
+    ``reread`` reads the settings again as they were read for ``settings`` (on SIGHUP).
+    """
 
     async def main() -> int:
-        daemon = Daemon(settings, devices=devices)
+        daemon = Daemon(settings, devices=devices, reread=reread)
         return await daemon.run()
 
     try:

@@ -69,6 +69,8 @@ __all__ = [
     "rollout_resumed",
     "rollout_started",
     "rollout_wave",
+    "settings_invalid",
+    "settings_restart_needed",
     "state_write_failed",
     "windows_ignored",
 ]
@@ -291,8 +293,12 @@ def daemon_starting(
     log.info("daemon.starting", desired_dir=desired_dir, state_dir=state_dir, **extra)
 
 
-def daemon_signal(log: Log, *, signal: str) -> None:
-    log.info("daemon.signal", signal=signal)
+def daemon_signal(
+    log: Log, *, signal: str, settings: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
+    """A signal; for SIGHUP, the ``settings`` that changed and took effect at once
+    (``{name: {"from": old, "to": new}}``, a credential's values hidden)."""
+    log.info("daemon.signal", signal=signal, **_given(settings=settings))
 
 
 def daemon_stopping(log: Log, *, in_flight: int) -> None:
@@ -305,6 +311,16 @@ def daemon_stopped(log: Log) -> None:
 
 def daemon_failed(log: Log, *, error: str) -> None:
     log.error("daemon.failed", error=error)
+
+
+def settings_invalid(log: Log, *, error: str) -> None:
+    """SIGHUP found the settings unusable (``error`` as at start): the daemon keeps its own."""
+    log.warning("settings.invalid", error=error)
+
+
+def settings_restart_needed(log: Log, *, setting: str, message: str) -> None:
+    """SIGHUP found ``setting`` changed, but the running daemon cannot take it over."""
+    log.warning("settings.restart_needed", setting=setting, message=message)
 
 
 # ------------------------------------------------------------ commands

@@ -61,6 +61,10 @@ class RegistrationMonitor:
         self.enabled = True
         self.log = get_logger()
 
+    def retune(self, resync_interval: float) -> None:
+        """A new resync interval (SIGHUP): how long a lost registration waits for a resend."""
+        self.resend_after = resync_interval * _WHOLE_RESYNC
+
     async def check(self, spec: DeviceSpec, outcome: Outcome, view: DeviceView) -> None:
         """Read the device's registration after ``outcome`` (if it answered) and act on it.
 

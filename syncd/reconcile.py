@@ -103,6 +103,16 @@ class Reconciler:
         self._clients[spec.name] = (spec, client)
         return client
 
+    def retune(self, *, pool: ClientPool, retry: RetryPolicy) -> None:
+        """New settings (SIGHUP): the next requests use ``pool`` (its timeouts) and ``retry``.
+
+        A request in flight ends on the pool it began on.
+        """
+        if pool is not self._pool:
+            self._pool = pool
+            self._clients.clear()
+        self._retry = retry
+
     def forget(self, name: str) -> None:
         self._clients.pop(name, None)
         self._passwords.forget(name)

@@ -60,6 +60,10 @@ class Reverter:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}
 
+    def retune(self, retry: RetryPolicy) -> None:
+        """New settings (SIGHUP): the retries of the next reverts."""
+        self._retry = retry
+
     @property
     def busy(self) -> bool:
         """A revert is under way."""

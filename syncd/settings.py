@@ -120,4 +120,6 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"bad setting {name}{where}: {err['msg']}") from None
     except ValueError as exc:  # e.g. TOML syntax
         raise SettingsError(f"cannot read config file {toml_file}: {exc}") from None
+    except OSError as exc:  # e.g. not readable by the daemon's user
+        raise SettingsError(f"cannot read config file {toml_file}: {exc.strerror or exc}") from None
     return Settings.model_construct(**settings.model_dump())

@@ -102,6 +102,11 @@ class DeviceWorker:
         self.failures = 0
         self.kick()
 
+    def retune(self, *, timing: Timing, lanes: Lanes) -> None:
+        """New settings (SIGHUP): the schedule after the next reconcile, the slots from then on."""
+        self._timing = timing
+        self._lanes = lanes
+
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()

@@ -31,6 +31,7 @@ PURE_CORE = frozenset(
         "syncd.policy_schema",
         "syncd.rollout",
         "syncd.saved_rollout",
+        "syncd.settings_change",
         "syncd.waves",
         "syncd.windows",
     }
