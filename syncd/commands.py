@@ -206,12 +206,12 @@ async def _pass(
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     """Print what would change; read-only: the state dir is never created or written."""
     from syncd import events, loop
+    from syncd.local_state import open_state
     from syncd.logs import get_logger
     from syncd.outcome import Tally
     from syncd.report import plan_json, plan_text, rollout_facts
-    from syncd.state import FileStateStore
 
-    state = FileStateStore.open_readonly(settings.state_dir)
+    state = open_state(settings, readonly=True)
     outcomes, broken = loop.run(_pass(settings, devices, state=state))
     shown = outcomes  # the text marks a due password "(no record)" when there are none
     if not state.has_password_records():
@@ -318,24 +318,25 @@ def rollout(settings: Settings, *, action: str) -> int:
     try:
         message = client.pause() if action == "pause" else client.resume()
     except ControlUnavailable:
-        message = _rollout_on_state(settings.state_dir, action, Path(socket_path))
+        message = _rollout_on_state(settings, action, Path(socket_path))
     except ControlError as exc:
         raise CommandError(str(exc)) from None
     print(message)
     return EXIT_OK
 
 
-def _rollout_on_state(state_dir: Path, action: str, socket_path: Path) -> str:
+def _rollout_on_state(settings: Settings, action: str, socket_path: Path) -> str:
     """No daemon answers: change the saved rollout, unless another syncd holds the state dir."""
+    from syncd.local_state import open_state
     from syncd.lock import StateDirLocked, StateLock, state_lock_error
     from syncd.rollout_control import pause_saved, resume_saved
-    from syncd.state import FileStateStore
 
+    state_dir = settings.state_dir
     check_local_state_dir(state_dir, socket_path)
     try:
         lock = StateLock.acquire(state_dir)
     except (StateDirLocked, OSError) as exc:
         raise CommandError(state_lock_error(state_dir, exc)) from None
     with lock:
-        state = FileStateStore.open(state_dir)
+        state = open_state(settings)
         return pause_saved(state) if action == "pause" else resume_saved(state)

@@ -71,6 +71,7 @@ __all__ = [
     "rollout_wave",
     "settings_invalid",
     "settings_restart_needed",
+    "state_key_damaged",
     "state_write_failed",
     "windows_ignored",
 ]
@@ -236,6 +237,21 @@ def registration_unsupported(log: Log, *, error: str) -> None:
 
 def registration_unreadable(log: Log, *, error: str) -> None:
     log.warning("registration.unreadable", error=error)
+
+
+def state_key_damaged(log: Log, *, file: str, readonly: bool) -> None:
+    """The state dir's key of the password records was damaged: a new key, every password due."""
+    consequence = (
+        "every managed password shows as due; the next apply or run replaces the key "
+        "and sends each password once more"
+        if readonly
+        else "a new key replaces it, so every managed password is sent once more"
+    )
+    log.warning(
+        "state.key_damaged",
+        file=file,
+        message=f"the state dir's password-record key {file} is damaged: {consequence}",
+    )
 
 
 def state_write_failed(log: Log, *, error: str) -> None:

@@ -22,8 +22,8 @@ from syncd.command_errors import report_warning
 from syncd.commands import EXIT_OK, CommandError, check_local_state_dir, state_dir_missing
 from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
 from syncd.history import HistoryLog, HistoryRead, format_history_table, since_start
+from syncd.local_state import open_state
 from syncd.settings import Settings
-from syncd.state import FileStateStore
 from syncd.status import device_from_json, format_status, summary_counts
 
 __all__ = ["history_command", "resend_command", "status_command"]
@@ -124,7 +124,7 @@ def resend_command(settings: Settings, *, device: str) -> int:
     if not settings.state_dir.is_dir():
         print(f"no state in {settings.state_dir}: every password of {device} is due anyway")
         return EXIT_OK
-    FileStateStore.open(settings.state_dir).forget_passwords(device, operator=True)
+    open_state(settings).forget_passwords(device, operator=True)
     print(
         f"no daemon answers on {socket_path(settings)}: the passwords of {device} are marked "
         f"due in {settings.state_dir}; they are sent at its next reconcile"

@@ -21,6 +21,7 @@ from syncd.client import ClientPool
 from syncd.conductor import Conductor
 from syncd.gate import Gate
 from syncd.history import HistoryLog, format_time
+from syncd.local_state import open_state
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
@@ -56,7 +57,7 @@ async def rollout_pass(
     on_done: Callable[[Outcome], None] | None = None,
 ) -> RolloutPass:
     """Roll ``specs`` out once, in the foreground."""
-    state = FileStateStore.open(settings.state_dir)
+    state = open_state(settings)
     history = HistoryLog.in_state_dir(settings.state_dir)
     async with ClientPool(
         timeout=settings.request_timeout, connect_timeout=settings.connect_timeout

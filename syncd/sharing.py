@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from syncd.local_state import open_state
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
-from syncd.password_key import PasswordKeyError, read_password_key
 from syncd.rollout_relay import Relay
-from syncd.state import FileStateStore, StateError, StateStore
+from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # gRPC is imported only in cluster mode
     from syncd.cluster.sharing import Clustered
@@ -202,9 +202,8 @@ def open_sharing(
     """
     if not settings.cluster_endpoints:
         try:
-            key = read_password_key(settings.password_key_file)
-            return Standalone(FileStateStore.open(settings.state_dir, key=key))
-        except (PasswordKeyError, StateError) as exc:
+            return Standalone(open_state(settings))
+        except StateError as exc:
             raise SharingError(str(exc)) from None
     from syncd.cluster import ClusterError, cluster_config
     from syncd.cluster.sharing import Clustered

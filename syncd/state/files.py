@@ -63,6 +63,9 @@ class FileStateStore(DeviceRecords):
         self.readonly = readonly
         self._devices = directory / _DEVICES_DIR
         self._key = b""
+        #: The state dir's key file was there but unusable, and a new key replaced it
+        #: (in memory only, when read-only).
+        self.key_damaged = False
         self._cache: dict[str, dict[str, Any]] = {}
         #: Every record on disk is in ``_cache`` (loaded once, when first needed).
         self._all_loaded = False
@@ -75,7 +78,11 @@ class FileStateStore(DeviceRecords):
 
     @classmethod
     def open(cls, directory: Path, *, key: bytes | None = None) -> FileStateStore:
-        """Create or open the state directory (0700) and its key (0600), unless ``key`` is given."""
+        """Create or open the state directory (0700) and its key (0600), unless ``key`` is given.
+
+        A damaged key file is replaced by a new key (every password is then due
+        again, which is harmless); :attr:`key_damaged` says so, for the caller to tell.
+        """
         store = cls(directory)
         try:
             store._devices.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -89,32 +96,39 @@ class FileStateStore(DeviceRecords):
         return store
 
     @classmethod
-    def open_readonly(cls, directory: Path) -> FileStateStore:
+    def open_readonly(cls, directory: Path, *, key: bytes | None = None) -> FileStateStore:
         """Open the state directory to read only; a missing one reads as holding no record.
 
-        Nothing is created or written: not the directory, not the key (a
-        missing key is replaced by one in memory, so every password is due).
+        Nothing is created or written: not the directory, not the key (unless
+        ``key`` is given, a missing or damaged key file is replaced by a key in
+        memory, so every password is due).
         """
         store = cls(directory, readonly=True)
         if directory.exists() and not directory.is_dir():
             raise StateError(f"state directory {directory} is not usable: not a directory")
         try:
-            store._key = store._load_key()
+            store._key = key or store._load_key()
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise StateError(f"state directory {directory} is not readable: {reason}") from None
         return store
 
+    @property
+    def key_file(self) -> Path:
+        """The state dir's own key of the password records (used unless a key is given)."""
+        return self.directory / _KEY_FILE
+
     def _load_key(self) -> bytes:
-        path = self.directory / _KEY_FILE
+        path = self.key_file
         try:
             key = bytes.fromhex(path.read_text().strip())
             if len(key) >= 32:
                 return key
+            self.key_damaged = True
         except FileNotFoundError:
             pass
         except ValueError:
-            pass
+            self.key_damaged = True  # not hex, not text: a new key, every password due again
         key = secrets.token_bytes(32)
         if not self.readonly:
             self._write(path, key.hex() + "\n")
