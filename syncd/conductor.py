@@ -43,13 +43,6 @@ from syncd.policy_in_force import PolicyInForce
 from syncd.retrying import RetryPolicy
 from syncd.reverting import Reverter
 from syncd.rollout import (
-    Decision,
-    DeviceStatus,
-    Result,
-    Rollout,
-    RolloutState,
-    Step,
-    WaitReason,
     abandoned,
     begin,
     may_start,
@@ -67,6 +60,15 @@ from syncd.rollout_history import RolloutHistory
 from syncd.rollout_relay import Relay
 from syncd.rollout_role import NotDriving, Role
 from syncd.rollout_saving import RolloutSaver
+from syncd.rollout_values import (
+    Decision,
+    DeviceStatus,
+    Result,
+    Rollout,
+    RolloutState,
+    Step,
+    WaitReason,
+)
 from syncd.saved_rollout import SavedRollout
 from syncd.state import StateStore
 from syncd.status import RolloutSummary, WindowStatus

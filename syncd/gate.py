@@ -29,7 +29,7 @@ from syncd.history import format_time
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.policy import FleetPolicy
-from syncd.rollout import Decision
+from syncd.rollout_values import Decision
 from syncd.windows import window_state
 
 __all__ = ["Gate", "PutGate", "Wait"]

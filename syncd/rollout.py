@@ -5,35 +5,35 @@ monotonic clock — and does what it answers: which device may start now, which
 events to log, which failed devices to revert. Nothing here reads a clock,
 the network or a file, so every rule is a unit test.
 
-A :class:`Rollout` is a value: each function returns a new one. It holds the
-waves (only devices with a pending change; waves without one are skipped), a
-status per device, and the policy values it needs, resolved when it started
-(``maxFailures`` as a number of devices, ``bake``, whether to revert). A pause
-is not part of it: it survives new revisions, so the caller keeps it and
-passes it in. :mod:`syncd.saved_rollout` carries it through the state store
-as plain JSON.
+A :class:`~syncd.rollout_values.Rollout` is a value: each function returns a
+new one. A pause is not part of it: it survives new revisions, so the caller
+keeps it and passes it in. :mod:`syncd.saved_rollout` carries it through the
+state store as plain JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from syncd.policy import FleetPolicy
+from syncd.rollout_values import (
+    FAILED_OR_REVERTED,
+    FINAL,
+    SETTLED,
+    Decision,
+    DeviceStatus,
+    Event,
+    Result,
+    Rollout,
+    RolloutState,
+    Step,
+    WaitReason,
+    WaveProgress,
+)
 
 __all__ = [
-    "Decision",
-    "DeviceStatus",
-    "Event",
-    "Result",
-    "Rollout",
-    "RolloutState",
-    "Step",
-    "WaitReason",
-    "WaveProgress",
     "abandoned",
     "begin",
     "may_start",
@@ -47,136 +47,6 @@ __all__ = [
     "start",
     "tick",
 ]
-
-
-class DeviceStatus(enum.StrEnum):
-    PENDING = "pending"  # waits for its wave (or for the halt/pause to end)
-    ACTIVE = "active"  # its PUT or health check is under way
-    HEALTHY = "healthy"  # PUT accepted, verified and (where gated) registered again
-    IN_SYNC = "in_sync"  # nothing to change after all
-    FAILED = "failed"  # PUT rejected, not verified, or health check failed
-    UNREACHABLE = "unreachable"  # not a failure; it may start again when it answers
-    REVERTED = "reverted"  # failed, then given back what the PUT changed
-
-
-class RolloutState(enum.StrEnum):
-    RUNNING = "running"
-    HALTED = "halted"
-    COMPLETED = "completed"
-
-
-class WaitReason(enum.StrEnum):
-    WAVE = "wave"  # its wave has not started
-    HALTED = "halted"
-    PAUSED = "paused"
-    ACTIVE = "active"  # it is already under way
-    DONE = "done"  # it has its outcome in this rollout
-
-
-#: What the caller reports about one device.
-Result = Literal["healthy", "in_sync", "failed", "unreachable"]
-
-#: Statuses that count a device as settled for its wave being done.
-_SETTLED = frozenset(
-    {
-        DeviceStatus.HEALTHY,
-        DeviceStatus.IN_SYNC,
-        DeviceStatus.FAILED,
-        DeviceStatus.UNREACHABLE,
-        DeviceStatus.REVERTED,
-    }
-)
-#: Statuses that never start again in this rollout (an unreachable device may).
-_FINAL = _SETTLED - {DeviceStatus.UNREACHABLE}
-_FAILED = frozenset({DeviceStatus.FAILED, DeviceStatus.REVERTED})
-
-
-@dataclass(frozen=True)
-class Event:
-    """One SPEC section 7 event: its name and JSON-ready fields (``revision`` included)."""
-
-    name: str
-    fields: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """May this device's PUT start now? If not, why, and for a wave, which."""
-
-    go: bool
-    reason: WaitReason | None = None
-    wave: str | None = None
-
-
-@dataclass(frozen=True)
-class WaveProgress:
-    """One wave as ``syncd status`` shows it."""
-
-    name: str
-    devices: int
-    done: int
-    failed: int
-    state: Literal["waiting", "running", "done"]
-
-
-@dataclass(frozen=True)
-class Rollout:
-    revision: str
-    #: (wave name, its devices with a pending change), in rollout order; no empty wave.
-    waves: tuple[tuple[str, tuple[str, ...]], ...]
-    status: Mapping[str, DeviceStatus]
-    #: Index into ``waves`` of the wave under way (or where it halted, or the last).
-    wave: int = 0
-    state: RolloutState = RolloutState.RUNNING
-    #: Failures since the start or the last resume.
-    failures: int = 0
-    #: Failures tolerated (``maxFailures`` resolved for this rollout's size); None: no limit.
-    max_failures: int | None = None
-    bake: float = 0.0
-    revert: bool = False
-    #: Monotonic time since which the current, done wave has had no new failure.
-    bake_started: float | None = None
-    #: Derived from ``waves`` and ``status`` (None: worked out here), carried from
-    #: step to step so a step costs O(1), not a scan of the fleet: each device's
-    #: wave, and how many devices of each wave are not settled yet.
-    wave_index: Mapping[str, int] = field(default=None, compare=False, repr=False)  # type: ignore[arg-type]
-    unsettled: tuple[int, ...] = field(default=None, compare=False, repr=False)  # type: ignore[arg-type]
-
-    def __post_init__(self) -> None:
-        if self.wave_index is None:
-            index = {d: i for i, (_, ds) in enumerate(self.waves) for d in ds}
-            object.__setattr__(self, "wave_index", index)
-        if self.unsettled is None:
-            counts = [0] * len(self.waves)
-            for device, status in self.status.items():
-                wave = self.wave_index.get(device)
-                if wave is not None and status not in _SETTLED:
-                    counts[wave] += 1
-            object.__setattr__(self, "unsettled", tuple(counts))
-
-    @property
-    def current_wave(self) -> str | None:
-        return self.waves[self.wave][0] if self.waves else None
-
-    @property
-    def devices(self) -> tuple[str, ...]:
-        return tuple(d for _, devices in self.waves for d in devices)
-
-    @property
-    def failed(self) -> tuple[str, ...]:
-        """Every device that failed in this rollout (reverted or not), sorted."""
-        return tuple(sorted(d for d, s in self.status.items() if s in _FAILED))
-
-    def wave_of(self, device: str) -> int | None:
-        return self.wave_index.get(device)
-
-
-class Step(NamedTuple):
-    """A new rollout, the events to log, and failed devices to revert now."""
-
-    rollout: Rollout
-    events: tuple[Event, ...] = ()
-    revert: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- decisions
@@ -227,7 +97,7 @@ def may_start(
     status = rollout.status.get(device)
     if status is None:
         return Decision(True)
-    if status in _FINAL:
+    if status in FINAL:
         return Decision(False, WaitReason.DONE)
     if status is DeviceStatus.ACTIVE and not active_elsewhere:
         return Decision(False, WaitReason.ACTIVE)
@@ -268,7 +138,7 @@ def record(
     in this rollout, or is not in it, changes nothing.
     """
     status = rollout.status.get(device)
-    if status is None or status in _FINAL:
+    if status is None or status in FINAL:
         return Step(rollout)
     new = DeviceStatus(result)
     if new is not DeviceStatus.FAILED:
@@ -366,8 +236,8 @@ def progress(rollout: Rollout) -> tuple[WaveProgress, ...]:
     out = []
     for i, (name, devices) in enumerate(rollout.waves):
         statuses = [rollout.status[d] for d in devices]
-        done = sum(s in _SETTLED for s in statuses)
-        failed = sum(s in _FAILED for s in statuses)
+        done = sum(s in SETTLED for s in statuses)
+        failed = sum(s in FAILED_OR_REVERTED for s in statuses)
         state: Literal["waiting", "running", "done"] = (
             "waiting" if i > rollout.wave else "done" if done == len(devices) else "running"
         )
@@ -409,7 +279,7 @@ def _advance(rollout: Rollout, now: float, *, paused: bool) -> Step:
 def _with(rollout: Rollout, device: str, status: DeviceStatus, **changes: Any) -> Rollout:
     unsettled = rollout.unsettled
     wave = rollout.wave_index.get(device)
-    settles = (status in _SETTLED) - (rollout.status.get(device) in _SETTLED)
+    settles = (status in SETTLED) - (rollout.status.get(device) in SETTLED)
     if wave is not None and settles:
         unsettled = (*unsettled[:wave], unsettled[wave] - settles, *unsettled[wave + 1 :])
     status_now = {**rollout.status, device: status}

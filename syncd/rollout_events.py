@@ -1,7 +1,7 @@
 """The rollout state machine's events, logged as SPEC section 7 names them.
 
 :mod:`syncd.rollout` returns each step's events as plain values
-(:class:`~syncd.rollout.Event`); this is where they become log lines
+(:class:`~syncd.rollout_values.Event`); this is where they become log lines
 (:mod:`syncd.events`), a wave's event naming its devices.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from syncd import events
-from syncd.rollout import Event, Rollout
+from syncd.rollout_values import Event, Rollout
 
 __all__ = ["log_rollout_events"]
 

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.rollout import Result, Rollout, restarted, reverts_due
+from syncd.rollout import restarted, reverts_due
 from syncd.rollout_relay import Relay, Report, fresh_reports, report_doc
+from syncd.rollout_values import Result, Rollout
 from syncd.saved_rollout import SavedRollout
 from syncd.state import StateStore
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from structlog.typing import FilteringBoundLogger as Log
 
 from syncd import events
-from syncd.rollout import DeviceStatus
+from syncd.rollout_values import DeviceStatus
 from syncd.saved_rollout import SavedRollout, journal_entry
 from syncd.state import StateError, StateStore
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.rollout import DeviceStatus, Rollout, RolloutState, progress, resume, retry_failed
+from syncd.rollout import progress, resume, retry_failed
+from syncd.rollout_values import DeviceStatus, Rollout, RolloutState
 
 __all__ = ["SavedRollout", "journal_entry", "rollout_from_doc", "rollout_to_doc"]
 

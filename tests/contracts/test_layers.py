@@ -30,6 +30,7 @@ PURE_CORE = frozenset(
         "syncd.policy",
         "syncd.policy_schema",
         "syncd.rollout",
+        "syncd.rollout_values",
         "syncd.saved_rollout",
         "syncd.settings_change",
         "syncd.waves",

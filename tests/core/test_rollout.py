@@ -11,15 +11,6 @@ from hypothesis import strategies as st
 
 from syncd.policy import FleetPolicy, OnFailure, RolloutPolicy
 from syncd.rollout import (
-    Decision,
-    DeviceStatus,
-    Event,
-    Result,
-    Rollout,
-    RolloutState,
-    Step,
-    WaitReason,
-    WaveProgress,
     begin,
     may_start,
     progress,
@@ -30,6 +21,17 @@ from syncd.rollout import (
     reverts_due,
     start,
     tick,
+)
+from syncd.rollout_values import (
+    Decision,
+    DeviceStatus,
+    Event,
+    Result,
+    Rollout,
+    RolloutState,
+    Step,
+    WaitReason,
+    WaveProgress,
 )
 from syncd.saved_rollout import rollout_from_doc, rollout_to_doc
 
