@@ -118,12 +118,12 @@ class TestDriverAndFollower:
         follower.conductor.observe(failed)
         leader.conductor.step()
         assert leader.conductor.state == "halted"
-        assert not leader.conductor._reverter.busy
+        assert not leader.conductor._reverts.busy
         follower.conductor.step()
         assert follower.conductor.state == "halted"
         assert follower.conductor.summary()["failed"] == ["dev2"]
-        assert follower.conductor._reverter.busy  # its PUT goes to a port nobody listens on
-        follower.conductor._reverter.cancel()
+        assert follower.conductor._reverts.busy  # its PUT goes to a port nobody listens on
+        follower.conductor._reverts.cancel()
 
     def test_a_device_begun_by_the_driver_then_taken_by_a_follower_is_not_stuck(
         self, tmp_path: Path, relay: DictRelay
