@@ -5,9 +5,10 @@ one last applied (enforce mode), assigns waves over the whole fleet, and
 starts a rollout when the revision or that set changes (a newer revision
 supersedes a running or halted one). It answers the gate (may this device
 start?), hears each outcome (healthy, in sync, failed, unreachable), ticks on
-a timer so a bake ends, kicks the devices of a wave when it starts, reverts
-failed devices when the rollout halts with ``onFailure: revert``, and saves
-the rollout (:mod:`syncd.rollout_saving`), so a SIGKILL loses nothing that
+a timer so a bake ends, kicks the devices of a wave when it starts
+(:mod:`syncd.rollout_in_force`), reverts failed devices when the rollout halts
+with ``onFailure: revert`` (:mod:`syncd.rollout_reverts`), and saves the
+rollout (:mod:`syncd.rollout_saving`), so a SIGKILL loses nothing that
 matters: a restarted process continues at the same wave, never re-runs a
 finished wave's health gate, and checks again a device whose PUT was under way.
 
