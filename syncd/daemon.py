@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 
-from syncd import events, loop
+from syncd import daemon_events, events, loop
 from syncd.capacity import Capacity
 from syncd.client import ClientPool
 from syncd.command_errors import report_error
@@ -352,7 +352,7 @@ class Daemon:
         except StartupError:
             control.close()
             raise
-        events.daemon_starting(
+        daemon_events.daemon_starting(
             self.log,
             desired_dir=str(self.desired_dir),
             state_dir=str(self.settings.state_dir),
@@ -374,7 +374,7 @@ class Daemon:
         if server is not None:
             server.shutdown()
         self.notifier.close()
-        events.daemon_stopped(self.log)
+        daemon_events.daemon_stopped(self.log)
         return 0
 
     def _handle_signals(self) -> None:
@@ -386,7 +386,9 @@ class Daemon:
     async def _stop(self, background: Sequence[asyncio.Task[None]]) -> None:
         """Let the reconciles in flight finish, leave the cluster, end the background tasks."""
         self.notifier.stopping()
-        events.daemon_stopping(self.log, in_flight=sum(w.running for w in self.workers.values()))
+        daemon_events.daemon_stopping(
+            self.log, in_flight=sum(w.running for w in self.workers.values())
+        )
         await self._drain(self.workers.values())
         await self.sharing.stop()
         for task in background:
@@ -412,7 +414,7 @@ class Daemon:
         """Stop first, then say so: the stop must not depend on the log line getting out."""
         if not self.stopping.is_set():
             self.stopping.set()
-            events.daemon_signal(self.log, signal=sig.name)
+            daemon_events.daemon_signal(self.log, signal=sig.name)
 
     def _on_hup(self) -> None:
         task = asyncio.get_running_loop().create_task(self._hup(), name="SIGHUP")
@@ -423,7 +425,7 @@ class Daemon:
         """Read the settings again, take over those that can change live, reload everything."""
         async with self._settings_lock:
             if self._reread is None:
-                events.daemon_signal(self.log, signal="SIGHUP")
+                daemon_events.daemon_signal(self.log, signal="SIGHUP")
             else:
                 reread = await reread_settings(self.settings, self._reread)
                 self.settings = reread.in_force
@@ -481,7 +483,7 @@ def run_daemon(
 def _failed(message: str) -> int:
     """A fatal start-up error: the ``daemon.failed`` event (stdout, the log) and the sentence
     on stderr, once when both go to one place (a terminal, ``2>&1``, journald); exit status 1."""
-    events.daemon_failed(get_logger(), error=message)
+    daemon_events.daemon_failed(get_logger(), error=message)
     if not same_destination(sys.stdout, sys.stderr):
         report_error(message, stream=sys.stderr)
     return 1
