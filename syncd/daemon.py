@@ -14,23 +14,22 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 
-from syncd import daemon_events, events, loop
+from syncd import daemon_events, events
 from syncd.capacity import Capacity
 from syncd.client import ClientPool
-from syncd.command_errors import report_error
 from syncd.conductor import Conductor
 from syncd.control import ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
 from syncd.desired import Loader, Problem, resolve_desired, unmatched_patterns
 from syncd.desired.fleet import load_policy
-from syncd.devices_view import DeviceView, revision_material
+from syncd.device_workers import DeviceWorkers
+from syncd.devices_view import revision_material
 from syncd.fleet_view import FleetView
 from syncd.gate import Gate
 from syncd.history import HistoryLog
-from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import configure_logging, get_logger
 from syncd.metrics import Metrics
 from syncd.model import DeviceSpec
@@ -47,12 +46,11 @@ from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.slots import Lanes
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
-from syncd.streams import same_destination
 from syncd.ticking import backstop, heartbeat
 from syncd.watching import DesiredWatcher
 from syncd.worker import DeviceWorker, Timing
 
-__all__ = ["Daemon", "run_daemon"]
+__all__ = ["Daemon"]
 
 #: How long SIGTERM waits for reconciles in flight before cancelling them.
 STOP_GRACE = 8.0
@@ -78,7 +76,6 @@ class Daemon:
         self.gate = asyncio.Semaphore(settings.concurrency)
         self.capacity = Capacity(self.gate, settings.concurrency)
         self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
-        self.workers: dict[str, DeviceWorker] = {}
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.desired_dir = settings.desired_dir
@@ -92,7 +89,7 @@ class Daemon:
         self.socket_path = settings.socket or default_socket_path(settings.state_dir)
         try:  # standalone, or this node's share of a cluster (SPEC section 11)
             self.sharing = open_sharing(
-                settings, workers=lambda: self.workers, metrics=self.metrics
+                settings, workers=lambda: self.workers.by_name, metrics=self.metrics
             )
         except SharingError as exc:
             raise StartupError(str(exc)) from None
@@ -102,6 +99,13 @@ class Daemon:
         self._retired_pools: list[ClientPool] = []
         #: What the daemon saw of each device: the status and the repeating events' memory.
         self.view = self._fleet_view()
+        self.workers = DeviceWorkers(
+            view=self.view,
+            metrics=self.metrics,
+            state=self.state,
+            new=self._worker,
+            forget=lambda name: self.reconciler.forget(name),
+        )
         self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
             settings.state_dir
         )
@@ -141,7 +145,7 @@ class Daemon:
         """The rollout engine: waves, health, windows; it kicks the devices it lets go."""
         return Conductor(
             state=self.state,
-            kick=self._kick,
+            kick=self.workers.kick,
             client_of=lambda spec: self.reconciler.client(spec),
             history=self.history,
             metrics=self.metrics,
@@ -193,7 +197,7 @@ class Daemon:
                 metrics=self.metrics,
                 fleet=self.view,
             )
-            current = {name: worker.spec for name, worker in self.workers.items()}
+            current = {name: worker.spec for name, worker in self.workers.by_name.items()}
             specs = specs_in_force(desired, resolved, current)
             policy = await asyncio.to_thread(load_policy, self.desired_dir)
             revision = desired_revision(self.desired_dir, revision_material(specs))
@@ -202,12 +206,12 @@ class Daemon:
             self.sharing.publish_revision(revision)
             fleet = set(desired.devices) | set(resolved.broken)
             self.conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
-            changed = await self._update_workers(specs, kick_all=kick_all)
+            changed = await self.workers.update(specs, kick_all=kick_all)
             if periodic and not changed and not new_revision and seen == self._last_problems:
                 return
             events.desired_loaded(
                 self.log,
-                devices=len(self.workers),
+                devices=len(self.workers.by_name),
                 invalid=len(resolved.broken),
                 reason=why,
                 revision=revision,
@@ -218,35 +222,6 @@ class Daemon:
             self.revision = self.view.revision = revision
             self.metrics.set_revision(revision)
             self.view.version += 1
-
-    async def _update_workers(self, specs: dict[str, DeviceSpec], *, kick_all: bool) -> int:
-        """Stop workers of devices gone, start new ones, hand changed specs over; count them."""
-        gone = [n for n in self.workers if n not in specs]
-        for name in gone:
-            await self.workers.pop(name).stop()
-            self.reconciler.forget(name)
-        self.metrics.forget(gone)
-        self.view.forget(gone)
-        changed = len(gone)
-        for name, spec in specs.items():
-            current = self.workers.get(name)
-            if current is None:
-                self.view.devices[name] = DeviceView(
-                    spec,
-                    revision=self.state.applied_revision(name),
-                    last_change=self.state.last_change(name),
-                )
-                self.workers[name] = self._worker(spec)
-                self.workers[name].start()
-                changed += 1
-            elif current.spec != spec or kick_all:
-                if current.spec != spec:
-                    self.view.devices[name].update_spec(spec)
-                current.update(spec)
-                changed += 1
-        self.view.version += 1
-        self.metrics.devices.set(len(self.workers))
-        return changed
 
     async def _reconcile_and_monitor(self, spec: DeviceSpec) -> Outcome:
         outcome = await self.reconciler.reconcile(spec, apply=True, revision=self.revision)
@@ -270,10 +245,6 @@ class Daemon:
             lanes=self.lanes,
         )
 
-    def _kick(self, names: Iterable[str]) -> None:
-        for name in names:
-            self.kick(name)
-
     # ------------------------------------------------------------- observing
 
     def observe(self, outcome: Outcome) -> None:
@@ -291,20 +262,21 @@ class Daemon:
 
     def summary(self) -> str:
         """The STATUS line: ``3 devices: 2 in sync, 1 failing``."""
-        outcomes = [worker.last for worker in self.workers.values()]
+        outcomes = [worker.last for worker in self.workers.by_name.values()]
         return status_line(outcomes, prefix=self.sharing.describe())
 
     # -------------------------------------------------------------- control
 
     def kick(self, device: str) -> None:
         """Reconcile ``device`` now (no-op for a device not managed)."""
-        worker = self.workers.get(device)
-        if worker is not None:
-            worker.kick()
+        self.workers.kick((device,))
 
     def _control_server(self) -> ControlServer:
         resend = partial(
-            resend_passwords, workers=self.workers, state=self.state, reconciler=self.reconciler
+            resend_passwords,
+            workers=self.workers.by_name,
+            state=self.state,
+            reconciler=self.reconciler,
         )
         return control_server(
             self.socket_path,
@@ -386,10 +358,8 @@ class Daemon:
     async def _stop(self, background: Sequence[asyncio.Task[None]]) -> None:
         """Let the reconciles in flight finish, leave the cluster, end the background tasks."""
         self.notifier.stopping()
-        daemon_events.daemon_stopping(
-            self.log, in_flight=sum(w.running for w in self.workers.values())
-        )
-        await self._drain(self.workers.values())
+        daemon_events.daemon_stopping(self.log, in_flight=self.workers.in_flight())
+        await self.workers.drain(STOP_GRACE)
         await self.sharing.stop()
         for task in background:
             task.cancel()
@@ -397,18 +367,6 @@ class Daemon:
         await self.capacity.close()
         for pool in (*self._retired_pools, self.pool):
             await pool.aclose()
-
-    async def _drain(self, workers: Iterable[DeviceWorker]) -> None:
-        """Let reconciles in flight (a PUT among them) finish, within the grace period."""
-        for worker in workers:
-            worker.kick()  # wake idle workers so they see `stopping` and return
-        tasks = [w.task for w in workers if w.task is not None]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
 
     def _on_stop(self, sig: signal.Signals) -> None:
         """Stop first, then say so: the stop must not depend on the log line getting out."""
@@ -450,40 +408,4 @@ class Daemon:
         self.reconciler.retune(pool=self.pool, retry=retry)
         self.conductor.retune(retry)
         self.monitor.retune(settings.resync_interval)
-        for worker in self.workers.values():
-            worker.retune(timing=self._timing, lanes=self.lanes)
-
-
-def run_daemon(
-    settings: Settings,
-    *,
-    devices: Sequence[str] = (),
-    reread: Callable[[], Settings] | None = None,
-) -> int:
-    """Entry point of ``syncd run``: 0 after SIGTERM/SIGINT, 1 on a fatal start-up error.
-
-    ``reread`` reads the settings again as they were read for ``settings`` (on SIGHUP).
-    """
-
-    async def main() -> int:
-        daemon = Daemon(settings, devices=devices, reread=reread)
-        return await daemon.run()
-
-    try:
-        lock = StateLock.acquire(settings.state_dir)
-    except (StateDirLocked, OSError) as exc:
-        return _failed(state_lock_error(settings.state_dir, exc))
-    with lock:
-        try:
-            return loop.run(main())
-        except StartupError as exc:
-            return _failed(str(exc))
-
-
-def _failed(message: str) -> int:
-    """A fatal start-up error: the ``daemon.failed`` event (stdout, the log) and the sentence
-    on stderr, once when both go to one place (a terminal, ``2>&1``, journald); exit status 1."""
-    daemon_events.daemon_failed(get_logger(), error=message)
-    if not same_destination(sys.stdout, sys.stderr):
-        report_error(message, stream=sys.stderr)
-    return 1
+        self.workers.retune(timing=self._timing, lanes=self.lanes)
