@@ -19,7 +19,6 @@ from functools import partial
 
 from syncd import daemon_events, events
 from syncd.capacity import Capacity
-from syncd.client import ClientPool
 from syncd.conductor import Conductor
 from syncd.control import ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
@@ -44,11 +43,11 @@ from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
-from syncd.slots import Lanes
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
 from syncd.ticking import backstop, heartbeat
+from syncd.tuning import Tuning
 from syncd.watching import DesiredWatcher
-from syncd.worker import DeviceWorker, Timing
+from syncd.worker import DeviceWorker
 
 __all__ = ["Daemon"]
 
@@ -75,7 +74,6 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.gate = asyncio.Semaphore(settings.concurrency)
         self.capacity = Capacity(self.gate, settings.concurrency)
-        self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.desired_dir = settings.desired_dir
@@ -83,7 +81,6 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._hups: set[asyncio.Task[None]] = set()
         self._last_problems: set[Problem] = set()
-        self._timing = Timing(settings.resync_interval, settings.max_backoff)
         #: The desired revision in force (SPEC section 10).
         self.revision = ""
         self.socket_path = settings.socket or default_socket_path(settings.state_dir)
@@ -94,9 +91,7 @@ class Daemon:
         except SharingError as exc:
             raise StartupError(str(exc)) from None
         self.state = self.sharing.state
-        self.pool = self._pool()
-        #: Pools replaced by new timeouts: requests in flight end on them; closed at stop.
-        self._retired_pools: list[ClientPool] = []
+        self.tuning = Tuning.of(settings, gate=self.gate, node=self.sharing.node)
         #: What the daemon saw of each device: the status and the repeating events' memory.
         self.view = self._fleet_view()
         self.workers = DeviceWorkers(
@@ -124,13 +119,6 @@ class Daemon:
             sharing=self.sharing,
             rollout=self.conductor,
             summary=self.summary,
-        )
-
-    def _pool(self) -> ClientPool:
-        return ClientPool(
-            timeout=self.settings.request_timeout,
-            connect_timeout=self.settings.connect_timeout,
-            node=self.sharing.node,
         )
 
     def _fleet_view(self) -> FleetView:
@@ -163,7 +151,7 @@ class Daemon:
             health=self.conductor.health,
         )
         return Reconciler(
-            pool=self.pool,
+            pool=self.tuning.pool,
             state=self.state,
             retry=RetryPolicy(attempts=self.settings.retry_attempts),
             metrics=self.metrics,
@@ -240,9 +228,9 @@ class Daemon:
             report=self.observe,
             gate=self.gate,
             stopping=self.stopping,
-            timing=self._timing,
+            timing=self.tuning.timing,
             after=self.conductor.after,
-            lanes=self.lanes,
+            lanes=self.tuning.lanes,
         )
 
     # ------------------------------------------------------------- observing
@@ -365,8 +353,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.capacity.close()
-        for pool in (*self._retired_pools, self.pool):
-            await pool.aclose()
+        await self.tuning.aclose()
 
     def _on_stop(self, sig: signal.Signals) -> None:
         """Stop first, then say so: the stop must not depend on the log line getting out."""
@@ -399,13 +386,9 @@ class Daemon:
         if {"log_level", "log_format"} & set(changed):
             configure_logging(level=settings.log_level, fmt=settings.log_format, stream=sys.stdout)
         self.capacity.resize(settings.concurrency)
-        if {"request_timeout", "connect_timeout"} & set(changed):
-            self._retired_pools.append(self.pool)
-            self.pool = self._pool()
-            self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
-        self._timing = Timing(settings.resync_interval, settings.max_backoff)
+        self.tuning.retune(settings, changed)
         retry = RetryPolicy(attempts=settings.retry_attempts)
-        self.reconciler.retune(pool=self.pool, retry=retry)
+        self.reconciler.retune(pool=self.tuning.pool, retry=retry)
         self.conductor.retune(retry)
         self.monitor.retune(settings.resync_interval)
-        self.workers.retune(timing=self._timing, lanes=self.lanes)
+        self.workers.retune(timing=self.tuning.timing, lanes=self.tuning.lanes)
