@@ -226,7 +226,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "rollout":
         return commands.rollout(settings, action=args.action)
     if args.command == "run":
-        from syncd.daemon import run_daemon
+        from syncd.daemon_entry import run_daemon
 
         # SIGHUP reads the settings again: the same flags, environment and file.
         return run_daemon(settings, devices=args.device, reread=partial(_settings, args))

@@ -14,23 +14,21 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 
-from syncd import events, loop
+from syncd import daemon_events, events
 from syncd.capacity import Capacity
-from syncd.client import ClientPool
-from syncd.command_errors import report_error
 from syncd.conductor import Conductor
 from syncd.control import ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
 from syncd.desired import Loader, Problem, resolve_desired, unmatched_patterns
 from syncd.desired.fleet import load_policy
-from syncd.devices_view import DeviceView, revision_material
+from syncd.device_workers import DeviceWorkers
+from syncd.devices_view import revision_material
 from syncd.fleet_view import FleetView
 from syncd.gate import Gate
 from syncd.history import HistoryLog
-from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import configure_logging, get_logger
 from syncd.metrics import Metrics
 from syncd.model import DeviceSpec
@@ -45,14 +43,13 @@ from syncd.revision import desired_revision
 from syncd.settings import Settings
 from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
-from syncd.slots import Lanes
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
-from syncd.streams import same_destination
 from syncd.ticking import backstop, heartbeat
+from syncd.tuning import Tuning
 from syncd.watching import DesiredWatcher
-from syncd.worker import DeviceWorker, Timing
+from syncd.worker import DeviceWorker
 
-__all__ = ["Daemon", "run_daemon"]
+__all__ = ["Daemon"]
 
 #: How long SIGTERM waits for reconciles in flight before cancelling them.
 STOP_GRACE = 8.0
@@ -77,8 +74,6 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.gate = asyncio.Semaphore(settings.concurrency)
         self.capacity = Capacity(self.gate, settings.concurrency)
-        self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
-        self.workers: dict[str, DeviceWorker] = {}
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.desired_dir = settings.desired_dir
@@ -86,22 +81,26 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._hups: set[asyncio.Task[None]] = set()
         self._last_problems: set[Problem] = set()
-        self._timing = Timing(settings.resync_interval, settings.max_backoff)
         #: The desired revision in force (SPEC section 10).
         self.revision = ""
         self.socket_path = settings.socket or default_socket_path(settings.state_dir)
         try:  # standalone, or this node's share of a cluster (SPEC section 11)
             self.sharing = open_sharing(
-                settings, workers=lambda: self.workers, metrics=self.metrics
+                settings, workers=lambda: self.workers.by_name, metrics=self.metrics
             )
         except SharingError as exc:
             raise StartupError(str(exc)) from None
         self.state = self.sharing.state
-        self.pool = self._pool()
-        #: Pools replaced by new timeouts: requests in flight end on them; closed at stop.
-        self._retired_pools: list[ClientPool] = []
+        self.tuning = Tuning.of(settings, gate=self.gate, node=self.sharing.node)
         #: What the daemon saw of each device: the status and the repeating events' memory.
         self.view = self._fleet_view()
+        self.workers = DeviceWorkers(
+            view=self.view,
+            metrics=self.metrics,
+            state=self.state,
+            new=self._worker,
+            forget=lambda name: self.reconciler.forget(name),
+        )
         self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
             settings.state_dir
         )
@@ -122,13 +121,6 @@ class Daemon:
             summary=self.summary,
         )
 
-    def _pool(self) -> ClientPool:
-        return ClientPool(
-            timeout=self.settings.request_timeout,
-            connect_timeout=self.settings.connect_timeout,
-            node=self.sharing.node,
-        )
-
     def _fleet_view(self) -> FleetView:
         view = FleetView(node=self.sharing.node or socket.gethostname())
         if self.sharing.node is not None:  # the whole fleet: other nodes' devices from etcd
@@ -141,7 +133,7 @@ class Daemon:
         """The rollout engine: waves, health, windows; it kicks the devices it lets go."""
         return Conductor(
             state=self.state,
-            kick=self._kick,
+            kick=self.workers.kick,
             client_of=lambda spec: self.reconciler.client(spec),
             history=self.history,
             metrics=self.metrics,
@@ -159,7 +151,7 @@ class Daemon:
             health=self.conductor.health,
         )
         return Reconciler(
-            pool=self.pool,
+            pool=self.tuning.pool,
             state=self.state,
             retry=RetryPolicy(attempts=self.settings.retry_attempts),
             metrics=self.metrics,
@@ -193,7 +185,7 @@ class Daemon:
                 metrics=self.metrics,
                 fleet=self.view,
             )
-            current = {name: worker.spec for name, worker in self.workers.items()}
+            current = {name: worker.spec for name, worker in self.workers.by_name.items()}
             specs = specs_in_force(desired, resolved, current)
             policy = await asyncio.to_thread(load_policy, self.desired_dir)
             revision = desired_revision(self.desired_dir, revision_material(specs))
@@ -202,12 +194,12 @@ class Daemon:
             self.sharing.publish_revision(revision)
             fleet = set(desired.devices) | set(resolved.broken)
             self.conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
-            changed = await self._update_workers(specs, kick_all=kick_all)
+            changed = await self.workers.update(specs, kick_all=kick_all)
             if periodic and not changed and not new_revision and seen == self._last_problems:
                 return
             events.desired_loaded(
                 self.log,
-                devices=len(self.workers),
+                devices=len(self.workers.by_name),
                 invalid=len(resolved.broken),
                 reason=why,
                 revision=revision,
@@ -218,35 +210,6 @@ class Daemon:
             self.revision = self.view.revision = revision
             self.metrics.set_revision(revision)
             self.view.version += 1
-
-    async def _update_workers(self, specs: dict[str, DeviceSpec], *, kick_all: bool) -> int:
-        """Stop workers of devices gone, start new ones, hand changed specs over; count them."""
-        gone = [n for n in self.workers if n not in specs]
-        for name in gone:
-            await self.workers.pop(name).stop()
-            self.reconciler.forget(name)
-        self.metrics.forget(gone)
-        self.view.forget(gone)
-        changed = len(gone)
-        for name, spec in specs.items():
-            current = self.workers.get(name)
-            if current is None:
-                self.view.devices[name] = DeviceView(
-                    spec,
-                    revision=self.state.applied_revision(name),
-                    last_change=self.state.last_change(name),
-                )
-                self.workers[name] = self._worker(spec)
-                self.workers[name].start()
-                changed += 1
-            elif current.spec != spec or kick_all:
-                if current.spec != spec:
-                    self.view.devices[name].update_spec(spec)
-                current.update(spec)
-                changed += 1
-        self.view.version += 1
-        self.metrics.devices.set(len(self.workers))
-        return changed
 
     async def _reconcile_and_monitor(self, spec: DeviceSpec) -> Outcome:
         outcome = await self.reconciler.reconcile(spec, apply=True, revision=self.revision)
@@ -265,14 +228,10 @@ class Daemon:
             report=self.observe,
             gate=self.gate,
             stopping=self.stopping,
-            timing=self._timing,
+            timing=self.tuning.timing,
             after=self.conductor.after,
-            lanes=self.lanes,
+            lanes=self.tuning.lanes,
         )
-
-    def _kick(self, names: Iterable[str]) -> None:
-        for name in names:
-            self.kick(name)
 
     # ------------------------------------------------------------- observing
 
@@ -291,20 +250,21 @@ class Daemon:
 
     def summary(self) -> str:
         """The STATUS line: ``3 devices: 2 in sync, 1 failing``."""
-        outcomes = [worker.last for worker in self.workers.values()]
+        outcomes = [worker.last for worker in self.workers.by_name.values()]
         return status_line(outcomes, prefix=self.sharing.describe())
 
     # -------------------------------------------------------------- control
 
     def kick(self, device: str) -> None:
         """Reconcile ``device`` now (no-op for a device not managed)."""
-        worker = self.workers.get(device)
-        if worker is not None:
-            worker.kick()
+        self.workers.kick((device,))
 
     def _control_server(self) -> ControlServer:
         resend = partial(
-            resend_passwords, workers=self.workers, state=self.state, reconciler=self.reconciler
+            resend_passwords,
+            workers=self.workers.by_name,
+            state=self.state,
+            reconciler=self.reconciler,
         )
         return control_server(
             self.socket_path,
@@ -352,7 +312,7 @@ class Daemon:
         except StartupError:
             control.close()
             raise
-        events.daemon_starting(
+        daemon_events.daemon_starting(
             self.log,
             desired_dir=str(self.desired_dir),
             state_dir=str(self.settings.state_dir),
@@ -374,7 +334,7 @@ class Daemon:
         if server is not None:
             server.shutdown()
         self.notifier.close()
-        events.daemon_stopped(self.log)
+        daemon_events.daemon_stopped(self.log)
         return 0
 
     def _handle_signals(self) -> None:
@@ -386,33 +346,20 @@ class Daemon:
     async def _stop(self, background: Sequence[asyncio.Task[None]]) -> None:
         """Let the reconciles in flight finish, leave the cluster, end the background tasks."""
         self.notifier.stopping()
-        events.daemon_stopping(self.log, in_flight=sum(w.running for w in self.workers.values()))
-        await self._drain(self.workers.values())
+        daemon_events.daemon_stopping(self.log, in_flight=self.workers.in_flight())
+        await self.workers.drain(STOP_GRACE)
         await self.sharing.stop()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.capacity.close()
-        for pool in (*self._retired_pools, self.pool):
-            await pool.aclose()
-
-    async def _drain(self, workers: Iterable[DeviceWorker]) -> None:
-        """Let reconciles in flight (a PUT among them) finish, within the grace period."""
-        for worker in workers:
-            worker.kick()  # wake idle workers so they see `stopping` and return
-        tasks = [w.task for w in workers if w.task is not None]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self.tuning.aclose()
 
     def _on_stop(self, sig: signal.Signals) -> None:
         """Stop first, then say so: the stop must not depend on the log line getting out."""
         if not self.stopping.is_set():
             self.stopping.set()
-            events.daemon_signal(self.log, signal=sig.name)
+            daemon_events.daemon_signal(self.log, signal=sig.name)
 
     def _on_hup(self) -> None:
         task = asyncio.get_running_loop().create_task(self._hup(), name="SIGHUP")
@@ -423,7 +370,7 @@ class Daemon:
         """Read the settings again, take over those that can change live, reload everything."""
         async with self._settings_lock:
             if self._reread is None:
-                events.daemon_signal(self.log, signal="SIGHUP")
+                daemon_events.daemon_signal(self.log, signal="SIGHUP")
             else:
                 reread = await reread_settings(self.settings, self._reread)
                 self.settings = reread.in_force
@@ -439,49 +386,9 @@ class Daemon:
         if {"log_level", "log_format"} & set(changed):
             configure_logging(level=settings.log_level, fmt=settings.log_format, stream=sys.stdout)
         self.capacity.resize(settings.concurrency)
-        if {"request_timeout", "connect_timeout"} & set(changed):
-            self._retired_pools.append(self.pool)
-            self.pool = self._pool()
-            self.lanes = Lanes.for_daemon(self.gate, request_timeout=settings.request_timeout)
-        self._timing = Timing(settings.resync_interval, settings.max_backoff)
+        self.tuning.retune(settings, changed)
         retry = RetryPolicy(attempts=settings.retry_attempts)
-        self.reconciler.retune(pool=self.pool, retry=retry)
+        self.reconciler.retune(pool=self.tuning.pool, retry=retry)
         self.conductor.retune(retry)
         self.monitor.retune(settings.resync_interval)
-        for worker in self.workers.values():
-            worker.retune(timing=self._timing, lanes=self.lanes)
-
-
-def run_daemon(
-    settings: Settings,
-    *,
-    devices: Sequence[str] = (),
-    reread: Callable[[], Settings] | None = None,
-) -> int:
-    """Entry point of ``syncd run``: 0 after SIGTERM/SIGINT, 1 on a fatal start-up error.
-
-    ``reread`` reads the settings again as they were read for ``settings`` (on SIGHUP).
-    """
-
-    async def main() -> int:
-        daemon = Daemon(settings, devices=devices, reread=reread)
-        return await daemon.run()
-
-    try:
-        lock = StateLock.acquire(settings.state_dir)
-    except (StateDirLocked, OSError) as exc:
-        return _failed(state_lock_error(settings.state_dir, exc))
-    with lock:
-        try:
-            return loop.run(main())
-        except StartupError as exc:
-            return _failed(str(exc))
-
-
-def _failed(message: str) -> int:
-    """A fatal start-up error: the ``daemon.failed`` event (stdout, the log) and the sentence
-    on stderr, once when both go to one place (a terminal, ``2>&1``, journald); exit status 1."""
-    events.daemon_failed(get_logger(), error=message)
-    if not same_destination(sys.stdout, sys.stderr):
-        report_error(message, stream=sys.stderr)
-    return 1
+        self.workers.retune(timing=self.tuning.timing, lanes=self.tuning.lanes)

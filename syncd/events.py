@@ -1,7 +1,8 @@
 """The log events of SPEC section 7: one typed function each, the interface alert rules match.
 
-Every event syncd writes goes through a function here, so an event's name,
-level and keys are written once. Each takes the logger to write to (bound to
+Every event syncd writes goes through a function here or in an area's own
+module (:mod:`syncd.daemon_events`, :mod:`syncd.export_events`), so an event's
+name, level and keys are written once. Each takes the logger to write to (bound to
 ``device`` where the event is about one) and keyword-only fields. Events about
 the desired state and applying it take ``revision``, written when known.
 Optional fields that are ``None`` are left out; fields the SPEC lists for an
@@ -13,12 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger
 
-from syncd import __version__
 from syncd.desired.result import Problem
-from syncd.settings_view import settings_view
 
 __all__ = [
     "apply_deferred",
@@ -34,11 +32,6 @@ __all__ = [
     "cluster_revision_agrees",
     "cluster_revision_differs",
     "cluster_unavailable",
-    "daemon_failed",
-    "daemon_signal",
-    "daemon_starting",
-    "daemon_stopped",
-    "daemon_stopping",
     "desired_invalid",
     "desired_loaded",
     "desired_problem",
@@ -46,13 +39,6 @@ __all__ = [
     "device_recovered",
     "device_unreachable",
     "drift_detected",
-    "export_defaults_not_factored",
-    "export_defaults_written",
-    "export_field_skipped",
-    "export_no_identity",
-    "export_read",
-    "export_tls_unverified",
-    "export_written",
     "health_failed",
     "health_passed",
     "password_resent",
@@ -69,8 +55,6 @@ __all__ = [
     "rollout_resumed",
     "rollout_started",
     "rollout_wave",
-    "settings_invalid",
-    "settings_restart_needed",
     "state_key_damaged",
     "state_write_failed",
     "windows_ignored",
@@ -296,49 +280,6 @@ def rollout_completed(
     log.info("rollout.completed", devices=devices, failed=list(failed), **_given(revision=revision))
 
 
-# ------------------------------------------------------------ the daemon
-
-
-def daemon_starting(
-    log: Log, *, desired_dir: str, state_dir: str, settings: BaseModel | None = None
-) -> None:
-    """The daemon starts: with ``settings``, its version and effective settings (no secret)."""
-    extra: dict[str, Any] = {}
-    if settings is not None:
-        extra = {"version": __version__, "settings": settings_view(settings)}
-    log.info("daemon.starting", desired_dir=desired_dir, state_dir=state_dir, **extra)
-
-
-def daemon_signal(
-    log: Log, *, signal: str, settings: Mapping[str, Mapping[str, Any]] | None = None
-) -> None:
-    """A signal; for SIGHUP, the ``settings`` that changed and took effect at once
-    (``{name: {"from": old, "to": new}}``, a credential's values hidden)."""
-    log.info("daemon.signal", signal=signal, **_given(settings=settings))
-
-
-def daemon_stopping(log: Log, *, in_flight: int) -> None:
-    log.info("daemon.stopping", in_flight=in_flight)
-
-
-def daemon_stopped(log: Log) -> None:
-    log.info("daemon.stopped")
-
-
-def daemon_failed(log: Log, *, error: str) -> None:
-    log.error("daemon.failed", error=error)
-
-
-def settings_invalid(log: Log, *, error: str) -> None:
-    """SIGHUP found the settings unusable (``error`` as at start): the daemon keeps its own."""
-    log.warning("settings.invalid", error=error)
-
-
-def settings_restart_needed(log: Log, *, setting: str, message: str) -> None:
-    """SIGHUP found ``setting`` changed, but the running daemon cannot take it over."""
-    log.warning("settings.restart_needed", setting=setting, message=message)
-
-
 # ------------------------------------------------------------ commands
 
 
@@ -352,37 +293,6 @@ def passwords_unrecorded(log: Log, *, state_dir: str) -> None:
             "as due, marked (no record); apply sends each once"
         ),
     )
-
-
-# ------------------------------------------------------------ export
-
-
-def export_tls_unverified(log: Log, *, error: str) -> None:
-    log.warning("export.tls_unverified", error=error)
-
-
-def export_no_identity(log: Log, *, error: str) -> None:
-    log.debug("export.no_identity", error=error)
-
-
-def export_field_skipped(log: Log, *, error: str) -> None:
-    log.warning("export.field_skipped", error=error)
-
-
-def export_defaults_written(log: Log, *, file: str, devices: int) -> None:
-    log.info("export.defaults_written", file=file, devices=devices)
-
-
-def export_defaults_not_factored(log: Log, *, error: str) -> None:
-    log.warning("export.defaults_not_factored", error=error)
-
-
-def export_read(log: Log, *, url: str, accounts: int) -> None:
-    log.info("export.read", url=url, accounts=accounts)
-
-
-def export_written(log: Log, *, url: str, file: str) -> None:
-    log.info("export.written", url=url, file=file)
 
 
 # ------------------------------------------------------------ cluster (SPEC section 11)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from syncd import events
+from syncd import daemon_events
 from syncd.settings import Settings, SettingsError
 from syncd.settings_change import (
     SettingsChange,
@@ -63,11 +63,13 @@ def log_reread(reread: Reread, *, log: Any) -> None:
     old = settings_view(reread.old)
     new = settings_view(reread.read) if reread.read is not None else old
     live = shown_change(reread.change.live, old, new)
-    events.daemon_signal(log, signal="SIGHUP", settings=live)
+    daemon_events.daemon_signal(log, signal="SIGHUP", settings=live)
     if reread.error is not None:
-        events.settings_invalid(log, error=reread.error)
+        daemon_events.settings_invalid(log, error=reread.error)
     for name in reread.change.restart:
-        events.settings_restart_needed(log, setting=name, message=restart_message(name, old, new))
+        daemon_events.settings_restart_needed(
+            log, setting=name, message=restart_message(name, old, new)
+        )
 
 
 def _values(settings: Settings) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from syncd import events, loop
+from syncd import export_events, loop
 from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TlsError
 from syncd.command_errors import report_error
 from syncd.commands import EXIT_ERROR, EXIT_OK
@@ -98,7 +98,7 @@ def _access(request: ExportRequest) -> Access:
             raise ExportError(f"--ca-file {request.ca_file} does not exist or is not a file")
     if request.insecure:
         error = "--insecure: certificates and host names are not checked"
-        events.export_tls_unverified(get_logger(), error=error)
+        export_events.export_tls_unverified(get_logger(), error=error)
     tls = TlsSpec(verify=not request.insecure, ca_file=ca_file)
     return Access(auth=auth, tls=tls, password_ref=ref)
 
@@ -135,7 +135,7 @@ async def _read(
     try:
         info: dict[str, Any] | None = await client.system_info()
     except DeviceError as exc:  # identity is a courtesy comment; the export does not need it
-        events.export_no_identity(get_logger().bind(device=target.who), error=str(exc))
+        export_events.export_no_identity(get_logger().bind(device=target.who), error=str(exc))
         info = None
     return accounts, info
 
@@ -148,7 +148,7 @@ def _document(
     )
     log = get_logger().bind(device=target.who)
     for note in notes:
-        events.export_field_skipped(log, error=note)
+        export_events.export_field_skipped(log, error=note)
     return document
 
 
@@ -165,7 +165,7 @@ async def _export_one(target: Target, access: Access, settings: Settings) -> str
         accounts, info = await _read(target, access, settings, pool)
     text = _render(target, access, accounts, info)
     log = get_logger().bind(device=target.who)
-    events.export_read(log, url=target.url, accounts=len(accounts))
+    export_events.export_read(log, url=target.url, accounts=len(accounts))
     return text
 
 
@@ -186,7 +186,7 @@ def _export_tree(
     if factor:
         reason = _cannot_factor(output)
         if reason is not None:
-            events.export_defaults_not_factored(get_logger(), error=reason)
+            export_events.export_defaults_not_factored(get_logger(), error=reason)
             factor = False
     documents = loop.run(_read_many(pending, access, settings, failures))
     shared = None
@@ -240,9 +240,9 @@ def _write_defaults(output: Path, documents: list[Document]) -> dict[int, dict[s
     except OSError as exc:
         reason = "it already exists" if isinstance(exc, FileExistsError) else exc.strerror
         error = f"cannot write {path}: {reason}; each device file holds all its values"
-        events.export_defaults_not_factored(get_logger(), error=error)
+        export_events.export_defaults_not_factored(get_logger(), error=error)
         return None
-    events.export_defaults_written(get_logger(), file=str(path), devices=len(documents))
+    export_events.export_defaults_written(get_logger(), file=str(path), devices=len(documents))
     return shared
 
 
@@ -280,7 +280,7 @@ def _write(target: Target, text: str) -> str | None:
     except OSError as exc:
         return f"cannot write {target.path}: {exc.strerror or exc}"
     log = get_logger().bind(device=target.who)
-    events.export_written(log, url=target.url, file=str(target.path))
+    export_events.export_written(log, url=target.url, file=str(target.path))
     return None
 
 

@@ -70,7 +70,7 @@ class TestStandalone:
             "from syncd.daemon import Daemon\n"
             "from syncd.settings import load_settings\n"
             f"d = Daemon(load_settings(None, state_dir={str(tmp_path / 'state')!r}))\n"
-            "print(type(d.sharing).__name__, d.pool.user_agent.endswith(')'),"
+            "print(type(d.sharing).__name__, d.tuning.pool.user_agent.endswith(')'),"
             " 'grpc' in sys.modules, 'syncd.cluster' in sys.modules)\n"
         )
         result = subprocess.run(
