@@ -14,10 +14,14 @@ import json
 from collections.abc import Callable, Collection
 from typing import Any
 
-from syncd.cluster.connection import EtcdConnection
+from syncd.cluster.connection import ClusterError, EtcdConnection
 from syncd.cluster.watching import Change, PrefixMirror
 
-__all__ = ["Membership", "member_record", "register", "rewrite_record"]
+__all__ = ["DuplicateNodeError", "Membership", "member_record", "register", "rewrite_record"]
+
+
+class DuplicateNodeError(ClusterError):
+    """Another live node already uses this node name."""
 
 
 def member_record(node: str, lease: int | None, revision: tuple[str, float] | None) -> bytes:

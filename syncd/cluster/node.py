@@ -12,13 +12,8 @@ A member's registration also says which desired revision the node has
 loaded, and since when (``publish_revision``), so a node can tell that its
 checkout lags behind another's (``revisions``).
 
-Fencing. The lease is renewed every third of its TTL. The node trusts its
-lease only until ``last renewal sent + 2/3 TTL``: a renewal that fails, or is
-late, makes it own nothing at once (``healthy`` False), well before etcd can
-have expired the lease and handed its devices to others. It rejoins by
-itself when etcd answers again (the same lease if it is still alive, else a
-new one), first asking for a new auth token when a user is configured: a
-restarted etcd has forgotten every token it gave.
+Fencing: the node owns nothing as soon as its lease is not sure to live, and
+rejoins by itself when etcd answers again (:mod:`syncd.cluster.fenced_lease`).
 
 Restarts. A node stopped while etcd did not answer, or killed, leaves its
 lease alive in etcd, and its keys with it. The leases the node granted are
@@ -34,12 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from syncd import events
 from syncd.cluster.connection import (
     TRANSIENT_ERRORS,
     ClusterError,
@@ -47,23 +40,21 @@ from syncd.cluster.connection import (
     describe_failure,
     stale_token,
 )
+from syncd.cluster.fenced_lease import FencedLease
 from syncd.cluster.hashing import owner_of
-from syncd.cluster.lease import grant_lease, renew_lease, revoke_lease
 from syncd.cluster.lease_memory import LeaseMemory
-from syncd.cluster.membership import Membership, member_record, register, rewrite_record
+from syncd.cluster.membership import (
+    DuplicateNodeError,
+    Membership,
+    member_record,
+    register,
+    rewrite_record,
+)
 from syncd.cluster.owner_keys import drop_owner_key, take_owner_key
-from syncd.logs import get_logger
 
 __all__ = ["ClusterNode"]
 
 _log = logging.getLogger(__name__)
-
-#: Share of the lease TTL after the last renewal during which the node trusts its lease.
-TRUST_SHARE = 2 / 3
-
-
-class DuplicateNodeError(ClusterError):
-    """Another live node already uses this node name."""
 
 
 class ClusterNode:
@@ -93,24 +84,22 @@ class ClusterNode:
         self.lease_ttl = lease_ttl
         self.on_change = on_change
         self.changed = asyncio.Event()
-        self._clock = clock
         self._prefix = f"/{cluster_name}/"
         self._member_key = f"{self._prefix}members/{node_name}"
-        self._lease_id: int | None = None
-        #: Leases granted and not known to have ended, this run's and earlier runs'.
-        self._leases = LeaseMemory(lease_file, cluster=cluster_name, node=node_name)
-        self._granted_ttl = float(max(1, math.ceil(lease_ttl)))
-        self._trusted_until = -math.inf
-        self._joined = False
-        self._available = False
+        self._lease = FencedLease(
+            connection,
+            node_name=node_name,
+            lease_ttl=lease_ttl,
+            memory=LeaseMemory(lease_file, cluster=cluster_name, node=node_name),
+            clock=clock,
+            notify=self._notify,
+            lost=self._forget_held,
+            join=self._join,
+            after_renewal=self._after_renewal,
+        )
         self._revision: tuple[str, float] | None = None  # ours, as published
         self._written: bytes | None = None  # our member record as last written
         self._held: dict[str, int] = {}  # device -> create_revision of our owners key
-        self._stopping = False
-        #: etcd did not answer: authenticate before the next request (a restart forgets tokens).
-        self._token_due = False
-        self._problem: str | None = None  # the refusal last logged (cluster.unavailable)
-        self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._view = Membership(
             connection,
@@ -128,12 +117,12 @@ class ClusterNode:
     @property
     def available(self) -> bool:
         """etcd answered this node's last request."""
-        return self._available
+        return self._lease.available
 
     @property
     def healthy(self) -> bool:
         """Joined, and the lease renewed recently enough to be trusted (fencing)."""
-        return self._joined and self._clock() < self._trusted_until
+        return self._lease.healthy
 
     @property
     def lease_remaining(self) -> float:
@@ -143,10 +132,7 @@ class ClusterNode:
         PUT that starts just before this node is fenced ends before another
         node can take the device over.
         """
-        if not self.healthy:
-            return 0.0
-        last_sent = self._trusted_until - self._granted_ttl * TRUST_SHARE
-        return max(0.0, last_sent + self._granted_ttl - self._clock())
+        return self._lease.remaining
 
     @property
     def members(self) -> frozenset[str]:
@@ -166,7 +152,7 @@ class ClusterNode:
     @property
     def is_leader(self) -> bool:
         """This node holds the leader key under its current lease, and is healthy."""
-        return self.healthy and self._view.leader == (self.node_name, self._lease_id)
+        return self.healthy and self._view.leader == (self.node_name, self._lease.id)
 
     @property
     def held(self) -> frozenset[str]:
@@ -204,41 +190,29 @@ class ClusterNode:
             problem = describe_failure(exc, self.connection.access)
             if problem is not None:
                 raise ClusterError(problem) from None
-            self._set_available(False)
-            self._token_due = True
+            self._lease.set_available(False)
+            self._lease.token_due = True
             _log.debug("etcd unavailable at start; joining when it answers")
-        self._task = asyncio.create_task(self._run(), name=f"cluster node {self.node_name}")
+        self._lease.start(f"cluster node {self.node_name}")
 
     async def stop(self) -> None:
         """Leave: revoke the lease (members, owners and leader keys go with it)."""
         await self._halt()
-        lease, self._lease_id = self._lease_id, None
         was_healthy = self.healthy
-        self._joined = False
+        self._lease.joined = False
         self._held.clear()
-        if lease is not None:
-            try:
-                await revoke_lease(self.connection, lease)
-            except TRANSIENT_ERRORS:
-                pass  # remembered: the next run takes its registration back
-            else:
-                self._leases.forget([lease])
+        await self._lease.revoke()
         if was_healthy:
             self._notify()
 
     async def abandon(self) -> None:
         """Stop renewing without revoking: as if the process were killed (for tests)."""
         await self._halt()
-        self._joined = False
+        self._lease.joined = False
 
     async def _halt(self) -> None:
         """End the renewal loop and both watches (the lease is left as it is)."""
-        self._stopping = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._lease.halt()
         await self._view.close()
 
     async def publish_revision(self, revision: str, since: float) -> None:
@@ -249,16 +223,16 @@ class ClusterNode:
         if self._revision is not None and self._revision[0] == revision:
             return
         self._revision = (revision, since)
-        if not self.healthy or self._lease_id is None or self._written is None:
+        if not self.healthy or self._lease.id is None or self._written is None:
             return
-        record, lease, written = self._record(), self._lease_id, self._written
+        record, lease, written = self._record(), self._lease.id, self._written
         with contextlib.suppress(*TRANSIENT_ERRORS):
             key = self._member_key
             if await rewrite_record(self.connection, key, record, lease=lease, written=written):
                 self._written = record
 
     def _record(self) -> bytes:
-        return member_record(self.node_name, self._lease_id, self._revision)
+        return member_record(self.node_name, self._lease.id, self._revision)
 
     # ---------------------------------------------------------------- ownership
 
@@ -273,7 +247,7 @@ class ClusterNode:
             return False
         if device in self._held:
             return True
-        lease = self._lease_id
+        lease = self._lease.id
         assert lease is not None
         key = f"{self._prefix}owners/{device}"
         try:
@@ -281,7 +255,7 @@ class ClusterNode:
         except TRANSIENT_ERRORS as exc:
             self.connection.noticed(exc)
             if not stale_token(exc, self.connection.access):  # a token says nothing of the lease
-                self._renewal_failed()
+                self._lease.failed()
             return False
         if taken is None:
             return False
@@ -317,80 +291,33 @@ class ClusterNode:
             except Exception:
                 _log.exception("cluster on_change callback failed")
 
-    def _set_available(self, available: bool) -> None:
-        if available != self._available:
-            self._available = available
-            self._notify()
-
-    def _renewal_failed(self) -> None:
-        """Fence at once: own nothing until a renewal succeeds again."""
-        was = self.healthy
-        self._trusted_until = -math.inf
-        self._set_available(False)
-        if was:
-            _log.debug("cluster lease not renewed; owning no device until etcd answers")
-            self._notify()
-
-    def _renewed(self, sent_at: float) -> None:
-        was = self.healthy
-        self._trusted_until = sent_at + self._granted_ttl * TRUST_SHARE
-        self._set_available(True)
-        if not was and self.healthy:
-            self._notify()
+    def _forget_held(self) -> None:
+        """The lease is gone or new: no ownership key is this node's any more."""
+        self._held.clear()
 
     async def _join(self) -> None:
         """Take or keep a lease, register under it, read members and leader."""
-        await self._take_lease()
-        assert self._lease_id is not None
+        await self._lease.take()
+        assert self._lease.id is not None
         record = self._record()
-        former = self._leases.leases - {self._lease_id}
-        key, lease = self._member_key, self._lease_id
+        former = self._lease.memory.leases - {self._lease.id}
+        key, lease = self._member_key, self._lease.id
         if not await register(self.connection, key, record, lease=lease, former=former):
             raise DuplicateNodeError(
                 f"node_name {self.node_name!r} is already used by another live node of "
                 f"cluster {self.cluster_name!r}; give each node its own node_name"
             )
-        await self._end_former(former)
+        await self._lease.end_former(former)
         self._written = record
-        self._joined = True
-        self._set_available(True)
+        self._lease.joined = True
+        self._lease.set_available(True)
         await self._view.reload(self.connection.timeout)
         await self._campaign()
         self._notify()
 
-    async def _take_lease(self) -> None:
-        """Keep the lease if it is still alive, else grant a new one (owning nothing yet)."""
-        if self._lease_id is not None:
-            sent = self._clock()
-            if await self._keepalive(self._lease_id) > 0:
-                self._renewed(sent)
-                return
-            self._lease_id = None
-            self._held.clear()
-        self._joined = False
-        sent = self._clock()
-        self._lease_id, self._granted_ttl = await grant_lease(self.connection, self.lease_ttl)
-        self._leases.remember(self._lease_id)
-        self._held.clear()
-        self._renewed(sent)
-
-    async def _end_former(self, former: Collection[int]) -> None:
-        """Revoke this node's earlier leases: their ownership and leader keys go with them.
-
-        Before the node claims anything: a stale leader key of its own would keep
-        every node from campaigning, a stale ownership key this node from its devices.
-        """
-        for lease in sorted(former):
-            await revoke_lease(self.connection, lease)
-            self._leases.forget([lease])
-
-    async def _keepalive(self, lease: int) -> float:
-        """One renewal; the TTL etcd grants (0 or less: the lease is gone)."""
-        return await renew_lease(self.connection, lease, wait=max(0.5, self._granted_ttl / 3))
-
     async def _campaign(self) -> None:
         """Take the leader key if nobody holds it (create-if-absent)."""
-        if not self.healthy or self._lease_id is None:
+        if not self.healthy or self._lease.id is None:
             return
         client = await self.connection.open()
         assert client.kv is not None
@@ -398,77 +325,15 @@ class ClusterNode:
         key = self._view.leader_key
         await kv.txn(
             [kv.txn_compare_create_revision(key, 0)],
-            [kv.txn_op_put(key, self.node_name, lease=self._lease_id)],
+            [kv.txn_op_put(key, self.node_name, lease=self._lease.id)],
             timeout=self.connection.timeout,
         )
 
-    async def _run(self) -> None:
-        """Renew every third of the TTL; on failure fence, then rejoin when etcd answers.
-
-        etcd forgets its tokens when it restarts: after etcd did not answer, and
-        whenever it refuses a request for its token, the node authenticates again
-        before anything else. A refused token fences nothing (the lease is fine).
-        """
-        retry = min(0.5, self._granted_ttl / 4)
-        while not self._stopping:
-            authenticated = False  # asked for a token in this turn (then no second at once)
-            try:
-                if self._token_due or self.connection.token_refused.is_set():
-                    authenticated = True
-                    await self.connection.authenticate()
-                    self._token_due = False
-                if not self._joined or self._lease_id is None:
-                    await self._join()
-                last_sent = self._trusted_until - self._granted_ttl * TRUST_SHARE
-                if await self._pause(last_sent + self._granted_ttl / 3 - self._clock()):
-                    continue  # etcd refused our token: a new one first
-                sent = self._clock()
-                ttl = await self._keepalive(self._lease_id) if self._lease_id else 0.0
-                if ttl <= 0:
-                    _log.debug("cluster lease expired; rejoining with a new lease")
-                    self._joined = False
-                    self._lease_id = None
-                    self._renewal_failed()
-                    continue
-                self._renewed(sent)
-                self._problem = None
-                await self._view.refresh()
-                if self._view.leader is None:
-                    await self._campaign()
-            except asyncio.CancelledError:
-                raise
-            except DuplicateNodeError as exc:
-                self._joined = False
-                self._renewal_failed()
-                self._report_problem(str(exc))
-                await asyncio.sleep(self._granted_ttl)
-            except TRANSIENT_ERRORS as exc:
-                self._joined = self._joined and self._lease_id is not None
-                if stale_token(exc, self.connection.access) and not authenticated:
-                    _log.debug("etcd refused the token; authenticating again")
-                    self._token_due = True
-                    continue
-                self._token_due = True
-                self._renewal_failed()
-                problem = describe_failure(exc, self.connection.access)
-                if problem is not None:
-                    self._report_problem(problem)
-                _log.debug("cluster renewal failed: %s", type(exc).__name__)
-                await asyncio.sleep(retry)
-
-    async def _pause(self, delay: float) -> bool:
-        """Wait ``delay`` seconds; True, sooner, when etcd refused a request for its token."""
-        refused = self.connection.token_refused
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, delay)):
-                await refused.wait()
-        return refused.is_set()
-
-    def _report_problem(self, problem: str) -> None:
-        """Log ``cluster.unavailable`` for a refusal, once until it changes or etcd answers."""
-        if problem != self._problem:
-            self._problem = problem
-            events.cluster_unavailable(get_logger(), node=self.node_name, error=problem)
+    async def _after_renewal(self) -> None:
+        """Look at the members and leader again; campaign if nobody leads."""
+        await self._view.refresh()
+        if self._view.leader is None:
+            await self._campaign()
 
     def _leader_gone(self) -> None:
         """Nobody holds the leader key: take it if healthy (in the background)."""

@@ -39,6 +39,7 @@ from syncd.cluster import (
 )
 from syncd.cluster.agreement import RevisionsSeen, follow, lags, revision_grace
 from syncd.cluster.connection import TRANSIENT_ERRORS
+from syncd.cluster.gauges import ClusterGauges
 from syncd.cluster.history import EtcdHistory
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
@@ -47,8 +48,6 @@ from syncd.sharing import SharingError, Work, Workers
 from syncd.state import StateStore
 
 if TYPE_CHECKING:
-    from prometheus_client import Gauge
-
     from syncd.metrics import Metrics
 
 __all__ = ["Clustered"]
@@ -100,7 +99,7 @@ class Clustered:
             resync_interval=resync_interval, lease_ttl=config.lease_ttl
         )
         self._background: set[asyncio.Task[None]] = set()
-        self._gauges = _ClusterGauges(metrics) if metrics is not None else None
+        self._gauges = ClusterGauges(metrics) if metrics is not None else None
         if metrics is not None:
             metrics.health_problem = self.health_problem
 
@@ -379,26 +378,3 @@ class Clustered:
                 lagging=lagging,
                 differing_for=lasted,
             )
-
-
-class _ClusterGauges:
-    """syncd_cluster_members, syncd_owned_devices, syncd_cluster_leader (cluster mode only)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        from prometheus_client import Gauge
-
-        r = metrics.registry
-        self.members: Gauge = Gauge(
-            "syncd_cluster_members", "Live nodes of the cluster as this node sees them", registry=r
-        )
-        self.owned: Gauge = Gauge(
-            "syncd_owned_devices", "Devices this node owns (changes) now", registry=r
-        )
-        self.leader: Gauge = Gauge(
-            "syncd_cluster_leader", "1 if this node drives rollouts, else 0", registry=r
-        )
-
-    def update(self, cluster: ClusterNode, owned: Collection[str], available: bool) -> None:
-        self.members.set(len(cluster.members) if available else 0)
-        self.owned.set(len(owned))
-        self.leader.set(1 if cluster.is_leader else 0)

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
+from syncd.cluster.state_codec import decode, device_doc, device_record, encode
 from syncd.cluster.watching import Change, PrefixMirror
 from syncd.state import StateError
 from syncd.state.records import DeviceRecords, TargetIndex
@@ -180,7 +181,7 @@ class EtcdStateStore(DeviceRecords):
         if self._statuses.get(device) == value:
             return
         self._statuses[device] = value
-        self._queue(self._status_key(device), _encode(value))
+        self._queue(self._status_key(device), encode(value))
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         """The status JSON each device's owner published, by device (read-only values)."""
@@ -190,7 +191,7 @@ class EtcdStateStore(DeviceRecords):
         """A follower's report about its device, for the rollout's driver (syncd.rollout_relay)."""
         self._reports[device] = dict(doc)
         key = self._reports_prefix + quote(device, safe="")
-        self._queue(key, _encode({**doc, "device": device}))
+        self._queue(key, encode({**doc, "device": device}))
 
     def reports(self) -> dict[str, dict[str, Any]]:
         return dict(self._reports)
@@ -200,7 +201,7 @@ class EtcdStateStore(DeviceRecords):
         key = self._history_prefix + stamp
         value = dict(entry)
         self._history[key] = value
-        self._queue(key, _encode(value))
+        self._queue(key, encode(value))
         self._trim_history(delete=True)
 
     def history(self) -> list[dict[str, Any]]:
@@ -223,7 +224,7 @@ class EtcdStateStore(DeviceRecords):
         return record
 
     def _save(self, device: str) -> None:
-        self._queue(self._device_key(device), _encode(self._devices[device]))
+        self._queue(self._device_key(device), encode(self._devices[device]))
 
     def _holders(self, target: str) -> list[dict[str, Any]]:
         return self._by_target.holders(target, self._devices)
@@ -277,7 +278,7 @@ class EtcdStateStore(DeviceRecords):
         assert client.kv is not None
         kv = client.kv
         if self._rollout_unwritten and self._rollout is not None:
-            self._pending[self._rollout_key] = _encode(self._rollout)
+            self._pending[self._rollout_key] = encode(self._rollout)
         self._rollout_unwritten = False
         batch = list(self._pending.items())
         for start in range(0, len(batch), _BATCH):
@@ -302,17 +303,17 @@ class EtcdStateStore(DeviceRecords):
         pending = [Change(key, value) for key, value in self._pending.items()]
         for change in [*changes, *pending]:
             if change.key == self._rollout_key:
-                rollout = _decode(change.value)
+                rollout = decode(change.value)
             elif change.key.startswith(self._devices_prefix):
-                record = _device_record(change.value)
+                record = device_record(change.value)
                 if record is not None:
                     devices[record["device"]] = record
             elif change.key.startswith(self._status_prefix):
-                doc = _device_doc(change.value)
+                doc = device_doc(change.value)
                 if doc is not None:
                     statuses[doc["device"]] = doc
             elif change.key.startswith(self._reports_prefix):
-                doc = _device_doc(change.value)
+                doc = device_doc(change.value)
                 if doc is not None:
                     reports[doc["device"]] = doc
         if self._rollout_unwritten:
@@ -329,9 +330,9 @@ class EtcdStateStore(DeviceRecords):
         ):
             return  # our newer write is on its way
         if change.key == self._rollout_key:
-            self._rollout = _decode(change.value)
+            self._rollout = decode(change.value)
         elif change.key.startswith(self._devices_prefix):
-            record = _device_record(change.value)
+            record = device_record(change.value)
             if record is not None:
                 self._devices[record["device"]] = record
                 self._by_target.add(record)
@@ -340,7 +341,7 @@ class EtcdStateStore(DeviceRecords):
                     d: r for d, r in self._devices.items() if self._device_key(d) != change.key
                 }
         elif change.key.startswith(self._status_prefix):
-            doc = _device_doc(change.value)
+            doc = device_doc(change.value)
             if doc is not None:
                 self._statuses[doc["device"]] = doc
             else:
@@ -348,19 +349,19 @@ class EtcdStateStore(DeviceRecords):
                     d: s for d, s in self._statuses.items() if self._status_key(d) != change.key
                 }
         elif change.key.startswith(self._reports_prefix):
-            doc = _device_doc(change.value)
+            doc = device_doc(change.value)
             if doc is not None:
                 self._reports[doc["device"]] = doc
 
     def _history_snapshot(self, changes: list[Change]) -> None:
         history: dict[str, dict[str, Any]] = {}
         for change in changes:
-            entry = _decode(change.value)
+            entry = decode(change.value)
             if entry is not None:
                 history[change.key] = entry
         for key, value in self._pending.items():
             if key.startswith(self._history_prefix):
-                entry = _decode(value)
+                entry = decode(value)
                 if entry is None:
                     history.pop(key, None)
                 else:
@@ -370,39 +371,9 @@ class EtcdStateStore(DeviceRecords):
     def _history_changed(self, change: Change) -> None:
         if change.key in self._pending:
             return
-        entry = _decode(change.value)
+        entry = decode(change.value)
         if entry is None:
             self._history.pop(change.key, None)
         else:
             self._history[change.key] = entry
             self._trim_history(delete=False)
-
-
-def _encode(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _decode(value: bytes | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    try:
-        decoded = json.loads(value)
-    except ValueError:
-        return None
-    return decoded if isinstance(decoded, dict) else None
-
-
-def _device_doc(value: bytes | None) -> dict[str, Any] | None:
-    """A status or a report: a JSON object naming its ``device`` (None when it does not)."""
-    doc = _decode(value)
-    return doc if doc is not None and isinstance(doc.get("device"), str) else None
-
-
-def _device_record(value: bytes | None) -> dict[str, Any] | None:
-    record = _decode(value)
-    if record is None or not isinstance(record.get("device"), str):
-        return None
-    for key in ("passwords", "targets"):
-        if not isinstance(record.get(key), dict):
-            record[key] = {}  # damaged: as if never applied
-    return record
