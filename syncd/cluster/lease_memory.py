@@ -21,12 +21,12 @@ change of either it is ignored. It holds no secret.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from syncd.state.files import replace_file
 
 __all__ = ["LEASE_FILE", "LeaseMemory"]
 
@@ -93,19 +93,11 @@ class LeaseMemory:
         """
         if self.path is None:
             return
-        partial = self.path.with_name(f".{self.path.name}.partial")
         try:
             if not self._leases:
                 self.path.unlink(missing_ok=True)
                 return
             record = {"cluster": self._cluster, "node": self._node, "leases": sorted(self._leases)}
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            fd = os.open(partial, flags, 0o600)
-            os.fchmod(fd, 0o600)  # a partial file left over keeps its mode otherwise
-            with os.fdopen(fd, "w") as out:
-                out.write(json.dumps(record, sort_keys=True) + "\n")
-            os.replace(partial, self.path)
+            replace_file(self.path, json.dumps(record, sort_keys=True) + "\n")
         except OSError as exc:
             _log.debug("cannot write %s: %s", self.path, exc.strerror or type(exc).__name__)
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)

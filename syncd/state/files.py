@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 from syncd.state.records import DeviceRecords, TargetIndex
 
-__all__ = ["FileStateStore", "StateError"]
+__all__ = ["FileStateStore", "StateError", "replace_file"]
 
 _KEY_FILE = "key"
 _DEVICES_DIR = "devices"
@@ -192,14 +192,7 @@ class FileStateStore(DeviceRecords):
             ) from None
 
     def _write(self, path: Path, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(path, text)
 
     def _save_moved(self, device: str) -> None:
         """Save a record moved by a lookup; if that fails, a password is at worst sent again."""
@@ -278,3 +271,16 @@ def _read_record(path: Path) -> dict[str, Any] | None:
         if not isinstance(record.get(key), dict):
             record[key] = {}  # damaged: as if never applied
     return record
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to a new private file (mode 0600) beside ``path``, then rename it
+    over ``path``: a crash at any point leaves the old file or the new one whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
