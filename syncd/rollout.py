@@ -282,7 +282,7 @@ def _with(rollout: Rollout, device: str, status: DeviceStatus, **changes: Any) -
     settles = (status in SETTLED) - (rollout.status.get(device) in SETTLED)
     if wave is not None and settles:
         unsettled = (*unsettled[:wave], unsettled[wave] - settles, *unsettled[wave + 1 :])
-    status_now = {**rollout.status, device: status}
+    status_now = rollout.with_status(device, status)
     return dataclasses.replace(rollout, status=status_now, unsettled=unsettled, **changes)
 
 

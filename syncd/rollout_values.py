@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from immutables import Map
+
 __all__ = [
     "FAILED_OR_REVERTED",
     "FINAL",
@@ -106,6 +108,8 @@ class Rollout:
     revision: str
     #: (wave name, its devices with a pending change), in rollout order; no empty wave.
     waves: tuple[tuple[str, tuple[str, ...]], ...]
+    #: Held as an :class:`immutables.Map` whatever it is given as, so a step that
+    #: changes one device copies O(log N), not the fleet (see :meth:`with_status`).
     status: Mapping[str, DeviceStatus]
     #: Index into ``waves`` of the wave under way (or where it halted, or the last).
     wave: int = 0
@@ -125,6 +129,8 @@ class Rollout:
     unsettled: tuple[int, ...] = field(default=None, compare=False, repr=False)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.status, Map):
+            object.__setattr__(self, "status", Map(self.status))
         if self.wave_index is None:
             index = {d: i for i, (_, ds) in enumerate(self.waves) for d in ds}
             object.__setattr__(self, "wave_index", index)
@@ -151,6 +157,12 @@ class Rollout:
 
     def wave_of(self, device: str) -> int | None:
         return self.wave_index.get(device)
+
+    def with_status(self, device: str, status: DeviceStatus) -> Mapping[str, DeviceStatus]:
+        """The statuses with ``device``'s replaced: a new map sharing all the rest."""
+        held = self.status
+        assert isinstance(held, Map)  # __post_init__
+        return held.set(device, status)
 
 
 class Step(NamedTuple):

@@ -105,6 +105,27 @@ class TestStart:
         assert started(max_failures="50%").max_failures == 3
 
 
+class TestValues:
+    def test_a_rollout_does_not_follow_the_callers_dict(self) -> None:
+        """The statuses a rollout is built from are its own: the caller changing its dict later changes nothing."""
+        given_status = {"a": DeviceStatus.PENDING, "b": DeviceStatus.PENDING}
+        rollout = Rollout(revision=REV, waves=(("all", ("a", "b")),), status=given_status)
+        given_status["a"] = DeviceStatus.FAILED
+        assert rollout.status["a"] is DeviceStatus.PENDING and rollout.failed == ()
+
+    def test_a_step_leaves_the_rollout_it_was_given_as_it_was(self) -> None:
+        """``begin`` answers a new rollout; the old one still says pending, and neither can be changed in place."""
+        before = started(THREE)
+        after = begin(before, "c1")
+        assert before.status["c1"] is DeviceStatus.PENDING
+        assert after.status["c1"] is DeviceStatus.ACTIVE
+        assert {d: s for d, s in after.status.items() if d != "c1"} == {
+            d: s for d, s in before.status.items() if d != "c1"
+        }
+        with pytest.raises(TypeError):
+            after.status["c1"] = DeviceStatus.FAILED  # type: ignore[index]
+
+
 class TestMayStart:
     def test_current_wave_goes_later_waves_wait_for_theirs(self) -> None:
         """A device of the current wave may start; one of a later wave waits, naming its wave."""
