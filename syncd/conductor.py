@@ -50,9 +50,8 @@ from syncd.rollout_relay import Relay
 from syncd.rollout_results import result_of, undo_of
 from syncd.rollout_reverts import RolloutReverts
 from syncd.rollout_role import NotDriving, Role
-from syncd.rollout_saving import RolloutSaver
+from syncd.rollout_saving import RolloutSaver, read_saved
 from syncd.rollout_values import Decision, Rollout, RolloutState, Step, WaitReason
-from syncd.saved_rollout import SavedRollout
 from syncd.state import StateStore
 from syncd.status import RolloutSummary, WindowStatus
 from syncd.windows import WindowState
@@ -104,7 +103,7 @@ class Conductor:
             history=history, metrics=metrics, wall=wall, wave_of=self.wave_of, log=self.log
         )
         self.health = health or Health(policy=lambda: self.policy, state=state)
-        self._saved = SavedRollout.of(state.load_rollout())
+        self._saved = read_saved(state, self.log)
         self._saver = RolloutSaver(state, self._saved, clock=clock, log=self.log)
         self._in_force = RolloutInForce(
             saved=self._saved,

@@ -56,6 +56,7 @@ __all__ = [
     "rollout_started",
     "rollout_wave",
     "state_key_damaged",
+    "state_rollout_damaged",
     "state_write_failed",
     "windows_ignored",
 ]
@@ -235,6 +236,19 @@ def state_key_damaged(log: Log, *, file: str, readonly: bool) -> None:
         "state.key_damaged",
         file=file,
         message=f"the state dir's password-record key {file} is damaged: {consequence}",
+    )
+
+
+def state_rollout_damaged(log: Log, *, error: str) -> None:
+    """The saved rollout could not be read: taken as none (a halt or undo values are lost)."""
+    log.warning(
+        "state.rollout_damaged",
+        error=error,
+        message=(
+            f"the saved rollout cannot be read ({error}): it is taken as none, so a halted "
+            "rollout is forgotten and changes still pending start a new rollout from the "
+            "first wave"
+        ),
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from syncd import events
 from syncd.logs import get_logger
+from syncd.rollout_saving import read_saved
 from syncd.saved_rollout import SavedRollout
 from syncd.state import StateStore
 
@@ -56,7 +57,7 @@ def resume_saved(state: StateStore) -> str:
 
 
 def _on_state(state: StateStore, control: Control) -> str:
-    saved = SavedRollout.of(state.load_rollout())
+    saved = read_saved(state, get_logger())
     if not control.change(saved):
         return control.nothing
     state.save_rollout(saved.to_doc())

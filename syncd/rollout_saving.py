@@ -22,10 +22,22 @@ from syncd.rollout_values import DeviceStatus
 from syncd.saved_rollout import SavedRollout, journal_entry
 from syncd.state import StateError, StateStore
 
-__all__ = ["RolloutSaver"]
+__all__ = ["RolloutSaver", "read_saved"]
 
 #: Seconds an outcome that can be learnt again may wait to be written.
 SAVE_EVERY = 1.0
+
+
+def read_saved(state: StateStore, log: Log) -> SavedRollout:
+    """The saved rollout; one that cannot be read is told (``state.rollout_damaged``) and
+    read as none, as the state machine must go on."""
+    try:
+        saved = SavedRollout.of(state.load_rollout())
+    except StateError as exc:
+        saved = SavedRollout(damaged=str(exc))
+    if saved.damaged is not None:
+        events.state_rollout_damaged(log, error=saved.damaged)
+    return saved
 
 
 class RolloutSaver:

@@ -93,6 +93,8 @@ class SavedRollout:
     paused: bool = False
     #: Device -> the rollout PUT's changes (``live`` is the value before it), passwords left out.
     undo: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Why the saved document could not be read (None: it could, or there was none).
+    damaged: str | None = field(default=None, compare=False)
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -104,7 +106,8 @@ class SavedRollout:
 
     @classmethod
     def of(cls, doc: Mapping[str, Any] | None) -> SavedRollout:
-        """The saved document, or an empty one when there is none or it is damaged."""
+        """The saved document, or an empty one when there is none or it is damaged
+        (then :attr:`damaged` says why; a readable pause is kept)."""
         if not doc:
             return cls()
         try:
@@ -112,8 +115,9 @@ class SavedRollout:
             fingerprints = {str(k): str(v) for k, v in dict(doc.get("fingerprints") or {}).items()}
             undo = {str(k): list(v) for k, v in dict(doc.get("undo") or {}).items()}
             return cls(rollout, fingerprints, bool(doc.get("paused")), undo)
-        except (ValueError, TypeError, AttributeError):
-            return cls(paused=bool(doc.get("paused")) if isinstance(doc, Mapping) else False)
+        except (ValueError, TypeError, AttributeError) as exc:
+            paused = bool(doc.get("paused")) if isinstance(doc, Mapping) else False
+            return cls(paused=paused, damaged=str(exc))
 
     @property
     def revision(self) -> str | None:

@@ -82,7 +82,8 @@ class StateStore(Protocol):
         ...
 
     def load_rollout(self) -> dict[str, Any] | None:
-        """The rollout's saved state, or None if there is none (or it is unreadable)."""
+        """The rollout's saved state, or None if there is none; StateError if it cannot be
+        read (damaged), which its callers tell and take as none."""
         ...
 
     def save_rollout(self, doc: Mapping[str, Any]) -> None: ...

@@ -203,12 +203,16 @@ class FileStateStore(DeviceRecords):
 
     def load_rollout(self) -> dict[str, Any] | None:
         """The saved document; lines journalled since it was written are under ``journal``."""
+        path = self.directory / _ROLLOUT_FILE
         try:
-            loaded = json.loads((self.directory / _ROLLOUT_FILE).read_text())
-        except (OSError, ValueError):
-            return None  # none yet, or damaged: as if no rollout were under way
+            loaded = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None  # none yet
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise StateError(f"cannot read the saved rollout {path}: {reason}") from None
         if not isinstance(loaded, dict):
-            return None
+            raise StateError(f"cannot read the saved rollout {path}: not a JSON object")
         journal = _read_journal(self.directory / _JOURNAL_FILE, loaded.pop(_JOURNAL_ID, None))
         return {**loaded, "journal": journal} if journal else loaded
 

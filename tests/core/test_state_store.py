@@ -473,11 +473,16 @@ class TestRollout:
             FileStateStore.open(state_dir).append_rollout({"device": "a", "status": "active"})
 
     @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "null"])
-    def test_damaged_document_reads_as_none(self, state_dir: Path, content: str) -> None:
-        """A damaged or non-object rollout.json reads as no rollout, not as an error."""
+    def test_damaged_document_is_a_state_error_naming_the_file(
+        self, state_dir: Path, content: str
+    ) -> None:
+        """A damaged or non-object rollout.json is a StateError naming it (its reader tells
+        and goes on as if there were none); no file at all is simply no rollout."""
         store = FileStateStore.open(state_dir)
-        (state_dir / "rollout.json").write_text(content)
         assert store.load_rollout() is None
+        (state_dir / "rollout.json").write_text(content)
+        with pytest.raises(StateError, match=str(state_dir / "rollout.json")):
+            store.load_rollout()
 
     def test_unwritable_is_a_state_error(self, state_dir: Path) -> None:
         """A value JSON cannot hold is a StateError naming the state dir, and the old state stays."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from syncd.client import ClientPool, DeviceClient
 from syncd.conductor import Conductor
@@ -303,6 +304,29 @@ class TestConductor:
         conductor.observe(Outcome.of(specs["dev2"], "applied"))  # the wave is done: an event
         assert (tmp_path / "state" / "rollout.json").read_bytes() != document
         assert not (tmp_path / "state" / "rollout.journal").exists()
+
+    def test_a_damaged_saved_rollout_is_told_and_a_new_one_starts(self, tmp_path: Path) -> None:
+        """A rollout.json that cannot be read gives one state.rollout_damaged warning naming the
+        file; the conductor starts afresh, and pause on the state writes a good document."""
+        state_dir = tmp_path / "state"
+        state = FileStateStore.open(state_dir)
+        (state_dir / "rollout.json").write_text('{"rollout": {"revision": "r1", "wav')
+        with capture_logs() as logs:
+            conductor = _conductor(state, [])
+        (damaged,) = [e for e in logs if e["event"] == "state.rollout_damaged"]
+        assert damaged["log_level"] == "warning"
+        assert str(state_dir / "rollout.json") in damaged["error"]
+        assert "halted rollout is forgotten" in damaged["message"]
+        specs = fleet_specs(2)
+        conductor.load(policy=PolicyResult(FleetPolicy()), specs=specs, revision="r2")
+        assert conductor.state == "running" and conductor.revision == "r2"
+        (state_dir / "rollout.json").write_text("[]")
+        with capture_logs() as logs:
+            assert "paused" in pause_saved(state)
+        assert [e["event"] for e in logs] == ["state.rollout_damaged", "rollout.paused"]
+        with capture_logs() as logs:
+            assert _conductor(FileStateStore.open(state_dir), []).paused
+        assert [e for e in logs if e["event"] == "state.rollout_damaged"] == []
 
     def test_pause_survives_restarts_and_is_changed_on_the_state(self, tmp_path: Path) -> None:
         """A pause on the state holds every change in a conductor started later; resume lifts it."""
