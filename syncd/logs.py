@@ -134,5 +134,8 @@ def configured_format() -> str | None:
     return _configured
 
 
-def get_logger() -> Any:
-    return structlog.get_logger()
+def get_logger(**context: Any) -> Any:
+    """A logger that follows the configuration in force at each call (a SIGHUP's new
+    level too), with ``context`` on every line; ``get_logger().bind(...)`` would keep
+    the level of the moment it was bound."""
+    return structlog.get_logger(**context)

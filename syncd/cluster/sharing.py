@@ -81,7 +81,7 @@ class Clustered:
         self.relay: EtcdStateStore = self._store
         #: ``syncd.history.HistoryLog``'s append/read, shared by every node.
         self.history: EtcdHistory = EtcdHistory(self._store)
-        self.log = get_logger().bind(node=config.node_name)
+        self.log = get_logger(node=config.node_name)  # a SIGHUP's log_level reaches it
         self._retry = min(1.0, config.lease_ttl / 4)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -61,3 +61,24 @@ class TestEtcdClientRecords:
             ("warning", "cluster.unavailable"),
             ("warning", "a record of syncd's own"),
         ]
+
+
+class TestLevelChangedLive:
+    def test_a_long_lived_logger_with_context_follows_a_new_level(
+        self, stream: io.StringIO
+    ) -> None:
+        """A logger made at start with context (the cluster's, per node) logs debug once a SIGHUP
+        turns debug on, and stops when it is turned off again; its context stays on each line."""
+        configure_logging(level="info", fmt="json", stream=stream)
+        log = get_logger(node="n1")
+        log.debug("before")
+        configure_logging(level="debug", fmt="json", stream=stream)
+        log.debug("during")
+        configure_logging(level="info", fmt="json", stream=stream)
+        log.debug("after")
+        log.info("still")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [(line["event"], line["node"]) for line in lines] == [
+            ("during", "n1"),
+            ("still", "n1"),
+        ]
