@@ -192,18 +192,18 @@ class Daemon:
             new_revision = revision != self.revision
             self._set_revision(revision)
             self.sharing.publish_revision(revision)
+            same = specs == current and not new_revision and seen == self._last_problems
+            if not (periodic and same):  # said before what the load starts (a rollout, say)
+                events.desired_loaded(
+                    self.log,
+                    devices=len(specs),
+                    invalid=len(resolved.broken),
+                    reason=why,
+                    revision=revision,
+                )
             fleet = set(desired.devices) | set(resolved.broken)
             self.conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
-            changed = await self.workers.update(specs, kick_all=kick_all)
-            if periodic and not changed and not new_revision and seen == self._last_problems:
-                return
-            events.desired_loaded(
-                self.log,
-                devices=len(self.workers.by_name),
-                invalid=len(resolved.broken),
-                reason=why,
-                revision=revision,
-            )
+            await self.workers.update(specs, kick_all=kick_all)
 
     def _set_revision(self, revision: str) -> None:
         if revision != self.revision:

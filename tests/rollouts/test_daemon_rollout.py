@@ -123,6 +123,10 @@ class TestHalt:
         set_domain(root, OTHER_GOOD)
         started = proc.wait_for("rollout.started", timeout=10)
         assert started["revision"] != halted["revision"]
+        # The load is said before what it starts.
+        names = [(e.get("event"), e.get("revision")) for e in proc.events]
+        loaded = names.index(("desired.loaded", started["revision"]))
+        assert loaded < names.index(("rollout.started", started["revision"]))
         assert started["waves"] == [
             {"name": "canary", "devices": 1},
             {"name": "rest", "devices": 3},
