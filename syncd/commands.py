@@ -332,7 +332,10 @@ def _rollout_on_state(settings: Settings, action: str, socket_path: Path) -> str
     from syncd.rollout_control import pause_saved, resume_saved
 
     state_dir = settings.state_dir
-    check_local_state_dir(state_dir, socket_path)
+    if not state_dir.is_dir():
+        # A mistyped path must not answer "paused" for a daemon that goes on rolling out.
+        first = f" (to pause before a daemon's first start, create it: mkdir -p {state_dir})"
+        raise CommandError(state_dir_missing(state_dir, socket_path) + first)
     try:
         lock = StateLock.acquire(state_dir)
     except (StateDirLocked, OSError) as exc:

@@ -167,6 +167,10 @@ class TestPauseResume:
         fleet = sim(**FLEET_OPTIONS)
         root = tree(tmp_path, fleet)
         state = ["--state-dir", str(tmp_path / "state"), "--desired", str(root)]
+        refused = syncd("rollout", "pause", *state)  # a mistyped path must not say "paused"
+        assert refused.returncode == 1 and not (tmp_path / "state").exists()
+        assert f"mkdir -p {tmp_path / 'state'}" in refused.stderr
+        (tmp_path / "state").mkdir()
         paused = syncd("rollout", "pause", *state)
         assert paused.returncode == 0, paused.stderr
         proc = daemon(*args(root, tmp_path), env=ENV)
