@@ -33,7 +33,7 @@ REPEAT_EVERY: dict[str, float | None] = {
     "unreachable": 3600.0,
     "auth": 3600.0,
     "observe": None,
-    "observe-count": None,
+    "drift-count": None,
     "suspend": None,
     "registration-unreadable": None,
     "held": None,
@@ -220,9 +220,9 @@ class DeviceView:
         if outcome.status in ("in_sync", "applied"):
             self.end("difference")
             self.end("held")
+            self.end("drift-count")
         if outcome.status == "in_sync":
             self.end("observe")
-            self.end("observe-count")
         if outcome.status not in _CONVERGED:
             return None
         if revision is not None:

@@ -12,9 +12,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from syncd import events
-from syncd.devices_view import DeviceView, difference_key
+from syncd.devices_view import difference_key
 from syncd.fleet_view import FleetView
-from syncd.model import Mode
 from syncd.outcome import Outcome, Tally
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
@@ -28,6 +27,11 @@ def observe_outcome(
 ) -> None:
     """Take ``outcome`` of a device this node reconciled into its view and the series."""
     view = fleet.devices.get(outcome.device)
+    # A lasting difference counts once, until it goes away or changes: in observe mode,
+    # and in enforce mode while its correction waits (a call, say) and when it is made.
+    drift = outcome.drift and (
+        view is None or view.first("drift-count", difference_key(outcome.changes), now)
+    )
     if view is not None:
         fleet.version += 1
         recovered = view.observe(outcome, now, revision=revision)
@@ -36,11 +40,12 @@ def observe_outcome(
                 log.bind(device=outcome.device), failing_for=round(recovered, 1)
             )
         metrics.set_failing(outcome.device, view.failing_kind)
-    _count(outcome, view, metrics=metrics, now=now)
+    _count(outcome, drift=drift, metrics=metrics, now=now)
 
 
-def _count(outcome: Outcome, view: DeviceView | None, *, metrics: Metrics, now: float) -> None:
-    """The series ``outcome`` moves: in sync and last success, drift, applies by result."""
+def _count(outcome: Outcome, *, drift: bool, metrics: Metrics, now: float) -> None:
+    """The series ``outcome`` moves: in sync and last success, drift (``drift``: news),
+    applies by result."""
     device = outcome.device
     if outcome.status in ("in_sync", "applied"):
         metrics.set_in_sync(device, True, now)
@@ -48,17 +53,16 @@ def _count(outcome: Outcome, view: DeviceView | None, *, metrics: Metrics, now: 
         metrics.set_in_sync(device, None, now)  # parked on purpose: no in-sync series
     else:
         metrics.set_in_sync(device, False, now)
-    # In observe mode a lasting difference counts once, until it goes away or changes.
-    if outcome.drift and (
-        outcome.mode is not Mode.OBSERVE
-        or view is None
-        or view.first("observe-count", difference_key(outcome.changes), now)
-    ):
+    if drift:
         metrics.drift.labels(device).inc()
     if outcome.status == "applied":
         metrics.applies.labels("succeeded").inc()
-    elif outcome.status == "error" and outcome.changes:
-        metrics.applies.labels("failed").inc()
+    elif outcome.status == "error" and outcome.changes and not _unhealthy(outcome):
+        metrics.applies.labels("failed").inc()  # an accepted PUT's failed health check: "unhealthy"
+
+
+def _unhealthy(outcome: Outcome) -> bool:
+    return outcome.failure is not None and outcome.failure.kind == "health"
 
 
 def status_line(outcomes: Iterable[Outcome | None], *, prefix: str = "") -> str:
