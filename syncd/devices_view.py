@@ -37,6 +37,7 @@ REPEAT_EVERY: dict[str, float | None] = {
     "suspend": None,
     "registration-unreadable": None,
     "held": None,
+    "missing-account": None,
 }
 #: At most one automatic password resend per account in this many seconds.
 RESEND_EVERY = 3600.0
@@ -215,7 +216,7 @@ class DeviceView:
                 self.failing_since = now
             return None
         if outcome.status != "skipped":
-            for topic in _ENDS_WHEN_REACHABLE:
+            for topic in (*_ENDS_WHEN_REACHABLE, "missing-account"):
                 self.end(topic)
         if outcome.status in ("in_sync", "applied"):
             self.end("difference")

@@ -170,7 +170,9 @@ class Reconciler:
         try:
             plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
-            if apply:  # plan reports it in its output; it applies nothing, so no apply.failed
+            # plan reports it in its output; it applies nothing, so no apply.failed. Said
+            # once, not at every resync, until the device or its desired accounts change.
+            if apply and self._first(spec.name, "missing-account", str(exc)):
                 log = self.log.bind(device=spec.name)
                 events.apply_failed(log, error=str(exc), kind="device", revision=revision)
             return Outcome.of(spec, "error", failure=Failure("device", str(exc)))

@@ -8,6 +8,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from syncd.client import ClientPool
+from syncd.devices_view import DeviceView
+from syncd.fleet_view import FleetView
 from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec
 from syncd.reconcile import Reconciler
 from syncd.simulator import Fleet
@@ -77,3 +79,31 @@ class TestTwoAccounts:
         )
         assert [e.method for e in journal if e.method != "GET"] == []
         assert dev.accounts[0]["displayName"] != "Door"
+
+    async def test_a_missing_account_is_said_once_until_the_device_or_desired_state_changes(
+        self, tmp_path: Path
+    ):
+        """The daemon's resyncs log apply.failed for it once, not every time; asked for another
+        missing account, or after the device was in sync in between, it is news again."""
+        three = {3: AccountSpec(3, {"displayName": "Gate"})}
+        four = {4: AccountSpec(4, {"displayName": "Gate"})}
+        async with Fleet(devices=1) as fleet, ClientPool() as pool:
+            url = fleet.devices[0].url
+            view = FleetView(node="n1", devices={"gate": DeviceView(_spec(url, three))})
+            reconciler = Reconciler(pool=pool, state=FileStateStore.open(tmp_path), watch=view)
+
+            async def resync(accounts: dict[int, AccountSpec]) -> None:
+                outcome = await reconciler.reconcile(_spec(url, accounts), apply=True)
+                view.devices["gate"].observe(outcome, 0.0, revision=None)
+
+            with capture_logs() as logs:
+                for accounts in (three, three, three, four, four):
+                    await resync(accounts)
+                await resync({1: AccountSpec(1, {"displayName": "Door"})})  # in sync: over
+                await resync(three)
+        failed = [e["error"] for e in logs if e["event"] == "apply.failed"]
+        assert [m.split(" (")[0] for m in failed] == [
+            "the device has no SIP account 3",
+            "the device has no SIP account 4",
+            "the device has no SIP account 3",
+        ]
