@@ -16,7 +16,7 @@ from syncd.daemon import Daemon
 from syncd.lock import StateDirLocked, StateLock, state_lock_error
 from syncd.logs import get_logger
 from syncd.settings import Settings
-from syncd.startup import StartupError
+from syncd.startup import StartupError, check_desired_dir
 from syncd.streams import same_destination
 
 __all__ = ["run_daemon"]
@@ -38,7 +38,10 @@ def run_daemon(
         return await daemon.run()
 
     try:
+        check_desired_dir(settings.desired_dir)  # before the state dir is made for nothing
         lock = StateLock.acquire(settings.state_dir)
+    except StartupError as exc:
+        return _failed(str(exc))
     except (StateDirLocked, OSError) as exc:
         return _failed(state_lock_error(settings.state_dir, exc))
     with lock:

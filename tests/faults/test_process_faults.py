@@ -232,6 +232,15 @@ class TestStartupErrors:
         _one_error(result, "no device matches --device site-a/lobbby")
         assert not (tmp_path / "state" / "syncd.sock").exists()
 
+    def test_missing_desired_dir_stops_before_a_state_dir_is_made(self, tmp_path):
+        """syncd run with a desired dir that is not there: one sentence, exit 1, and no state
+        dir left behind for a path that was mistyped."""
+        args = ["--desired", str(tmp_path / "nope"), "--state-dir", str(tmp_path / "state")]
+        result = syncd("run", *args, timeout=30)
+        assert result.returncode == 1
+        _one_error(result, f"desired dir {tmp_path / 'nope'} does not exist")
+        assert not (tmp_path / "state").exists()
+
     def test_state_dir_in_use_is_said_once_where_both_streams_meet(self, tmp_path):
         """A locked state dir: daemon.failed on stdout and the sentence on stderr, one line for 2>&1."""
         from syncd.lock import StateLock
