@@ -120,8 +120,13 @@ def abandoned(rollout: Rollout, device: str) -> Rollout:
 
 
 def begin(rollout: Rollout, device: str) -> Rollout:
-    """``device``'s PUT has started (call after a ``go`` from :func:`may_start`)."""
-    if rollout.status.get(device) not in (DeviceStatus.PENDING, DeviceStatus.UNREACHABLE):
+    """``device``'s PUT has started (call after a ``go`` from :func:`may_start`).
+
+    An unreachable device tried again stays settled until its outcome: its wave
+    was done without it, and its retries at every resync must not hold the
+    wave's bake back for ever (a failure of it still restarts the bake).
+    """
+    if rollout.status.get(device) is not DeviceStatus.PENDING:
         return rollout
     bake_started = rollout.bake_started
     if rollout.wave_of(device) == rollout.wave:

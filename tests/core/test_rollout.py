@@ -196,10 +196,24 @@ class TestBake:
         rollout = run(rollout, "b", "unreachable", now=10.0).rollout
         assert rollout.bake_started == 10.0
         rollout = begin(rollout, "b")  # it answers again
-        assert tick(rollout, 75.0).events == ()  # not done while b is under way
-        rollout = record(rollout, "b", "failed", 80.0).rollout
-        assert tick(rollout, 139.0).events == ()
-        assert names(tick(rollout, 140.0)) == ["rollout.wave"]
+        rollout = record(rollout, "b", "failed", 40.0).rollout
+        assert tick(rollout, 99.0).events == ()
+        assert names(tick(rollout, 100.0)) == ["rollout.wave"]
+
+    def test_an_unreachable_device_tried_again_does_not_hold_the_bake(self) -> None:
+        """Its PUT tried at every resync (and failing as unreachable again) neither restarts
+        the bake nor keeps the wave from handing over: the rollout does not stall on it."""
+        rollout = started({"a": "canary", "b": "canary", "z": "rest"}, bake=60.0)
+        rollout = run(rollout, "a", "healthy", now=0.0).rollout
+        rollout = run(rollout, "b", "unreachable", now=10.0).rollout
+        for now in (20.0, 40.0, 60.0):
+            rollout = begin(rollout, "b")
+            assert tick(rollout, now).events == ()
+            rollout = record(rollout, "b", "unreachable", now + 5).rollout
+        rollout = begin(rollout, "b")  # under way again when the bake is over
+        step = tick(rollout, 70.0)
+        assert names(step) == ["rollout.wave"] and step.rollout.current_wave == "rest"
+        assert str(step.rollout.status["b"]) == "unreachable"
 
     def test_pause_holds_the_next_wave_but_not_the_clock(self) -> None:
         """Paused, a baked wave does not hand over; unpaused, it does at once."""

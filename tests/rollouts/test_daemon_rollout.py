@@ -55,6 +55,24 @@ class TestWavesAndBake:
         assert all(device.registered(1) for device in fleet.devices)
         assert proc.stop() == 0
 
+    def test_a_canary_whose_put_keeps_failing_does_not_stall_the_rollout(
+        self, sim, daemon, tmp_path
+    ):
+        """The canary answers GETs but every PUT with HTTP 500: it is unreachable, not failed,
+        and its retry at every resync (2 s) does not keep restarting a 3 s bake."""
+        fleet = sim(**FLEET_OPTIONS)
+        fleet.devices[0].inject(kind="status", status=500, count=None, method="PUT")
+        root = tree(tmp_path, fleet, bake=3.0)
+        proc = daemon(*args(root, tmp_path), env=ENV)
+        rest = proc.wait_for("rollout.wave", wave="rest", timeout=25)
+        done = proc.wait_for("rollout.completed", timeout=20)
+        assert done["failed"] == [] and not [
+            e for e in proc.events if e.get("event") == "rollout.halted"
+        ]
+        assert [put_count(d) for d in fleet.devices[1:]] == [1, 1, 1]
+        assert when(rest) >= when(proc.wait_for("rollout.wave", wave="canary")) + 3.0
+        assert proc.stop() == 0
+
 
 class TestHalt:
     def test_bad_pbx_halts_at_the_canary_and_reverts_it(self, sim, daemon, tmp_path):
