@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 from syncd import events
@@ -124,6 +124,7 @@ class _Pass:
             gate=gate,
             history=history,
             wave_of=conductor.wave_of,
+            watch=_Once(),
         )
 
     def _kick(self, names: Iterable[str]) -> None:
@@ -217,3 +218,21 @@ def _verdict(conductor: Conductor, outcomes: list[Outcome]) -> str | None:
         names = ", ".join(sorted(o.device for o in waiting))
         return f"{len(waiting)} device(s) still wait for the rollout: {names}"
     return None
+
+
+class _Once:
+    """The pass's memory of what it logged: a device reconciled again (when its wave
+    starts, after a call) does not repeat the same ``change.pending`` or error."""
+
+    def __init__(self) -> None:
+        self._said: set[tuple[str, str, Hashable]] = set()
+
+    def first(self, device: str, topic: str, key: Hashable) -> bool:
+        said = (device, topic, key)
+        if said in self._said:
+            return False
+        self._said.add(said)
+        return True
+
+    def changing(self, device: str) -> None:
+        pass

@@ -121,7 +121,16 @@ class TestApply:
         """A bad PBX: the canary fails health and is reverted, the rest untouched, exit 1."""
         fleet = sim(devices=3, pbx=PBX, register_delay=0.2)
         root = tree(tmp_path, fleet)
-        assert _one_shot("apply", root, tmp_path).returncode == 0
+        first = _one_shot("apply", root, tmp_path)
+        assert first.returncode == 0
+        # A device of the later wave, read at the start and again when its wave starts,
+        # says its pending change once.
+        pending = [
+            json.loads(line)["device"]
+            for line in first.stderr.splitlines()
+            if line[:1] == "{" and json.loads(line)["event"] == "change.pending"
+        ]
+        assert sorted(pending) == ["dev1", "dev2", "dev3"]
         write(root, "_defaults.yaml", (root / "_defaults.yaml").read_text().replace(GOOD, BAD))
         before = [put_count(d) for d in fleet.devices]
         result = _one_shot("apply", root, tmp_path)
