@@ -66,11 +66,8 @@ class StateSnapshot(DeviceRecords):
     # ------------------------------------------------------------ records
 
     def _record(self, device: str) -> dict[str, Any]:
-        record = self._devices.get(device)
-        if record is None:
-            record = {"device": device, "fingerprint": None, "revision": None, "passwords": {}}
-            self._devices[device] = record
-        return record
+        empty: dict[str, Any] = {"device": device, "fingerprint": None, "passwords": {}}
+        return self._devices.setdefault(device, empty)
 
     def _save(self, device: str) -> None:
         """Kept in memory only: a plan never writes to etcd."""
