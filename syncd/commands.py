@@ -24,6 +24,7 @@ from syncd.desired.names import FLEET_FILE, is_defaults
 from syncd.gctune import collector_paused
 
 if TYPE_CHECKING:
+    from syncd.cluster.snapshot import StateSnapshot
     from syncd.outcome import Outcome
     from syncd.settings import Settings
     from syncd.state import FileStateStore
@@ -173,7 +174,7 @@ NO_RECORD = "(no record)"
 
 
 async def _pass(
-    settings: Settings, devices: Sequence[str], *, state: FileStateStore
+    settings: Settings, devices: Sequence[str], *, state: FileStateStore | StateSnapshot
 ) -> tuple[list[Outcome], dict[str, str]]:
     """``plan``'s read of every device: nothing is changed, on the devices or in the state."""
     from syncd.client import ClientPool
@@ -204,20 +205,23 @@ async def _pass(
 
 
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
-    """Print what would change; read-only: the state dir is never created or written."""
+    """Print what would change; read-only: the state dir is never created or written, and
+    in a cluster (SPEC 11) the records are the ones the nodes keep in etcd, read once."""
     from syncd import events, loop
-    from syncd.local_state import open_state
     from syncd.logs import get_logger
     from syncd.outcome import Tally
     from syncd.report import plan_json, plan_text, rollout_facts
 
-    state = open_state(settings, readonly=True)
+    state = _plan_state(settings)
     outcomes, broken = loop.run(_pass(settings, devices, state=state))
     shown = outcomes  # the text marks a due password "(no record)" when there are none
     if not state.has_password_records():
         shown = [_unrecorded(o) for o in outcomes]
         if any(c.desired == NO_RECORD for o in shown for c in o.changes):
-            events.passwords_unrecorded(get_logger(), state_dir=str(settings.state_dir))
+            if settings.cluster_endpoints:
+                events.passwords_unrecorded(get_logger(), cluster=settings.cluster_name)
+            else:
+                events.passwords_unrecorded(get_logger(), state_dir=str(settings.state_dir))
     if as_json:
         # SPEC 5's machine form: a due password is "(will be set)"; the warning says why.
         sys.stdout.write(plan_json(outcomes, broken, **rollout_facts(settings.desired_dir)))
@@ -229,6 +233,21 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     if tally.changes:
         return EXIT_CHANGES
     return EXIT_OK
+
+
+def _plan_state(settings: Settings) -> FileStateStore | StateSnapshot:
+    """The records a plan judges by, read-only: the cluster's in etcd, else the state dir's."""
+    if not settings.cluster_endpoints:
+        from syncd.local_state import open_state
+
+        return open_state(settings, readonly=True)
+    from syncd.cluster import ClusterError
+    from syncd.cluster.reading import read_state_snapshot
+
+    try:
+        return read_state_snapshot(settings)
+    except ClusterError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _unrecorded(outcome: Outcome) -> Outcome:

@@ -297,8 +297,21 @@ def rollout_completed(
 # ------------------------------------------------------------ commands
 
 
-def passwords_unrecorded(log: Log, *, state_dir: str) -> None:
-    """``plan`` found no password record: every managed password shows as due."""
+def passwords_unrecorded(
+    log: Log, *, state_dir: str | None = None, cluster: str | None = None
+) -> None:
+    """``plan`` found no password record (in the state dir, or in the ``cluster``'s etcd):
+    every managed password shows as due."""
+    if cluster is not None:
+        log.warning(
+            "plan.no_password_records",
+            cluster=cluster,
+            message=(
+                "no password record exists in the cluster's etcd state, so every managed "
+                "password shows as due, marked (no record); its nodes send each once"
+            ),
+        )
+        return
     log.warning(
         "plan.no_password_records",
         state_dir=state_dir,

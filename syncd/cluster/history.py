@@ -12,16 +12,10 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from syncd.cluster.connection import (
-    TRANSIENT_ERRORS,
-    ClusterError,
-    EtcdAccess,
-    EtcdConnection,
-    describe_failure,
-)
+from syncd.cluster.connection import ClusterError, EtcdAccess
+from syncd.cluster.reading import read_once
 from syncd.cluster.settings import cluster_access
 from syncd.cluster.store import EtcdStateStore, history_prefix
-from syncd.cluster.watching import read_prefix
 from syncd.history import HistoryEntry, HistoryRead, collect_entries
 
 __all__ = ["EtcdHistory", "read_cluster_history"]
@@ -73,28 +67,10 @@ def read_cluster_history(settings: object, *, since: datetime | None = None) -> 
 
 
 async def _read(access: EtcdAccess, cluster_name: str, since: datetime | None) -> HistoryRead:
-    connection = EtcdConnection(access)
-    try:
-        await connection.authenticate()
-        changes, _ = await read_prefix(connection, history_prefix(cluster_name))
-    except TRANSIENT_ERRORS as exc:
-        raise ClusterError(_unreadable(exc, access)) from None
-    finally:
-        await connection.close()
+    changes = await read_once(access, history_prefix(cluster_name), what="history")
     # Keys sort by the time written, then node, as the daemons' own mirror does.
     docs = sorted((c.key, c.value) for c in changes if c.value is not None)
     rows = ((number, value) for number, (_, value) in enumerate(docs, start=1))
     read = HistoryRead([], [])
     collect_entries(rows, _not_whole, device=None, since=since, into=read)
     return _oldest_first(read)
-
-
-def _unreadable(exc: BaseException, access: EtcdAccess) -> str:
-    """Why the history could not be read, naming the setting to check."""
-    problem = describe_failure(exc, access)
-    if problem is not None:
-        return f"cannot read the cluster's history: {problem}"
-    endpoints = ",".join(access.endpoints)
-    return (
-        f"cannot read the cluster's history: etcd does not answer at cluster_endpoints {endpoints}"
-    )

@@ -17,6 +17,7 @@ PURE_CORE = frozenset(
         "syncd.schedule",
         "syncd.spacing",
         "syncd.cluster.agreement",
+        "syncd.cluster.snapshot",
         "syncd.cluster.state_codec",
         "syncd.desired.build",
         "syncd.desired.locate",
