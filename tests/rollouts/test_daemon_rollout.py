@@ -128,8 +128,15 @@ class TestHalt:
         _converged(proc)
         set_domain(root, BAD)
         halted = proc.wait_for("rollout.halted", timeout=20)
-        time.sleep(2.5)  # a resync (every 2 s) finds the canary equal to the unhealthy state
+        puts_at_halt = put_count(fleet.devices[0])
+        # Resyncs (every 2 s) find the canary equal to the unhealthy state, unregistered for
+        # longer than a lost registration waits for a password resend.
+        time.sleep(4.5)
         assert not [e for e in proc.events if e.get("event") == "apply.reverted"]
+        # Its registration is lost because of the halted change, not a factory reset: no
+        # password resent, no PUT to a device of a halted rollout.
+        assert not [e for e in proc.events if e.get("event") == "password.resent"]
+        assert put_count(fleet.devices[0]) == puts_at_halt
         assert domain_of(fleet.devices[0]) == BAD
         assert all(domain_of(d) == GOOD for d in fleet.devices[1:])
         # Equal to its desired state, but that state failed its health check: still failed.
