@@ -8,6 +8,8 @@ a test starts with every device differing and PUTs to make.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -151,3 +153,15 @@ def etcd_keys(endpoint: str, prefix: str) -> dict[str, str]:
 
 def events_named(proc: DaemonProcess, name: str) -> list[dict[str, Any]]:
     return [e for e in proc.events if e.get("event") == name]
+
+
+def one_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one error sentence of a failed command (exit 1, one JSON line, nothing on stdout)."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    error = json.loads(lines[0])["error"]
+    assert isinstance(error, str)
+    return error

@@ -31,6 +31,7 @@ from tests.cluster.daemons import (
     desired_tree,
     etcd_keys,
     node_args,
+    one_error,
     start_node,
     wait_until,
 )
@@ -111,18 +112,6 @@ def shown(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     entries = json.loads(result.stdout)
     assert isinstance(entries, list)
     return entries
-
-
-def one_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The one error sentence of a failed command (exit 1, one JSON line, nothing on stdout)."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    error = json.loads(lines[0])["error"]
-    assert isinstance(error, str)
-    return error
 
 
 class TestClusterHistory:

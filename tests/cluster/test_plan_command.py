@@ -30,6 +30,7 @@ from tests.cluster.daemons import (
     desired_tree,
     device_file,
     node_args,
+    one_error,
     start_node,
     wait_until,
 )
@@ -152,18 +153,6 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
 
 def plan(applied: Applied, *args: str, **flags: Any) -> subprocess.CompletedProcess[str]:
     return syncd("plan", *applied.flags(**flags), *args, env={"CLUSTER_SIP_PASSWORD": SIP_PASSWORD})
-
-
-def one_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The one error sentence of a failed command (exit 1, one JSON line, nothing on stdout)."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    error = json.loads(lines[0])["error"]
-    assert isinstance(error, str)
-    return error
 
 
 def no_secret(*results: subprocess.CompletedProcess[str]) -> None:
