@@ -104,4 +104,11 @@ def _read_secret_file(path: Path, what: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise SecretError(f"{what}: file {path} is not UTF-8 text") from None
+    return _strip_newline(text)
+
+
+def _strip_newline(text: str) -> str:
+    """``text`` without one trailing line end, ``\\n`` or a Windows ``\\r\\n``."""
+    if text.endswith("\r\n"):
+        return text[:-2]
     return text[:-1] if text.endswith("\n") else text

@@ -18,7 +18,7 @@ from syncd.desired.names import name_from_path
 from syncd.desired.result import FileFailed, Problem
 from syncd.desired.schema import FileDoc
 from syncd.desired.yamldoc import YamlMap
-from syncd.model import AccountSpec, AuthSpec, DeviceSpec, TlsSpec
+from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec, TlsSpec
 from syncd.secrets import SecretRef
 
 __all__ = ["build_device", "duplicates"]
@@ -73,6 +73,9 @@ def _spec(parsed: FileDoc, doc: Any, rel: str, sources: tuple[str, ...]) -> Devi
         return replace(ref, where=(pos.file, pos.line, path))
 
     device = parsed.device
+    # No authentication means no credentials: ones inherited from a _defaults.yaml
+    # (merged key by key under `method: none`) are neither resolved nor sent.
+    credentials = device.auth.method is not AuthMethod.NONE
     accounts = {
         a.account: AccountSpec(
             a.account, a.managed(), placed(a.password, ("accounts", i, "password"))
@@ -85,8 +88,8 @@ def _spec(parsed: FileDoc, doc: Any, rel: str, sources: tuple[str, ...]) -> Devi
         url=device.url,
         auth=AuthSpec(
             device.auth.method,
-            device.auth.username,
-            placed(device.auth.password, ("device", "auth", "password")),
+            device.auth.username if credentials else None,
+            placed(device.auth.password, ("device", "auth", "password")) if credentials else None,
         ),
         tls=TlsSpec(device.tls.verify, device.tls.caFile),
         mode=device.mode,

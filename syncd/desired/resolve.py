@@ -1,8 +1,9 @@
 """From a loaded desired tree to the devices syncd can act on: secrets resolved.
 
 Resolving reads environment variables and files (:func:`syncd.secrets.resolve_secret`);
-a device whose secrets do not resolve is *broken*, with every unresolvable
-reference reported at the line it was written on.
+a device whose secrets do not resolve, or whose SIP password the device would
+refuse (the text rule), is *broken*, with every such reference reported at the
+line it was written on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 
 from syncd.desired.names import name_from_path, select_devices
 from syncd.desired.result import DesiredState, Problem
+from syncd.desired.schema import text_problem
 from syncd.model import AccountSpec, AuthSpec, DeviceSpec
 from syncd.secrets import SecretError, SecretRef, resolve_secret
 
@@ -49,11 +51,16 @@ def resolve_device(
     """
     failed: list[Problem] = []
 
-    def secret(ref: SecretRef | None, fallback: str) -> SecretStr | None:
+    def secret(ref: SecretRef | None, fallback: str, *, text: bool = False) -> SecretStr | None:
         if ref is None:
             return None
         try:
-            return resolve_secret(ref, environ=environ, base_dir=base_dir)
+            value = resolve_secret(ref, environ=environ, base_dir=base_dir)
+            problem = text_problem(value.get_secret_value()) if text else None
+            if problem is not None:
+                # The device refuses the whole PUT (code 12): say so now, never the value.
+                raise SecretError(f"{ref} gives a password that {problem}")
+            return value
         except SecretError as exc:
             file, line, path = ref.where or (spec.file, 1, fallback)
             failed.append(Problem(file, line, path, str(exc)))
@@ -63,7 +70,7 @@ def resolve_device(
         spec.auth.method, spec.auth.username, secret(spec.auth.password, "device.auth.password")
     )
     accounts = {
-        n: AccountSpec(n, a.fields, secret(a.password, f"account {n} password"))
+        n: AccountSpec(n, a.fields, secret(a.password, f"account {n} password", text=True))
         for n, a in spec.accounts.items()
     }
     if failed:

@@ -110,6 +110,16 @@ def _secret(value: object) -> SecretRef:
         raise _error("secret", str(exc)) from None
 
 
+def _account_secret(value: object) -> SecretRef:
+    """A SIP password: a literal one is a text value to the device (never echoed here)."""
+    ref = _secret(value)
+    if ref.literal is not None:
+        problem = text_problem(ref.literal.get_secret_value())
+        if problem is not None:
+            raise _error("text_value", problem)
+    return ref
+
+
 #: ``scheme://host[:port][/]`` with a plain host name or IPv4 address: the usual device URL.
 _SIMPLE_URL = re.compile(
     r"(?P<scheme>https?)://(?P<netloc>[A-Za-z0-9.-]+(?::(?P<port>[0-9]{0,5}))?)/?"
@@ -163,6 +173,7 @@ Port = Annotated[int, PlainValidator(_port)]
 Number = Annotated[int, PlainValidator(_number)]
 AccountNumber = Annotated[int, PlainValidator(_account_number)]
 Secret = Annotated[SecretRef, PlainValidator(_secret)]
+AccountSecret = Annotated[SecretRef, PlainValidator(_account_secret)]
 Url = Annotated[str, PlainValidator(_url)]
 
 _KIND_TYPES: Mapping[FieldKind, Any] = {
@@ -198,7 +209,7 @@ class DeviceDoc(_Strict):
 
 class _AccountBase(_Strict):
     account: AccountNumber
-    password: Secret | None = None
+    password: AccountSecret | None = None
     #: Read-only on newer firmware (general, local, msteams): accepted so that a pasted
     #: GET answer is a valid desired state, and never managed or sent.
     accountType: Text | None = None

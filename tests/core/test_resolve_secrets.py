@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from core_helpers import device
 
-from syncd.desired import load_desired, resolve_device
+from syncd.desired import DeviceSecretError, load_desired, resolve_device
 from syncd.diff import diff
 from syncd.model import AccountSpec, AuthMethod, DeviceSpec
 from syncd.secrets import SecretError, SecretRef, parse_secret_ref, resolve_secret
@@ -103,17 +103,36 @@ class TestResolveDevice:
         assert spec.accounts[1].password.get_secret_value() == SIP1
         assert spec.accounts[2].password.get_secret_value() == SIP2
 
-    def test_only_one_trailing_newline_stripped(self, tree: Tree, creds: Path) -> None:
-        """A file secret loses exactly one trailing newline; other whitespace is kept."""
-        root = tree({"p1": b"  pass word \n\n", "p2": b"no-newline"})
-        (creds / "sip2").write_text("cred\n\n")
-        entry, _ = entry_with(tree, "{file: p2}", "{file: p1}", "{credential: sip2}")
-        spec = resolve_device(entry, environ={"CREDENTIALS_DIRECTORY": str(creds)}, base_dir=root)
-        assert spec.accounts[1].password is not None and spec.accounts[2].password is not None
-        assert spec.auth.password is not None
-        assert spec.accounts[1].password.get_secret_value() == "  pass word \n"
-        assert spec.accounts[2].password.get_secret_value() == "cred\n"
-        assert spec.auth.password.get_secret_value() == "no-newline"
+    @pytest.mark.parametrize(
+        ("content", "value"),
+        [
+            (b"  pass word \n\n", "  pass word \n"),
+            (b"no-newline", "no-newline"),
+            (b"crlf\r\n", "crlf"),
+            (b"two-crlf\r\n\r\n", "two-crlf\r\n"),
+            (b"lone-cr\r", "lone-cr\r"),
+        ],
+    )
+    def test_only_one_trailing_newline_stripped(
+        self, tree: Tree, creds: Path, content: bytes, value: str
+    ) -> None:
+        """A file or credential loses one trailing \\n or \\r\\n; other whitespace is kept."""
+        root = tree({"p1": content, "p2": b"sip-1"})
+        (creds / "api").write_bytes(content)
+        for ref in ("{file: p1}", "{credential: api}"):
+            entry, _ = entry_with(tree, ref, "{file: p2}", "{file: p2}")
+            environ = {"CREDENTIALS_DIRECTORY": str(creds)}
+            spec = resolve_device(entry, environ=environ, base_dir=root)
+            assert spec.auth.password is not None
+            assert spec.auth.password.get_secret_value() == value
+
+    def test_sip_password_from_a_windows_file(self, tree: Tree) -> None:
+        """A SIP password file ending in \\r\\n gives the password without the \\r."""
+        root = tree({"p1": b"sip-crlf\r\n"})
+        entry, _ = entry_with(tree, "{env: A}", "{file: p1}", "{env: A}")
+        spec = resolve_device(entry, environ={"A": "a"}, base_dir=root)
+        assert spec.accounts[1].password is not None
+        assert spec.accounts[1].password.get_secret_value() == "sip-crlf"
 
     def test_env_value_kept_verbatim(self, tree: Tree) -> None:
         """An environment secret is used as is, trailing newline and all."""
@@ -235,6 +254,56 @@ class TestUnresolvable:
         (tmp_path / "d").mkdir()
         with pytest.raises(SecretError, match="d"):
             resolve_secret(SecretRef("file", name="d"), environ={}, base_dir=tmp_path)
+
+
+class TestDeviceRefusedSipPassword:
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            ("L" * 256, "is 256 characters long; at most 255 allowed"),
+            ("bad\x7fvalue", "contains a control character"),
+            ("bad\u0085value", "contains a control character"),
+        ],
+    )
+    def test_resolved_sip_password_checked(self, tree: Tree, value: str, reason: str) -> None:
+        """A SIP secret the device would refuse is a problem at its line, value unsaid."""
+        entry, root = entry_with(tree, "{env: API_PW}", "{env: SIP1_PW}", "{env: SIP2_PW}")
+        env = {"API_PW": value, "SIP1_PW": value, "SIP2_PW": SIP2}
+        with pytest.raises(DeviceSecretError) as caught:
+            resolve_device(entry, environ=env, base_dir=root)
+        assert [str(p) for p in caught.value.problems] == [
+            f"a.yaml:8: accounts[0].password: {{env: SIP1_PW}} gives a password that {reason}"
+        ]
+        assert value not in str(caught.value) and "LLLL" not in str(caught.value)
+
+    def test_255_characters_accepted(self, tree: Tree) -> None:
+        """A SIP password of exactly 255 characters resolves."""
+        entry, root = entry_with(tree, "{env: A}", "{env: A}", "{env: B}")
+        spec = resolve_device(entry, environ={"A": "L" * 255, "B": ""}, base_dir=root)
+        assert spec.accounts[1].password is not None
+        assert spec.accounts[1].password.get_secret_value() == "L" * 255
+
+
+class TestAuthNone:
+    def test_inherited_credentials_dropped(self, tree: Tree) -> None:
+        """method: none under defaults with credentials keeps neither, so none is resolved."""
+        root = tree(
+            {
+                "_defaults.yaml": "device:\n  auth:\n    username: admin\n"
+                "    password: {env: API_PW}\n",
+                "c/_defaults.yaml": "device:\n  auth:\n    method: none\n",
+                "c/a.yaml": device(),
+                "d/a.yaml": device(url="https://192.0.2.11"),
+            }
+        )
+        state = load_desired(root)
+        assert state.errors == []
+        none, digest = state.devices["c/a"].auth, state.devices["d/a"].auth
+        assert (none.method, none.username, none.password) == (AuthMethod.NONE, None, None)
+        assert (digest.method, digest.username) == (AuthMethod.DIGEST, "admin")
+        assert digest.password == SecretRef("env", name="API_PW")
+        spec = resolve_device(state.devices["c/a"], environ={}, base_dir=root)
+        assert (spec.auth.username, spec.auth.password) == (None, None)
 
 
 class TestEveryUnresolvableReported:

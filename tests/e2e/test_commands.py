@@ -332,6 +332,9 @@ class TestFailures:
             "_defaults.yaml",
             "device:\n  auth:\n    method: basic\n    username: a\n    password: {env: UNSET_API_PW}\n",
         )
+        for n, dev in enumerate(fleet.devices, start=1):
+            # No `auth: method: none` of their own: with it, the defaults' password is ignored.
+            write(root, f"site/dev{n}.yaml", f"device:\n  url: {dev.url}\n")
         result = _run("plan", root, tmp_path)
         assert result.returncode == 1
         evs = [json.loads(line) for line in result.stderr.splitlines()]
