@@ -7,6 +7,8 @@ ends with the ``daemon.failed`` event and one sentence, exit status 1.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -37,6 +39,9 @@ def run_daemon(
         daemon = Daemon(settings, devices=devices, reread=reread)
         return await daemon.run()
 
+    # A daemon that seems stuck can be asked where it is: `kill -USR1 PID` writes every
+    # thread's stack to stderr (journald), and the daemon goes on.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     try:
         check_desired_dir(settings.desired_dir)  # before the state dir is made for nothing
         lock = StateLock.acquire(settings.state_dir)

@@ -8,6 +8,7 @@ daemon against them, and tells you how to make drift happen.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import subprocess
 import sys
@@ -15,6 +16,9 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
+
+#: Seconds the daemon has to stop after Ctrl-C (it needs well under one).
+_STOP_GRACE = 15.0
 
 _INTRO = """\
 syncd demo: two emulated intercoms and the syncd daemon.
@@ -83,10 +87,24 @@ def main(argv: list[str] | None = None) -> int:
                 return daemon.wait()
             except KeyboardInterrupt:
                 daemon.send_signal(signal.SIGTERM)
-                return daemon.wait(timeout=15)
+                return daemon.wait(timeout=_STOP_GRACE)
+            finally:
+                _never_left_behind(daemon)
     except FleetError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+
+
+def _never_left_behind(daemon: subprocess.Popen[bytes]) -> None:
+    """The daemon ends with the demo: one that did not stop when asked is killed, and said."""
+    if daemon.poll() is not None:
+        return
+    print(f"demo: the daemon did not stop within {_STOP_GRACE:.0f} s; killing it", file=sys.stderr)
+    daemon.send_signal(signal.SIGUSR1)  # its stacks first, to stderr: where it was stuck
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        daemon.wait(timeout=1)
+    daemon.kill()
+    daemon.wait()
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def test_demo_converges_the_example_and_stops_on_ctrl_c():
         assert applied == {"site-a/lobby", "site-a/garage"}
         assert any("curl -X PUT" in line for line in intro)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        code = proc.wait(timeout=30)  # the demo kills a daemon that did not stop in 15 s
+        assert code == 0, proc.stdout.read()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()

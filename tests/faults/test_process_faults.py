@@ -85,6 +85,21 @@ class TestKilled:
         assert time.monotonic() - started < 10
         assert check_state_dir(state) == key
 
+    def test_sigusr1_writes_the_stacks_to_stderr_and_the_daemon_goes_on(self, daemon, tmp_path):
+        """kill -USR1 (a daemon that seems stuck): every thread's stack on stderr; it serves on
+        and stops cleanly on SIGTERM."""
+        root = tmp_path / "desired"
+        root.mkdir()
+        proc = daemon(*run_args(root, tmp_path / "state", resync=1))
+        proc.wait_for("daemon.starting")
+        proc.proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        assert proc.proc.poll() is None
+        assert proc.stop() == 0
+        assert proc.proc.stderr is not None
+        dumped = proc.proc.stderr.read()
+        assert "Current thread" in dumped and 'File "' in dumped, dumped
+
 
 class TestDesiredDirGone:
     def test_desired_dir_removed_and_recloned_keeps_state_then_follows_new_tree(
