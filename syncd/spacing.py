@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 __all__ = ["Spacing"]
 
+#: A wait shorter than this (a microsecond: below any timer) is floating-point noise.
+_NEGLIGIBLE = 1e-6
+
 
 @dataclass
 class Spacing:
@@ -50,7 +53,8 @@ class Spacing:
             return 0.0
         start = max(now, self._next)
         self._next = start + gap
-        return start - now
+        wait = start - now
+        return wait if wait > _NEGLIGIBLE else 0.0  # not a rounding error's wait
 
     def answered(self, seconds: float) -> None:
         """A device answered after holding its slot ``seconds``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from syncd.spacing import Spacing
@@ -49,6 +49,7 @@ def test_starts_are_never_early_never_closer_than_the_gap(
 
 
 @given(held=held_times, concurrency=concurrencies, steps=ready_steps)
+@example(held=29.0, concurrency=118, steps=[0.025, 0.025])  # a wait of 5.6e-17 s once
 def test_a_device_ready_after_the_booked_starts_waits_nothing(
     held: float, concurrency: int, steps: list[float]
 ) -> None:
