@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import syncd
-from tests.rollouts.helpers import BAD, ENV, GOOD, PBX, args, domain_of, set_domain, tree
+from tests.rollouts.helpers import (
+    BAD,
+    ENV,
+    GOOD,
+    PBX,
+    args,
+    domain_of,
+    set_domain,
+    tree,
+    wait_until,
+)
 
 FLEET_OPTIONS = {"devices": 4, "pbx": PBX, "register_delay": 0.2}
 
@@ -140,10 +150,10 @@ class TestKilledDuringTheHealthCheck:
 
 
 class TestFailedRevert:
-    def test_a_failed_revert_keeps_its_values_and_goes_out_after_a_restart(
+    def test_a_failed_revert_is_in_the_history_and_tried_again_until_it_goes_out(
         self, sim, daemon, tmp_path
     ):
-        """The revert PUT fails: it is in the history, its values stay saved through resyncs, and the restarted daemon reverts the canary."""
+        """The revert PUT fails: it is in the history, a resync of the failed canary keeps its values, and the revert is tried again when the device takes PUTs."""
         fleet = sim(**FLEET_OPTIONS)
         root = tree(tmp_path, fleet)
         proc = daemon(*args(root, tmp_path), env=ENV)
@@ -154,17 +164,22 @@ class TestFailedRevert:
         canary.inject(kind="status", status=503, method="PUT", count=None)
         failed = proc.wait_for("apply.failed", device="dev1", timeout=30)
         assert failed["error"].startswith("revert failed"), failed
-        time.sleep(2.5)  # a resync reads the canary, still failed and unregistered
-        saved = json.loads((tmp_path / "state" / "rollout.json").read_text())
-        assert saved["undo"]["dev1"] == [
-            {"account": 1, "field": "domain", "live": GOOD, "desired": BAD}
-        ]
-        proc.stop(signal.SIGKILL)
+        since = time.time()
+        # A resync reads the failed canary's registration (it is equal to its unhealthy state).
+        wait_until(
+            lambda: any(
+                e.path == "/api/phone/status" and "account" not in e.query and e.time > since
+                for e in canary.journal
+            ),
+            15,
+        )
         canary.clear_faults()
-        again = daemon(*args(root, tmp_path), env=ENV)
-        again.wait_for("apply.reverted", device="dev1", timeout=10)
+        reverted = proc.wait_for("apply.reverted", device="dev1", timeout=15)
+        assert reverted["fields"] == [
+            {"account": 1, "field": "domain", "live": BAD, "desired": GOOD}
+        ]
         assert domain_of(canary) == GOOD
-        assert again.stop() == 0
+        assert proc.stop() == 0
         reverts = [
             (e["device"], e["result"]) for e in _history(tmp_path) if e["trigger"] == "revert"
         ]
