@@ -6,8 +6,9 @@ the value before). The revert waits, like any change, until the device has no
 call under way (``calls.waitForIdle``, at most ``maxWait``), retries its PUT as
 every request does, and when it fails is tried again after
 :data:`REVERT_RETRY` seconds, for as long as it is due (the undo values are
-saved with the rollout, so also after a restart). The conductor decides which devices are due
-(:func:`syncd.rollout.reverts_due`) and settles each one a revert finished.
+saved with the rollout, so also after a restart). The conductor decides which
+devices are due (:func:`syncd.rollout.reverts_due`) and settles each one a
+revert finished.
 """
 
 from __future__ import annotations
