@@ -88,6 +88,7 @@ class Conductor:
         drives: Callable[[], bool] = lambda: True,
         owns: Callable[[str], bool] = lambda device: True,
         relay: Relay | None = None,
+        changing: Callable[[str], None] = lambda device: None,
     ) -> None:
         self._state = state
         #: Cluster: whether this node drives the rollout (:mod:`syncd.rollout_role`).
@@ -123,6 +124,7 @@ class Conductor:
             revision=lambda: self.revision,
             # whose PUT or health check a restart cut short: checked again when in sync.
             recheck=(d for d, s in (rollout.status.items() if rollout else ()) if s == "active"),
+            changing=changing,
         )
         self._saved.rollout = restarted(rollout) if rollout is not None else None
         self._specs: dict[str, DeviceSpec] = {}

@@ -141,6 +141,7 @@ class Daemon:
             drives=lambda: self.sharing.may_drive(self.revision),
             owns=self.sharing.owns,
             relay=self.sharing.relay,
+            changing=self.view.changing,
         )
 
     def _reconciler(self) -> Reconciler:

@@ -111,7 +111,7 @@ class Gate:
         self._deferred.pop(spec.name, None)
         self._call_since.pop(spec.name, None)
         if self._health is not None:
-            await self._health.snapshot(spec, plan, client)
+            await self._health.snapshot(spec, plan, client, drift=drift)
         if self._rollout is not None and not drift:
             self._rollout.begin(spec.name)
         return None

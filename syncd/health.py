@@ -15,6 +15,10 @@ not count as applied, not even when a later pass finds the device equal to it
 and a device left failed would show in sync). While so marked, a pass that
 finds the device equal to that state reads its registration once: healthy at
 last, the state is in force; else the device stays failed.
+
+Before the PUT the check also keeps the PUT in the device's record as pending
+(:mod:`syncd.pending_put`), so a restart that cut the check short checks the
+device again with what the PUT changed (:mod:`syncd.health_checks`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from syncd import events
 from syncd.client import DeviceClient, DeviceError
@@ -31,6 +36,7 @@ from syncd.diff import Plan
 from syncd.logs import get_logger
 from syncd.model import ACCOUNT_FIELDS, DeviceSpec
 from syncd.outcome import Failure, Outcome
+from syncd.pending_put import PendingPut
 from syncd.policy import FleetPolicy
 from syncd.state import StateError, StateStore
 
@@ -89,8 +95,11 @@ class Health:
     def gated(self) -> bool:
         return self._policy().health.registration
 
-    async def snapshot(self, spec: DeviceSpec, plan: Plan, client: DeviceClient) -> None:
-        """Right before the PUT: the accounts' registerTime and the applied fingerprint."""
+    async def snapshot(
+        self, spec: DeviceSpec, plan: Plan, client: DeviceClient, *, drift: bool = False
+    ) -> None:
+        """Right before the PUT: the accounts' registerTime and the applied fingerprint,
+        and the PUT kept as pending in the device's record (it survives a SIGKILL)."""
         if not self.gated:
             return
         times: dict[int, int | None] = {}
@@ -101,6 +110,22 @@ class Health:
             pass  # unknown before: any registration after the PUT counts
         fingerprint = self._state.applied_fingerprint(spec.name)
         self._before[spec.name] = _Before(times, fingerprint)
+        pending = PendingPut.of(
+            spec.fingerprint, fingerprint, plan.changes, drift=drift, time=datetime.now(UTC)
+        )
+        try:
+            self._state.record_pending_put(spec.name, pending.to_doc())
+        except StateError as exc:
+            events.state_write_failed(get_logger().bind(device=spec.name), error=str(exc))
+
+    def mark_unhealthy(self, spec: DeviceSpec, before: str | None) -> None:
+        """``spec`` failed its check: ``before`` counts as applied again, ``spec`` is not in
+        force even when the device is found equal to it (the pending PUT ends)."""
+        try:
+            restored = before or _NO_FINGERPRINT
+            self._state.record_unhealthy(spec.name, spec.fingerprint, restored=restored)
+        except StateError as exc:
+            events.state_write_failed(get_logger().bind(device=spec.name), error=str(exc))
 
     async def after_put(
         self, spec: DeviceSpec, outcome: Outcome, client: DeviceClient, *, revision: str | None
@@ -117,11 +142,7 @@ class Health:
         failed = await self.check(spec, client, renewed, before.register_times, revision=revision)
         if failed is None:
             return outcome
-        try:
-            restored = before.fingerprint or _NO_FINGERPRINT
-            self._state.record_unhealthy(spec.name, spec.fingerprint, restored=restored)
-        except StateError as exc:
-            events.state_write_failed(get_logger().bind(device=spec.name), error=str(exc))
+        self.mark_unhealthy(spec, before.fingerprint)
         return replace(outcome, status="error", failure=failed)
 
     async def still_unhealthy(

@@ -5,8 +5,10 @@ the values it held before that PUT (the rollout's *undo* changes: ``live`` is
 the value before). The revert waits, like any change, until the device has no
 call under way (``calls.waitForIdle``, at most ``maxWait``), retries its PUT as
 every request does, and when it fails is tried again after
-:data:`REVERT_RETRY` seconds. The conductor decides which devices are due
-(:func:`syncd.rollout.reverts_due`) and settles each one a revert finished.
+:data:`REVERT_RETRY` seconds, for as long as it is due (the undo values are
+saved with the rollout, so also after a restart). The conductor decides which
+devices are due (:func:`syncd.rollout.reverts_due`) and settles each one a
+revert finished.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ REVERT_RETRY = 10.0
 UndoOf = Callable[[str], tuple[DeviceSpec | None, Sequence[Mapping[str, Any]]]]
 #: Called when a device's revert is over: the changes put back (none: nothing to revert).
 Done = Callable[[str, Sequence[Change]], None]
+#: Called when a device's revert PUT failed: the changes it tried to put back, and why.
+Failed = Callable[[str, Sequence[Change], str], None]
 
 
 class Reverter:
@@ -47,6 +51,7 @@ class Reverter:
         revision: Callable[[], str | None],
         done: Done,
         retry: RetryPolicy,
+        failed: Failed = lambda device, changes, error: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client_of = client_of
@@ -54,6 +59,7 @@ class Reverter:
         self._calls = calls
         self._revision = revision
         self._done = done
+        self._on_failure = failed
         self._retry = retry
         self._clock = clock
         self.log = get_logger()
@@ -113,13 +119,11 @@ class Reverter:
             )
         except DeviceError as exc:
             self._failed[device] = self._clock()
+            error = f"revert failed: {exc}"
             events.apply_failed(
-                log,
-                error=f"revert failed: {exc}",
-                code=exc.code,
-                kind=exc.kind,
-                revision=self._revision(),
+                log, error=error, code=exc.code, kind=exc.kind, revision=self._revision()
             )
+            self._on_failure(device, changes, error)
             return
         fields = [
             {"account": c.account, "field": c.field, "live": c.desired, "desired": c.live}

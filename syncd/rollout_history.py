@@ -2,7 +2,8 @@
 
 The reconcile builds a PUT's history entry; when the rollout checks health
 after the PUT, the entry waits for that check and is written here, as
-``unhealthy`` when the check failed. A revert's entry is written here too.
+``unhealthy`` when the check failed. A revert's entry is written here too,
+``failed`` when its PUT failed.
 Each entry of a change names the device's wave (a drift correction has none).
 """
 
@@ -47,11 +48,12 @@ class RolloutHistory:
         if self._metrics is not None:
             self._metrics.applies.labels("unhealthy").inc()
 
-    def put_checked(self, entry: HistoryEntry | None, checked: Outcome) -> None:
-        """Write an accepted PUT's history entry, ``unhealthy`` when its health check failed."""
+    def put_checked(self, entry: HistoryEntry | None, checked: Outcome | None) -> None:
+        """Write an accepted PUT's history entry, ``unhealthy`` when its health check failed
+        (``checked`` None: the check has no verdict, the entry goes as it is)."""
         if entry is None:
             return
-        failure = checked.failure
+        failure = checked.failure if checked is not None else None
         if failure is not None and failure.kind == "health":
             entry = replace(entry, result="unhealthy", error=failure.message)
         # A drift correction is not part of a rollout (SPEC 9): no wave.
@@ -70,6 +72,22 @@ class RolloutHistory:
             result="reverted",
             changes=history_changes(changes, reverse=True),
             wave=self._wave_of(device),
+        )
+        self._append(entry)
+
+    def revert_failed(
+        self, device: str, changes: Sequence[Change], *, revision: str | None, error: str
+    ) -> None:
+        """A revert PUT that failed: its history entry (the revert is tried again)."""
+        entry = HistoryEntry(
+            time=self._wall(),
+            device=device,
+            revision=revision or "",
+            trigger="revert",
+            result="failed",
+            changes=history_changes(changes, reverse=True),
+            wave=self._wave_of(device),
+            error=error,
         )
         self._append(entry)
 

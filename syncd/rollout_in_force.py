@@ -20,7 +20,7 @@ from syncd.policy_in_force import PolicyInForce
 from syncd.rollout import record, reverted, start
 from syncd.rollout_events import log_rollout_events
 from syncd.rollout_saving import RolloutSaver
-from syncd.rollout_values import DeviceStatus, Result, Step
+from syncd.rollout_values import FINAL, DeviceStatus, Result, Step
 from syncd.saved_rollout import SavedRollout
 
 if TYPE_CHECKING:
@@ -99,8 +99,12 @@ class RolloutInForce:
         index = rollout.wave_of(device)
         if result != "in_sync" and index is not None and index > rollout.wave:
             return  # its wave has not started: neither settled nor failed by the rollout
+        if rollout.status[device] in FINAL:
+            return  # settled already: a later outcome changes nothing, its undo least of all
         if undo is not None:
             self._saved.undo[device] = undo
+        else:
+            self._saved.undo.pop(device, None)  # its PUT is not in force: nothing to give back
         step = record(rollout, device, result, self._clock(), paused=self._saved.paused)
         self.apply(step, urgent=result == "failed", device=device)
 

@@ -2,8 +2,9 @@
 
 Which failed devices are due comes from the rollout (on a cluster, only this
 node's: :mod:`syncd.rollout_role`); :mod:`syncd.reverting` sends each one. A
-finished revert writes its history entry; the driving node settles the device
-in the rollout, a follower reports it to the driver.
+finished revert writes its history entry (a failed one too, and is tried again);
+the driving node settles the device in the rollout, a follower reports it to the
+driver.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class RolloutReverts:
             calls=calls,
             revision=lambda: self._saved.revision,
             done=self._reverted,
+            failed=self._revert_failed,
             retry=retry,
             clock=clock,
         )
@@ -86,6 +88,10 @@ class RolloutReverts:
 
     def _undo_of(self, device: str) -> tuple[DeviceSpec | None, list[dict[str, Any]]]:
         return self._specs().get(device), self._saved.undo.get(device, [])
+
+    def _revert_failed(self, device: str, changes: Sequence[Change], error: str) -> None:
+        """A revert PUT failed: its history entry; the device stays due."""
+        self._records.revert_failed(device, changes, revision=self._saved.revision, error=error)
 
     def _reverted(self, device: str, changes: Sequence[Change]) -> None:
         """A revert is over: count it, write its history entry, settle the device."""

@@ -68,6 +68,15 @@ class StateStore(Protocol):
         when the device is found equal to it, until :meth:`record_in_force`."""
         ...
 
+    def pending_put(self, device: str) -> Mapping[str, Any] | None:
+        """The health-checked PUT whose check has not ended (:mod:`syncd.pending_put`)."""
+        ...
+
+    def record_pending_put(self, device: str, doc: Mapping[str, Any] | None) -> None:
+        """Keep ``doc`` as the device's pending PUT, written before the PUT goes out (None:
+        its check ended; :meth:`record_unhealthy` ends it too)."""
+        ...
+
     def last_change(self, device: str) -> datetime | None:
         """When syncd last changed the device, if recorded (it survives restarts)."""
         ...

@@ -226,7 +226,23 @@ class DeviceRecords(ABC):
         return self._text(device, "unhealthy")
 
     def record_unhealthy(self, device: str, fingerprint: str, *, restored: str) -> None:
-        self._set_texts(device, fingerprint=restored, unhealthy=fingerprint)
+        """Also ends the pending PUT (its check is over)."""
+        self._set_texts(device, fingerprint=restored, unhealthy=fingerprint, drop=("put",))
+
+    def pending_put(self, device: str) -> Mapping[str, Any] | None:
+        """The health-checked PUT whose check has not ended (:mod:`syncd.pending_put`)."""
+        value = self._record(device).get("put")
+        return value if isinstance(value, dict) else None
+
+    def record_pending_put(self, device: str, doc: Mapping[str, Any] | None) -> None:
+        """Keep ``doc`` as the device's pending PUT (None: there is none any more)."""
+        record = self._record(device)
+        if doc is None:
+            if record.pop("put", None) is not None:
+                self._save(device)
+            return
+        record["put"] = dict(doc)
+        self._save(device)
 
     def last_change(self, device: str) -> datetime | None:
         """When syncd last changed the device (its last verified PUT), if recorded."""

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "syncd"
 PURE_CORE = frozenset(
     {
         "syncd.model",
+        "syncd.pending_put",
         "syncd.diff",
         "syncd.schedule",
         "syncd.spacing",
