@@ -184,6 +184,11 @@ class Conductor:
             return Decision(False, WaitReason.WAVE)
         if rollout is None:
             return Decision(False, WaitReason.PAUSED) if paused else Decision(True)
+        carried = self._saved.fingerprints.get(spec.name)
+        if carried is not None and carried != spec.fingerprint:
+            # A reconcile that began before a reload: its plan is of a desired state the
+            # rollout no longer carries (a superseded revision's values must not go out).
+            return Decision(False, WaitReason.WAVE)
         return may_start(rollout, spec.name, paused=paused, active_elsewhere=not self._driving)
 
     def begin(self, device: str) -> None:

@@ -108,10 +108,18 @@ class Gate:
         if wait is not None:
             self._log_deferred(spec.name, wait)
             return wait
-        self._deferred.pop(spec.name, None)
-        self._call_since.pop(spec.name, None)
         if self._health is not None:
             await self._health.snapshot(spec, plan, client, drift=drift)
+        # Asking for calls and the registration took time: a reload meanwhile may have
+        # replaced the rollout (and this plan's desired state). Decided again, last.
+        wait = None if drift else self._change_wait(spec, policy)
+        if wait is not None:
+            if self._health is not None:
+                self._health.forget_snapshot(spec)
+            self._log_deferred(spec.name, wait)
+            return wait
+        self._deferred.pop(spec.name, None)
+        self._call_since.pop(spec.name, None)
         if self._rollout is not None and not drift:
             self._rollout.begin(spec.name)
         return None

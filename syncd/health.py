@@ -118,6 +118,15 @@ class Health:
         except StateError as exc:
             events.state_write_failed(get_logger().bind(device=spec.name), error=str(exc))
 
+    def forget_snapshot(self, spec: DeviceSpec) -> None:
+        """The PUT :meth:`snapshot` was taken for does not go out after all."""
+        if self._before.pop(spec.name, None) is None:
+            return
+        try:
+            self._state.record_pending_put(spec.name, None)
+        except StateError as exc:
+            events.state_write_failed(get_logger().bind(device=spec.name), error=str(exc))
+
     def mark_unhealthy(self, spec: DeviceSpec, before: str | None) -> None:
         """``spec`` failed its check: ``before`` counts as applied again, ``spec`` is not in
         force even when the device is found equal to it (the pending PUT ends)."""

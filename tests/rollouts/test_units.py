@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from syncd.policy import (
 )
 from syncd.reconcile import Reconciler
 from syncd.rollout_control import pause_saved, resume_saved
+from syncd.rollout_values import Decision, WaitReason
 from syncd.simulator import EmulatedDevice, Fleet
 from syncd.simulator.fields import SIP_FIELDS
 from syncd.state import FileStateStore
@@ -115,6 +117,31 @@ class TestGate:
         gate = Gate(policy=lambda: FleetPolicy(calls=CallsPolicy(wait_for_idle=False)))
         device.start_call()
         assert await gate(spec, await plan_for(client, spec), False, client) is None
+
+    async def test_the_rollout_is_asked_again_after_the_devices_calls_are_read(
+        self, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """A reload while the gate read the call status (the rollout now holds the device):
+        the PUT does not start and the rollout hears no begin."""
+        device = emulated.devices[0]
+        client = DeviceClient(url=device.url, pool=pool)
+        spec = spec_for(device, displayName="Lobby")
+
+        class Replaced:
+            paused, revision, begun = False, "r2", [False]
+            answers = [Decision(True), Decision(False, WaitReason.WAVE)]
+
+            def may_start(self, spec: DeviceSpec) -> Decision:
+                return self.answers.pop(0)
+
+            def begin(self, device: str) -> None:
+                self.begun[0] = True
+
+        rollout = Replaced()
+        gate = Gate(policy=lambda: FleetPolicy(), rollout=rollout)
+        wait = await gate(spec, await plan_for(client, spec), False, client)
+        assert wait is not None and wait.reason == "wave" and rollout.begun == [False]
+        assert [e.path for e in device.journal][-1] == "/api/call/status"
 
 
 class TestHealth:
@@ -230,6 +257,32 @@ def fleet_specs(n: int) -> dict[str, DeviceSpec]:
 
 
 class TestConductor:
+    def test_a_reconcile_begun_before_a_newer_revision_may_not_put_its_stale_plan(
+        self, tmp_path: Path
+    ) -> None:
+        """A halted revision, then a newer one: a reconcile still holding the halted revision's
+        desired state (it read the device before the reload) is held; the new one's goes."""
+        state = FileStateStore.open(tmp_path / "state")
+        policy = FleetPolicy(
+            rollout=RolloutPolicy(waves=(Wave("canary", devices=("dev1", "dev2")),), max_failures=0)
+        )
+        conductor = _conductor(state, [])
+        bad = fleet_specs(2)
+        conductor.load(policy=PolicyResult(policy), specs=bad, revision="bad")
+        conductor.begin("dev1")
+        conductor.observe(Outcome.of(bad["dev1"], "error", failure=Failure("rejected", "no")))
+        assert conductor.state == "halted" and not conductor.may_start(bad["dev2"]).go
+        fixed = {
+            name: replace(
+                spec, accounts={1: replace(spec.accounts[1], fields={"displayName": "New"})}
+            )
+            for name, spec in bad.items()
+        }
+        conductor.load(policy=PolicyResult(policy), specs=fixed, revision="fixed")
+        assert conductor.state == "running"
+        assert not conductor.may_start(bad["dev2"]).go
+        assert conductor.may_start(fixed["dev2"]).go
+
     def test_a_halt_persists_and_a_restart_continues_it(self, tmp_path: Path) -> None:
         """A failure past maxFailures halts; the saved rollout is halted in a new conductor too."""
         state = FileStateStore.open(tmp_path / "state")
