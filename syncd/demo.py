@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--auto", action="store_true", help="with --rollout: do not wait for Enter")
     args = parser.parse_args(argv)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (a shell's
+    # background job, a CI runner): Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.rollout:
         from syncd.rollout_demo import run_rollout_demo
 

@@ -25,7 +25,8 @@ def _free(port: int) -> bool:
 
 
 def test_demo_converges_the_example_and_stops_on_ctrl_c():
-    """python -m syncd.demo applies desired/ to both emulated devices and exits 0 on Ctrl-C."""
+    """python -m syncd.demo applies desired/ to both emulated devices and exits 0 on Ctrl-C,
+    even started with SIGINT ignored (a background job, a CI runner)."""
     if not (_free(8080) and _free(8081)):
         pytest.skip("ports 8080-8081 (what desired/ targets) are busy")
     proc = subprocess.Popen(
@@ -34,6 +35,7 @@ def test_demo_converges_the_example_and_stops_on_ctrl_c():
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     applied: set[str] = set()
     intro: list[str] = []
