@@ -182,7 +182,10 @@ class Clustered:
     async def acquire(self, device: str) -> bool:
         if not self.owns(device):
             return False
+        taken_over = device not in self._cluster.held
         if await self._cluster.acquire(device):
+            if taken_over:  # the last owner's record, as it left it
+                await self._store.refresh_device(device)
             return True
         if self.owns(device):  # the previous owner still holds it: ask again soon
             asyncio.get_running_loop().call_later(self._retry, self._kick, device)

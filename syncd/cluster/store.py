@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
 from syncd.cluster.state_codec import decode, device_doc, device_record, encode
-from syncd.cluster.watching import Change, PrefixMirror
+from syncd.cluster.watching import Change, PrefixMirror, read_prefix
 from syncd.state import StateError
 from syncd.state.records import DeviceRecords, TargetIndex
 
@@ -139,6 +139,24 @@ class EtcdStateStore(DeviceRecords):
         """Wait until every write so far has reached etcd."""
         self._wake.set()
         await self._idle.wait()
+
+    async def refresh_device(self, device: str) -> None:
+        """Read ``device``'s record from etcd now, into the mirror.
+
+        A node that takes a device over judges its passwords by what the last
+        owner wrote, which that owner flushed before letting go but the watch may
+        not have brought here yet (a password would be sent twice). Best effort:
+        when etcd does not answer, the mirror stays as it is.
+        """
+        key = self._device_key(device)
+        try:
+            changes, _ = await read_prefix(self.connection, key)
+        except TRANSIENT_ERRORS as exc:
+            _log.debug("cannot read the record of %s: %s", device, exc)
+            return
+        for change in changes:
+            if change.key == key:  # not a longer name the prefix also matches
+                self._state_changed(change)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush what is pending (at most ``timeout`` seconds), then stop."""

@@ -98,6 +98,23 @@ class TestSharedRecords:
         await b.flush()
         await eventually(lambda: a.password_due("lab/door", TARGET, 1, PASSWORD))
 
+    async def test_a_device_taken_over_is_read_afresh_whatever_the_watch(
+        self, make_store: StoreFactory
+    ) -> None:
+        """B's watch has not brought A's record yet (here: it is stopped); refresh_device reads
+        that one record from etcd, so B does not take the password as due (sent twice)."""
+        a, b = await make_store("a"), await make_store("b")
+        await b._state_mirror.close()  # the watch lags behind, as it may under load
+        a.record_fingerprint("lab/door", "fp-1")
+        a.record_passwords("lab/door", TARGET, {1: PASSWORD})
+        a.record_fingerprint("lab/door2", "fp-2")
+        await a.flush()
+        assert b.password_due("lab/door", TARGET, 1, PASSWORD)
+        await b.refresh_device("lab/door")
+        assert not b.password_due("lab/door", TARGET, 1, PASSWORD)
+        assert b.applied_fingerprint("lab/door") == "fp-1"
+        assert b.applied_fingerprint("lab/door2") is None  # only the device asked for
+
     async def test_renamed_device_keeps_its_password_record(self, make_store: StoreFactory) -> None:
         """A device renamed (same target) finds the old name's record, on another node too."""
         a = await make_store("a")
