@@ -108,7 +108,9 @@ class RegistrationMonitor:
             now=self._clock(),
             changed=changed,
             managed=managed,
-            in_force=outcome.status in ("in_sync", "applied") and spec.mode is Mode.ENFORCE,
+            in_force=outcome.status in ("in_sync", "applied")
+            and spec.mode is Mode.ENFORCE
+            and not self._reconciler.failed_health(spec),
             resend_after=self.resend_after,
         )
         for account in news.lost:

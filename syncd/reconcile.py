@@ -118,6 +118,11 @@ class Reconciler:
         self._passwords.forget(name)
         self._unreachable.discard(name)
 
+    def failed_health(self, spec: DeviceSpec) -> bool:
+        """Whether ``spec``'s desired state failed its health check on the device (then a
+        lost registration is syncd's own doing, not a factory reset)."""
+        return self._state.unhealthy_fingerprint(spec.name) == spec.fingerprint
+
     def resend_password(self, device: str, account: int, *, reason: str) -> None:
         """Send this account's managed password at the device's next reconcile, whatever the record.
 

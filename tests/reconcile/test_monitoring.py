@@ -1,0 +1,56 @@
+"""Registration monitoring: a lost registration is a factory reset only if syncd did not cause it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from pydantic import SecretStr
+
+from syncd.client import ClientPool
+from syncd.devices_view import DeviceView
+from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec, Mode
+from syncd.monitoring import RegistrationMonitor
+from syncd.outcome import Outcome
+from syncd.reconcile import Reconciler
+from syncd.simulator import Fleet
+from syncd.state import FileStateStore
+from tests.rollouts.helpers import BAD, GOOD, PBX
+
+
+async def test_no_password_resend_for_a_registration_a_failed_rollout_lost(tmp_path) -> None:
+    """The device registered with syncd's password, then a desired state that failed its
+    health check took it off the PBX: resyncs finding it so resend no password."""
+    async with Fleet(devices=1, pbx=PBX, register_delay=0.05) as fleet, ClientPool() as pool:
+        device = fleet.devices[0]
+        fields = {"enabled": True, "registrationEnabled": True, "domain": GOOD}
+        good = DeviceSpec(
+            name="dev1",
+            file="dev1.yaml",
+            url=device.url,
+            auth=AuthSpec(AuthMethod.NONE),
+            mode=Mode.ENFORCE,
+            accounts={1: AccountSpec(1, fields, SecretStr("sip-secret"))},
+        )
+        state = FileStateStore.open(tmp_path / "state")
+        reconciler = Reconciler(pool=pool, state=state)
+        kicked: list[str] = []
+        now = [1000.0]
+        monitor = RegistrationMonitor(
+            reconciler=reconciler, resync_interval=2.0, kick=kicked.append, clock=lambda: now[0]
+        )
+        view = DeviceView(good)
+        assert (await reconciler.reconcile(good, apply=True)).status == "applied"
+        for _ in range(50):
+            if device.registered(1):
+                break
+            await asyncio.sleep(0.05)
+        await monitor.check(good, Outcome.of(good, "in_sync"), view)  # registered: proof
+        bad_account = AccountSpec(1, {**fields, "domain": BAD}, SecretStr("sip-secret"))
+        bad = replace(good, accounts={1: bad_account})
+        assert (await reconciler.reconcile(bad, apply=True)).status == "applied"
+        state.record_unhealthy("dev1", bad.fingerprint, restored=good.fingerprint)
+        for _ in range(3):  # resyncs find the device equal to the failed state, unregistered
+            now[0] += 5.0
+            await monitor.check(bad, Outcome.of(bad, "in_sync"), view)
+        assert kicked == []
