@@ -87,7 +87,10 @@ class RolloutReverts:
             await asyncio.sleep(0.1)
 
     def _undo_of(self, device: str) -> tuple[DeviceSpec | None, list[dict[str, Any]]]:
-        return self._specs().get(device), self._saved.undo.get(device, [])
+        """The spec and the undo values; a follower owning the device falls back on what it
+        reported itself when the driver's document holds none (its report came late)."""
+        undo = self._saved.undo.get(device) or self._role.undo_here(device)
+        return self._specs().get(device), undo
 
     def _revert_failed(self, device: str, changes: Sequence[Change], error: str) -> None:
         """A revert PUT failed: its history entry; the device stays due."""

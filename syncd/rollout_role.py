@@ -11,13 +11,13 @@ process does (a device under way is checked again, a bake starts over).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from syncd.rollout import restarted, reverts_due
 from syncd.rollout_relay import Relay, Report, fresh_reports, report_doc
-from syncd.rollout_values import Result, Rollout
+from syncd.rollout_values import DeviceStatus, Result, Rollout
 from syncd.saved_rollout import SavedRollout
 from syncd.state import StateStore
 
@@ -75,6 +75,8 @@ class Role:
         self._settled: dict[str, str] = {}
         #: Devices this follower reverted in the rollout it follows (until the driver says so).
         self._reverted_here: set[str] = set()
+        #: What a revert gives back to this follower's failed devices, as it last reported it.
+        self._undo_here: dict[str, list[dict[str, Any]]] = {}
 
     def now(self, saved: SavedRollout) -> Turn:
         """Ask again; a follower (or a node taking over) takes the driver's document into
@@ -87,7 +89,7 @@ class Role:
         return Turn(driving, took_over, moved)
 
     def _adopt(self, saved: SavedRollout, *, took_over: bool) -> bool:
-        before = saved.rollout
+        before, carried = saved.rollout, saved.fingerprints
         doc = SavedRollout.of(self._state.load_rollout())
         rollout = doc.rollout
         if took_over and rollout is not None:
@@ -96,30 +98,63 @@ class Role:
         saved.paused, saved.undo = doc.paused, doc.undo
         if rollout is None or before is None or before.revision != rollout.revision:
             self._reverted_here.clear()
+            self._undo_here.clear()
             self._settled.clear()
+        else:
+            self._forget(rollout, carried, doc.fingerprints)
         return rollout is not None and (
             before is None
             or (before.revision, before.wave, before.state)
             != (rollout.revision, rollout.wave, rollout.state)
         )
 
+    def _forget(
+        self, rollout: Rollout, carried: Mapping[str, str], carries: Mapping[str, str]
+    ) -> None:
+        """What no longer holds in the same revision: a revert the driver has settled (or
+        a device it tries again) needs no guard; a device the rollout now carries another
+        desired state to (a new rollout) has nothing of the last one's to give back."""
+        self._reverted_here = {
+            d for d in self._reverted_here if rollout.status.get(d) is DeviceStatus.FAILED
+        }
+        for device in [d for d in self._undo_here if carried.get(d) != carries.get(d)]:
+            del self._undo_here[device]
+
     # ---------------------------------------------------------- a follower
 
     def report(
         self, device: str, revision: str, result: Result, undo: Sequence[Any] | None
     ) -> None:
-        if self._relay is not None:
-            self._relay.report(device, report_doc(revision, result, undo))
+        """``device``'s outcome, for the driver: the latest report replaces the one before.
+
+        So a failure keeps saying what a revert gives back: a later look at the device
+        (still unhealthy, no PUT of its own, so no changes) carries the undo reported
+        before, lest the driver, reading only that one, settle the failure with nothing
+        to revert. A device reverted here reports nothing until the driver has settled
+        that: the revert's report is not replaced (the device is final there anyway).
+        """
+        if self._relay is None or device in self._reverted_here:
+            return
+        if result == "failed" and undo:
+            self._undo_here[device] = [dict(change) for change in undo]
+        elif result == "failed":
+            undo = self._undo_here.get(device, undo)
+        self._relay.report(device, report_doc(revision, result, undo))
 
     def report_revert(self, device: str, revision: str | None) -> None:
         if self._relay is not None and revision is not None:
             self._reverted_here.add(device)
+            self._undo_here.pop(device, None)
             self._relay.report(device, report_doc(revision, "reverted"))
 
     def reverts(self, rollout: Rollout) -> Iterable[str]:
         """The due reverts of this node's devices (only a device's owner changes it)."""
         due = [d for d in reverts_due(rollout) if self.owns(d)]
         return due if self.driving else [d for d in due if d not in self._reverted_here]
+
+    def undo_here(self, device: str) -> list[dict[str, Any]]:
+        """What this follower last reported a revert of ``device`` gives back (none: [])."""
+        return self._undo_here.get(device, [])
 
     # ---------------------------------------------------------- the driver
 

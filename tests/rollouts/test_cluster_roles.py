@@ -7,20 +7,28 @@ as etcd's ``state/reports/`` keys are (syncd/cluster/store.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from syncd.client import ClientPool, DeviceClient
 from syncd.conductor import Conductor
+from syncd.diff import Change
+from syncd.model import DeviceSpec
 from syncd.outcome import Failure, Outcome
 from syncd.policy import FleetPolicy, PolicyResult, RolloutPolicy, Wave
 from syncd.rollout_relay import fresh_reports, report_doc
-from syncd.rollout_role import NotDriving
+from syncd.rollout_role import NotDriving, Role
+from syncd.simulator.device import EmulatedDevice
+from syncd.simulator.fleet import Fleet
 from syncd.state import FileStateStore
-from tests.rollouts.test_units import fleet_specs
+from tests.e2e.conftest import puts
+from tests.rollouts.helpers import BAD, GOOD
+from tests.rollouts.test_units import fleet_specs, spec_for
 
 POLICY = PolicyResult(
     FleetPolicy(
@@ -48,14 +56,20 @@ class Node:
     """A conductor whose role the test sets, and the devices it was told to look at."""
 
     def __init__(
-        self, state_dir: Path, relay: DictRelay, *, driving: bool, owns: str = "every"
+        self,
+        state_dir: Path,
+        relay: DictRelay,
+        *,
+        driving: bool,
+        owns: str = "every",
+        pool: ClientPool | None = None,
     ) -> None:
         self.driving = driving
         self.kicked: list[str] = []
         self.conductor = Conductor(
             state=FileStateStore.open(state_dir),
             kick=self.kicked.extend,
-            client_of=lambda spec: DeviceClient(url=spec.url, pool=ClientPool()),
+            client_of=lambda spec: DeviceClient(url=spec.url, pool=pool or ClientPool()),
             clock=lambda: 0.0,
             drives=lambda: self.driving,
             owns=lambda device: owns in ("every", device),
@@ -124,6 +138,85 @@ class TestDriverAndFollower:
         assert follower.conductor.summary()["failed"] == ["dev2"]
         assert follower.conductor._reverts.busy  # its PUT goes to a port nobody listens on
         follower.conductor._reverts.cancel()
+
+    @pytest.mark.parametrize("driver_reads_first", [False, True])
+    async def test_canaries_failing_on_two_nodes_around_the_halt_are_both_reverted(
+        self,
+        tmp_path: Path,
+        relay: DictRelay,
+        sim: Callable[..., Fleet],
+        driver_reads_first: bool,
+    ) -> None:
+        """The driver's canary halts the rollout; the other canary fails on its owner just after
+        and is looked at again at once (still unhealthy: no changes of its own). Each owner
+        sends its revert PUT, and the document says reverted only after it. Also when the
+        driver settled the failure from a report without the undo (the owner's own counts)."""
+        fleet = sim(devices=3)
+        specs = {f"dev{d.number}": spec_for(d, domain=BAD) for d in fleet.devices}
+        canaries = fleet.devices[:2]
+        for device in canaries:
+            device.set_live(1, domain=BAD)  # the rollout's PUT is in force
+        async with ClientPool(timeout=5.0) as pool:
+            logs = await self._canaries_fail(
+                tmp_path, relay, specs, canaries, pool, driver_reads_first=driver_reads_first
+            )
+        reverted = [e["device"] for e in logs if e["event"] == "apply.reverted"]
+        assert sorted(reverted) == ["dev1", "dev2"]
+        for device in canaries:
+            assert device.accounts[0]["domain"] == GOOD
+            assert len(puts(device)) == 1  # the revert
+
+    async def _canaries_fail(
+        self,
+        tmp_path: Path,
+        relay: DictRelay,
+        specs: dict[str, DeviceSpec],
+        canaries: list[EmulatedDevice],
+        pool: ClientPool,
+        *,
+        driver_reads_first: bool,
+    ) -> list[dict[str, Any]]:
+        """dev1 fails on the driver, dev2 on a follower; both nodes tick until both are
+        reverted, the document never saying so before the revert PUT went out."""
+        leader = Node(tmp_path / "state", relay, driving=True, owns="dev1", pool=pool)
+        follower = Node(tmp_path / "state", relay, driving=False, owns="dev2", pool=pool)
+        for node in (leader, follower):
+            node.conductor.load(policy=POLICY, specs=specs, revision="r1")
+        follower.conductor.step()
+        undo = (Change(1, "domain", GOOD, BAD),)
+
+        def failed(name: str, changes: tuple[Change, ...] = ()) -> Outcome:
+            return Outcome.of(
+                specs[name], "error", changes=changes, failure=Failure("health", "no")
+            )
+
+        with capture_logs() as logs:
+            leader.conductor.observe(failed("dev1", undo))  # halts the rollout
+            if driver_reads_first:
+                follower.conductor.observe(failed("dev2"))
+                leader.conductor.step()
+                follower.conductor.observe(failed("dev2", undo))
+            else:
+                follower.conductor.observe(failed("dev2", undo))  # 2 ms later, on its owner
+                follower.conductor.observe(failed("dev2"))  # looked at again: still unhealthy
+            for _ in range(100):
+                leader.conductor.step()
+                follower.conductor.step()
+                rollout = leader.conductor.rollout
+                assert rollout is not None
+                for name, device in zip(("dev1", "dev2"), canaries, strict=True):
+                    if str(rollout.status[name]) == "reverted":
+                        assert len(puts(device)) == 1, name  # the revert PUT went first
+                if all(str(rollout.status[d]) == "reverted" for d in ("dev1", "dev2")):
+                    break
+                await asyncio.sleep(0.05)
+        assert leader.conductor.state == "halted"
+        assert rollout is not None
+        assert {d: str(s) for d, s in rollout.status.items() if d != "dev3"} == {
+            "dev1": "reverted",
+            "dev2": "reverted",
+        }
+        return logs
 
     def test_a_device_begun_by_the_driver_then_taken_by_a_follower_is_not_stuck(
         self, tmp_path: Path, relay: DictRelay
@@ -223,3 +316,25 @@ class TestReports:
         assert [r.device for r in fresh_reports(docs, {"a": ok["id"]}, "r1")] == ["e"]
         assert fresh_reports(docs, {}, None) == []
         assert report_doc("r1", "healthy")["id"] != ok["id"]
+
+    def test_a_followers_later_reports_keep_its_undo_and_its_revert(
+        self, tmp_path: Path, relay: DictRelay
+    ) -> None:
+        """A failure looked at again (no changes) still reports what a revert gives back; once
+        reverted, a later outcome does not replace the revert's report before the driver reads it."""
+        role = Role(
+            state=FileStateStore.open(tmp_path / "state"), drives=lambda: False, relay=relay
+        )
+        undo = [{"account": 1, "field": "domain", "live": GOOD, "desired": BAD}]
+        role.report("dev2", "r1", "failed", undo)
+        role.report("dev2", "r1", "failed", [])
+        assert relay.docs["dev2"]["undo"] == undo
+        assert role.undo_here("dev2") == undo
+        role.report("dev2", "r1", "failed", None)
+        assert relay.docs["dev2"]["undo"] == undo
+        role.report("dev1", "r1", "failed", [])  # nothing known of dev1: nothing made up
+        assert relay.docs["dev1"]["undo"] == []
+        role.report_revert("dev2", "r1")
+        role.report("dev2", "r1", "failed", [])
+        assert relay.docs["dev2"]["said"] == "reverted"
+        assert role.undo_here("dev2") == []
