@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from syncd.diff import Change
-from syncd.history import HistoryEntry, append_entry, history_changes
+from syncd.history import HistoryEntry, Result, append_entry, history_changes
 from syncd.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -64,32 +64,33 @@ class RolloutHistory:
         """A revert put ``changes`` back: count it, write its history entry."""
         if self._metrics is not None:
             self._metrics.applies.labels("reverted").inc()
-        entry = HistoryEntry(
-            time=self._wall(),
-            device=device,
-            revision=revision or "",
-            trigger="revert",
-            result="reverted",
-            changes=history_changes(changes, reverse=True),
-            wave=self._wave_of(device),
-        )
-        self._append(entry)
+        self._append(self._revert_entry(device, changes, revision, "reverted"))
 
     def revert_failed(
         self, device: str, changes: Sequence[Change], *, revision: str | None, error: str
     ) -> None:
         """A revert PUT that failed: its history entry (the revert is tried again)."""
-        entry = HistoryEntry(
+        self._append(self._revert_entry(device, changes, revision, "failed", error=error))
+
+    def _revert_entry(
+        self,
+        device: str,
+        changes: Sequence[Change],
+        revision: str | None,
+        result: Result,
+        *,
+        error: str | None = None,
+    ) -> HistoryEntry:
+        return HistoryEntry(
             time=self._wall(),
             device=device,
             revision=revision or "",
             trigger="revert",
-            result="failed",
+            result=result,
             changes=history_changes(changes, reverse=True),
             wave=self._wave_of(device),
             error=error,
         )
-        self._append(entry)
 
     def _append(self, entry: HistoryEntry) -> None:
         append_entry(self._history.append if self._history else None, entry, self._log)
