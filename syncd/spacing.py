@@ -18,12 +18,13 @@ first devices start at once, as before.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["Spacing"]
 
-#: A wait shorter than this (a microsecond: below any timer) is floating-point noise.
-_NEGLIGIBLE = 1e-6
+#: A wait within this many units in the last place of the start is rounding, not a wait.
+_ROUNDING_ULPS = 4
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Spacing:
         start = max(now, self._next)
         self._next = start + gap
         wait = start - now
-        return wait if wait > _NEGLIGIBLE else 0.0  # not a rounding error's wait
+        return wait if wait > _ROUNDING_ULPS * math.ulp(start) else 0.0
 
     def answered(self, seconds: float) -> None:
         """A device answered after holding its slot ``seconds``."""

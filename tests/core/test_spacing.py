@@ -32,6 +32,7 @@ def test_a_burst_is_spread_at_a_little_less_than_hold_time_over_concurrency() ->
 
 
 @given(held=held_times, concurrency=concurrencies, steps=ready_steps)
+@example(held=0.001, concurrency=901, steps=[0.0, 0.0])  # a gap of 1e-6 s is a gap
 def test_starts_are_never_early_never_closer_than_the_gap(
     held: float, concurrency: int, steps: list[float]
 ) -> None:
