@@ -115,18 +115,7 @@ class Conductor:
             log=self.log,
             metrics=metrics,
         )
-        rollout = self._saved.rollout
-        self._checks = HealthChecks(
-            health=self.health,
-            state=state,
-            records=self._records,
-            client_of=client_of,
-            revision=lambda: self.revision,
-            # whose PUT or health check a restart cut short: checked again when in sync.
-            recheck=(d for d, s in (rollout.status.items() if rollout else ()) if s == "active"),
-            changing=changing,
-        )
-        self._saved.rollout = restarted(rollout) if rollout is not None else None
+        self._checks = self._restart(client_of=client_of, changing=changing)
         self._specs: dict[str, DeviceSpec] = {}
         #: Every device of the tree at the last load (``specs`` and the unusable ones).
         self._fleet: set[str] = set()
@@ -143,6 +132,22 @@ class Conductor:
             clock=clock,
         )
         self._in_force.set_halted_metric()
+
+    def _restart(self, *, client_of: ClientOf, changing: Callable[[str], None]) -> HealthChecks:
+        """The health checks, with the devices whose PUT or check a restart cut short
+        (checked again when in sync); the saved rollout goes on as restarted."""
+        rollout = self._saved.rollout
+        checks = HealthChecks(
+            health=self.health,
+            state=self._state,
+            records=self._records,
+            client_of=client_of,
+            revision=lambda: self.revision,
+            recheck=(d for d, s in (rollout.status.items() if rollout else ()) if s == "active"),
+            changing=changing,
+        )
+        self._saved.rollout = restarted(rollout) if rollout is not None else None
+        return checks
 
     def retune(self, retry: RetryPolicy) -> None:
         """New settings (SIGHUP): the retries of the next reverts."""
