@@ -7,7 +7,11 @@ is in a call (``calls.waitForIdle``): the gate reads ``/api/call/status`` and,
 while a session is listed, answers a :class:`Wait` with ``retry_after`` so the
 worker looks again in a few seconds without holding a concurrency slot, for at
 most ``calls.maxWait`` seconds, then lets the PUT go. A device that cannot
-report calls is idle (logged once). ``apply.deferred`` is logged once per wait.
+report calls (it refuses the request: no such function, no privilege) is idle,
+logged once; one whose answer is unusable (no connection, HTTP 5xx, a body that
+is not a call list), after the reconciler's retries, fails the reconcile as a
+read that failed: a PUT is never based on it. ``apply.deferred`` is logged once
+per wait.
 
 On a go, the health check takes its "before" reading (:class:`~syncd.health.Health`)
 and the rollout marks the device as under way.
@@ -19,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from syncd import events
-from syncd.client import DeviceClient, DeviceError
+from syncd.client import DeviceClient, DeviceError, TransportError
 from syncd.diff import Plan
 from syncd.health import Health
 from syncd.history import format_time
@@ -51,8 +55,24 @@ class Wait:
     until: datetime | None = None
 
 
-#: The hook :class:`~syncd.reconcile.Reconciler` calls: None means go.
-PutGate = Callable[[DeviceSpec, Plan, bool, DeviceClient], Awaitable[Wait | None]]
+#: How the gate reads a device: ``read(request, call)`` awaits ``call()`` under the
+#: reconciler's retry rule (``request`` names it in the retry events).
+Read = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+async def _once(request: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    return await call()
+
+
+class PutGate(Protocol):
+    """The hook :class:`~syncd.reconcile.Reconciler` calls: None means go.
+
+    A :class:`DeviceError` it raises is a read that failed: no PUT.
+    """
+
+    async def __call__(
+        self, spec: DeviceSpec, plan: Plan, drift: bool, client: DeviceClient, *, read: Read = ...
+    ) -> Wait | None: ...
 
 
 class RolloutView(Protocol):
@@ -99,12 +119,12 @@ class Gate:
         return self._deferred.get(device)
 
     async def __call__(
-        self, spec: DeviceSpec, plan: Plan, drift: bool, client: DeviceClient
+        self, spec: DeviceSpec, plan: Plan, drift: bool, client: DeviceClient, *, read: Read = _once
     ) -> Wait | None:
         policy = self._policy()
         wait = None if drift else self._change_wait(spec, policy)
         if wait is None and policy.calls.wait_for_idle:
-            wait = await self._call_wait(spec, client, policy)
+            wait = await self._call_wait(spec, client, policy, read)
         if wait is not None:
             self._log_deferred(spec.name, wait)
             return wait
@@ -135,11 +155,13 @@ class Gate:
         return None if state.open else Wait("window", until=state.next_open)
 
     async def _call_wait(
-        self, spec: DeviceSpec, client: DeviceClient, policy: FleetPolicy
+        self, spec: DeviceSpec, client: DeviceClient, policy: FleetPolicy, read: Read
     ) -> Wait | None:
         try:
-            busy = bool(await client.call_status())
-        except DeviceError as exc:
+            busy = bool(await read("GET", client.call_status))
+        except TransportError:
+            raise  # no usable answer: it may be in a call, so no PUT (the caller says why)
+        except DeviceError as exc:  # it refused: it cannot report calls
             if spec.name not in self._no_calls:
                 self._no_calls.add(spec.name)
                 events.calls_unknown(get_logger().bind(device=spec.name), error=str(exc))

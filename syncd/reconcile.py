@@ -189,7 +189,12 @@ class Reconciler:
         if not apply or spec.mode is not Mode.ENFORCE:
             return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
         if self._gate is not None:
-            wait = await self._gate(spec, plan, drift, client)
+            try:
+                wait = await self._gate(
+                    spec, plan, drift, client, read=functools.partial(self._with_retries, spec)
+                )
+            except DeviceError as exc:  # the call status could not be read
+                return self._unreadable(spec, exc)
             if wait is not None:
                 return Outcome.of(
                     spec,
@@ -207,16 +212,20 @@ class Reconciler:
             live = await self._with_retries(spec, "GET", client.get_accounts)
         except DeviceError as exc:
             self._passwords.unreachable(spec.name)
-            self._unreachable.add(spec.name)
-            log = self.log.bind(device=spec.name)
-            if isinstance(exc, AuthError):
-                if self._first(spec.name, "auth", exc.code):
-                    events.auth_failed(log, error=str(exc), code=exc.code)
-            elif self._first(spec.name, "unreachable", exc.kind):
-                events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
-            return Outcome.of(spec, "error", failure=Failure.from_error(exc))
+            return self._unreadable(spec, exc)
         self._unreachable.discard(spec.name)
         return live
+
+    def _unreadable(self, spec: DeviceSpec, exc: DeviceError) -> Outcome:
+        """A read failed, its retries too: the error outcome (logged once)."""
+        self._unreachable.add(spec.name)
+        log = self.log.bind(device=spec.name)
+        if isinstance(exc, AuthError):
+            if self._first(spec.name, "auth", exc.code):
+                events.auth_failed(log, error=str(exc), code=exc.code)
+        elif self._first(spec.name, "unreachable", exc.kind):
+            events.device_unreachable(log, error=str(exc), code=exc.code, kind=exc.kind)
+        return Outcome.of(spec, "error", failure=Failure.from_error(exc))
 
     def _announce(self, spec: DeviceSpec, plan: Plan, revision: str | None) -> bool:
         """Log a difference found (once, in observe mode, until it changes); whether it is drift."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from syncd import events
-from syncd.client import DeviceClient, DeviceError
+from syncd.client import DeviceClient, DeviceError, TransportError
 from syncd.diff import Change
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
@@ -136,7 +136,11 @@ class Reverter:
 async def wait_until_idle(
     client: DeviceClient, calls: CallsPolicy, clock: Callable[[], float]
 ) -> bool:
-    """No call under way (or the device cannot tell, or the wait passed ``maxWait``)."""
+    """No call under way (or the device cannot tell, or the wait passed ``maxWait``).
+
+    An unusable answer (no connection, HTTP 5xx, not a call list) may hide a call:
+    looked at again, as a call would be, within ``maxWait``.
+    """
     if not calls.wait_for_idle:
         return True
     started = clock()
@@ -144,6 +148,8 @@ async def wait_until_idle(
         try:
             if not await client.call_status():
                 return True
+        except TransportError:
+            pass
         except DeviceError:
             return True
         if clock() - started >= calls.max_wait:

@@ -33,6 +33,7 @@ from syncd.policy import (
     Window,
 )
 from syncd.reconcile import Reconciler
+from syncd.reverting import wait_until_idle
 from syncd.rollout_control import pause_saved, resume_saved
 from syncd.rollout_values import Decision, WaitReason
 from syncd.simulator import EmulatedDevice, Fleet
@@ -117,6 +118,31 @@ class TestGate:
         gate = Gate(policy=lambda: FleetPolicy(calls=CallsPolicy(wait_for_idle=False)))
         device.start_call()
         assert await gate(spec, await plan_for(client, spec), False, client) is None
+
+    async def test_a_revert_waits_on_an_unusable_call_status_until_max_wait(
+        self, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """A revert does not take a 503 from the call status as idle: it looks again, and goes
+        only once ``maxWait`` has passed (a refusal, the device cannot tell, goes at once)."""
+        device = emulated.devices[0]
+        client = DeviceClient(url=device.url, pool=pool)
+        ticks = iter([0.0, 1.0, 2.5])
+        device.inject(kind="status", status=503, path="/api/call/status", count=None)
+        policy = CallsPolicy(wait_for_idle=True, max_wait=2.0)
+        with pytest.MonkeyPatch.context() as patch:
+            slept: list[float] = []
+
+            async def sleep(seconds: float) -> None:
+                slept.append(seconds)
+
+            patch.setattr("syncd.reverting.asyncio.sleep", sleep)
+            assert await wait_until_idle(client, policy, lambda: next(ticks)) is True
+            assert len(slept) == 1  # read twice: at 1.0 s it waited, at 2.5 s it went
+            device.clear_faults()
+            device.inject(kind="reject", path="/api/call/status", code=10, count=None)
+            slept.clear()
+            assert await wait_until_idle(client, policy, lambda: 0.0) is True
+            assert slept == []
 
     async def test_the_rollout_is_asked_again_after_the_devices_calls_are_read(
         self, emulated: Fleet, pool: ClientPool
