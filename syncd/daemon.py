@@ -111,6 +111,7 @@ class Daemon:
             resync_interval=settings.resync_interval,
             kick=self.kick,
             metrics=self.metrics,
+            enabled=lambda: self.conductor.policy.health.monitor,
         )
         #: The STATUS line and the status snapshot the socket, the page and /metrics read.
         self.board = StatusBoard(

@@ -255,6 +255,13 @@ class DeviceView:
     def registration_unreadable(self) -> None:
         self._forget_registration()
 
+    def registration_off(self) -> bool:
+        """Monitoring is off: forget what was read; whether anything was known."""
+        if all(account.registered is None for account in self.accounts.values()):
+            return False
+        self._forget_registration()
+        return True
+
     def _forget_registration(self) -> None:
         for account in self.accounts.values():
             account.registered = None

@@ -8,6 +8,9 @@ that had registered with syncd's password stays unregistered for a whole
 resync (a factory reset in place). The gauge ``syncd_account_registered``
 follows every read.
 
+``health.monitor: false`` in ``_fleet.yaml`` turns it off: no reads, no
+gauge series, no resends.
+
 A device that cannot report registration (code 1, 4 or 10) gets one warning
 and is not asked again until its desired state changes; an answer that makes
 no sense is one warning sentence until it is read again. Neither affects the
@@ -50,6 +53,7 @@ class RegistrationMonitor:
         resync_interval: float,
         kick: Callable[[str], None],
         metrics: Metrics | None = None,
+        enabled: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._reconciler = reconciler
@@ -57,8 +61,8 @@ class RegistrationMonitor:
         self._kick = kick
         self._clock = clock
         self.resend_after = resync_interval * _WHOLE_RESYNC
-        #: ``health.monitor`` of ``_fleet.yaml`` (the rollout engine sets it); default on.
-        self.enabled = True
+        #: ``health.monitor`` of the ``_fleet.yaml`` in force (default on).
+        self._enabled = enabled
         self.log = get_logger()
 
     def retune(self, resync_interval: float) -> None:
@@ -79,7 +83,11 @@ class RegistrationMonitor:
             )
 
     async def _check(self, spec: DeviceSpec, outcome: Outcome, view: DeviceView) -> None:
-        if not self.enabled or not view.should_monitor(spec, outcome):
+        if not self._enabled():
+            if view.registration_off():  # turned off: what was read last is not kept
+                self._gauge(view)
+            return
+        if not view.should_monitor(spec, outcome):
             return
         log = self.log.bind(device=spec.name)
         try:

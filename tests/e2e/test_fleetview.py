@@ -125,6 +125,27 @@ class TestRegistration:
         wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
         assert not [e for e in proc.events if e["event"] == "registration.lost"][1:]
 
+    def test_monitor_false_in_fleet_yaml_turns_monitoring_off_and_back_on(self, sim, run, setup):
+        """``health.monitor: false``: no phone-status reads, no gauge, no registration.lost;
+        edited to true, monitoring comes back without a restart; to false, its gauge goes."""
+        fleet = sim(devices=1, register_delay=0.2)
+        dev = fleet.devices[0]
+        write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
+        write(setup.root, "_fleet.yaml", "health:\n  monitor: false\n  registration: false\n")
+        proc = run(0.3)
+        proc.wait_for("apply.succeeded", device="dev1")
+        registration(dev.url, fail=True)
+        time.sleep(1.5)  # five resyncs
+        assert [e for e in dev.journal if e.path == "/api/phone/status"] == []
+        assert setup.metric("syncd_account_registered", device="dev1") is None
+        assert not [e for e in proc.events if e["event"] == "registration.lost"]
+        write(setup.root, "_fleet.yaml", "health:\n  monitor: true\n  registration: false\n")
+        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 0)
+        registration(dev.url, fail=False)
+        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        write(setup.root, "_fleet.yaml", "health:\n  monitor: false\n  registration: false\n")
+        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") is None)
+
     def test_a_device_that_cannot_report_is_warned_about_once(self, sim, run, setup):
         """Code 10 on the phone status: one warning naming the privilege; the device stays in sync."""
         fleet = sim(devices=1)
