@@ -77,17 +77,19 @@ class _Account:
     registered: bool | None = None
     #: Unix time of the first read that found it unregistered (None: registered or unknown).
     down_since: float | None = None
-    #: It was seen registered while the password syncd applied was in force.
-    proven: bool = False
+    #: The desired account it was seen registered under, with the password syncd applied
+    #: in force (None: never): a resend needs the same desired account in force now.
+    proven_for: object = None
     #: ``registration.lost`` was logged and ``registration.restored`` not yet.
     lost: bool = False
     resent_at: float | None = None
 
-    def up(self, *, proof: bool) -> bool:
-        """It reads registered (``proof``: with syncd's password); whether that ends a loss."""
+    def up(self, *, proof: object) -> bool:
+        """It reads registered (``proof``: the desired account in force with syncd's password,
+        or None); whether that ends a loss."""
         self.down_since = None
-        if proof:
-            self.proven = True
+        if proof is not None:
+            self.proven_for = proof
         restored, self.lost = self.lost, False
         return restored
 
@@ -100,12 +102,13 @@ class _Account:
             return True
         return False
 
-    def resend_due(self, now: float, *, after: float) -> bool:
-        """Send its password again now? Once it proved it and stayed down ``after`` seconds,
-        at most every :data:`RESEND_EVERY`; yes counts as sent."""
+    def resend_due(self, now: float, *, after: float, desired: object) -> bool:
+        """Send its password again now? Once ``desired`` proved it (registered) and it stayed
+        down ``after`` seconds, at most every :data:`RESEND_EVERY`; yes counts as sent."""
         due = self.resent_at is None or now - self.resent_at >= RESEND_EVERY
         down_long = self.down_since is not None and now - self.down_since >= after
-        if not (self.proven and due and down_long):
+        proven = self.proven_for is not None and self.proven_for == desired
+        if not (proven and due and down_long):
             return False
         self.resent_at = self.down_since = now
         return True
@@ -274,21 +277,23 @@ class DeviceView:
         *,
         now: float,
         changed: Iterable[int] = (),
-        managed: Iterable[int] = (),
+        managed: Mapping[int, object] | None = None,
         in_force: bool = False,
         resend_after: float,
     ) -> RegistrationNews:
         """Take a phone-status read; what changed by itself, and which passwords to send again.
 
         ``changed``: accounts syncd's own PUT just changed (their registration
-        restarts, that is no news); ``managed``: accounts whose password syncd
-        manages; ``in_force``: the device is in sync in enforce mode, so the
-        passwords syncd applied are the ones on it. A managed account that was
-        registered with syncd's password, should register (enabled, with
-        registration) and stays unregistered for ``resend_after`` seconds gets
-        its password sent again, at most once an hour.
+        restarts, that is no news); ``managed``: the desired accounts whose
+        password syncd manages, by number; ``in_force``: the device is in sync in
+        enforce mode, so the passwords syncd applied are the ones on it. A managed
+        account that was registered with syncd's password under the same desired
+        account, should register (enabled, with registration) and stays
+        unregistered for ``resend_after`` seconds gets its password sent again, at
+        most once an hour. Under new desired settings (a commit's PUT) an account
+        that does not register is a bad setting, not a factory reset: no resend.
         """
-        changed, managed = set(changed), set(managed)
+        changed, managed = set(changed), managed or {}
         self.end("registration-unreadable")
         lost: list[int] = []
         restored: list[int] = []
@@ -301,7 +306,7 @@ class DeviceView:
             if registered is None:
                 account.down_since = None
             elif registered:
-                if account.up(proof=in_force and number in managed):
+                if account.up(proof=managed.get(number) if in_force else None):
                     restored.append(number)
             elif number in changed:
                 account.down_since = now  # syncd's PUT restarted its registration
@@ -309,7 +314,8 @@ class DeviceView:
                 if account.down(before, now):
                     lost.append(number)
                 ours = in_force and number in managed and _should_register(status)
-                if ours and account.resend_due(now, after=resend_after):
+                desired = managed.get(number)
+                if ours and account.resend_due(now, after=resend_after, desired=desired):
                     resend.append(number)
         self.version += 1
         return RegistrationNews(tuple(lost), tuple(restored), tuple(resend))

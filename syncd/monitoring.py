@@ -110,7 +110,7 @@ class RegistrationMonitor:
             self._gauge(view)
             return
         changed = {c.account for c in outcome.changes} if outcome.status != "changes" else set()
-        managed = {n for n, a in spec.accounts.items() if a.password is not None}
+        managed = {n: a for n, a in spec.accounts.items() if a.password is not None}
         news = view.registration_read(
             statuses,
             now=self._clock(),

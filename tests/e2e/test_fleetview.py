@@ -161,6 +161,25 @@ class TestRegistration:
         assert [e["event"] for e in proc.events].count("registration.unsupported") == 1
         assert setup.metric("syncd_device_in_sync", device="dev1") == 1
 
+    def test_a_registration_slower_than_a_resync_after_a_commit_is_no_factory_reset(
+        self, sim, run, setup
+    ):
+        """syncd's PUT of new SIP settings: the account takes longer than a resync to register
+        again; that is no factory reset (no password.resent, the password sent once)."""
+        fleet = sim(devices=1, register_delay=1.5)
+        dev = fleet.devices[0]
+        write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
+        proc = run(0.3)
+        proc.wait_for("apply.succeeded", device="dev1")
+        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        account = SIP_ACCOUNT.format(name="Door") + "    domainPort: 5099\n"
+        write(setup.root, "dev1.yaml", device_yaml(dev.url, account))
+        proc.wait_for("apply.succeeded", device="dev1")  # the second one
+        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        assert not [e for e in proc.events if e["event"] == "password.resent"]
+        bodies = [e.blob_text for e in dev.journal if e.method == "PUT"]
+        assert len(bodies) == 2 and "password" in bodies[0] and "password" not in bodies[1]
+
     def test_factory_reset_in_place_gets_its_password_again(self, sim, run, setup):
         """A device reset in place (same serial) registers again: syncd resends the password itself."""
         fleet = sim(devices=1, register_delay=0.1)

@@ -142,17 +142,40 @@ class TestRegistration:
     def test_password_resent_after_a_whole_resync_at_most_hourly(self):
         """Registered with syncd's password, then down for a resync: resend; not again within the hour."""
         view = DeviceView(spec())
-        kw = {"managed": [1], "in_force": True, "resend_after": 50}
+        kw = {"managed": {1: "desired"}, "in_force": True, "resend_after": 50}
         view.registration_read(up(True), now=0, **kw)
         assert view.registration_read(up(False), now=10, **kw).resend == ()
         assert view.registration_read(up(False), now=70, **kw).resend == (1,)
         assert view.registration_read(up(False), now=200, **kw).resend == ()
         assert view.registration_read(up(False), now=10 + HOUR + 100, **kw).resend == (1,)
 
+    def test_no_resend_under_new_desired_settings_until_they_register(self):
+        """A commit's PUT changed the account: a registration slower than a resync (or a
+        registrar the new settings cannot reach) is no factory reset; proven, it is again."""
+        view = DeviceView(spec())
+        kw = {"in_force": True, "resend_after": 50}
+        old, new = {1: "domain a"}, {1: "domain b"}
+        view.registration_read(up(True), now=0, managed=old, **kw)
+        view.registration_read(up(False), now=10, changed=[1], managed=new, **kw)
+        assert view.registration_read(up(False), now=100, managed=new, **kw).resend == ()
+        assert view.registration_read(up(False), now=1000, managed=new, **kw).resend == ()
+        view.registration_read(up(True), now=1010, managed=new, **kw)
+        view.registration_read(up(False), now=1020, managed=new, **kw)
+        assert view.registration_read(up(False), now=1080, managed=new, **kw).resend == (1,)
+
+    def test_a_drift_correction_keeps_the_proof(self):
+        """Factory reset in place: the settings put back are the ones proven, so the password
+        is sent again a resync after the correction."""
+        view = DeviceView(spec())
+        kw = {"managed": {1: "desired"}, "in_force": True, "resend_after": 50}
+        view.registration_read(up(True), now=0, **kw)
+        view.registration_read(up(False), now=10, changed=[1], **kw)
+        assert view.registration_read(up(False), now=70, **kw).resend == (1,)
+
     def test_no_resend_without_proof_or_when_it_should_not_register(self):
         """Never registered with syncd's password, or registration disabled: no resend."""
         never = DeviceView(spec())
-        kw = {"managed": [1], "in_force": True, "resend_after": 50}
+        kw = {"managed": {1: "desired"}, "in_force": True, "resend_after": 50}
         never.registration_read(up(False), now=0, **kw)
         assert never.registration_read(up(False), now=100, **kw).resend == ()
         off = DeviceView(spec())
