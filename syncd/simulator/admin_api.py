@@ -5,7 +5,8 @@ process cannot call Python methods; these endpoints expose the same controls
 (state and drift, faults, journal, nonces, calls, registration failures) over
 plain HTTP on each device's own port. They need no authentication, are not
 journaled and never consume faults, so using them does not disturb what is
-being tested. Errors are HTTP 400 with ``{"error": "..."}``.
+being tested. Errors are HTTP 400 with ``{"error": "..."}`` (404 for a path that is no
+admin endpoint, 405 for a method an endpoint does not take, with the same body).
 """
 
 from __future__ import annotations
@@ -161,6 +162,19 @@ def add_admin_routes(router: web.UrlDispatcher) -> None:
     router.add_post(f"{PREFIX}/call", post_call)
     router.add_delete(f"{PREFIX}/call", delete_calls)
     router.add_post(f"{PREFIX}/registration", post_registration)
+    router.add_route("*", PREFIX + "{tail:(/.*)?}", no_such_endpoint)
+
+
+async def no_such_endpoint(request: web.Request) -> web.Response:
+    """Any other admin path or method: 404 or 405, with the JSON error body of the others."""
+    known = {
+        r.canonical for r in request.app.router.resources() if r.canonical.startswith(PREFIX + "/")
+    }
+    if request.path in known:
+        message, status = f"{request.method} is not allowed on {request.path}", 405
+    else:
+        message, status = f"no admin endpoint {request.path}", 404
+    return web.json_response({"error": message}, status=status)
 
 
 async def _json_body(request: web.Request, *, empty: Any = None) -> Any:

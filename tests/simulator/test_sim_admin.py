@@ -45,6 +45,19 @@ class TestAdminEndpoints:
         assert "answerMode" in response.json()["error"]
         assert device.accounts[0]["enabled"] is False
 
+    async def test_unknown_path_or_method_is_a_json_error(
+        self, fleet: Fleet, client: httpx.AsyncClient
+    ) -> None:
+        """An admin path that does not exist is 404, a wrong method 405, both ``{"error"}``."""
+        device = fleet.device(1)
+        missing = await client.get(f"{device.url}/_emulator/nothing")
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "no admin endpoint /_emulator/nothing"}
+        wrong = await client.patch(f"{device.url}/_emulator/state", json={})
+        assert wrong.status_code == 405
+        assert wrong.json() == {"error": "PATCH is not allowed on /_emulator/state"}
+        assert device.journal == []
+
     async def test_reset(self, fleet: Fleet, client: httpx.AsyncClient) -> None:
         """DELETE /_emulator/state restores the factory state."""
         device = fleet.device(1)
