@@ -26,6 +26,7 @@ from syncd.gctune import collector_paused
 if TYPE_CHECKING:
     from syncd.cluster.snapshot import StateSnapshot
     from syncd.outcome import Outcome
+    from syncd.policy import PolicyResult
     from syncd.settings import Settings
     from syncd.state import FileStateStore
 
@@ -95,29 +96,39 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
     return desired
 
 
-def load_resolved(settings: Settings, devices: Sequence[str]) -> tuple[DesiredState, Resolved, str]:
-    """``plan``'s and ``apply``'s load: the tree, its devices as specs, and its revision
-    (``desired.loaded`` carries it, as every event about the desired state does)."""
+def load_resolved(
+    settings: Settings, devices: Sequence[str]
+) -> tuple[DesiredState, Resolved, PolicyResult, str]:
+    """``plan``'s and ``apply``'s load: the tree, its devices as specs, ``_fleet.yaml``, and
+    the revision (``desired.loaded`` carries it, as every event about the desired state does)."""
     from syncd import events
     from syncd.devices_view import revision_material
     from syncd.logs import get_logger
+    from syncd.policy import policy_material
     from syncd.revision import desired_revision
 
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)
     resolved = resolve_desired(desired, environ=os.environ, only=devices)
+    policy = load_policy(settings.desired_dir)
     # The tree's revision, whatever --device selects: every valid device counts (the
-    # fingerprint holds no secret, so the devices not resolved here hash as they are).
+    # fingerprint holds no secret, so the devices not resolved here hash as they are),
+    # and the policy, as the daemon counts it.
     in_tree = {n: s for n, s in desired.devices.items() if n not in resolved.broken}
-    revision = desired_revision(settings.desired_dir, revision_material(in_tree))
+    material = revision_material(in_tree) + policy_material(
+        policy.policy, invalid=bool(policy.errors)
+    )
+    revision = desired_revision(settings.desired_dir, material)
     log = get_logger()
     for problem in resolved.problems[len(desired.problems) :]:  # secrets that did not resolve
+        events.desired_problem(log, problem)
+    for problem in policy.problems:
         events.desired_problem(log, problem)
     # Counted as the daemon counts them: devices that can be acted on, and those that cannot.
     events.desired_loaded(
         log, devices=len(resolved.specs), invalid=len(resolved.broken), revision=revision
     )
-    return desired, resolved, revision
+    return desired, resolved, policy, revision
 
 
 def _check_filter(desired: DesiredState, devices: Sequence[str]) -> None:
@@ -175,14 +186,14 @@ NO_RECORD = "(no record)"
 
 async def _pass(
     settings: Settings, devices: Sequence[str], *, state: FileStateStore | StateSnapshot
-) -> tuple[list[Outcome], dict[str, str]]:
+) -> tuple[list[Outcome], dict[str, str], PolicyResult]:
     """``plan``'s read of every device: nothing is changed, on the devices or in the state."""
     from syncd.client import ClientPool
     from syncd.progress import Progress
     from syncd.reconcile import Reconciler, reconcile_many
     from syncd.retrying import RetryPolicy
 
-    _, resolved, revision = load_resolved(settings, devices)
+    _, resolved, policy, revision = load_resolved(settings, devices)
     async with ClientPool(
         timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
     ) as pool:
@@ -201,19 +212,24 @@ async def _pass(
             )
         finally:
             progress.close()
-    return outcomes, resolved.broken
+    return outcomes, resolved.broken, policy
 
 
 def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     """Print what would change; read-only: the state dir is never created or written, and
-    in a cluster (SPEC 11) the records are the ones the nodes keep in etcd, read once."""
+    in a cluster (SPEC 11) the records are the ones the nodes keep in etcd, read once.
+
+    An invalid ``_fleet.yaml`` is an error (exit 1, as ``apply`` refuses): the plan is
+    printed, its problems are in ``--json``, and stderr names the first one.
+    """
     from syncd import events, loop
+    from syncd.command_errors import report_error
     from syncd.logs import get_logger
     from syncd.outcome import Tally
     from syncd.report import plan_json, plan_text, rollout_facts
 
     state = _plan_state(settings)
-    outcomes, broken = loop.run(_pass(settings, devices, state=state))
+    outcomes, broken, policy = loop.run(_pass(settings, devices, state=state))
     shown = outcomes  # the text marks a due password "(no record)" when there are none
     if not state.has_password_records():
         shown = [_unrecorded(o) for o in outcomes]
@@ -224,15 +240,27 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
                 events.passwords_unrecorded(get_logger(), state_dir=str(settings.state_dir))
     if as_json:
         # SPEC 5's machine form: a due password is "(will be set)"; the warning says why.
-        sys.stdout.write(plan_json(outcomes, broken, **rollout_facts(settings.desired_dir)))
+        facts = rollout_facts(policy.policy)
+        sys.stdout.write(plan_json(outcomes, broken, invalid=policy.errors, **facts))
     else:
         sys.stdout.write(plan_text(shown, broken))
     tally = Tally.of(outcomes, broken=len(broken))
+    if policy.errors:
+        sys.stdout.flush()
+        report_error(_policy_refused(policy, "no rollout can start until it is valid"))
+        return EXIT_ERROR
     if tally.errors:
         return EXIT_ERROR
     if tally.changes:
         return EXIT_CHANGES
     return EXIT_OK
+
+
+def _policy_refused(policy: PolicyResult, when: str) -> str:
+    """The sentence naming ``_fleet.yaml``'s first error (and how many more)."""
+    errors = policy.errors
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{errors[0]}{more}; fix {FLEET_FILE} {when}"
 
 
 def _plan_state(settings: Settings) -> FileStateStore | StateSnapshot:
@@ -308,10 +336,9 @@ async def _apply_pass(
     from syncd.foreground import rollout_pass
     from syncd.progress import Progress
 
-    desired, resolved, revision = load_resolved(settings, devices)
-    policy = load_policy(settings.desired_dir)
+    desired, resolved, policy, revision = load_resolved(settings, devices)
     if policy.errors:
-        raise CommandError(f"{policy.errors[0]}; fix {FLEET_FILE} before applying")
+        raise CommandError(_policy_refused(policy, "before applying"))
     progress = Progress(len(resolved.specs))
     try:
         result = await rollout_pass(

@@ -176,10 +176,15 @@ class Conductor:
 
         A change under a desired state already applied (a password alone: the
         fingerprint holds none) is not the rollout's: it does not wait for a wave.
+        Any other change waits while ``_fleet.yaml`` is invalid and no valid
+        policy is known (it would go out without the rollout the file asks for).
         Without ``_fleet.yaml`` nothing waits but for a pause. A cluster node that
         does not drive waits until the driver has the rollout of its revision.
         """
         rollout, paused = self.rollout, self.paused
+        invalid = self._policy.invalid
+        if invalid is not None and self._state.applied_fingerprint(spec.name) != spec.fingerprint:
+            return Decision(False, WaitReason.POLICY, detail=str(invalid))
         if (
             not self._policy.fleet_file  # without it: one wave, failed devices tried again
             or self._state.applied_fingerprint(spec.name) == spec.fingerprint
@@ -231,9 +236,17 @@ class Conductor:
 
     def _start_pending(self, revision: str) -> None:
         """The driver's part of a load: a new rollout if the pending changes are new."""
+        if self._policy.invalid is not None:
+            return  # no policy to roll out under; the saved rollout stays as it is
         fleet, applied = self._fleet, self._state.applied_fingerprint
-        if self._in_force.start_pending(revision, self._specs, fleet, applied):
+        keep = self._policy.file_invalid  # a commit that broke it is no new desired state
+        if self._in_force.start_pending(revision, self._specs, fleet, applied, same_revision=keep):
             self._checks.forget()
+
+    def revision_material(self, policy: PolicyResult) -> str:
+        """What the ``tree:`` revision hashes of ``_fleet.yaml`` when ``policy`` is loaded next
+        (the policy that will be in force: the last valid one while the file is invalid)."""
+        return self._policy.material(policy)
 
     def wave_done(self) -> bool:
         """Every device of the current wave has its outcome (the bake may be under way)."""

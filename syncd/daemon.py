@@ -180,17 +180,19 @@ class Daemon:
             # The 30 s backstop repeats only what is new, so journald is not flooded.
             periodic = why == "periodic"
             seen, self._last_problems = self._last_problems, set(resolved.problems)
+            policy = await asyncio.to_thread(load_policy, self.desired_dir)
             report_problems(
                 resolved,
                 logged=seen if periodic else None,
                 log=self.log,
                 metrics=self.metrics,
                 fleet=self.view,
+                policy=policy.errors,  # logged by the conductor, once each
             )
             current = {name: worker.spec for name, worker in self.workers.by_name.items()}
             specs = specs_in_force(desired, resolved, current)
-            policy = await asyncio.to_thread(load_policy, self.desired_dir)
-            revision = desired_revision(self.desired_dir, revision_material(specs))
+            material = revision_material(specs) + self.conductor.revision_material(policy)
+            revision = desired_revision(self.desired_dir, material)
             new_revision = revision != self.revision
             self._set_revision(revision)
             self.sharing.publish_revision(revision)

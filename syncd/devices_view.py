@@ -379,6 +379,7 @@ _WAITING_FOR = {
     "paused": "the rollout is paused",
     "active": "its change is under way",
     "done": "failed in this revision's rollout; `syncd rollout resume` tries it again",
+    "policy": "_fleet.yaml is invalid: its change waits until the file is fixed",
 }
 #: A wait that follows the device's own failure in the rollout.
 _AFTER_FAILURE = frozenset({"halted", "done"})

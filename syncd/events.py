@@ -165,9 +165,15 @@ def request_retrying(log: Log, *, request: str, attempt: int, delay: float, erro
 
 
 def apply_deferred(
-    log: Log, *, reason: str, until: str | None = None, revision: str | None = None
+    log: Log,
+    *,
+    reason: str,
+    until: str | None = None,
+    revision: str | None = None,
+    error: str | None = None,
 ) -> None:
-    log.info("apply.deferred", reason=reason, **_given(until=until, revision=revision))
+    """A PUT waits; ``error`` says why a ``policy`` wait waits (``_fleet.yaml``'s error)."""
+    log.info("apply.deferred", reason=reason, **_given(until=until, revision=revision, error=error))
 
 
 def apply_reverted(log: Log, *, fields: Fields, revision: str | None = None) -> None:

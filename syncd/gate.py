@@ -40,19 +40,24 @@ __all__ = ["Gate", "PutGate", "Wait"]
 
 #: Seconds between two reads of a busy device's call status.
 CALL_RECHECK = 3.0
+#: The waits logged as ``apply.deferred`` (the rollout's own events tell about the others).
+_LOGGED = frozenset({"window", "call", "policy"})
 
 
 @dataclass(frozen=True)
 class Wait:
-    """Not now: ``reason`` (``wave``, ``window``, ``call``, ``halted``, ``paused``, ``done``).
+    """Not now: ``reason`` (``wave``, ``window``, ``call``, ``halted``, ``paused``, ``done``,
+    ``policy``).
 
     ``retry_after`` asks the worker to look again that soon (a call); ``until``
-    is when the next allowed window opens.
+    is when the next allowed window opens; ``detail`` says what a ``policy``
+    wait waits for (the error of ``_fleet.yaml``, with its file:line).
     """
 
     reason: str
     retry_after: float | None = None
     until: datetime | None = None
+    detail: str | None = None
 
 
 #: How the gate reads a device: ``read(request, call)`` awaits ``call()`` under the
@@ -148,7 +153,7 @@ class Gate:
         if self._rollout is not None:
             decision = self._rollout.may_start(spec)
             if not decision.go:
-                return Wait(str(decision.reason))
+                return Wait(str(decision.reason), detail=decision.detail)
         if self.ignore_windows or not policy.windows:
             return None
         state = window_state(policy.windows, self._wall())
@@ -177,7 +182,7 @@ class Gate:
         return Wait("call", retry_after=min(self._call_recheck, left))
 
     def _log_deferred(self, device: str, wait: Wait) -> None:
-        if wait.reason not in ("window", "call"):
+        if wait.reason not in _LOGGED:
             self._deferred[device] = wait.reason  # the rollout's own events tell why
             return
         if self._deferred.get(device) == wait.reason:
@@ -186,4 +191,6 @@ class Gate:
         until = format_time(wait.until) if wait.until is not None else None
         revision = self._rollout.revision if self._rollout is not None else None
         log = get_logger().bind(device=device)
-        events.apply_deferred(log, reason=wait.reason, until=until, revision=revision)
+        events.apply_deferred(
+            log, reason=wait.reason, until=until, revision=revision, error=wait.detail
+        )

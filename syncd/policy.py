@@ -8,7 +8,8 @@ deferral and registration monitoring on).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from syncd.desired.result import Problem
@@ -27,6 +28,7 @@ __all__ = [
     "Wave",
     "Window",
     "WindowKind",
+    "policy_material",
 ]
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -119,3 +121,15 @@ class PolicyResult:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if not p.warning]
+
+
+def policy_material(policy: FleetPolicy | None, *, invalid: bool = False) -> str:
+    """What a ``tree:`` revision hashes of ``_fleet.yaml`` (SPEC 10: the policy is part
+    of the desired state): the policy in force as values (a comment changes nothing),
+    a mark when the file is invalid and no valid policy is known, nothing without it."""
+    if invalid:
+        return "_fleet.yaml: invalid\n"
+    if policy is None:
+        return ""
+    values = json.dumps(asdict(policy), sort_keys=True, default=sorted)
+    return f"_fleet.yaml={values}\n"

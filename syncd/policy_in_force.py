@@ -3,6 +3,14 @@
 An invalid ``_fleet.yaml`` keeps the last valid policy in force, and each of
 its problems is logged once, when it first appears. Without the file the
 default policy applies (:data:`syncd.policy.DEFAULT_POLICY`).
+
+An invalid ``_fleet.yaml`` with no valid one read before (a start, or a file
+that appears invalid) leaves no policy a change could be rolled out under:
+:attr:`PolicyInForce.invalid` names its first error, and until the file is
+fixed no rollout starts and no change goes out (drift corrections do, under
+the default policy: they are no rollout's). While the file is invalid, a new
+revision (a Git commit that broke it) with the same pending changes keeps the
+rollout in force, a halted one halted.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from typing import Any
 
 from syncd import events
 from syncd.desired import Problem
-from syncd.policy import DEFAULT_POLICY, FleetPolicy, PolicyResult
+from syncd.policy import DEFAULT_POLICY, FleetPolicy, PolicyResult, policy_material
 from syncd.waves import assign_waves, wave_order
 from syncd.windows import WindowState, window_state
 
@@ -29,6 +37,10 @@ class PolicyInForce:
         self.fleet_file = False
         self._log = log
         self._wall = wall
+        #: The first error of an invalid ``_fleet.yaml`` while no valid policy is known.
+        self.invalid: Problem | None = None
+        #: Whether ``_fleet.yaml`` is invalid now (the last valid policy may be in force).
+        self.file_invalid = False
         self._problems: set[Problem] = set()
         self._waves: dict[str, str] = {}
 
@@ -38,10 +50,24 @@ class PolicyInForce:
         for problem in sorted(problems - self._problems, key=str):
             events.desired_problem(self._log, problem)
         self._problems = problems
+        self.file_invalid = bool(result.errors)
         if not result.errors:
             self.policy = result.policy if result.policy is not None else DEFAULT_POLICY
             self.fleet_file = result.policy is not None
-        self._waves = assign_waves(fleet, self.policy.rollout.waves)
+            self.invalid = None
+        elif not self.fleet_file:
+            self.invalid = result.errors[0]
+        # No wave is anyone's while no policy says what the waves are.
+        waves = assign_waves(fleet, self.policy.rollout.waves) if self.invalid is None else {}
+        self._waves = waves
+
+    def material(self, result: PolicyResult) -> str:
+        """What the ``tree:`` revision hashes of the policy once ``result`` is in :meth:`use`."""
+        if not result.errors:
+            return policy_material(result.policy)
+        if self.fleet_file:
+            return policy_material(self.policy)  # the last valid one stays in force
+        return policy_material(None, invalid=True)
 
     def wave_of(self, device: str) -> str | None:
         """The device's wave under the policy in force."""

@@ -10,7 +10,7 @@ device whose file turned invalid.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,14 +49,18 @@ def report_problems(
     log: Any,
     metrics: Metrics,
     fleet: FleetView,
+    policy: Sequence[Problem] = (),
 ) -> None:
-    """Log the problems (all, or those not in ``logged``); count them, show the invalid files."""
+    """Log the problems (all, or those not in ``logged``); count them, show the invalid files.
+
+    ``policy`` are the errors of ``_fleet.yaml``: counted and shown, not logged here.
+    """
     for problem in resolved.problems:
         if logged is None or problem not in logged:
             device = name_from_path(problem.file)
             named = device if device in resolved.broken else None
             events.desired_problem(log, problem, device=named)
-    errors = [p for p in resolved.problems if not p.warning]
+    errors = [*(p for p in resolved.problems if not p.warning), *policy]
     invalid_files = len({p.file for p in errors})
     metrics.load_errors.inc(invalid_files)
     metrics.invalid_files.set(invalid_files)

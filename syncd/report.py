@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from syncd.desired.fleet import load_policy
+from syncd.desired import Problem
 from syncd.history import format_time
 from syncd.outcome import Outcome, Tally
 from syncd.policy import FleetPolicy
@@ -64,9 +63,8 @@ def plan_text(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rollout_facts(desired_dir: Path) -> dict[str, Any]:
+def rollout_facts(policy: FleetPolicy | None) -> dict[str, Any]:
     """With a valid ``_fleet.yaml``: the policy, for ``plan --json``'s waves and window."""
-    policy = load_policy(desired_dir).policy
     if policy is None:
         return {}
     return {"policy": policy, "window": window_state(policy.windows, datetime.now(UTC))}
@@ -78,8 +76,10 @@ def plan_json(
     *,
     policy: FleetPolicy | None = None,
     window: WindowState | None = None,
+    invalid: Sequence[Problem] = (),
 ) -> str:
-    """``plan --json``; with a fleet ``policy``, each device's ``wave`` and the ``window``."""
+    """``plan --json``; with a fleet ``policy``, each device's ``wave`` and the ``window``;
+    with ``invalid`` (the errors of ``_fleet.yaml``), ``invalid_files`` as status shows them."""
     devices: list[dict[str, Any]] = []
     for o in sorted(outcomes, key=lambda o: o.device):
         error = None
@@ -120,4 +120,8 @@ def plan_json(
         state = window or WindowState(True)
         next_open = format_time(state.next_open) if state.next_open is not None else None
         doc["window"] = {"open": state.open, "next_open": next_open}
+    if invalid:
+        doc["invalid_files"] = [
+            {"file": p.file, "line": p.line, "error": p.detail} for p in invalid
+        ]
     return json.dumps(doc, indent=2) + "\n"

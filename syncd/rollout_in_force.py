@@ -57,11 +57,15 @@ class RolloutInForce:
         specs: Mapping[str, DeviceSpec],
         fleet: set[str],
         applied: Callable[[str], str | None],
+        *,
+        same_revision: bool = False,
     ) -> bool:
         """The driver's part of a load: a new rollout if the pending changes are new.
 
         ``applied`` gives a device's fingerprint last applied. True when a new
         rollout started (what the last one had under way is forgotten).
+        ``same_revision``: a new revision with the same pending changes keeps the
+        rollout (what differs is an invalid ``_fleet.yaml``, which changes nothing).
         """
         pending = {
             name: spec.fingerprint
@@ -71,7 +75,7 @@ class RolloutInForce:
         current = self._saved.rollout
         if (
             current is None
-            or current.revision != revision
+            or (current.revision != revision and not same_revision)
             or any(self._saved.fingerprints.get(d) != fp for d, fp in pending.items())
         ):
             if current is None and not pending:

@@ -55,6 +55,7 @@ class WaitReason(enum.StrEnum):
     PAUSED = "paused"
     ACTIVE = "active"  # it is already under way
     DONE = "done"  # it has its outcome in this rollout
+    POLICY = "policy"  # _fleet.yaml is invalid and no valid policy is known
 
 
 #: What the caller reports about one device.
@@ -90,6 +91,8 @@ class Decision:
     go: bool
     reason: WaitReason | None = None
     wave: str | None = None
+    #: What the wait is about in one sentence (the policy file's error), if it says.
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
