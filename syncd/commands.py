@@ -102,10 +102,9 @@ def load_resolved(
     """``plan``'s and ``apply``'s load: the tree, its devices as specs, ``_fleet.yaml``, and
     the revision (``desired.loaded`` carries it, as every event about the desired state does)."""
     from syncd import events
-    from syncd.devices_view import revision_material
     from syncd.logs import get_logger
     from syncd.policy import policy_material
-    from syncd.revision import desired_revision
+    from syncd.revision import desired_revision, revision_material
 
     desired = load_tree(settings.desired_dir)
     _check_filter(desired, devices)

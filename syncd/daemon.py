@@ -25,7 +25,6 @@ from syncd.daemon_control import StatusBoard, control_server, resend_passwords
 from syncd.desired import Loader, Problem, resolve_desired, unmatched_patterns
 from syncd.desired.fleet import load_policy
 from syncd.device_workers import DeviceWorkers
-from syncd.devices_view import revision_material
 from syncd.fleet_view import FleetView
 from syncd.gate import Gate
 from syncd.history import HistoryLog
@@ -39,7 +38,7 @@ from syncd.outcome import Outcome
 from syncd.reconcile import HistorySink, Reconciler
 from syncd.reloading import read_desired, report_problems, specs_in_force
 from syncd.retrying import RetryPolicy
-from syncd.revision import desired_revision
+from syncd.revision import desired_revision, revision_material
 from syncd.settings import Settings
 from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing

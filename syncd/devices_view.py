@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from syncd.device_status import AccountStatus
 from syncd.diff import Change
@@ -21,11 +20,7 @@ from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Outcome
 from syncd.status import DeviceState, DeviceStatus
 
-__all__ = [
-    "DeviceView",
-    "difference_key",
-    "revision_material",
-]
+__all__ = ["DeviceView", "difference_key"]
 
 #: Topics of repeating events and how often each may be logged again while it lasts
 #: (None: once, until the condition goes away or changes).
@@ -55,14 +50,6 @@ _STATE_OF: dict[str, DeviceState] = {
 }
 #: Failure kinds where the device did not answer at all.
 _UNREACHABLE_KINDS = frozenset({"transport", "tls"})
-
-
-def revision_material(specs: Mapping[str, DeviceSpec[Any]]) -> str:
-    """What a ``tree:`` revision hashes: one ``name=fingerprint mode`` line per spec in force,
-    sorted (the fingerprint holds the URL and the accounts, the mode is written apart)."""
-    return "".join(
-        f"{name}={specs[name].fingerprint} {specs[name].mode.value}\n" for name in sorted(specs)
-    )
 
 
 def difference_key(changes: Iterable[Change]) -> tuple[tuple[int, str, str, str], ...]:

@@ -18,9 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["desired_revision", "git_head", "tree_revision"]
+if TYPE_CHECKING:
+    from syncd.model import DeviceSpec
+
+__all__ = ["desired_revision", "git_head", "revision_material", "tree_revision"]
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _MAX_SYMREF_DEPTH = 5
@@ -33,6 +38,14 @@ def desired_revision(desired_dir: Path, material: str | bytes) -> str:
     example the sorted device fingerprints); only the ``tree:`` form uses it.
     """
     return git_head(desired_dir) or tree_revision(material)
+
+
+def revision_material(specs: Mapping[str, DeviceSpec[Any]]) -> str:
+    """What a ``tree:`` revision hashes: one ``name=fingerprint mode`` line per spec in force,
+    sorted (the fingerprint holds the URL and the accounts, the mode is written apart)."""
+    return "".join(
+        f"{name}={specs[name].fingerprint} {specs[name].mode.value}\n" for name in sorted(specs)
+    )
 
 
 def tree_revision(material: str | bytes) -> str:

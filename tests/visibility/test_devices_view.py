@@ -8,11 +8,12 @@ from dataclasses import replace
 from pydantic import SecretStr
 
 from syncd.device_status import AccountStatus
-from syncd.devices_view import DeviceView, difference_key, revision_material
+from syncd.devices_view import DeviceView, difference_key
 from syncd.diff import Change
 from syncd.fleet_view import FleetView
 from syncd.model import AccountSpec, DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
+from syncd.revision import revision_material
 from syncd.status import status_json
 
 HOUR = 3600.0
