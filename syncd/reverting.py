@@ -26,7 +26,7 @@ from syncd.model import DeviceSpec
 from syncd.policy import CallsPolicy
 from syncd.retrying import RetryPolicy, with_retries
 
-__all__ = ["Reverter"]
+__all__ = ["Reverter", "wait_until_idle"]
 
 #: Seconds before a revert PUT that failed is tried again.
 REVERT_RETRY = 10.0
