@@ -5,6 +5,11 @@ until it is kicked (its desired state changed, SIGHUP), or until the daemon
 stops; then it reconciles, never twice at once: kicks that arrive during a run
 fold into one more run. It reports each outcome through one callback and
 knows nothing else of the daemon.
+
+A device that rejected its desired state (codes 11, 12, 13) is not tried again
+until that state changes or a SIGHUP (:meth:`DeviceWorker.update`): a kick
+meanwhile (a new rollout's wave, after an edit of another device) reports the
+rejection again without a request.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from syncd import events
@@ -86,6 +91,8 @@ class DeviceWorker:
         #: (Not an asyncio.Event: its deque alone was ~0.8 KB per device.)
         self._kicked = False
         self._wake: asyncio.Future[None] | None = None
+        #: The desired fingerprint the device rejected last (None: no rejection stands).
+        self._rejected: str | None = None
 
     def kick(self) -> None:
         self._kicked = True
@@ -100,6 +107,7 @@ class DeviceWorker:
         """A new desired state (or a SIGHUP): forget the backoff and reconcile now."""
         self.spec = spec
         self.failures = 0
+        self._rejected = None
         self.kick()
 
     def retune(self, *, timing: Timing, lanes: Lanes) -> None:
@@ -143,6 +151,12 @@ class DeviceWorker:
             if self._stopping.is_set():
                 return
             self._kicked = False
+            if self.last is not None and self._rejected == self.spec.fingerprint:
+                # still rejected: said again (for a new rollout), not asked again; no PUT
+                # was made, so none is counted
+                self._report(replace(self.last, changes=()))
+                delay = None
+                continue
             last = outcome_kind(self.last) if self.last is not None else None
             async with Slot(self._lanes, failing_lane=failing_lane(last)):
                 if self._stopping.is_set():
@@ -151,6 +165,8 @@ class DeviceWorker:
             if self._after is not None:
                 outcome = await self._guarded(partial(self._after, self.spec, outcome))
             self.last = outcome
+            rejected = outcome_kind(outcome) == "rejected"
+            self._rejected = self.spec.fingerprint if rejected else None
             self._report(outcome)
             delay = self.next_delay(outcome)
             if outcome.retry_after is not None:  # a PUT waiting for a call to end

@@ -268,7 +268,7 @@ class TestRejections:
     def test_rejected_put_is_not_retried_until_the_desired_state_changes(
         self, sim, daemon, tmp_path
     ):
-        """A PUT refused with code 11, 12 or 13 is apply.failed with code and param, sent once per desired version however many resyncs pass, and tried again on SIGHUP or when the file is edited."""
+        """A PUT refused with code 11, 12 or 13 is apply.failed with code and param, sent once per desired version however many resyncs pass or other devices' edits come, and tried again on SIGHUP or when the file is edited."""
         fleet = sim(devices=4)
         codes = {"dev1": 11, "dev2": 12, "dev3": 13}
         for n, code in enumerate(codes.values()):
@@ -299,6 +299,10 @@ class TestRejections:
                 assert len(puts(fleet.devices[n])) == count, (name, why)
 
         expect(1, "first")
+        # Another device's edit is a new revision (and rollout), not a new desired state of theirs.
+        write(root, "dev4.yaml", device_yaml(fleet.devices[3].url, account("Door 4 v2")))
+        proc.wait_for("apply.succeeded", device="dev4", timeout=20)
+        expect(1, "after another device's edit")
         proc.proc.send_signal(signal.SIGHUP)  # the operator asks for everything now
         expect(2, "after SIGHUP")
         for version, count in (("v2", 3), ("v3", 4)):
@@ -314,7 +318,7 @@ class TestRejections:
             proc.wait_for("apply.succeeded", device=name, timeout=5)
         retried = [e for e in proc.events if e.get("event") == "apply.retrying"]
         assert retried == []
-        assert len(puts(fleet.devices[3])) == 1
+        assert len(puts(fleet.devices[3])) == 2
         assert proc.stop() == 0
 
     def test_code_14_is_retried_within_the_pass_and_after_backoff(self, sim, daemon, tmp_path):
