@@ -240,9 +240,7 @@ def state_key_damaged(log: Log, *, file: str, readonly: bool) -> None:
     )
 
 
-def state_record_damaged(
-    log: Log, *, device: str, file: str, error: str, readonly: bool
-) -> None:
+def state_record_damaged(log: Log, *, device: str, file: str, error: str, readonly: bool) -> None:
     """A device's record in the state dir was damaged: taken as empty, its passwords due."""
     consequence = (
         "its managed passwords show as due; the next apply or run sends them once more "

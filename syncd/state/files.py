@@ -313,9 +313,7 @@ def _record_problem(loaded: object, device: str) -> str | None:
         return "not a JSON object"
     if loaded.get("device") != device:
         named = loaded.get("device")
-        return (
-            f"the record of device {named!r}" if isinstance(named, str) else "no device name"
-        )
+        return f"the record of device {named!r}" if isinstance(named, str) else "no device name"
     for key in ("passwords", "targets"):
         value = loaded.get(key, {})
         if not isinstance(value, dict) or not all(
