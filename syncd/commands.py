@@ -19,6 +19,7 @@ from syncd.desired import (
     select_devices,
     unmatched_patterns,
 )
+from syncd.desired.ca_files import ca_file_problems
 from syncd.desired.fleet import load_policy
 from syncd.desired.names import FLEET_FILE, is_defaults
 from syncd.gctune import collector_paused
@@ -145,6 +146,7 @@ def _validate(desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) 
     problems = desired.problems
     if resolve_secrets:
         problems = resolve_desired(desired, environ=os.environ, only=devices).problems
+    problems = [*problems, *ca_file_problems(desired, host_files=resolve_secrets)]
     if devices:
         problems = [p for p in problems if _concerns(p, desired, devices)]
     problems = [*problems, *load_policy(desired_dir).problems]
