@@ -149,7 +149,9 @@ def _validate(desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) 
     problems = [*problems, *ca_file_problems(desired, host_files=resolve_secrets)]
     if devices:
         problems = [p for p in problems if _concerns(p, desired, devices)]
-    problems = [*problems, *load_policy(desired_dir).problems]
+    # Invalid files name devices too: a wave glob matching only them is no typo.
+    names = [*desired.devices, *(name_from_path(f) for f in desired.invalid_files)]
+    problems = [*problems, *load_policy(desired_dir, devices=names).problems]
     errors = [p for p in problems if not p.warning]
     for problem in problems:
         print(f"warning: {problem}" if problem.warning else str(problem))

@@ -158,7 +158,6 @@ class TestTls:
             with pytest.raises(TlsError, match="cannot load caFile"):
                 await _client(pool, fleet, tls=tls).get_accounts()
 
-
     @pytest.mark.parametrize(
         ("make", "reason"),
         [

@@ -103,3 +103,90 @@ class TestCaFile:
         status, lines = check(root, capsys, resolve=True)
         assert status == 1
         assert lines[0] == f"a.yaml:4: device.tls.caFile: {missing} does not exist", lines
+
+
+FLEET = """\
+rollout:
+  waves:
+    - name: canary
+      devices: ["lab/*", "site-a/lobby"]
+    - name: rest
+"""
+
+
+class TestWaveGlobs:
+    def test_a_glob_matching_no_device_is_a_warning_naming_wave_and_pattern(
+        self, tree: Tree, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A wave glob that matches no device is a warning at its line (validate still exits 0); one matching a device is quiet."""
+        root = tree({"_fleet.yaml": FLEET, "site-a/lobby.yaml": device()})
+        status, lines = check(root, capsys)
+        assert status == 0, lines
+        assert lines[:-1] == [
+            "warning: _fleet.yaml:4: rollout.waves[0].devices[0]: wave 'canary': "
+            "'lab/*' matches no device"
+        ]
+
+    def test_a_device_in_an_invalid_file_counts_as_matched(
+        self, tree: Tree, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A glob matching only a file that failed validation is not called a typo."""
+        root = tree(
+            {
+                "_fleet.yaml": FLEET,
+                "site-a/lobby.yaml": device(),
+                "lab/one.yaml": device(url="https://192.0.2.11", extra="mdoe: x\n"),
+            }
+        )
+        status, lines = check(root, capsys)
+        assert status == 1
+        assert not any("matches no device" in line for line in lines), lines
+
+
+class TestDenyWindows:
+    @pytest.mark.parametrize(
+        "window",
+        [
+            "deny: {}",
+            "deny: {timezone: Europe/Prague}",
+            'deny: {days: [mon, tue, wed, thu, fri, sat, sun], from: "00:00", to: "24:00"}',
+        ],
+    )
+    def test_a_deny_window_open_all_week_is_a_warning_at_its_line(
+        self, tree: Tree, capsys: pytest.CaptureFixture[str], window: str
+    ) -> None:
+        """A deny window open every day, all day (deny: {} included) blocks every rollout: a warning at its line."""
+        root = tree({"_fleet.yaml": f"windows:\n  - {window}\n", "a.yaml": device()})
+        status, lines = check(root, capsys)
+        assert status == 0, lines
+        (warning,) = lines[:-1]
+        assert warning.startswith("warning: _fleet.yaml:2: windows[0].deny: this deny window "), (
+            warning
+        )
+        assert "no rollout runs" in warning and "syncd rollout pause" in warning
+
+    def test_a_deny_window_with_days_or_hours_is_quiet(
+        self, tree: Tree, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A deny window on some days or some hours, and an allow window with defaults, warn of nothing."""
+        fleet = (
+            'windows:\n  - deny: {days: [sat, sun]}\n  - deny: {from: "08:00", to: "18:00"}\n'
+            "  - allow: {}\n"
+        )
+        status, lines = check(tree({"_fleet.yaml": fleet, "a.yaml": device()}), capsys)
+        assert status == 0 and len(lines) == 1, lines
+
+
+class TestSpecialNamesAsDirectories:
+    @pytest.mark.parametrize(
+        "folder", ["_defaults.yaml", "site/_defaults.yaml", "_fleet.yaml", "site/_fleet.yaml"]
+    )
+    def test_a_directory_named_like_a_special_file_is_an_error(
+        self, tree: Tree, capsys: pytest.CaptureFixture[str], folder: str
+    ) -> None:
+        """A directory named _defaults.yaml or _fleet.yaml, anywhere, is one error naming it; the files in it are not read as devices."""
+        root = tree({"a.yaml": device(), f"{folder}/b.yaml": device(url="https://192.0.2.11")})
+        status, lines = check(root, capsys)
+        assert status == 1
+        name = folder.rsplit("/", 1)[-1]
+        assert lines[:-1] == [f"{folder}:1: cannot read: is a directory; {name} must be a file"]
