@@ -19,6 +19,7 @@ from syncd.desired import (
     select_devices,
     unmatched_patterns,
 )
+from syncd.desired.ca_files import ca_file_problems
 from syncd.desired.fleet import load_policy
 from syncd.desired.names import FLEET_FILE, is_defaults
 from syncd.gctune import collector_paused
@@ -155,9 +156,12 @@ def _validate(desired_dir: Path, devices: Sequence[str], resolve_secrets: bool) 
     problems = desired.problems
     if resolve_secrets:
         problems = resolve_desired(desired, environ=os.environ, only=devices).problems
+    problems = [*problems, *ca_file_problems(desired, host_files=resolve_secrets)]
     if devices:
         problems = [p for p in problems if _concerns(p, desired, devices)]
-    problems = [*problems, *load_policy(desired_dir).problems]
+    # Invalid files name devices too: a wave glob matching only them is no typo.
+    names = [*desired.devices, *(name_from_path(f) for f in desired.invalid_files)]
+    problems = [*problems, *load_policy(desired_dir, devices=names).problems]
     errors = [p for p in problems if not p.warning]
     for problem in problems:
         print(f"warning: {problem}" if problem.warning else str(problem))

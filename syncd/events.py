@@ -56,6 +56,7 @@ __all__ = [
     "rollout_started",
     "rollout_wave",
     "state_key_damaged",
+    "state_record_damaged",
     "state_rollout_damaged",
     "state_write_failed",
     "windows_ignored",
@@ -242,6 +243,23 @@ def state_key_damaged(log: Log, *, file: str, readonly: bool) -> None:
         "state.key_damaged",
         file=file,
         message=f"the state dir's password-record key {file} is damaged: {consequence}",
+    )
+
+
+def state_record_damaged(log: Log, *, device: str, file: str, error: str, readonly: bool) -> None:
+    """A device's record in the state dir was damaged: taken as empty, its passwords due."""
+    consequence = (
+        "its managed passwords show as due; the next apply or run sends them once more "
+        "and writes the record anew"
+        if readonly
+        else "it is taken as empty, so the device's managed passwords are sent once more"
+    )
+    log.warning(
+        "state.record_damaged",
+        device=device,
+        file=file,
+        error=error,
+        message=f"the state record {file} of device {device} is damaged ({error}): {consequence}",
     )
 
 

@@ -10,6 +10,7 @@ them otherwise would see every password as due, and send it again.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncd import events
@@ -27,8 +28,10 @@ def open_state(settings: Settings, *, readonly: bool = False) -> FileStateStore:
     """The state store of ``settings.state_dir``, its password records keyed as configured.
 
     ``readonly`` (for ``plan``) creates and writes nothing. A damaged key file
-    in the state dir is replaced (``state.key_damaged`` says so, once). Raises
-    StateError: one sentence naming ``password_key_file`` or the state dir.
+    in the state dir is replaced (``state.key_damaged`` says so, once); a damaged
+    device record is taken as empty (``state.record_damaged``, once per file, when
+    it is read). Raises StateError: one sentence naming ``password_key_file`` or
+    the state dir.
     """
     try:
         key = read_password_key(settings.password_key_file)
@@ -40,4 +43,11 @@ def open_state(settings: Settings, *, readonly: bool = False) -> FileStateStore:
         store = FileStateStore.open(settings.state_dir, key=key)
     if store.key_damaged:
         events.state_key_damaged(get_logger(), file=str(store.key_file), readonly=readonly)
+
+    def damaged(device: str, path: Path, error: str) -> None:
+        events.state_record_damaged(
+            get_logger(), device=device, file=str(path), error=error, readonly=readonly
+        )
+
+    store.on_damaged = damaged
     return store

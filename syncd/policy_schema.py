@@ -13,13 +13,14 @@ import difflib
 import math
 import re
 import zoneinfo
+from collections.abc import Collection
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from syncd.desired.locate import locate, problem_from_error
-from syncd.desired.names import FLEET_FILE
+from syncd.desired.names import FLEET_FILE, select_devices
 from syncd.desired.result import Problem
 from syncd.desired.schema import Bool, Text
 from syncd.desired.yamldoc import YamlMap
@@ -224,6 +225,16 @@ class _WindowDoc(_Strict):
             raise _error("window", "each window is either allow: {...} or deny: {...}")
         return self
 
+    def always_denies(self) -> bool:
+        """A deny window open every day, all day (days, times and zone written out)."""
+        deny = self.deny
+        return (
+            deny is not None
+            and (deny.days is None or set(deny.days) == set(range(len(DAY_NAMES))))
+            and deny.start == 0
+            and deny.end == 1440
+        )
+
 
 class _CallsDoc(_Strict):
     waitForIdle: Bool = True
@@ -240,8 +251,12 @@ class _FleetDoc(_Strict):
 # ----------------------------------------------------------------- loading
 
 
-def policy_from_doc(doc: Any) -> PolicyResult:
-    """Check a parsed ``_fleet.yaml``; ``policy`` is None when it is invalid."""
+def policy_from_doc(doc: Any, *, devices: Collection[str] | None = None) -> PolicyResult:
+    """Check a parsed ``_fleet.yaml``; ``policy`` is None when it is invalid.
+
+    With ``devices`` (the names of the tree's devices), a wave's glob that
+    matches none of them is a warning: a typo, or a device not added yet.
+    """
     if doc is None:
         return PolicyResult(FleetPolicy())
     if not isinstance(doc, YamlMap):
@@ -252,7 +267,9 @@ def policy_from_doc(doc: Any) -> PolicyResult:
     except ValidationError as exc:
         problems = [_problem_of(err, doc) for err in exc.errors()]
         return PolicyResult(None, sorted(set(problems), key=lambda p: (p.line or 0, p.path)))
-    problems = _wave_problems(parsed, doc)
+    problems = [*_wave_problems(parsed, doc), *_window_warnings(parsed, doc)]
+    if devices is not None:
+        problems += _unmatched_globs(parsed, doc, devices)
     if any(not p.warning for p in problems):
         return PolicyResult(None, problems)
     return PolicyResult(_to_policy(parsed), problems)
@@ -282,6 +299,33 @@ def _wave_problems(parsed: _FleetDoc, doc: YamlMap) -> list[Problem]:
             problems.append(Problem(where.file, where.line, wave_path, message, warning=True))
         elif wave.devices is None and wave.percent is None:
             catch_all = wave.name
+    return problems
+
+
+def _window_warnings(parsed: _FleetDoc, doc: YamlMap) -> list[Problem]:
+    """A deny window open all week: valid (a freeze), but no rollout runs while it stays."""
+    problems = []
+    for i, window in enumerate(parsed.windows):
+        if window.always_denies():
+            pos, path = locate(doc, ("windows", i, "deny"), FLEET_FILE)
+            message = (
+                "this deny window is open every day, all day (days, from and to left out "
+                "mean every day, 00:00 to 24:00): no rollout runs while it stays; give "
+                "days:, from: and to:, or pause rollouts with syncd rollout pause"
+            )
+            problems.append(Problem(pos.file, pos.line, path, message, warning=True))
+    return problems
+
+
+def _unmatched_globs(parsed: _FleetDoc, doc: YamlMap, devices: Collection[str]) -> list[Problem]:
+    """A warning for each wave glob that matches no device of the tree."""
+    problems = []
+    for i, wave in enumerate(parsed.rollout.waves):
+        for j, pattern in enumerate(wave.devices or ()):
+            if not select_devices(devices, [pattern]):
+                pos, path = locate(doc, ("rollout", "waves", i, "devices", j), FLEET_FILE)
+                message = f"wave '{wave.name}': {pattern!r} matches no device"
+                problems.append(Problem(pos.file, pos.line, path, message, warning=True))
     return problems
 
 

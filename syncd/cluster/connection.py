@@ -56,6 +56,8 @@ class EtcdAccess:
     key_file: Path | None = None
     username: str | None = None
     password: SecretStr | None = field(default=None, repr=False)
+    #: The keys the cluster uses (``/CLUSTER_NAME/``), named when etcd denies the user them.
+    key_prefix: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -151,22 +153,30 @@ def describe_failure(exc: BaseException, access: EtcdAccess) -> str | None:
     """The setting to blame when etcd refused us for our configuration, else None (transient).
 
     A stale token is transient: the node authenticates again (``stale_token``).
+    A user that authenticated but whose role lacks the cluster's keys is told
+    apart from a wrong user name or password: the cure is a grant in etcd, not
+    another password.
     """
     if stale_token(exc, access):
         return None
-    refused = isinstance(
-        exc, etcd3aio.EtcdUnauthenticatedError | etcd3aio.EtcdPermissionDeniedError
+    rpc = _rpc_error(exc)
+    code = rpc.code() if rpc is not None else None
+    details = (rpc.details() or "") if rpc is not None else ""
+    denied = isinstance(exc, etcd3aio.EtcdPermissionDeniedError) or (
+        code is grpc.StatusCode.PERMISSION_DENIED
     )
+    refused = denied or isinstance(exc, etcd3aio.EtcdUnauthenticatedError)
     if isinstance(exc, grpc.aio.AioRpcError):
         # etcd answers a wrong password with INVALID_ARGUMENT "authentication failed",
         # and a request without a token, when it requires one, "user name is empty".
-        details = exc.details() or ""
-        refused = exc.code() in _REFUSED or any(
+        refused = code in _REFUSED or any(
             text in details for text in ("auth", "user name is empty")
         )
+    if refused and access.username is None:
+        return "etcd requires a user: set cluster_username and cluster_password_file"
+    if denied:
+        return _denied(access.username, access.key_prefix)
     if refused:
-        if access.username is None:
-            return "etcd requires a user: set cluster_username and cluster_password_file"
         return (
             f"etcd refused user {access.username!r}: "
             "check cluster_username and cluster_password_file"
@@ -175,6 +185,17 @@ def describe_failure(exc: BaseException, access: EtcdAccess) -> str | None:
     if access.tls and any(word in text for word in ("ssl", "handshake", "certificate", "tls")):
         return "TLS to etcd failed: check cluster_ca_file (and cluster_cert_file/cluster_key_file)"
     return None
+
+
+def _denied(username: str | None, prefix: str | None) -> str:
+    """etcd took the user's password, but its roles do not grant the cluster's keys."""
+    keys = f"the keys under {prefix}" if prefix else "the cluster's keys"
+    grant = prefix or "/CLUSTER_NAME/"
+    return (
+        f"etcd user {username!r} may not use {keys} (permission denied; its password "
+        f"was accepted): grant its role readwrite on the key prefix {grant} "
+        f"(etcdctl role grant-permission --prefix=true ROLE readwrite {grant})"
+    )
 
 
 #: gRPC backs off up to 120 s between reconnects; after an outage a node must

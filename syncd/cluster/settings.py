@@ -149,6 +149,7 @@ def cluster_access(settings: object) -> tuple[EtcdAccess, str] | None:
         key_file=Path(files["cluster_key_file"]) if files["cluster_key_file"] else None,
         username=username,
         password=password,
+        key_prefix=f"/{cluster_name}/",
     )
     return access, cluster_name
 

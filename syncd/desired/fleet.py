@@ -7,6 +7,7 @@ reads it with the same limits as any desired file.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from syncd.desired.names import FLEET_FILE
@@ -17,8 +18,11 @@ from syncd.policy import PolicyResult
 __all__ = ["load_policy"]
 
 
-def load_policy(root: Path) -> PolicyResult:
-    """Read and check ``ROOT/_fleet.yaml``; ``policy`` is None when absent or invalid."""
+def load_policy(root: Path, *, devices: Collection[str] | None = None) -> PolicyResult:
+    """Read and check ``ROOT/_fleet.yaml``; ``policy`` is None when absent or invalid.
+
+    ``devices``: the tree's device names, to warn of a wave glob matching none.
+    """
     path = root / FLEET_FILE
     try:
         size = path.stat().st_size
@@ -31,6 +35,9 @@ def load_policy(root: Path) -> PolicyResult:
     if not inside:
         message = "symbolic link points outside the desired dir"
         return PolicyResult(None, [Problem(FLEET_FILE, 1, "", message)])
+    if path.is_dir():
+        message = f"cannot read: is a directory; {FLEET_FILE} must be a file"
+        return PolicyResult(None, [Problem(FLEET_FILE, 1, "", message)])
     try:
         doc = read_doc(path, FLEET_FILE, size)
     except FileFailed as failed:
@@ -38,4 +45,4 @@ def load_policy(root: Path) -> PolicyResult:
     # Imported here: a tree without _fleet.yaml (most) spares ``validate`` building its schema.
     from syncd.policy_schema import policy_from_doc
 
-    return policy_from_doc(doc)
+    return policy_from_doc(doc, devices=devices)

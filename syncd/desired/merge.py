@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Any, TypeGuard
 
 from syncd.desired.result import Problem
+from syncd.desired.schema import account_number_problem
 from syncd.desired.yamldoc import YamlList, YamlMap
 from syncd.model import ACCOUNT_NUMBERS
 
 __all__ = ["check_accounts", "merge"]
+
+#: An account without ``account:`` (the schema reports the same place as "is required").
+MISSING_ACCOUNT = "is required: the account number, 1 to 4"
 
 
 def check_accounts(doc: YamlMap) -> list[Problem]:
@@ -32,9 +36,11 @@ def check_accounts(doc: YamlMap) -> list[Problem]:
         where = item.key_pos.get("account", item.pos)
         path = f"accounts[{i}].account"
         if "account" not in item:
-            problems.append(Problem(pos.file, pos.line, f"accounts[{i}]", "account: is missing"))
+            # The schema says the same at the same place: one problem, not two.
+            problems.append(Problem(pos.file, pos.line, path, MISSING_ACCOUNT))
         elif not _is_account_number(number):
-            problems.append(Problem(where.file, where.line, path, "must be 1 to 4"))
+            message = account_number_problem(number) or "must be a number 1 to 4"
+            problems.append(Problem(where.file, where.line, path, message))
         elif number in seen:
             message = f"account {number} is listed twice (first on line {seen[number]})"
             problems.append(Problem(where.file, where.line, path, message))

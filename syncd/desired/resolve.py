@@ -1,9 +1,9 @@
 """From a loaded desired tree to the devices syncd can act on: secrets resolved.
 
 Resolving reads environment variables and files (:func:`syncd.secrets.resolve_secret`);
-a device whose secrets do not resolve, or whose SIP password the device would
-refuse (the text rule), is *broken*, with every such reference reported at the
-line it was written on.
+a device whose secrets do not resolve, whose reference gives an empty or blank
+password, or whose SIP password the device would refuse (the text rule), is
+*broken*, with every such reference reported at the line it was written on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from syncd.desired.names import name_from_path, select_devices
 from syncd.desired.result import DesiredState, Problem
-from syncd.desired.schema import text_problem
+from syncd.desired.schema import blank_problem, text_problem
 from syncd.model import AccountSpec, AuthSpec, DeviceSpec
 from syncd.secrets import SecretError, SecretRef, resolve_secret
 
@@ -56,7 +56,11 @@ def resolve_device(
             return None
         try:
             value = resolve_secret(ref, environ=environ, base_dir=base_dir)
-            problem = text_problem(value.get_secret_value()) if text else None
+            plain = value.get_secret_value()
+            # An empty file is an accident; an empty variable is set so on purpose.
+            problem = blank_problem(plain) if ref.source in ("file", "credential") else None
+            if problem is None and text:
+                problem = text_problem(plain)
             if problem is not None:
                 # The device refuses the whole PUT (code 12): say so now, never the value.
                 raise SecretError(f"{ref} gives a password that {problem}")

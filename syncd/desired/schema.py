@@ -9,12 +9,13 @@ of them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, create_model
+from pydantic import BaseModel, ConfigDict, PlainValidator, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from syncd.desired.yamldoc import Yaml11Bool
@@ -27,12 +28,17 @@ __all__ = [
     "FileDoc",
     "Text",
     "UrlError",
+    "account_number_problem",
+    "blank_problem",
     "normalise_url",
     "text_problem",
 ]
 
 #: Longest text value accepted; no intercom field needs more.
 MAX_TEXT = 255
+#: The answer modes a device takes (``Phone.Sip.Misc.AnswerMode``: one digit, as the
+#: manual's ``"1"`` and the emulator have it); anything else it refuses with code 12.
+ANSWER_MODES = range(10)
 
 
 def _error(kind: str, message: str) -> PydanticCustomError:
@@ -53,6 +59,19 @@ def text_problem(value: str) -> str | None:
         return f"is {len(value)} characters long; at most {MAX_TEXT} allowed"
     if _CONTROLS.search(value):
         return "contains a control character"
+    return None
+
+
+def blank_problem(value: str) -> str | None:
+    """What makes a password read through a reference unusable as one, or None.
+
+    An empty or blank file (or variable) is an accident far more often than a
+    password: sent, it would clear the device's password.
+    """
+    if not value:
+        return "is empty"
+    if not value.strip():
+        return "holds only whitespace"
     return None
 
 
@@ -90,17 +109,36 @@ def _port(value: object) -> int:
 
 
 def _number(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and is_digits(value):
-        return int(value)
-    raise _error("number", "must be a whole number, e.g. 1")
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and is_digits(value):
+        number = int(value)
+    if number is None or number not in ANSWER_MODES:
+        low, high = ANSWER_MODES[0], ANSWER_MODES[-1]
+        raise _error("number", f"must be a whole number {low} to {high}, e.g. 1")
+    return number
+
+
+def account_number_problem(value: object) -> str | None:
+    """What keeps ``value`` from being an account number (the integer 1 to 4), or None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in ACCOUNT_NUMBERS:
+        return None
+    if isinstance(value, bool):
+        return "must be a number 1 to 4, not true or false"
+    if isinstance(value, str):
+        if is_digits(value):
+            return f"must be a number 1 to 4, not text: write account: {int(value)} (unquoted)"
+        return "must be a number 1 to 4, not text"
+    return "must be a number 1 to 4"
 
 
 def _account_number(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value in ACCOUNT_NUMBERS:
-        return value
-    raise _error("account", "must be 1 to 4")
+    problem = account_number_problem(value)
+    if problem is not None:
+        raise _error("account", problem)
+    assert isinstance(value, int)
+    return value
 
 
 def _secret(value: object) -> SecretRef:
@@ -138,24 +176,51 @@ def normalise_url(raw: str, *, credentials_hint: str = "put them under device.au
     """
     text = raw.strip()
     simple = _SIMPLE_URL.fullmatch(text)
-    if simple is not None and int(simple["port"] or 0) <= 65535:
+    if simple is not None and 0 < int(simple["port"] or 80) <= 65535:
         # What urlsplit below makes of it, at a fifth of the cost (one URL per device file).
         return f"{simple['scheme']}://{simple['netloc'].lower()}"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unclosed or misplaced [ of an IPv6 address
+        raise UrlError("has a malformed IPv6 address; write it as [2001:db8::1]") from None
     if parts.scheme not in ("http", "https"):
         raise UrlError("must start with http:// or https://")
     if "@" in parts.netloc:
         raise UrlError(f"must not hold credentials; {credentials_hint}")
     try:
-        parts.port  # noqa: B018 - validates the port
+        port = parts.port
     except ValueError:
-        raise UrlError("has an invalid port") from None
-    if not parts.hostname:
+        raise UrlError("has an invalid port; give a port 1-65535, or none") from None
+    if port == 0:
+        raise UrlError("has port 0; give a port 1-65535, or none for the scheme's default")
+    host = parts.hostname
+    if not host:
         raise UrlError("has no host name")
+    problem = _host_problem(host, bracketed=parts.netloc.startswith("["))
+    if problem is not None:
+        raise UrlError(problem)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise UrlError("must be just scheme, host and optional port (no path)")
     # Host names are case-insensitive: one device, one URL (for the same-URL check).
     return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+#: A host name: letters, digits, hyphens, underscores and dots (IDN letters too).
+_HOST_NAME = re.compile(r"[^\W][\w.-]*")
+
+
+def _host_problem(host: str, *, bracketed: bool) -> str | None:
+    """What keeps ``host`` (as urlsplit gives it) from naming a device, or None."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"has a malformed IPv6 address [{host}]; write it as [2001:db8::1]"
+        return None
+    if _HOST_NAME.fullmatch(host) is None:
+        shown = host if len(host) <= 64 else host[:61] + "..."
+        return f"has a host {shown!r} that is not a host name or IP address"
+    return None
 
 
 def _url(value: object) -> str:
@@ -193,6 +258,20 @@ class AuthDoc(_Strict):
     username: Text | None = None
     password: Secret | None = None
 
+    @model_validator(mode="after")
+    def _credentials(self) -> AuthDoc:
+        """Written ``auth:`` other than ``method: none`` needs credentials: without any,
+        every request is refused (code 9), which ``validate`` can say first."""
+        if self.method is AuthMethod.NONE:
+            return self
+        if self.username is None and self.password is None:
+            raise _error(
+                "credentials",
+                f"{self.method.value} authentication needs a username and a password; "
+                "for a device that asks for no credentials write method: none",
+            )
+        return self
+
 
 class TlsDoc(_Strict):
     verify: Bool = True
@@ -202,7 +281,7 @@ class TlsDoc(_Strict):
 class DeviceDoc(_Strict):
     url: Url
     name: Text | None = None
-    auth: AuthDoc = AuthDoc()
+    auth: AuthDoc = AuthDoc.model_construct()  # no auth: written, no credentials asked for
     tls: TlsDoc = TlsDoc()
     mode: Mode = Mode.ENFORCE
 

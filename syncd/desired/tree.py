@@ -241,6 +241,12 @@ class _Walker:
             return
         if entry.is_symlink() and not self._link_inside(Path(entry.path), rel):
             return
+        if is_dir and entry.name in (DEFAULTS_FILE, FLEET_FILE):
+            if rel != FLEET_FILE:  # the root's _fleet.yaml is the policy loader's to report
+                self.problems.append(
+                    Problem(rel, 1, "", f"cannot read: is a directory; {entry.name} must be a file")
+                )
+            return
         if is_dir and entry.is_symlink():
             self.linked.append((Path(entry.path), rel))
         elif is_dir:

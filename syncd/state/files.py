@@ -23,6 +23,11 @@ removing the old journal are not read again.
 ``open_readonly`` (for ``plan``) never creates or writes anything: what the
 pass would record stays in memory.
 
+A device file that is damaged (not JSON, not a record, values of the wrong
+type, another device's record) is taken as empty, as if syncd had never applied
+anything to that device, and :attr:`FileStateStore.on_damaged` is told once per
+file, so the caller can say that the device's passwords are due again.
+
 Files are replaced atomically (write, then rename), so a process killed at any
 point leaves either the old or the new file. They are not fsynced: losing the
 last write to a power cut only means a password is sent once more.
@@ -35,10 +40,10 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from syncd.state.records import DeviceRecords, TargetIndex
 
@@ -57,6 +62,10 @@ class StateError(Exception):
     """The state directory cannot be used; the message names it and why."""
 
 
+#: Told of a damaged device file: the device, the file, and why it is damaged.
+DamagedRecord = Callable[[str, Path, str], None]
+
+
 class FileStateStore(DeviceRecords):
     def __init__(self, directory: Path, *, readonly: bool = False) -> None:
         self.directory = directory
@@ -72,6 +81,9 @@ class FileStateStore(DeviceRecords):
         self._by_target = TargetIndex()
         #: The id of the rollout document this process wrote last (its journal follows it).
         self._journal_id: str | None = None
+        #: Told once per file of a device file found damaged (and taken as empty).
+        self.on_damaged: DamagedRecord | None = None
+        self._damaged_told: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"FileStateStore({str(self.directory)!r})"
@@ -141,8 +153,8 @@ class FileStateStore(DeviceRecords):
         if record is None:
             record = {"device": device, "fingerprint": None, "passwords": {}}
             if not self._all_loaded:
-                loaded = _read_record(self._path(device))
-                if loaded is not None and loaded["device"] == device:
+                loaded = self._read(self._path(device), device)
+                if loaded is not None:
                     record = loaded
             self._cache[device] = record
             self._by_target.add(record)
@@ -156,16 +168,25 @@ class FileStateStore(DeviceRecords):
             except OSError:
                 paths = []
             for path in paths:
-                loaded = _read_record(path)
-                if (
-                    loaded is not None
-                    and loaded["device"] not in self._cache
-                    and path == self._path(loaded["device"])
-                ):
-                    self._cache[loaded["device"]] = loaded
+                device = unquote(path.name.removesuffix(".json"))
+                if device in self._cache or path != self._path(device):
+                    continue  # read already, or not a file this store writes
+                loaded = self._read(path, device)
+                if loaded is not None:
+                    self._cache[device] = loaded
                     self._by_target.add(loaded)
             self._all_loaded = True
         return self._cache
+
+    def _read(self, path: Path, device: str) -> dict[str, Any] | None:
+        """The record of ``device`` in ``path``; None if there is none or it is damaged
+        (as if never applied), which :attr:`on_damaged` is told once per file."""
+        loaded, problem = _read_record(path, device)
+        if problem is not None and path not in self._damaged_told:
+            self._damaged_told.add(path)
+            if self.on_damaged is not None:
+                self.on_damaged(device, path, problem)
+        return loaded
 
     def _holders(self, target: str) -> list[dict[str, Any]]:
         return self._by_target.holders(target, self._all_records())
@@ -262,19 +283,51 @@ def _read_journal(path: Path, journal_id: object) -> list[Any]:
     return entries
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """A device record from its file; None if missing or damaged (as if never applied)."""
+#: Keys of a device record whose value, when present, must be text (or null).
+_TEXT_KEYS = ("fingerprint", "revision", "changed", "unhealthy", "resend")
+
+
+def _read_record(path: Path, device: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The record of ``device`` in ``path``, or None and why it is damaged (why: None when
+    the file is missing)."""
     try:
-        loaded = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(loaded, dict) or not isinstance(loaded.get("device"), str):
-        return None
+        loaded = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}"
+    except ValueError:
+        return None, "not JSON"
+    problem = _record_problem(loaded, device)
+    if problem is not None:
+        return None, problem
     record: dict[str, Any] = {"fingerprint": None, **loaded}
     for key in ("passwords", "targets"):
-        if not isinstance(record.get(key), dict):
-            record[key] = {}  # damaged: as if never applied
-    return record
+        record.setdefault(key, {})
+    return record, None
+
+
+def _record_problem(loaded: object, device: str) -> str | None:
+    """What makes ``loaded`` not a record of ``device`` (every value of its type), or None."""
+    if not isinstance(loaded, dict):
+        return "not a JSON object"
+    if loaded.get("device") != device:
+        named = loaded.get("device")
+        return f"the record of device {named!r}" if isinstance(named, str) else "no device name"
+    for key in ("passwords", "targets"):
+        value = loaded.get(key, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return f"{key!r} not an object of text values"
+    for key in _TEXT_KEYS:
+        if not isinstance(loaded.get(key), str | None):
+            return f"{key!r} not text"
+    if not isinstance(loaded.get("forgotten", False), bool):
+        return "'forgotten' not true or false"
+    if not isinstance(loaded.get("put"), dict | None):
+        return "'put' not an object"
+    return None
 
 
 def replace_file(path: Path, text: str) -> None:

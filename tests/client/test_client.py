@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -156,6 +157,35 @@ class TestTls:
             tls = TlsSpec(verify=True, ca_file=str(tmp_path / "missing.pem"))
             with pytest.raises(TlsError, match="cannot load caFile"):
                 await _client(pool, fleet, tls=tls).get_accounts()
+
+    @pytest.mark.parametrize(
+        ("make", "reason"),
+        [
+            (lambda d: d / "missing.pem", "does not exist"),
+            (lambda d: d, "is a directory"),
+            (lambda d: _written(d / "sip.pw", "s3cret-not-a-cert\n"), "holds no PEM certificate"),
+            (
+                lambda d: _written(d / "cut.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n"),
+                "holds a damaged PEM certificate",
+            ),
+        ],
+    )
+    async def test_a_ca_file_that_cannot_serve_is_one_plain_sentence(
+        self, tmp_path: Path, make: Any, reason: str
+    ):
+        """A caFile missing, a directory, or without a certificate: "cannot load caFile PATH: it ...", no OpenSSL jargon, never its content."""
+        path = make(tmp_path)
+        async with Fleet(devices=1, tls=True) as fleet, ClientPool() as pool:
+            tls = TlsSpec(verify=True, ca_file=str(path))
+            with pytest.raises(TlsError) as caught:
+                await _client(pool, fleet, tls=tls).get_accounts()
+        assert str(caught.value) == f"cannot load caFile {path}: it {reason}"
+        assert "s3cret" not in repr(caught.value)
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 class TestFaults:

@@ -58,7 +58,7 @@ class TestDesiredState:
         text = device(accounts=f"- account: 1\n  enabled: true\n- account: {number}\n")
         problem = only_error(load({"a.yaml": text}))
         assert (problem.file, problem.line, problem.path) == ("a.yaml", 6, "accounts[1].account")
-        assert "must be 1 to 4" in problem.message
+        assert problem.message == "must be a number 1 to 4"
 
 
 class TestDiff:

@@ -76,7 +76,7 @@ class TestAccountNumbers:
     def test_account_other_than_1_to_4(self, load: Load, number: str) -> None:
         """An account number that is not the integer 1, 2, 3 or 4 is an error on its line."""
         problem = only_error(load({"a.yaml": device(accounts=f"- account: {number}\n")}))
-        assert_problem(problem, "a.yaml", 4, "accounts[0].account", "must be 1 to 4")
+        assert_problem(problem, "a.yaml", 4, "accounts[0].account", "must be a number 1 to 4")
 
     def test_same_account_twice(self, load: Load) -> None:
         """Listing account 1 twice is an error at the second one naming the first's line."""

@@ -124,8 +124,8 @@ class TestValues:
 
     def test_window_defaults_whole_day_every_day_utc(self, root: Path) -> None:
         """A window with no days, from, to or timezone is all day, every day, in UTC."""
-        policy = valid(root, "windows:\n  - deny: {}\n")
-        assert policy.windows == (Window("deny", ALL_DAYS, 0, 1440, "UTC"),)
+        policy = valid(root, "windows:\n  - allow: {}\n")
+        assert policy.windows == (Window("allow", ALL_DAYS, 0, 1440, "UTC"),)
 
     def test_revert_and_percent_limit(self, root: Path) -> None:
         """onFailure: revert and maxFailures "10%" are kept as written."""

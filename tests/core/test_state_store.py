@@ -204,6 +204,55 @@ class TestDamage:
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert again.applied_fingerprint("lobby") == "abc"
 
+    @pytest.mark.parametrize(
+        ("content", "why"),
+        [
+            ("garbage\n", "not JSON"),
+            ("[1, 2]", "not a JSON object"),
+            ('{"device": "other"}', "the record of device 'other'"),
+            ('{"device": 5}', "no device name"),
+            ('{"device": "lobby", "passwords": "abc"}', "'passwords' not an object"),
+            ('{"device": "lobby", "passwords": {"1": 7}}', "'passwords' not an object"),
+            ('{"device": "lobby", "targets": []}', "'targets' not an object"),
+            ('{"device": "lobby", "fingerprint": 5}', "'fingerprint' not text"),
+            ('{"device": "lobby", "forgotten": "yes"}', "'forgotten' not true or false"),
+        ],
+    )
+    def test_damaged_device_file_is_told_once(
+        self, state_dir: Path, content: str, why: str
+    ) -> None:
+        """A damaged device file is told to on_damaged once, naming the device, file and why."""
+        FileStateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        path = state_dir / "devices" / "lobby.json"
+        path.write_text(content)
+        told: list[tuple[str, Path, str]] = []
+        store = FileStateStore.open(state_dir)
+        store.on_damaged = lambda device, file, error: told.append((device, file, error))
+        assert not store.has_password_records()
+        assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert store.applied_fingerprint("lobby") is None
+        readonly = FileStateStore.open_readonly(state_dir)
+        readonly.on_damaged = lambda device, file, error: told.append((device, file, error))
+        assert readonly.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert readonly.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert [(d, f) for d, f, _ in told] == [("lobby", path)] * 2
+        assert all(why in error for _, _, error in told), told
+
+    def test_sound_and_missing_files_are_not_told(self, state_dir: Path) -> None:
+        """A sound record, an older one without passwords, and a missing one tell nothing."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        store.record_fingerprint("gate", "f" * 32)
+        (state_dir / "devices" / "old.json").write_text('{"device": "old", "fingerprint": "ab"}')
+        told: list[str] = []
+        again = FileStateStore.open(state_dir)
+        again.on_damaged = lambda device, file, error: told.append(device)
+        assert again.has_password_records()
+        assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert again.applied_fingerprint("old") == "ab"
+        assert again.applied_fingerprint("never") is None
+        assert told == []
+
     def test_no_temp_files_left(self, state_dir: Path) -> None:
         """Atomic writes leave no temporary files behind."""
         store = FileStateStore.open(state_dir)
