@@ -12,6 +12,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from syncd.state.ownership import hand_back_at_exit
+
 __all__ = ["LOCK_FILE", "StateDirLocked", "StateLock", "state_lock_error"]
 
 LOCK_FILE = "lock"
@@ -35,6 +37,7 @@ class StateLock:
     def acquire(cls, state_dir: Path) -> StateLock:
         """Take the lock now, or raise :class:`StateDirLocked` (``OSError``: an unusable dir)."""
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        hand_back_at_exit(state_dir)  # root in the daemon's dir: the lock file stays the daemon's
         fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from syncd.state.ownership import hand_back_at_exit, unusable_file
 from syncd.state.records import DeviceRecords, TargetIndex
 
 __all__ = ["FileStateStore", "StateError", "replace_file"]
@@ -99,6 +100,9 @@ class FileStateStore(DeviceRecords):
         try:
             store._devices.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(directory, 0o700)
+            hand_back_at_exit(directory)  # root in the daemon's dir: its files stay the daemon's
+            if (foreign := unusable_file(directory)) is not None:
+                raise StateError(f"state directory {directory} is not usable: {foreign}")
             store._key = key or store._load_key()
             with tempfile.NamedTemporaryFile(dir=store._devices, prefix=".probe-"):
                 pass

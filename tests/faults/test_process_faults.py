@@ -237,6 +237,42 @@ class TestStartupErrors:
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
+    def test_a_root_shell_leaves_the_daemons_state_dir_to_the_daemons_user(self):
+        """Run as root in a state dir its daemon's user owns (DynamicUser=), a command hands
+        every file it wrote back; a file the daemon's user cannot read is refused by name, so
+        a pause is never dropped."""
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run([*nobody, *SYNCD, "--version"], capture_output=True, check=False)
+        if os.geteuid() != 0 or probe.returncode != 0:
+            pytest.skip("needs root and setpriv to run syncd as another user")
+        base = Path(tempfile.mkdtemp(prefix="syncd-owner-"))
+        try:
+            base.chmod(0o755)
+            desired = base / "desired"
+            write(desired, "lobby.yaml", device_yaml("http://127.0.0.1:9", ""))
+            state = base / "state"
+            state.mkdir(mode=0o700)
+            os.chown(state, 65534, 65534)
+            paused = syncd("rollout", "pause", "--state-dir", str(state), timeout=30)
+            assert paused.returncode == 0, paused.stderr
+            written = [p for p in state.rglob("*")]
+            assert {"key", "lock", "rollout.json"} <= {p.name for p in written}
+            assert {p.name: p.stat().st_uid for p in written} == {p.name: 65534 for p in written}
+            (state / "rollout.json").chmod(0o600)
+            os.chown(state / "rollout.json", 0, 0)  # as left by a syncd without the hand-back
+            args = ["run", "--desired", str(desired), "--state-dir", str(state)]
+            result = subprocess.run(
+                [*nobody, *SYNCD, *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd="/",
+                check=False,
+            )
+            _one_error(result, f"{state / 'rollout.json'} cannot be read and written", "chown")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
     def test_device_filter_matching_nothing(self, tmp_path):
         """syncd run --device naming no device stops at start, as plan and apply refuse it."""
         desired = tmp_path / "desired"
