@@ -141,7 +141,12 @@ def normalise_url(raw: str, *, credentials_hint: str = "put them under device.au
     if simple is not None and int(simple["port"] or 0) <= 65535:
         # What urlsplit below makes of it, at a fifth of the cost (one URL per device file).
         return f"{simple['scheme']}://{simple['netloc'].lower()}"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address, say
+        if "IPv6" in str(exc):
+            raise UrlError("has unmatched [ ] around an IPv6 address") from None
+        raise UrlError("cannot be read as a URL") from None
     if parts.scheme not in ("http", "https"):
         raise UrlError("must start with http:// or https://")
     if "@" in parts.netloc:
