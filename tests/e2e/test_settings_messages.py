@@ -107,3 +107,18 @@ class TestMessages:
         proc.wait_for("desired.loaded", reason="SIGHUP")
         assert proc.stop() == 0
         assert [e["event"] for e in proc.events].count("settings.unknown_variable") == 1
+
+
+class TestStateDirThatIsAFile:
+    @pytest.mark.parametrize("command", ["plan", "apply", "run"])
+    def test_every_command_says_not_a_directory(self, tmp_path: Path, command: str) -> None:
+        """plan, apply and run say the same of a state dir that is a regular file."""
+        root = tmp_path / "desired"
+        write(root, "a.yaml", device_yaml("http://127.0.0.1:9"))
+        state = tmp_path / "state"
+        state.write_text("")
+        result = syncd(command, "--desired", str(root), "--state-dir", str(state), timeout=30)
+        assert result.returncode == 1
+        out = result.stdout + result.stderr
+        assert f"state directory {state} is not usable: not a directory" in out, out
+        assert "File exists" not in out
