@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _SETTING_FLAGS = (
-    ("--state-dir", Path, "state directory (password records, applied fingerprints)"),
+    ("--state-dir", str, "state directory (password records, applied fingerprints)"),
     ("--resync-interval", float, "seconds between resyncs of a device (jittered ±10%%)"),
     ("--concurrency", int, "devices in flight at once"),
     ("--request-timeout", float, "seconds to wait for a device's answer"),
@@ -30,17 +30,17 @@ _SETTING_FLAGS = (
     ("--log-format", str, "json or console (default: console on a terminal, else json)"),
     ("--log-level", str, "debug, info, warning or error"),
     ("--metrics-address", str, "HOST:PORT to serve Prometheus metrics and /healthz on"),
-    ("--socket", Path, "the daemon's control socket (default: STATE_DIR/syncd.sock)"),
+    ("--socket", str, "the daemon's control socket (default: STATE_DIR/syncd.sock)"),
     ("--cluster-endpoints", str, "etcd endpoints http(s)://HOST:PORT,...; unset: standalone"),
     ("--cluster-name", str, "key prefix in etcd, the same on every node (default syncd)"),
     ("--node-name", str, "this node's name in the cluster (default: the host name)"),
     ("--lease-ttl", float, "seconds until a silent node's devices move (default 10)"),
-    ("--cluster-ca-file", Path, "CA certificate of etcd (https endpoints)"),
-    ("--cluster-cert-file", Path, "client certificate for etcd (mutual TLS)"),
-    ("--cluster-key-file", Path, "client key for etcd (mutual TLS)"),
+    ("--cluster-ca-file", str, "CA certificate of etcd (https endpoints)"),
+    ("--cluster-cert-file", str, "client certificate for etcd (mutual TLS)"),
+    ("--cluster-key-file", str, "client key for etcd (mutual TLS)"),
     ("--cluster-username", str, "etcd user"),
-    ("--cluster-password-file", Path, "file holding the etcd user's password"),
-    ("--password-key-file", Path, "key of the password records (cluster: same on every node)"),
+    ("--cluster-password-file", str, "file holding the etcd user's password"),
+    ("--password-key-file", str, "key of the password records (cluster: same on every node)"),
 )
 
 #: Settings only the daemon uses: the one-shot commands refuse them rather than ignore them.
@@ -96,7 +96,8 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--desired", type=Path, metavar="DIR", help="desired-state directory")
+    # Paths stay strings here: the settings refuse an empty one, which Path would make ".".
+    common.add_argument("--desired", metavar="DIR", help="desired-state directory")
     common.add_argument(
         "--device",
         action="append",
@@ -104,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="limit to this device (name or glob; repeatable)",
     )
-    common.add_argument("--config", type=Path, metavar="PATH", help="TOML settings file")
+    common.add_argument("--config", metavar="PATH", help="TOML settings file")
     for flag, kind, text in _SETTING_FLAGS:
         common.add_argument(flag, type=kind, help=text)
 
@@ -116,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", parents=[common], help="check the desired state offline")
-    p.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="same as --desired DIR")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="same as --desired DIR")
     p.add_argument(
         "--resolve-secrets",
         action="store_true",
@@ -194,11 +195,21 @@ def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Any:
     from syncd.settings import load_settings
 
-    desired = getattr(args, "dir", None) or args.desired
+    desired = args.desired if getattr(args, "dir", None) is None else args.dir
     flags = {flag[2:].replace("-", "_"): None for flag, _, _ in _SETTING_FLAGS}
     return load_settings(
         args.config, desired_dir=desired, **{name: getattr(args, name) for name in flags}
     )
+
+
+def _warn_unknown_variables() -> None:
+    """Once, at start: each SYNCD_* environment variable that names no setting."""
+    from syncd.daemon_events import settings_unknown_variable
+    from syncd.logs import get_logger
+    from syncd.settings import unknown_environment
+
+    for variable, message in unknown_environment().items():
+        settings_unknown_variable(get_logger(), variable=variable, message=message)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -209,6 +220,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     # `run` logs to stdout (journald); every other command keeps stdout for its result.
     stream = sys.stdout if args.command == "run" else sys.stderr
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=stream)
+    _warn_unknown_variables()
     if settings.log_level != "debug":
         # gRPC's core (under the etcd client) writes a failed TLS handshake to stderr beside
         # syncd's one sentence; it reads this once, when first imported (after this).

@@ -23,6 +23,7 @@ __all__ = [
     "daemon_stopping",
     "settings_invalid",
     "settings_restart_needed",
+    "settings_unknown_variable",
 ]
 
 
@@ -65,3 +66,8 @@ def settings_invalid(log: Log, *, error: str) -> None:
 def settings_restart_needed(log: Log, *, setting: str, message: str) -> None:
     """SIGHUP found ``setting`` changed, but the running daemon cannot take it over."""
     log.warning("settings.restart_needed", setting=setting, message=message)
+
+
+def settings_unknown_variable(log: Log, *, variable: str, message: str) -> None:
+    """At start: a ``SYNCD_*`` environment variable names no setting (a misspelling?)."""
+    log.warning("settings.unknown_variable", variable=variable, message=message)

@@ -72,4 +72,6 @@ def state_lock_error(state_dir: Path, exc: StateDirLocked | OSError) -> str:
     if isinstance(exc, StateDirLocked):
         return str(exc)
     reason = exc.strerror or str(exc)
+    if state_dir.exists() and not state_dir.is_dir():  # mkdir says "File exists"
+        reason = "not a directory"  # as the read-only opening (plan) says it
     return f"state directory {state_dir} is not usable: {reason}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,7 +16,21 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["LOCAL_STATE_DIR", "Settings", "SettingsError", "load_settings"]
+from syncd.settings_errors import (
+    ENV_PREFIX,
+    nearest,
+    setting_problem,
+    unknown_variables,
+    value_source,
+)
+
+__all__ = [
+    "LOCAL_STATE_DIR",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "unknown_environment",
+]
 
 DEFAULT_CONFIG = Path("/etc/syncd/syncd.toml")
 
@@ -34,7 +50,7 @@ def _default_state_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SYNCD_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     _toml_file: ClassVar[Path | None] = None
 
@@ -69,6 +85,17 @@ class Settings(BaseSettings):
     #: The password-record key (cluster: the same on every node); else credential or generated.
     password_key_file: Path | None = None
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
+        """No empty path (it would be the working directory); no boolean as a number."""
+        kinds = _kinds(cls.model_fields[info.field_name or ""].annotation)
+        if Path in kinds and value == "":
+            raise PydanticCustomError("path_empty", "must not be empty: name a path")
+        if isinstance(value, bool) and kinds & {int, float}:
+            raise PydanticCustomError("number_bool", "must be a number, not true or false")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -84,42 +111,59 @@ class Settings(BaseSettings):
         return sources
 
 
-#: The command-line flag of each setting whose flag is not ``--`` plus its name (None: no flag).
-_FLAGS: dict[str, str | None] = {
-    "desired_dir": "--desired",
-    "retry_attempts": None,
-    "max_backoff": None,
-}
+def _kinds(annotation: Any) -> set[Any]:
+    """The types a setting's annotation allows (``Path | None``: Path and None)."""
+    return {annotation, *getattr(annotation, "__args__", ())}
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build settings; ``overrides`` are command-line flags (None means not given).
 
-    Raises :class:`SettingsError` with one sentence naming the setting.
+    Raises :class:`SettingsError` with one sentence naming the setting and, when
+    it can be known, the flag, variable or file that holds the bad value.
     """
-    toml_file = config
-    if toml_file is None and DEFAULT_CONFIG.is_file():
-        toml_file = DEFAULT_CONFIG
-    if toml_file is not None and not toml_file.is_file():
-        raise SettingsError(f"config file {toml_file} does not exist")
+    toml_file = _config_file(config)
     flags = {k: v for k, v in overrides.items() if v is not None}
     source_cls = type("FileSettings", (Settings,), {"_toml_file": toml_file})
     try:
         settings: Settings = source_cls(**flags)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
-        sources = []
-        if name in Settings.model_fields:  # not for an unknown key in the TOML file
-            flag = _FLAGS.get(name, f"--{name.replace('_', '-')}")
-            sources += [f"flag {flag}"] if flag else []
-            sources.append(f"SYNCD_{name.upper()}")
-        sources += [str(toml_file)] if toml_file else []
-        where = ", ".join(sources[:-1]) + " or " if len(sources) > 1 else ""
-        where = f" ({where}{sources[-1]})" if sources else ""
-        raise SettingsError(f"bad setting {name}{where}: {err['msg']}") from None
+        raise SettingsError(_bad_setting(exc.errors()[0], flags, toml_file)) from None
     except ValueError as exc:  # e.g. TOML syntax
         raise SettingsError(f"cannot read config file {toml_file}: {exc}") from None
     except OSError as exc:  # e.g. not readable by the daemon's user
         raise SettingsError(f"cannot read config file {toml_file}: {exc.strerror or exc}") from None
     return Settings.model_construct(**settings.model_dump())
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each ``SYNCD_*`` environment variable that names no setting, and a warning sentence."""
+    return unknown_variables(os.environ if environ is None else environ, Settings.model_fields)
+
+
+def _config_file(config: Path | str | None) -> Path | None:
+    """The TOML file to read: ``--config``, else the default one when it is there."""
+    if config is None:
+        return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    if str(config) == "":
+        raise SettingsError("--config is empty: name a TOML settings file")
+    path = Path(config)
+    if path.is_dir():
+        raise SettingsError(f"config file {path} is a directory, not a file")
+    if not path.is_file():
+        raise SettingsError(f"config file {path} does not exist")
+    return path
+
+
+def _bad_setting(err: Mapping[str, Any], flags: Mapping[str, Any], toml_file: Path | None) -> str:
+    """One of pydantic's errors as our sentence: the setting, its source, what is wrong."""
+    name = ".".join(str(p) for p in err["loc"]) or "settings"
+    field = Settings.model_fields.get(name)
+    if field is None:  # an unknown key: only the TOML file can hold one
+        close = nearest(name, Settings.model_fields)
+        hint = f"; did you mean {close}?" if close else ""
+        return f"unknown setting {name} in config file {toml_file}{hint}"
+    source = value_source(
+        name, flags=flags, environ=os.environ, toml_file=str(toml_file) if toml_file else None
+    )
+    return f"bad setting {name} ({source}): {setting_problem(err, field.annotation)}"

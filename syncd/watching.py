@@ -45,6 +45,7 @@ class DesiredWatcher:
     async def run(self) -> None:
         first = True
         reported_missing = False
+        why = "desired dir relinked"
         while not self._stopping.is_set():
             target = self._realpath()
             identity = _dir_identity(target)
@@ -58,37 +59,51 @@ class DesiredWatcher:
                     await asyncio.wait_for(self._stopping.wait(), LINK_CHECK)
                 continue
             reported_missing = False
-            if not first:
-                # Relinked, replaced or back: what changed while unwatched counts too.
-                await self._reload("desired dir relinked")
+            # Relinked, replaced, back, or a batch lost: what changed while unwatched counts too.
+            why = await self._watch(target, identity, catch_up=None if first else why)
             first = False
-            await self._watch(target, identity)
 
-    async def _watch(self, target: Path, identity: tuple[int, int]) -> None:
-        """Reload on each batch of file events until the dir is relinked or replaced."""
+    async def _watch(self, target: Path, identity: tuple[int, int], *, catch_up: str | None) -> str:
+        """Reload on each batch of file events until the dir is relinked or replaced.
+
+        With ``catch_up``, reload once for that reason as soon as the watcher is in
+        place, so a change made meanwhile is either read or seen. Returns why the watch
+        ended: the reason of the catch-up reload of the next watch.
+        """
         stop_watch = asyncio.Event()
         relinked = asyncio.create_task(self._watch_link(target, identity, stop_watch))
+        batches = watchfiles.awatch(
+            target,
+            stop_event=stop_watch,
+            debounce=400,
+            step=30,
+            watch_filter=_desired_filter,
+            recursive=True,
+            ignore_permission_denied=True,
+        )
+        # Runs once the loop is free: awatch sets its watcher up before its first wait.
+        reload = asyncio.ensure_future(self._reload(catch_up)) if catch_up else None
         try:
-            async for _ in watchfiles.awatch(
-                target,
-                stop_event=stop_watch,
-                debounce=400,
-                step=30,
-                watch_filter=_desired_filter,
-                recursive=True,
-                ignore_permission_denied=True,
-            ):
+            async for _ in batches:
                 if self._stopping.is_set():
                     break
                 await self._reload("files changed")
-        except (FileNotFoundError, RuntimeError, OSError) as exc:
-            events.desired_watch_failed(get_logger(), error=str(exc))
+        except (RuntimeError, OSError, ExceptionGroup) as exc:
+            error = _watch_error(exc)
+            if _UNDECODABLE in str(error):
+                # A file whose name is not UTF-8 ended the batch, unread: watch again at
+                # once; the reload reads the tree and names that file as invalid.
+                return "files changed"
+            events.desired_watch_failed(get_logger(), error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), 1.0)
         finally:
             relinked.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relinked
+            if reload is not None:
+                await reload
+        return "desired dir relinked"
 
     async def _watch_link(
         self, target: Path, identity: tuple[int, int], stop_watch: asyncio.Event
@@ -100,6 +115,17 @@ class DesiredWatcher:
             if self._realpath() != target or _dir_identity(target) != identity:
                 break
         stop_watch.set()
+
+
+#: How watchfiles says that a changed file's name is not UTF-8 (it then drops the batch).
+_UNDECODABLE = "Unable to decode path"
+
+
+def _watch_error(exc: BaseException) -> BaseException:
+    """The error itself: watchfiles raises its watcher thread's errors inside a group."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _dir_identity(path: Path) -> tuple[int, int] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 
 from syncd.desired.result import Problem
@@ -14,6 +15,7 @@ __all__ = [
     "fleet_file_problem",
     "is_defaults",
     "name_from_path",
+    "path_name_problem",
     "select_devices",
     "unmatched_patterns",
 ]
@@ -30,6 +32,40 @@ def name_from_path(rel: str) -> str:
         if rel.endswith(suffix):
             return rel[: -len(suffix)]
     return rel
+
+
+#: The characters a device name cannot carry (the text rule of syncd.desired.schema):
+#: the C0 controls (a newline among them), DEL and the C1 controls.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: What a name that is not UTF-8 holds once decoded (Python's surrogate escapes).
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _shown_path(rel: str) -> str:
+    """``rel`` as one printable line: bytes that are not UTF-8 and control characters
+    escaped (``bad\\xffname.yaml``, ``a\\nb.yaml``); any other name as it is."""
+    if _UNDECODED.search(rel):
+        rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], rel)
+
+
+def path_name_problem(rel: str, *, folder: bool = False) -> Problem | None:
+    """The error for a file (or ``folder``) at ``rel`` whose own name a device name cannot
+    carry: not UTF-8, or holding a control character (a newline would split output lines)."""
+    name = rel.rsplit("/", 1)[-1]
+    what = "folder" if folder else "file"
+    if _UNDECODED.search(name):
+        message = f"the {what} name is not UTF-8; rename it"
+    elif _CONTROLS.search(name):
+        message = (
+            f"the {what} name holds a control character, which a device name cannot carry;"
+            " rename it"
+        )
+    else:
+        return None
+    if folder:
+        message += " (the files in it are not read)"
+    return Problem(_shown_path(rel), None, "", message)
 
 
 def is_defaults(rel: str) -> bool:

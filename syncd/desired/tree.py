@@ -20,7 +20,13 @@ from typing import Any, NamedTuple
 
 from syncd.desired import plain
 from syncd.desired.build import build_device, duplicates
-from syncd.desired.names import DEFAULTS_FILE, FLEET_FILE, SUFFIXES, fleet_file_problem
+from syncd.desired.names import (
+    DEFAULTS_FILE,
+    FLEET_FILE,
+    SUFFIXES,
+    fleet_file_problem,
+    path_name_problem,
+)
 from syncd.desired.result import DesiredState, FileFailed, Problem
 from syncd.desired.spread import spread
 from syncd.desired.yamldoc import YamlError, parse_yaml
@@ -80,10 +86,12 @@ class Loader:
 
     def _load(self) -> DesiredState:
         state = DesiredState(root=self.root)
-        files, self._defaults, problems = _discover(self.root)
+        walker = _discover(self.root)
+        files, self._defaults = walker.files, walker.defaults
         self._stamps = {}
         self._chains = {}
-        state.problems.extend(problems)
+        state.problems.extend(walker.problems)
+        state.invalid_files.update(walker.misnamed)
         if self._spread:
             self._build_spread([rel for rel in files if rel not in self._results])
         entries: list[DeviceSpec[SecretRef]] = []
@@ -191,7 +199,7 @@ def load_desired(root: Path) -> DesiredState:
     return Loader(root).load()
 
 
-def _discover(root: Path) -> tuple[list[str], set[str], list[Problem]]:
+def _discover(root: Path) -> _Walker:
     """Every device file under root (sorted, relative), and problems met finding them.
 
     Symbolic links are followed only while they stay inside the tree, and a
@@ -202,7 +210,8 @@ def _discover(root: Path) -> tuple[list[str], set[str], list[Problem]]:
     walker.walk(root, "")
     while walker.linked:
         walker.walk(*walker.linked.pop(0))
-    return sorted(walker.files), walker.defaults, walker.problems
+    walker.files.sort()
+    return walker
 
 
 class _Walker:
@@ -211,6 +220,8 @@ class _Walker:
         self.files: list[str] = []
         self.defaults: set[str] = set()
         self.problems: list[Problem] = []
+        #: Device files refused for their name (as shown): invalid files, never read.
+        self.misnamed: set[str] = set()
         self.visited: set[Path] = set()
         self.linked: list[tuple[Path, str]] = []
 
@@ -238,6 +249,12 @@ class _Walker:
             self.problems.append(Problem(rel, 1, "", "broken or looping symbolic link"))
             return
         if not (is_dir or entry.name.endswith(SUFFIXES)):
+            return
+        misnamed = path_name_problem(rel, folder=is_dir)
+        if misnamed is not None:  # its name would be a device name no output can carry
+            self.problems.append(misnamed)
+            if not is_dir:
+                self.misnamed.add(misnamed.file)
             return
         if entry.is_symlink() and not self._link_inside(Path(entry.path), rel):
             return

@@ -48,6 +48,7 @@ def export_command(request: ExportRequest, settings: Settings) -> int:
     """Run ``syncd export``; return the exit status (0 all exported, 1 any failure)."""
     report: list[str] = []
     try:
+        _check_output(request.output)
         access = _access(request)
         chosen = targets(request, report=report)
     except ExportError as exc:
@@ -71,6 +72,12 @@ def export_command(request: ExportRequest, settings: Settings) -> int:
 
 def _fail(message: str) -> None:
     report_error(message)
+
+
+def _check_output(output: Path | None) -> None:
+    """An ExportError when ``--output`` names something other than a directory (or nothing yet)."""
+    if output is not None and (output.exists() or output.is_symlink()) and not output.is_dir():
+        raise ExportError(f"--output {output} is a file, not a directory")
 
 
 def _access(request: ExportRequest) -> Access:
@@ -106,6 +113,10 @@ def _access(request: ExportRequest) -> Access:
 # ------------------------------------------------------------- reading devices
 
 
+#: How the client says which method the desired state names (syncd.http_auth.method_mismatch).
+_DESIRED_NAMES = "the desired state names {}"
+
+
 def _explain(exc: DeviceError, access: Access) -> str:
     """The client's sentence, plus what the operator can do about it."""
     message = exc.message
@@ -115,6 +126,9 @@ def _explain(exc: DeviceError, access: Access) -> str:
             hint = f"{access.tls.ca_file} does not vouch for it; check --ca-file"
         return f"{message}; {hint}, or skip the check with --insecure"
     if isinstance(exc, AuthError):
+        # The client's words are for a desired file; here the method is the --auth flag.
+        method = access.auth.method.value
+        message = message.replace(_DESIRED_NAMES.format(method), f"--auth {method} was given")
         if access.auth.method is AuthMethod.NONE:
             return f"{message}; the device wants credentials: give --auth and --username"
         return f"{message}; check --auth, --username and the password"

@@ -36,6 +36,7 @@ PURE_CORE = frozenset(
         "syncd.rollout_values",
         "syncd.saved_rollout",
         "syncd.settings_change",
+        "syncd.settings_errors",
         "syncd.waves",
         "syncd.windows",
     }

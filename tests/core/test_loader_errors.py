@@ -291,6 +291,13 @@ class TestUrls:
         problem = only_error(load({"a.yaml": device(url=url)}))
         assert_problem(problem, "a.yaml", 2, "device.url", text)
 
+    def test_unclosed_ipv6_bracket_is_said_in_our_words(self, load: Load) -> None:
+        """http://[::1 (no closing bracket) is one sentence of ours, not Python's ValueError."""
+        problem = only_error(load({"a.yaml": device(url="http://[::1")}))
+        assert str(problem) == (
+            "a.yaml:2: device.url: has a malformed IPv6 address; write it as [2001:db8::1]"
+        )
+
     def test_url_with_credentials_never_echoes_them(self, load: Load) -> None:
         """A URL holding user:password is refused, and no part of the credential is printed."""
         state = load({"a.yaml": device(url="https://admin:Sup3rS3cret@192.0.2.10")})

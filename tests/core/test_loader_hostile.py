@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from core_helpers import GOOD, device, only_error
 
-from syncd.desired import MAX_FILE_BYTES, DesiredState, load_desired
+from syncd.desired import MAX_FILE_BYTES, DesiredState, Loader, load_desired
 from syncd.desired.result import FileFailed
 from syncd.desired.tree import read_doc
 
@@ -271,3 +271,57 @@ class TestHostileTree:
         """A folder named x.yaml is a folder, not a device file."""
         root = tree({"x.yaml/a.yaml": GOOD})
         assert list(load_desired(root).devices) == ["x.yaml/a"]
+
+
+class TestFileNames:
+    def test_a_name_that_is_not_utf8_is_an_invalid_file(self, load: Load) -> None:
+        """Such a file is one error naming it with the byte escaped; the other device loads."""
+        bad = os.fsdecode(b"a/bad\xffname.yaml")
+        state = load({bad: device("https://192.0.2.11"), "a/good.yaml": GOOD})
+        problem = only_error(state)
+        assert str(problem) == "a/bad\\xffname.yaml: the file name is not UTF-8; rename it"
+        assert state.invalid_files == {"a/bad\\xffname.yaml"}
+        assert list(state.devices) == ["a/good"]
+
+    @pytest.mark.parametrize(
+        ("name", "shown"),
+        [
+            ("a\nb.yaml", "a\\nb.yaml"),
+            ("a\x1bb.yaml", "a\\x1bb.yaml"),
+            ("a\x85b.yaml", "a\\x85b.yaml"),
+        ],
+    )
+    def test_a_control_character_in_a_name_is_refused(
+        self, load: Load, name: str, shown: str
+    ) -> None:
+        """A newline (or other control) in a file name is refused, shown escaped on one line."""
+        state = load({name: device("https://192.0.2.11"), "good.yaml": GOOD})
+        problem = only_error(state)
+        assert problem.file == shown and "\n" not in str(problem)
+        assert "control character" in problem.message
+        assert list(state.devices) == ["good"]
+
+    def test_a_folder_not_utf8_is_refused_once(self, load: Load) -> None:
+        """A folder whose name is not UTF-8 is one error; the files in it are not read."""
+        folder = os.fsdecode(b"site\xfe")
+        state = load(
+            {f"{folder}/x.yaml": GOOD, f"{folder}/y.yaml": GOOD, "ok.yaml": device("https://x")}
+        )
+        problem = only_error(state)
+        assert problem.file == "site\\xfe" and "folder name is not UTF-8" in problem.message
+        assert list(state.devices) == ["ok"]
+
+    def test_a_misnamed_file_that_is_not_yaml_is_ignored(self, load: Load) -> None:
+        """A file that is not a device file is not read, whatever its name."""
+        state = load({os.fsdecode(b"notes\xff.txt"): "x", "ok.yaml": GOOD})
+        assert state.problems == [] and list(state.devices) == ["ok"]
+
+    def test_a_name_fixed_is_read_on_the_next_load(self, root: Path) -> None:
+        """Renamed to a good name, the file is a device on the next load of the same Loader."""
+        bad = root / os.fsdecode(b"bad\xff.yaml")
+        bad.write_text(GOOD)
+        loader = Loader(root)
+        assert loader.load().invalid_files == {"bad\\xff.yaml"}
+        bad.rename(root / "good.yaml")
+        state = loader.load()
+        assert state.problems == [] and list(state.devices) == ["good"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import syncd.settings
-from syncd.settings import SettingsError, load_settings
+from syncd.settings import SettingsError, load_settings, unknown_environment
 
 
 @pytest.fixture(autouse=True)
@@ -183,3 +183,130 @@ class TestErrors:
         with pytest.raises(SettingsError) as caught:
             load_settings(None)
         assert "\n" not in str(caught.value)
+
+
+PATH_SETTINGS = [
+    "desired_dir",
+    "state_dir",
+    "socket",
+    "cluster_ca_file",
+    "cluster_cert_file",
+    "cluster_key_file",
+    "cluster_password_file",
+    "password_key_file",
+]
+
+
+class TestEmptyPaths:
+    @pytest.mark.parametrize("name", PATH_SETTINGS)
+    def test_empty_flag_is_refused(self, name: str) -> None:
+        """An empty path flag is refused naming the setting, not taken as the working dir."""
+        with pytest.raises(SettingsError) as caught:
+            load_settings(None, **{name: ""})
+        assert str(caught.value).startswith(f"bad setting {name} (flag --")
+        assert "must not be empty" in str(caught.value)
+
+    @pytest.mark.parametrize("name", PATH_SETTINGS)
+    def test_empty_environment_is_refused(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        """SYNCD_<NAME>= (set, but empty) is refused naming the variable."""
+        monkeypatch.setenv(f"SYNCD_{name.upper()}", "")
+        with pytest.raises(SettingsError) as caught:
+            load_settings(None)
+        said = f"bad setting {name} (SYNCD_{name.upper()}): must not be empty: name a path"
+        assert str(caught.value) == said
+
+    def test_empty_in_toml_is_refused(self, tmp_path: Path) -> None:
+        """state_dir = "" in the TOML file is refused naming the file."""
+        path = toml(tmp_path, 'state_dir = ""\n')
+        with pytest.raises(SettingsError, match=f"bad setting state_dir \\({path}\\)"):
+            load_settings(path)
+
+    def test_empty_config_is_refused(self) -> None:
+        """--config "" is refused, not read as the default file or the working dir."""
+        with pytest.raises(SettingsError, match="--config is empty"):
+            load_settings("")
+
+
+class TestOwnWords:
+    def test_the_source_holding_the_value_is_named(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Only the source that holds the bad value is named, not every possible one."""
+        path = toml(tmp_path, 'concurrency = "lots"\n')
+        with pytest.raises(SettingsError) as caught:
+            load_settings(path)
+        assert str(caught.value) == f"bad setting concurrency ({path}): must be a whole number"
+        monkeypatch.setenv("SYNCD_CONCURRENCY", "many")
+        with pytest.raises(SettingsError) as caught:
+            load_settings(path)
+        said = "bad setting concurrency (SYNCD_CONCURRENCY): must be a whole number"
+        assert str(caught.value) == said
+        with pytest.raises(SettingsError) as caught:
+            load_settings(path, concurrency=0)
+        assert (
+            str(caught.value) == "bad setting concurrency (flag --concurrency): must be at least 1"
+        )
+
+    @pytest.mark.parametrize(
+        ("name", "value", "said"),
+        [
+            ("SYNCD_RESYNC_INTERVAL", "soon", "must be a number"),
+            ("SYNCD_RESYNC_INTERVAL", "0", "must be more than 0"),
+            ("SYNCD_RESYNC_INTERVAL", "inf", "must be a finite number"),
+            ("SYNCD_CONCURRENCY", "1.5", "must be a whole number"),
+            ("SYNCD_CONCURRENCY", "20000", "must be at most 10000"),
+            ("SYNCD_LOG_FORMAT", "xml", "must be one of json, console"),
+            ("SYNCD_LOG_LEVEL", "loud", "must be one of debug, info, warning, error"),
+        ],
+    )
+    def test_messages_are_ours(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str
+    ) -> None:
+        """A bad value is said in our words, not pydantic's ("Input should be ...")."""
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError) as caught:
+            load_settings(None)
+        assert str(caught.value).endswith(f"({name}): {said}")
+        assert "Input should" not in str(caught.value)
+
+    @pytest.mark.parametrize("setting", ["concurrency", "resync_interval", "lease_ttl"])
+    def test_a_boolean_is_not_a_number(self, tmp_path: Path, setting: str) -> None:
+        """TOML true for a number is refused (pydantic would take it as 1)."""
+        path = toml(tmp_path, f"{setting} = true\n")
+        with pytest.raises(SettingsError) as caught:
+            load_settings(path)
+        said = f"bad setting {setting} ({path}): must be a number, not true or false"
+        assert str(caught.value) == said
+
+    def test_unknown_toml_key_suggests_the_nearest(self, tmp_path: Path) -> None:
+        """A misspelt TOML key names the file and the nearest known setting."""
+        path = toml(tmp_path, "concurency = 4\n")
+        with pytest.raises(SettingsError) as caught:
+            load_settings(path)
+        said = f"unknown setting concurency in config file {path}; did you mean concurrency?"
+        assert str(caught.value) == said
+
+    def test_config_that_is_a_directory(self, tmp_path: Path) -> None:
+        """--config naming a directory says it is a directory, not that it does not exist."""
+        with pytest.raises(SettingsError) as caught:
+            load_settings(tmp_path)
+        assert str(caught.value) == f"config file {tmp_path} is a directory, not a file"
+
+
+class TestUnknownVariables:
+    def test_a_misspelt_variable_is_named_with_the_nearest(self) -> None:
+        """SYNCD_CONCURENCY names no setting: one sentence naming it and SYNCD_CONCURRENCY."""
+        found = unknown_environment(
+            {"SYNCD_CONCURENCY": "4", "SYNCD_CONCURRENCY": "4", "HOME": "/"}
+        )
+        assert found == {
+            "SYNCD_CONCURENCY": "environment variable SYNCD_CONCURENCY names no setting "
+            "and is ignored; did you mean SYNCD_CONCURRENCY?"
+        }
+
+    def test_settings_in_any_case_are_known(self) -> None:
+        """Variables pydantic reads (any case) are not reported; a far-off one has no hint."""
+        found = unknown_environment({"syncd_log_level": "info", "SYNCD_ZZZZZZ": "1"})
+        assert found == {
+            "SYNCD_ZZZZZZ": "environment variable SYNCD_ZZZZZZ names no setting and is ignored"
+        }

@@ -216,6 +216,16 @@ class TestCredentials:
         assert "not-the-password" not in done.stderr
         assert "Traceback" not in done.stderr
 
+    def test_method_mismatch_names_the_flag(self, intercoms):
+        """A Basic-only device exported with --auth digest: the sentence names --auth digest."""
+        fleet = intercoms(devices=1, auth="basic", password=API_PASSWORD)
+        url = fleet.devices[0].url
+        done = run(*digest_args(url), env={"EXPORT_API_PW": API_PASSWORD})
+        assert done.returncode == 1
+        (line,) = messages(done.stderr)
+        assert "the device asked for Basic authentication but --auth digest was given" in line
+        assert "desired state" not in line
+
     def test_missing_password_sources_are_named(self, intercoms, tmp_path):
         """An unset variable or a missing file is named, and no request is sent."""
         fleet = intercoms(devices=1, auth="digest")
@@ -237,6 +247,15 @@ class TestCredentials:
 
 
 class TestTransport:
+    def test_unclosed_ipv6_url_is_one_sentence(self):
+        """--url http://[::1 is one sentence naming the URL, not an unexpected ValueError."""
+        done = run("export", "--url", "http://[::1", "--auth", "none")
+        assert done.returncode == 1
+        assert messages(done.stderr) == [
+            "syncd: error: --url http://[::1: the URL has a malformed IPv6 address; "
+            "write it as [2001:db8::1]"
+        ]
+
     def test_unreachable_device_fails_cleanly(self, free_port):
         """A refused connection ends in exit 1 with one sentence naming the URL, no traceback."""
         url = f"http://127.0.0.1:{free_port}"
@@ -410,6 +429,21 @@ class TestTree:
         assert done.returncode == 0, done.stderr
         assert sorted(p.name for p in out.iterdir()) == ["a.yaml", "b.yaml"]
         assert '    domain: "pbx.example.com"\n' in (out / "a.yaml").read_text()
+
+    def test_output_that_is_a_file_is_named(self, intercoms, tmp_path):
+        """--output naming a regular file says so once; nothing is read or written."""
+        fleet = intercoms(devices=1)
+        listing = tmp_path / "devices.txt"
+        listing.write_text(f"a1 {fleet.devices[0].url}\n")
+        out = tmp_path / "ofile"
+        out.write_text("")
+        for source in (["--from-list", str(listing)], ["--url", fleet.devices[0].url]):
+            done = run("export", *source, "--output", str(out), "--auth", "none")
+            assert done.returncode == 1
+            assert messages(done.stderr) == [
+                f"syncd: error: --output {out} is a file, not a directory"
+            ]
+        assert out.read_text() == "" and fleet.devices[0].journal == []
 
     def test_bad_list_line_is_named_and_nothing_is_written(self, tmp_path):
         """A malformed device list is refused whole, naming file and line, before any request."""

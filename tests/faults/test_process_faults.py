@@ -347,7 +347,7 @@ BAD_TOML = {
     "section": ("[syncd]\nresync_interval = 5\n", "syncd"),
     "desired-dir-not-a-path": (
         'desired_dir = ["a"]\n',
-        "desired_dir (flag --desired, SYNCD_DESIRED_DIR",
+        "bad setting desired_dir (",  # and the file, only it: the source holding the value
     ),
 }
 
