@@ -30,7 +30,12 @@ _SETTING_FLAGS = (
     ("--log-format", str, "json or console (default: console on a terminal, else json)"),
     ("--log-level", str, "debug, info, warning or error"),
     ("--metrics-address", str, "HOST:PORT to serve Prometheus metrics and /healthz on"),
-    ("--socket", str, "the daemon's control socket (default: STATE_DIR/syncd.sock)"),
+    (
+        "--socket",
+        str,
+        "the daemon's control socket (default: $RUNTIME_DIRECTORY/syncd.sock under systemd, "
+        "else STATE_DIR/syncd.sock)",
+    ),
     ("--cluster-endpoints", str, "etcd endpoints http(s)://HOST:PORT,...; unset: standalone"),
     ("--cluster-name", str, "key prefix in etcd, the same on every node (default syncd)"),
     ("--node-name", str, "this node's name in the cluster (default: the host name)"),
@@ -94,7 +99,9 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common(*, daemon_flags: bool) -> _Parser:
+    """The flags every command takes; a one-shot command's help leaves out the daemon's
+    own settings (given anyway, they are refused by name, not ignored)."""
     common = _Parser(add_help=False)
     # Paths stay strings here: the settings refuse an empty one, which Path would make ".".
     common.add_argument("--desired", metavar="DIR", help="desired-state directory")
@@ -107,8 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--config", metavar="PATH", help="TOML settings file")
     for flag, kind, text in _SETTING_FLAGS:
-        common.add_argument(flag, type=kind, help=text)
+        shown = daemon_flags or flag not in _DAEMON_ONLY_FLAGS
+        common.add_argument(flag, type=kind, help=text if shown else argparse.SUPPRESS)
+    return common
 
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common(daemon_flags=True)
+    one_shot = _common(daemon_flags=False)
     parser = _Parser(
         prog="syncd",
         description="Keep the SIP accounts of 2N IP intercoms equal to a tree of YAML files.",
@@ -116,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", parents=[common], help="check the desired state offline")
+    p = sub.add_parser("validate", parents=[one_shot], help="check the desired state offline")
     p.add_argument("dir", nargs="?", metavar="DIR", help="same as --desired DIR")
     p.add_argument(
         "--resolve-secrets",
@@ -124,10 +137,10 @@ def _parser() -> argparse.ArgumentParser:
         help="also check that every secret reference resolves",
     )
 
-    p = sub.add_parser("plan", parents=[common], help="show what would change on each device")
+    p = sub.add_parser("plan", parents=[one_shot], help="show what would change on each device")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("apply", parents=[common], help="one reconcile pass over all devices")
+    p = sub.add_parser("apply", parents=[one_shot], help="one reconcile pass over all devices")
     p.add_argument(
         "--ignore-windows",
         action="store_true",
@@ -137,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollout", parents=[common], help="pause or resume the rollout")
     p.add_argument("action", choices=["pause", "resume"])
 
-    _add_export(sub, common)
+    _add_export(sub, one_shot)
     _add_fleet(sub, common)
     sub.add_parser("simulate", add_help=False, help="run emulated intercoms on loopback")
     return parser

@@ -135,6 +135,16 @@ class TestDaemonOnlyFlags:
         assert error["event"] == "command.usage"
         assert f"syncd {command} does not take {flag}" in error["error"]
 
+    def test_help_lists_the_daemons_settings_only_where_they_are_taken(self):
+        """``--help`` of a one-shot command does not offer a flag it refuses; ``run``'s does."""
+        for command in ("validate", "plan", "apply", "export"):
+            shown = syncd(command, "--help").stdout
+            assert "--resync-interval" not in shown and "--metrics-address" not in shown
+            assert "--state-dir" in shown
+        run = syncd("run", "--help").stdout
+        assert "--resync-interval" in run and "--metrics-address" in run
+        assert "$RUNTIME_DIRECTORY/syncd.sock" in run
+
     def test_console_usage_error_names_the_flag(self, tmp_path):
         """With console logs the usage error is argparse's usage text naming the flag."""
         result = syncd(
