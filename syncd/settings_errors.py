@@ -103,13 +103,17 @@ def _choices(annotation: Any) -> list[str]:
     return []
 
 
+#: Variables of the test suite (``SYNCD_TEST_ETCD``, say): no setting, and no warning.
+TEST_PREFIX = "SYNCD_TEST_"
+
+
 def unknown_variables(environ: Mapping[str, str], settings: Collection[str]) -> dict[str, str]:
     """Each ``SYNCD_*`` variable that names no setting, with a warning sentence naming
-    the nearest setting's variable."""
+    the nearest setting's variable (``SYNCD_TEST_*`` belongs to the test suite)."""
     warnings = {}
     for variable in sorted(environ):
         upper = variable.upper()
-        if not upper.startswith(ENV_PREFIX):
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(TEST_PREFIX):
             continue
         name = upper.removeprefix(ENV_PREFIX).lower()
         if name in settings:

@@ -25,7 +25,7 @@ from tests.faults.helpers import (
     wait_until,
 )
 
-SEED = int(os.environ.get("SYNCD_FAULT_SEED", "20240611"))
+SEED = int(os.environ.get("SYNCD_TEST_FAULT_SEED", "20240611"))
 
 
 def _write_round(root: Path, fleet, rnd: int) -> dict[int, str]:

@@ -1,10 +1,10 @@
 """Chaos soak: 50 emulated devices, random faults, desired edits and drift at once.
 
-Bounded: ``SYNCD_SOAK_SECONDS`` (default 30; more for a long soak) of chaos, then
+Bounded: ``SYNCD_TEST_SOAK_SECONDS`` (default 30; more for a long soak) of chaos, then
 the faults stop and every device must equal its desired state within two resync
 intervals plus slack. Over the whole run no PUT may carry an unmanaged field or account, no
 SIP password may be accepted twice for the same value, and the daemon's memory
-must stay flat. The seed is printed (``SYNCD_SOAK_SEED`` to replay one).
+must stay flat. The seed is printed (``SYNCD_TEST_SOAK_SEED`` to replay one).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 from tests.e2e.conftest import write
 from tests.faults.helpers import wait_until
 
-SOAK_SECONDS = float(os.environ.get("SYNCD_SOAK_SECONDS", "30"))
-SEED = int(os.environ.get("SYNCD_SOAK_SEED", "424242"))
+SOAK_SECONDS = float(os.environ.get("SYNCD_TEST_SOAK_SECONDS", "30"))
+SEED = int(os.environ.get("SYNCD_TEST_SOAK_SEED", "424242"))
 DEVICES = 50
 RESYNC = 1.0
 #: Slack on top of two resync intervals for the last faults' retries and a busy 2-core host.
