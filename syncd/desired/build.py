@@ -27,6 +27,7 @@ _LITERAL = (
     "literal secret in the desired state; prefer {env: NAME}, {file: PATH} or {credential: NAME}"
 )
 _TLS_OFF = "TLS certificate and host-name checks are off for this device"
+_READ_ONLY = "read-only on the device: syncd never sends it (remove it, or keep it as a note)"
 
 
 def build_device(
@@ -109,6 +110,11 @@ def _warnings(spec: DeviceSpec[SecretRef], doc: Any, rel: str) -> list[Problem]:
         if ref is not None and ref.source == "literal" and ref.where is not None:
             file, line, path = ref.where
             out.append(Problem(file, line, path, _LITERAL, warning=True))
+    accounts = doc.get("accounts") if isinstance(doc, dict) else None
+    for i, account in enumerate(accounts if isinstance(accounts, list) else ()):
+        if isinstance(account, dict) and "accountType" in account:
+            pos, path = locate(doc, ("accounts", i, "accountType"), rel)
+            out.append(Problem(pos.file, pos.line, path, _READ_ONLY, warning=True))
     return out
 
 

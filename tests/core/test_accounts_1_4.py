@@ -36,10 +36,14 @@ class TestDesiredState:
     def test_a_pasted_get_answer_with_account_type_loads_and_manages_no_account_type(
         self, load: Load
     ) -> None:
-        """accountType, read-only on newer firmware, is accepted in a file and never managed."""
+        """accountType, read-only on newer firmware, is accepted in a file and never managed;
+        a warning at its line says so (it is not silently dropped)."""
         text = device(accounts="- account: 3\n  accountType: general\n  displayName: Gate\n")
         state = load({"a.yaml": text})
         assert state.errors == []
+        (warning,) = [p for p in state.problems if p.warning]
+        assert (warning.file, warning.path) == ("a.yaml", "accounts[0].accountType")
+        assert "read-only on the device: syncd never sends it" in str(warning)
         (spec,) = state.devices.values()
         assert dict(spec.accounts[3].fields) == {"displayName": "Gate"}
 
