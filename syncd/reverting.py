@@ -6,9 +6,11 @@ the value before). The revert waits, like any change, until the device has no
 call under way (``calls.waitForIdle``, at most ``maxWait``), retries its PUT as
 every request does, and when it fails is tried again after
 :data:`REVERT_RETRY` seconds, for as long as it is due (the undo values are
-saved with the rollout, so also after a restart). The conductor decides which
-devices are due (:func:`syncd.rollout.reverts_due`) and settles each one a
-revert finished.
+saved with the rollout, so also after a restart). A revert that keeps failing
+the same way is logged (``apply.failed``) and written to the history once, then
+at most every :data:`SAY_AGAIN_AFTER` seconds, not at every try. The conductor
+decides which devices are due (:func:`syncd.rollout.reverts_due`) and settles
+each one a revert finished.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from syncd.model import DeviceSpec
 from syncd.policy import CallsPolicy
 from syncd.retrying import RetryPolicy, with_retries
 
-__all__ = ["Reverter", "wait_until_idle"]
+__all__ = ["REVERT_RETRY", "Reverter", "wait_until_idle"]
 
 #: Seconds before a revert PUT that failed is tried again.
 REVERT_RETRY = 10.0
+#: Seconds before the same failure of a device's revert is logged and recorded again.
+SAY_AGAIN_AFTER = 3600.0
 
 #: A device's spec (None: gone) and its undo changes, as the rollout saved them.
 UndoOf = Callable[[str], tuple[DeviceSpec | None, Sequence[Mapping[str, Any]]]]
@@ -65,6 +69,8 @@ class Reverter:
         self.log = get_logger()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}
+        #: Per device, the failure last said and when (cleared when its revert goes out).
+        self._said: dict[str, tuple[str, float]] = {}
 
     def retune(self, retry: RetryPolicy) -> None:
         """New settings (SIGHUP): the retries of the next reverts."""
@@ -118,13 +124,17 @@ class Reverter:
                 policy=self._retry,
             )
         except DeviceError as exc:
-            self._failed[device] = self._clock()
+            now = self._failed[device] = self._clock()
             error = f"revert failed: {exc}"
-            events.apply_failed(
-                log, error=error, code=exc.code, kind=exc.kind, revision=self._revision()
-            )
-            self._on_failure(device, changes, error)
+            said, when = self._said.get(device, ("", 0.0))
+            if said != error or now - when >= SAY_AGAIN_AFTER:
+                self._said[device] = (error, now)
+                events.apply_failed(
+                    log, error=error, code=exc.code, kind=exc.kind, revision=self._revision()
+                )
+                self._on_failure(device, changes, error)
             return
+        self._said.pop(device, None)
         fields = [
             {"account": c.account, "field": c.field, "live": c.desired, "desired": c.live}
             for c in changes

@@ -33,7 +33,8 @@ from syncd.policy import (
     Window,
 )
 from syncd.reconcile import Reconciler
-from syncd.reverting import wait_until_idle
+from syncd.retrying import RetryPolicy
+from syncd.reverting import REVERT_RETRY, Reverter, wait_until_idle
 from syncd.rollout_control import pause_saved, resume_saved
 from syncd.rollout_values import Decision, WaitReason
 from syncd.simulator import EmulatedDevice, Fleet
@@ -430,6 +431,50 @@ class TestConductor:
         bad = PolicyResult(None, [Problem("_fleet.yaml", 2, "rollout", "bad")])
         conductor.load(policy=bad, specs={}, revision="r2")
         assert conductor.policy == policy
+
+
+class TestReverter:
+    async def test_a_revert_failing_the_same_way_is_said_once_and_tried_on(
+        self, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """A revert PUT that keeps failing alike: one apply.failed and one history entry, not
+        one per try; a new failure is said again; when it goes out, apply.reverted."""
+        device = emulated.devices[0]
+        spec = spec_for(device, displayName="Lobby")
+        undo = [{"account": 1, "field": "displayName", "live": "Old", "desired": "Lobby"}]
+        failures: list[str] = []
+        done: list[str] = []
+        now = [0.0]
+        reverter = Reverter(
+            client_of=lambda s: DeviceClient(url=s.url, pool=pool),
+            undo_of=lambda name: (spec, undo),
+            calls=lambda: CallsPolicy(wait_for_idle=False),
+            revision=lambda: "r1",
+            done=lambda name, changes: done.append(name),
+            failed=lambda name, changes, error: failures.append(error),
+            retry=RetryPolicy(attempts=1),
+            clock=lambda: now[0],
+        )
+
+        async def attempt() -> None:
+            reverter.start(["dev1"])
+            while reverter.busy:
+                await asyncio.sleep(0.01)
+            now[0] += REVERT_RETRY
+
+        device.inject(kind="status", status=503, method="PUT", count=3)
+        with capture_logs() as logs:
+            await attempt()
+            await attempt()
+            device.clear_faults()
+            device.inject(kind="reject", code=12, method="PUT", count=1)
+            await attempt()
+            await attempt()
+        said = [e for e in logs if e["event"] == "apply.failed"]
+        assert len(failures) == len(said) == 2
+        assert "HTTP 503" in failures[0] and "code 12" in failures[1]
+        assert done == ["dev1"] and device.accounts[0]["displayName"] == "Old"
+        assert [e["event"] for e in logs].count("apply.reverted") == 1
 
 
 class TestLock:
