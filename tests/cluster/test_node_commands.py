@@ -10,6 +10,7 @@ cluster node has used (its ``cluster-node`` marker), those and ``history``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from syncd.simulator import Fleet, run_fleet_in_thread
+from tests.cluster.conftest import enable_auth
 from tests.cluster.daemons import (
     PASSWORD_KEY,
     SIP_PASSWORD,
@@ -206,3 +208,57 @@ class TestNodeStateDirWithoutClusterSettings:
         history = command("history", *at)
         assert history.returncode == 0, history.stderr
         assert "no changes recorded" in history.stdout
+
+
+class TestReadmeRecipe:
+    def test_cluster_settings_in_the_config_file_serve_the_node_and_a_root_shell(
+        self, fleet: Fleet, own_etcd: EtcdServer, nodes: list[DaemonProcess], tmp_path: Path
+    ) -> None:
+        """As the README sets a node up: cluster settings in the TOML file, the unit's drop-in overriding the private files' paths (its credentials); a command from a shell given only that file lists the fleet's PUTs, and pauses and resumes through the node; with only the state dir it is refused; with the node stopped a pause is refused, never written locally."""
+        asyncio.run(
+            enable_auth(own_etcd.endpoint, user="syncd", password=ETCD_PASSWORD, prefix="/syncd/")
+        )
+        root_files, credentials = tmp_path / "etc-credentials", tmp_path / "creds-dir"
+        for folder in (root_files, credentials):
+            folder.mkdir()
+            (folder / "etcd-password").write_text(ETCD_PASSWORD)
+            (folder / "password-key").write_text(PASSWORD_KEY)
+        state = tmp_path / "var-lib-syncd"
+        desired = tmp_path / "desired"
+        desired_tree(desired, fleet.devices, "Recipe")
+        config = tmp_path / "syncd.toml"
+        config.write_text(
+            f'desired_dir = "{desired}"\nstate_dir = "{state}"\nlog_format = "json"\n'
+            f'cluster_endpoints = "{own_etcd.endpoint}"\ncluster_username = "syncd"\n'
+            f'cluster_password_file = "{root_files / "etcd-password"}"\n'
+            f'password_key_file = "{root_files / "password-key"}"\n'
+        )
+        unit = {
+            "SYNCD_CLUSTER_PASSWORD_FILE": str(credentials / "etcd-password"),
+            "SYNCD_PASSWORD_KEY_FILE": str(credentials / "password-key"),
+        }
+        node = start_node(
+            ["--config", str(config), "--node-name", "mgmt-1", "--lease-ttl", "2"], env=unit
+        )
+        nodes.append(node)
+        node.wait_for("cluster.joined", timeout=20)
+        wait_until(all_labelled(fleet.devices, "Recipe"), 30, "the fleet converged")
+
+        def listed() -> bool:
+            result = command("history", "--config", str(config), "--json")
+            return result.returncode == 0 and len(json.loads(result.stdout)) >= 4
+
+        wait_until(listed, 15, "the fleet's PUTs listed from etcd")
+        paused = command("rollout", "pause", "--config", str(config))
+        assert paused.returncode == 0 and "rollout paused" in paused.stdout, paused.stderr
+        resumed = command("rollout", "resume", "--config", str(config))
+        assert resumed.returncode == 0 and "rollout resumed" in resumed.stdout, resumed.stderr
+        refused = one_error(command("history", "--state-dir", str(state)))
+        assert "belongs to node mgmt-1 of cluster syncd (etcd key prefix /syncd/)" in refused
+
+        assert node.stop() == 0
+        before = listing(state)
+        stopped = one_error(command("rollout", "pause", "--config", str(config)))
+        assert "no node of cluster syncd runs on this host" in stopped, stopped
+        assert ETCD_PASSWORD not in stopped
+        assert listing(state) == before
