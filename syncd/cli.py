@@ -249,7 +249,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "apply":
         return commands.apply(settings, devices=args.device, ignore_windows=args.ignore_windows)
     if args.command == "rollout":
-        return commands.rollout(settings, action=args.action)
+        from syncd.fleet_commands import rollout_command
+
+        return rollout_command(settings, action=args.action)
     if args.command == "run":
         from syncd.daemon_entry import run_daemon
 

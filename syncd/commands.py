@@ -42,7 +42,6 @@ __all__ = [
     "apply",
     "check_local_state_dir",
     "plan",
-    "rollout",
     "state_dir_missing",
     "validate",
 ]
@@ -226,11 +225,13 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     printed, its problems are in ``--json``, and stderr names the first one.
     """
     from syncd import events, loop
+    from syncd.cluster_refusals import check_not_node_dir
     from syncd.command_errors import report_error
     from syncd.logs import get_logger
     from syncd.outcome import Tally
     from syncd.report import plan_json, plan_text, rollout_facts
 
+    check_not_node_dir(settings)  # its records are in etcd: the dir's would mislead
     state = _plan_state(settings)
     outcomes, broken, policy = loop.run(_pass(settings, devices, state=state))
     shown = outcomes  # the text marks a due password "(no record)" when there are none
@@ -307,6 +308,9 @@ def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = 
             "syncd apply does not run against a cluster (cluster_endpoints is set): its nodes "
             "own the devices; commit the change and let them roll it out"
         )
+    from syncd.cluster_refusals import check_not_node_dir
+
+    check_not_node_dir(settings)  # the same, given without its cluster settings
     try:
         lock = StateLock.acquire(settings.state_dir)
     except (StateDirLocked, OSError) as exc:
@@ -356,39 +360,3 @@ async def _apply_pass(
     finally:
         progress.close()
     return result.outcomes, resolved.broken, result.verdict
-
-
-def rollout(settings: Settings, *, action: str) -> int:
-    """``syncd rollout pause|resume``: through the daemon's socket, else on the state dir."""
-    from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
-
-    socket_path = getattr(settings, "socket", None) or default_socket_path(settings.state_dir)
-    client = ControlClient(Path(socket_path))
-    try:
-        message = client.pause() if action == "pause" else client.resume()
-    except ControlUnavailable:
-        message = _rollout_on_state(settings, action, Path(socket_path))
-    except ControlError as exc:
-        raise CommandError(str(exc)) from None
-    print(message)
-    return EXIT_OK
-
-
-def _rollout_on_state(settings: Settings, action: str, socket_path: Path) -> str:
-    """No daemon answers: change the saved rollout, unless another syncd holds the state dir."""
-    from syncd.local_state import open_state
-    from syncd.lock import StateDirLocked, StateLock, state_lock_error
-    from syncd.rollout_control import pause_saved, resume_saved
-
-    state_dir = settings.state_dir
-    if not state_dir.is_dir():
-        # A mistyped path must not answer "paused" for a daemon that goes on rolling out.
-        first = f" (to pause before a daemon's first start, create it: mkdir -p {state_dir})"
-        raise CommandError(state_dir_missing(state_dir, socket_path) + first)
-    try:
-        lock = StateLock.acquire(state_dir)
-    except (StateDirLocked, OSError) as exc:
-        raise CommandError(state_lock_error(state_dir, exc)) from None
-    with lock:
-        state = open_state(settings)
-        return pause_saved(state) if action == "pause" else resume_saved(state)

@@ -44,6 +44,7 @@ __all__ = [
     "ControlHandlers",
     "ControlServer",
     "ControlUnavailable",
+    "NoDaemon",
     "default_socket_path",
 ]
 
@@ -57,6 +58,10 @@ class ControlError(Exception):
 
 class ControlUnavailable(ControlError):
     """No daemon answers on the socket; the message says where it looked."""
+
+
+class NoDaemon(ControlUnavailable):
+    """Nothing listens on the socket at all (not: no permission, or a daemon too slow)."""
 
 
 class ControlHandlers(Protocol):
@@ -297,7 +302,7 @@ class ControlClient:
                 f"no permission to use the control socket {self.path} (run as the daemon's user)"
             ) from None
         except OSError:
-            raise ControlUnavailable(
+            raise NoDaemon(
                 f"no syncd daemon answers on {self.path} (is `syncd run` running with this socket?)"
             ) from None
         finally:

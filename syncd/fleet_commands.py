@@ -1,11 +1,14 @@
-"""The operator's questions: ``syncd status``, ``syncd history``, ``syncd passwords resend``.
+"""The operator's commands: ``syncd status``, ``history``, ``passwords resend``, ``rollout``.
 
 ``status`` asks the running daemon over its control socket; ``history``
 reads the history file (also while the daemon writes it), or in a cluster
-the history the nodes keep in etcd; ``passwords
-resend`` goes through the daemon when one answers, else marks the passwords
-due on the state directly. Each returns its exit status; a user-caused
-failure is a :class:`~syncd.commands.CommandError` (one sentence, exit 1).
+the history the nodes keep in etcd; ``passwords resend`` and ``rollout
+pause|resume`` go through the daemon when one answers, else act on the state
+dir directly. In a cluster nothing falls back to the local state dir, which
+the cluster ignores: with no node answering here, or on a node's state dir
+without the cluster settings, they refuse (:mod:`syncd.cluster_refusals`).
+Each returns its exit status; a user-caused failure is a
+:class:`~syncd.commands.CommandError` (one sentence, exit 1).
 """
 
 from __future__ import annotations
@@ -18,15 +21,22 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from syncd.cluster_refusals import check_not_node_dir, no_node_here
 from syncd.command_errors import report_warning
 from syncd.commands import EXIT_OK, CommandError, check_local_state_dir, state_dir_missing
-from syncd.control import ControlClient, ControlError, ControlUnavailable, default_socket_path
+from syncd.control import (
+    ControlClient,
+    ControlError,
+    ControlUnavailable,
+    NoDaemon,
+    default_socket_path,
+)
 from syncd.history import HistoryLog, HistoryRead, format_history_table, since_start
 from syncd.local_state import open_state
 from syncd.settings import Settings
 from syncd.status import device_from_json, format_status, summary_counts
 
-__all__ = ["history_command", "resend_command", "status_command"]
+__all__ = ["history_command", "resend_command", "rollout_command", "status_command"]
 
 
 def socket_path(settings: Settings) -> Path:
@@ -41,6 +51,9 @@ def status_command(settings: Settings, *, as_json: bool, devices: Sequence[str] 
     """
     try:
         data = ControlClient(socket_path(settings)).status()
+    except ControlUnavailable as exc:
+        _not_on_node_state(settings, exc, command="syncd status")
+        raise CommandError(str(exc)) from None
     except ControlError as exc:
         raise CommandError(str(exc)) from None
     if devices:
@@ -99,6 +112,7 @@ def _read_history(settings: Settings, *, since: datetime | None) -> HistoryRead:
             return read_cluster_history(settings, since=since)
         except ClusterError as exc:
             raise CommandError(str(exc)) from None
+    check_not_node_dir(settings)
     if not settings.state_dir.is_dir():
         raise CommandError(state_dir_missing(settings.state_dir))
     return HistoryLog.in_state_dir(settings.state_dir).read(since=since)
@@ -112,8 +126,9 @@ def resend_command(settings: Settings, *, device: str) -> int:
     """Mark ``device``'s passwords due again: through the daemon, or on the state when none runs."""
     try:
         message = ControlClient(socket_path(settings)).resend(device)
-    except ControlUnavailable:
-        pass
+    except ControlUnavailable as exc:
+        command = f"syncd passwords resend {device}"
+        _not_on_node_state(settings, exc, command=command, device=device)
     except ControlError as exc:
         raise CommandError(str(exc)) from None
     else:
@@ -142,3 +157,36 @@ def _check_managed(desired_dir: Path, device: str) -> None:
     names = set(desired.devices) | {name_from_path(p.file) for p in desired.problems}
     if device not in names:
         raise CommandError(f"no device {device} in {desired_dir}")
+
+
+def rollout_command(settings: Settings, *, action: str) -> int:
+    """``syncd rollout pause|resume``: through the daemon's socket, else on the state dir."""
+    from syncd.rollout_control import on_state_dir
+
+    path = socket_path(settings)
+    client = ControlClient(path)
+    try:
+        message = client.pause() if action == "pause" else client.resume()
+    except ControlUnavailable as exc:
+        _not_on_node_state(settings, exc, command=f"syncd rollout {action}")
+        message = on_state_dir(settings, action, path)
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    print(message)
+    return EXIT_OK
+
+
+def _not_on_node_state(
+    settings: Settings, exc: ControlUnavailable, *, command: str, device: str | None = None
+) -> None:
+    """No daemon answered: a CommandError unless the state dir is standalone's to act on.
+
+    With the cluster settings nothing here is the cluster's: nothing runs here
+    (named where to run it instead), or the node did not answer (``exc``).
+    Without them, a cluster node's state dir is refused as such.
+    """
+    if settings.cluster_endpoints:
+        if isinstance(exc, NoDaemon):
+            raise no_node_here(settings, socket_path(settings), command=command, device=device)
+        raise CommandError(str(exc)) from None
+    check_not_node_dir(settings)

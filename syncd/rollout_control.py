@@ -1,5 +1,9 @@
 """``syncd rollout pause`` and ``resume``: on the saved state when no daemon runs.
 
+:func:`on_state_dir` is the command's part when no daemon answers (standalone
+only: in a cluster the rollout is in etcd and the driver's to change, see
+:func:`syncd.fleet_commands.rollout_command`).
+
 A running daemon's conductor (:meth:`syncd.conductor.Conductor.pause`)
 changes its own :class:`~syncd.saved_rollout.SavedRollout` the same way, with
 the same sentences and events: :data:`PAUSE` and :data:`RESUME` say what each
@@ -10,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncd import events
 from syncd.logs import get_logger
@@ -17,7 +23,10 @@ from syncd.rollout_saving import read_saved
 from syncd.saved_rollout import SavedRollout
 from syncd.state import StateStore
 
-__all__ = ["PAUSE", "RESUME", "Control", "pause_saved", "resume_saved"]
+if TYPE_CHECKING:
+    from syncd.settings import Settings
+
+__all__ = ["PAUSE", "RESUME", "Control", "on_state_dir", "pause_saved", "resume_saved"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +72,24 @@ def _on_state(state: StateStore, control: Control) -> str:
     state.save_rollout(saved.to_doc())
     control.event(get_logger(), revision=saved.revision)
     return control.done
+
+
+def on_state_dir(settings: Settings, action: str, socket_path: Path) -> str:
+    """No daemon answers on ``socket_path``: change the saved rollout in the state dir,
+    unless another syncd holds it; the sentence to print (CommandError: why not)."""
+    from syncd.commands import CommandError, state_dir_missing
+    from syncd.local_state import open_state
+    from syncd.lock import StateDirLocked, StateLock, state_lock_error
+
+    state_dir = settings.state_dir
+    if not state_dir.is_dir():
+        # A mistyped path must not answer "paused" for a daemon that goes on rolling out.
+        first = f" (to pause before a daemon's first start, create it: mkdir -p {state_dir})"
+        raise CommandError(state_dir_missing(state_dir, socket_path) + first)
+    try:
+        lock = StateLock.acquire(state_dir)
+    except (StateDirLocked, OSError) as exc:
+        raise CommandError(state_lock_error(state_dir, exc)) from None
+    with lock:
+        state = open_state(settings)
+        return pause_saved(state) if action == "pause" else resume_saved(state)

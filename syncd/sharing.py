@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.local_state import open_state
 from syncd.model import DeviceSpec
+from syncd.node_marker import forget_node
 from syncd.outcome import Outcome
 from syncd.rollout_relay import Relay
 from syncd.state import StateError, StateStore
@@ -201,6 +202,7 @@ def open_sharing(
     Raises SharingError naming the setting (or the state dir) that is wrong.
     """
     if not settings.cluster_endpoints:
+        forget_node(settings.state_dir)  # a cluster node's marker: the dir is standalone again
         try:
             return Standalone(open_state(settings))
         except StateError as exc:

@@ -43,6 +43,7 @@ from syncd.cluster.gauges import ClusterGauges
 from syncd.cluster.history import EtcdHistory
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
+from syncd.node_marker import mark_node
 from syncd.outcome import Outcome
 from syncd.sharing import SharingError, Work, Workers
 from syncd.state import StateStore
@@ -248,6 +249,11 @@ class Clustered:
 
     async def start(self) -> None:
         self._started = time.monotonic()
+        if self.config.state_dir is not None:
+            # Commands run on this state dir without the cluster settings refuse, naming us.
+            mark_node(
+                self.config.state_dir, node=self.config.node_name, cluster=self.config.cluster_name
+            )
         try:
             await start_cluster(self._cluster, self._store)
         except ClusterError as exc:
