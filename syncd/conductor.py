@@ -276,6 +276,9 @@ class Conductor:
         rollout, result = self.rollout, result_of(outcome)
         if rollout is None or outcome.device not in rollout.status:
             return
+        carried = self._saved.fingerprints.get(outcome.device)
+        if carried is not None and outcome.fingerprint not in (None, carried):
+            return  # begun before a reload, under a desired state this rollout does not carry
         if result is None:
             if self._driving:  # e.g. begun, then another node took the device first
                 self._in_force.apply(Step(abandoned(rollout, outcome.device)))

@@ -54,6 +54,9 @@ class Outcome:
     #: With status ``skipped``: another cluster node owns the device (or still holds it),
     #: so this node's view and metrics of it stay as they are; its owner reports it.
     elsewhere: bool = False
+    #: The fingerprint of the desired state reconciled (None: not known), so a rollout
+    #: takes no outcome of a desired state it does not carry.
+    fingerprint: str | None = None
 
     @classmethod
     def of(
@@ -82,6 +85,7 @@ class Outcome:
             retry_after=retry_after,
             put=put,
             elsewhere=elsewhere,
+            fingerprint=spec.fingerprint,
         )
 
     @property

@@ -333,6 +333,24 @@ class TestConductor:
         again.load(policy=PolicyResult(policy), specs=specs, revision="r2")
         assert again.state == "running" and again.revision == "r2"
 
+    def test_an_outcome_of_a_desired_state_the_rollout_does_not_carry_settles_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """A reconcile begun before a reload ends "in sync" under the old desired state: the
+        new rollout does not count the device done (it would never get its PUT)."""
+        state = FileStateStore.open(tmp_path / "state")
+        policy = FleetPolicy(rollout=RolloutPolicy(waves=(Wave("all"),)))
+        conductor = _conductor(state, [])
+        old = fleet_specs(2)
+        new = {n: replace(s, accounts={1: replace(s.accounts[1], fields={"displayName": "v2"})})
+               for n, s in old.items()}  # fmt: skip
+        conductor.load(policy=PolicyResult(policy), specs=new, revision="r2")
+        assert conductor.rollout is not None
+        conductor.observe(Outcome.of(old["dev1"], "in_sync"))  # read before the reload
+        assert str(conductor.rollout.status["dev1"]) == "pending"
+        conductor.observe(Outcome.of(new["dev2"], "in_sync"))
+        assert str(conductor.rollout.status["dev2"]) == "in_sync"
+
     def test_devices_unusable_for_a_while_keep_their_place(self, tmp_path: Path) -> None:
         """A load where the rollout's devices are in the tree but unusable (a secret missing at
         start) leaves them pending; only devices gone from the tree leave the rollout."""
