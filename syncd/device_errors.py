@@ -20,6 +20,7 @@ __all__ = [
     "RejectedError",
     "TlsError",
     "TransportError",
+    "cannot_report",
     "unwrap",
 ]
 
@@ -27,6 +28,8 @@ __all__ = [
 AUTH_CODES = frozenset({8, 9, 10})
 #: Codes meaning "this request is wrong": do not repeat it unchanged.
 REJECT_CODES = frozenset({11, 12, 13})
+#: Codes of a device that cannot report a status (no such function, no privilege).
+CANNOT_REPORT_CODES = frozenset({1, 4, 10})
 
 _CODE_NAMES = {
     1: "function not supported",
@@ -131,3 +134,9 @@ def unwrap(url: str, status: int, content: bytes) -> Any:
     message += f", param {param})" if param else ")"
     cls = AuthError if (code in AUTH_CODES or status == 401) else RejectedError
     raise cls(message, code=code, param=param, description=description, status=status)
+
+
+def cannot_report(error: DeviceError) -> bool:
+    """The device refused a status read because it cannot give it (codes 1, 4, 10): not a
+    transient failure, and no answer to read anything into."""
+    return isinstance(error, ApiError) and error.code in CANNOT_REPORT_CODES

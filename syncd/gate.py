@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from syncd import events
-from syncd.client import DeviceClient, DeviceError, TransportError
+from syncd.client import DeviceClient, DeviceError
+from syncd.device_errors import cannot_report
 from syncd.diff import Plan
 from syncd.health import Health
 from syncd.history import format_time
@@ -164,9 +165,9 @@ class Gate:
     ) -> Wait | None:
         try:
             busy = bool(await read("GET", client.call_status))
-        except TransportError:
-            raise  # no usable answer: it may be in a call, so no PUT (the caller says why)
-        except DeviceError as exc:  # it refused: it cannot report calls
+        except DeviceError as exc:
+            if not cannot_report(exc):  # no usable answer: it may be in a call, so no PUT
+                raise
             if spec.name not in self._no_calls:
                 self._no_calls.add(spec.name)
                 events.calls_unknown(get_logger().bind(device=spec.name), error=str(exc))

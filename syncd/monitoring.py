@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from syncd import events
-from syncd.client import DeviceError, TransportError
+from syncd.client import DeviceError
+from syncd.device_errors import cannot_report
 from syncd.devices_view import DeviceView
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
@@ -36,8 +37,6 @@ if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
 
 __all__ = ["RegistrationMonitor"]
 
-#: Answers meaning "this device (or these credentials) cannot report registration".
-UNSUPPORTED_CODES = frozenset({1, 4, 10})
 #: The share of the resync interval an account must stay unregistered before its password
 #: is sent again (resyncs are jittered by ±10 %).
 _WHOLE_RESYNC = 0.8
@@ -93,7 +92,7 @@ class RegistrationMonitor:
         try:
             statuses = await self._reconciler.client(spec).phone_status()
         except DeviceError as exc:
-            if exc.code in UNSUPPORTED_CODES and not isinstance(exc, TransportError):
+            if cannot_report(exc):
                 view.registration_unsupported(spec)
                 events.registration_unsupported(
                     log,

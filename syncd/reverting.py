@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from syncd import events
-from syncd.client import DeviceClient, DeviceError, TransportError
+from syncd.client import DeviceClient, DeviceError
+from syncd.device_errors import cannot_report
 from syncd.diff import Change
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
@@ -148,8 +149,9 @@ async def wait_until_idle(
 ) -> bool:
     """No call under way (or the device cannot tell, or the wait passed ``maxWait``).
 
-    An unusable answer (no connection, HTTP 5xx, not a call list) may hide a call:
-    looked at again, as a call would be, within ``maxWait``.
+    An unusable answer (no connection, HTTP 5xx, not a call list, an error code other
+    than "cannot report") may hide a call: looked at again, as a call would be, within
+    ``maxWait``.
     """
     if not calls.wait_for_idle:
         return True
@@ -158,10 +160,9 @@ async def wait_until_idle(
         try:
             if not await client.call_status():
                 return True
-        except TransportError:
-            pass
-        except DeviceError:
-            return True
+        except DeviceError as exc:
+            if cannot_report(exc):
+                return True
         if clock() - started >= calls.max_wait:
             return True
         await asyncio.sleep(min(3.0, calls.max_wait))
