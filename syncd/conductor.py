@@ -78,6 +78,7 @@ class Conductor:
         state: StateStore,
         kick: Kick,
         client_of: ClientOf,
+        ask_again: Kick | None = None,
         history: HistorySink | None = None,
         metrics: Metrics | None = None,
         retry: RetryPolicy | None = None,
@@ -96,6 +97,8 @@ class Conductor:
         #: The revision last loaded (None before the first load).
         self._loaded: str | None = None
         self._kick = kick
+        #: Resume's kick: the operator asks again, a device's rejection does not hold.
+        self._ask_again = ask_again or kick
         self._clock = clock
         self._tick_interval = tick_interval
         self.log = get_logger()
@@ -370,7 +373,8 @@ class Conductor:
         if not self._control(RESUME):
             return RESUME.nothing
         if self.rollout is not None:
-            self._kick(d for d, s in self.rollout.status.items() if s in ("pending", "unreachable"))
+            status = self.rollout.status.items()
+            self._ask_again(d for d, s in status if s in ("pending", "unreachable"))
         return RESUME.done
 
     def _control(self, control: Control) -> bool:

@@ -134,6 +134,7 @@ class Daemon:
         return Conductor(
             state=self.state,
             kick=self.workers.kick,
+            ask_again=self.workers.ask_again,
             client_of=lambda spec: self.reconciler.client(spec),
             history=self.history,
             metrics=self.metrics,

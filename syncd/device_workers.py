@@ -79,6 +79,13 @@ class DeviceWorkers:
             if worker is not None:
                 worker.kick()
 
+    def ask_again(self, names: Iterable[str]) -> None:
+        """Reconcile each of ``names`` now, a rejection of its desired state forgotten."""
+        for name in names:
+            worker = self.by_name.get(name)
+            if worker is not None:
+                worker.ask_again()
+
     def retune(self, *, timing: Timing, lanes: Lanes) -> None:
         """Hand every worker the timing and lanes of new settings."""
         for worker in self.by_name.values():

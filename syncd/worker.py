@@ -7,7 +7,8 @@ fold into one more run. It reports each outcome through one callback and
 knows nothing else of the daemon.
 
 A device that rejected its desired state (codes 11, 12, 13) is not tried again
-until that state changes or a SIGHUP (:meth:`DeviceWorker.update`): a kick
+until that state changes, a SIGHUP (:meth:`DeviceWorker.update`) or a resume
+(:meth:`DeviceWorker.ask_again`): a kick
 meanwhile (a new rollout's wave, after an edit of another device) reports the
 rejection again without a request.
 """
@@ -107,6 +108,12 @@ class DeviceWorker:
         """A new desired state (or a SIGHUP): forget the backoff and reconcile now."""
         self.spec = spec
         self.failures = 0
+        self._rejected = None
+        self.kick()
+
+    def ask_again(self) -> None:
+        """The operator asks for it again (``syncd rollout resume``): a rejection no longer
+        holds; reconcile now."""
         self._rejected = None
         self.kick()
 

@@ -187,6 +187,24 @@ class TestPauseResume:
         assert put_count(fleet.devices[0]) == 1  # failed in this rollout: not tried again
         assert again.stop() == 0
 
+    def test_resume_tries_a_device_that_rejected_its_change_again(self, sim, daemon, tmp_path):
+        """A canary whose PUT is rejected (code 12) is held, not PUT again by itself; once the
+        rollout completes without it, `rollout resume` (through the daemon) sends it again."""
+        fleet = sim(**FLEET_OPTIONS)
+        root = tree(tmp_path, fleet, on_failure="halt")
+        canary = fleet.devices[0]
+        canary.inject(kind="reject", code=12, method="PUT", count=1)
+        proc = daemon(*args(root, tmp_path), env=ENV)
+        proc.wait_for("rollout.halted", timeout=20)
+        state = ["--state-dir", str(tmp_path / "state"), "--desired", str(root)]
+        assert syncd("rollout", "resume", *state).returncode == 0  # the rest go on
+        done = proc.wait_for("rollout.completed", timeout=20)
+        assert done["failed"] == ["dev1"] and put_count(canary) == 1
+        assert syncd("rollout", "resume", *state).returncode == 0  # the failed one again
+        done = proc.wait_for("rollout.completed", timeout=20)
+        assert done["failed"] == [] and put_count(canary) == 2
+        assert proc.stop() == 0
+
     def test_a_paused_rollout_starts_nothing_until_resumed(self, sim, daemon, tmp_path):
         """A pause (taken with no daemon running) survives the start; resume lets the devices go."""
         fleet = sim(**FLEET_OPTIONS)
