@@ -151,7 +151,11 @@ class Health:
         failed = await self.check(spec, client, renewed, before.register_times, revision=revision)
         if failed is None:
             return outcome
-        self.mark_unhealthy(spec, before.fingerprint)
+        if before.fingerprint != spec.fingerprint:
+            self.mark_unhealthy(spec, before.fingerprint)
+        # else a drift correction put back a desired state already proven: the state is
+        # sound, the device is not (a factory reset took its password, say): it stays in
+        # force, so the registration monitor may send the password again.
         return replace(outcome, status="error", failure=failed)
 
     async def still_unhealthy(

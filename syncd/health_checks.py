@@ -99,7 +99,7 @@ class HealthChecks:
             self._cut_short(spec.name, outcome.put)
             raise
         self._records.put_checked(outcome.put, checked)
-        if checked.failure is None or checked.failure.kind != "health":
+        if self._state.unhealthy_fingerprint(spec.name) != spec.fingerprint:
             self._end(spec.name)  # else the unhealthy mark ended it
         return checked
 

@@ -194,6 +194,24 @@ class TestRegistration:
         wait_until(lambda: dev.registered(1))
 
 
+    def test_factory_reset_under_a_health_gate_gets_its_password_again(self, sim, run, setup):
+        """With _fleet.yaml's health gate, the drift correction after a reset fails its check
+        (no password on the device); the desired state stays in force and the password is
+        sent again by itself."""
+        fleet = sim(devices=1, register_delay=0.1)
+        dev = fleet.devices[0]
+        write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
+        write(setup.root, "_fleet.yaml", "health:\n  timeout: 1\n")
+        proc = run(0.5)
+        proc.wait_for("apply.succeeded", device="dev1")
+        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        dev.factory_reset()
+        proc.wait_for("health.failed", device="dev1", timeout=15)
+        event = proc.wait_for("password.resent", device="dev1", timeout=15)
+        assert event["account"] == 1 and event["reason"] == "registration"
+        wait_until(lambda: dev.registered(1))
+
+
 class TestRevisionHistoryStatus:
     def test_git_commit_shows_in_status_and_history(self, sim, run, setup):
         """After a commit, status --json shows it (SPEC 10 keys exactly) and history the change."""
