@@ -25,6 +25,7 @@ from tests.rollouts.helpers import (
     domain_of,
     set_domain,
     tree,
+    wait_until,
 )
 
 FLEET_OPTIONS = {"devices": 4, "pbx": PBX, "register_delay": 0.2}
@@ -134,6 +135,8 @@ class TestHaltedRolloutAndAnInvalidPolicy:
         proc.wait_for("apply.reverted", device="dev1", timeout=10)
         write(root, "_fleet.yaml", BROKEN)
         proc.wait_for("desired.invalid", file="_fleet.yaml")
+        # The status snapshot follows within a tick of the daemon.
+        wait_until(lambda: _status(tmp_path)["rollout"]["state"] == "halted", 5)
         halted = _status(tmp_path)["rollout"]
         assert (halted["state"], halted["failed"]) == ("halted", ["dev1"])
         assert proc.stop() == 0
