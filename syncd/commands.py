@@ -251,7 +251,7 @@ def plan(settings: Settings, *, devices: Sequence[str], as_json: bool) -> int:
     tally = Tally.of(outcomes, broken=len(broken))
     if policy.errors:
         sys.stdout.flush()
-        report_error(_policy_refused(policy, "no rollout can start until it is valid"))
+        report_error(_policy_refused(policy, "first: no rollout can start until it is valid"))
         return EXIT_ERROR
     if tally.errors:
         return EXIT_ERROR
