@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 __all__ = ["check_not_node_dir", "no_node_here"]
 
 
-def check_not_node_dir(settings: Settings) -> None:
-    """A CommandError when no cluster settings are given and a cluster node uses the state dir."""
+def check_not_node_dir(settings: Settings, *, changes_devices: bool = False) -> None:
+    """A CommandError when no cluster settings are given and a cluster node uses the state dir
+    (``changes_devices``: ``apply``, which could use the dir standalone instead)."""
     if settings.cluster_endpoints:
         return
     marker = read_node_marker(settings.state_dir)
     if marker is not None:
-        raise CommandError(marker.refusal(settings.state_dir))
+        raise CommandError(marker.refusal(settings.state_dir, changes_devices=changes_devices))
 
 
 def no_node_here(

@@ -310,7 +310,7 @@ def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = 
         )
     from syncd.cluster_refusals import check_not_node_dir
 
-    check_not_node_dir(settings)  # the same, given without its cluster settings
+    check_not_node_dir(settings, changes_devices=True)  # a second writer beside the nodes
     try:
         lock = StateLock.acquire(settings.state_dir)
     except (StateDirLocked, OSError) as exc:

@@ -9,8 +9,8 @@ empty dir as a standalone state dir, and say "no changes recorded" or
 ``STATE_DIR/cluster-node`` when it starts — its node name and cluster name
 (the key prefix), never an endpoint, a user or a credential — and the
 commands that would act on the state dir read it first (:func:`read_node_marker`).
-A standalone ``syncd run`` on the same state dir removes it: the dir is
-standalone again.
+A standalone ``syncd run`` or ``syncd apply`` there refuses too (a second
+writer beside the cluster): deleting the file makes the dir standalone again.
 
 Importing this module does not import :mod:`syncd.cluster` (gRPC).
 """
@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MARKER_FILE", "NodeMarker", "forget_node", "mark_node", "read_node_marker"]
+__all__ = ["MARKER_FILE", "NodeMarker", "mark_node", "read_node_marker"]
 
 _log = logging.getLogger(__name__)
 
@@ -36,14 +36,19 @@ class NodeMarker:
     node: str
     cluster: str
 
-    def refusal(self, state_dir: Path) -> str:
-        """The sentence of a command run on this node's state dir without the cluster settings."""
+    def refusal(self, state_dir: Path, *, changes_devices: bool = False) -> str:
+        """The sentence of a command run on this node's state dir without the cluster settings
+        (``changes_devices``: ``run`` or ``apply``, which may use the dir standalone instead)."""
+        standalone = (
+            f", or delete {state_dir / MARKER_FILE} to use this state dir standalone"
+            if changes_devices
+            else ""
+        )
         return (
             f"the state dir {state_dir} belongs to node {self.node} of cluster {self.cluster} "
-            "(etcd key prefix "
-            f"/{self.cluster}/), whose rollout, device records and history are in etcd: run the "
-            "command with the node's cluster settings (the service's --config file, or its "
-            "SYNCD_CLUSTER_* variables)"
+            f"(etcd key prefix /{self.cluster}/), whose rollout, device records and history are "
+            "in etcd: run the command with the node's cluster settings (the service's --config "
+            f"file, or its SYNCD_CLUSTER_* variables){standalone}"
         )
 
 
@@ -56,14 +61,6 @@ def mark_node(state_dir: Path, *, node: str, cluster: str) -> None:
         replace_file(state_dir / MARKER_FILE, json.dumps(record, sort_keys=True) + "\n")
     except OSError as exc:
         _log.debug("cannot write %s: %s", state_dir / MARKER_FILE, exc.strerror or exc)
-
-
-def forget_node(state_dir: Path) -> None:
-    """Remove the marker, if any: a standalone daemon now uses the state dir."""
-    try:
-        (state_dir / MARKER_FILE).unlink(missing_ok=True)
-    except OSError as exc:
-        _log.debug("cannot remove %s: %s", state_dir / MARKER_FILE, exc.strerror or exc)
 
 
 def read_node_marker(state_dir: Path) -> NodeMarker | None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.local_state import open_state
 from syncd.model import DeviceSpec
-from syncd.node_marker import forget_node
+from syncd.node_marker import read_node_marker
 from syncd.outcome import Outcome
 from syncd.rollout_relay import Relay
 from syncd.state import StateError, StateStore
@@ -202,7 +202,9 @@ def open_sharing(
     Raises SharingError naming the setting (or the state dir) that is wrong.
     """
     if not settings.cluster_endpoints:
-        forget_node(settings.state_dir)  # a cluster node's marker: the dir is standalone again
+        marker = read_node_marker(settings.state_dir)
+        if marker is not None:  # a cluster node's: standalone, this would be a second writer
+            raise SharingError(marker.refusal(settings.state_dir, changes_devices=True))
         try:
             return Standalone(open_state(settings))
         except StateError as exc:

@@ -152,7 +152,7 @@ class TestNodeStateDirWithoutClusterSettings:
         tmp_path: Path,
         cluster_name: str,
     ) -> None:
-        """n1 ran on state-n1 and stopped: without cluster settings, history, status, plan, apply, pause, resume and resend there exit 1 naming node n1 and its cluster; while n1 runs, status goes through its socket; after a standalone run there, history answers from the dir again. The marker holds no endpoint nor secret."""
+        """n1 ran on state-n1 and stopped: without cluster settings, history, status, plan, apply, pause, resume, resend and a standalone run there exit 1 naming node n1 and its cluster; while n1 runs, status goes through its socket; with the marker deleted, history answers from the dir again. The marker holds no endpoint nor secret."""
         node = start_cluster_node(fleet, etcd, tmp_path, cluster_name, "n1")
         nodes.append(node)
         wait_until(all_labelled(fleet.devices, "Node"), 30, "the fleet converged")
@@ -191,20 +191,15 @@ class TestNodeStateDirWithoutClusterSettings:
         assert sum(len(puts(d)) for d in fleet.devices) == put_before
 
         (tmp_path / "empty").mkdir()
-        standalone = DaemonProcess(
-            [
-                "--state-dir",
-                str(state),
-                "--desired",
-                str(tmp_path / "empty"),
-                "--log-format",
-                "json",
-            ]
+        standalone = syncd(
+            "run", "--state-dir", str(state), "--desired", str(tmp_path / "empty"), timeout=30
         )
-        nodes.append(standalone)
-        standalone.wait_for("daemon.starting", timeout=20)
-        assert standalone.stop() == 0
-        assert not (state / "cluster-node").exists()
+        assert standalone.returncode == 1, standalone.stderr
+        assert f"belongs to node n1 of cluster {cluster_name}" in standalone.stderr
+        assert f"or delete {state / 'cluster-node'} to use this state dir standalone" in (
+            standalone.stderr
+        )
+        (state / "cluster-node").unlink()
         history = command("history", *at)
         assert history.returncode == 0, history.stderr
         assert "no changes recorded" in history.stdout
