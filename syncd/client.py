@@ -286,7 +286,7 @@ class DeviceClient:
                 response = await self._request(method, path, params=params, files=files)
                 status, content = response.status_code, response.content
         except httpx.TimeoutException:
-            raise TransportError(f"{self.url} did not answer in time") from None
+            raise TransportError(f"{self._where(path)} did not answer in time") from None
         except httpx.ConnectError as exc:
             raise _connect_error(self.url, exc) from None
         except httpx.TransportError as exc:
@@ -296,7 +296,7 @@ class DeviceClient:
                     f"{self.url}: the device expects HTTPS on this port; use https://"
                 ) from None
             reason = str(exc) or type(exc).__name__
-            raise TransportError(f"{self.url} connection failed: {reason}") from None
+            raise TransportError(f"{self._where(path)} connection failed: {reason}") from None
         if (
             status == 401
             and response is not None
@@ -305,8 +305,12 @@ class DeviceClient:
             # Not a refusal of the credentials, which were never tried: no status,
             # so the retry rule does not repeat a request that cannot succeed.
             raise AuthError(f"{self.url}: {mismatch}", code=8)
-        where = self.url if path in (CONFIG_PATH, INFO_PATH) else f"{self.url}{path}"
-        return unwrap(where, status, content)
+        return unwrap(self._where(path), status, content)
+
+    def _where(self, path: str) -> str:
+        """The device, in sentences about a request to ``path``: its URL, with the path
+        unless it is the config (or identity) every reconcile reads."""
+        return self.url if path in (CONFIG_PATH, INFO_PATH) else f"{self.url}{path}"
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Through httpx: its authentication flow, its multipart body."""

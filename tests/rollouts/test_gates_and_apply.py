@@ -118,9 +118,10 @@ class TestCalls:
     def test_an_unusable_call_status_is_read_again_and_never_taken_as_idle(self, sim, tmp_path):
         """A garbled call-status answer is retried (it then lists the call: no PUT); one that
         stays unusable fails the device naming the read, still without a PUT."""
-        fleet = sim(devices=3, pbx=PBX, register_delay=0.2)
+        fleet = sim(devices=4, pbx=PBX, register_delay=0.2)
         root = tree(tmp_path, fleet, policy=False)
-        busy, broken, erring = fleet.devices
+        busy, broken, erring, dropping = fleet.devices
+        dropping.inject(kind="drop", path="/api/call/status", count=None)
         busy.start_call()
         busy.inject(kind="malformed", path="/api/call/status", count=1)
         broken.inject(kind="status", status=503, path="/api/call/status", count=None)
@@ -131,7 +132,7 @@ class TestCalls:
         result = _one_shot("apply", root, tmp_path)
         assert result.returncode == 1
         assert put_count(busy) == 1  # after the call's maxWait, not on the garbled answer
-        assert put_count(broken) == 0 and put_count(erring) == 0
+        assert put_count(broken) == 0 and put_count(erring) == 0 and put_count(dropping) == 0
         events = [json.loads(line) for line in result.stderr.splitlines() if line[:1] == "{"]
         (deferred,) = [e for e in events if e["event"] == "apply.deferred"]
         assert deferred["device"] == "dev1" and deferred["reason"] == "call"
@@ -140,6 +141,8 @@ class TestCalls:
         assert "/api/call/status answered HTTP 503" in failed["error"]
         (refused,) = [e for e in events if e.get("device") == "dev3" and e["level"] == "error"]
         assert refused["code"] == 14
+        (dropped,) = [e for e in events if e.get("device") == "dev4" and e["level"] == "error"]
+        assert "/api/call/status connection failed" in dropped["error"]
         assert not [e for e in events if e["event"] == "calls.unknown"]
 
 
