@@ -193,7 +193,6 @@ class TestRegistration:
         assert event["account"] == 1 and event["reason"] == "registration"
         wait_until(lambda: dev.registered(1))
 
-
     def test_factory_reset_under_a_health_gate_gets_its_password_again(self, sim, run, setup):
         """With _fleet.yaml's health gate, the drift correction after a reset fails its check
         (no password on the device); the desired state stays in force and the password is
