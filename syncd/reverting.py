@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from syncd import events
@@ -112,7 +113,9 @@ class Reverter:
             return
         log = self.log.bind(device=device)
         client = self._client_of(spec)
-        if not await wait_until_idle(client, self._calls(), self._clock):
+        revision = self._revision()
+        deferred = partial(events.apply_deferred, log, reason="call", revision=revision)
+        if not await wait_until_idle(client, self._calls(), self._clock, on_wait=deferred):
             return  # in a call: tried again at a later tick
         body: dict[int, dict[str, Any]] = {}
         for c in changes:
@@ -145,17 +148,21 @@ class Reverter:
 
 
 async def wait_until_idle(
-    client: DeviceClient, calls: CallsPolicy, clock: Callable[[], float]
+    client: DeviceClient,
+    calls: CallsPolicy,
+    clock: Callable[[], float],
+    on_wait: Callable[[], None] = lambda: None,
 ) -> bool:
     """No call under way (or the device cannot tell, or the wait passed ``maxWait``).
 
     An unusable answer (no connection, HTTP 5xx, not a call list, an error code other
     than "cannot report") may hide a call: looked at again, as a call would be, within
-    ``maxWait``.
+    ``maxWait``. ``on_wait`` is called once, when it first has to wait.
     """
     if not calls.wait_for_idle:
         return True
     started = clock()
+    waited = False
     while True:
         try:
             if not await client.call_status():
@@ -165,4 +172,7 @@ async def wait_until_idle(
                 return True
         if clock() - started >= calls.max_wait:
             return True
+        if not waited:
+            waited = True
+            on_wait()
         await asyncio.sleep(min(3.0, calls.max_wait))

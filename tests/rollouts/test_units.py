@@ -137,7 +137,11 @@ class TestGate:
                 slept.append(seconds)
 
             patch.setattr("syncd.reverting.asyncio.sleep", sleep)
-            assert await wait_until_idle(client, policy, lambda: next(ticks)) is True
+            waits: list[bool] = []
+            went = await wait_until_idle(
+                client, policy, lambda: next(ticks), on_wait=lambda: waits.append(True)
+            )
+            assert went is True and waits == [True]  # said once, when it first waited
             assert len(slept) == 1  # read twice: at 1.0 s it waited, at 2.5 s it went
             device.clear_faults()
             device.inject(kind="reject", path="/api/call/status", code=10, count=None)
