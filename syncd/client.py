@@ -45,7 +45,7 @@ from syncd.device_status import (
     read_call_status,
     read_phone_status,
 )
-from syncd.http_auth import httpx_auth, method_mismatch
+from syncd.http_auth import digest_auth, method_mismatch
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
 from syncd.tls import NOT_TLS_REASONS, speaks_tls, tls_context
 from syncd.transport import AiohttpTransport, Answer
@@ -109,11 +109,11 @@ def _raise_open_files_limit() -> None:
 class ClientPool:
     """The process's HTTP connections, shared by every device client.
 
-    One ``httpx.AsyncClient`` per distinct TLS setting, each carried by
-    aiohttp's pool (:mod:`syncd.transport`). Connections are not capped here
-    (callers bound how many devices are in flight); an idle one is kept for
-    ``keepalive_expiry`` seconds, :data:`VISIT_KEEPALIVE` by default: the
-    requests of one visit to a device share a connection; the next resync
+    One aiohttp pool per distinct TLS setting (:mod:`syncd.transport`), since
+    certificate checks are a property of a connection. Connections are not
+    capped here (callers bound how many devices are in flight); an idle one is
+    kept for ``keepalive_expiry`` seconds, :data:`VISIT_KEEPALIVE` by default:
+    the requests of one visit to a device share a connection; the next resync
     opens a new one, as a real device has dropped the old one by then. Every
     request carries :func:`user_agent` for ``node``.
     """
@@ -132,47 +132,27 @@ class ClientPool:
         #: up on it after this (never later than ``timeout``).
         self.connect_timeout = min(timeout, connect_timeout or timeout)
         self.user_agent = user_agent(node)
-        self._timeout = httpx.Timeout(timeout, connect=self.connect_timeout)
-        #: The same timeouts for a request sent through the transport directly.
         self.direct_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.connect_timeout, sock_read=timeout
         )
         self._keepalive_expiry = keepalive_expiry
-        self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
         self._transports: dict[tuple[bool, str | None], AiohttpTransport] = {}
 
     def transport_for(self, tls: TlsSpec) -> AiohttpTransport:
-        """The connections under :meth:`client_for`'s client, for a request without httpx."""
-        transport = self._transports.get((tls.verify, tls.ca_file))
-        if transport is None:
-            self.client_for(tls)
-            transport = self._transports[(tls.verify, tls.ca_file)]
-        return transport
-
-    def client_for(self, tls: TlsSpec) -> httpx.AsyncClient:
+        """The connections for devices with this TLS setting."""
         key = (tls.verify, tls.ca_file)
-        client = self._clients.get(key)
-        if client is None:
-            transport = AiohttpTransport(
+        transport = self._transports.get(key)
+        if transport is None:
+            transport = self._transports[key] = AiohttpTransport(
                 verify=functools.partial(_tls_context, tls),
                 keepalive_expiry=self._keepalive_expiry,
             )
-            client = httpx.AsyncClient(
-                transport=transport,
-                timeout=self._timeout,
-                trust_env=False,
-                headers={"User-Agent": self.user_agent},
-            )
-            client._cookies = _NoCookies()  # no public switch; see _NoCookies
-            self._clients[key] = client
-            self._transports[key] = transport
-        return client
+        return transport
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        self._transports = {}
-        for client in clients:
-            await client.aclose()
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            await transport.aclose()
 
     async def __aenter__(self) -> ClientPool:
         return self
@@ -188,17 +168,6 @@ def _tls_context(tls: TlsSpec) -> ssl.SSLContext:
         raise TlsError(f"cannot load caFile {tls.ca_file}: {exc.strerror or exc}") from None
 
 
-class _NoCookies(httpx.Cookies):
-    """A jar that keeps nothing: the device API sets no cookie, and syncd sends none.
-
-    httpx reads every answer for cookies through urllib's cookie machinery,
-    about a tenth of the daemon's CPU per request.
-    """
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        pass
-
-
 class DeviceClient:
     """The 2N HTTP API of one device: SIP accounts, their registration, calls, identity."""
 
@@ -211,18 +180,16 @@ class DeviceClient:
         tls: TlsSpec | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        # Each parsed once, when first asked: a URL is re-parsed on every request
-        # otherwise, and a one-shot pass asks one or two of the four.
-        self._urls: dict[str, httpx.URL] = {}
-        self._direct_urls: dict[str, URL] = {}
+        #: Each parsed once, when first asked: a URL is re-parsed on every request
+        #: otherwise, and a one-shot pass asks one or two of the four.
+        self._urls: dict[str, URL] = {}
         self._tls = tls or TlsSpec()
         self._pool = pool
         auth = auth or AuthSpec(method=AuthMethod.NONE)
         self._method = auth.method
-        self._auth = httpx_auth(auth)
-        #: A GET with these headers goes straight to the transport; ``None`` for
-        #: Digest, whose challenge and nonce count httpx's flow keeps.
-        self._direct_headers = _direct_headers(auth, pool.user_agent)
+        self._headers = _headers(auth, pool.user_agent)
+        #: Digest's challenge and nonce count, kept by httpx's flow between requests.
+        self._digest = digest_auth(auth)
 
     def __repr__(self) -> str:
         return f"DeviceClient(url={self.url!r})"
@@ -275,16 +242,7 @@ class DeviceClient:
         files: Mapping[str, Any] | None = None,
     ) -> Any:
         try:
-            response: httpx.Response | None
-            if (headers := self._direct_headers) is not None:
-                answer = await self._direct(method, path, params, headers, files)
-                status, content, response = answer.status, answer.content, None
-                if status == 401 or _compressed(answer):
-                    response = answer.response()  # headers read, content decoded as httpx does
-                    content = response.content
-            else:
-                response = await self._request(method, path, params=params, files=files)
-                status, content = response.status_code, response.content
+            answer = await self._exchange(method, path, params, files)
         except httpx.TimeoutException:
             raise TransportError(f"{self._where(path)} did not answer in time") from None
         except httpx.ConnectError as exc:
@@ -297,14 +255,14 @@ class DeviceClient:
                 ) from None
             reason = str(exc) or type(exc).__name__
             raise TransportError(f"{self._where(path)} connection failed: {reason}") from None
-        if (
-            status == 401
-            and response is not None
-            and (mismatch := method_mismatch(self._method, response.headers))
-        ):
-            # Not a refusal of the credentials, which were never tried: no status,
-            # so the retry rule does not repeat a request that cannot succeed.
-            raise AuthError(f"{self.url}: {mismatch}", code=8)
+        status, content = answer.status, answer.content
+        if status == 401 or _compressed(answer):
+            response = answer.response()  # headers read, content decoded as httpx does
+            content = response.content
+            if status == 401 and (mismatch := method_mismatch(self._method, response.headers)):
+                # Not a refusal of the credentials, which were never tried: no status,
+                # so the retry rule does not repeat a request that cannot succeed.
+                raise AuthError(f"{self.url}: {mismatch}", code=8)
         return unwrap(self._where(path), status, content)
 
     def _where(self, path: str) -> str:
@@ -312,45 +270,67 @@ class DeviceClient:
         unless it is the config (or identity) every reconcile reads."""
         return self.url if path in (CONFIG_PATH, INFO_PATH) else f"{self.url}{path}"
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Through httpx: its authentication flow, its multipart body."""
-        client = self._pool.client_for(self._tls)
-        auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self.url + path)
-        return await client.request(method, url, auth=auth, **kwargs)
-
-    async def _direct(
+    async def _exchange(
         self,
         method: str,
         path: str,
         params: dict[str, str] | None,
-        headers: dict[str, str],
-        files: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None,
     ) -> Answer:
-        """Straight to the connection pool: no Digest challenge to answer.
+        """The request and its final answer, straight to the connection pool.
 
-        A multipart body is still encoded by httpx (its request model, no more).
+        A Digest device's challenge is answered by httpx's own flow
+        (:class:`~syncd.http_auth.FirmwareDigestAuth`), driven here: a device
+        that has not challenged yet is asked without credentials, as httpx
+        does; one that has gets them up front, with its nonce count. A
+        multipart body is encoded by httpx's request model, no more: its
+        client and response model were a third of a GET's CPU.
         """
         key = f"{path}?{urlencode(params)}" if params else path
-        url = self._direct_urls.get(key)
+        url = self._urls.get(key)
         if url is None:
-            url = self._direct_urls[key] = URL(self.url + key)
+            url = self._urls[key] = URL(self.url + key)
+        headers: Mapping[str, str] = self._headers
         body = None
         if files is not None:
             encoded = httpx.Request(method, self.url, files=files)
             headers = {**headers, "Content-Type": encoded.headers["Content-Type"]}
             body = encoded.read()
+        digest = self._digest
+        flow = request = None
+        if digest is not None and digest.challenged:
+            request = httpx.Request(method, str(url))
+            flow = digest.auth_flow(request)
+            headers = _with_authorization(headers, next(flow))
+        answer = await self._send(method, url, headers, body)
+        while answer.status == 401 and digest is not None:
+            if flow is None or request is None:  # the request just sent, as the flow's first
+                request = httpx.Request(method, str(url))
+                flow = digest.auth_flow(request)
+                next(flow)
+            try:
+                retry = flow.send(answer.response(request))
+            except StopIteration:
+                break
+            answer = await self._send(method, url, _with_authorization(headers, retry), body)
+        return answer
+
+    async def _send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None
+    ) -> Answer:
         transport = self._pool.transport_for(self._tls)
         return await transport.send(
             method, url, headers=headers, timeout=self._pool.direct_timeout, body=body
         )
 
 
-def _direct_headers(auth: AuthSpec, agent: str) -> dict[str, str] | None:
-    if auth.method is AuthMethod.DIGEST:
-        return None
+def _with_authorization(headers: Mapping[str, str], request: httpx.Request) -> Mapping[str, str]:
+    """``headers``, with the ``Authorization`` httpx's Digest flow put on ``request``."""
+    authorization = request.headers.get("Authorization")
+    return {**headers, "Authorization": authorization} if authorization else headers
+
+
+def _headers(auth: AuthSpec, agent: str) -> dict[str, str]:
     headers = {"User-Agent": agent}
     if auth.method is AuthMethod.BASIC:
         password = auth.password.get_secret_value() if auth.password else ""

@@ -23,7 +23,7 @@ import httpx
 
 from syncd.model import AuthMethod, AuthSpec
 
-__all__ = ["FirmwareDigestAuth", "challenge_schemes", "httpx_auth", "method_mismatch"]
+__all__ = ["FirmwareDigestAuth", "challenge_schemes", "digest_auth", "method_mismatch"]
 
 _SCHEME_NAMES = {"basic": "Basic", "digest": "Digest"}
 
@@ -38,6 +38,11 @@ class FirmwareDigestAuth(httpx.DigestAuth):
     """
 
     stale_answers = 3
+
+    @property
+    def challenged(self) -> bool:
+        """Whether a challenge is kept, so the next request carries credentials up front."""
+        return self._last_challenge is not None
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         flow = super().auth_flow(request)
@@ -103,12 +108,10 @@ def method_mismatch(method: AuthMethod, headers: httpx.Headers) -> str | None:
     return f"the device asked for {asked} authentication but the desired state names {method.value}"
 
 
-def httpx_auth(auth: AuthSpec) -> httpx.Auth | None:
-    """The httpx authentication for ``auth``; one instance per device, to keep its nonce."""
-    if auth.method is AuthMethod.NONE:
+def digest_auth(auth: AuthSpec) -> FirmwareDigestAuth | None:
+    """httpx's Digest flow for ``auth``, if it names Digest; one per device, to keep its nonce."""
+    if auth.method is not AuthMethod.DIGEST:
         return None
     username = auth.username or ""
     password = auth.password.get_secret_value() if auth.password else ""
-    if auth.method is AuthMethod.BASIC:
-        return httpx.BasicAuth(username, password)
     return FirmwareDigestAuth(username, password)

@@ -1,16 +1,17 @@
-"""httpx requests carried over aiohttp's connection pool.
+"""Device requests carried over aiohttp's connection pool.
 
-syncd speaks to devices through httpx (its request model, authentication
-flows and error types), but httpx's own transport, httpcore on anyio, costs
+syncd speaks to devices in httpx's terms (its multipart encoding, Digest
+flow and error types), but httpx's own transport, httpcore on anyio, costs
 about twice the CPU per request of aiohttp's C-accelerated client (measured
 over 1,000 devices, a new connection each: 0.83 against 0.55 CPU-ms per GET).
 On a large fleet that CPU is what a pass waits for, so the bytes go through
 aiohttp: one ``ClientSession`` per TLS setting, keyed internally by host and
 port, so a pass over N devices costs O(N) whatever the number of idle
-connections kept. A request that needs no Digest challenge skips httpx's
-client and response model too (:meth:`AiohttpTransport.send`, called by the
-device client directly): they were a third of a GET's CPU, and 0.15 ms of a
-changed device's 1.7 (its PUT's body is still encoded by httpx).
+connections kept. The device client calls :meth:`AiohttpTransport.send`
+directly, skipping httpx's client and response model too: they were a third
+of a GET's CPU, and 0.15 ms of a changed device's 1.7.
+:meth:`AiohttpTransport.handle_async_request` carries an ``httpx`` request
+for a caller that has one.
 
 aiohttp's failures come back as httpx's, so callers see one vocabulary:
 a timeout is :class:`httpx.TimeoutException`, a failed connection
