@@ -346,15 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         silence(sys.stdout)
         return 1
     except Exception as exc:
-        from syncd.commands import CommandError
-        from syncd.export import ExportError
         from syncd.logs import configured_format
-        from syncd.settings import SettingsError
-        from syncd.state import StateError
 
         # The format logging was configured with; before that, what was asked for.
         fmt = None if configured_format() is not None else _requested_format(argv)
-        if isinstance(exc, CommandError | ExportError | SettingsError | StateError):
+        if _is_sentence(exc):
             report_error(str(exc), fmt=fmt)
         else:
             report_error(
@@ -364,3 +360,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return 1
+
+
+#: The errors whose message is the sentence for the user, by module and class.
+_SENTENCES = (
+    ("syncd.commands", "CommandError"),
+    ("syncd.export.request", "ExportError"),
+    ("syncd.settings", "SettingsError"),
+    ("syncd.state", "StateError"),
+)
+
+
+def _is_sentence(exc: Exception) -> bool:
+    """Whether ``exc`` is one of :data:`_SENTENCES`.
+
+    Only a loaded module can have raised its error: importing the others here
+    would cost a command that failed early (``syncd status`` with no daemon)
+    a third of a second of imports.
+    """
+    for module, name in _SENTENCES:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False

@@ -12,11 +12,13 @@ import contextlib
 import os
 import ssl
 import stat
-
-import httpx
+from typing import TYPE_CHECKING
 
 from syncd.device_errors import TlsError
 from syncd.model import TlsSpec
+
+if TYPE_CHECKING:  # `syncd validate` checks caFiles here and has no use for an HTTP client
+    import httpx
 
 __all__ = ["NOT_TLS_REASONS", "ca_file_problem", "speaks_tls", "tls_context"]
 

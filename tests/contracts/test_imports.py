@@ -1,0 +1,56 @@
+"""Commands that never speak to a device do not pay for the device HTTP stack's imports.
+
+aiohttp alone is a fifth of a second of start-up here (it loads the system's
+CA bundle twice at import); a command answered from the control socket (httpx
+over a Unix socket) or the state dir, or one that failed before any request,
+has no use for it, and ``syncd validate``, run over whole trees in CI, for
+neither client.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_PROBE = """
+import json, runpy, sys
+sys.argv = ["syncd", *sys.argv[1:]]
+try:
+    runpy.run_module("syncd", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "http": sorted(m for m in ("aiohttp", "httpx._client") if m in sys.modules)}))
+"""
+
+
+def _imports(*argv: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=60
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "allowed"),
+    [
+        (["status"], ["httpx._client"]),
+        (["history"], ["httpx._client"]),
+        (["rollout", "pause"], ["httpx._client"]),
+        (["validate", "--desired", "{desired}"], []),
+    ],
+    ids=["status without a daemon", "history", "rollout pause", "validate"],
+)
+def test_a_command_without_device_requests_imports_no_device_client(
+    argv: list[str], allowed: list[str], tmp_path: Path
+) -> None:
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "door.yaml").write_text("device:\n  url: http://127.0.0.1:8080\naccounts: []\n")
+    argv = [a.format(desired=desired) for a in argv]
+    seen = _imports(*argv, "--state-dir", str(tmp_path / "state"))
+    extra = [m for m in seen["http"] if m not in allowed]  # type: ignore[attr-defined]
+    assert extra == [], f"syncd {' '.join(argv)} imported {extra}"
