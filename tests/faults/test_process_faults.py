@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,10 +69,14 @@ class TestKilled:
             key = found
         for dev in fleet.devices:
             dev.clear_faults()
+        begun = time.time()
         proc = daemon(*run_args(root, state, resync=1), env=env)
         for n, dev in enumerate(fleet.devices, start=1):
             wait_until(lambda d=dev, n=n: converged(d, f"Door {n} r2"), 20, f"dev{n} converged")
             wait_until(lambda d=dev, n=n: d.passwords[1] == passwords[n], 20, f"dev{n} password")
+            # The values may have landed from the killed process; its restart sends the
+            # passwords it has no record of in its first visit, before the second.
+            wait_until(lambda d=dev: _config_reads_since(d, begun) >= 2, 20, f"dev{n} visited")
         # Once converged the password records are complete: no password is sent again.
         time.sleep(2)
         sent = sum(1 for d in fleet.devices for e in d.journal if "password" in (e.blob_text or ""))
@@ -390,3 +395,11 @@ class TestBadSettings:
         config = tmp_path / "nope.toml"
         result = syncd("run", "--desired", str(tmp_path), "--config", str(config), timeout=30)
         _one_error(result, str(config), "does not exist")
+
+
+def _config_reads_since(device: Any, since: float) -> int:
+    return sum(
+        1
+        for e in device.journal
+        if e.method == "GET" and e.path == "/api/phone/config" and e.started >= since
+    )
