@@ -276,6 +276,14 @@ class Reconciler:
             exc = TransportError(f"{spec.url}: PUT cut short, this node's cluster lease ends")
             events.apply_failed(log, error=str(exc), kind=exc.kind, revision=put.revision)
             return put.outcome("error", failure=Failure.from_error(exc))
+        except AuthError as exc:
+            # A user that may read but not write (code 10), or credentials changed
+            # since the GET: the same news as a refused read, once and then hourly,
+            # not an apply.failed and a history entry at every backoff step.
+            if self._first(spec.name, "auth", exc.code):
+                events.auth_failed(log, error=str(exc), code=exc.code)
+                self._append(put.entry("failed", error=str(exc)))
+            return put.outcome("error", failure=Failure.from_error(exc))
         except DeviceError as exc:
             events.apply_failed(
                 log,
