@@ -45,7 +45,7 @@ from syncd.device_status import (
     read_call_status,
     read_phone_status,
 )
-from syncd.http_auth import digest_auth, method_mismatch
+from syncd.http_auth import digest_auth, has_credentials, method_mismatch, missing_credentials
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
 from syncd.tls import NOT_TLS_REASONS, speaks_tls, tls_context
 from syncd.transport import AiohttpTransport, Answer
@@ -187,6 +187,8 @@ class DeviceClient:
         self._pool = pool
         auth = auth or AuthSpec(method=AuthMethod.NONE)
         self._method = auth.method
+        #: A file without ``auth:`` (Digest by default) offers nothing when challenged.
+        self._no_credentials = auth.method is not AuthMethod.NONE and not has_credentials(auth)
         self._headers = _headers(auth, pool.user_agent)
         #: Digest's challenge and nonce count, kept by httpx's flow between requests.
         self._digest = digest_auth(auth)
@@ -259,9 +261,11 @@ class DeviceClient:
         if status == 401 or _compressed(answer):
             response = answer.response()  # headers read, content decoded as httpx does
             content = response.content
+            # Not a refusal of credentials, which were never tried: no status, so the
+            # retry rule does not repeat a request that cannot succeed.
+            if status == 401 and self._no_credentials:
+                raise AuthError(f"{self.url}: {missing_credentials(response.headers)}", code=9)
             if status == 401 and (mismatch := method_mismatch(self._method, response.headers)):
-                # Not a refusal of the credentials, which were never tried: no status,
-                # so the retry rule does not repeat a request that cannot succeed.
                 raise AuthError(f"{self.url}: {mismatch}", code=8)
         return unwrap(self._where(path), status, content)
 

@@ -23,7 +23,14 @@ import httpx
 
 from syncd.model import AuthMethod, AuthSpec
 
-__all__ = ["FirmwareDigestAuth", "challenge_schemes", "digest_auth", "method_mismatch"]
+__all__ = [
+    "FirmwareDigestAuth",
+    "challenge_schemes",
+    "digest_auth",
+    "has_credentials",
+    "method_mismatch",
+    "missing_credentials",
+]
 
 _SCHEME_NAMES = {"basic": "Basic", "digest": "Digest"}
 
@@ -108,10 +115,25 @@ def method_mismatch(method: AuthMethod, headers: httpx.Headers) -> str | None:
     return f"the device asked for {asked} authentication but the desired state names {method.value}"
 
 
+def missing_credentials(headers: httpx.Headers) -> str:
+    """Why a 401 fails a device whose desired state gives no credentials (no ``auth:``)."""
+    asked = " or ".join(_SCHEME_NAMES.get(s, s) for s in dict.fromkeys(challenge_schemes(headers)))
+    what = f"{asked} authentication" if asked else "credentials"
+    return (
+        f"the device asks for {what} and the desired state gives none: "
+        "write device.auth with its method, username and password"
+    )
+
+
+def has_credentials(auth: AuthSpec) -> bool:
+    """Whether ``auth`` names a username or a password (a file without ``auth:`` names neither)."""
+    return auth.username is not None or auth.password is not None
+
+
 def digest_auth(auth: AuthSpec) -> FirmwareDigestAuth | None:
     """httpx's Digest flow for ``auth``, if it names Digest; one per device, to keep its nonce."""
-    if auth.method is not AuthMethod.DIGEST:
-        return None
+    if auth.method is not AuthMethod.DIGEST or not has_credentials(auth):
+        return None  # no credentials: a challenge is answered with a sentence, not an empty name
     username = auth.username or ""
     password = auth.password.get_secret_value() if auth.password else ""
     return FirmwareDigestAuth(username, password)

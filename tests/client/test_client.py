@@ -107,6 +107,21 @@ class TestAuth:
             with pytest.raises(AuthError):
                 await _client(pool, fleet).get_accounts()
 
+    @pytest.mark.parametrize(("device", "scheme"), [("digest", "Digest"), ("basic", "Basic")])
+    async def test_a_file_without_auth_says_the_device_wants_credentials(self, device, scheme):
+        """No ``auth:`` (Digest, no credentials) against a device that asks for some: one
+        request, no empty-name answer, and a sentence that says what to write."""
+        async with Fleet(devices=1, auth=device, password=SECRET) as fleet, ClientPool() as pool:
+            with pytest.raises(AuthError) as caught:
+                await _client(pool, fleet, auth=AuthSpec()).get_accounts()
+            assert str(caught.value) == (
+                f"{fleet.devices[0].url}: the device asks for {scheme} authentication and the"
+                " desired state gives none: write device.auth with its method, username and"
+                " password"
+            )
+            assert caught.value.kind == "auth" and caught.value.status is None
+            assert len(fleet.devices[0].journal) == 1
+
     async def test_stale_digest_nonce_is_retried_once_transparently(self):
         """After the device expires its nonces, the next request still succeeds."""
         async with Fleet(devices=1, auth="digest", password=SECRET) as fleet, ClientPool() as pool:
