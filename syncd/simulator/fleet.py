@@ -285,10 +285,29 @@ def _listen_all(host: str, *, first: int, count: int) -> list[socket.socket]:
 
 def _bind_failure(exc: OSError, *, host: str, port: int, number: int) -> str:
     if exc.errno == errno.EADDRINUSE:
-        return f"port {port} on {host} (device {number}) is already in use; choose another port"
+        where = f"port {port} on {host} (device {number}) is already in use"
+        ephemeral = _ephemeral_ports()
+        if ephemeral is not None and ephemeral[0] <= port <= ephemeral[1]:
+            # Outgoing connections take these ports, and keep them a minute after closing.
+            low, high = ephemeral
+            return (
+                f"{where}, maybe by an outgoing connection: ports {low}-{high} are the "
+                f"system's ephemeral range; choose a port below {low}"
+            )
+        return f"{where}; choose another port"
     if exc.errno == errno.EMFILE:
         return (
             f"ran out of file descriptors at device {number} (each device is a listening "
             "socket); raise the open-file limit (ulimit -n) or emulate fewer devices"
         )
     return f"cannot listen on {host} port {port} (device {number}): {exc.strerror or exc}"
+
+
+def _ephemeral_ports() -> tuple[int, int] | None:
+    """The range the system picks outgoing connections' local ports from (Linux), if known."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low, high = (int(part) for part in fh.read().split())
+    except (OSError, ValueError):
+        return None
+    return low, high

@@ -136,6 +136,22 @@ class TestCommandLine:
         assert captured.out == ""
         assert "already in use" in captured.err
 
+    def test_a_port_taken_in_the_ephemeral_range_says_so(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """After heavy loopback traffic, ports of the ephemeral range stay taken a minute by
+        closed connections: the sentence says where to choose instead."""
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low, high = (int(part) for part in fh.read().split())
+        with socket.socket() as outgoing:
+            outgoing.bind(("127.0.0.1", 0))  # a port of the ephemeral range, as connect() takes
+            port = outgoing.getsockname()[1]
+            assert main(["--devices", "1", "--port", str(port)]) == 1
+        err = capsys.readouterr().err
+        assert f"port {port} on 127.0.0.1 (device 1) is already in use" in err
+        assert f"ports {low}-{high} are the system's ephemeral range" in err
+        assert f"choose a port below {low}" in err
+
     @pytest.mark.parametrize(
         "args",
         [
