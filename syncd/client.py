@@ -308,7 +308,7 @@ class DeviceClient:
             headers = _with_authorization(headers, next(flow))
         answer = await self._send(method, url, headers, body)
         while answer.status == 401 and digest is not None:
-            if flow is None or request is None:  # the request just sent, as the flow's first
+            if flow is None:  # the request just sent, as the flow's first
                 request = httpx.Request(method, str(url))
                 flow = digest.auth_flow(request)
                 next(flow)
