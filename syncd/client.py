@@ -16,15 +16,14 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import secrets
 import ssl
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import httpx
-from yarl import URL
 
 from syncd import __version__
 from syncd.device_errors import (
@@ -48,7 +47,7 @@ from syncd.device_status import (
 from syncd.http_auth import digest_auth, has_credentials, method_mismatch, missing_credentials
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
 from syncd.tls import NOT_TLS_REASONS, speaks_tls, tls_context
-from syncd.transport import AiohttpTransport, Answer
+from syncd.transport import Answer, HttpTransport, Target, Timeouts
 
 __all__ = [
     "AUTH_CODES",
@@ -109,7 +108,7 @@ def _raise_open_files_limit() -> None:
 class ClientPool:
     """The process's HTTP connections, shared by every device client.
 
-    One aiohttp pool per distinct TLS setting (:mod:`syncd.transport`), since
+    One set of connections per distinct TLS setting (:mod:`syncd.transport`), since
     certificate checks are a property of a connection. Connections are not
     capped here (callers bound how many devices are in flight); an idle one is
     kept for ``keepalive_expiry`` seconds, :data:`VISIT_KEEPALIVE` by default:
@@ -132,18 +131,16 @@ class ClientPool:
         #: up on it after this (never later than ``timeout``).
         self.connect_timeout = min(timeout, connect_timeout or timeout)
         self.user_agent = user_agent(node)
-        self.direct_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.connect_timeout, sock_read=timeout
-        )
+        self.timeouts = Timeouts(connect=self.connect_timeout, read=timeout)
         self._keepalive_expiry = keepalive_expiry
-        self._transports: dict[tuple[bool, str | None], AiohttpTransport] = {}
+        self._transports: dict[tuple[bool, str | None], HttpTransport] = {}
 
-    def transport_for(self, tls: TlsSpec) -> AiohttpTransport:
+    def transport_for(self, tls: TlsSpec) -> HttpTransport:
         """The connections for devices with this TLS setting."""
         key = (tls.verify, tls.ca_file)
         transport = self._transports.get(key)
         if transport is None:
-            transport = self._transports[key] = AiohttpTransport(
+            transport = self._transports[key] = HttpTransport(
                 verify=functools.partial(_tls_context, tls),
                 keepalive_expiry=self._keepalive_expiry,
             )
@@ -182,7 +179,7 @@ class DeviceClient:
         self.url = url.rstrip("/")
         #: Each parsed once, when first asked: a URL is re-parsed on every request
         #: otherwise, and a one-shot pass asks one or two of the four.
-        self._urls: dict[str, URL] = {}
+        self._urls: dict[str, Target] = {}
         self._tls = tls or TlsSpec()
         self._pool = pool
         auth = auth or AuthSpec(method=AuthMethod.NONE)
@@ -208,8 +205,7 @@ class DeviceClient:
     async def put_accounts(self, accounts: Sequence[Mapping[str, Any]]) -> None:
         """``PUT /api/phone/config`` with ``blob-json`` as a multipart part."""
         blob = json.dumps({"accounts": list(accounts)}, separators=(",", ":")).encode()
-        files = {"blob-json": ("blob-json.json", blob, "application/json")}
-        await self._call("PUT", CONFIG_PATH, files=files)
+        await self._call("PUT", CONFIG_PATH, form=_blob_json(blob))
 
     async def system_info(self) -> dict[str, Any]:
         """``GET /api/system/info``: the device's identity."""
@@ -241,10 +237,10 @@ class DeviceClient:
         path: str,
         *,
         params: dict[str, str] | None = None,
-        files: Mapping[str, Any] | None = None,
+        form: tuple[str, bytes] | None = None,
     ) -> Any:
         try:
-            answer = await self._exchange(method, path, params, files)
+            answer = await self._exchange(method, path, params, form)
         except httpx.TimeoutException:
             raise TransportError(f"{self._where(path)} did not answer in time") from None
         except httpx.ConnectError as exc:
@@ -279,37 +275,34 @@ class DeviceClient:
         method: str,
         path: str,
         params: dict[str, str] | None,
-        files: Mapping[str, Any] | None,
+        form: tuple[str, bytes] | None,
     ) -> Answer:
         """The request and its final answer, straight to the connection pool.
 
         A Digest device's challenge is answered by httpx's own flow
         (:class:`~syncd.http_auth.FirmwareDigestAuth`), driven here: a device
         that has not challenged yet is asked without credentials, as httpx
-        does; one that has gets them up front, with its nonce count. A
-        multipart body is encoded by httpx's request model, no more: its
-        client and response model were a third of a GET's CPU.
+        does; one that has gets them up front, with its nonce count.
         """
         key = f"{path}?{urlencode(params)}" if params else path
         url = self._urls.get(key)
         if url is None:
-            url = self._urls[key] = URL(self.url + key)
+            url = self._urls[key] = Target.parse(self.url + key)
         headers: Mapping[str, str] = self._headers
         body = None
-        if files is not None:
-            encoded = httpx.Request(method, self.url, files=files)
-            headers = {**headers, "Content-Type": encoded.headers["Content-Type"]}
-            body = encoded.read()
+        if form is not None:
+            content_type, body = form
+            headers = {**headers, "Content-Type": content_type}
         digest = self._digest
         flow = request = None
         if digest is not None and digest.challenged:
-            request = httpx.Request(method, str(url))
+            request = httpx.Request(method, self.url + key)
             flow = digest.auth_flow(request)
             headers = _with_authorization(headers, next(flow))
         answer = await self._send(method, url, headers, body)
         while answer.status == 401 and digest is not None:
             if flow is None:  # the request just sent, as the flow's first
-                request = httpx.Request(method, str(url))
+                request = httpx.Request(method, self.url + key)
                 flow = digest.auth_flow(request)
                 next(flow)
             try:
@@ -320,12 +313,30 @@ class DeviceClient:
         return answer
 
     async def _send(
-        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None
+        self, method: str, target: Target, headers: Mapping[str, str], body: bytes | None
     ) -> Answer:
         transport = self._pool.transport_for(self._tls)
         return await transport.send(
-            method, url, headers=headers, timeout=self._pool.direct_timeout, body=body
+            method, target, headers=headers, timeouts=self._pool.timeouts, body=body
         )
+
+
+def _blob_json(blob: bytes) -> tuple[str, bytes]:
+    """The ``Content-Type`` and body of a ``multipart/form-data`` request whose one part,
+    ``blob-json``, is the JSON ``blob``: the form the 2N API takes a config in."""
+    boundary = secrets.token_hex(16).encode()
+    while boundary in blob:  # a 32-digit boundary in a config: never, but then another
+        boundary = secrets.token_hex(16).encode()
+    body = b"".join(
+        (
+            b"--%s\r\n" % boundary,
+            b'Content-Disposition: form-data; name="blob-json"; filename="blob-json.json"\r\n',
+            b"Content-Type: application/json\r\n\r\n",
+            blob,
+            b"\r\n--%s--\r\n" % boundary,
+        )
+    )
+    return f"multipart/form-data; boundary={boundary.decode()}", body
 
 
 def _with_authorization(headers: Mapping[str, str], request: httpx.Request) -> Mapping[str, str]:

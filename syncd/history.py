@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ Result = Literal["succeeded", "failed", "unhealthy", "reverted"]
 _TRIGGERS: tuple[str, ...] = get_args(Trigger)
 _RESULTS: tuple[str, ...] = get_args(Result)
 _SCALARS = (str, int, float, bool, type(None))
+#: Read for the last byte (a torn line), appended to, made if missing.
+_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 def format_time(moment: datetime) -> str:
@@ -211,16 +214,21 @@ class HistoryLog:
         Raises OSError when the file cannot be written (the caller logs it).
         """
         line = (json.dumps(entry.as_dict(), ensure_ascii=False) + "\n").encode()
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if size and size + len(line) > self.rotate_bytes:
-            self._rotate()
-        with self.path.open("a+b") as handle:
-            if handle.tell() > 0:
-                handle.seek(-1, 2)
-                if handle.read(1) != b"\n":
-                    line = b"\n" + line  # after a torn line: start afresh
-            handle.write(line)
-            handle.flush()
+        fd = os.open(self.path, _APPEND, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size and size + len(line) > self.rotate_bytes:
+                os.close(fd)
+                fd = -1
+                self._rotate()
+                fd = os.open(self.path, _APPEND, 0o666)
+                size = 0
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # after a torn line: start afresh
+            os.write(fd, line)
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def _rotate(self) -> None:
         self._files[0].unlink(missing_ok=True)

@@ -1,22 +1,26 @@
-"""Device requests carried over aiohttp's connection pool.
+"""Device requests over the event loop's own connections, answers read by httptools.
 
-syncd speaks to devices in httpx's terms (its multipart encoding, Digest
-flow and error types), but httpx's own transport, httpcore on anyio, costs
-about twice the CPU per request of aiohttp's C-accelerated client (measured
-over 1,000 devices, a new connection each: 0.83 against 0.55 CPU-ms per GET).
-On a large fleet that CPU is what a pass waits for, so the bytes go through
-aiohttp: one ``ClientSession`` per TLS setting, keyed internally by host and
-port, so a pass over N devices costs O(N) whatever the number of idle
-connections kept. The device client calls :meth:`AiohttpTransport.send`
-directly, skipping httpx's client and response model too: they were a third
-of a GET's CPU, and 0.15 ms of a changed device's 1.7.
-:meth:`AiohttpTransport.handle_async_request` carries an ``httpx`` request
-for a caller that has one.
+A pass is thousands of short HTTP/1.1 exchanges, each device on its own
+connection, four requests at most before it is closed. For that, a general
+client's machinery (sessions, middlewares, cookie jars, redirects, stream
+readers, tracing) is most of the CPU: aiohttp's client spent ~2.3 ms per
+changed device (GET, call status, PUT, GET) where the event loop's own
+connection with the answers parsed by httptools (llhttp, as uvloop's authors
+keep it, and as the emulator reads its requests) spends ~0.6 ms, and on a
+large fleet that CPU is what a pass waits for. What stays is what a device
+needs: one connection per device, kept between the requests of one visit
+and closed ``keepalive_expiry`` seconds after; TLS by the loop (a context
+per TLS setting, made at the first HTTPS request); a connect and a read
+timeout. The bytes of a request are the request line, ``Host``, the
+caller's headers and ``Content-Length``; the answer is read whole. No
+cookies, no redirects, no compression asked (an answer compressed unasked
+is decoded by the caller, :mod:`syncd.client`).
 
-aiohttp's failures come back as httpx's, so callers see one vocabulary:
-a timeout is :class:`httpx.TimeoutException`, a failed connection
-:class:`httpx.ConnectError` (with the ``ssl`` error as its cause, when there
-is one), anything else that left no answer :class:`httpx.ReadError`.
+Failures come back in httpx's vocabulary, as the rest of the client speaks
+it: a timeout is :class:`httpx.ConnectTimeout` or
+:class:`httpx.ReadTimeout`, a failed connection :class:`httpx.ConnectError`
+(with the ``ssl`` error as its cause, when there is one), anything else that
+left no answer :class:`httpx.ReadError`.
 """
 
 from __future__ import annotations
@@ -24,25 +28,52 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, cast
+from urllib.parse import urlsplit
 
-import aiohttp
+import httptools
 import httpx
-from yarl import URL
 
-__all__ = ["AiohttpTransport", "Answer"]
+__all__ = ["Answer", "HttpTransport", "Target", "Timeouts"]
 
 
-def _reason(error: OSError) -> str:
-    """``connection refused``, not ``[Errno 111] Connect call failed ('10.0.0.7', 443)``."""
-    if isinstance(error.errno, int) and error.errno > 0:
-        return os.strerror(error.errno).lower()
-    return (error.strerror or str(error) or type(error).__name__).lower()
+class Target(NamedTuple):
+    """Where a request goes, parsed once from a URL: ``http://10.0.0.7:8080/api/x?y=1``."""
+
+    scheme: str
+    host: str
+    port: int
+    #: The ``Host`` header: the host, with the port unless it is the scheme's own.
+    authority: str
+    #: The request target: path and query.
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url}")
+        default = 443 if parts.scheme == "https" else 80
+        port = parts.port or default
+        host = parts.hostname
+        shown = f"[{host}]" if ":" in host else host
+        authority = shown if port == default else f"{shown}:{port}"
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if " " in path:
+            raise ValueError(f"a space in a URL's path: {url}")
+        return cls(parts.scheme, host, port, authority, path)
+
+
+class Timeouts(NamedTuple):
+    """Seconds to open a connection (TLS handshake included), and to wait for an answer."""
+
+    connect: float | None
+    read: float | None
 
 
 class Answer(NamedTuple):
-    """A device's answer, read whole: what :meth:`AiohttpTransport.send` returns."""
+    """A device's answer, read whole: what :meth:`HttpTransport.send` returns."""
 
     status: int
     raw_headers: tuple[tuple[bytes, bytes], ...]
@@ -61,56 +92,127 @@ class Answer(NamedTuple):
         )
 
 
-class _Connector(aiohttp.TCPConnector):
-    """aiohttp's connector; a plain connection to one address is made by the event loop itself.
+def _reason(error: OSError) -> str:
+    """``connection refused``, not ``[Errno 111] Connect call failed ('10.0.0.7', 443)``."""
+    if isinstance(error.errno, int) and error.errno > 0:
+        return os.strerror(error.errno).lower()
+    return (error.strerror or str(error) or type(error).__name__).lower()
 
-    aiohttp connects through aiohappyeyeballs (a Python socket object,
-    ``sock_connect``, then ``create_connection(sock=...)``) even to a host with
-    one address, as a device's IP always has; the loop's own
-    ``create_connection(host=ip)`` does it in one call (uvloop: in C), a
-    fifth of an in-sync device's CPU on a new connection (0.39 -> 0.32 s per
-    1,000 at 50 ms latency). TLS connections keep aiohttp's path, which maps
-    certificate errors.
-    """
 
-    async def _wrap_create_connection(
-        self,
-        *args: Any,
-        addr_infos: list[Any],
-        req: Any,
-        timeout: aiohttp.ClientTimeout,
-        client_error: type[Exception] = aiohttp.ClientConnectorError,
-        **kwargs: Any,
-    ) -> tuple[asyncio.Transport, Any]:
-        if len(addr_infos) != 1 or kwargs.get("ssl"):
-            return await super()._wrap_create_connection(
-                *args,
-                addr_infos=addr_infos,
-                req=req,
-                timeout=timeout,
-                client_error=client_error,
-                **kwargs,
-            )
-        family, _, _, _, address = addr_infos[0]
-        protocol_factory: Any = args[0]
+_LENGTH_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to a device: a request written, its answer parsed as it arrives."""
+
+    def __init__(self, lost: Callable[[_Connection], None]) -> None:
+        self._lost = lost
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._answer: asyncio.Future[Answer] | None = None
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._until_eof = False  # the answer has neither a length nor chunks: it ends at EOF
+        self._eof = False
+        self._keep_alive = False  # the last answer allows another request
+        #: Whether another request may be written: open, and the last answer was whole
+        #: and allowed keep-alive.
+        self.reusable = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.reusable = True
+
+    def data_received(self, data: bytes) -> None:
         try:
-            async with asyncio.timeout(timeout.sock_connect):
-                connected: tuple[asyncio.Transport, Any] = await self._loop.create_connection(
-                    protocol_factory, address[0], address[1], family=family, **kwargs
-                )
-                return connected
-        except OSError as exc:
-            if exc.errno is None and isinstance(exc, TimeoutError):
-                raise
-            raise client_error(req.connection_key, exc) from exc
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.ReadError(f"the answer is not HTTP/1.1: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self.reusable = False
+        return False  # close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self.reusable = False
+        self._transport = None
+        self._lost(self)
+        if self._until_eof:
+            self._until_eof = False
+            self.on_message_complete()
+            return
+        reason = _reason(exc) if isinstance(exc, OSError) else "connection closed"
+        self._fail(httpx.ReadError(f"the device closed the connection with no answer: {reason}"))
+
+    # httptools callbacks
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        lengths = {name.lower() for name, _ in self._headers} & _LENGTH_HEADERS
+        status = self._parser.get_status_code()
+        self._until_eof = not lengths and status >= 200 and status not in (204, 304)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._until_eof = False
+        answer = Answer(
+            self._parser.get_status_code(),
+            tuple(self._headers),
+            self._reason.decode("latin-1") or None,
+            b"".join(self._body),
+        )
+        self._keep_alive = self._parser.should_keep_alive()
+        pending, self._answer = self._answer, None
+        if pending is not None and not pending.done():
+            pending.set_result(answer)
+        else:  # an answer nobody asked for: the connection cannot be trusted
+            self.close()
+
+    # the transport's side
+
+    def exchange(self, data: bytes) -> asyncio.Future[Answer]:
+        """Write one request; the future is its answer."""
+        assert self._transport is not None and self._answer is None
+        self.reusable = self._keep_alive = False  # until this answer is whole
+        self._reason, self._headers, self._body = b"", [], []
+        self._answer = asyncio.get_running_loop().create_future()
+        self._transport.write(data)
+        return self._answer
+
+    def answered(self) -> None:
+        """The answer was whole: the connection may carry another request if it is still open."""
+        self.reusable = self._keep_alive and not self._eof
+
+    def close(self) -> None:
+        self.reusable = False
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, error: Exception) -> None:
+        pending, self._answer = self._answer, None
+        if pending is not None and not pending.done():
+            pending.set_exception(error)
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose connections are aiohttp's.
+class HttpTransport:
+    """The connections of every device with one TLS setting.
 
-    No limit on connections (callers bound how many devices are in flight);
-    an idle connection is kept ``keepalive_expiry`` seconds for the next
-    resync; no cookies are kept (a device API has none).
+    No limit on connections (callers bound how many devices are in flight). A
+    connection left idle is closed after ``keepalive_expiry`` seconds: the
+    requests of one visit share it; a resync, later, opens a new one.
     """
 
     def __init__(self, *, verify: Callable[[], ssl.SSLContext], keepalive_expiry: float) -> None:
@@ -119,87 +221,114 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._verify = verify
         self._context: ssl.SSLContext | None = None
         self._keepalive_expiry = keepalive_expiry
-        self._session: aiohttp.ClientSession | None = None
+        self._idle: dict[tuple[str, str, int], tuple[_Connection, asyncio.TimerHandle]] = {}
+        self._open: set[_Connection] = set()
         self._closed = False
-
-    def _open(self) -> aiohttp.ClientSession:
-        connector = _Connector(
-            limit=0,
-            keepalive_timeout=self._keepalive_expiry,
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        )
-        # aiohttp repeats a GET once, unseen, when the connection drops without an
-        # answer; syncd's retry rule (syncd/retrying.py) is the only one, so each
-        # attempt is one request, counted and logged. No public switch exists.
-        session._retry_connection = False
-        return session
 
     async def send(
         self,
         method: str,
-        url: URL,
+        target: Target,
         *,
-        headers: Any,
-        timeout: aiohttp.ClientTimeout,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        timeouts: Timeouts,
         body: bytes | None = None,
     ) -> Answer:
         """One request and its whole answer; a failure raises httpx's error for it."""
-        if self._session is None:
-            if self._closed:  # a request that outlived its pool: no new session for it
-                raise httpx.ReadError("the connection pool is closed")
-            self._session = self._open()
-        context = self._tls() if url.scheme == "https" else True
+        if self._closed:  # a request that outlived its pool: no new connection for it
+            raise httpx.ReadError("the connection pool is closed")
+        data = _request(method, target, headers, body)
+        key = (target.scheme, target.host, target.port)
+        connection = self._take(key) or await self._connect(target, timeouts.connect)
         try:
-            async with self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=timeout,
-                ssl=context,
-            ) as answer:
-                content = await answer.read()
-                return Answer(answer.status, answer.raw_headers, answer.reason, content)
-        except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
-            raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
-        except aiohttp.ClientConnectorCertificateError as exc:
-            cause = exc.certificate_error
-            raise httpx.ConnectError(str(cause)) from cause
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(_reason(exc.os_error)) from exc.os_error
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+            async with asyncio.timeout(timeouts.read):
+                answer = await connection.exchange(data)
+        except TimeoutError:
+            connection.close()
+            raise httpx.ReadTimeout("read timed out") from None
+        except BaseException:
+            connection.close()
+            raise
+        connection.answered()
+        if connection.reusable and not self._closed:
+            self._keep(key, connection)
+        else:
+            connection.close()
+        return answer
+
+    def _take(self, key: tuple[str, str, int]) -> _Connection | None:
+        kept = self._idle.pop(key, None)
+        if kept is None:
+            return None
+        connection, expiry = kept
+        expiry.cancel()
+        if connection.reusable:
+            return connection
+        connection.close()
+        return None
+
+    def _keep(self, key: tuple[str, str, int], connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(self._keepalive_expiry, self._expire, key, connection)
+        previous = self._idle.get(key)
+        self._idle[key] = (connection, expiry)
+        if previous is not None:  # two visits to one address at once: keep the last
+            previous[1].cancel()
+            previous[0].close()
+
+    def _expire(self, key: tuple[str, str, int], connection: _Connection) -> None:
+        kept = self._idle.get(key)
+        if kept is not None and kept[0] is connection:
+            del self._idle[key]
+        connection.close()
+
+    async def _connect(self, target: Target, timeout: float | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context = self._tls() if target.scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self._open.discard), target.host, target.port, ssl=context
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout("connect timed out") from None
+        except ssl.SSLError as exc:  # before OSError, which it is: its errno is not the reason
+            raise httpx.ConnectError(getattr(exc, "verify_message", None) or str(exc)) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(_reason(exc)) from exc
+        self._open.add(connection)
+        return connection
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
             self._context = self._verify()
         return self._context
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
-        )
-        body = await request.aread()
-        answer = await self.send(
-            request.method,
-            URL(str(request.url), encoded=True),
-            headers=request.headers.multi_items(),
-            timeout=timeout,
-            body=body or None,
-        )
-        return answer.response(request)
-
     async def aclose(self) -> None:
+        """Close every connection, idle or in use; later requests fail."""
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        for connection, expiry in self._idle.values():
+            expiry.cancel()
+            connection.close()
+        self._idle.clear()
+        for connection in list(self._open):
+            connection.close()
+        await asyncio.sleep(0)  # let the loop run the transports' closing
+
+
+def _request(
+    method: str,
+    target: Target,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes | None,
+) -> bytes:
+    """The bytes of a request: its line, ``Host``, the headers given, ``Content-Length``."""
+    lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.authority}"]
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    lines.extend(f"{name}: {value}" for name, value in pairs)
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    if any("\r" in line or "\n" in line for line in lines):
+        raise ValueError("a request header holds a line break")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return data + body if body else data

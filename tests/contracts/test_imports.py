@@ -1,10 +1,11 @@
-"""Commands that never speak to a device do not pay for the device HTTP stack's imports.
+"""Commands pay only for the HTTP stack they use.
 
-aiohttp alone is a fifth of a second of start-up here (it loads the system's
-CA bundle twice at import); a command answered from the control socket (httpx
+aiohttp is the emulator's (a fifth of a second of start-up: it loads the
+system's CA bundle twice at import); no command that speaks to devices, nor
+the daemon, imports it. A command answered from the control socket (httpx
 over a Unix socket) or the state dir, or one that failed before any request,
-has no use for it, and ``syncd validate``, run over whole trees in CI, for
-neither client.
+has no use for the device connections, and ``syncd validate``, run over
+whole trees in CI, for neither client.
 """
 
 from __future__ import annotations
@@ -55,3 +56,14 @@ def test_a_command_without_device_requests_imports_no_device_client(
     seen = _imports(*argv, "--state-dir", str(tmp_path / "state"))
     extra = [m for m in seen["http"] if m not in allowed]
     assert extra == [], f"syncd {' '.join(argv)} imported {extra}"
+
+
+def test_the_device_commands_and_the_daemon_never_import_the_emulators_web_stack() -> None:
+    probe = (
+        "import sys, syncd.cli, syncd.commands, syncd.foreground, syncd.daemon, syncd.client;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'yarl')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
