@@ -20,10 +20,8 @@ import secrets
 import ssl
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
-
-import httpx
 
 from syncd import __version__
 from syncd.device_errors import (
@@ -47,7 +45,18 @@ from syncd.device_status import (
 from syncd.http_auth import digest_auth, has_credentials, method_mismatch, missing_credentials
 from syncd.model import AuthMethod, AuthSpec, TlsSpec
 from syncd.tls import NOT_TLS_REASONS, speaks_tls, tls_context
-from syncd.transport import Answer, HttpTransport, Target, Timeouts
+from syncd.transport import (
+    Answer,
+    ConnectFailed,
+    HttpTransport,
+    RequestFailed,
+    Target,
+    TimedOut,
+    Timeouts,
+)
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "AUTH_CODES",
@@ -180,6 +189,7 @@ class DeviceClient:
         #: Each parsed once, when first asked: a URL is re-parsed on every request
         #: otherwise, and a one-shot pass asks one or two of the four.
         self._urls: dict[str, Target] = {}
+        self._origin: Target | None = None
         self._tls = tls or TlsSpec()
         self._pool = pool
         auth = auth or AuthSpec(method=AuthMethod.NONE)
@@ -241,13 +251,15 @@ class DeviceClient:
     ) -> Any:
         try:
             answer = await self._exchange(method, path, params, form)
-        except httpx.TimeoutException:
+        except TimedOut:
             raise TransportError(f"{self._where(path)} did not answer in time") from None
-        except httpx.ConnectError as exc:
+        except ConnectFailed as exc:
             raise _connect_error(self.url, exc) from None
-        except httpx.TransportError as exc:
-            url = httpx.URL(self.url)
-            if url.scheme == "http" and await speaks_tls(url, self._pool.timeout):
+        except RequestFailed as exc:
+            origin = self._target(path)
+            if origin.scheme == "http" and await speaks_tls(
+                origin.host, origin.port, self._pool.timeout
+            ):
                 raise TlsError(
                     f"{self.url}: the device expects HTTPS on this port; use https://"
                 ) from None
@@ -264,6 +276,12 @@ class DeviceClient:
             if status == 401 and (mismatch := method_mismatch(self._method, response.headers)):
                 raise AuthError(f"{self.url}: {mismatch}", code=8)
         return unwrap(self._where(path), status, content)
+
+    def _target(self, key: str) -> Target:
+        """Where ``key`` (a path and query) goes; the device URL is parsed once."""
+        if self._origin is None:
+            self._origin = Target.parse(self.url)
+        return self._origin._replace(path=self._origin.path.rstrip("/") + key)
 
     def _where(self, path: str) -> str:
         """The device, in sentences about a request to ``path``: its URL, with the path
@@ -287,7 +305,7 @@ class DeviceClient:
         key = f"{path}?{urlencode(params)}" if params else path
         url = self._urls.get(key)
         if url is None:
-            url = self._urls[key] = Target.parse(self.url + key)
+            url = self._urls[key] = self._target(key)
         headers: Mapping[str, str] = self._headers
         body = None
         if form is not None:
@@ -296,12 +314,16 @@ class DeviceClient:
         digest = self._digest
         flow = request = None
         if digest is not None and digest.challenged:
+            import httpx  # loaded with the Digest flow already
+
             request = httpx.Request(method, self.url + key)
             flow = digest.auth_flow(request)
             headers = _with_authorization(headers, next(flow))
         answer = await self._send(method, url, headers, body)
         while answer.status == 401 and digest is not None:
             if flow is None:  # the request just sent, as the flow's first
+                import httpx
+
                 request = httpx.Request(method, self.url + key)
                 flow = digest.auth_flow(request)
                 next(flow)
@@ -359,7 +381,7 @@ def _compressed(answer: Answer) -> bool:
     return any(name.lower() == b"content-encoding" for name, _ in answer.raw_headers)
 
 
-def _connect_error(url: str, exc: httpx.ConnectError) -> TransportError:
+def _connect_error(url: str, exc: ConnectFailed) -> TransportError:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):

@@ -5,26 +5,31 @@ challenged on every request), picks the ``Digest`` one among several
 ``WWW-Authenticate`` headers, and answers one 401 with the fresh challenge.
 Firmware that rotates its nonces can answer that retry ``stale=true`` again
 (two requests sharing one nonce, the nonce used up by the other), and
-``stale=true`` says the credentials were right: :class:`FirmwareDigestAuth`
+``stale=true`` says the credentials were right: :class:`~syncd.http_digest.FirmwareDigestAuth`
 answers each such challenge once more, a bounded number of times, so a
 rotating nonce never surfaces as an authentication failure.
 
 :func:`method_mismatch` reads a final 401 for the other way a device and a
 desired state can disagree: the device offers no challenge of the method the
 desired state names.
+
+httpx (and the ``urllib.request`` its Digest flow parses with) is imported
+when a device first asks for Digest, in :mod:`syncd.http_digest`: a fleet
+that never does never loads either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from urllib.request import parse_http_list
-
-import httpx
+from typing import TYPE_CHECKING
 
 from syncd.model import AuthMethod, AuthSpec
 
+if TYPE_CHECKING:
+    import httpx
+
+    from syncd.http_digest import FirmwareDigestAuth
+
 __all__ = [
-    "FirmwareDigestAuth",
     "challenge_schemes",
     "digest_auth",
     "has_credentials",
@@ -33,62 +38,6 @@ __all__ = [
 ]
 
 _SCHEME_NAMES = {"basic": "Basic", "digest": "Digest"}
-
-
-class FirmwareDigestAuth(httpx.DigestAuth):
-    """Digest that answers every ``stale=true`` challenge with its fresh nonce.
-
-    The first 401 of a request is answered as httpx does (the cached nonce may
-    have expired without the device saying ``stale``); after that only a
-    ``stale=true`` challenge is answered, at most ``stale_answers`` times, so a
-    wrong password still costs a bounded number of round trips.
-    """
-
-    stale_answers = 3
-
-    @property
-    def challenged(self) -> bool:
-        """Whether a challenge is kept, so the next request carries credentials up front."""
-        return self._last_challenge is not None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        flow = super().auth_flow(request)
-        response = yield next(flow)
-        try:
-            retry = flow.send(response)
-        except StopIteration:
-            return
-        response = yield retry
-        for _ in range(self.stale_answers):
-            header = _stale_digest_challenge(response)
-            if header is None:
-                return
-            # Private to httpx, but stable since its first DigestAuth: the parsed
-            # challenge and the nonce count that goes with it.
-            self._last_challenge = self._parse_challenge(request, response, header)
-            self._nonce_count = 1
-            request.headers["Authorization"] = self._build_auth_header(
-                request, self._last_challenge
-            )
-            response = yield request
-
-
-def _stale_digest_challenge(response: httpx.Response) -> str | None:
-    if response.status_code != 401:
-        return None
-    for header in response.headers.get_list("www-authenticate"):
-        scheme, _, params = header.strip().partition(" ")
-        if scheme.lower() == "digest" and _is_stale(params):
-            return header
-    return None
-
-
-def _is_stale(params: str) -> bool:
-    for item in parse_http_list(params):
-        key, _, value = item.strip().partition("=")
-        if key.strip().lower() == "stale":
-            return value.strip().strip('"').lower() == "true"
-    return False
 
 
 def challenge_schemes(headers: httpx.Headers) -> list[str]:
@@ -134,6 +83,8 @@ def digest_auth(auth: AuthSpec) -> FirmwareDigestAuth | None:
     """httpx's Digest flow for ``auth``, if it names Digest; one per device, to keep its nonce."""
     if auth.method is not AuthMethod.DIGEST or not has_credentials(auth):
         return None  # no credentials: a challenge is answered with a sentence, not an empty name
+    from syncd.http_digest import FirmwareDigestAuth
+
     username = auth.username or ""
     password = auth.password.get_secret_value() if auth.password else ""
     return FirmwareDigestAuth(username, password)

@@ -12,13 +12,9 @@ import contextlib
 import os
 import ssl
 import stat
-from typing import TYPE_CHECKING
 
 from syncd.device_errors import TlsError
 from syncd.model import TlsSpec
-
-if TYPE_CHECKING:  # `syncd validate` checks caFiles here and has no use for an HTTP client
-    import httpx
 
 __all__ = ["NOT_TLS_REASONS", "ca_file_problem", "speaks_tls", "tls_context"]
 
@@ -104,8 +100,8 @@ def _load_problem(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
-async def speaks_tls(url: httpx.URL, timeout: float) -> bool:
-    """Whether ``url``'s port completes a TLS handshake (certificate unchecked).
+async def speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host``'s ``port`` completes a TLS handshake (certificate unchecked).
 
     Asked only after a plain-HTTP request failed without an answer, which is
     how a TLS-only port treats one.
@@ -115,7 +111,7 @@ async def speaks_tls(url: httpx.URL, timeout: float) -> bool:
     ctx.verify_mode = ssl.CERT_NONE
     try:
         async with asyncio.timeout(min(timeout, _TLS_PROBE_SECONDS)):
-            _, writer = await asyncio.open_connection(url.host, url.port or 80, ssl=ctx)
+            _, writer = await asyncio.open_connection(host, port, ssl=ctx)
     except (OSError, TimeoutError):
         return False
     writer.close()

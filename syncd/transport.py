@@ -16,11 +16,13 @@ caller's headers and ``Content-Length``; the answer is read whole. No
 cookies, no redirects, no compression asked (an answer compressed unasked
 is decoded by the caller, :mod:`syncd.client`).
 
-Failures come back in httpx's vocabulary, as the rest of the client speaks
-it: a timeout is :class:`httpx.ConnectTimeout` or
-:class:`httpx.ReadTimeout`, a failed connection :class:`httpx.ConnectError`
-(with the ``ssl`` error as its cause, when there is one), anything else that
-left no answer :class:`httpx.ReadError`.
+A request that got no answer raises :class:`RequestFailed`: a timeout is
+:class:`TimedOut` (:class:`ConnectTimedOut` or :class:`ReadTimedOut`), a
+connection that could not be made :class:`ConnectFailed` (with the OS or
+``ssl`` error as its cause), anything else (the device hung up, or answered
+what is not HTTP) :class:`RequestFailed` itself. httpx is imported only
+where an answer needs its model (a challenge, a compressed body): a pass over
+devices that ask for neither never loads it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,45 @@ import asyncio
 import os
 import ssl
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httptools
-import httpx
 
-__all__ = ["Answer", "HttpTransport", "Target", "Timeouts"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "Answer",
+    "ConnectFailed",
+    "ConnectTimedOut",
+    "HttpTransport",
+    "ReadTimedOut",
+    "RequestFailed",
+    "Target",
+    "TimedOut",
+    "Timeouts",
+]
+
+
+class RequestFailed(Exception):
+    """A request got no answer; the text says why, in a few plain words."""
+
+
+class ConnectFailed(RequestFailed):
+    """The connection, or its TLS handshake, could not be made."""
+
+
+class TimedOut(RequestFailed):
+    """No connection, or no answer, within its timeout."""
+
+
+class ConnectTimedOut(TimedOut):
+    """The connection (TLS handshake included) was not made within the connect timeout."""
+
+
+class ReadTimedOut(TimedOut):
+    """The answer did not come within the read timeout."""
 
 
 class Target(NamedTuple):
@@ -82,6 +116,8 @@ class Answer(NamedTuple):
 
     def response(self, request: httpx.Request | None = None) -> httpx.Response:
         """The answer as an httpx response (which decodes a compressed body)."""
+        import httpx
+
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (self.reason or "").encode()}
         return httpx.Response(
             self.status,
@@ -130,7 +166,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(httpx.ReadError(f"the answer is not HTTP/1.1: {exc}"))
+            self._fail(RequestFailed(f"the answer is not HTTP/1.1: {exc}"))
             self.close()
 
     def eof_received(self) -> bool:
@@ -148,7 +184,7 @@ class _Connection(asyncio.Protocol):
             self.on_message_complete()
             return
         reason = _reason(exc) if isinstance(exc, OSError) else "connection closed"
-        self._fail(httpx.ReadError(f"the device closed the connection with no answer: {reason}"))
+        self._fail(RequestFailed(f"the device closed the connection with no answer: {reason}"))
 
     # httptools callbacks
 
@@ -234,9 +270,9 @@ class HttpTransport:
         timeouts: Timeouts,
         body: bytes | None = None,
     ) -> Answer:
-        """One request and its whole answer; a failure raises httpx's error for it."""
+        """One request and its whole answer; no answer raises :class:`RequestFailed`."""
         if self._closed:  # a request that outlived its pool: no new connection for it
-            raise httpx.ReadError("the connection pool is closed")
+            raise RequestFailed("the connection pool is closed")
         data = _request(method, target, headers, body)
         key = (target.scheme, target.host, target.port)
         connection = self._take(key) or await self._connect(target, timeouts.connect)
@@ -245,7 +281,7 @@ class HttpTransport:
                 answer = await connection.exchange(data)
         except TimeoutError:
             connection.close()
-            raise httpx.ReadTimeout("read timed out") from None
+            raise ReadTimedOut("read timed out") from None
         except BaseException:
             connection.close()
             raise
@@ -291,11 +327,11 @@ class HttpTransport:
                     lambda: _Connection(self._open.discard), target.host, target.port, ssl=context
                 )
         except TimeoutError:
-            raise httpx.ConnectTimeout("connect timed out") from None
+            raise ConnectTimedOut("connect timed out") from None
         except ssl.SSLError as exc:  # before OSError, which it is: its errno is not the reason
-            raise httpx.ConnectError(getattr(exc, "verify_message", None) or str(exc)) from exc
+            raise ConnectFailed(getattr(exc, "verify_message", None) or str(exc)) from exc
         except OSError as exc:
-            raise httpx.ConnectError(_reason(exc)) from exc
+            raise ConnectFailed(_reason(exc)) from exc
         self._open.add(connection)
         return connection
 

@@ -1,4 +1,4 @@
-"""The device connections (syncd/transport.py): answers, failures in httpx's terms, closing."""
+"""The device connections (syncd/transport.py): answers, failures, keep-alive, closing."""
 
 from __future__ import annotations
 
@@ -19,7 +19,16 @@ from pydantic import SecretStr
 from syncd.client import ClientPool, DeviceClient
 from syncd.model import AuthMethod, AuthSpec
 from syncd.simulator import Fleet
-from syncd.transport import Answer, HttpTransport, Target, Timeouts
+from syncd.transport import (
+    Answer,
+    ConnectFailed,
+    ConnectTimedOut,
+    HttpTransport,
+    ReadTimedOut,
+    RequestFailed,
+    Target,
+    Timeouts,
+)
 
 
 def _free_port() -> int:
@@ -87,19 +96,19 @@ async def test_plain_http_never_builds_the_tls_context() -> None:
     assert answer.status == 200
 
 
-async def test_a_refused_connection_is_an_httpx_connect_error_saying_so() -> None:
-    """Nothing listening: httpx.ConnectError whose text is the reason, not the loop's wording."""
+async def test_a_refused_connection_is_a_connect_failure_saying_so() -> None:
+    """Nothing listening: ConnectFailed whose text is the reason, not the loop's wording."""
     free_port = _free_port()
     transport = _transport()
     try:
-        with pytest.raises(httpx.ConnectError, match=r"^connection refused$"):
+        with pytest.raises(ConnectFailed, match=r"^connection refused$"):
             await _get(transport, f"http://127.0.0.1:{free_port}/api/phone/config")
     finally:
         await transport.aclose()
 
 
-async def test_a_connection_never_accepted_is_an_httpx_connect_timeout() -> None:
-    """A device whose accept queue is full drops the SYN: ConnectTimeout after the connect timeout."""
+async def test_a_connection_never_accepted_is_a_connect_timeout() -> None:
+    """A device whose accept queue is full drops the SYN: ConnectTimedOut after the connect timeout."""
     with contextlib.ExitStack() as stack:
         listener = stack.enter_context(socket.socket())
         listener.bind(("127.0.0.1", 0))
@@ -112,7 +121,7 @@ async def test_a_connection_never_accepted_is_an_httpx_connect_timeout() -> None
         transport = _transport()
         url = f"http://127.0.0.1:{port}/api/phone/config"
         try:
-            with pytest.raises(httpx.ConnectTimeout):
+            with pytest.raises(ConnectTimedOut):
                 await _get(transport, url, Timeouts(connect=0.3, read=5.0))
         finally:
             await transport.aclose()
@@ -123,7 +132,7 @@ async def test_a_request_after_close_opens_no_new_connection() -> None:
     async with Fleet(devices=1) as fleet:
         transport = _transport()
         await transport.aclose()
-        with pytest.raises(httpx.ReadError, match="closed"):
+        with pytest.raises(RequestFailed, match="closed"):
             await _get(transport, fleet.devices[0].url + "/api/phone/config")
         assert fleet.devices[0].journal == []
 
@@ -299,7 +308,7 @@ async def test_a_device_that_closes_without_an_answer_is_a_read_error() -> None:
     async with _raw_device(hang_up) as (url, _):
         transport = _transport()
         try:
-            with pytest.raises(httpx.ReadError, match="closed the connection with no answer"):
+            with pytest.raises(RequestFailed, match="closed the connection with no answer"):
                 await _get(transport, url + "/api/phone/config")
         finally:
             await transport.aclose()
@@ -314,7 +323,7 @@ async def test_a_device_that_never_answers_is_a_read_timeout_after_the_read_time
         transport = _transport()
         try:
             started = asyncio.get_running_loop().time()
-            with pytest.raises(httpx.ReadTimeout):
+            with pytest.raises(ReadTimedOut):
                 await _get(transport, url + "/api/phone/config", Timeouts(5.0, 0.2))
             assert asyncio.get_running_loop().time() - started < 2.0
         finally:

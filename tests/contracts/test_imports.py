@@ -58,12 +58,24 @@ def test_a_command_without_device_requests_imports_no_device_client(
     assert extra == [], f"syncd {' '.join(argv)} imported {extra}"
 
 
-def test_the_device_commands_and_the_daemon_never_import_the_emulators_web_stack() -> None:
+def _loaded_after(imports: str, packages: tuple[str, ...]) -> list[str]:
     probe = (
-        "import sys, syncd.cli, syncd.commands, syncd.foreground, syncd.daemon, syncd.client;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'yarl')))"
+        f"import sys, {imports};"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {packages!r}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stdout.strip() == "[]"
+    return list(json.loads(done.stdout.replace("'", '"')))
+
+
+def test_a_one_shot_pass_loads_neither_httpx_nor_the_emulators_web_stack() -> None:
+    """httpx (and urllib.request under it) waits for a Digest challenge or a compressed answer;
+    aiohttp is the emulator's alone."""
+    imports = "syncd.cli, syncd.commands, syncd.foreground, syncd.client"
+    assert _loaded_after(imports, ("aiohttp", "yarl", "httpx", "urllib.request")) == []
+    assert "urllib.request" not in _loaded_after(imports, ("urllib",))
+
+
+def test_the_daemon_never_imports_the_emulators_web_stack() -> None:
+    assert _loaded_after("syncd.daemon, syncd.client", ("aiohttp", "yarl")) == []

@@ -22,7 +22,7 @@ LEFT_TO_OTHER_WORK = {
     "syncd.client": {"AUTH_CODES", "ApiError", "user_agent"},
     "syncd.control": {"ControlHandlers", "SOCKET_NAME"},
     "syncd.history": {"HISTORY_FILE", "PASSWORD_SET", "Result", "Trigger"},
-    "syncd.http_auth": {"FirmwareDigestAuth", "challenge_schemes"},
+    "syncd.http_auth": {"challenge_schemes"},
     "syncd.page": {"REFRESH_SECONDS"},
     "syncd.policy": {"DAY_NAMES", "WindowKind"},
     "syncd.status": {
