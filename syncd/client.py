@@ -298,7 +298,7 @@ class DeviceClient:
         """The request and its final answer, straight to the connection pool.
 
         A Digest device's challenge is answered by httpx's own flow
-        (:class:`~syncd.http_auth.FirmwareDigestAuth`), driven here: a device
+        (:class:`~syncd.http_digest.FirmwareDigestAuth`), driven here: a device
         that has not challenged yet is asked without credentials, as httpx
         does; one that has gets them up front, with its nonce count.
         """

@@ -91,6 +91,8 @@ class Target(NamedTuple):
         default = 443 if parts.scheme == "https" else 80
         port = parts.port or default
         host = parts.hostname
+        if not host.isascii():  # a name in letters of its own: its DNS (punycode) form
+            host = host.encode("idna").decode("ascii")
         shown = f"[{host}]" if ":" in host else host
         authority = shown if port == default else f"{shown}:{port}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

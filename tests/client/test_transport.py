@@ -406,6 +406,10 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -
         ),
         ("https://[fd00::7]/api", Target("https", "fd00::7", 443, "[fd00::7]", "/api")),
         ("https://[fd00::7]:8443/api", Target("https", "fd00::7", 8443, "[fd00::7]:8443", "/api")),
+        (
+            "http://dveře.example",
+            Target("http", "xn--dvee-d5a.example", 80, "xn--dvee-d5a.example", "/"),
+        ),
     ],
 )
 def test_a_url_is_parsed_into_address_host_header_and_request_target(
