@@ -267,7 +267,14 @@ class DeviceClient:
             raise TransportError(f"{self._where(path)} connection failed: {reason}") from None
         status, content = answer.status, answer.content
         if status == 401 or _compressed(answer):
-            response = answer.response()  # headers read, content decoded as httpx does
+            import httpx  # loaded for these answers only
+
+            try:
+                response = answer.response()  # headers read, content decoded as httpx does
+            except httpx.DecodingError:
+                raise TransportError(
+                    f"{self._where(path)} answered a compressed body that cannot be decoded"
+                ) from None
             content = response.content
             # Not a refusal of credentials, which were never tried: no status, so the
             # retry rule does not repeat a request that cannot succeed.

@@ -152,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._until_eof = False  # the answer has neither a length nor chunks: it ends at EOF
+        self._begun = False  # the answer's status line and headers are read
         self._eof = False
         self._keep_alive = False  # the last answer allows another request
         #: Whether another request may be written: open, and the last answer was whole
@@ -167,8 +168,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(RequestFailed(f"the answer is not HTTP/1.1: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(RequestFailed(f"the answer is not HTTP/1.1: {exc or type(exc).__name__}"))
             self.close()
 
     def eof_received(self) -> bool:
@@ -181,12 +182,12 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self._transport = None
         self._lost(self)
-        if self._until_eof:
-            self._until_eof = False
+        if self._until_eof and exc is None:  # the end of an answer that ends at EOF
             self.on_message_complete()
             return
         reason = _reason(exc) if isinstance(exc, OSError) else "connection closed"
-        self._fail(RequestFailed(f"the device closed the connection with no answer: {reason}"))
+        when = "mid-answer" if self._begun else "with no answer"
+        self._fail(RequestFailed(f"the device closed the connection {when}: {reason}"))
 
     # httptools callbacks
 
@@ -200,14 +201,19 @@ class _Connection(asyncio.Protocol):
         lengths = {name.lower() for name, _ in self._headers} & _LENGTH_HEADERS
         status = self._parser.get_status_code()
         self._until_eof = not lengths and status >= 200 and status not in (204, 304)
+        self._begun = True
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._until_eof = False
+        self._until_eof = self._begun = False
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # interim (100 Continue, 103): the answer follows
+            self._reason, self._headers, self._body = b"", [], []
+            return
         answer = Answer(
-            self._parser.get_status_code(),
+            status,
             tuple(self._headers),
             self._reason.decode("latin-1") or None,
             b"".join(self._body),
@@ -224,7 +230,7 @@ class _Connection(asyncio.Protocol):
     def exchange(self, data: bytes) -> asyncio.Future[Answer]:
         """Write one request; the future is its answer."""
         assert self._transport is not None and self._answer is None
-        self.reusable = self._keep_alive = False  # until this answer is whole
+        self.reusable = self._keep_alive = self._begun = False  # until this answer is whole
         self._reason, self._headers, self._body = b"", [], []
         self._answer = asyncio.get_running_loop().create_future()
         self._transport.write(data)

@@ -9,6 +9,7 @@ import gzip
 import json
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from aiohttp import BodyPartReader, web
 from pydantic import SecretStr
 
-from syncd.client import ClientPool, DeviceClient
+from syncd.client import ClientPool, DeviceClient, TransportError
 from syncd.model import AuthMethod, AuthSpec
 from syncd.simulator import Fleet
 from syncd.transport import (
@@ -422,3 +423,70 @@ def test_a_url_is_parsed_into_address_host_header_and_request_target(
 def test_a_url_that_cannot_be_requested_is_refused(url: str) -> None:
     with pytest.raises(ValueError):
         Target.parse(url)
+
+
+async def test_an_interim_answer_is_skipped_for_the_answer_that_follows_it() -> None:
+    """``100 Continue`` or ``103 Early Hints`` first (a proxy, a web server): the answer is the
+    final one, and the next request on the connection gets its own."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+
+    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for n, first in enumerate(
+            (b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        ):
+            await reader.readuntil(b"\r\n\r\n")
+            body = b'{"n":%d}' % n
+            writer.write(first + ok % (len(body), body))
+            await writer.drain()
+
+    async with _raw_device(interim) as (url, peers):
+        transport = _transport()
+        try:
+            first = await _get(transport, url + "/a")
+            second = await _get(transport, url + "/b")
+        finally:
+            await transport.aclose()
+    assert [(a.status, a.content) for a in (first, second)] == [
+        (200, b'{"n":0}'),
+        (200, b'{"n":1}'),
+    ]
+    assert second.raw_headers == ((b"Content-Length", b"7"),)
+    assert len(peers) == 1
+
+
+async def test_an_answer_cut_short_is_a_failure_that_says_so() -> None:
+    """Headers and part of the body, then the device hangs up, or resets an answer that
+    would end at the connection's end: never taken as a whole answer."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _answer(reader, writer, b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"success":')
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _answer(reader, writer, b'HTTP/1.0 200 OK\r\n\r\n{"success":')
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # an RST, not a FIN
+
+    for script, reason in (
+        (hang_up, "mid-answer: connection closed"),
+        (reset, "mid-answer: connection reset"),
+    ):
+        async with _raw_device(script) as (url, _):
+            transport = _transport()
+            try:
+                with pytest.raises(RequestFailed, match=reason):
+                    await _get(transport, url + "/api/phone/config")
+            finally:
+                await transport.aclose()
+
+
+async def test_a_compressed_answer_that_cannot_be_decoded_is_a_transport_error_of_that_device() -> (
+    None
+):
+    """One device's broken gzip fails that device with a sentence, not the whole pass."""
+    broken = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"
+    device = _raw_device(functools.partial(_answer, raw=broken))
+    async with device as (url, _), ClientPool(timeout=5.0) as pool:
+        client = DeviceClient(url=url, pool=pool)
+        with pytest.raises(TransportError, match="compressed body that cannot be decoded"):
+            await client.get_accounts()
