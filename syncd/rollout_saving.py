@@ -25,7 +25,7 @@ from syncd.rollout_values import DeviceStatus
 from syncd.saved_rollout import SavedRollout, journal_entry
 from syncd.state import StateError, StateStore
 
-__all__ = ["RolloutSaver", "read_saved"]
+__all__ = ["SAVE_EVERY", "SAVE_SHARE", "RolloutSaver", "read_saved"]
 
 #: Seconds an outcome that can be learnt again may wait to be written (at least).
 SAVE_EVERY = 1.0
