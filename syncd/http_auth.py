@@ -14,8 +14,9 @@ desired state can disagree: the device offers no challenge of the method the
 desired state names.
 
 httpx (and the ``urllib.request`` its Digest flow parses with) is imported
-when a device first asks for Digest, in :mod:`syncd.http_digest`: a fleet
-that never does never loads either.
+with :mod:`syncd.http_digest`, when a device file names Digest credentials: a
+fleet without them never loads either (unless an answer is a 401 or
+compressed, whose headers and body httpx's model reads).
 """
 
 from __future__ import annotations

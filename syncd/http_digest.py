@@ -1,8 +1,8 @@
 """Digest as 2N firmware does it: httpx's flow, answering every ``stale=true`` challenge.
 
-Imported when a device first needs Digest (:func:`syncd.http_auth.digest_auth`):
-httpx and ``urllib.request`` are a tenth of a second of start-up that a
-fleet without Digest never pays.
+Imported when a device file names Digest credentials
+(:func:`syncd.http_auth.digest_auth`): httpx and ``urllib.request`` are a
+tenth of a second of start-up that a fleet without them never pays.
 """
 
 from __future__ import annotations
