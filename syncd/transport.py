@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import urlsplit
 
@@ -153,17 +153,13 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._until_eof = False  # the answer has neither a length nor chunks: it ends at EOF
         self._begun = False  # the answer's status line and headers are read
-        self._eof = False
-        self._keep_alive = False  # the last answer allows another request
-        #: Whether another request may be written: open, and the last answer was whole
-        #: and allowed keep-alive.
-        self.reusable = False
+        self._ended = False  # closed, by either end, or closing
+        self._keep_alive = False  # the last answer was whole and allows another request
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.reusable = True
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -173,13 +169,11 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool:
-        self._eof = True
-        self.reusable = False
+        self._ended = True
         return False  # close our end too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self.reusable = False
+        self._ended = True
         self._transport = None
         self._lost(self)
         if self._until_eof and exc is None:  # the end of an answer that ends at EOF
@@ -230,18 +224,20 @@ class _Connection(asyncio.Protocol):
     def exchange(self, data: bytes) -> asyncio.Future[Answer]:
         """Write one request; the future is its answer."""
         assert self._transport is not None and self._answer is None
-        self.reusable = self._keep_alive = self._begun = False  # until this answer is whole
+        self._keep_alive = self._begun = False  # until this answer is whole
         self._reason, self._headers, self._body = b"", [], []
         self._answer = asyncio.get_running_loop().create_future()
         self._transport.write(data)
         return self._answer
 
-    def answered(self) -> None:
-        """The answer was whole: the connection may carry another request if it is still open."""
-        self.reusable = self._keep_alive and not self._eof
+    @property
+    def reusable(self) -> bool:
+        """Whether another request may be written: the last answer was whole and allowed
+        keep-alive, and neither end has closed the connection since."""
+        return self._keep_alive and not self._ended
 
     def close(self) -> None:
-        self.reusable = False
+        self._ended = True
         if self._transport is not None:
             self._transport.close()
 
@@ -274,7 +270,7 @@ class HttpTransport:
         method: str,
         target: Target,
         *,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        headers: Mapping[str, str],
         timeouts: Timeouts,
         body: bytes | None = None,
     ) -> Answer:
@@ -293,7 +289,6 @@ class HttpTransport:
         except BaseException:
             connection.close()
             raise
-        connection.answered()
         if connection.reusable and not self._closed:
             self._keep(key, connection)
         else:
@@ -363,13 +358,12 @@ class HttpTransport:
 def _request(
     method: str,
     target: Target,
-    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    headers: Mapping[str, str],
     body: bytes | None,
 ) -> bytes:
     """The bytes of a request: its line, ``Host``, the headers given, ``Content-Length``."""
     lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.authority}"]
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    lines.extend(f"{name}: {value}" for name, value in pairs)
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
     if any("\r" in line or "\n" in line for line in lines):
