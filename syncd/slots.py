@@ -20,8 +20,7 @@ request was sent on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextvars import Token
 from dataclasses import dataclass
 
@@ -83,9 +82,11 @@ class Slot:
             self._held = False
             self.lanes.gate.release()
 
-    @contextlib.asynccontextmanager
-    async def attempt(self) -> AsyncIterator[None]:
+    def attempt(self) -> _Attempt:
         """One attempt of a request; once it is answered, syncd works on the answer in a slot."""
+        return _Attempt(self)
+
+    async def _begin_attempt(self) -> None:
         if self.failing_lane:
             self.release()
         else:
@@ -93,14 +94,14 @@ class Slot:
             if self.lanes.lease is not None:
                 loop = asyncio.get_running_loop()
                 self._overrun = loop.call_later(self.lanes.lease, self.release)
-        try:
-            yield
-        finally:
-            if self._overrun is not None:
-                self._overrun.cancel()
-                self._overrun = None
-        self.failing_lane = False  # it answered
-        await self.acquire()
+
+    async def _end_attempt(self, answered: bool) -> None:
+        if self._overrun is not None:
+            self._overrun.cancel()
+            self._overrun = None
+        if answered:
+            self.failing_lane = False
+            await self.acquire()
 
     async def wait(self, delay: float) -> None:
         """Wait between two attempts holding no slot; the next attempt waits without one too."""
@@ -119,6 +120,21 @@ class Slot:
             PACING.reset(self._token)
             self._token = None
         self.release()
+
+
+class _Attempt:
+    """:meth:`Slot.attempt`: a plain context manager, not a generator (one per request)."""
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: Slot) -> None:
+        self._slot = slot
+
+    async def __aenter__(self) -> None:
+        await self._slot._begin_attempt()
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        await self._slot._end_attempt(answered=kind is None)
 
 
 class PassSlots:

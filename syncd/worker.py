@@ -97,8 +97,8 @@ class DeviceWorker:
 
     def kick(self) -> None:
         self._kicked = True
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        if self._wake is not None:
+            _wake_up(self._wake)
 
     def start(self) -> None:
         self.kick()
@@ -142,13 +142,17 @@ class DeviceWorker:
 
     async def _until_kicked(self, delay: float | None) -> None:
         """Until :meth:`kick`, or ``delay`` seconds (None: no limit)."""
-        self._wake = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        # The timer ends the wait as a kick does: no task cancelled and no TimeoutError
+        # raised and caught at every resync of every device (asyncio.timeout would).
+        timer = None if delay is None else loop.call_later(delay, _wake_up, wake)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):  # no extra task per idle device
-                    await self._wake
+            await wake
         finally:
             self._wake = None
+            if timer is not None:
+                timer.cancel()
 
     async def _loop(self) -> None:
         delay: float | None = None
@@ -190,3 +194,8 @@ class DeviceWorker:
             return Outcome.of(self.spec, "error", failure=Failure("internal", str(exc)))
         finally:
             self.running = False
+
+
+def _wake_up(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
