@@ -155,6 +155,7 @@ class _Connection(asyncio.Protocol):
         self._begun = False  # the answer's status line and headers are read
         self._ended = False  # closed, by either end, or closing
         self._keep_alive = False  # the last answer was whole and allows another request
+        self._timer: asyncio.TimerHandle | None = None  # the read timeout of the answer awaited
 
     # asyncio.Protocol
 
@@ -214,6 +215,7 @@ class _Connection(asyncio.Protocol):
         )
         self._keep_alive = self._parser.should_keep_alive()
         pending, self._answer = self._answer, None
+        self._stop_timer()
         if pending is not None and not pending.done():
             pending.set_result(answer)
         else:  # an answer nobody asked for: the connection cannot be trusted
@@ -221,14 +223,32 @@ class _Connection(asyncio.Protocol):
 
     # the transport's side
 
-    def exchange(self, data: bytes) -> asyncio.Future[Answer]:
-        """Write one request; the future is its answer."""
+    def exchange(self, data: bytes, timeout: float | None) -> asyncio.Future[Answer]:
+        """Write one request; the future is its answer, or :class:`ReadTimedOut` after
+        ``timeout`` seconds (None: no limit), which closes the connection.
+
+        The timeout is a timer on this connection rather than ``asyncio.timeout``
+        around the wait: that costs a task cancellation's bookkeeping per request.
+        """
         assert self._transport is not None and self._answer is None
         self._keep_alive = self._begun = False  # until this answer is whole
         self._reason, self._headers, self._body = b"", [], []
-        self._answer = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._answer = loop.create_future()
+        if timeout is not None:
+            self._timer = loop.call_later(timeout, self._timed_out)
         self._transport.write(data)
         return self._answer
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(ReadTimedOut("read timed out"))
+        self.close()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     @property
     def reusable(self) -> bool:
@@ -238,11 +258,13 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self._ended = True
+        self._stop_timer()
         if self._transport is not None:
             self._transport.close()
 
     def _fail(self, error: Exception) -> None:
         pending, self._answer = self._answer, None
+        self._stop_timer()
         if pending is not None and not pending.done():
             pending.set_exception(error)
 
@@ -281,12 +303,8 @@ class HttpTransport:
         key = (target.scheme, target.host, target.port)
         connection = self._take(key) or await self._connect(target, timeouts.connect)
         try:
-            async with asyncio.timeout(timeouts.read):
-                answer = await connection.exchange(data)
-        except TimeoutError:
-            connection.close()
-            raise ReadTimedOut("read timed out") from None
-        except BaseException:
+            answer = await connection.exchange(data, timeouts.read)
+        except BaseException:  # the timeout, the device's hang-up, or this task cancelled
             connection.close()
             raise
         if connection.reusable and not self._closed:
