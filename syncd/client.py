@@ -19,7 +19,6 @@ import json
 import secrets
 import ssl
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -90,12 +89,13 @@ VISIT_KEEPALIVE = 0.25
 
 
 def user_agent(node: str | None = None) -> str:
-    """``syncd/VERSION``, plus `` (NODE)`` for a cluster node."""
-    try:
-        version = metadata.version("syncd")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        version = __version__
-    return f"syncd/{version}" + (f" ({node})" if node else "")
+    """``syncd/VERSION``, plus `` (NODE)`` for a cluster node.
+
+    The version is the package's own ``__version__``, which the installed
+    metadata is built from (``pyproject.toml``): reading the metadata back
+    cost every connection pool a scan of ``sys.path`` and an e-mail parser.
+    """
+    return f"syncd/{__version__}" + (f" ({node})" if node else "")
 
 
 def _raise_open_files_limit() -> None:
@@ -288,7 +288,10 @@ class DeviceClient:
         """Where ``key`` (a path and query) goes; the device URL is parsed once."""
         if self._origin is None:
             self._origin = Target.parse(self.url)
-        return self._origin._replace(path=self._origin.path.rstrip("/") + key)
+        origin = self._origin
+        return Target(
+            origin.scheme, origin.host, origin.port, origin.authority, origin.path.rstrip("/") + key
+        )
 
     def _where(self, path: str) -> str:
         """The device, in sentences about a request to ``path``: its URL, with the path
