@@ -29,9 +29,10 @@ __all__ = ["SAVE_EVERY", "SAVE_SHARE", "RolloutSaver", "read_saved"]
 
 #: Seconds an outcome that can be learnt again may wait to be written (at least).
 SAVE_EVERY = 1.0
-#: The most of the time writing the document may take: it waits, after a write, this
-#: many times as long as that write took, if that is longer than SAVE_EVERY.
-SAVE_SHARE = 0.05
+#: The most of the time writing the document may take: after a write it waits 1 / SAVE_SHARE
+#: times as long as that write took (when that is longer than SAVE_EVERY). A SIGKILL
+#: loses at most that wait's outcomes that can be learnt again.
+SAVE_SHARE = 0.02
 
 
 def read_saved(state: StateStore, log: Log) -> SavedRollout:
