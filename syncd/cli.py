@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import traceback
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from syncd import __version__
 from syncd.command_errors import errors_as_json, report_error
-from syncd.gctune import pace_collector
+from syncd.gctune import collector_paused, pace_collector
 
 if TYPE_CHECKING:
     from syncd.export import ExportRequest
@@ -226,10 +227,12 @@ def _warn_unknown_variables() -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from syncd import commands
-    from syncd.logs import configure_logging
+    with collector_paused():  # the modules and the settings: made once, kept to the end
+        from syncd import commands
+        from syncd.logs import configure_logging
 
-    settings = _settings(args)
+        settings = _settings(args)
+    gc.freeze()  # what start-up made stays: later collections need not walk it again
     # `run` logs to stdout (journald); every other command keeps stdout for its result.
     stream = sys.stdout if args.command == "run" else sys.stderr
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=stream)
