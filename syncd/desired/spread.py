@@ -12,13 +12,11 @@ back to loading here.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
 __all__ = ["spread"]
@@ -46,6 +44,11 @@ def spread(
     workers = min(MAX_WORKERS, _cores() - 1)
     if workers < 1 or len(items) < MIN_ITEMS or threading.active_count() > 1:
         return None
+    # Loaded here: a tree that small (every daemon reload, most one-shot commands) never
+    # forks, and importing them was a hundredth of a second of every start.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     if "fork" not in multiprocessing.get_all_start_methods():
         return None
     shares = [items[i :: workers + 1] for i in range(workers + 1)]
