@@ -24,6 +24,7 @@ from syncd.status import (
     RolloutSummary,
     WindowStatus,
     device_from_json,
+    device_json,
     sort_devices,
     status_json,
     summary_counts,
@@ -134,8 +135,7 @@ class FleetView:
                 status = _shared_status(view, record, wave=wave, owner=owner)
             else:
                 status = view.status(wave=wave, owner=owner)
-            alone = FleetStatus(revision="", node="", devices=(status,))
-            cached = (source, status, status_json(alone)["devices"][0])
+            cached = (source, status, device_json(status))
             self._cache[name] = cached
         if self.available is not None and not self.available():
             stale = replace(cached[1], state="unknown", message=UNAVAILABLE)
@@ -144,17 +144,17 @@ class FleetView:
 
     def fleet_status(self, rollout: RolloutControl | None = None) -> FleetStatus:
         """The fleet as :mod:`syncd.status` shows it."""
-        return self._fleet_status(rollout, self.shared() if self.shared is not None else None)
+        shared = self.shared() if self.shared is not None else None
+        devices = tuple(self._device(name, rollout, shared)[0] for name in self.devices)
+        return replace(self._head(rollout), devices=devices)
 
-    def _fleet_status(
-        self, rollout: RolloutControl | None, shared: Mapping[str, Mapping[str, Any]] | None
-    ) -> FleetStatus:
+    def _head(self, rollout: RolloutControl | None) -> FleetStatus:
+        """The fleet's status without its devices."""
         return FleetStatus(
             revision=self.revision,
             node=self.node,
             rollout=rollout.rollout_status() if rollout is not None else RolloutSummary(),
             window=rollout.window_status() if rollout is not None else WindowStatus(),
-            devices=tuple(self._device(name, rollout, shared)[0] for name in self.devices),
             invalid_files=self.invalid_files,
         )
 
@@ -165,10 +165,10 @@ class FleetView:
         JSON is kept until the device changes, so 10,000 devices cost little.
         """
         shared = self.shared() if self.shared is not None else None
-        head = self._fleet_status(rollout, shared)
-        data = status_json(replace(head, devices=()))
-        data["summary"] = summary_counts(head.devices)
-        data["devices"] = [
-            self._device(d.device, rollout, shared)[1] for d in sort_devices(head.devices)
-        ]
+        built = [self._device(name, rollout, shared) for name in self.devices]
+        statuses = [status for status, _ in built]
+        shown = {id(status): data for status, data in built}
+        data = status_json(self._head(rollout))
+        data["summary"] = summary_counts(statuses)
+        data["devices"] = [shown[id(status)] for status in sort_devices(statuses)]
         return data

@@ -26,6 +26,7 @@ __all__ = [
     "RolloutSummary",
     "WindowStatus",
     "device_from_json",
+    "device_json",
     "format_age",
     "format_status",
     "short_revision",
@@ -119,7 +120,7 @@ def summary_counts(devices: Sequence[DeviceStatus]) -> dict[str, int]:
     return counts
 
 
-def _device_json(device: DeviceStatus) -> dict[str, Any]:
+def device_json(device: DeviceStatus) -> dict[str, Any]:
     """The device's fields under their own names, times as text and accounts as objects."""
     return {
         **vars(device),
@@ -142,7 +143,7 @@ def status_json(fleet: FleetStatus) -> dict[str, Any]:
         },
         "window": {"open": fleet.window.open, "next_open": _time(fleet.window.next_open)},
         "summary": summary_counts(fleet.devices),
-        "devices": [_device_json(d) for d in sort_devices(fleet.devices)],
+        "devices": [device_json(d) for d in sort_devices(fleet.devices)],
         "invalid_files": [
             {"file": f.file, "line": f.line, "error": f.error} for f in fleet.invalid_files
         ],
