@@ -331,6 +331,31 @@ async def test_a_device_that_never_answers_is_a_read_timeout_after_the_read_time
             await transport.aclose()
 
 
+async def test_each_answer_has_its_own_read_timeout_on_a_kept_connection() -> None:
+    """The timeout of an answer that came ends with it: the next request on the same
+    connection, answered within its own timeout, is not cut off by the first one's."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def second_slower(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _answer(reader, writer, ok)
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.3)  # past the first request's timeout, within the second's
+        writer.write(ok)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with _raw_device(second_slower) as (url, peers):
+        transport = _transport()
+        try:
+            timeouts = Timeouts(5.0, 0.4)
+            assert (await _get(transport, url + "/api/phone/config", timeouts)).status == 200
+            await asyncio.sleep(0.2)
+            assert (await _get(transport, url + "/api/phone/config", timeouts)).status == 200
+        finally:
+            await transport.aclose()
+    assert len(peers) == 1  # the same connection carried both
+
+
 async def test_a_connection_is_kept_for_the_next_request_unless_the_device_ends_it() -> None:
     """Kept alive: one connection for two requests. ``Connection: close``, or a device that
     hung up while it was idle: the next request opens a new one, and does not fail."""
