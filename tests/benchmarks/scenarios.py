@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m tests.benchmarks.scenarios --quick    # a few minutes
-    .venv/bin/python -m tests.benchmarks.scenarios            # the full matrix (~25 minutes)
+    .venv/bin/python -m tests.benchmarks.scenarios            # the full matrix (~35 minutes)
 
 The emulator (``syncd simulate --latency L [--tls]``) runs in its own process.
 Each **pass** runs syncd's engine in this process as ``syncd apply`` does: the
@@ -23,8 +23,9 @@ seconds for the same pass at latency 0), and the ratio pass / max(bounds),
 whose target is <= 1.25. The **daemon** rows run ``syncd run`` with a 0.05 s resync
 interval, so it is never idle: its pass time is N x requests / (requests per
 second) from its own Prometheus counters, its requests per resync counted in
-the emulator's journal of a few devices; it keeps each device's connection
-between resyncs as it does in production (where the device keeps it).
+the emulator's journal of a few devices; it opens a connection per visit, as
+in production (where a device drops an idle connection long before the next
+resync).
 
 The **targets** section compares whole processes, run in turn (A B A B ...)
 with the median of the pairwise ratios: ``syncd apply`` with every device
@@ -871,7 +872,7 @@ def params_from(args: argparse.Namespace, workdir: Path) -> Params:
                       list(KINDS),
                       [(1000, 128, 0.0), (1000, 128, 0.05), (10_000, 128, 0.0),
                        (10_000, 128, 0.05)],
-                      1, 1500, 1000, [1000, 10_000], 10_000, 10_000, True, workdir)  # fmt: skip
+                      1, 2700, 1000, [1000, 10_000], 10_000, 10_000, True, workdir)  # fmt: skip
     if args.devices:
         base.devices = args.devices
     if args.latency is not None:
