@@ -246,21 +246,30 @@ def state_key_damaged(log: Log, *, file: str, readonly: bool) -> None:
     )
 
 
-def state_record_damaged(log: Log, *, device: str, file: str, error: str, readonly: bool) -> None:
-    """A device's record in the state dir was damaged: taken as empty, its passwords due."""
+def state_record_damaged(
+    log: Log, *, device: str | None, file: str, error: str, readonly: bool
+) -> None:
+    """A device's record in the state dir was damaged: taken as empty, its passwords due.
+
+    ``device`` is None for a line that names none: every password recorded before
+    it is then due (:mod:`syncd.state.record_log`).
+    """
+    if device is None:
+        whose = "passwords recorded before it"
+        what = f"the state records {file} hold a damaged line that names no device ({error})"
+    else:
+        whose = "device's managed passwords"
+        what = f"the state record of device {device} in {file} is damaged ({error})"
     consequence = (
-        "its managed passwords show as due; the next apply or run sends them once more "
-        "and writes the record anew"
+        f"the {whose} show as due; the next apply or run sends them once more "
+        "and writes the records anew"
         if readonly
-        else "it is taken as empty, so the device's managed passwords are sent once more"
+        else f"it is taken as empty, so the {whose} are sent once more"
     )
-    log.warning(
-        "state.record_damaged",
-        device=device,
-        file=file,
-        error=error,
-        message=f"the state record {file} of device {device} is damaged ({error}): {consequence}",
-    )
+    fields = {"file": file, "error": error}
+    if device is not None:
+        fields = {"device": device, **fields}
+    log.warning("state.record_damaged", **fields, message=f"{what}: {consequence}")
 
 
 def state_rollout_damaged(log: Log, *, error: str) -> None:

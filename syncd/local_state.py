@@ -29,8 +29,8 @@ def open_state(settings: Settings, *, readonly: bool = False) -> FileStateStore:
 
     ``readonly`` (for ``plan``) creates and writes nothing. A damaged key file
     in the state dir is replaced (``state.key_damaged`` says so, once); a damaged
-    device record is taken as empty (``state.record_damaged``, once per file, when
-    it is read). Raises StateError: one sentence naming ``password_key_file`` or
+    device record is taken as empty (``state.record_damaged``, once per damaged
+    record, when it is read). Raises StateError: one sentence naming ``password_key_file`` or
     the state dir.
     """
     try:
@@ -44,7 +44,7 @@ def open_state(settings: Settings, *, readonly: bool = False) -> FileStateStore:
     if store.key_damaged:
         events.state_key_damaged(get_logger(), file=str(store.key_file), readonly=readonly)
 
-    def damaged(device: str, path: Path, error: str) -> None:
+    def damaged(device: str | None, path: Path, error: str) -> None:
         events.state_record_damaged(
             get_logger(), device=device, file=str(path), error=error, readonly=readonly
         )

@@ -1,6 +1,7 @@
 """The state store as files in the state directory.
 
-Per device, one small JSON file holding:
+Per device, one record (:mod:`syncd.state.record_log`: a line of JSON in
+``devices.jsonl``, appended whenever it changes) holding:
 
 - ``fingerprint``: of the desired state last seen in force on the device, so a
   later difference under the same desired state is *drift*, not a *change*;
@@ -11,6 +12,13 @@ Per device, one small JSON file holding:
   went to, so a device whose desired file was moved or renamed keeps its
   records under the new name (:mod:`syncd.state.records`);
 - ``revision``: the desired revision last seen in force on the device.
+
+The records are read once, when first needed, and kept in memory. A store that
+may write rewrites ``devices.jsonl`` (a new file renamed over the old one) when
+its lines have come to outnumber its records, and when reading it found
+something to leave behind: a damaged line, a line cut short, or the records of
+an older syncd, one file per device under ``devices/``, which are read first
+and removed once the new file holds them.
 
 The rollout's state is one JSON document, ``rollout.json``, and a journal,
 ``rollout.journal``: one line per device whose rollout status changed since the
@@ -23,14 +31,15 @@ removing the old journal are not read again.
 ``open_readonly`` (for ``plan``) never creates or writes anything: what the
 pass would record stays in memory.
 
-A device file that is damaged (not JSON, not a record, values of the wrong
-type, another device's record) is taken as empty, as if syncd had never applied
-anything to that device, and :attr:`FileStateStore.on_damaged` is told once per
-file, so the caller can say that the device's passwords are due again.
+A damaged record is taken as empty, as if syncd had never applied anything to
+that device (:mod:`syncd.state.record_log` says what each damage costs), and
+:attr:`FileStateStore.on_damaged` is told of it, so the caller can say that
+passwords are due again.
 
-Files are replaced atomically (write, then rename), so a process killed at any
-point leaves either the old or the new file. They are not fsynced: losing the
-last write to a power cut only means a password is sent once more.
+A record is one write of one line, and every other file is replaced atomically
+(write, then rename): a process killed at any point leaves each record old or
+new, never half. Nothing is fsynced: losing the last writes to a power cut only
+means a password is sent once more.
 """
 
 from __future__ import annotations
@@ -46,13 +55,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from syncd.state import record_log
 from syncd.state.ownership import hand_back_at_exit, unusable_file
 from syncd.state.records import DeviceRecords, TargetIndex
 
 __all__ = ["FileStateStore", "StateError", "replace_file"]
 
 _KEY_FILE = "key"
-_DEVICES_DIR = "devices"
+_RECORDS_FILE = "devices.jsonl"
+#: Where syncd 0.1 kept the records, one file per device (read, then folded in).
+_LEGACY_DIR = "devices"
 _ROLLOUT_FILE = "rollout.json"
 _JOURNAL_FILE = "rollout.journal"
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -64,15 +76,16 @@ class StateError(Exception):
     """The state directory cannot be used; the message names it and why."""
 
 
-#: Told of a damaged device file: the device, the file, and why it is damaged.
-DamagedRecord = Callable[[str, Path, str], None]
+#: Told of a damaged record: the device (None when the damage names none), the file, and why.
+DamagedRecord = Callable[[str | None, Path, str], None]
 
 
 class FileStateStore(DeviceRecords):
     def __init__(self, directory: Path, *, readonly: bool = False) -> None:
         self.directory = directory
         self.readonly = readonly
-        self._devices = directory / _DEVICES_DIR
+        self._records_file = directory / _RECORDS_FILE
+        self._legacy = directory / _LEGACY_DIR
         self._key = b""
         #: The state dir's key file was there but unusable, and a new key replaced it
         #: (in memory only, when read-only).
@@ -80,6 +93,12 @@ class FileStateStore(DeviceRecords):
         self._cache: dict[str, dict[str, Any]] = {}
         #: Every record on disk is in ``_cache`` (loaded once, when first needed).
         self._all_loaded = False
+        #: Lines in ``devices.jsonl``; when they outnumber the records, it is rewritten.
+        self._lines = 0
+        #: The records file holds what a rewrite should leave behind (see the docstring).
+        self._rewrite_due = False
+        #: ``devices.jsonl``, open for appending since it was last rewritten.
+        self._records_fd: int | None = None
         self._by_target = TargetIndex()
         #: The id of the rollout document this process wrote last (its journal follows it).
         self._journal_id: str | None = None
@@ -88,7 +107,7 @@ class FileStateStore(DeviceRecords):
         self._journal_fd: int | None = None
         #: Told once per file of a device file found damaged (and taken as empty).
         self.on_damaged: DamagedRecord | None = None
-        self._damaged_told: set[Path] = set()
+        self._damaged_told: set[tuple[Path, int]] = set()
 
     def __repr__(self) -> str:
         return f"FileStateStore({str(self.directory)!r})"
@@ -102,14 +121,19 @@ class FileStateStore(DeviceRecords):
         """
         store = cls(directory)
         try:
-            store._devices.mkdir(parents=True, exist_ok=True, mode=0o700)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(directory, 0o700)
             hand_back_at_exit(directory)  # root in the daemon's dir: its files stay the daemon's
             if (foreign := unusable_file(directory)) is not None:
                 raise StateError(f"state directory {directory} is not usable: {foreign}")
             store._key = key or store._load_key()
-            with tempfile.NamedTemporaryFile(dir=store._devices, prefix=".probe-"):
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
                 pass
+            if store._records_file.exists() and not store._records_file.is_file():
+                raise StateError(
+                    f"state directory {directory} is not usable: "
+                    f"{store._records_file} is not a regular file"
+                )
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise StateError(f"state directory {directory} is not usable: {reason}") from None
@@ -157,44 +181,67 @@ class FileStateStore(DeviceRecords):
     # -------------------------------------------------------------- records
 
     def _record(self, device: str) -> dict[str, Any]:
-        record = self._cache.get(device)
+        records = self._all_records()
+        record = records.get(device)
         if record is None:
-            record = {"device": device, "fingerprint": None, "passwords": {}}
-            if not self._all_loaded:
-                loaded = self._read(self._path(device), device)
-                if loaded is not None:
-                    record = loaded
-            self._cache[device] = record
-            self._by_target.add(record)
+            record = records[device] = {"device": device, "fingerprint": None, "passwords": {}}
         return record
 
     def _all_records(self) -> dict[str, dict[str, Any]]:
         """Every device record, read from disk once; later ones are kept in memory."""
         if not self._all_loaded:
-            try:
-                paths = sorted(self._devices.glob("*.json"))
-            except OSError:
-                paths = []
-            for path in paths:
-                device = unquote(path.name.removesuffix(".json"))
-                if device in self._cache or path != self._path(device):
-                    continue  # read already, or not a file this store writes
-                loaded = self._read(path, device)
-                if loaded is not None:
-                    self._cache[device] = loaded
-                    self._by_target.add(loaded)
             self._all_loaded = True
+            self._cache = self._load()
+            for record in self._cache.values():
+                self._by_target.add(record)
+            if self._rewrite_due and not self.readonly:
+                with contextlib.suppress(StateError):  # tried again at the next rewrite
+                    self._rewrite()
         return self._cache
 
-    def _read(self, path: Path, device: str) -> dict[str, Any] | None:
-        """The record of ``device`` in ``path``; None if there is none or it is damaged
-        (as if never applied), which :attr:`on_damaged` is told once per file."""
-        loaded, problem = _read_record(path, device)
-        if problem is not None and path not in self._damaged_told:
-            self._damaged_told.add(path)
-            if self.on_damaged is not None:
-                self.on_damaged(device, path, problem)
-        return loaded
+    def _load(self) -> dict[str, dict[str, Any]]:
+        """The records on disk: syncd 0.1's files first, then ``devices.jsonl`` over them."""
+        legacy = self._read_legacy()
+        try:
+            data = self._records_file.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise StateError(
+                f"cannot read the device records {self._records_file}: {exc.strerror or exc}"
+            ) from None
+        folded = record_log.fold(data, legacy)
+        for damage in folded.damage:
+            self._damaged(damage.device, self._records_file, damage.line, damage.why)
+        self._lines = folded.lines
+        self._rewrite_due = bool(legacy or folded.damage or folded.torn)
+        return folded.records
+
+    def _read_legacy(self) -> dict[str, dict[str, Any]]:
+        """The records of ``devices/NAME.json``, as syncd 0.1 kept them."""
+        try:
+            paths = sorted(self._legacy.glob("*.json"))
+        except OSError:
+            return {}
+        records = {}
+        for path in paths:
+            device = unquote(path.name.removesuffix(".json"))
+            if path != self._legacy / (quote(device, safe="") + ".json"):
+                continue  # not a file syncd wrote
+            loaded, problem = _read_record(path, device)
+            if problem is not None:
+                self._damaged(device, path, 0, problem)
+            if loaded is not None:
+                records[device] = loaded
+        return records
+
+    def _damaged(self, device: str | None, path: Path, line: int, why: str) -> None:
+        """Tell :attr:`on_damaged` of a damaged record, once (the record is taken as empty)."""
+        if (path, line) in self._damaged_told:
+            return
+        self._damaged_told.add((path, line))
+        if self.on_damaged is not None:
+            self.on_damaged(device, path, f"line {line}: {why}" if line else why)
 
     def _holders(self, target: str) -> list[dict[str, Any]]:
         return self._by_target.holders(target, self._all_records())
@@ -206,22 +253,50 @@ class FileStateStore(DeviceRecords):
             for r in self._all_records().values()
         )
 
-    def _path(self, device: str) -> Path:
-        return self._devices / (quote(device, safe="") + ".json")
-
     def _save(self, device: str) -> None:
+        """Append the device's record (or rewrite the file, when that is due)."""
         if self.readonly:
             return  # what the pass would record stays in memory
-        record = self._cache[device]
+        if self._rewrite_due or record_log.rewrite_due(self._lines + 1, len(self._cache)):
+            self._rewrite()
+            return
+        line = record_log.record_line(self._cache[device])
         try:
-            self._write(self._path(device), json.dumps(record, sort_keys=True) + "\n")
+            if self._records_fd is None:
+                self._records_fd = os.open(self._records_file, _APPEND, 0o600)
+            written = os.write(self._records_fd, line)
         except OSError as exc:
+            self._rewrite_due = True  # a line may be cut short: the next save rewrites
+            raise self._write_error(device, exc) from None
+        self._lines += 1
+        if written != len(line):  # the disk filled up mid-line
+            self._rewrite_due = True
             raise StateError(
-                f"cannot write state for device {device} in {self.directory}: {exc.strerror}"
-            ) from None
+                f"cannot write state for device {device} in {self.directory}: "
+                "No space left on device"
+            )
 
-    def _write(self, path: Path, text: str) -> None:
-        replace_file(path, text)
+    def _rewrite(self) -> None:
+        """Write ``devices.jsonl`` anew, one line per record, and remove syncd 0.1's files."""
+        self._close_fd("_records_fd")
+        try:
+            self._write(self._records_file, record_log.compacted(self._cache))
+        except OSError as exc:
+            raise self._write_error(None, exc) from None
+        self._lines = len(self._cache)
+        self._rewrite_due = False
+        if self._legacy.is_dir():
+            with contextlib.suppress(OSError):  # they are read again, and agree, next time
+                for path in self._legacy.iterdir():
+                    path.unlink()
+                self._legacy.rmdir()
+
+    def _write_error(self, device: str | None, exc: OSError) -> StateError:
+        whose = f" for device {device}" if device is not None else ""
+        return StateError(f"cannot write state{whose} in {self.directory}: {exc.strerror}")
+
+    def _write(self, path: Path, content: str | bytes) -> None:
+        replace_file(path, content)
 
     def _save_moved(self, device: str) -> None:
         """Save a record moved by a lookup; if that fails, a password is at worst sent again."""
@@ -251,7 +326,7 @@ class FileStateStore(DeviceRecords):
             text = json.dumps({**doc, _JOURNAL_ID: journal_id}, separators=(",", ":"))
             self._write(self.directory / _ROLLOUT_FILE, text + "\n")
             self._journal_id = journal_id
-            self._close_journal()
+            self._close_fd("_journal_fd")
             (self.directory / _JOURNAL_FILE).unlink(missing_ok=True)
         except (OSError, TypeError, ValueError) as exc:
             raise self._rollout_error(exc) from None
@@ -266,11 +341,12 @@ class FileStateStore(DeviceRecords):
                 self._journal_fd = os.open(self.directory / _JOURNAL_FILE, _APPEND, 0o600)
             os.write(self._journal_fd, (line + "\n").encode())
         except OSError as exc:
-            self._close_journal()  # opened afresh by the next line
+            self._close_fd("_journal_fd")  # opened afresh by the next line
             raise self._rollout_error(exc) from None
 
-    def _close_journal(self) -> None:
-        fd, self._journal_fd = self._journal_fd, None
+    def _close_fd(self, name: str) -> None:
+        fd = getattr(self, name)
+        setattr(self, name, None)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -297,13 +373,9 @@ def _read_journal(path: Path, journal_id: object) -> list[Any]:
     return entries
 
 
-#: Keys of a device record whose value, when present, must be text (or null).
-_TEXT_KEYS = ("fingerprint", "revision", "changed", "unhealthy", "resend")
-
-
 def _read_record(path: Path, device: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The record of ``device`` in ``path``, or None and why it is damaged (why: None when
-    the file is missing)."""
+    """The record of ``device`` in ``path`` (syncd 0.1's file per device), or None and why
+    it is damaged (why: None when the file is missing)."""
     try:
         loaded = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -312,36 +384,10 @@ def _read_record(path: Path, device: str) -> tuple[dict[str, Any] | None, str | 
         return None, f"unreadable: {exc.strerror or exc}"
     except ValueError:
         return None, "not JSON"
-    problem = _record_problem(loaded, device)
+    problem = record_log.record_problem(loaded, device)
     if problem is not None:
         return None, problem
-    record: dict[str, Any] = {"fingerprint": None, **loaded}
-    for key in ("passwords", "targets"):
-        record.setdefault(key, {})
-    return record, None
-
-
-def _record_problem(loaded: object, device: str) -> str | None:
-    """What makes ``loaded`` not a record of ``device`` (every value of its type), or None."""
-    if not isinstance(loaded, dict):
-        return "not a JSON object"
-    if loaded.get("device") != device:
-        named = loaded.get("device")
-        return f"the record of device {named!r}" if isinstance(named, str) else "no device name"
-    for key in ("passwords", "targets"):
-        value = loaded.get(key, {})
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            return f"{key!r} not an object of text values"
-    for key in _TEXT_KEYS:
-        if not isinstance(loaded.get(key), str | None):
-            return f"{key!r} not text"
-    if not isinstance(loaded.get("forgotten", False), bool):
-        return "'forgotten' not true or false"
-    if not isinstance(loaded.get("put"), dict | None):
-        return "'put' not an object"
-    return None
+    return record_log.sound_record(loaded), None
 
 
 #: Names a temporary file apart from every other this process writes; the pid parts
@@ -350,8 +396,8 @@ _TEMPORARY = itertools.count()
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def replace_file(path: Path, text: str) -> None:
-    """Write ``text`` to a new private file (mode 0600) beside ``path``, then rename it
+def replace_file(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to a new private file (mode 0600) beside ``path``, then rename it
     over ``path``: a crash at any point leaves the old file or the new one whole.
 
     Plain ``os`` calls (a state file per device is written at each change: a
@@ -362,7 +408,7 @@ def replace_file(path: Path, text: str) -> None:
     try:
         fd = os.open(tmp, _CREATE, 0o600)
         try:
-            data = memoryview(text.encode())
+            data = memoryview(content.encode() if isinstance(content, str) else content)
             while data:
                 data = data[os.write(fd, data) :]
         finally:

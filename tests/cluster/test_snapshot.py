@@ -24,7 +24,8 @@ def recorded_pairs(device: str = "door") -> list[tuple[str, bytes | None]]:
         writer = FileStateStore.open(Path(directory), key=KEY)
         writer.record_passwords(device, TARGET, {1: PASSWORD})
         writer.record_in_force(device, "fp-1", "rev-1")
-        record = json.loads((Path(directory) / "devices" / f"{device}.json").read_text())
+        (line,) = (Path(directory) / "devices.jsonl").read_text().splitlines()[-1:]
+        record = json.loads(line)
     return [(f"{state_prefix('c')}devices/{device}", encode(record))]
 
 

@@ -6,6 +6,7 @@ import json
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from pydantic import SecretStr
@@ -22,6 +23,12 @@ def mode(path: Path) -> int:
 
 def all_state_bytes(directory: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
+
+
+def records_on_disk(state_dir: Path) -> dict[str, dict[str, object]]:
+    """The device records in ``devices.jsonl``: each device's last line."""
+    lines = (state_dir / "devices.jsonl").read_text().splitlines()
+    return {record["device"]: record for record in map(json.loads, lines)}
 
 
 @pytest.fixture
@@ -49,7 +56,7 @@ class TestOpen:
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         store.record_fingerprint("gate", "f" * 32)
         files = [p for p in state_dir.rglob("*") if p.is_file()]
-        assert len(files) >= 3
+        assert sorted(p.name for p in files) == ["devices.jsonl", "key"]
         assert all(mode(p) == 0o600 for p in files), {str(p): oct(mode(p)) for p in files}
 
     def test_path_under_a_regular_file(self, tmp_path: Path) -> None:
@@ -83,9 +90,7 @@ class TestOpen:
         for store in (one, two):
             store.record_passwords("d", URL, {1: SecretStr(PASSWORD)})
         assert (tmp_path / "one" / "key").read_bytes() != (tmp_path / "two" / "key").read_bytes()
-        assert all_state_bytes(tmp_path / "one" / "devices") != all_state_bytes(
-            tmp_path / "two" / "devices"
-        )
+        assert records_on_disk(tmp_path / "one") != records_on_disk(tmp_path / "two")
 
     def test_damaged_key_replaced(self, state_dir: Path) -> None:
         """A damaged key file is replaced; stored passwords then count as due (sent once more)."""
@@ -161,90 +166,139 @@ class TestPasswords:
         assert key not in repr(store)
 
     def test_device_names_with_slashes_and_spaces(self, state_dir: Path) -> None:
-        """Device names like 'site-a/lobby door' are stored as one file each, and kept apart."""
+        """Device names like 'site-a/lobby door' are stored as records of their own, kept apart."""
         store = FileStateStore.open(state_dir)
         store.record_passwords("site-a/lobby door", URL, {1: SecretStr("a")})
         store.record_passwords("site-a", "https://192.0.2.11", {1: SecretStr("b")})
         assert not store.password_due("site-a/lobby door", URL, 1, SecretStr("a"))
         assert not store.password_due("site-a", "https://192.0.2.11", 1, SecretStr("b"))
-        assert [p.parent for p in state_dir.rglob("*.json")] == [state_dir / "devices"] * 2
+        assert sorted(records_on_disk(state_dir)) == ["site-a", "site-a/lobby door"]
+        again = FileStateStore.open(state_dir)
+        assert not again.password_due("site-a/lobby door", URL, 1, SecretStr("a"))
+        assert again.password_due("site-a/lobby door", URL, 1, SecretStr("b"))
 
     def test_nothing_to_record_writes_nothing(self, state_dir: Path) -> None:
-        """record_passwords with no passwords creates no device file."""
+        """record_passwords with no passwords writes no record."""
         store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {})
-        assert list((state_dir / "devices").glob("*.json")) == []
+        assert not (state_dir / "devices.jsonl").exists()
+
+
+def append_line(state_dir: Path, line: str) -> None:
+    with (state_dir / "devices.jsonl").open("a") as records:
+        records.write(line)
 
 
 class TestDamage:
     @pytest.mark.parametrize(
-        "content",
+        "line",
         [
-            "{not json",
-            "",
-            "[]",
-            '"text"',
-            '{"device": "other", "passwords": {"1": "x"}}',
             '{"device": "lobby", "passwords": [1, 2]}',
             '{"device": "lobby", "passwords": "abc", "fingerprint": 5}',
             '{"device": "lobby", "passwords": {"1": 7}}',
+            '{"device": "lobby", "forgotten": "yes"}',
         ],
     )
-    def test_damaged_device_file_treated_as_empty(self, state_dir: Path, content: str) -> None:
-        """A damaged device file means 'never applied': due, no fingerprint, and writable again."""
-        FileStateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
-        (path,) = (state_dir / "devices").glob("*.json")
-        path.write_text(content)
+    def test_a_damaged_record_is_taken_as_empty(self, state_dir: Path, line: str) -> None:
+        """A device's damaged last record means 'never applied': due, no fingerprint, and
+        sound again once written anew; other devices keep theirs."""
+        first = FileStateStore.open(state_dir)
+        first.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        first.record_in_force("lobby", "f" * 32, "r1")
+        first.record_passwords("gate", URL + "1", {1: SecretStr(PASSWORD)})
+        append_line(state_dir, line + "\n")
         store = FileStateStore.open(state_dir)
         assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert store.applied_fingerprint("lobby") is None
+        assert not store.password_due("gate", URL + "1", 1, SecretStr(PASSWORD))
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         store.record_fingerprint("lobby", "abc")
         again = FileStateStore.open(state_dir)
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert again.applied_fingerprint("lobby") == "abc"
 
+    @pytest.mark.parametrize("line", ["garbage", "[1, 2]", '{"device": 5}', '"text"', "{not"])
+    def test_a_line_naming_no_device_makes_every_password_before_it_due(
+        self, state_dir: Path, line: str
+    ) -> None:
+        """A damaged line that names no device may have been any device's latest record:
+        every password recorded before it is due; records after it, and fingerprints, stand."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        store.record_fingerprint("lobby", "f" * 32)
+        append_line(state_dir, line + "\n")
+        later = FileStateStore.open_readonly(state_dir)
+        later.record_passwords("gate", URL + "1", {1: SecretStr(PASSWORD)})
+        append_line(state_dir, json.dumps(later._record("gate")) + "\n")
+        told: list[tuple[str | None, str]] = []
+        again = FileStateStore.open(state_dir)
+        again.on_damaged = lambda device, file, error: told.append((device, error))
+        assert again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert again.applied_fingerprint("lobby") == "f" * 32
+        assert not again.password_due("gate", URL + "1", 1, SecretStr(PASSWORD))
+        ((device, error),) = told
+        assert device is None and error.startswith("line 3: "), told
+
     @pytest.mark.parametrize(
-        ("content", "why"),
+        ("line", "why"),
         [
-            ("garbage\n", "not JSON"),
-            ("[1, 2]", "not a JSON object"),
-            ('{"device": "other"}', "the record of device 'other'"),
-            ('{"device": 5}', "no device name"),
             ('{"device": "lobby", "passwords": "abc"}', "'passwords' not an object"),
             ('{"device": "lobby", "passwords": {"1": 7}}', "'passwords' not an object"),
             ('{"device": "lobby", "targets": []}', "'targets' not an object"),
             ('{"device": "lobby", "fingerprint": 5}', "'fingerprint' not text"),
             ('{"device": "lobby", "forgotten": "yes"}', "'forgotten' not true or false"),
+            ('{"device": "lobby", "put": 1}', "'put' not an object"),
         ],
     )
-    def test_damaged_device_file_is_told_once(
-        self, state_dir: Path, content: str, why: str
+    def test_a_damaged_record_is_told_once_and_rewritten(
+        self, state_dir: Path, line: str, why: str
     ) -> None:
-        """A damaged device file is told to on_damaged once, naming the device, file and why."""
+        """on_damaged hears the device, file and why once per store that reads it; plan's
+        (read-only) store leaves the file as it is, a writing store rewrites it without it."""
         FileStateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
-        path = state_dir / "devices" / "lobby.json"
-        path.write_text(content)
-        told: list[tuple[str, Path, str]] = []
-        store = FileStateStore.open(state_dir)
-        store.on_damaged = lambda device, file, error: told.append((device, file, error))
-        assert not store.has_password_records()
-        assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
-        assert store.applied_fingerprint("lobby") is None
+        append_line(state_dir, line + "\n")
+        path = state_dir / "devices.jsonl"
+        damaged = path.read_bytes()
+        told: list[tuple[str | None, Path, str]] = []
         readonly = FileStateStore.open_readonly(state_dir)
         readonly.on_damaged = lambda device, file, error: told.append((device, file, error))
         assert readonly.password_due("lobby", URL, 1, SecretStr(PASSWORD))
         assert readonly.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert path.read_bytes() == damaged
+        store = FileStateStore.open(state_dir)
+        store.on_damaged = lambda device, file, error: told.append((device, file, error))
+        assert not store.has_password_records()
+        assert store.applied_fingerprint("lobby") is None
         assert [(d, f) for d, f, _ in told] == [("lobby", path)] * 2
-        assert all(why in error for _, _, error in told), told
+        assert all(f"line 2: {why}" in error for _, _, error in told), told
+        assert path.read_bytes() == b"", "the damaged line was not left behind"
+        again = FileStateStore.open_readonly(state_dir)
+        again.on_damaged = lambda device, file, error: told.append((device, file, error))
+        assert again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert len(told) == 2
 
-    def test_sound_and_missing_files_are_not_told(self, state_dir: Path) -> None:
+    def test_a_line_cut_short_is_left_out_quietly(self, state_dir: Path) -> None:
+        """A last line without its newline (a process killed mid-write) is as if unwritten:
+        the record before it stands, nothing is told, and the next write drops it."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        append_line(state_dir, '{"device": "lobby", "passwords": {"1": "00')
+        told: list[str | None] = []
+        again = FileStateStore.open(state_dir)
+        again.on_damaged = lambda device, file, error: told.append(device)
+        assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        again.record_fingerprint("gate", "f" * 32)
+        assert told == []
+        assert (state_dir / "devices.jsonl").read_text().endswith("}\n")
+        assert sorted(records_on_disk(state_dir)) == ["gate", "lobby"]
+
+    def test_sound_and_missing_records_are_not_told(self, state_dir: Path) -> None:
         """A sound record, an older one without passwords, and a missing one tell nothing."""
         store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         store.record_fingerprint("gate", "f" * 32)
-        (state_dir / "devices" / "old.json").write_text('{"device": "old", "fingerprint": "ab"}')
-        told: list[str] = []
+        append_line(state_dir, '{"device": "old", "fingerprint": "ab"}\n')
+        told: list[str | None] = []
         again = FileStateStore.open(state_dir)
         again.on_damaged = lambda device, file, error: told.append(device)
         assert again.has_password_records()
@@ -254,13 +308,89 @@ class TestDamage:
         assert told == []
 
     def test_no_temp_files_left(self, state_dir: Path) -> None:
-        """Atomic writes leave no temporary files behind."""
+        """Writes leave no temporary files behind."""
         store = FileStateStore.open(state_dir)
         for i in range(5):
             store.record_passwords("lobby", URL, {1: SecretStr(str(i))})
             store.record_fingerprint("lobby", str(i))
         names = sorted(p.name for p in state_dir.rglob("*") if p.is_file())
-        assert names == ["key", "lobby.json"]
+        assert names == ["devices.jsonl", "key"]
+
+
+class TestRecordsFile:
+    def test_a_change_appends_one_line(self, state_dir: Path) -> None:
+        """Each change to a record is one line more; the last line of a device is its record."""
+        store = FileStateStore.open(state_dir)
+        store.record_in_force("lobby", "a" * 32, "r1")
+        store.record_in_force("gate", "b" * 32, "r1")
+        store.record_in_force("lobby", "c" * 32, "r2")
+        store.record_in_force("lobby", "c" * 32, "r2")  # nothing changed: nothing written
+        lines = (state_dir / "devices.jsonl").read_text().splitlines()
+        assert [json.loads(line)["fingerprint"] for line in lines] == ["a" * 32, "b" * 32, "c" * 32]
+        assert FileStateStore.open(state_dir).applied_revision("lobby") == "r2"
+
+    def test_the_file_is_rewritten_when_its_lines_outnumber_the_records(
+        self, state_dir: Path
+    ) -> None:
+        """Lines beyond twice the records and a thousand more are folded: one line per record,
+        each the latest, and nothing lost."""
+        store = FileStateStore.open(state_dir)
+        for i in range(1100):
+            store.record_in_force(f"d{i % 10}", f"{i:032x}", f"r{i}")
+        lines = (state_dir / "devices.jsonl").read_text().splitlines()
+        assert len(lines) < 1100
+        again = FileStateStore.open(state_dir)
+        for device in range(10):
+            last = max(i for i in range(1100) if i % 10 == device)
+            assert again.applied_revision(f"d{device}") == f"r{last}"
+
+    def test_the_records_file_as_a_directory_is_refused_at_open(self, state_dir: Path) -> None:
+        """A devices.jsonl that is not a regular file makes the state dir unusable, named."""
+        (state_dir / "devices.jsonl").mkdir(parents=True)
+        with pytest.raises(StateError, match=r"devices\.jsonl is not a regular file"):
+            FileStateStore.open(state_dir)
+
+
+def as_syncd_0_1(state_dir: Path) -> None:
+    """Turn the records into syncd 0.1's layout: one file per device under devices/."""
+    (state_dir / "devices").mkdir()
+    for device, record in records_on_disk(state_dir).items():
+        (state_dir / "devices" / (quote(device, safe="") + ".json")).write_text(json.dumps(record))
+    (state_dir / "devices.jsonl").unlink()
+
+
+class TestSyncd01Files:
+    def test_records_are_read_then_moved_into_the_records_file(self, state_dir: Path) -> None:
+        """syncd 0.1's files are read (nothing due), folded into devices.jsonl by a writing
+        store, then removed; a read-only store reads them and changes nothing."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("site-a/lobby", URL, {1: SecretStr(PASSWORD)})
+        store.record_in_force("site-a/lobby", "f" * 32, "r1")
+        store.record_in_force("gate", "g" * 32, "r1")
+        as_syncd_0_1(state_dir)
+        before = {p: p.read_bytes() for p in state_dir.rglob("*") if p.is_file()}
+        reader = FileStateStore.open_readonly(state_dir)
+        assert not reader.password_due("site-a/lobby", URL, 1, SecretStr(PASSWORD))
+        assert {p: p.read_bytes() for p in state_dir.rglob("*") if p.is_file()} == before
+        writer = FileStateStore.open(state_dir)
+        assert not writer.password_due("site-a/lobby", URL, 1, SecretStr(PASSWORD))
+        assert not (state_dir / "devices").exists()
+        assert sorted(records_on_disk(state_dir)) == ["gate", "site-a/lobby"]
+        again = FileStateStore.open(state_dir)
+        assert not again.password_due("site-a/lobby", URL, 1, SecretStr(PASSWORD))
+        assert again.applied_fingerprint("gate") == "g" * 32
+
+    def test_a_damaged_file_is_told_with_its_device(self, state_dir: Path) -> None:
+        """A damaged syncd 0.1 file is taken as empty and told, naming device and file."""
+        FileStateStore.open(state_dir).record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
+        as_syncd_0_1(state_dir)
+        path = state_dir / "devices" / "lobby.json"
+        path.write_text('{"device": "other"}')
+        told: list[tuple[str | None, Path, str]] = []
+        store = FileStateStore.open(state_dir)
+        store.on_damaged = lambda device, file, error: told.append((device, file, error))
+        assert store.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert told == [("lobby", path, "the record of device 'other'")]
 
 
 class TestFingerprint:
@@ -307,7 +437,7 @@ class TestRevision:
         assert store.applied_revision("gate") is None
 
     def test_kept_with_fingerprint_and_passwords(self, state_dir: Path) -> None:
-        """Revision, fingerprint and password records share one device file; none loses another."""
+        """Revision, fingerprint and password records share one device record; none loses another."""
         store = FileStateStore.open(state_dir)
         store.record_passwords("lobby", URL, {1: SecretStr(PASSWORD)})
         store.record_fingerprint("lobby", "f" * 32)
@@ -316,7 +446,7 @@ class TestRevision:
         assert again.applied_revision("lobby") == "r1"
         assert again.applied_fingerprint("lobby") == "f" * 32
         assert not again.password_due("lobby", URL, 1, SecretStr(PASSWORD))
-        assert len(list((state_dir / "devices").glob("*.json"))) == 1
+        assert list(records_on_disk(state_dir)) == ["lobby"]
 
     def test_in_force_records_both_and_none_keeps_the_revision(self, state_dir: Path) -> None:
         """record_in_force sets fingerprint and revision together; a None revision keeps the old."""
@@ -394,8 +524,7 @@ class TestMovedDevice:
         assert not store.password_due("new", SERIAL_TARGET, 1, SecretStr("a"))
         reopened = FileStateStore.open(state_dir)
         assert reopened.password_due("old", f"{URL}#another-serial", 1, SecretStr("a"))
-        stored = json.loads((state_dir / "devices" / "old.json").read_text())
-        assert stored["passwords"] == {}
+        assert records_on_disk(state_dir)["old"]["passwords"] == {}
 
     def test_other_target_or_password_is_due(self, state_dir: Path) -> None:
         """Another serial (a swapped box), another URL or another password is still due."""

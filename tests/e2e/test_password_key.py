@@ -158,30 +158,34 @@ class TestDamagedStateKey:
 
 class TestDamagedDeviceRecord:
     @pytest.mark.parametrize(
-        "content", ["garbage\n", "[1, 2]\n", '{"device": "dev1", "passwords": 5}']
+        ("line", "device"),
+        [("garbage", None), ("[1, 2]", None), ('{"device": "dev1", "passwords": 5}', "dev1")],
     )
     def test_a_damaged_record_is_said_once_and_its_password_sent_again(
-        self, sim, tmp_path, content
+        self, sim, tmp_path, line, device
     ):
-        """A damaged STATE/devices/dev1.json: plan and apply warn once naming the file (state.record_damaged), apply sends the password again and rewrites the record, then all is quiet."""
+        """A damaged line in STATE/devices.jsonl: plan and apply warn once naming the file (state.record_damaged, with the device when the line names it), apply sends the password again and rewrites the records, then all is quiet."""
         dev = sim(devices=1).devices[0]
         setup = Setup(tmp_path, dev.url, tmp_path / "syncd.sock")
         assert setup.cli("apply").returncode == 0
-        record = setup.state / "devices" / "dev1.json"
-        record.write_text(content)
+        records = setup.state / "devices.jsonl"
+        with records.open("a") as file:
+            file.write(line + "\n")
+        content = records.read_text()
         plan = setup.cli("plan")
         assert plan.returncode == 2, plan.stdout + plan.stderr
         assert "dev1  account 1  password: (unknown) ->" in plan.stdout, plan.stdout
         (warned,) = _events(plan.stderr, "state.record_damaged")
-        assert warned["level"] == "warning" and warned["file"] == str(record)
-        assert warned["device"] == "dev1" and "passwords" in warned["message"]
-        assert record.read_text() == content, "plan wrote the state dir"
+        assert warned["level"] == "warning" and warned["file"] == str(records)
+        assert warned.get("device") == device and "passwords" in warned["message"]
+        assert records.read_text() == content, "plan wrote the state dir"
         repaired = setup.cli("apply")
         assert repaired.returncode == 0, repaired.stderr
         (warned,) = _events(repaired.stderr, "state.record_damaged")
-        assert warned["file"] == str(record) and "sent once more" in warned["message"]
+        assert warned["file"] == str(records) and "sent once more" in warned["message"]
         assert len(puts(dev)) == 2
-        assert json.loads(record.read_text())["device"] == "dev1"
+        lines = records.read_text().splitlines()
+        assert [json.loads(text)["device"] for text in lines] == ["dev1"] * len(lines)
         quiet = setup.cli("apply")
         assert quiet.returncode == 0 and len(puts(dev)) == 2
         assert _events(quiet.stderr, "state.record_damaged") == []

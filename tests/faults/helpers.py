@@ -94,9 +94,9 @@ def converged(dev: Any, name: str, number: str = "4001") -> bool:
 def check_state_dir(state: Path) -> str:
     """Assert the state dir is readable after any crash; return the key.
 
-    The key is 64 hex digits; every ``devices/*.json`` parses as a record of
-    its device; the history and the rollout journal have whole lines but
-    perhaps the last; the control socket may be left; anything else is a hidden
+    The key is 64 hex digits; the device records, the history and the rollout
+    journal have whole lines but perhaps the last, each record naming its
+    device; the control socket may be left; anything else is a hidden
     temporary file of an interrupted write.
     """
     key = (state / "key").read_text()
@@ -104,20 +104,22 @@ def check_state_dir(state: Path) -> str:
     for path in state.rglob("*"):
         rel = path.relative_to(state).as_posix()
         if path.is_dir():
-            assert rel == "devices", f"unexpected directory {rel}"
+            raise AssertionError(f"unexpected directory {rel}")
         elif rel in ("key", "lock", "rollout.json") or rel.startswith("history.jsonl"):
             continue
         elif rel == "syncd.sock":
             assert path.is_socket(), rel  # left by a killed daemon; the next one replaces it
-        elif rel in ("history.jsonl", "rollout.journal"):
+        elif rel in ("history.jsonl", "rollout.journal", "devices.jsonl"):
             # A torn last line is allowed (readers skip it); every other line is an entry.
             lines = path.read_text().splitlines()
             assert all(isinstance(json.loads(line), dict) for line in lines[:-1]), rel
+            if rel == "devices.jsonl":
+                for line in lines[:-1]:
+                    record = json.loads(line)
+                    assert isinstance(record.get("device"), str), rel
+                    assert isinstance(record.get("passwords", {}), dict), rel
         elif path.name.startswith("."):
             assert path.name.startswith((".tmp-", ".probe-")), f"unexpected file {rel}"
         else:
-            assert rel.startswith("devices/") and rel.endswith(".json"), f"unexpected file {rel}"
-            record = json.loads(path.read_text())
-            assert isinstance(record, dict) and isinstance(record.get("device"), str), rel
-            assert isinstance(record.get("passwords", {}), dict), rel
+            raise AssertionError(f"unexpected file {rel}")
     return key

@@ -157,9 +157,8 @@ def _state_layouts() -> dict[str, object]:
         (base / "state").write_text("x")
         return base / "state"
 
-    def devices_is_file(base: Path) -> Path:
-        (base / "state").mkdir()
-        (base / "state" / "devices").write_text("x")
+    def records_is_dir(base: Path) -> Path:
+        (base / "state" / "devices.jsonl").mkdir(parents=True)
         return base / "state"
 
     def key_is_dir(base: Path) -> Path:
@@ -169,7 +168,7 @@ def _state_layouts() -> dict[str, object]:
     return {
         "under-a-regular-file": under_file,
         "a-regular-file": is_file,
-        "devices-is-a-file": devices_is_file,
+        "records-is-a-directory": records_is_dir,
         "key-is-a-directory": key_is_dir,
     }
 

@@ -150,8 +150,8 @@ def test_state_dir_holds_only_keyed_hashes(sim, tmp_path):
             "apply", "--desired", str(root), "--state-dir", str(state), env={"SIP1_PW": SIP_ENV}
         )
         assert result.returncode == 0, result.stderr
-        (path,) = (state / "devices").glob("*.json")
-        record = json.loads(path.read_text())
+        path = state / "devices.jsonl"
+        record = json.loads(path.read_text().splitlines()[-1])
         records.append(record["passwords"]["1"])
         _assert_clean(str(path), path.read_text())
     assert records[0] != records[1]
