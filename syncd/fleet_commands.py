@@ -139,7 +139,14 @@ def resend_command(settings: Settings, *, device: str) -> int:
     if not settings.state_dir.is_dir():
         print(f"no state in {settings.state_dir}: every password of {device} is due anyway")
         return EXIT_OK
-    open_state(settings).forget_passwords(device, operator=True)
+    from syncd.lock import StateDirLocked, StateLock, state_lock_error
+
+    try:
+        lock = StateLock.acquire(settings.state_dir)  # a syncd apply may be writing it
+    except (StateDirLocked, OSError) as exc:
+        raise CommandError(state_lock_error(settings.state_dir, exc)) from None
+    with lock:
+        open_state(settings).forget_passwords(device, operator=True)
     print(
         f"no daemon answers on {socket_path(settings)}: the passwords of {device} are marked "
         f"due in {settings.state_dir}; they are sent at its next reconcile"

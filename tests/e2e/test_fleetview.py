@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from syncd.history import parse_time
+from syncd.lock import StateLock
 from tests.e2e.conftest import DaemonProcess, device_yaml, puts, syncd, write
 from tests.etcd_server import free_port
 from tests.git_repo import git
@@ -353,6 +354,12 @@ class TestOperator:
         assert offline.returncode == 0 and "marked due" in offline.stdout, offline.stderr
         unknown = setup.cli("passwords", "resend", "nope", *desired)
         assert unknown.returncode == 1 and "no device nope in" in unknown.stderr
+        # A syncd apply holding the state dir: the records are not written under it.
+        records = (setup.state / "devices.jsonl").read_bytes()
+        with StateLock.acquire(setup.state):
+            locked = setup.cli("passwords", "resend", "dev1", *desired)
+        assert locked.returncode == 1 and "in use by another syncd" in locked.stderr
+        assert (setup.state / "devices.jsonl").read_bytes() == records
         # The next run sends it, and says so as it does through the daemon; once.
         for sends in (1, 0):
             applied = setup.cli("apply", *desired)
