@@ -251,21 +251,21 @@ def state_record_damaged(
 ) -> None:
     """A device's record in the state dir was damaged: taken as empty, its passwords due.
 
-    ``device`` is None for a line that names none: every password recorded before
-    it is then due (:mod:`syncd.state.record_log`).
+    ``device`` is None for damage that names no device (a line that is not a
+    record, an unreadable file): every password recorded before it is then due
+    (:mod:`syncd.state.record_log`).
     """
     if device is None:
-        whose = "passwords recorded before it"
-        what = f"the state records {file} hold a damaged line that names no device ({error})"
+        what = f"the state records {file} are damaged where no device is named ({error})"
+        passwords = "every managed password recorded before the damage"
+        now = f"{passwords} is sent once more"
+        later = f"{passwords} shows as due"
     else:
-        whose = "device's managed passwords"
         what = f"the state record of device {device} in {file} is damaged ({error})"
-    consequence = (
-        f"the {whose} show as due; the next apply or run sends them once more "
-        "and writes the records anew"
-        if readonly
-        else f"it is taken as empty, so the {whose} are sent once more"
-    )
+        now = "it is taken as empty, so the device's managed passwords are sent once more"
+        later = "the device's managed passwords show as due"
+    again = "; the next apply or run sends them once more and writes the records anew"
+    consequence = later + again if readonly else now
     fields = {"file": file, "error": error}
     if device is not None:
         fields = {"device": device, **fields}

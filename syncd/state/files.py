@@ -105,7 +105,7 @@ class FileStateStore(DeviceRecords):
         #: The journal, open for appending after the document saved last: a pass journals
         #: two lines per device, and opening the file for each was a third of their cost.
         self._journal_fd: int | None = None
-        #: Told once per file of a device file found damaged (and taken as empty).
+        #: Told once per damaged record (taken as empty): see :meth:`_damaged`.
         self.on_damaged: DamagedRecord | None = None
         self._damaged_told: set[tuple[Path, int]] = set()
 
@@ -202,19 +202,19 @@ class FileStateStore(DeviceRecords):
     def _load(self) -> dict[str, dict[str, Any]]:
         """The records on disk: syncd 0.1's files first, then ``devices.jsonl`` over them."""
         legacy = self._read_legacy()
+        unreadable = False
         try:
             data = self._records_file.read_bytes()
         except FileNotFoundError:
             data = b""
-        except OSError as exc:
-            raise StateError(
-                f"cannot read the device records {self._records_file}: {exc.strerror or exc}"
-            ) from None
+        except OSError as exc:  # damaged as a whole: no record in it can be read
+            self._damaged(None, self._records_file, 0, f"unreadable: {exc.strerror or exc}")
+            data, unreadable = b"", True
         folded = record_log.fold(data, legacy)
         for damage in folded.damage:
             self._damaged(damage.device, self._records_file, damage.line, damage.why)
         self._lines = folded.lines
-        self._rewrite_due = bool(legacy or folded.damage or folded.torn)
+        self._rewrite_due = bool(legacy or unreadable or folded.damage or folded.torn)
         return folded.records
 
     def _read_legacy(self) -> dict[str, dict[str, Any]]:
@@ -287,9 +287,9 @@ class FileStateStore(DeviceRecords):
         self._rewrite_due = False
         if self._legacy.is_dir():
             with contextlib.suppress(OSError):  # they are read again, and agree, next time
-                for path in self._legacy.iterdir():
+                for path in self._legacy.glob("*.json"):
                     path.unlink()
-                self._legacy.rmdir()
+                self._legacy.rmdir()  # unless something else was left in it
 
     def _write_error(self, device: str | None, exc: OSError) -> StateError:
         whose = f" for device {device}" if device is not None else ""

@@ -344,6 +344,20 @@ class TestRecordsFile:
             last = max(i for i in range(1100) if i % 10 == device)
             assert again.applied_revision(f"d{device}") == f"r{last}"
 
+    def test_an_unreadable_records_file_is_told_and_every_password_due(
+        self, state_dir: Path
+    ) -> None:
+        """plan's store on records it cannot read: told once, naming no device, and every
+        password is due (nothing is trusted); nothing is written."""
+        (state_dir / "devices.jsonl").mkdir(parents=True)
+        told: list[tuple[str | None, Path, str]] = []
+        reader = FileStateStore.open_readonly(state_dir)
+        reader.on_damaged = lambda device, file, error: told.append((device, file, error))
+        assert reader.password_due("lobby", URL, 1, SecretStr(PASSWORD))
+        assert not reader.has_password_records()
+        assert told == [(None, state_dir / "devices.jsonl", "unreadable: Is a directory")]
+        assert (state_dir / "devices.jsonl").is_dir()
+
     def test_the_records_file_as_a_directory_is_refused_at_open(self, state_dir: Path) -> None:
         """A devices.jsonl that is not a regular file makes the state dir unusable, named."""
         (state_dir / "devices.jsonl").mkdir(parents=True)
