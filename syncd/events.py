@@ -257,9 +257,9 @@ def state_record_damaged(
     """
     if device is None:
         what = f"the state records {file} are damaged where no device is named ({error})"
-        passwords = "every managed password recorded before the damage"
-        now = f"{passwords} is sent once more"
-        later = f"{passwords} shows as due"
+        passwords = "the managed passwords recorded before the damage"
+        now = f"{passwords} are all sent once more"
+        later = f"{passwords} all show as due"
     else:
         what = f"the state record of device {device} in {file} is damaged ({error})"
         now = "it is taken as empty, so the device's managed passwords are sent once more"
