@@ -22,7 +22,7 @@ import pytest
 from syncd.cluster.agreement import revision_grace
 from syncd.cluster.hashing import owner_of
 from syncd.control import ControlClient, ControlError
-from syncd.simulator import Fleet, run_fleet_in_thread
+from syncd.simulator import EmulatedDevice, Fleet, run_fleet_in_thread
 from tests.cluster.conftest import _binary, enable_auth
 from tests.cluster.daemons import (
     LEASE_TTL,
@@ -121,6 +121,31 @@ def healthz(port: int) -> int:
         return exc.code
 
 
+def membership_news(procs: list[DaemonProcess]) -> int:
+    """How many membership events the nodes have logged so far."""
+    names = ("cluster.joined", "cluster.members", "cluster.unavailable")
+    return sum(len(events_named(p, name)) for p in procs for name in names)
+
+
+def readers_while_members_hold(
+    procs: list[DaemonProcess], devices: list[EmulatedDevice], names: list[str]
+) -> dict[str, str]:
+    """The one node that read each device over 2.5 resyncs in which no node saw the members
+    change (on a loaded machine a late lease renewal can hide a node for a moment; the
+    window is then measured again, up to three times)."""
+    for _ in range(3):
+        news = membership_news(procs)
+        for device in devices:
+            device.clear_journal()
+        time.sleep(2.5 * RESYNC)
+        if membership_news(procs) == news:
+            break
+    readers = {name: requests_by_node(d) for name, d in zip(names, devices, strict=True)}
+    shared = {name: nodes for name, nodes in readers.items() if len(nodes) != 1}
+    assert not shared, shared
+    return {name: next(iter(nodes)) for name, nodes in readers.items()}
+
+
 class TestSharedFleet:
     def test_one_node_per_device_and_a_killed_node_taken_over(
         self, fleet: Fleet, etcd: EtcdServer, launch: Callable[..., DaemonProcess], tmp_path: Path
@@ -132,14 +157,7 @@ class TestSharedFleet:
         wait_until(all_labelled(devices, "Kill"), 40, "the fleet converged")
         settled(procs, 3)
 
-        for device in devices:
-            device.clear_journal()
-        time.sleep(2.5 * RESYNC)
-        owners = {}
-        for name, device in zip(names, devices, strict=True):
-            readers = requests_by_node(device)
-            assert len(readers) == 1, (name, readers)
-            owners[name] = next(iter(readers))
+        owners = readers_while_members_hold(procs, devices, names)
         assert owners == {n: owner_of(n, ["n1", "n2", "n3"]) for n in names}
         shares = {node: list(owners.values()).count(node) for node in ("n1", "n2", "n3")}
         assert min(shares.values()) >= 8, shares
