@@ -67,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: the emulator is not installed: pip install -e '.[simulator]'", file=sys.stderr)
         return 1
     try:
-        with run_fleet_in_thread(devices=2, port=args.port):
+        with (
+            run_fleet_in_thread(devices=2, port=args.port),
+            # A fresh state dir, removed at the end: the emulated devices start from
+            # factory state each time, so last run's "already applied" records would
+            # read as drift.
+            tempfile.TemporaryDirectory(prefix="syncd-demo-state-") as state,
+        ):
             print(_INTRO.format(p1=args.port, p2=args.port + 1), flush=True)
-            # A fresh state dir: the emulated devices start from factory state
-            # each time, so last run's "already applied" records would read as drift.
-            state = tempfile.mkdtemp(prefix="syncd-demo-state-")
             daemon = subprocess.Popen(
                 [
                     sys.executable,

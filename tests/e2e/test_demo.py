@@ -26,7 +26,7 @@ def _free(port: int) -> bool:
 
 def test_demo_converges_the_example_and_stops_on_ctrl_c():
     """python -m syncd.demo applies desired/ to both emulated devices and exits 0 on Ctrl-C,
-    even started with SIGINT ignored (a background job, a CI runner)."""
+    even started with SIGINT ignored (a background job, a CI runner), leaving no state dir."""
     if not (_free(8080) and _free(8081)):
         pytest.skip("ports 8080-8081 (what desired/ targets) are busy")
     proc = subprocess.Popen(
@@ -39,6 +39,7 @@ def test_demo_converges_the_example_and_stops_on_ctrl_c():
     )
     applied: set[str] = set()
     intro: list[str] = []
+    state_dirs: list[Path] = []
     deadline = time.monotonic() + 30
     try:
         assert proc.stdout is not None
@@ -47,6 +48,8 @@ def test_demo_converges_the_example_and_stops_on_ctrl_c():
                 event = json.loads(line)
                 if event["event"] == "apply.succeeded":
                     applied.add(event["device"])
+                elif event["event"] == "daemon.starting":
+                    state_dirs.append(Path(event["state_dir"]))
             else:
                 intro.append(line)
             if applied == {"site-a/lobby", "site-a/garage"} or time.monotonic() > deadline:
@@ -56,6 +59,8 @@ def test_demo_converges_the_example_and_stops_on_ctrl_c():
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)  # the demo kills a daemon that did not stop in 15 s
         assert code == 0, proc.stdout.read()[-3000:]
+        (state_dir,) = state_dirs
+        assert not state_dir.exists(), "the demo left its state dir behind"
     finally:
         if proc.poll() is None:
             proc.kill()
