@@ -176,6 +176,23 @@ def _state_layouts() -> dict[str, object]:
 STATE_LAYOUTS = _state_layouts()
 
 
+def as_nobody_or_skip() -> list[str]:
+    """The command prefix that runs syncd as user nobody, or a skip saying why it cannot:
+    not root, no setpriv, or a checkout nobody cannot read (``mktemp -d`` makes its
+    directory 0700)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run syncd as another user")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*nobody, *SYNCD, "--version"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        why = (probe.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        pytest.skip(
+            f"user nobody cannot run syncd from this checkout (a parent directory "
+            f"it cannot enter?): {why}"
+        )
+    return nobody
+
+
 class TestStartupErrors:
     @pytest.mark.parametrize("layout", STATE_LAYOUTS.values(), ids=STATE_LAYOUTS.keys())
     @pytest.mark.parametrize("command", ["run", "apply"])
@@ -216,10 +233,7 @@ class TestStartupErrors:
 
     def test_unreadable_desired_dir(self):
         """A desired dir the daemon's user cannot read (mode 000, syncd run as nobody) stops it with one sentence saying so."""
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        probe = subprocess.run([*nobody, *SYNCD, "--version"], capture_output=True, check=False)
-        if os.geteuid() != 0 or probe.returncode != 0:
-            pytest.skip("needs root and setpriv to run syncd as another user")
+        nobody = as_nobody_or_skip()
         base = Path(tempfile.mkdtemp(prefix="syncd-unreadable-"))
         try:
             base.chmod(0o755)
@@ -245,10 +259,7 @@ class TestStartupErrors:
         """Run as root in a state dir its daemon's user owns (DynamicUser=), a command hands
         every file it wrote back; a file the daemon's user cannot read is refused by name, so
         a pause is never dropped."""
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        probe = subprocess.run([*nobody, *SYNCD, "--version"], capture_output=True, check=False)
-        if os.geteuid() != 0 or probe.returncode != 0:
-            pytest.skip("needs root and setpriv to run syncd as another user")
+        nobody = as_nobody_or_skip()
         base = Path(tempfile.mkdtemp(prefix="syncd-owner-"))
         try:
             base.chmod(0o755)
