@@ -30,8 +30,8 @@ def open_state(settings: Settings, *, readonly: bool = False) -> FileStateStore:
     ``readonly`` (for ``plan``) creates and writes nothing. A damaged key file
     in the state dir is replaced (``state.key_damaged`` says so, once); a damaged
     device record is taken as empty (``state.record_damaged``, once per damaged
-    record, when it is read). Raises StateError: one sentence naming ``password_key_file`` or
-    the state dir.
+    record, when it is read). Raises StateError: one sentence naming
+    ``password_key_file`` or the state dir.
     """
     try:
         key = read_password_key(settings.password_key_file)
