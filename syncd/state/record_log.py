@@ -99,6 +99,10 @@ def sound_record(loaded: dict[str, Any]) -> dict[str, Any]:
 def fold(data: bytes, base: Mapping[str, dict[str, Any]] | None = None) -> Folded:
     """The records ``data`` (the file's bytes) leaves, over ``base`` (older records)."""
     folded = Folded(records=dict(base or {}))
+    #: The line each record was last written on (0: from ``base``), and the last damaged
+    #: line that names no device: records written before it lose their passwords.
+    written_on = dict.fromkeys(folded.records, 0)
+    unnamed = -1
     lines = data.split(b"\n")
     if lines[-1]:
         folded.torn = True  # no newline at the end: a write cut short
@@ -110,11 +114,12 @@ def fold(data: bytes, base: Mapping[str, dict[str, Any]] | None = None) -> Folde
             loaded = json.loads(line)
         except ValueError:
             folded.damage.append(Damage(number, None, "not JSON"))
-            _distrust_passwords(folded.records)
+            unnamed = number
             continue
         problem = record_problem(loaded)
         if problem is None:
             folded.records[loaded["device"]] = sound_record(loaded)
+            written_on[loaded["device"]] = number
             continue
         named = loaded.get("device") if isinstance(loaded, dict) else None
         device = named if isinstance(named, str) else None
@@ -122,15 +127,11 @@ def fold(data: bytes, base: Mapping[str, dict[str, Any]] | None = None) -> Folde
         if device is not None:
             folded.records.pop(device, None)  # as if never applied
         else:
-            _distrust_passwords(folded.records)
+            unnamed = number
+    for name, record in folded.records.items():
+        if written_on[name] < unnamed:  # perhaps not its latest: no password counts as applied
+            folded.records[name] = {**record, "passwords": {}, "targets": {}}
     return folded
-
-
-def _distrust_passwords(records: dict[str, dict[str, Any]]) -> None:
-    """A line naming no device was lost: any record before it may be out of date, so no
-    password they hold counts as applied."""
-    for name, record in records.items():
-        records[name] = {**record, "passwords": {}, "targets": {}}
 
 
 def record_line(record: Mapping[str, Any]) -> bytes:

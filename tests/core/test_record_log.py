@@ -87,6 +87,10 @@ def test_a_line_naming_no_device_costs_the_passwords_recorded_before_it() -> Non
     assert folded.records["lobby"]["fingerprint"] == "f1"
     assert folded.records["gate"]["passwords"] == {"1": "bb"}
     assert folded.damage == [Damage(2, None, "not JSON")]
+    again = fold(data + record_line({"device": "lobby", "passwords": {"1": "cc"}}))
+    assert again.records["lobby"]["passwords"] == {"1": "cc"}  # written again after it
+    older = fold(data, {"hall": {"device": "hall", "passwords": {"1": "dd"}}})
+    assert older.records["hall"]["passwords"] == {}  # syncd 0.1's records come before it
 
 
 def test_older_records_are_folded_under_the_lines() -> None:
