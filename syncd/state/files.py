@@ -97,14 +97,13 @@ class FileStateStore(DeviceRecords):
         self._lines = 0
         #: The records file holds what a rewrite should leave behind (see the docstring).
         self._rewrite_due = False
-        #: ``devices.jsonl``, open for appending since it was last rewritten.
-        self._records_fd: int | None = None
+        #: ``devices.jsonl``, appended to since it was last rewritten.
+        self._records_out = _AppendOnly(self._records_file)
         self._by_target = TargetIndex()
         #: The id of the rollout document this process wrote last (its journal follows it).
         self._journal_id: str | None = None
-        #: The journal, open for appending after the document saved last: a pass journals
-        #: two lines per device, and opening the file for each was a third of their cost.
-        self._journal_fd: int | None = None
+        #: The journal, appended to after the document saved last.
+        self._journal = _AppendOnly(directory / _JOURNAL_FILE)
         #: Told once per damaged record (taken as empty): see :meth:`_damaged`.
         self.on_damaged: DamagedRecord | None = None
         self._damaged_told: set[tuple[Path, int]] = set()
@@ -262,9 +261,7 @@ class FileStateStore(DeviceRecords):
             return
         line = record_log.record_line(self._cache[device])
         try:
-            if self._records_fd is None:
-                self._records_fd = os.open(self._records_file, _APPEND, 0o600)
-            written = os.write(self._records_fd, line)
+            written = self._records_out.write(line)
         except OSError as exc:
             self._rewrite_due = True  # a line may be cut short: the next save rewrites
             raise self._write_error(device, exc) from None
@@ -278,7 +275,7 @@ class FileStateStore(DeviceRecords):
 
     def _rewrite(self) -> None:
         """Write ``devices.jsonl`` anew, one line per record, and remove syncd 0.1's files."""
-        self._close_fd("_records_fd")
+        self._records_out.close()  # its file is replaced
         try:
             self._write(self._records_file, record_log.compacted(self._cache))
         except OSError as exc:
@@ -326,7 +323,7 @@ class FileStateStore(DeviceRecords):
             text = json.dumps({**doc, _JOURNAL_ID: journal_id}, separators=(",", ":"))
             self._write(self.directory / _ROLLOUT_FILE, text + "\n")
             self._journal_id = journal_id
-            self._close_fd("_journal_fd")
+            self._journal.close()
             (self.directory / _JOURNAL_FILE).unlink(missing_ok=True)
         except (OSError, TypeError, ValueError) as exc:
             raise self._rollout_error(exc) from None
@@ -337,23 +334,39 @@ class FileStateStore(DeviceRecords):
             raise StateError(f"no rollout saved in {self.directory} to journal after")
         line = json.dumps({"id": self._journal_id, "entry": entry}, separators=(",", ":"))
         try:
-            if self._journal_fd is None:
-                self._journal_fd = os.open(self.directory / _JOURNAL_FILE, _APPEND, 0o600)
-            os.write(self._journal_fd, (line + "\n").encode())
+            self._journal.write((line + "\n").encode())
         except OSError as exc:
-            self._close_fd("_journal_fd")  # opened afresh by the next line
             raise self._rollout_error(exc) from None
-
-    def _close_fd(self, name: str) -> None:
-        fd = getattr(self, name)
-        setattr(self, name, None)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
     def _rollout_error(self, exc: Exception) -> StateError:
         reason = getattr(exc, "strerror", None) or str(exc)
         return StateError(f"cannot write the rollout state in {self.directory}: {reason}")
+
+
+class _AppendOnly:
+    """A file written one line at a time, each line one ``write``, kept open between lines:
+    a pass writes two or three lines per device, and opening the file for each was a third
+    of their cost."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def write(self, data: bytes) -> int:
+        """The bytes written; OSError closes the file (the next line opens it afresh)."""
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, _APPEND, 0o600)
+            return os.write(self._fd, data)
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _read_journal(path: Path, journal_id: object) -> list[Any]:
