@@ -84,13 +84,11 @@ def _unreadable(settings: Settings) -> CommandError:
 def history_command(
     settings: Settings, *, devices: Sequence[str], since: str | None, as_json: bool
 ) -> int:
-    """Print what syncd changed, oldest first; skipped lines are warned about on stderr."""
-    start = None
-    if since is not None:
-        try:
-            start = since_start(since, datetime.now(UTC))
-        except ValueError as exc:
-            raise CommandError(f"--since {exc}") from None
+    """Print what syncd changed, oldest first; skipped lines are warned about on stderr.
+
+    ``since`` is a duration the command line has checked (a typo is a usage error there).
+    """
+    start = None if since is None else since_start(since, datetime.now(UTC))
     read = _read_history(settings, since=start)
     for warning in read.warnings:
         report_warning(warning, event="history.skipped")
