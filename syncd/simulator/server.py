@@ -22,10 +22,9 @@ from syncd.simulator.device_api import (
     system_info,
 )
 from syncd.simulator.ports import DEVICES_BY_PORT
+from syncd.simulator.request_body import MAX_REQUEST_BYTES
 
 __all__ = ["build_app"]
-
-MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def build_app(devices_by_port: Mapping[int, EmulatedDevice]) -> web.Application:

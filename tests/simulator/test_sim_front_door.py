@@ -1,7 +1,7 @@
-"""One connection, many kinds of request: the front door's reads and aiohttp's hand-over.
+"""One connection, many kinds of request: the front door's answers and aiohttp's hand-over.
 
-Plain reads are answered by :mod:`syncd.simulator.front_door`; anything else
-hands the connection to the aiohttp application. Over a raw socket, so that
+Plain reads and PUTs are answered by :mod:`syncd.simulator.front_door`; anything
+else hands the connection to the aiohttp application. Over a raw socket, so that
 every request below travels on the same connection.
 """
 
@@ -42,19 +42,31 @@ def _get(path: str, *extra: str) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def _put(blob: str) -> bytes:
-    boundary = "xyzzy"
-    part = (
-        f"--{boundary}\r\n"
-        'Content-Disposition: form-data; name="blob-json"\r\n\r\n'
-        f"{blob}\r\n--{boundary}--\r\n"
+def _part(blob: str) -> bytes:
+    return (
+        '--xyzzy\r\nContent-Disposition: form-data; name="blob-json"\r\n\r\n'
+        f"{blob}\r\n--xyzzy--\r\n"
     ).encode()
+
+
+def _put(blob: str) -> bytes:
+    part = _part(blob)
     head = (
         "PUT /api/phone/config HTTP/1.1\r\nHost: device\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyzzy\r\n"
         f"Content-Length: {len(part)}\r\n\r\n"
     ).encode()
     return head + part
+
+
+def _chunked_put(blob: str) -> bytes:
+    part = _part(blob)
+    head = (
+        b"PUT /api/phone/config HTTP/1.1\r\nHost: device\r\n"
+        b"Content-Type: multipart/form-data; boundary=xyzzy\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    return head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(part), part)
 
 
 Connection = tuple[EmulatedDevice, asyncio.StreamReader, asyncio.StreamWriter]
@@ -72,7 +84,7 @@ class TestOneConnection:
     async def test_reads_then_a_put_then_reads_on_one_connection(
         self, device_connection: Connection
     ) -> None:
-        """A GET, a PUT (handed to aiohttp) and a GET after it share one connection and one peer."""
+        """A GET, a PUT and a GET after it share one connection and one peer."""
         device, reader, writer = device_connection
         status, headers, body = await _exchange(reader, writer, _get("/api/phone/config?account=1"))
         assert status == 200
@@ -93,6 +105,40 @@ class TestOneConnection:
         ]
         assert len({e.peer for e in journal}) == 1
         assert journal[1].body_format == "multipart"
+
+    async def test_a_put_in_pieces_is_read_whole(self, device_connection: Connection) -> None:
+        """A PUT whose head and body arrive in separate packets is applied once, whole."""
+        device, reader, writer = device_connection
+        request = _put(BLOB)
+        for cut in (40, len(request) - 10):
+            writer.write(request[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            request = request[cut:]
+        status, _, body = await _exchange(reader, writer, request)
+        assert (status, json.loads(body)) == (200, {"success": True})
+        assert device.journal[-1].blob == json.loads(BLOB)
+        assert device.read(1)[0]["sipNumber"] == "4242"
+
+    async def test_a_chunked_put_goes_to_aiohttp_and_is_applied(
+        self, device_connection: Connection
+    ) -> None:
+        """A body without Content-Length is handed over and applied as before; reads go on."""
+        _, reader, writer = device_connection
+        await _exchange(reader, writer, _get("/api/phone/config"))
+        status, headers, body = await _exchange(reader, writer, _chunked_put(BLOB))
+        assert (status, json.loads(body)) == (200, {"success": True})
+        assert headers["server"].startswith("Python")  # aiohttp's answer
+        status, _, body = await _exchange(reader, writer, _get("/api/phone/config?account=1"))
+        assert json.loads(body)["result"]["accounts"][0]["sipNumber"] == "4242"
+
+    async def test_a_body_over_a_mebibyte_is_code_13(self, device_connection: Connection) -> None:
+        """A PUT longer than the emulator reads is refused as too big, whichever server saw it."""
+        device, reader, writer = device_connection
+        status, _, body = await _exchange(reader, writer, _put("x" * (1024 * 1024 + 1)))
+        assert status == 200
+        assert json.loads(body)["error"]["code"] == 13
+        assert device.read(1)[0]["sipNumber"] != "4242"
 
     async def test_a_read_refused_by_the_device(self, device_connection: Connection) -> None:
         """A bad parameter gets the device's envelope on the front door's path too."""
