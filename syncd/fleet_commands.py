@@ -86,9 +86,15 @@ def history_command(
 ) -> int:
     """Print what syncd changed, oldest first; skipped lines are warned about on stderr.
 
-    ``since`` is a duration the command line has checked (a typo is a usage error there).
+    A ``since`` that is not a duration is one sentence and exit 1 (issue 12 asks
+    for that, where a flag argparse refuses exits 2).
     """
-    start = None if since is None else since_start(since, datetime.now(UTC))
+    start = None
+    if since is not None:
+        try:
+            start = since_start(since, datetime.now(UTC))
+        except ValueError as exc:
+            raise CommandError(f"--since {exc}") from None
     read = _read_history(settings, since=start)
     for warning in read.warnings:
         report_warning(warning, event="history.skipped")

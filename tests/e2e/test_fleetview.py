@@ -314,8 +314,8 @@ class TestRevisionHistoryStatus:
         assert done.stderr.count("\n") == 1 and str(setup.socket) in done.stderr
 
     def test_history_skips_a_torn_line_and_refuses_a_bad_since(self, setup):
-        """A torn last line is skipped with a warning; --since that is not a duration is a
-        usage error (exit 2, as any flag value of the wrong type), one sentence."""
+        """A torn last line is skipped with a warning; --since that is not a duration is one
+        sentence naming the flag, exit 1 (issue 12)."""
         setup.state.mkdir()
         entry = {
             "time": "2024-05-01T10:00:00.000Z", "device": "dev1", "revision": "tree:0123456789ab",
@@ -328,7 +328,7 @@ class TestRevisionHistoryStatus:
         assert [e["device"] for e in json.loads(done.stdout)] == ["dev1"]
         assert "skipped" in done.stderr
         bad = setup.cli("history", "--since", "yesterday")
-        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "duration" in bad.stderr
+        assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "duration" in bad.stderr
         assert "--since" in json.loads(bad.stderr)["error"]
 
 
