@@ -109,10 +109,11 @@ def driver() -> Iterator[Any]:
 def page(driver: Any, base_url: str, source: Fleet) -> Any:
     """The page freshly loaded, logs drained of anything earlier."""
     source.fleet = sample_fleet()
+    driver.get(base_url + "/")
+    driver.execute_script("sessionStorage.clear();")  # the page's own: what an earlier test typed
     driver.get("about:blank")
     driver.get_log("browser")
     driver.get_log("performance")
-    driver.execute_script("try { sessionStorage.clear(); } catch (e) {}")
     driver.get(base_url + "/")
     return driver
 
@@ -188,7 +189,9 @@ def test_no_request_leaves_the_host(page: Any, base_url: str) -> None:
 
 
 def test_fits_a_phone_screen(page: Any, base_url: str) -> None:
-    """On a phone-sized window the page needs no sideways scrolling."""
+    """On a phone-sized window the page needs no sideways scrolling, and the filter filters."""
+    from selenium.webdriver.common.by import By
+
     page.set_window_size(390, 844)
     try:
         page.get(base_url + "/")
@@ -197,6 +200,8 @@ def test_fits_a_phone_screen(page: Any, base_url: str) -> None:
         )
         assert width[0] <= width[1]
         assert len(visible_names(page)) == 20
+        page.find_element(By.ID, "filter").send_keys("lobby")
+        assert visible_names(page) == ["site-0/lobby"]
     finally:
         page.set_window_size(1280, 900)
 
