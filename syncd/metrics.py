@@ -5,12 +5,16 @@ so ``/healthz`` can tell that the scheduler's event loop has stopped turning:
 the loop bumps a heartbeat, and a stale heartbeat answers 503. Given a
 ``status`` callable, the same server serves the read-only status page at
 ``/`` and its JSON at ``/status`` (SPEC section 10). Any other path is 404.
+Each connection gets a thread of its own and is dropped after
+:data:`IDLE_SECONDS` of silence, so a client that connects and says nothing
+(a port scan, a stuck scraper) holds up no liveness probe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -199,9 +203,21 @@ class DeviceGauges:
         )
 
 
+#: A connection that sends nothing for this long is closed.
+IDLE_SECONDS = 10.0
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = IDLE_SECONDS
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server, a thread per connection (as prometheus-client's own has it)."""
+
+    daemon_threads = True
 
 
 StartResponse = Callable[..., Any]
@@ -288,7 +304,11 @@ def serve_metrics(
         return _answer(start, "404 Not Found", "text/plain", b"not found\n", [])
 
     server = make_server(
-        host.strip("[]") or "127.0.0.1", int(port), _headless(app), handler_class=_QuietHandler
+        host.strip("[]") or "127.0.0.1",
+        int(port),
+        _headless(app),
+        server_class=_ThreadingServer,
+        handler_class=_QuietHandler,
     )
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()

@@ -125,6 +125,19 @@ class TestMetrics:
             server.shutdown()
             server.server_close()
 
+    def test_a_silent_connection_holds_up_no_probe(self):
+        """A client that connects and sends nothing does not stop /healthz from answering."""
+        metrics = Metrics()
+        server, _ = serve_metrics(metrics, f"127.0.0.1:{_free_port()}", stale_after=60)
+        try:
+            metrics.heartbeat = time.monotonic()
+            with socket.create_connection(("127.0.0.1", server.server_port)):
+                url = f"http://127.0.0.1:{server.server_port}/healthz"
+                assert httpx.get(url, timeout=3).status_code == 200
+        finally:
+            server.shutdown()
+            server.server_close()
+
 
 class TestProgress:
     def _plan(self, root: Path, tmp_path: Path, *, tty: bool) -> str:
