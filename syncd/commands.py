@@ -92,7 +92,9 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
 
     log = get_logger()
     for problem in desired.problems:
-        events.desired_problem(log, problem)
+        # desired.invalid names the device whose file it is, as the daemon's does.
+        mine = problem.file in desired.invalid_files
+        events.desired_problem(log, problem, device=name_from_path(problem.file) if mine else None)
     return desired
 
 

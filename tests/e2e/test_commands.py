@@ -319,6 +319,12 @@ class TestFailures:
         assert result.returncode == 1
         assert "bad.yaml:7: accounts[0].domainPort: must be a port number" in result.stderr
         assert "Traceback" not in result.stderr
+        (invalid,) = [
+            e
+            for line in result.stderr.splitlines()
+            if (e := json.loads(line))["event"] == "desired.invalid"
+        ]
+        assert (invalid["file"], invalid["line"], invalid["device"]) == ("bad.yaml", 7, "bad")
         assert len(puts(fleet.devices[0])) == 1
         assert fleet.devices[1].journal == []
 
