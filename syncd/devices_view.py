@@ -27,6 +27,7 @@ __all__ = ["DeviceView", "difference_key"]
 REPEAT_EVERY: dict[str, float | None] = {
     "unreachable": 3600.0,
     "auth": 3600.0,
+    "apply-failed": 3600.0,
     "observe": None,
     "drift-count": None,
     "suspend": None,
@@ -168,6 +169,11 @@ class DeviceView:
     def logged(self, topic: str) -> bool:
         return topic in self._logged
 
+    def logged_key(self, topic: str) -> Hashable | None:
+        """What the event ``topic`` was last logged about, while its condition lasts."""
+        last = self._logged.get(topic)
+        return None if last is None else last[0]
+
     def end(self, topic: str) -> None:
         """The condition behind ``topic`` went away: its next occurrence is news."""
         self._logged.pop(topic, None)
@@ -212,6 +218,7 @@ class DeviceView:
             self.end("difference")
             self.end("held")
             self.end("drift-count")
+            self.end("apply-failed")
         if outcome.status == "in_sync":
             self.end("observe")
         if outcome.status not in _CONVERGED:

@@ -131,11 +131,15 @@ def apply_failed(
     kind: str | None = None,
     fields: Fields | None = None,
     revision: str | None = None,
+    again: bool = False,
 ) -> None:
+    """A PUT failed: at error, or at debug when it is the failure logged last time, under
+    the same revision, less than an hour ago (a lasting failure is news once an hour)."""
     extra = _given(kind=kind, revision=revision)
     if fields is not None:
         extra["fields"] = list(fields)
-    log.error("apply.failed", error=error, code=code, param=param, description=description, **extra)
+    write = log.debug if again else log.error
+    write("apply.failed", error=error, code=code, param=param, description=description, **extra)
 
 
 def apply_retrying(

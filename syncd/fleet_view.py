@@ -101,6 +101,10 @@ class FleetView:
         view = self.devices.get(device)
         return view is None or view.first(topic, key, self.clock())
 
+    def logged_key(self, device: str, topic: str) -> Hashable | None:
+        view = self.devices.get(device)
+        return None if view is None else view.logged_key(topic)
+
     def changing(self, device: str) -> None:
         view = self.devices.get(device)
         if view is not None:

@@ -226,13 +226,18 @@ class _Once:
 
     def __init__(self) -> None:
         self._said: set[tuple[str, str, Hashable]] = set()
+        self._last: dict[tuple[str, str], Hashable] = {}
 
     def first(self, device: str, topic: str, key: Hashable) -> bool:
         said = (device, topic, key)
+        self._last[device, topic] = key
         if said in self._said:
             return False
         self._said.add(said)
         return True
+
+    def logged_key(self, device: str, topic: str) -> Hashable | None:
+        return self._last.get((device, topic))
 
     def changing(self, device: str) -> None:
         pass

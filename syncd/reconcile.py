@@ -51,10 +51,13 @@ class ReconcileWatch(Protocol):
     """The daemon's memory of each device, consulted so a lasting condition is logged once.
 
     ``first`` says whether to log the event ``topic`` (``unreachable``, ``auth``,
-    ``observe``, ``suspend``, ``held``) about ``key`` now; ``changing`` hears that a PUT starts.
+    ``apply-failed``, ``observe``, ``suspend``, ``held``) about ``key`` now, and
+    ``logged_key`` what it was last logged about while that lasts; ``changing``
+    hears that a PUT starts.
     """
 
     def first(self, device: str, topic: str, key: Hashable) -> bool: ...
+    def logged_key(self, device: str, topic: str) -> Hashable | None: ...
     def changing(self, device: str) -> None: ...
 
 
@@ -153,7 +156,20 @@ class Reconciler:
             policy=policy,
             metrics=self._metrics,
             revision=revision,
+            failed_before=self._failed_before(spec.name, revision) if what == "PUT" else (),
         )
+
+    def _failed_before(self, device: str, revision: str | None) -> tuple[tuple[str, str], ...]:
+        """The failure (kind, message) this device's PUT of ``revision`` last ended in, if
+        that lasts: its retries are no news (``apply.retrying`` at debug)."""
+        key = self._watch.logged_key(device, "apply-failed") if self._watch else None
+        if isinstance(key, tuple) and key[0] == revision:
+            return (key[1:],)
+        return ()
+
+    def _apply_failed_again(self, device: str, revision: str | None, kind: str, error: str) -> bool:
+        """Whether this PUT failure is the one logged last time (and less than an hour ago)."""
+        return not self._first(device, "apply-failed", (revision, kind, error))
 
     async def reconcile(
         self, spec: DeviceSpec, *, apply: bool, revision: str | None = None
@@ -293,6 +309,7 @@ class Reconciler:
                 description=exc.description,
                 kind=exc.kind,
                 revision=put.revision,
+                again=self._apply_failed_again(spec.name, put.revision, exc.kind, str(exc)),
             )
             self._append(put.entry("failed", error=str(exc)))
             return put.outcome("error", failure=Failure.from_error(exc))
@@ -325,7 +342,8 @@ class Reconciler:
         """A PUT that was accepted but is not (or cannot be shown to be) in force."""
         log = self.log.bind(device=put.spec.name)
         fields = [c.as_dict() for c in left]
-        events.apply_failed(log, error=message, fields=fields, revision=put.revision)
+        again = self._apply_failed_again(put.spec.name, put.revision, "verify", message)
+        events.apply_failed(log, error=message, fields=fields, revision=put.revision, again=again)
         self._append(put.entry("failed", error=message))
         return put.outcome("error", failure=Failure("verify", message))
 

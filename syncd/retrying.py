@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -129,12 +129,15 @@ async def with_retries(
     policy: RetryPolicy,
     metrics: Metrics | None = None,
     revision: str | None = None,
+    failed_before: Iterable[tuple[str, str]] = (),
 ) -> T:
     """Await ``call()`` under the retry rule; log the retry before each wait.
 
     A write (``request`` a PUT) logs ``apply.retrying`` at warning for the
     first retry of a failure and at debug for the retries of the same failure
-    after it (the caller logs ``apply.failed`` if they all fail). A read logs
+    after it, or of one in ``failed_before`` (kind and message: the failure an
+    earlier pass's retries of this PUT ended in). The caller logs
+    ``apply.failed`` if they all fail. A read logs
     ``request.retrying``, at debug: a read retried is routine, and one that
     keeps failing ends in ``device.unreachable``.
     """
@@ -150,7 +153,7 @@ async def with_retries(
             raise
         delay = min(policy.maximum, policy.initial + random.uniform(0, policy.initial))
         log_retry = _RetryLog(  # rarely needed
-            device=device, request=request, metrics=metrics, revision=revision
+            device=device, request=request, metrics=metrics, revision=revision, seen=failed_before
         )
         log_retry(1, delay, exc)
     wait = pacing.wait if pacing is not None else asyncio.sleep
@@ -190,14 +193,20 @@ class _RetryLog:
     """Counts and logs each retry; a write's failure met again is logged at debug."""
 
     def __init__(
-        self, *, device: str, request: str, metrics: Metrics | None, revision: str | None = None
+        self,
+        *,
+        device: str,
+        request: str,
+        metrics: Metrics | None,
+        revision: str | None = None,
+        seen: Iterable[tuple[str, str]] = (),
     ) -> None:
         self._log = get_logger().bind(device=device)
         self._revision = revision
         self._request = request
         self._writes = _writes(request)
         self._metrics = metrics
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: set[tuple[str, str]] = set(seen)
 
     def __call__(self, attempt: int, delay: float, exc: BaseException | None) -> None:
         if self._metrics is not None:

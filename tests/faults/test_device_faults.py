@@ -147,6 +147,26 @@ class TestOneShotTransportFaults:
         assert named(evs, "request.retrying", device="dev1") == []
         assert converged(read, "Door 3")
 
+    def test_a_lasting_put_failure_is_news_once_not_every_pass(self, sim, daemon, tmp_path):
+        """A PUT failing the same way pass after pass: one apply.retrying warning and one apply.failed error, then debug; every PUT is still in the history; success ends it."""
+        fleet = sim(devices=1)
+        (dev1,) = fleet.devices
+        dev1.inject(kind="status", status=503, method="PUT", count=9)
+        root = tree(tmp_path / "desired", fleet)
+        proc = daemon(*run_args(root, tmp_path / "state", "--log-level", "debug", resync=0.5))
+        proc.wait_for("apply.succeeded", device="dev1", timeout=30)
+        failed = named(proc.events, "apply.failed", device="dev1")
+        retries = named(proc.events, "apply.retrying", device="dev1")
+        assert len(failed) >= 3, failed  # 9 failures: 3 passes of 3 attempts, give or take
+        assert [e["level"] for e in failed] == ["error"] + ["debug"] * (len(failed) - 1)
+        assert [e["level"] for e in retries] == ["warning"] + ["debug"] * (len(retries) - 1)
+        assert all("503" in e["error"] for e in failed + retries)
+        assert len(puts(dev1)) == 10 and converged(dev1, "Door 1")
+        assert proc.stop() == 0
+        history = (tmp_path / "state" / "history.jsonl").read_text().splitlines()
+        results = [json.loads(line)["result"] for line in history]
+        assert results == ["failed"] * len(failed) + ["succeeded"]
+
     def test_plan_json_names_the_transport_error(self, sim, tmp_path):
         """plan --json reports a device that keeps failing as status error, kind transport, and exits 1."""
         fleet = sim(devices=2)
@@ -334,8 +354,8 @@ class TestRejections:
         assert stamp(succeeded) - stamp(failed) < 8
         retries = named(proc.events, "apply.retrying", device="dev1")
         assert [e["request"] for e in retries] == ["PUT"] * 3
-        # Each pass warns once; the same failure again within a pass is at debug.
-        assert [e["level"] for e in retries] == ["warning", "debug", "warning"]
+        # The first retry warns; the same failure again, in this pass or the next, is at debug.
+        assert [e["level"] for e in retries] == ["warning", "debug", "debug"]
         assert [e.code for e in puts(dev1)] == [14, 14, 14, 14, None]
         assert converged(dev1, "Door 1") and converged(dev2, "Door 2")
         assert proc.stop() == 0
