@@ -90,6 +90,7 @@ class Conductor:
         owns: Callable[[str], bool] = lambda device: True,
         relay: Relay | None = None,
         changing: Callable[[str], None] = lambda device: None,
+        changed: Callable[[str], None] = lambda device: None,
     ) -> None:
         self._state = state
         #: Cluster: whether this node drives the rollout (:mod:`syncd.rollout_role`).
@@ -133,6 +134,7 @@ class Conductor:
             calls=lambda: self.policy.calls,
             retry=retry or RetryPolicy(),
             clock=clock,
+            changed=changed,
         )
         self._in_force.set_halted_metric()
 

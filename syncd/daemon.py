@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
 from functools import partial
 
 from syncd import daemon_events, events
@@ -43,6 +44,7 @@ from syncd.settings import Settings
 from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
+from syncd.state import StateError
 from syncd.ticking import backstop, heartbeat
 from syncd.tuning import Tuning
 from syncd.watching import DesiredWatcher
@@ -143,7 +145,16 @@ class Daemon:
             owns=self.sharing.owns,
             relay=self.sharing.relay,
             changing=self.view.changing,
+            changed=self._reverted,
         )
+
+    def _reverted(self, device: str) -> None:
+        """A revert PUT changed ``device``: its last change, kept across restarts."""
+        try:
+            self.state.record_changed(device, datetime.now(UTC))
+        except StateError as exc:
+            events.state_write_failed(self.log.bind(device=device), error=str(exc))
+        self.view.changed(device)
 
     def _reconciler(self) -> Reconciler:
         """One device, once; its PUTs pass the rollout engine's gate."""

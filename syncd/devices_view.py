@@ -180,6 +180,11 @@ class DeviceView:
 
     # ------------------------------------------------------------ outcomes
 
+    def changed(self, now: float) -> None:
+        """syncd changed the device outside a reconcile (a revert)."""
+        self.last_change = now
+        self.version += 1
+
     def begin_change(self) -> None:
         """A PUT (or the health check after it) starts: the device shows as ``changing``."""
         self.changing = True
@@ -201,7 +206,7 @@ class DeviceView:
         self.mode = outcome.mode
         self.last_sync = now
         self.version += 1
-        if outcome.status == "applied":
+        if outcome.status == "applied" or _unhealthy(outcome):  # its PUT was accepted
             self.last_change = now
         if outcome.status == "error":
             kind = outcome.failure.kind if outcome.failure is not None else "internal"
@@ -404,3 +409,12 @@ def _should_register(status: AccountStatus) -> bool:
 
 def _moment(unix: float | None) -> datetime | None:
     return None if unix is None else datetime.fromtimestamp(unix, UTC)
+
+
+def _unhealthy(outcome: Outcome) -> bool:
+    """An accepted PUT whose health check failed."""
+    return (
+        outcome.status == "error"
+        and outcome.failure is not None
+        and outcome.failure.kind == "health"
+    )

@@ -105,6 +105,13 @@ class FleetView:
         view = self.devices.get(device)
         return None if view is None else view.logged_key(topic)
 
+    def changed(self, device: str) -> None:
+        """syncd changed ``device`` outside a reconcile (a revert): its last change is now."""
+        view = self.devices.get(device)
+        if view is not None:
+            view.changed(self.clock())
+            self.version += 1
+
     def changing(self, device: str) -> None:
         view = self.devices.get(device)
         if view is not None:

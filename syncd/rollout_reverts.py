@@ -43,8 +43,11 @@ class RolloutReverts:
         calls: Callable[[], CallsPolicy],
         retry: RetryPolicy,
         clock: Callable[[], float],
+        changed: Callable[[str], None] = lambda device: None,
     ) -> None:
         self._saved = saved
+        #: Hears that a revert PUT changed a device (its last change, in status).
+        self._changed = changed
         self._in_force = in_force
         self._role = role
         self._records = records
@@ -101,6 +104,7 @@ class RolloutReverts:
         revision = self._saved.revision
         if changes:
             self._records.reverted(device, changes, revision=revision)
+            self._changed(device)
         if self._role.driving:
             self._in_force.settle_revert(device)
         else:

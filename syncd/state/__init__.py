@@ -58,6 +58,11 @@ class StateStore(Protocol):
         with ``changed_at`` (unless None) when a verified PUT changed the device."""
         ...
 
+    def record_changed(self, device: str, at: datetime) -> None:
+        """When syncd changed the device other than to its desired state (a revert): what
+        :meth:`last_change` says from then on."""
+        ...
+
     def unhealthy_fingerprint(self, device: str) -> str | None:
         """The desired state whose PUT failed its health check, while that is so."""
         ...

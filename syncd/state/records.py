@@ -222,6 +222,10 @@ class DeviceRecords(ABC):
             device, fingerprint=fingerprint, revision=revision, changed=changed, drop=("unhealthy",)
         )
 
+    def record_changed(self, device: str, at: datetime) -> None:
+        """When syncd changed the device other than to its desired state (a revert)."""
+        self._set_texts(device, changed=at.astimezone(UTC).isoformat())
+
     def unhealthy_fingerprint(self, device: str) -> str | None:
         return self._text(device, "unhealthy")
 

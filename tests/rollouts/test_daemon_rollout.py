@@ -104,6 +104,9 @@ class TestHalt:
         data = json.loads(shown.stdout)
         devices = {d["device"]: d for d in data["devices"]}
         assert devices["dev1"]["state"] == "failed" and "register" in devices["dev1"]["message"]
+        # Its last change is the revert, the last PUT syncd made to it.
+        last_change = datetime.fromisoformat(devices["dev1"]["last_change"].replace("Z", "+00:00"))
+        assert abs(last_change.timestamp() - when(reverted)) < 1.0
         assert data["summary"]["failed"] == 1 and data["rollout"]["failed"] == ["dev1"]
         assert {devices[f"dev{n}"]["state"] for n in (2, 3, 4)} == {"waiting"}
         assert devices["dev2"]["message"] == "the rollout halted"

@@ -87,6 +87,17 @@ class TestRecovery:
         assert view.failing_kind is None and view.revision == "r2" and view.last_change == 130.0
         assert view.observe(outcome("in_sync"), 140.0, revision="r2") is None
 
+    def test_last_change_is_every_accepted_put(self):
+        """A PUT that failed its health check, and a revert, changed the device; a failed PUT did not."""
+        view = DeviceView(spec())
+        view.observe(outcome("applied"), 100.0, revision="r1")
+        view.observe(outcome("error", "transport"), 110.0, revision="r2")
+        assert view.last_change == 100.0
+        view.observe(outcome("error", "health"), 120.0, revision="r2")
+        assert view.last_change == 120.0
+        view.changed(130.0)
+        assert view.last_change == 130.0
+
     def test_states_from_outcomes(self):
         """Outcomes map to SPEC states; an unreachable device is not 'failed'."""
         view = DeviceView(spec())
