@@ -51,7 +51,7 @@ from syncd.rollout_results import result_of, undo_of
 from syncd.rollout_reverts import RolloutReverts
 from syncd.rollout_role import NotDriving, Role
 from syncd.rollout_saving import RolloutSaver, read_saved
-from syncd.rollout_values import Decision, Rollout, RolloutState, Step, WaitReason
+from syncd.rollout_values import Decision, DeviceStatus, Rollout, RolloutState, Step, WaitReason
 from syncd.state import StateStore
 from syncd.status import RolloutSummary, WindowStatus
 from syncd.windows import WindowState
@@ -272,6 +272,22 @@ class Conductor:
     async def after(self, spec: DeviceSpec, outcome: Outcome) -> Outcome:
         """The worker's ``after`` hook: the health check, outside the concurrency gate."""
         return await self._checks.after(spec, outcome)
+
+    def unanswered(self, device: str) -> None:
+        """``device``'s first read went unanswered (its retries follow): in a wave that has
+        started, a device not yet begun is settled as unreachable now (issue 17), so a dark
+        device holds its wave for one attempt, not the whole retry ladder. Its later
+        outcome still counts (an unreachable device may start when it answers)."""
+        rollout = self.rollout
+        if rollout is None or rollout.status.get(device) is not DeviceStatus.PENDING:
+            return
+        index = rollout.wave_of(device)
+        if index is None or index > rollout.wave:
+            return
+        if self._driving:
+            self._in_force.settle(device, "unreachable", None)
+        else:
+            self._role_of.report(device, rollout.revision, "unreachable", None)
 
     def observe(self, outcome: Outcome) -> None:
         """An outcome of any device: settle it in the rollout, count it, maybe halt."""

@@ -173,6 +173,7 @@ class Daemon:
             sharing=self.sharing,
             gate=gate,
             wave_of=self.conductor.wave_of,
+            unanswered=self.conductor.unanswered,
         )
 
     # ------------------------------------------------------------------ load

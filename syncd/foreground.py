@@ -125,6 +125,7 @@ class _Pass:
             history=history,
             wave_of=conductor.wave_of,
             watch=_Once(),
+            unanswered=conductor.unanswered,
         )
 
     def _kick(self, names: Iterable[str]) -> None:

@@ -76,6 +76,7 @@ class Reconciler:
         sharing: Sharing | None = None,
         gate: PutGate | None = None,
         wave_of: Callable[[str], str | None] | None = None,
+        unanswered: Callable[[str], None] | None = None,
     ) -> None:
         #: Cluster mode: a PUT only with the device's ownership key, bounded by the lease.
         self._sharing = sharing
@@ -86,6 +87,9 @@ class Reconciler:
         self._gate = gate
         #: The rollout wave of a device, for the history entry of a failed PUT.
         self._wave_of = wave_of
+        #: Hears that a device's first read went unanswered (its retries follow): a
+        #: rollout wave settles it as unreachable then, not after the whole ladder.
+        self._unanswered = unanswered
         self._pool = pool
         self._state = state
         self._retry = retry or RetryPolicy()
@@ -147,6 +151,7 @@ class Reconciler:
         what: str,
         call: Callable[[], Awaitable[T]],
         revision: str | None = None,
+        first_failed: Callable[[BaseException], None] | None = None,
     ) -> T:
         policy = self._retry.known_unreachable(spec.name in self._unreachable)
         return await with_retries(
@@ -157,6 +162,7 @@ class Reconciler:
             metrics=self._metrics,
             revision=revision,
             failed_before=self._failed_before(spec.name, revision) if what == "PUT" else (),
+            first_failed=first_failed,
         )
 
     def _failed_before(self, device: str, revision: str | None) -> tuple[tuple[str, str], ...]:
@@ -224,8 +230,18 @@ class Reconciler:
 
     async def _read_live(self, spec: DeviceSpec, client: DeviceClient) -> Live | Outcome:
         """The device's accounts, or the error outcome when it cannot be read (logged once)."""
+        unanswered = self._unanswered
+        first_failed = None
+        if unanswered is not None:
+
+            def first_failed(exc: BaseException) -> None:
+                if isinstance(exc, TransportError):
+                    unanswered(spec.name)
+
         try:
-            live = await self._with_retries(spec, "GET", client.get_accounts)
+            live = await self._with_retries(
+                spec, "GET", client.get_accounts, first_failed=first_failed
+            )
         except DeviceError as exc:
             self._passwords.unreachable(spec.name)
             return self._unreadable(spec, exc)

@@ -130,6 +130,7 @@ async def with_retries(
     metrics: Metrics | None = None,
     revision: str | None = None,
     failed_before: Iterable[tuple[str, str]] = (),
+    first_failed: Callable[[BaseException], None] | None = None,
 ) -> T:
     """Await ``call()`` under the retry rule; log the retry before each wait.
 
@@ -137,7 +138,8 @@ async def with_retries(
     first retry of a failure and at debug for the retries of the same failure
     after it, or of one in ``failed_before`` (kind and message: the failure an
     earlier pass's retries of this PUT ended in). The caller logs
-    ``apply.failed`` if they all fail. A read logs
+    ``apply.failed`` if they all fail. ``first_failed`` hears the first try's
+    failure when the retries follow (a rollout settles a dark device then). A read logs
     ``request.retrying``, at debug: a read retried is routine, and one that
     keeps failing ends in ``device.unreachable``.
     """
@@ -151,6 +153,8 @@ async def with_retries(
     except Exception as exc:
         if policy.attempts <= 1 or not may_pass(exc, 1):
             raise
+        if first_failed is not None:
+            first_failed(exc)
         delay = min(policy.maximum, policy.initial + random.uniform(0, policy.initial))
         log_retry = _RetryLog(  # rarely needed
             device=device, request=request, metrics=metrics, revision=revision, seen=failed_before

@@ -73,6 +73,33 @@ class TestWavesAndBake:
         assert when(rest) >= when(proc.wait_for("rollout.wave", wave="canary")) + 3.0
         assert proc.stop() == 0
 
+    def test_a_canary_gone_dark_settles_its_wave_after_one_attempt(self, sim, daemon, tmp_path):
+        """A canary that stops answering as a commit arrives holds its wave for one timed-out read, not the retry ladder; it is unreachable, not failed, and gets the change when it answers."""
+        fleet = sim(**FLEET_OPTIONS)
+        root = tree(tmp_path, fleet)
+        # No resync reads the canary between its going dark and the commit (it would be
+        # known unreachable then, and get one attempt anyway).
+        quiet = ("--request-timeout", "1", "--resync-interval", "60")
+        proc = daemon(*args(root, tmp_path, *quiet), env=ENV)
+        _converged(proc)
+        for wave in ("canary", "rest"):  # the start-up rollout's
+            proc.wait_for("rollout.wave", wave=wave)
+        canary = fleet.devices[0]
+        canary.inject(kind="hang", count=None)
+        set_domain(root, OTHER_GOOD)
+        first = proc.wait_for("rollout.wave", wave="canary", timeout=20)
+        rest = proc.wait_for("rollout.wave", wave="rest", timeout=20)
+        # One 1 s read and the 0.5 s bake; the ladder (three reads and two backoffs) is ~4 s.
+        assert when(rest) - when(first) < 2.8
+        done = proc.wait_for("rollout.completed", timeout=20)
+        assert done["failed"] == []
+        assert all(domain_of(d) == OTHER_GOOD for d in fleet.devices[1:])
+        proc.wait_for("device.unreachable", device="dev1", timeout=10)
+        canary.clear_faults()
+        canary.release_hanging()
+        wait_until(lambda: domain_of(canary) == OTHER_GOOD, 10)
+        assert proc.stop() == 0
+
 
 class TestHalt:
     def test_bad_pbx_halts_at_the_canary_and_reverts_it(self, sim, daemon, tmp_path):
