@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from syncd.model import DeviceSpec
 
-__all__ = ["desired_revision", "git_head", "revision_material", "tree_revision"]
+__all__ = ["desired_revision", "git_dirs", "git_head", "revision_material", "tree_revision"]
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _MAX_SYMREF_DEPTH = 5
@@ -64,6 +64,19 @@ def git_head(directory: Path) -> str | None:
         return _resolve_head(git_dir)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
+
+
+def git_dirs(directory: Path) -> tuple[Path, ...]:
+    """Where the ``HEAD`` and refs of the work tree holding ``directory`` live: its Git
+    dir and (a linked worktree's) common dir; none outside a work tree."""
+    try:
+        git_dir = _find_git_dir(Path(os.path.realpath(directory)))
+        if git_dir is None or not git_dir.is_dir():
+            return ()
+        common = _common_dir(git_dir)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ()
+    return (git_dir,) if common == git_dir or not common.is_dir() else (git_dir, common)
 
 
 def _find_git_dir(start: Path) -> Path | None:

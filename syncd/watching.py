@@ -1,4 +1,5 @@
-"""Watch the desired dir: file events, a symlink swapped to a new checkout, a dir removed.
+"""Watch the desired dir: file events, a symlink swapped to a new checkout, a dir removed,
+and a commit (its Git ``HEAD`` moved: the revision changed, though no desired file may have).
 
 :class:`DesiredWatcher` calls back ``reload(why)`` whenever what the daemon
 reads may have changed; it never reads the files itself.
@@ -18,6 +19,7 @@ import watchfiles
 from syncd import events
 from syncd.desired import DEFAULTS_FILE, SUFFIXES
 from syncd.logs import get_logger
+from syncd.revision import git_dirs
 
 __all__ = ["DesiredWatcher"]
 
@@ -72,6 +74,7 @@ class DesiredWatcher:
         """
         stop_watch = asyncio.Event()
         relinked = asyncio.create_task(self._watch_link(target, identity, stop_watch))
+        commits = asyncio.create_task(self._watch_commits(target, stop_watch))
         batches = watchfiles.awatch(
             target,
             stop_event=stop_watch,
@@ -98,12 +101,36 @@ class DesiredWatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), 1.0)
         finally:
-            relinked.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relinked
+            for task in (relinked, commits):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if reload is not None:
                 await reload
         return "desired dir relinked"
+
+    async def _watch_commits(self, target: Path, stop_watch: asyncio.Event) -> None:
+        """Reload when the Git ``HEAD`` of the work tree holding the desired dir moves: a
+        commit, checkout or pull that changed no desired file still changes the revision.
+        A Git dir inside the desired dir is seen by its own watch; a watch that fails
+        leaves the backstop reload to notice."""
+        dirs = [d for d in git_dirs(target) if not Path(os.path.realpath(d)).is_relative_to(target)]
+        if not dirs:
+            return
+        moves = watchfiles.awatch(
+            *dirs,
+            stop_event=stop_watch,
+            debounce=400,
+            step=30,
+            watch_filter=_ref_filter,
+            recursive=True,
+            ignore_permission_denied=True,
+        )
+        with contextlib.suppress(RuntimeError, OSError, ExceptionGroup):
+            async for _ in moves:
+                if self._stopping.is_set():
+                    return
+                await self._reload("commit")
 
     async def _watch_link(
         self, target: Path, identity: tuple[int, int], stop_watch: asyncio.Event
@@ -135,6 +162,14 @@ def _dir_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _ref_filter(change: watchfiles.Change, path: str) -> bool:
+    """``HEAD``, ``packed-refs`` and the refs (not their logs, not a ``.lock`` on the way)."""
+    parts = Path(path).parts
+    if parts[-1].endswith(".lock") or "logs" in parts or "objects" in parts:
+        return False
+    return parts[-1] in ("HEAD", "packed-refs") or "refs" in parts
 
 
 def _desired_filter(change: watchfiles.Change, path: str) -> bool:

@@ -292,6 +292,34 @@ class TestRevisionHistoryStatus:
         assert dev1["last_change"] is not None
         assert abs((parse_time(dev1["last_change"]) - changed).total_seconds()) < 5
 
+    def test_a_commit_that_changes_no_desired_file_shows_at_once(self, sim, run, setup):
+        """The repo holds desired/ (as the README lays it out): a commit of another file moves
+        the revision in status within seconds, not at the backstop reload."""
+        fleet = sim(devices=1)
+        write(
+            setup.root,
+            "dev1.yaml",
+            device_yaml(fleet.devices[0].url, PLAIN_ACCOUNT.format(name="A")),
+        )
+        repo = setup.root.parent
+        git(repo, "init", "-q")
+        git(repo, "add", "desired")
+        git(repo, "commit", "-qm", "first")
+        proc = run(60)
+        first = git(repo, "rev-parse", "HEAD")
+        assert proc.wait_for("desired.loaded")["revision"] == first
+        proc.wait_for("apply.succeeded", device="dev1")  # the watches are up by then
+        (repo / "NOTES.md").write_text("a note\n")
+        git(repo, "add", "NOTES.md")
+        git(repo, "commit", "-qm", "notes only")
+        commit = git(repo, "rev-parse", "HEAD")
+        loaded = proc.wait_for("desired.loaded", timeout=5, revision=commit)
+        assert loaded["devices"] == 1
+        wait_until(
+            lambda: json.loads(setup.cli("status", "--json").stdout)["revision"] == commit, 5
+        )
+        assert proc.stop() == 0
+
     def test_apply_records_its_puts_under_a_tree_revision(self, sim, setup):
         """`syncd apply` outside Git: its PUT is in the history under a tree: revision, password as (set)."""
         fleet = sim(devices=1)
