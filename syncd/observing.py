@@ -29,9 +29,13 @@ def observe_outcome(
     view = fleet.devices.get(outcome.device)
     # A lasting difference counts once, until it goes away or changes: in observe mode,
     # and in enforce mode while its correction waits (a call, say) and when it is made.
+    # A difference that is no drift (a new desired state not applied yet) ends it, as
+    # drift.detected has it: the drift seen again after that is logged and counted again.
     drift = outcome.drift and (
         view is None or view.first("drift-count", difference_key(outcome.changes), now)
     )
+    if view is not None and outcome.changes and not outcome.drift:
+        view.end("drift-count")
     if view is not None:
         fleet.version += 1
         recovered = view.observe(outcome, now, revision=revision)

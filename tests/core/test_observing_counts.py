@@ -47,6 +47,17 @@ def test_a_drift_whose_correction_waits_for_a_call_counts_once() -> None:
     assert seen.count("syncd_drift_events_total", device="dev1") == 2
 
 
+def test_a_drift_seen_again_after_a_pending_change_counts_again() -> None:
+    """Observe mode: a drift, then (a new revision) the same values as a pending change, then
+    (the revision back) the drift again: two drift.detected in the log, so two in the counter."""
+    seen = Recorder()
+    seen.see("changes", changes=HAND_MADE, drift=True)
+    seen.see("changes", changes=HAND_MADE, drift=True)
+    seen.see("changes", changes=HAND_MADE, drift=False)
+    seen.see("changes", changes=HAND_MADE, drift=True)
+    assert seen.count("syncd_drift_events_total", device="dev1") == 2
+
+
 def test_a_put_that_fails_its_health_check_counts_as_unhealthy_only() -> None:
     """The health check's verdict is not also a failed apply (the rollout counts it unhealthy);
     a rejected PUT is a failed one."""
