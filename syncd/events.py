@@ -374,6 +374,12 @@ def cluster_members(
     log.info("cluster.members", node=node, members=list(members), leader=leader, owned=owned)
 
 
+def cluster_internal_error(log: Log, *, what: str) -> None:
+    """A bug in the cluster's own machinery, caught so it does not end it: with the stack
+    (a traceback for a bug report; no secret is in one), tried again."""
+    log.exception("cluster.internal_error", what=what)
+
+
 def cluster_unavailable(log: Log, *, node: str, error: str) -> None:
     log.warning("cluster.unavailable", node=node, error=error)
 

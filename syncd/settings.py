@@ -96,6 +96,22 @@ class Settings(BaseSettings):
             raise PydanticCustomError("number_bool", "must be a number, not true or false")
         return value
 
+    @field_validator("cluster_endpoints")
+    @classmethod
+    def _endpoints_shape(cls, value: str | None) -> str | None:
+        """Checked here, so the error names the flag, variable or file that holds it."""
+        if value is None or not value.strip():  # blank: standalone, as unset
+            return value
+        from syncd.cluster.connection import parse_endpoints  # cluster mode only
+
+        try:
+            parse_endpoints(value)
+        except ValueError as exc:
+            message = str(exc).removeprefix("cluster_endpoints: ")
+            text = message.replace("{", "{{").replace("}", "}}")
+            raise PydanticCustomError("endpoints", text) from None
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

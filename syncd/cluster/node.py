@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from syncd import events
 from syncd.cluster.connection import (
     TRANSIENT_ERRORS,
     ClusterError,
@@ -51,6 +52,7 @@ from syncd.cluster.membership import (
     rewrite_record,
 )
 from syncd.cluster.owner_keys import drop_owner_key, take_owner_key
+from syncd.logs import get_logger
 
 __all__ = ["ClusterNode"]
 
@@ -289,7 +291,7 @@ class ClusterNode:
             try:
                 self.on_change()
             except Exception:
-                _log.exception("cluster on_change callback failed")
+                events.cluster_internal_error(get_logger(), what="a membership change's callback")
 
     def _forget_held(self) -> None:
         """The lease is gone or new: no ownership key is this node's any more."""

@@ -16,7 +16,9 @@ from typing import Any
 
 import etcd3aio
 
+from syncd import events
 from syncd.cluster.connection import TRANSIENT_ERRORS, EtcdConnection
+from syncd.logs import get_logger
 
 __all__ = ["Change", "PrefixMirror", "read_prefix"]
 
@@ -119,7 +121,7 @@ class PrefixMirror:
                 self.connection.noticed(exc)
                 _log.debug("watch of %s interrupted: %s", self.prefix, type(exc).__name__)
             except Exception:  # a bug must not end the mirror for good
-                _log.exception("watch of %s failed", self.prefix)
+                events.cluster_internal_error(get_logger(), what=f"the watch of {self.prefix}")
             await asyncio.sleep(self._retry)
 
     async def _mirror(self) -> None:
@@ -191,7 +193,7 @@ async def _stop_reader(reader: asyncio.Task[Any], *, patience: float = 5.0) -> b
         reader.cancel()
         await asyncio.wait({reader}, timeout=0.1)
     if not reader.done():
-        _log.warning("watch reader %s did not stop within %.0f s", reader.get_name(), patience)
+        _log.debug("watch reader %s did not stop within %.0f s", reader.get_name(), patience)
         reader.add_done_callback(_retrieve)
         return False
     _retrieve(reader)

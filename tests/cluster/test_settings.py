@@ -73,6 +73,26 @@ class TestClusterConfig:
         """Each wrong cluster setting is one sentence naming it."""
         assert setting in problem(tmp_path, **values)
 
+    @pytest.mark.parametrize(
+        ("flag", "env", "source"),
+        [("foo", None, "flag --cluster-endpoints"), (None, "ftp://x:1", "SYNCD_CLUSTER_ENDPOINTS")],
+    )
+    def test_bad_endpoints_name_where_they_came_from(
+        self, monkeypatch: pytest.MonkeyPatch, flag: str | None, env: str | None, source: str
+    ) -> None:
+        """A malformed cluster_endpoints is refused as the settings load, naming its source;
+        a blank one is standalone, as unset."""
+        from syncd.settings import SettingsError, load_settings
+
+        if env is not None:
+            monkeypatch.setenv("SYNCD_CLUSTER_ENDPOINTS", env)
+        with pytest.raises(SettingsError) as raised:
+            load_settings(None, cluster_endpoints=flag)
+        assert f"cluster_endpoints ({source})" in str(raised.value)
+        assert "is not http(s)://HOST:PORT" in str(raised.value)
+        monkeypatch.setenv("SYNCD_CLUSTER_ENDPOINTS", " ")
+        assert cluster_config(load_settings(None)) is None
+
     def test_short_password_key_refused(self, tmp_path: Path) -> None:
         """A password key shorter than 16 bytes is refused, naming password_key_file."""
         short = tmp_path / "short"

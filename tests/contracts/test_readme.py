@@ -39,3 +39,17 @@ def test_the_config_names_the_units_state_directory() -> None:
     unit = (ROOT / "systemd" / "syncd.service").read_text()
     (directory,) = re.findall(r"^StateDirectory=(\S+)$", unit, re.MULTILINE)
     assert toml["state_dir"] == f"/var/lib/{directory}"
+
+
+def test_every_event_the_code_logs_is_in_the_events_table() -> None:
+    """Event names are a stable interface: each one syncd logs has a row in the README."""
+    call = re.compile(r"\.(?:debug|info|warning|error|exception)\(\s*\"([a-z_]+(?:\.[a-z_]+)+)\"")
+    logged = {
+        name
+        for path in (ROOT / "syncd").rglob("*.py")
+        for name in call.findall(path.read_text(encoding="utf-8"))
+    }
+    assert len(logged) > 50  # the pattern still finds the calls
+    rows = set(re.findall(r"^\|[^|\n]*", README, re.M))
+    documented = {name for row in rows for name in re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", row)}
+    assert sorted(logged - documented) == []
