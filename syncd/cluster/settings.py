@@ -139,6 +139,11 @@ def cluster_access(settings: object) -> tuple[EtcdAccess, str] | None:
                 f"or the credential {ETCD_PASSWORD_CREDENTIAL}"
             )
         password = SecretStr(_read_secret(Path(source), "cluster_password_file").decode())
+    elif get("cluster_password_file") is not None:
+        raise ClusterError(
+            "cluster_password_file is set but no cluster_username: etcd would not be asked "
+            "to check it; set cluster_username too"
+        )
     files = {
         name: get(name) for name in ("cluster_ca_file", "cluster_cert_file", "cluster_key_file")
     }

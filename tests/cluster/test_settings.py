@@ -65,6 +65,7 @@ class TestClusterConfig:
             ({"password_key_file": None}, "password_key_file"),
             ({"password_key_file": Path("/nonexistent/key")}, "password_key_file"),
             ({"cluster_username": "syncd"}, "cluster_password_file"),
+            ({"cluster_password_file": Path("/etc/hostname")}, "cluster_username"),
         ],
     )
     def test_errors_name_the_setting(
