@@ -27,6 +27,7 @@ __all__ = [
     "auth_failed",
     "calls_unknown",
     "change_pending",
+    "cluster_internal_error",
     "cluster_joined",
     "cluster_members",
     "cluster_revision_agrees",

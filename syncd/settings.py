@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         """Checked here, so the error names the flag, variable or file that holds it."""
         if value is None or not value.strip():  # blank: standalone, as unset
             return value
-        from syncd.cluster.connection import parse_endpoints  # cluster mode only
+        from syncd.cluster_endpoints import parse_endpoints
 
         try:
             parse_endpoints(value)
