@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import watchfiles
@@ -75,15 +75,7 @@ class DesiredWatcher:
         stop_watch = asyncio.Event()
         relinked = asyncio.create_task(self._watch_link(target, identity, stop_watch))
         commits = asyncio.create_task(self._watch_commits(target, stop_watch))
-        batches = watchfiles.awatch(
-            target,
-            stop_event=stop_watch,
-            debounce=400,
-            step=30,
-            watch_filter=_desired_filter,
-            recursive=True,
-            ignore_permission_denied=True,
-        )
+        batches = _batches(target, stop=stop_watch, keep=_desired_filter)
         # Runs once the loop is free: awatch sets its watcher up before its first wait.
         reload = asyncio.ensure_future(self._reload(catch_up)) if catch_up else None
         try:
@@ -117,15 +109,7 @@ class DesiredWatcher:
         dirs = [d for d in git_dirs(target) if not Path(os.path.realpath(d)).is_relative_to(target)]
         if not dirs:
             return
-        moves = watchfiles.awatch(
-            *dirs,
-            stop_event=stop_watch,
-            debounce=400,
-            step=30,
-            watch_filter=_ref_filter,
-            recursive=True,
-            ignore_permission_denied=True,
-        )
+        moves = _batches(*dirs, stop=stop_watch, keep=_ref_filter)
         with contextlib.suppress(RuntimeError, OSError, ExceptionGroup):
             async for _ in moves:
                 if self._stopping.is_set():
@@ -142,6 +126,21 @@ class DesiredWatcher:
             if self._realpath() != target or _dir_identity(target) != identity:
                 break
         stop_watch.set()
+
+
+def _batches(
+    *paths: Path, stop: asyncio.Event, keep: Callable[[watchfiles.Change, str], bool]
+) -> AsyncIterator[set[tuple[watchfiles.Change, str]]]:
+    """Batches of file events under ``paths`` (recursively) that ``keep`` keeps, until ``stop``."""
+    return watchfiles.awatch(
+        *paths,
+        stop_event=stop,
+        debounce=400,
+        step=30,
+        watch_filter=keep,
+        recursive=True,
+        ignore_permission_denied=True,
+    )
 
 
 #: How watchfiles says that a changed file's name is not UTF-8 (it then drops the batch).
