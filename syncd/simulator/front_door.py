@@ -137,7 +137,8 @@ class FrontDoor(asyncio.Protocol):
             self._plain = False
         elif name == b"content-length":
             length = value.strip()
-            self._plain = length.isdigit() and int(length) <= MAX_REQUEST_BYTES
+            if not (length.isdigit() and int(length) <= MAX_REQUEST_BYTES):
+                self._plain = False  # never back to True: a header before may have ruled it out
 
     def on_body(self, body: bytes) -> None:
         if self._plain:
