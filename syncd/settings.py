@@ -108,8 +108,7 @@ class Settings(BaseSettings):
             parse_endpoints(value)
         except ValueError as exc:
             message = str(exc).removeprefix("cluster_endpoints: ")
-            text = message.replace("{", "{{").replace("}", "}}")
-            raise PydanticCustomError("endpoints", text) from None
+            raise PydanticCustomError("endpoints", message) from None  # no context: as written
         return value
 
     @classmethod

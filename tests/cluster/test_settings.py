@@ -93,6 +93,9 @@ class TestClusterConfig:
         assert "is not http(s)://HOST:PORT" in str(raised.value)
         monkeypatch.setenv("SYNCD_CLUSTER_ENDPOINTS", " ")
         assert cluster_config(load_settings(None)) is None
+        with pytest.raises(SettingsError) as raised:
+            load_settings(None, cluster_endpoints="http://{x}")
+        assert "'http://{x}' is not" in str(raised.value)  # shown as written
 
     def test_short_password_key_refused(self, tmp_path: Path) -> None:
         """A password key shorter than 16 bytes is refused, naming password_key_file."""
