@@ -18,14 +18,21 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from syncd.model import DeviceSpec
 
-__all__ = ["desired_revision", "git_dirs", "git_head", "revision_material", "tree_revision"]
+__all__ = [
+    "desired_revision",
+    "git_dirs",
+    "git_head",
+    "names_a_ref",
+    "revision_material",
+    "tree_revision",
+]
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _MAX_SYMREF_DEPTH = 5
@@ -77,6 +84,21 @@ def git_dirs(directory: Path) -> tuple[Path, ...]:
     except (OSError, UnicodeDecodeError, ValueError):
         return ()
     return (git_dir,) if common == git_dir or not common.is_dir() else (git_dir, common)
+
+
+def names_a_ref(path: str, git_dirs: Sequence[Path]) -> bool:
+    """Whether ``path`` is ``HEAD``, ``packed-refs`` or a ref of one of ``git_dirs`` (not a
+    reflog, not a ``.lock`` on the way): a file whose change may move the revision. Judged
+    by the path inside the Git dir, whatever the directories above it are called."""
+    for root in git_dirs:
+        try:
+            inside = Path(path).relative_to(root).parts
+        except ValueError:
+            continue
+        if not inside or inside[-1].endswith(".lock"):
+            return False
+        return inside in (("HEAD",), ("packed-refs",)) or inside[0] == "refs"
+    return False
 
 
 def _find_git_dir(start: Path) -> Path | None:

@@ -19,7 +19,7 @@ import watchfiles
 from syncd import events
 from syncd.desired import DEFAULTS_FILE, SUFFIXES
 from syncd.logs import get_logger
-from syncd.revision import git_dirs
+from syncd.revision import git_dirs, names_a_ref
 
 __all__ = ["DesiredWatcher"]
 
@@ -109,7 +109,8 @@ class DesiredWatcher:
         dirs = [d for d in git_dirs(target) if not Path(os.path.realpath(d)).is_relative_to(target)]
         if not dirs:
             return
-        moves = _batches(*dirs, stop=stop_watch, keep=_ref_filter)
+        roots = tuple(Path(os.path.realpath(d)) for d in dirs)
+        moves = _batches(*dirs, stop=stop_watch, keep=lambda _, path: names_a_ref(path, roots))
         with contextlib.suppress(RuntimeError, OSError, ExceptionGroup):
             async for _ in moves:
                 if self._stopping.is_set():
@@ -161,14 +162,6 @@ def _dir_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-
-def _ref_filter(change: watchfiles.Change, path: str) -> bool:
-    """``HEAD``, ``packed-refs`` and the refs (not their logs, not a ``.lock`` on the way)."""
-    parts = Path(path).parts
-    if parts[-1].endswith(".lock") or "logs" in parts or "objects" in parts:
-        return False
-    return parts[-1] in ("HEAD", "packed-refs") or "refs" in parts
 
 
 def _desired_filter(change: watchfiles.Change, path: str) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.revision import desired_revision, git_head, tree_revision
+from syncd.revision import desired_revision, git_head, names_a_ref, tree_revision
 from tests.git_repo import git
 
 
@@ -75,6 +75,24 @@ class TestGit:
         staged.symlink_to(tmp_path / "two")
         staged.replace(link)
         assert desired_revision(link / "desired", "x") == two
+
+
+def test_a_ref_is_told_by_its_path_inside_the_git_dir() -> None:
+    """HEAD, packed-refs and refs/ move the revision; reflogs, objects and locks do not; the
+    directories above the Git dir (even named logs or refs) do not count."""
+    root = Path("/srv/logs/refs/objects/repo/.git")
+    moves = [root / "HEAD", root / "packed-refs", root / "refs/heads/main", root / "refs/tags/v1"]
+    stays = [
+        root / "logs/HEAD",
+        root / "logs/refs/heads/main",
+        root / "objects/ab/cdef",
+        root / "refs/heads/main.lock",
+        root / "index",
+        root / "COMMIT_EDITMSG",
+        Path("/srv/logs/refs/objects/repo/HEAD"),
+    ]
+    assert [names_a_ref(str(p), (root,)) for p in moves] == [True] * len(moves)
+    assert [names_a_ref(str(p), (root,)) for p in stays] == [False] * len(stays)
 
 
 class TestTree:
