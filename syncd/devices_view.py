@@ -206,7 +206,7 @@ class DeviceView:
         self.mode = outcome.mode
         self.last_sync = now
         self.version += 1
-        if outcome.status == "applied" or _unhealthy(outcome):  # its PUT was accepted
+        if outcome.status == "applied" or outcome.unhealthy:  # its PUT was accepted
             self.last_change = now
         if outcome.status == "error":
             kind = outcome.failure.kind if outcome.failure is not None else "internal"
@@ -409,12 +409,3 @@ def _should_register(status: AccountStatus) -> bool:
 
 def _moment(unix: float | None) -> datetime | None:
     return None if unix is None else datetime.fromtimestamp(unix, UTC)
-
-
-def _unhealthy(outcome: Outcome) -> bool:
-    """An accepted PUT whose health check failed."""
-    return (
-        outcome.status == "error"
-        and outcome.failure is not None
-        and outcome.failure.kind == "health"
-    )

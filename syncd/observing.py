@@ -61,12 +61,8 @@ def _count(outcome: Outcome, *, drift: bool, metrics: Metrics, now: float) -> No
         metrics.drift.labels(device).inc()
     if outcome.status == "applied":
         metrics.applies.labels("succeeded").inc()
-    elif outcome.status == "error" and outcome.changes and not _unhealthy(outcome):
+    elif outcome.status == "error" and outcome.changes and not outcome.unhealthy:
         metrics.applies.labels("failed").inc()  # an accepted PUT's failed health check: "unhealthy"
-
-
-def _unhealthy(outcome: Outcome) -> bool:
-    return outcome.failure is not None and outcome.failure.kind == "health"
 
 
 def status_line(outcomes: Iterable[Outcome | None], *, prefix: str = "") -> str:

@@ -93,6 +93,11 @@ class Outcome:
         return self.status != "error"
 
     @property
+    def unhealthy(self) -> bool:
+        """Its PUT was accepted and verified, then failed its health check."""
+        return self.status == "error" and self.failure is not None and self.failure.kind == "health"
+
+    @property
     def failed_in_rollout(self) -> bool:
         """It waits because it failed in this revision's rollout: a failed device, for
         every count and view (``syncd rollout resume`` tries it again)."""
