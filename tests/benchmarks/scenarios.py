@@ -230,6 +230,11 @@ class Params:
     rss_devices: int
     targets: bool
     workdir: Path
+    #: The daemon row: seconds after convergence before measuring, the shortest window,
+    #: and the fewest runs of each syncd-against-bare pair (the smoke run shortens all three).
+    settle: float = 2.0
+    window: float = 6.0
+    pair_runs: int = 3
 
 
 class Report:
@@ -616,9 +621,9 @@ def run_daemon(report: Report, p: Params, n: int, c: float, latency: float) -> N
         daemon = DaemonProcess(args, p.workdir)
         try:
             daemon.wait_status(lambda st: st == f"{n} devices: {n} in sync", 120 + 0.02 * n)
-            time.sleep(2.0)  # past the start-up burst
+            time.sleep(p.settle)  # past the start-up burst
             sample = urls[:: max(1, n // 5)][:5]
-            window = min(60.0, max(6.0, 4 * _estimate(s, cpu_bound)))
+            window = min(60.0, max(p.window, 4 * _estimate(s, cpu_bound)))
             loop.run(_clear_journals(sample))
             req0, cpu0, emu0, wait0, t0 = (
                 _metric_requests(port),
@@ -725,7 +730,7 @@ def _fleet_json(path: Path, urls: Sequence[str]) -> None:
 
 
 def run_targets(report: Report, p: Params) -> None:
-    runs = max(3, p.repeat)
+    runs = max(p.pair_runs, p.repeat)
     n = p.apply_devices
     with (
         report.phase(f"syncd apply vs bare httpx loops, {n} devices"),
@@ -868,7 +873,8 @@ def _parser() -> argparse.ArgumentParser:
 def params_from(args: argparse.Namespace, workdir: Path) -> Params:
     if args.smoke:
         base = Params([12], [0, 0.01], [4], ["http", "https"], list(KINDS), [(12, 4, 0.0)],
-                      1, 600, 12, [12], 30, 12, True, workdir)  # fmt: skip
+                      1, 600, 12, [12], 30, 12, True, workdir,
+                      settle=0.2, window=1.0, pair_runs=1)  # fmt: skip
     elif args.quick:
         base = Params([1000], [0, 0.05], [32, 128], ["http", "https"], list(KINDS),
                       [(1000, 128, 0.0), (1000, 128, 0.05), (10_000, 128, 0.0)],
