@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import syncd
 from syncd.client import ClientPool
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
@@ -29,7 +28,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     an installed syncd does.
     """
     if sys.dont_write_bytecode and not hasattr(session.config, "workerinput"):
-        compileall.compile_dir(Path(syncd.__file__).parent, quiet=1)
+        compileall.compile_dir(Path(__file__).parents[1] / "syncd", quiet=1)
 
 
 @pytest.fixture
