@@ -106,11 +106,11 @@ class DesiredWatcher:
         commit, checkout or pull that changed no desired file still changes the revision.
         A Git dir inside the desired dir is seen by its own watch; a watch that fails
         leaves the backstop reload to notice."""
-        dirs = [d for d in git_dirs(target) if not Path(os.path.realpath(d)).is_relative_to(target)]
-        if not dirs:
+        real = (Path(os.path.realpath(d)) for d in git_dirs(target))
+        roots = tuple(d for d in real if not d.is_relative_to(target))
+        if not roots:
             return
-        roots = tuple(Path(os.path.realpath(d)) for d in dirs)
-        moves = _batches(*dirs, stop=stop_watch, keep=lambda _, path: names_a_ref(path, roots))
+        moves = _batches(*roots, stop=stop_watch, keep=lambda _, path: names_a_ref(path, roots))
         with contextlib.suppress(RuntimeError, OSError, ExceptionGroup):
             async for _ in moves:
                 if self._stopping.is_set():
