@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from syncd import __version__
 from syncd.command_errors import errors_as_json, report_error
-from syncd.gctune import collector_paused, pace_collector
+from syncd.gctune import collector_paused, pace_collector, spare_exit
 
 if TYPE_CHECKING:
     from syncd.export import ExportRequest
@@ -317,6 +317,7 @@ def _export_request(args: argparse.Namespace) -> ExportRequest:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    program = argv is None  # the process is syncd, and ends when this returns
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
         try:
@@ -338,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = _dispatch(args)
         sys.stdout.flush()  # a reader gone shows here, not in the interpreter's last flush
+        if program:
+            spare_exit()
         return status
     except KeyboardInterrupt:
         return 130

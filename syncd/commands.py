@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -129,6 +130,9 @@ def load_resolved(
     events.desired_loaded(
         log, devices=len(resolved.specs), invalid=len(resolved.broken), revision=revision
     )
+    # Kept to the command's end: a pass's collections need not walk it (at 10,000
+    # devices they walked it twice, 0.4 s of a pass).
+    gc.freeze()
     return desired, resolved, policy, revision
 
 
