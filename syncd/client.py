@@ -199,9 +199,18 @@ class DeviceClient:
         self._headers = _headers(auth, pool.user_agent)
         #: Digest's challenge and nonce count, kept by httpx's flow between requests.
         self._digest = digest_auth(auth)
+        #: Whether the device took these credentials (or none are sent); see credentials_taken.
+        self._taken = auth.method is AuthMethod.NONE or not has_credentials(auth)
 
     def __repr__(self) -> str:
         return f"DeviceClient(url={self.url!r})"
+
+    @property
+    def credentials_taken(self) -> bool:
+        """Whether the device answered a request that carried these credentials (or none
+        are sent): until then its requests go one at a time, so that credentials it
+        refuses are tried no more often than one read needs."""
+        return self._taken
 
     async def get_accounts(self, account: int | None = None) -> list[dict[str, Any]]:
         """``GET /api/phone/config``: the live SIP accounts, without passwords."""
@@ -266,6 +275,8 @@ class DeviceClient:
             reason = str(exc) or type(exc).__name__
             raise TransportError(f"{self._where(path)} connection failed: {reason}") from None
         status, content = answer.status, answer.content
+        if status != 401:
+            self._taken = True
         if status == 401 or _compressed(answer):
             import httpx  # loaded for these answers only
 

@@ -11,7 +11,9 @@ report calls (it refuses the request: no such function, no privilege) is idle,
 logged once; one whose answer is unusable (no connection, HTTP 5xx, a body that
 is not a call list), after the reconciler's retries, fails the reconcile as a
 read that failed: a PUT is never based on it. ``apply.deferred`` is logged once
-per wait.
+per wait. The reconciler may have read the calls already, alongside the
+device's config (:meth:`Gate.reads_calls` says when that is worth it): that
+answer is used, and when that read failed it is read again under the retry rule.
 
 On a go, the health check takes its "before" reading (:class:`~syncd.health.Health`)
 and the rollout marks the device as under way.
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from syncd import events
-from syncd.client import DeviceClient, DeviceError
+from syncd.client import CallSession, DeviceClient, DeviceError
 from syncd.device_errors import cannot_report
 from syncd.diff import Plan
 from syncd.health import Health
@@ -70,6 +72,10 @@ async def _once(request: str, call: Callable[[], Awaitable[Any]]) -> Any:
     return await call()
 
 
+#: The device's calls read already, alongside its config (a task of the reconciler).
+Calls = Awaitable[list[CallSession]]
+
+
 class PutGate(Protocol):
     """The hook :class:`~syncd.reconcile.Reconciler` calls: None means go.
 
@@ -77,8 +83,18 @@ class PutGate(Protocol):
     """
 
     async def __call__(
-        self, spec: DeviceSpec, plan: Plan, drift: bool, client: DeviceClient, *, read: Read = ...
+        self,
+        spec: DeviceSpec,
+        plan: Plan,
+        drift: bool,
+        client: DeviceClient,
+        *,
+        read: Read = ...,
+        calls: Calls | None = None,
     ) -> Wait | None: ...
+
+    def reads_calls(self, spec: DeviceSpec) -> bool:
+        """Whether a change's PUT to ``spec`` would ask for the device's calls now."""
 
 
 class RolloutView(Protocol):
@@ -124,13 +140,26 @@ class Gate:
         """What the device's PUT waits for now, if it waits (for status)."""
         return self._deferred.get(device)
 
+    def reads_calls(self, spec: DeviceSpec) -> bool:
+        """Whether a change's PUT to ``spec`` would ask for the device's calls now: the
+        rollout and the windows let it start, and ``calls.waitForIdle`` is on."""
+        policy = self._policy()
+        return policy.calls.wait_for_idle and self._change_wait(spec, policy) is None
+
     async def __call__(
-        self, spec: DeviceSpec, plan: Plan, drift: bool, client: DeviceClient, *, read: Read = _once
+        self,
+        spec: DeviceSpec,
+        plan: Plan,
+        drift: bool,
+        client: DeviceClient,
+        *,
+        read: Read = _once,
+        calls: Calls | None = None,
     ) -> Wait | None:
         policy = self._policy()
         wait = None if drift else self._change_wait(spec, policy)
         if wait is None and policy.calls.wait_for_idle:
-            wait = await self._call_wait(spec, client, policy, read)
+            wait = await self._call_wait(spec, client, policy, read, calls)
         if wait is not None:
             self._log_deferred(spec.name, wait)
             return wait
@@ -161,10 +190,15 @@ class Gate:
         return None if state.open else Wait("window", until=state.next_open)
 
     async def _call_wait(
-        self, spec: DeviceSpec, client: DeviceClient, policy: FleetPolicy, read: Read
+        self,
+        spec: DeviceSpec,
+        client: DeviceClient,
+        policy: FleetPolicy,
+        read: Read,
+        calls: Calls | None,
     ) -> Wait | None:
         try:
-            busy = bool(await read("GET", client.call_status))
+            busy = bool(await _read_calls(client, read, calls))
         except DeviceError as exc:
             if not cannot_report(exc):  # no usable answer: it may be in a call, so no PUT
                 raise
@@ -195,3 +229,16 @@ class Gate:
         events.apply_deferred(
             log, reason=wait.reason, until=until, revision=revision, error=wait.detail
         )
+
+
+async def _read_calls(client: DeviceClient, read: Read, early: Calls | None) -> list[CallSession]:
+    """The device's calls: the answer read alongside its config, else (none, or that read
+    failed in a way that may pass) read now under the retry rule."""
+    if early is not None:
+        try:
+            return await early
+        except DeviceError as exc:
+            if cannot_report(exc):
+                raise
+    result: list[CallSession] = await read("GET", client.call_status)
+    return result

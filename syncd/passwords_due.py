@@ -43,6 +43,12 @@ class PasswordsDue:
         self._serials.pop(device, None)
         self._resend.pop(device, None)
 
+    def reads_serial(self, spec: DeviceSpec) -> bool:
+        """Whether :meth:`due` will read the device's serial number (a request)."""
+        return spec.name not in self._serials and any(
+            a.password is not None for a in spec.accounts.values()
+        )
+
     async def due(self, spec: DeviceSpec, client: DeviceClient) -> tuple[str, set[int]]:
         """What the records are bound to, and the accounts whose password the PUT must carry."""
         managed = {n: a.password for n, a in spec.accounts.items() if a.password is not None}

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
 
     from syncd.metrics import Metrics
 
-__all__ = ["PACING", "Pacing", "RetryPolicy", "with_retries"]
+__all__ = ["PACING", "Pacing", "RetryPolicy", "measured", "with_retries"]
 
 T = TypeVar("T")
 
@@ -174,15 +174,13 @@ async def _attempt(
 ) -> T:
     """One try, inside the pacing's hold on the concurrency (if any)."""
     if pacing is None:
-        return await _measured(call, request=request, metrics=metrics)
+        return await measured(call, request=request, metrics=metrics)
     async with pacing.attempt():
-        return await _measured(call, request=request, metrics=metrics)
+        return await measured(call, request=request, metrics=metrics)
 
 
-async def _measured(
-    call: Callable[[], Awaitable[T]], *, request: str, metrics: Metrics | None
-) -> T:
-    """One try, its duration observed in the request-seconds metric."""
+async def measured(call: Callable[[], Awaitable[T]], *, request: str, metrics: Metrics | None) -> T:
+    """One try, its duration observed in the request-seconds metric (no retry, no pacing)."""
     if metrics is None:
         return await call()
     started = time.perf_counter()

@@ -375,7 +375,8 @@ class TestFailures:
     def test_transient_5xx_is_retried(self, sim, tmp_path):
         """Two HTTP 503 answers are retried through (request.retrying, at debug); apply still converges."""
         fleet = sim(devices=1)
-        fleet.devices[0].inject(kind="status", status=503, count=2)
+        # On the config read (the call status, read alongside it, falls back to a read of its own).
+        fleet.devices[0].inject(kind="status", status=503, path="/api/phone/config", count=2)
         root = _tree(tmp_path, fleet)
         result = _run("apply", root, tmp_path, "--log-level", "debug")
         assert result.returncode == 0, result.stderr

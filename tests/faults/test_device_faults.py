@@ -31,6 +31,7 @@ from tests.faults.helpers import (
     wait_until,
 )
 
+CONFIG = "/api/phone/config"
 TRANSPORT_FAULTS = {
     "http-500": {"kind": "status", "status": 500},
     "http-503": {"kind": "status", "status": 503},
@@ -48,10 +49,10 @@ def _apply(tmp_path: Path, root: Path, *extra: str):
 
 class TestOneShotTransportFaults:
     def test_transient_faults_are_retried_within_the_pass(self, sim, tmp_path):
-        """Each device answering twice with a fault (5xx, HTML, dropped, not JSON, no success flag, too slow) logs two request.retrying events at debug (attempt, delay, error) and converges on the third try; a healthy device never retries."""
+        """Each device answering its config read twice with a fault (5xx, HTML, dropped, not JSON, no success flag, too slow) logs two request.retrying events at debug (attempt, delay, error) and converges on the third try; a healthy device never retries."""
         fleet = sim(devices=len(TRANSPORT_FAULTS) + 1)
         for dev, fault in zip(fleet.devices, TRANSPORT_FAULTS.values(), strict=False):
-            dev.inject(count=2, **fault)
+            dev.inject(count=2, path=CONFIG, **fault)  # (the call status is read alongside)
         result = _apply(tmp_path, tree(tmp_path / "desired", fleet), "--log-level", "debug")
         assert result.returncode == 0, result.stderr
         evs = events(result.stderr)
@@ -75,7 +76,7 @@ class TestOneShotTransportFaults:
         labels = ("http-503", "dropped", "not-json", "slow")
         fleet = sim(devices=len(labels) + 1)
         for dev, label in zip(fleet.devices, labels, strict=False):
-            dev.inject(count=3, **TRANSPORT_FAULTS[label])
+            dev.inject(count=3, path=CONFIG, **TRANSPORT_FAULTS[label])
         root = tree(tmp_path / "desired", fleet)
         result = _apply(tmp_path, root, "--log-level", "debug")
         assert result.returncode == 1
@@ -118,7 +119,7 @@ class TestOneShotTransportFaults:
         same.inject(kind="status", status=503, method="PUT", count=3)
         changing.inject(kind="status", status=503, method="PUT", count=1)
         changing.inject(kind="status", status=500, method="PUT", count=1)
-        read.inject(kind="status", status=503, method="GET", count=2)
+        read.inject(kind="status", status=503, method="GET", path=CONFIG, count=2)
         result = _apply(tmp_path, tree(tmp_path / "desired", fleet), "--log-level", "debug")
         assert result.returncode == 1, result.stderr
         evs = events(result.stderr)
