@@ -104,10 +104,12 @@ def configure_logging(
         shared.append(_compact_fields)
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     numeric = _LEVELS[level]
+    writer = LineLogger(out)  # a line to a reader gone is dropped
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=lambda *_: LineLogger(out),  # a line to a reader gone is dropped
+        # One writer for every logger: each bind() (one per event here) asks for one.
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=False,
     )
     handler = LineHandler(out)
