@@ -130,8 +130,8 @@ def load_resolved(
     events.desired_loaded(
         log, devices=len(resolved.specs), invalid=len(resolved.broken), revision=revision
     )
-    # Kept to the command's end: a pass's collections need not walk it (at 10,000
-    # devices they walked it twice, 0.4 s of a pass).
+    # Kept to the command's end: a pass's collections need not walk it again (at
+    # 10,000 devices, some 55,000 objects that a middle-generation collection walked).
     gc.freeze()
     return desired, resolved, policy, revision
 
