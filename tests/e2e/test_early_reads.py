@@ -9,6 +9,7 @@ own journals.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,34 @@ class TestEarlyReads:
         calls = _first(device, "GET", CALLS)
         assert calls.started >= journal[1].finished
         assert [e.status for e in journal].count(401) == 1
+
+    def test_an_early_read_that_fails_is_read_again_but_a_refusal_is_not(
+        self, sim: Callable[..., Fleet], tmp_path: Path
+    ) -> None:
+        """An early call read answered 503 is read again (the PUT follows, nothing is logged
+        about the first); a device that cannot report calls is asked once, logged once
+        (calls.unknown), and its PUT goes ahead."""
+        fleet = sim(devices=2, latency=0.05)
+        flaky, mute = fleet.devices
+        flaky.inject(kind="status", status=503, path=CALLS, count=1)
+        mute.inject(kind="reject", code=1, path=CALLS, count=None)
+        root = tmp_path / "desired"
+        _tree(root, fleet)
+        result = syncd(
+            "apply",
+            "--desired",
+            str(root),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--log-level",
+            "debug",
+            env=ENV,
+        )
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stderr.splitlines() if line[:1] == "{"]
+        calls = {d.number: [e.status for e in d.journal if e.path == CALLS] for d in fleet.devices}
+        assert calls == {1: [503, 200], 2: [200]}  # (a refusal is an HTTP 200 with code 1)
+        assert [len([e for e in d.journal if e.method == "PUT"]) for d in fleet.devices] == [1, 1]
+        assert not [e for e in events if e.get("device") == "dev1" and "retrying" in e["event"]]
+        (unknown,) = [e for e in events if e["event"] == "calls.unknown"]
+        assert unknown["device"] == "dev2"
