@@ -401,10 +401,12 @@ class TestEtcdLost:
             )
             print(f"drift corrected {took:.2f} s after etcd returned, with authentication")
             time.sleep(LEASE_TTL)  # and they stay joined
+            # What they said while etcd was up: stopping it below is news they may log at once.
+            said = [list(proc.events) for proc in procs]
         finally:
             server.stop()
-        for proc in procs:
-            seen = [e["event"] for e in proc.events if e["event"].startswith("cluster.")]
+        for proc, events in zip(procs, said, strict=True):
+            seen = [e["event"] for e in events if e["event"].startswith("cluster.")]
             assert seen[-1] in ("cluster.joined", "cluster.members"), seen
             assert seen.count("cluster.unavailable") == 1, seen
             loud = [e for e in proc.events if e.get("level") in ("warning", "error")]
