@@ -10,12 +10,17 @@ serial, so it gets its passwords again.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from syncd import events
 from syncd.client import DeviceClient, DeviceError
 from syncd.diff import Plan
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.state import StateError, StateStore
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 __all__ = ["PasswordsDue"]
 
@@ -45,13 +50,11 @@ class PasswordsDue:
 
     def reads_serial(self, spec: DeviceSpec) -> bool:
         """Whether :meth:`due` will read the device's serial number (a request)."""
-        return spec.name not in self._serials and any(
-            a.password is not None for a in spec.accounts.values()
-        )
+        return spec.name not in self._serials and bool(_managed(spec))
 
     async def due(self, spec: DeviceSpec, client: DeviceClient) -> tuple[str, set[int]]:
         """What the records are bound to, and the accounts whose password the PUT must carry."""
-        managed = {n: a.password for n, a in spec.accounts.items() if a.password is not None}
+        managed = _managed(spec)
         if not managed:
             return spec.url, set()
         target = await self._target(spec, client)
@@ -93,8 +96,12 @@ class PasswordsDue:
         log = self.log.bind(device=spec.name)
         for account in sorted(set(asked) & set(plan.passwords)):
             events.password_resent(log, account=account, reason=asked.pop(account))
-        managed = {n for n, a in spec.accounts.items() if a.password is not None}
-        for account in set(asked) - managed:
+        for account in set(asked) - set(_managed(spec)):
             del asked[account]  # no longer managed: nothing to send
         if not asked:
             del self._resend[spec.name]
+
+
+def _managed(spec: DeviceSpec) -> dict[int, SecretStr]:
+    """The accounts whose password the desired state manages, and those passwords."""
+    return {n: a.password for n, a in spec.accounts.items() if a.password is not None}

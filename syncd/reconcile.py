@@ -26,14 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from syncd import events
-from syncd.client import (
-    AuthError,
-    CallSession,
-    ClientPool,
-    DeviceClient,
-    DeviceError,
-    TransportError,
-)
+from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TransportError
 from syncd.devices_view import difference_key
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.history import HistoryEntry, Result, append_entry, history_changes
@@ -46,7 +39,7 @@ from syncd.slots import PassSlots
 from syncd.state import StateError, StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
-    from syncd.gate import PutGate
+    from syncd.gate import Calls, PutGate
     from syncd.metrics import Metrics
     from syncd.sharing import Sharing
 
@@ -239,12 +232,14 @@ class Reconciler:
         apply: bool,
         revision: str | None,
         passwords: Awaitable[tuple[str, set[int]]] | None,
-        calls: Awaitable[list[CallSession]] | None,
+        calls: Calls | None,
     ) -> Outcome:
         live = await self._read_live(spec, client)
         if isinstance(live, Outcome):
             return live
-        target, due = await (passwords or self._passwords.due(spec, client))
+        target, due = await (
+            passwords if passwords is not None else self._passwords.due(spec, client)
+        )
         try:
             plan = diff(spec.accounts, live, passwords_due=due)
         except DiffError as exc:
