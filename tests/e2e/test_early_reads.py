@@ -99,7 +99,8 @@ class TestEarlyReads:
         root = tmp_path / "desired"
         auth = "  auth:\n    method: digest\n    username: u\n    password: {env: API_PW}\n"
         _tree(root, fleet, auth=auth)
-        _apply(root, tmp_path / "state")
+        result = _apply(root, tmp_path / "state")
+        assert ENV["API_PW"] not in result.stderr + result.stdout
         (device,) = fleet.devices
         journal = device.journal
         assert [(e.method, e.path, e.status) for e in journal[:2]] == [
