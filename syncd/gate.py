@@ -39,7 +39,7 @@ from syncd.policy import FleetPolicy
 from syncd.rollout_values import Decision
 from syncd.windows import window_state
 
-__all__ = ["Gate", "PutGate", "Wait"]
+__all__ = ["Calls", "Gate", "PutGate", "Wait"]
 
 #: Seconds between two reads of a busy device's call status.
 CALL_RECHECK = 3.0
