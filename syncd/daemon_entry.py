@@ -11,6 +11,7 @@ import faulthandler
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 from syncd import daemon_events, loop
 from syncd.command_errors import report_error
@@ -39,9 +40,7 @@ def run_daemon(
         daemon = Daemon(settings, devices=devices, reread=reread)
         return await daemon.run()
 
-    # A daemon that seems stuck can be asked where it is: `kill -USR1 PID` writes every
-    # thread's stack to stderr (journald), and the daemon goes on.
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    signal.signal(signal.SIGUSR1, _dump_stacks)
     try:
         check_desired_dir(settings.desired_dir)  # before the state dir is made for nothing
         lock = StateLock.acquire(settings.state_dir)
@@ -54,6 +53,17 @@ def run_daemon(
             return loop.run(main())
         except StartupError as exc:
             return _failed(str(exc))
+
+
+def _dump_stacks(signum: int, frame: FrameType | None) -> None:
+    """``kill -USR1 PID``, for a daemon that seems stuck: every thread's stack to stderr
+    (journald), and the daemon goes on.
+
+    A Python-level handler, so the dump runs holding the GIL: ``faulthandler.register``
+    walks the other threads from inside the C signal handler, while they may be starting
+    or ending, and once in many runs that crashed the daemon it was asked to look at.
+    """
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
 
 
 def _failed(message: str) -> int:
