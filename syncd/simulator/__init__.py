@@ -94,6 +94,9 @@ journaled, never delayed and never consuming faults (errors: HTTP 400
   make the account's registration fail (it unregisters and stays so) or lift
   that (it registers after the delay, with a new ``registerTime``); answers the
   account's phone status.
+- ``PUT /_emulator/latency`` with ``{"seconds": S}``: this device's answer delay
+  from now on; add ``"scope": "process"`` for every device of this emulator
+  process (answers ``{"seconds": S, "devices": N}``); ``GET`` reads it.
 
 Command line: ``syncd simulate`` / ``python -m syncd.simulator`` with
 ``--devices N``, ``--port FIRST``, ``--host``, ``--tls``, ``--cert-dir DIR``,

@@ -2,7 +2,7 @@
 
 A test that runs syncd as a subprocess against ``syncd simulate`` in another
 process cannot call Python methods; these endpoints expose the same controls
-(state and drift, faults, journal, nonces, calls, registration failures) over
+(state and drift, faults, journal, nonces, calls, registration failures, latency) over
 plain HTTP on each device's own port. They need no authentication, are not
 journaled and never consume faults, so using them does not disturb what is
 being tested. Errors are HTTP 400 with ``{"error": "..."}`` (404 for a path that is no
@@ -20,7 +20,7 @@ from syncd.simulator.blob import parse_updates
 from syncd.simulator.device import EmulatedDevice
 from syncd.simulator.errors import ApiError
 from syncd.simulator.faults import Fault
-from syncd.simulator.ports import device_of
+from syncd.simulator.ports import DEVICES_BY_PORT, device_of
 
 __all__ = ["PREFIX", "add_admin_routes", "state_json"]
 
@@ -146,6 +146,37 @@ async def post_registration(request: web.Request) -> web.Response:
     return web.json_response(status)
 
 
+async def get_latency(request: web.Request) -> web.Response:
+    """``GET /_emulator/latency``: ``{"seconds": S}``, this device's answer delay."""
+    return web.json_response({"seconds": device_of(request).latency})
+
+
+async def put_latency(request: web.Request) -> web.Response:
+    """``PUT /_emulator/latency`` with ``{"seconds": S}``: this device's answer delay from
+    now on; with ``"scope": "process"``, every device this emulator process serves (one
+    call turns a whole benchmark fleet fast or slow between two passes)."""
+    spec = await _json_body(request)
+    seconds = spec.get("seconds") if isinstance(spec, dict) else None
+    if (
+        not isinstance(spec, dict)
+        or set(spec) - {"seconds", "scope"}
+        or isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= 3600
+        or spec.get("scope", "device") not in ("device", "process")
+    ):
+        raise _bad_request(
+            'expected {"seconds": S} with S from 0 to 3600, and optionally "scope": "process"'
+        )
+    if spec.get("scope") == "process":
+        devices = list(request.app[DEVICES_BY_PORT].values())
+    else:
+        devices = [device_of(request)]
+    for device in devices:
+        device.latency = float(seconds)
+    return web.json_response({"seconds": float(seconds), "devices": len(devices)})
+
+
 def add_admin_routes(router: web.UrlDispatcher) -> None:
     """Register the admin endpoints."""
     router.add_get(f"{PREFIX}/state", get_state, allow_head=False)
@@ -162,6 +193,8 @@ def add_admin_routes(router: web.UrlDispatcher) -> None:
     router.add_post(f"{PREFIX}/call", post_call)
     router.add_delete(f"{PREFIX}/call", delete_calls)
     router.add_post(f"{PREFIX}/registration", post_registration)
+    router.add_get(f"{PREFIX}/latency", get_latency, allow_head=False)
+    router.add_put(f"{PREFIX}/latency", put_latency)
     router.add_route("*", PREFIX + "{tail:(/.*)?}", no_such_endpoint)
 
 

@@ -19,8 +19,13 @@ device drops an idle connection long before the next resync). Two kinds:
 
 For each scenario it prints the pass time, the **latency bound**
 N x requests x latency / concurrency, the **CPU bound** (this process's CPU
-seconds for the same pass at latency 0, the median of three passes), and the
-ratio pass / max(bounds), whose target is <= 1.25. The **daemon** rows run
+seconds for the same pass at latency 0), and the ratio pass / max(bounds),
+whose target is <= 1.25. The CPU bound is measured in turn with the timed
+passes: before each one, the same pass over the same emulator with its
+latency set to 0 (``PUT /_emulator/latency``, every device of the process),
+and the median of those. This machine's CPU speed moves by a quarter within
+minutes, so a bound measured at another moment made a ratio of two moments.
+A latency-0 row's bound is its own passes' median CPU. The **daemon** rows run
 ``syncd run`` with a 0.05 s resync interval, so it is never idle: its pass
 time is N x requests / (requests per second) from its own Prometheus
 counters, its requests per resync counted in
@@ -285,6 +290,8 @@ class Report:
             "passes: a new ClientPool per pass (no connection kept between passes; HTTPS: a "
             "TLS handshake per device per pass); daemon: syncd run, resync 0.05 s (never idle), "
             "a connection per visit",
+            "cpu.bound: the same pass's CPU at latency 0, measured in turn with the timed "
+            "passes (the emulator's latency set to 0 before each), the median",
             "emu.cpu: the emulator's CPU during the pass (% of one core); waited: seconds this "
             "process was runnable but other processes held the CPUs (a shared machine); "
             "unshared: (pass - waited) / max(bounds), a diagnostic; emu.wait: the same wait "
@@ -501,7 +508,8 @@ async def matrix_for_emulator(
         cpu_bound = report.cpu_bound(s.cpu_key)
         row = Row(s, cpu_bound=cpu_bound)
         passes = max(p.repeat, CPU_BOUND_PASSES) if s.latency == 0 else p.repeat
-        estimate = _estimate(s, cpu_bound) * passes
+        in_turn = s.latency > 0  # each timed pass follows one at latency 0: the CPU bound
+        estimate = (_estimate(s, cpu_bound) + (cpu_bound or 0.0) * in_turn) * passes
         if estimate > report.left():
             row.note = f"skipped: ~{estimate:.0f} s left the budget"
             report.add_row(row)
@@ -509,8 +517,14 @@ async def matrix_for_emulator(
         sample = emu.urls[:1]
         await _clear_journals(sample)
         runs: list[tuple[float, float, float, float, float]] = []
+        bound_cpus: list[float] = []
         try:
             for _ in range(passes):
+                if in_turn:
+                    await _set_latency(emu.urls[0], 0.0, ca)
+                    _, bound_cpu, _ = await one_pass(specs, state, s, _pass_limit(s))
+                    bound_cpus.append(bound_cpu)
+                    await _set_latency(emu.urls[0], s.latency, ca)
                 emu0, emu_wait0 = cpu_seconds(emu.pid), run_delay(emu.pid)
                 wall0 = time.perf_counter()
                 wall, cpu, waited = await one_pass(specs, state, s, _pass_limit(s))
@@ -521,7 +535,7 @@ async def matrix_for_emulator(
             report.add_row(row)
             continue
         counts = await _journal_counts(sample)
-        per_pass = sum(counts.values()) / passes
+        per_pass = sum(counts.values()) / (passes * (1 + in_turn))
         if per_pass != s.requests:
             raise BenchError(f"{s}: {per_pass} requests per device per pass, expected {s.requests}")
         row.floor_s = min([await raw_pass(emu.urls, s, ca) for _ in range(p.repeat)])
@@ -530,9 +544,16 @@ async def matrix_for_emulator(
         row.pass_s, row.cpu_s, row.emulator_cpu_pct = wall, cpu_s, emu_pct
         row.waited_s, row.emulator_waited_s = waited, emu_waited
         row.runs = [r[0] for r in runs]
-        if s.latency == 0:
-            row.cpu_bound = row.cpu_s
+        row.cpu_bound = statistics.median(bound_cpus) if in_turn else row.cpu_s
         report.add_row(row)
+
+
+async def _set_latency(url: str, seconds: float, ca: Path | None) -> None:
+    """Every device of the emulator behind ``url`` answers after ``seconds`` from now on."""
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+    async with httpx.AsyncClient(timeout=30.0, trust_env=False, verify=verify) as client:
+        body = {"seconds": seconds, "scope": "process"}
+        (await client.put(url + "/_emulator/latency", json=body)).raise_for_status()
 
 
 def run_matrix(report: Report, p: Params) -> None:

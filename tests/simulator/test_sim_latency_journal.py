@@ -54,6 +54,38 @@ class TestLatency:
                 times.append(time.monotonic() - started)
             assert min(times) < LATENCY
 
+    async def test_admin_latency_sets_one_device_or_the_process(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """PUT /_emulator/latency sets one device's delay, or with scope process every
+        device's; GET reads it; a nonsense body is a 400 that changes nothing."""
+        async with Fleet(devices=3) as fleet:
+            one, two, three = fleet.devices
+            answer = await client.put(f"{two.url}/_emulator/latency", json={"seconds": LATENCY})
+            assert answer.json() == {"seconds": LATENCY, "devices": 1}
+            assert [d.latency for d in fleet.devices] == [0.0, LATENCY, 0.0]
+            started = time.monotonic()
+            await client.get(two.url + CONFIG)
+            assert time.monotonic() - started >= LATENCY
+            body = {"seconds": 0.1, "scope": "process"}
+            answer = await client.put(f"{one.url}/_emulator/latency", json=body)
+            assert answer.json() == {"seconds": 0.1, "devices": 3}
+            assert [d.latency for d in fleet.devices] == [0.1] * 3
+            got = await client.get(f"{three.url}/_emulator/latency")
+            assert got.json() == {"seconds": 0.1}
+            for bad in (
+                {"seconds": -1},
+                {"seconds": True},
+                {"seconds": "1"},
+                {},
+                [1],
+                {"seconds": 1, "scope": "fleet"},
+                {"seconds": 1, "extra": 1},
+            ):
+                answer = await client.put(f"{one.url}/_emulator/latency", json=bad)
+                assert answer.status_code == 400 and "seconds" in answer.json()["error"], bad
+            assert [d.latency for d in fleet.devices] == [0.1] * 3
+
     async def test_latency_makes_a_short_timeout_fail(self) -> None:
         """A client timeout below the latency times out."""
         async with (
