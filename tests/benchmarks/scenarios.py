@@ -180,6 +180,8 @@ class Row:
     floor_s: float | None = None
     note: str = ""
     runs: list[float] = field(default_factory=list)
+    #: At a latency: the CPU seconds of the latency-0 passes run in turn with ``runs``.
+    bound_runs: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
@@ -544,6 +546,7 @@ async def matrix_for_emulator(
         row.pass_s, row.cpu_s, row.emulator_cpu_pct = wall, cpu_s, emu_pct
         row.waited_s, row.emulator_waited_s = waited, emu_waited
         row.runs = [r[0] for r in runs]
+        row.bound_runs = bound_cpus
         row.cpu_bound = statistics.median(bound_cpus) if in_turn else row.cpu_s
         report.add_row(row)
 
@@ -645,30 +648,39 @@ def run_daemon(report: Report, p: Params, n: int, c: float, latency: float) -> N
             time.sleep(p.settle)  # past the start-up burst
             sample = urls[:: max(1, n // 5)][:5]
             window = min(60.0, max(p.window, 4 * _estimate(s, cpu_bound)))
+
+            def measured() -> tuple[float, float, float, float, float]:
+                """Over one window: requests, the daemon's CPU, the emulators' CPU, the
+                daemon's run-queue wait, seconds."""
+                r0, c0, e0 = _metric_requests(port), cpu_seconds(daemon.pid), emulators_cpu()
+                w0, t0 = run_delay(daemon.pid), time.perf_counter()
+                time.sleep(window)
+                return (
+                    _metric_requests(port) - r0,
+                    cpu_seconds(daemon.pid) - c0,
+                    emulators_cpu() - e0,
+                    run_delay(daemon.pid) - w0,
+                    time.perf_counter() - t0,
+                )
+
+            bound_window = None
+            if latency > 0:  # the CPU bound in turn: the same daemon, its fleet at latency 0
+                for emu in emus:
+                    loop.run(_set_latency(emu.urls[0], 0.0, None))
+                time.sleep(1.0)
+                bound_window = measured()
+                for emu in emus:
+                    loop.run(_set_latency(emu.urls[0], latency, None))
+                time.sleep(1.0)
             loop.run(_clear_journals(sample))
-            req0, cpu0, emu0, wait0, t0 = (
-                _metric_requests(port),
-                cpu_seconds(daemon.pid),
-                emulators_cpu(),
-                run_delay(daemon.pid),
-                time.perf_counter(),
-            )
-            time.sleep(window)
-            req1, cpu1, emu1, wait1, t1 = (
-                _metric_requests(port),
-                cpu_seconds(daemon.pid),
-                emulators_cpu(),
-                run_delay(daemon.pid),
-                time.perf_counter(),
-            )
+            requests, cpu, emu_cpu, waited, elapsed = measured()
             counts = loop.run(_journal_counts(sample))
             rss = rss_mb(daemon.pid)
         finally:
             daemon.stop()
     config = counts.get("GET /api/phone/config", 0)
     per_resync = sum(counts.values()) / config if config else 1.0
-    requests = req1 - req0
-    if requests <= 0:
+    if requests <= 0 or (bound_window is not None and bound_window[0] <= 0):
         raise BenchError("the daemon made no request in the window")
     # The histogram counts the configuration requests (get, put): one GET per device
     # per resync; the registration reads (monitoring) are not in it.
@@ -676,16 +688,20 @@ def run_daemon(report: Report, p: Params, n: int, c: float, latency: float) -> N
     s = Scenario(n, "daemon", latency, int(c), "monitored" if per_resync >= 1.5 else "in-sync")
     row = Row(
         s,
-        pass_s=(t1 - t0) / passes,
-        cpu_s=(cpu1 - cpu0) / passes,
-        emulator_cpu_pct=100 * (emu1 - emu0) / (t1 - t0),
-        waited_s=(wait1 - wait0) / passes,
-        cpu_bound=report.cpu_bound(s.cpu_key),
-        note=f"{per_resync:.2f} requests per resync, {passes:.1f} passes in {t1 - t0:.0f} s, "
+        pass_s=elapsed / passes,
+        cpu_s=cpu / passes,
+        emulator_cpu_pct=100 * emu_cpu / elapsed,
+        waited_s=waited / passes,
+        note=f"{per_resync:.2f} requests per resync, {passes:.1f} passes in {elapsed:.0f} s, "
         f"RSS {rss:.0f} MiB",
     )
-    if latency == 0:
+    # At latency 0 the bound is the row's own CPU; else that of a window at latency 0 just
+    # before, the same daemon over the same fleet.
+    if bound_window is None:
         row.cpu_bound = row.cpu_s
+    else:
+        row.cpu_bound = bound_window[1] * n / bound_window[0]
+        row.bound_runs = [row.cpu_bound]
     report.add_row(row)
     if n >= p.rss_devices:
         report.add_target(
@@ -893,7 +909,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def params_from(args: argparse.Namespace, workdir: Path) -> Params:
     if args.smoke:
-        base = Params([12], [0, 0.01], [4], ["http", "https"], list(KINDS), [(12, 4, 0.0)],
+        base = Params([12], [0, 0.01], [4], ["http", "https"], list(KINDS), [(12, 4, 0.01)],
                       1, 600, 12, [12], 30, 12, True, workdir,
                       settle=0.2, window=1.0, pair_runs=1)  # fmt: skip
     elif args.quick:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,12 @@ def test_scenarios_print_every_row_and_target(tmp_path: Path) -> None:
     for row in rows:
         assert isinstance(row["pass_s"], float), row
         assert isinstance(row["ratio"], float), row
+        # Every row has its CPU bound; at a latency, measured in turn at latency 0.
+        assert isinstance(row["cpu_bound"], float) and row["cpu_bound"] > 0, row
+        if row["scenario"]["latency"] > 0:
+            in_turn = row["bound_runs"]
+            assert len(in_turn) == max(1, len(row["runs"])), row
+            assert statistics.median(in_turn) == pytest.approx(row["cpu_bound"]), row
         s = row["scenario"]
         want = s["devices"] * KINDS[s["kind"]] * s["latency"] / s["concurrency"]
         assert row["latency_bound"] == pytest.approx(want)
