@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m tests.benchmarks.scenarios --quick    # a few minutes
-    .venv/bin/python -m tests.benchmarks.scenarios            # the full matrix (~35 minutes)
+    .venv/bin/python -m tests.benchmarks.scenarios            # the full matrix (~45 minutes)
 
 The emulator (``syncd simulate --latency L [--tls]``) runs in its own process.
 Each **pass** runs syncd's engine in this process as ``syncd apply`` does: the
