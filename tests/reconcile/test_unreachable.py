@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from syncd.client import ClientPool
+from syncd.gate import Gate
+from syncd.policy import FleetPolicy
 from syncd.reconcile import Reconciler
+from syncd.retrying import RetryPolicy
 from syncd.simulator import Fleet
+from syncd.state import FileStateStore
 from tests.reconcile.test_reconcile import spec_for
+
+CONFIG, CALLS = "/api/phone/config", "/api/call/status"
 
 
 class TestKnownUnreachable:
@@ -55,3 +62,38 @@ class TestKnownUnreachable:
         device.clear_journal()
         await reconciler.reconcile(spec, apply=True)
         assert len(device.journal) == 2
+
+    async def test_no_early_read_to_a_device_known_unreachable(
+        self, emulated: Fleet, state_store: FileStateStore
+    ) -> None:
+        """A change's call status goes out alongside the config read, but not while the
+        device's last read failed: it is asked for its config alone, and once it answers
+        the next change reads both together again."""
+        device = emulated.devices[0]
+        device.latency = 0.05
+        async with ClientPool(timeout=5.0) as pool:
+            reconciler = Reconciler(
+                pool=pool,
+                state=state_store,
+                retry=RetryPolicy(attempts=2, initial=0.01, maximum=0.02),
+                gate=Gate(policy=FleetPolicy),
+            )
+            device.inject(kind="status", status=503, path=CONFIG, count=None)
+            first = await reconciler.reconcile(spec_for(device, displayName="A"), apply=True)
+            assert first.status == "error"
+            assert {e.path for e in device.journal} == {CONFIG, CALLS}  # it went early once
+            device.clear_journal()
+            again = await reconciler.reconcile(spec_for(device, displayName="A"), apply=True)
+            assert again.status == "error"
+            assert [e.path for e in device.journal] == [CONFIG]  # known unreachable: alone
+            device.clear_faults()
+            device.clear_journal()
+            back = await reconciler.reconcile(spec_for(device, displayName="A"), apply=True)
+            assert back.status == "applied"
+            get, calls = device.journal[0], device.journal[1]
+            assert (get.path, calls.path) == (CONFIG, CALLS) and calls.started >= get.finished
+            device.clear_journal()
+            changed = await reconciler.reconcile(spec_for(device, displayName="B"), apply=True)
+            assert changed.status == "applied"
+            get, calls = (next(e for e in device.journal if e.path == p) for p in (CONFIG, CALLS))
+            assert calls.started < get.finished and get.started < calls.finished  # together
