@@ -214,14 +214,14 @@ class HistoryLog:
         Raises OSError when the file cannot be written (the caller logs it).
         """
         line = (json.dumps(entry.as_dict(), ensure_ascii=False) + "\n").encode()
-        fd = os.open(self.path, _APPEND, 0o666)
+        fd = os.open(self.path, _APPEND, 0o600)
         try:
             size = os.fstat(fd).st_size
             if size and size + len(line) > self.rotate_bytes:
                 os.close(fd)
                 fd = -1
                 self._rotate()
-                fd = os.open(self.path, _APPEND, 0o666)
+                fd = os.open(self.path, _APPEND, 0o600)
                 size = 0
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line  # after a torn line: start afresh

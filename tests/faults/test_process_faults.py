@@ -209,7 +209,7 @@ class TestStartupErrors:
         _one_error(result, "state directory", str(state))
 
     def test_missing_state_dir_is_created_private(self, sim, tmp_path):
-        """A state dir that does not exist yet is created (mode 0700, key 0600) and used."""
+        """A state dir that does not exist yet is created (mode 0700, every file 0600) and used."""
         fleet = sim(devices=1)
         root = tmp_path / "desired"
         write(root, "dev1.yaml", device_yaml(fleet.devices[0].url, account("Door 1")))
@@ -218,6 +218,11 @@ class TestStartupErrors:
         assert result.returncode == 0, result.stderr
         assert state.stat().st_mode & 0o777 == 0o700
         assert (state / "key").stat().st_mode & 0o777 == 0o600
+        files = [f for f in state.rglob("*") if f.is_file()]
+        assert state / "history.jsonl" in files
+        assert {f.name: f.stat().st_mode & 0o077 for f in files} == dict.fromkeys(
+            (f.name for f in files), 0
+        )
         check_state_dir(state)
 
     @pytest.mark.parametrize("kind", ["missing", "regular-file", "dangling-link", "link-loop"])
