@@ -109,6 +109,7 @@ class Daemon:
         self.reconciler = self._reconciler()
         self.monitor = RegistrationMonitor(
             reconciler=self.reconciler,
+            state=self.state,
             resync_interval=settings.resync_interval,
             kick=self.kick,
             metrics=self.metrics,

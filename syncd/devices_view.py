@@ -10,7 +10,8 @@ all and builds the status snapshot of SPEC section 10 from them.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -90,13 +91,19 @@ class _Account:
             return True
         return False
 
-    def resend_due(self, now: float, *, after: float, desired: object) -> bool:
+    def resend_due(
+        self, now: float, *, after: float, desired: object, proven_before: Callable[[], bool]
+    ) -> bool:
         """Send its password again now? Once ``desired`` proved it (registered) and it stayed
-        down ``after`` seconds, at most every :data:`RESEND_EVERY`; yes counts as sent."""
+        down ``after`` seconds, at most every :data:`RESEND_EVERY`; yes counts as sent.
+        ``proven_before``: whether the state says ``desired`` proved it before this daemon
+        started (asked only while this daemon has not seen it registered)."""
         due = self.resent_at is None or now - self.resent_at >= RESEND_EVERY
         down_long = self.down_since is not None and now - self.down_since >= after
-        proven = self.proven_for is not None and self.proven_for == desired
-        if not (proven and due and down_long):
+        if not (due and down_long):
+            return False
+        seen = self.proven_for  # this daemon saw it registered; before that, the state says
+        if not (seen == desired if seen is not None else proven_before()):
             return False
         self.resent_at = self.down_since = now
         return True
@@ -104,11 +111,14 @@ class _Account:
 
 @dataclass(frozen=True)
 class RegistrationNews:
-    """What one phone-status read means: accounts lost, restored, whose password to resend."""
+    """What one phone-status read means: accounts lost, restored, whose password to resend,
+    and which were seen registered under a desired account they were not proven under yet
+    (for the state to keep)."""
 
     lost: tuple[int, ...] = ()
     restored: tuple[int, ...] = ()
     resend: tuple[int, ...] = ()
+    proven: tuple[int, ...] = ()
 
 
 class DeviceView:
@@ -279,6 +289,7 @@ class DeviceView:
         managed: Mapping[int, object] | None = None,
         in_force: bool = False,
         resend_after: float,
+        proven_before: Callable[[int], bool] = lambda account: False,
     ) -> RegistrationNews:
         """Take a phone-status read; what changed by itself, and which passwords to send again.
 
@@ -291,12 +302,15 @@ class DeviceView:
         unregistered for ``resend_after`` seconds gets its password sent again, at
         most once an hour. Under new desired settings (a commit's PUT) an account
         that does not register is a bad setting, not a factory reset: no resend.
+        ``proven_before(account)``: whether the state says the account was registered
+        under the desired account in force before this daemon started.
         """
         changed, managed = set(changed), managed or {}
         self.end("registration-unreadable")
         lost: list[int] = []
         restored: list[int] = []
         resend: list[int] = []
+        proven: list[int] = []
         for status in statuses:
             number = status.account
             account = self.accounts.setdefault(number, _Account())
@@ -305,7 +319,10 @@ class DeviceView:
             if registered is None:
                 account.down_since = None
             elif registered:
-                if account.up(proof=managed.get(number) if in_force else None):
+                proof = managed.get(number) if in_force else None
+                if proof is not None and proof != account.proven_for:
+                    proven.append(number)
+                if account.up(proof=proof):
                     restored.append(number)
             elif number in changed:
                 account.down_since = now  # syncd's PUT restarted its registration
@@ -314,10 +331,15 @@ class DeviceView:
                     lost.append(number)
                 ours = in_force and number in managed and _should_register(status)
                 desired = managed.get(number)
-                if ours and account.resend_due(now, after=resend_after, desired=desired):
+                if ours and account.resend_due(
+                    now,
+                    after=resend_after,
+                    desired=desired,
+                    proven_before=functools.partial(proven_before, number),
+                ):
                     resend.append(number)
         self.version += 1
-        return RegistrationNews(tuple(lost), tuple(restored), tuple(resend))
+        return RegistrationNews(tuple(lost), tuple(restored), tuple(resend), tuple(proven))
 
     def registration(self) -> tuple[tuple[int, bool | None], ...]:
         """Per account: registered at the last read, None when not known."""

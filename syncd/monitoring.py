@@ -5,8 +5,9 @@ feeds the device's :class:`~syncd.devices_view.DeviceView`, which decides what
 it means: ``registration.lost`` / ``registration.restored`` when an account's
 registration changed by itself, and a password to send again when an account
 that had registered with syncd's password stays unregistered for a whole
-resync (a factory reset in place). The gauge ``syncd_account_registered``
-follows every read.
+resync (a factory reset in place). That it registered is kept in the state,
+so a device reset while the daemon was down gets its password back too. The
+gauge ``syncd_account_registered`` follows every read.
 
 ``health.monitor: false`` in ``_fleet.yaml`` turns it off: no reads, no
 gauge series, no resends.
@@ -31,6 +32,7 @@ from syncd.logs import get_logger
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Outcome
 from syncd.reconcile import Reconciler
+from syncd.state import StateStore
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
@@ -49,6 +51,7 @@ class RegistrationMonitor:
         self,
         *,
         reconciler: Reconciler,
+        state: StateStore,
         resync_interval: float,
         kick: Callable[[str], None],
         metrics: Metrics | None = None,
@@ -56,6 +59,7 @@ class RegistrationMonitor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._reconciler = reconciler
+        self._state = state
         self._metrics = metrics
         self._kick = kick
         self._clock = clock
@@ -110,6 +114,11 @@ class RegistrationMonitor:
             return
         changed = {c.account for c in outcome.changes} if outcome.status != "changes" else set()
         managed = {n: a for n, a in spec.accounts.items() if a.password is not None}
+        state = self._state
+
+        def proven_before(account: int) -> bool:
+            return state.proven(spec.name, account) == state.account_proof(managed[account])
+
         news = view.registration_read(
             statuses,
             now=self._clock(),
@@ -119,7 +128,10 @@ class RegistrationMonitor:
             and spec.mode is Mode.ENFORCE
             and not self._reconciler.failed_health(spec),
             resend_after=self.resend_after,
+            proven_before=proven_before,
         )
+        for account in news.proven:
+            state.record_proven(spec.name, account, state.account_proof(managed[account]))
         for account in news.lost:
             events.registration_lost(log, account=account)
         for account in news.restored:

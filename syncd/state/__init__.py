@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from syncd.model import AccountSpec
 from syncd.state.files import FileStateStore, StateError
 
 __all__ = ["FileStateStore", "StateError", "StateStore"]
@@ -93,6 +94,19 @@ class StateStore(Protocol):
 
     def resend_requested(self, device: str) -> bool:
         """Whether an operator's resend is still to be sent (it survives restarts)."""
+        ...
+
+    def account_proof(self, account: AccountSpec[SecretStr]) -> str:
+        """A keyed digest of a desired account, its fields and password (reveals neither)."""
+        ...
+
+    def proven(self, device: str, account: int) -> str | None:
+        """The :meth:`account_proof` under which the account was last seen registered."""
+        ...
+
+    def record_proven(self, device: str, account: int, proof: str) -> None:
+        """The account was seen registered under the desired account ``proof`` stands for
+        (it survives restarts: a later lasting loss is a factory reset, not a bad setting)."""
         ...
 
     def load_rollout(self) -> dict[str, Any] | None:

@@ -12,6 +12,11 @@ password is applied, other records' entries for that target and account are
 A record marked ``forgotten`` (its passwords were made due on purpose, after a
 factory reset) never takes an entry over.
 
+``proven`` keeps, per account, a keyed digest of the desired account (its
+fields and password) under which the account was last seen registered: the
+registration monitor's evidence that a later, lasting loss of registration is a
+factory reset, not a bad setting, survives a restart of the daemon.
+
 :class:`DeviceRecords` is the per-device half of the state interface over
 records kept anywhere (files, etcd): a store says how to find, save and look
 up records; the decisions are made here, once.
@@ -21,12 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
+
+from syncd.model import AccountSpec
 
 __all__ = ["DeviceRecords", "TargetIndex"]
 
@@ -195,6 +203,27 @@ class DeviceRecords(ABC):
             record["forgotten"] = True  # never take another name's record over
             if operator:
                 record["resend"] = "operator"  # logged as password.resent when sent
+            self._save(device)
+
+    def account_proof(self, account: AccountSpec[SecretStr]) -> str:
+        """A keyed digest of one desired account, its fields and password (reveals neither)."""
+        fields = json.dumps(dict(account.fields), sort_keys=True, separators=(",", ":"))
+        secret = "" if account.password is None else account.password.get_secret_value()
+        message = f"proof\0{account.account}\0{fields}\0".encode() + secret.encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+
+    def proven(self, device: str, account: int) -> str | None:
+        """The :meth:`account_proof` under which the account was last seen registered."""
+        proven = self._record(device).get("proven")
+        value = proven.get(str(account)) if isinstance(proven, dict) else None
+        return value if isinstance(value, str) else None
+
+    def record_proven(self, device: str, account: int, proof: str) -> None:
+        """The account was seen registered under the desired account ``proof`` stands for."""
+        record = self._record(device)
+        proven = _map(record, "proven")
+        if proven.get(str(account)) != proof:
+            proven[str(account)] = proof
             self._save(device)
 
     def resend_requested(self, device: str) -> bool:

@@ -194,6 +194,26 @@ class TestRegistration:
         assert event["account"] == 1 and event["reason"] == "registration"
         wait_until(lambda: dev.registered(1))
 
+    def test_factory_reset_while_the_daemon_is_down_gets_its_password_again(
+        self, sim, run, setup
+    ):
+        """Reset in place while no daemon runs: the next daemon puts the settings back and,
+        the state saying the account had registered under them, sends the password again."""
+        fleet = sim(devices=1, register_delay=0.1)
+        dev = fleet.devices[0]
+        write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
+        first = run(0.5)
+        first.wait_for("apply.succeeded", device="dev1")
+        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        assert first.stop() == 0
+        dev.factory_reset()
+        proc = run(0.5)
+        proc.wait_for("apply.succeeded", device="dev1")
+        event = proc.wait_for("password.resent", device="dev1", timeout=15)
+        assert event["account"] == 1 and event["reason"] == "registration"
+        wait_until(lambda: dev.registered(1))
+        assert SIP_PASSWORD not in (setup.state / "devices.jsonl").read_text()
+
     def test_factory_reset_under_a_health_gate_gets_its_password_again(self, sim, run, setup):
         """With _fleet.yaml's health gate, the drift correction after a reset fails its check
         (no password on the device); the desired state stays in force and the password is

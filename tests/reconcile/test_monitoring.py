@@ -37,7 +37,11 @@ async def test_no_password_resend_for_a_registration_a_failed_rollout_lost(tmp_p
         kicked: list[str] = []
         now = [1000.0]
         monitor = RegistrationMonitor(
-            reconciler=reconciler, resync_interval=2.0, kick=kicked.append, clock=lambda: now[0]
+            reconciler=reconciler,
+            state=state,
+            resync_interval=2.0,
+            kick=kicked.append,
+            clock=lambda: now[0],
         )
         view = DeviceView(good)
         assert (await reconciler.reconcile(good, apply=True)).status == "applied"
@@ -54,3 +58,71 @@ async def test_no_password_resend_for_a_registration_a_failed_rollout_lost(tmp_p
             now[0] += 5.0
             await monitor.check(bad, Outcome.of(bad, "in_sync"), view)
         assert kicked == []
+
+
+async def _registered(fleet: Fleet) -> None:
+    for _ in range(100):
+        if fleet.devices[0].registered(1):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the account did not register")
+
+
+async def _after_restart(tmp_path, *, seen_registered: bool) -> list[str]:
+    """Apply, (see the account registered), stop; the device is reset; a new daemon's
+    monitor over the same state reads it: the devices it asks a password resend for."""
+    async with Fleet(devices=1, pbx=PBX, register_delay=0.05) as fleet, ClientPool() as pool:
+        device = fleet.devices[0]
+        fields = {"enabled": True, "registrationEnabled": True, "domain": GOOD}
+        spec = DeviceSpec(
+            name="dev1",
+            file="dev1.yaml",
+            url=device.url,
+            auth=AuthSpec(AuthMethod.NONE),
+            mode=Mode.ENFORCE,
+            accounts={1: AccountSpec(1, fields, SecretStr("sip-secret"))},
+        )
+        now = [1000.0]
+        first = FileStateStore.open(tmp_path / "state")
+        reconciler = Reconciler(pool=pool, state=first)
+        assert (await reconciler.reconcile(spec, apply=True)).status == "applied"
+        await _registered(fleet)
+        if seen_registered:
+            monitor = RegistrationMonitor(
+                reconciler=reconciler, state=first, resync_interval=2.0, kick=print
+            )
+            await monitor.check(spec, Outcome.of(spec, "in_sync"), DeviceView(spec))
+        device.factory_reset()  # while no daemon runs
+        state = FileStateStore.open(tmp_path / "state")  # the next daemon's
+        reconciler = Reconciler(pool=pool, state=state)
+        kicked: list[str] = []
+        monitor = RegistrationMonitor(
+            reconciler=reconciler,
+            state=state,
+            resync_interval=2.0,
+            kick=kicked.append,
+            clock=lambda: now[0],
+        )
+        view = DeviceView(spec)
+        outcome = await reconciler.reconcile(spec, apply=True)  # the reset's drift put back
+        assert outcome.status == "applied" and "password" not in str(device.journal[-2:])
+        await monitor.check(spec, outcome, view)
+        for _ in range(3):
+            now[0] += 5.0
+            await monitor.check(spec, Outcome.of(spec, "in_sync"), view)
+        assert "sip-secret" not in (tmp_path / "state" / "devices.jsonl").read_text()
+        return kicked
+
+
+async def test_a_device_reset_while_the_daemon_was_down_gets_its_password_again(
+    tmp_path,
+) -> None:
+    """The account registered under syncd's password before a restart (kept in the state);
+    reset while no daemon ran, it stays unregistered: the new daemon resends its password."""
+    assert await _after_restart(tmp_path, seen_registered=True) == ["dev1"]
+
+
+async def test_no_resend_after_a_restart_for_an_account_never_seen_registered(tmp_path) -> None:
+    """Without the proof that the account registered under this desired account, a lasting
+    loss of registration may be a bad setting: no resend."""
+    assert await _after_restart(tmp_path, seen_registered=False) == []

@@ -195,6 +195,37 @@ class TestRegistration:
         off.registration_read(up(False, registration=False), now=10, **kw)
         assert off.registration_read(up(False, registration=False), now=100, **kw).resend == ()
 
+    def test_proof_is_news_once_per_desired_account(self):
+        """Seen registered in force: the account is news for the state to keep, once per
+        desired account it registered under (not at every read, not when not in force)."""
+        view = DeviceView(spec())
+        kw = {"in_force": True, "resend_after": 50}
+        assert view.registration_read(up(True), now=0, managed={1: "a"}, **kw).proven == (1,)
+        assert view.registration_read(up(True), now=10, managed={1: "a"}, **kw).proven == ()
+        assert view.registration_read(up(True), now=20, managed={1: "b"}, **kw).proven == (1,)
+        news = view.registration_read(up(True), now=30, managed={1: "c"}, resend_after=50)
+        assert news.proven == ()
+
+    def test_a_proof_kept_from_before_a_restart_counts_until_one_is_seen(self):
+        """A new daemon has seen nothing: the state's proof decides (asked with the account);
+        once this daemon saw it registered, what it saw decides."""
+        asked: list[int] = []
+
+        def kept(account: int) -> bool:
+            asked.append(account)
+            return True
+
+        kw = {"managed": {1: "desired"}, "in_force": True, "resend_after": 50}
+        view = DeviceView(spec())
+        view.registration_read(up(False), now=0, proven_before=kept, **kw)
+        assert asked == []  # not down for a whole resync yet: not asked
+        assert view.registration_read(up(False), now=60, proven_before=kept, **kw).resend == (1,)
+        assert asked == [1]
+        seen = DeviceView(spec())
+        seen.registration_read(up(True), now=0, managed={1: "old"}, in_force=True, resend_after=50)
+        seen.registration_read(up(False), now=10, proven_before=kept, **kw)
+        assert seen.registration_read(up(False), now=70, proven_before=kept, **kw).resend == ()
+
     def test_unsupported_is_not_asked_again_until_the_spec_changes(self):
         """After codes 1/4/10 the device is skipped; a changed spec asks again."""
         view = DeviceView(spec())
