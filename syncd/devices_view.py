@@ -224,7 +224,8 @@ class DeviceView:
                 for topic in _ENDS_WHEN_REACHABLE:
                     self.end(topic)
             if self.failing_since is None:
-                self.failing_since = now
+                started = outcome.started
+                self.failing_since = now if started is None else min(started, now)
             return None
         if outcome.status != "skipped":
             for topic in (*_ENDS_WHEN_REACHABLE, "missing-account"):

@@ -57,6 +57,9 @@ class Outcome:
     #: The fingerprint of the desired state reconciled (None: not known), so a rollout
     #: takes no outcome of a desired state it does not carry.
     fingerprint: str | None = None
+    #: With status ``error``: when (Unix time) the reconcile that failed began, so a
+    #: device's failing time counts its timeouts and retries too (None: not known).
+    started: float | None = None
 
     @classmethod
     def of(

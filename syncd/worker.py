@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -172,7 +173,10 @@ class DeviceWorker:
             async with Slot(self._lanes, failing_lane=failing_lane(last)):
                 if self._stopping.is_set():
                     return
+                started = time.time()
                 outcome = await self._guarded(partial(self._run, self.spec))
+                if outcome.status == "error":
+                    outcome = replace(outcome, started=started)
             if self._after is not None:
                 outcome = await self._guarded(partial(self._after, self.spec, outcome))
             self.last = outcome

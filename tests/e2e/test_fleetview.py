@@ -439,6 +439,20 @@ class TestQuietEvents:
         assert event["failing_for"] >= 4
         assert setup.metric("syncd_device_failing", device="dev1") is None
 
+    def test_recovery_counts_the_failed_reconciles_timeouts(self, sim, run, setup):
+        """A device that stops answering: the reconcile that gave up on it waited a whole
+        request timeout, and device.recovered's failing_for counts that wait too."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        write(setup.root, "dev1.yaml", device_yaml(dev.url, PLAIN_ACCOUNT.format(name="Door")))
+        dev.inject(kind="hang", count=None)
+        proc = run(0.5, "--request-timeout", "1")
+        unreachable = proc.wait_for("device.unreachable", device="dev1")
+        dev.clear_faults()
+        recovered = proc.wait_for("device.recovered", device="dev1")
+        seen = parse_time(recovered["timestamp"]) - parse_time(unreachable["timestamp"])
+        assert recovered["failing_for"] >= seen.total_seconds() + 0.9
+
     def test_wrong_credentials_log_auth_failed(self, sim, run, setup):
         """Credentials the device refuses log auth.failed, not device.unreachable."""
         fleet = sim(devices=1, auth="digest")

@@ -87,6 +87,16 @@ class TestRecovery:
         assert view.failing_kind is None and view.revision == "r2" and view.last_change == 130.0
         assert view.observe(outcome("in_sync"), 140.0, revision="r2") is None
 
+    def test_failing_counts_from_the_start_of_the_reconcile_that_failed(self):
+        """Timeouts and retries are failing time too: ``failing_for`` counts from when the
+        first failed reconcile began, not from when it gave up."""
+        view = DeviceView(spec())
+        failed = replace(outcome("error", "transport"), started=91.0)
+        assert view.observe(failed, 100.0, revision=None) is None
+        later = replace(outcome("error", "transport"), started=105.0)
+        assert view.observe(later, 110.0, revision=None) is None
+        assert view.observe(outcome("in_sync"), 112.0, revision=None) == 21.0
+
     def test_last_change_is_every_accepted_put(self):
         """A PUT that failed its health check, and a revert, changed the device; a failed PUT did not."""
         view = DeviceView(spec())
