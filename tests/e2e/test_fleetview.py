@@ -194,9 +194,7 @@ class TestRegistration:
         assert event["account"] == 1 and event["reason"] == "registration"
         wait_until(lambda: dev.registered(1))
 
-    def test_factory_reset_while_the_daemon_is_down_gets_its_password_again(
-        self, sim, run, setup
-    ):
+    def test_factory_reset_while_the_daemon_is_down_gets_its_password_again(self, sim, run, setup):
         """Reset in place while no daemon runs: the next daemon puts the settings back and,
         the state saying the account had registered under them, sends the password again."""
         fleet = sim(devices=1, register_delay=0.1)
