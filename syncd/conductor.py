@@ -416,7 +416,7 @@ class Conductor:
         return RolloutSummary(
             revision=self.revision,
             state=self.state,  # type: ignore[arg-type]
-            wave=rollout.current_wave if rollout is not None else None,
+            wave=self._saved.wave,
             failed=tuple(rollout.failed) if rollout is not None else (),
         )
 

@@ -155,13 +155,21 @@ class SavedRollout:
             self.rollout = retry_failed(resume(rollout))
         return True
 
+    @property
+    def wave(self) -> str | None:
+        """The wave under way, or where it halted or paused (None: none, or completed)."""
+        rollout = self.rollout
+        if rollout is None or rollout.state is RolloutState.COMPLETED:
+            return None
+        return rollout.current_wave
+
     def summary(self) -> dict[str, Any]:
         """The rollout for ``syncd status``: state, wave, failed devices, progress per wave."""
         rollout = self.rollout
         return {
             "revision": self.revision,
             "state": self.state,
-            "wave": rollout.current_wave if rollout is not None else None,
+            "wave": self.wave,
             "failed": list(rollout.failed) if rollout is not None else [],
             "waves": [
                 {

@@ -115,6 +115,8 @@ class TestDriverAndFollower:
             follower.conductor.observe(Outcome.of(specs[name], "applied"))
         leader.conductor.step()
         assert leader.conductor.state == "completed"
+        assert leader.conductor.summary()["wave"] is None  # no wave under way any more
+        assert leader.conductor.rollout_status().wave is None
         follower.conductor.step()
         assert follower.conductor.state == "completed"
 
