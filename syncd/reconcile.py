@@ -335,10 +335,10 @@ class Reconciler:
         """The PUT itself (in cluster mode with the ownership key); the outcome if it failed."""
         spec, plan = put.spec, put.plan
         log = self.log.bind(device=spec.name)
-        if self._sharing is not None and not await self._sharing.acquire(spec.name):
-            reason = "another cluster node still holds the device"
-            if self._first(spec.name, "held", reason):  # once, until the device is in sync
-                events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
+        refused = await self._sharing.may_put(spec.name) if self._sharing is not None else None
+        if refused is not None:
+            if self._first(spec.name, "held", refused):  # once, until the device is in sync
+                events.reconcile_skipped(log, reason=refused, changes=len(plan.changes))
             return put.outcome("changes")
         body = plan.put_body()
         if self._watch is not None:

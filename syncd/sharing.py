@@ -89,8 +89,9 @@ class Sharing(Protocol):
         """The node that changes ``device`` (None standalone, or no live node known)."""
         ...
 
-    async def acquire(self, device: str) -> bool:
-        """Take the device before a PUT; False: do not PUT now (the worker is kicked again)."""
+    async def may_put(self, device: str) -> str | None:
+        """Right before a turn's PUT: None to go, else why not now (the worker is kicked
+        again). A PUT goes only under the ownership its turn read the device under."""
         ...
 
     async def release(self, device: str) -> None: ...
@@ -160,8 +161,8 @@ class Standalone:
     def owner_of(self, device: str) -> str | None:
         return None
 
-    async def acquire(self, device: str) -> bool:
-        return True
+    async def may_put(self, device: str) -> str | None:
+        return None
 
     async def release(self, device: str) -> None:
         return None

@@ -161,6 +161,11 @@ class ClusterNode:
         """Devices whose ownership key this node holds (release those it no longer owns)."""
         return frozenset(self._held) if self.healthy else frozenset()
 
+    def key_revision(self, device: str) -> int | None:
+        """The revision of ``device``'s ownership key as this node took it (None: not held;
+        a lease that ended took every key with it)."""
+        return self._held.get(device)
+
     def owner_of(self, device: str) -> str | None:
         """The live node that should change ``device`` (rendezvous hashing over members)."""
         return owner_of(device, self._view.members)

@@ -6,8 +6,11 @@ either: its owner reads it); ``turn`` returns a ``skipped`` outcome marked
 device alone). Before reading a device it owns, the node takes the device's
 ownership key (``acquire``): the previous owner releases it only after its PUT
 in flight and its state writes are in etcd, so what this node reads and plans
-comes after them. The reconciler checks the key again right before the PUT
-and runs the PUT inside ``put_window``, which cancels it when the lease could
+comes after them. Right before the PUT the reconciler asks ``may_put``: the
+key must be the very one the turn took. A node whose lease ended meanwhile (a
+host paused between its GET and its PUT) may have lost the device to another
+node and got it back, so its plan may be stale: no PUT, and the device is read
+again. The PUT runs inside ``put_window``, which cancels it when the lease could
 end (only a node that stopped renewing gets there). A device that moved away
 is released after the run in flight ends. A membership change kicks the
 workers of the devices this node gained, so they are reconciled at once. Each
@@ -87,6 +90,8 @@ class Clustered:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy: set[str] = set()
+        #: device -> its ownership key's revision when its turn began (during the turn).
+        self._turn_keys: dict[str, int | None] = {}
         #: device -> why its last turn was skipped, as logged (once while it stays so).
         self._skipped: dict[str, str] = {}
         self._owned: frozenset[str] = frozenset()
@@ -192,6 +197,17 @@ class Clustered:
             asyncio.get_running_loop().call_later(self._retry, self._kick, device)
         return False
 
+    async def may_put(self, device: str) -> str | None:
+        started = self._turn_keys.get(device)
+        if started is not None and self._cluster.key_revision(device) != started:
+            # This node's lease ended since the turn read the device (a paused host, say):
+            # another node may have changed it meanwhile, so the plan may be stale.
+            asyncio.get_running_loop().call_soon(self._kick, device)
+            return "this node's cluster lease ended since the device was read; reading it again"
+        if not await self.acquire(device):
+            return "another cluster node still holds the device"
+        return None
+
     async def release(self, device: str) -> None:
         if device not in self._busy:
             await self._cluster.release(device)
@@ -207,9 +223,11 @@ class Clustered:
             return Outcome.of(spec, "skipped", elsewhere=True)
         self._skipped.pop(name, None)
         self._busy.add(name)
+        self._turn_keys[name] = self._cluster.key_revision(name)
         try:
             return await work()
         finally:
+            self._turn_keys.pop(name, None)
             self._busy.discard(name)
             if not self.owns(name):  # it moved during the run: give it up now the PUT is done
                 await self._give_up(name)

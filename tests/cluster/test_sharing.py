@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from syncd.cli import main
 from syncd.cluster import CLUSTER_SETTINGS
+from syncd.cluster.lease import revoke_lease
 from syncd.cluster.sharing import Clustered
 from syncd.metrics import Metrics
 from syncd.model import DeviceSpec
@@ -85,7 +86,7 @@ class TestStandalone:
         assert sharing.owns("any") and sharing.is_leader and sharing.available
         assert sharing.owner_of("any") is None and sharing.node is None
         assert sharing.describe() == "" and sharing.may_drive("tree:abc")
-        assert asyncio.run(sharing.acquire("any"))
+        assert asyncio.run(sharing.may_put("any")) is None
         sharing.publish_status([{"device": "any", "state": "in_sync", "owner": None}])
         assert sharing.shared_statuses() == {}
 
@@ -222,6 +223,40 @@ class TestClustered:
         skipped = [e for e in logs if e["event"] == "reconcile.skipped"]
         assert len(skipped) == 2
         assert all(e["reason"] == "another cluster node still holds the device" for e in skipped)
+
+    async def test_no_put_from_a_read_made_under_a_lease_that_ended(
+        self, make_sharing: Factory
+    ) -> None:
+        """A node whose lease ended between a device's GET and its PUT (a paused host) and
+        that owns the device again under a new lease PUTs nothing from that read: the
+        device may have changed meanwhile, so it is read again (kicked)."""
+        node = await make_sharing("p1")
+        device = DEVICES[0]
+        worker = node.workers[device]  # type: ignore[attr-defined]
+        verdicts: list[str | None] = []
+
+        async def work() -> Outcome:
+            verdicts.append(await node.may_put(device))  # the same lease: go
+            old = node._cluster._lease.id
+            assert old is not None
+            await revoke_lease(node._cluster.connection, old)  # as if it expired meanwhile
+            await eventually(lambda: node._cluster._lease.id not in (None, old) and node.available)
+            kicks = worker.kicks
+            verdicts.append(await node.may_put(device))
+            await eventually(lambda: worker.kicks > kicks)
+            return Outcome.of(spec(device), "changes")
+
+        assert (await node.turn(spec(device), work)).status == "changes"
+        assert verdicts[0] is None
+        assert verdicts[1] is not None and "lease ended" in verdicts[1]
+        verdicts.clear()
+
+        async def again() -> Outcome:  # the next turn, under the new lease: the PUT may go
+            verdicts.append(await node.may_put(device))
+            return Outcome.of(spec(device), "applied")
+
+        assert (await node.turn(spec(device), again)).status == "applied"
+        assert verdicts == [None]
 
     async def test_start_on_answering_etcd_logs_joined_not_unavailable(
         self, make_sharing: Factory

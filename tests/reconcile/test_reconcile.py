@@ -202,8 +202,8 @@ class HeldElsewhere:
     def __init__(self) -> None:
         self.held = True
 
-    async def acquire(self, device: str) -> bool:
-        return not self.held
+    async def may_put(self, device: str) -> str | None:
+        return "another cluster node still holds the device" if self.held else None
 
     def put_window(self) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
