@@ -10,15 +10,14 @@ all and builds the status snapshot of SPEC section 10 from them.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from syncd.device_status import AccountStatus
 from syncd.diff import Change
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Outcome
+from syncd.registration_view import AccountRegistration, RegistrationNews, read_registration
 from syncd.status import DeviceState, DeviceStatus
 
 __all__ = ["DeviceView", "difference_key"]
@@ -36,8 +35,6 @@ REPEAT_EVERY: dict[str, float | None] = {
     "held": None,
     "missing-account": None,
 }
-#: At most one automatic password resend per account in this many seconds.
-RESEND_EVERY = 3600.0
 #: Topics that end when the device answers again.
 _ENDS_WHEN_REACHABLE = ("unreachable", "auth")
 #: The outcome statuses that mean "in sync now".
@@ -57,68 +54,6 @@ _UNREACHABLE_KINDS = frozenset({"transport", "tls"})
 def difference_key(changes: Iterable[Change]) -> tuple[tuple[int, str, str, str], ...]:
     """A difference as a value: the same fields with the same values give the same key."""
     return tuple(sorted((c.account, c.field, repr(c.live), repr(c.desired)) for c in changes))
-
-
-@dataclass
-class _Account:
-    """One account's registration as the monitor followed it."""
-
-    registered: bool | None = None
-    #: Unix time of the first read that found it unregistered (None: registered or unknown).
-    down_since: float | None = None
-    #: The desired account it was seen registered under, with the password syncd applied
-    #: in force (None: never): a resend needs the same desired account in force now.
-    proven_for: object = None
-    #: ``registration.lost`` was logged and ``registration.restored`` not yet.
-    lost: bool = False
-    resent_at: float | None = None
-
-    def up(self, *, proof: object) -> bool:
-        """It reads registered (``proof``: the desired account in force with syncd's password,
-        or None); whether that ends a loss."""
-        self.down_since = None
-        if proof is not None:
-            self.proven_for = proof
-        restored, self.lost = self.lost, False
-        return restored
-
-    def down(self, before: bool | None, now: float) -> bool:
-        """It reads unregistered; whether that is a loss (registered at the read ``before``)."""
-        if self.down_since is None:
-            self.down_since = now
-        if before is True and not self.lost:
-            self.lost = True
-            return True
-        return False
-
-    def resend_due(
-        self, now: float, *, after: float, desired: object, proven_before: Callable[[], bool]
-    ) -> bool:
-        """Send its password again now? Once ``desired`` proved it (registered) and it stayed
-        down ``after`` seconds, at most every :data:`RESEND_EVERY`; yes counts as sent.
-        ``proven_before``: whether the state says ``desired`` proved it before this daemon
-        started (asked only while this daemon has not seen it registered)."""
-        due = self.resent_at is None or now - self.resent_at >= RESEND_EVERY
-        down_long = self.down_since is not None and now - self.down_since >= after
-        if not (due and down_long):
-            return False
-        seen = self.proven_for  # this daemon saw it registered; before that, the state says
-        if not (seen == desired if seen is not None else proven_before()):
-            return False
-        self.resent_at = self.down_since = now
-        return True
-
-
-@dataclass(frozen=True)
-class RegistrationNews:
-    """What one phone-status read means: accounts lost, restored, whose password to resend,
-    and which were seen registered under a desired account they were not proven under yet
-    (for the state to keep)."""
-
-    lost: tuple[int, ...] = ()
-    restored: tuple[int, ...] = ()
-    resend: tuple[int, ...] = ()
-    proven: tuple[int, ...] = ()
 
 
 class DeviceView:
@@ -142,7 +77,7 @@ class DeviceView:
         #: When syncd last changed the device (Unix seconds): from the state at start.
         self.last_change: float | None = None if last_change is None else last_change.timestamp()
         self.failing_since: float | None = None
-        self.accounts: dict[int, _Account] = {}
+        self.accounts: dict[int, AccountRegistration] = {}
         #: The spec under which the device could not report registration (not asked again).
         self.unsupported_for: DeviceSpec | None = None
         self._expected = tuple(sorted(spec.accounts))
@@ -292,55 +227,21 @@ class DeviceView:
         resend_after: float,
         proven_before: Callable[[int], bool] = lambda account: False,
     ) -> RegistrationNews:
-        """Take a phone-status read; what changed by itself, and which passwords to send again.
-
-        ``changed``: accounts syncd's own PUT just changed (their registration
-        restarts, that is no news); ``managed``: the desired accounts whose
-        password syncd manages, by number; ``in_force``: the device is in sync in
-        enforce mode, so the passwords syncd applied are the ones on it. A managed
-        account that was registered with syncd's password under the same desired
-        account, should register (enabled, with registration) and stays
-        unregistered for ``resend_after`` seconds gets its password sent again, at
-        most once an hour. Under new desired settings (a commit's PUT) an account
-        that does not register is a bad setting, not a factory reset: no resend.
-        ``proven_before(account)``: whether the state says the account was registered
-        under the desired account in force before this daemon started.
-        """
-        changed, managed = set(changed), managed or {}
+        """Take a phone-status read (:func:`~syncd.registration_view.read_registration`):
+        what changed by itself, and which passwords to send again."""
         self.end("registration-unreadable")
-        lost: list[int] = []
-        restored: list[int] = []
-        resend: list[int] = []
-        proven: list[int] = []
-        for status in statuses:
-            number = status.account
-            account = self.accounts.setdefault(number, _Account())
-            registered = _registration(status)
-            before, account.registered = account.registered, registered
-            if registered is None:
-                account.down_since = None
-            elif registered:
-                proof = managed.get(number) if in_force else None
-                if proof is not None and proof != account.proven_for:
-                    proven.append(number)
-                if account.up(proof=proof):
-                    restored.append(number)
-            elif number in changed:
-                account.down_since = now  # syncd's PUT restarted its registration
-            else:
-                if account.down(before, now):
-                    lost.append(number)
-                ours = in_force and number in managed and _should_register(status)
-                desired = managed.get(number)
-                if ours and account.resend_due(
-                    now,
-                    after=resend_after,
-                    desired=desired,
-                    proven_before=functools.partial(proven_before, number),
-                ):
-                    resend.append(number)
+        news = read_registration(
+            self.accounts,
+            statuses,
+            now=now,
+            changed=changed,
+            managed=managed,
+            in_force=in_force,
+            resend_after=resend_after,
+            proven_before=proven_before,
+        )
         self.version += 1
-        return RegistrationNews(tuple(lost), tuple(restored), tuple(resend), tuple(proven))
+        return news
 
     def registration(self) -> tuple[tuple[int, bool | None], ...]:
         """Per account: registered at the last read, None when not known."""
@@ -415,19 +316,6 @@ def _reachable(outcome: Outcome) -> bool:
         return True
     kind = outcome.failure.kind if outcome.failure is not None else "internal"
     return kind not in (*_UNREACHABLE_KINDS, "auth", "internal")
-
-
-def _registration(status: AccountStatus) -> bool | None:
-    """Registered or not; None for an account that does not register (local, or disabled,
-    or with registration switched off): it is not "unregistered", there is nothing to alert on."""
-    if status.enabled is False or status.registration_enabled is False:
-        return None
-    return status.registered
-
-
-def _should_register(status: AccountStatus) -> bool:
-    """Whether the account is meant to register: enabled, with registration enabled."""
-    return status.enabled is not False and status.registration_enabled is True
 
 
 def _moment(unix: float | None) -> datetime | None:
