@@ -108,6 +108,26 @@ def registration(url: str, *, fail: bool) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def registered(sim, run, setup: Setup, fleet: str | None = None) -> tuple[Any, DaemonProcess]:
+    """One emulated device with a SIP account under a daemon (0.5 s resync, ``fleet`` as
+    its ``_fleet.yaml``), registered."""
+    dev = sim(devices=1, register_delay=0.1).devices[0]
+    write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
+    if fleet is not None:
+        write(setup.root, "_fleet.yaml", fleet)
+    proc = run(0.5)
+    proc.wait_for("apply.succeeded", device="dev1")
+    wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+    return dev, proc
+
+
+def resent_by_itself(proc: DaemonProcess, dev: Any) -> None:
+    """The daemon sends account 1's password again on its own, and the account registers."""
+    event = proc.wait_for("password.resent", device="dev1", timeout=15)
+    assert event["account"] == 1 and event["reason"] == "registration"
+    wait_until(lambda: dev.registered(1))
+
+
 class TestRegistration:
     def test_lost_and_restored_follow_the_device(self, sim, run, setup):
         """A forced registration failure logs registration.lost and the gauge goes 0; lifted, restored and 1."""
@@ -183,51 +203,29 @@ class TestRegistration:
 
     def test_factory_reset_in_place_gets_its_password_again(self, sim, run, setup):
         """A device reset in place (same serial) registers again: syncd resends the password itself."""
-        fleet = sim(devices=1, register_delay=0.1)
-        dev = fleet.devices[0]
-        write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
-        proc = run(0.5)
-        proc.wait_for("apply.succeeded", device="dev1")
-        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        dev, proc = registered(sim, run, setup)
         dev.factory_reset()
-        event = proc.wait_for("password.resent", device="dev1", timeout=15)
-        assert event["account"] == 1 and event["reason"] == "registration"
-        wait_until(lambda: dev.registered(1))
+        resent_by_itself(proc, dev)
 
     def test_factory_reset_while_the_daemon_is_down_gets_its_password_again(self, sim, run, setup):
         """Reset in place while no daemon runs: the next daemon puts the settings back and,
         the state saying the account had registered under them, sends the password again."""
-        fleet = sim(devices=1, register_delay=0.1)
-        dev = fleet.devices[0]
-        write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
-        first = run(0.5)
-        first.wait_for("apply.succeeded", device="dev1")
-        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        dev, first = registered(sim, run, setup)
         assert first.stop() == 0
         dev.factory_reset()
         proc = run(0.5)
         proc.wait_for("apply.succeeded", device="dev1")
-        event = proc.wait_for("password.resent", device="dev1", timeout=15)
-        assert event["account"] == 1 and event["reason"] == "registration"
-        wait_until(lambda: dev.registered(1))
+        resent_by_itself(proc, dev)
         assert SIP_PASSWORD not in (setup.state / "devices.jsonl").read_text()
 
     def test_factory_reset_under_a_health_gate_gets_its_password_again(self, sim, run, setup):
         """With _fleet.yaml's health gate, the drift correction after a reset fails its check
         (no password on the device); the desired state stays in force and the password is
         sent again by itself."""
-        fleet = sim(devices=1, register_delay=0.1)
-        dev = fleet.devices[0]
-        write(setup.root, "dev1.yaml", device_yaml(dev.url, SIP_ACCOUNT.format(name="Door")))
-        write(setup.root, "_fleet.yaml", "health:\n  timeout: 1\n")
-        proc = run(0.5)
-        proc.wait_for("apply.succeeded", device="dev1")
-        wait_until(lambda: setup.metric("syncd_account_registered", device="dev1") == 1)
+        dev, proc = registered(sim, run, setup, fleet="health:\n  timeout: 1\n")
         dev.factory_reset()
         proc.wait_for("health.failed", device="dev1", timeout=15)
-        event = proc.wait_for("password.resent", device="dev1", timeout=15)
-        assert event["account"] == 1 and event["reason"] == "registration"
-        wait_until(lambda: dev.registered(1))
+        resent_by_itself(proc, dev)
 
 
 class TestRevisionHistoryStatus:

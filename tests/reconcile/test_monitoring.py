@@ -18,31 +18,46 @@ from syncd.state import FileStateStore
 from tests.rollouts.helpers import BAD, GOOD, PBX
 
 
+def sip_spec(url: str) -> DeviceSpec:
+    """dev1 with account 1 registering at the emulator's PBX under a managed password."""
+    fields = {"enabled": True, "registrationEnabled": True, "domain": GOOD}
+    return DeviceSpec(
+        name="dev1",
+        file="dev1.yaml",
+        url=url,
+        auth=AuthSpec(AuthMethod.NONE),
+        mode=Mode.ENFORCE,
+        accounts={1: AccountSpec(1, fields, SecretStr("sip-secret"))},
+    )
+
+
+def watched(
+    pool: ClientPool, state: FileStateStore, now: list[float], kicked: list[str]
+) -> tuple[Reconciler, RegistrationMonitor]:
+    """A reconciler and its registration monitor over ``state`` (resync 2 s, clock ``now[0]``);
+    the devices it wants reconciled again go to ``kicked``."""
+    reconciler = Reconciler(pool=pool, state=state)
+    monitor = RegistrationMonitor(
+        reconciler=reconciler,
+        state=state,
+        resync_interval=2.0,
+        kick=kicked.append,
+        clock=lambda: now[0],
+    )
+    return reconciler, monitor
+
+
 async def test_no_password_resend_for_a_registration_a_failed_rollout_lost(tmp_path) -> None:
     """The device registered with syncd's password, then a desired state that failed its
     health check took it off the PBX: resyncs finding it so resend no password."""
     async with Fleet(devices=1, pbx=PBX, register_delay=0.05) as fleet, ClientPool() as pool:
         device = fleet.devices[0]
-        fields = {"enabled": True, "registrationEnabled": True, "domain": GOOD}
-        good = DeviceSpec(
-            name="dev1",
-            file="dev1.yaml",
-            url=device.url,
-            auth=AuthSpec(AuthMethod.NONE),
-            mode=Mode.ENFORCE,
-            accounts={1: AccountSpec(1, fields, SecretStr("sip-secret"))},
-        )
+        good = sip_spec(device.url)
+        fields = dict(good.accounts[1].fields)
         state = FileStateStore.open(tmp_path / "state")
-        reconciler = Reconciler(pool=pool, state=state)
         kicked: list[str] = []
         now = [1000.0]
-        monitor = RegistrationMonitor(
-            reconciler=reconciler,
-            state=state,
-            resync_interval=2.0,
-            kick=kicked.append,
-            clock=lambda: now[0],
-        )
+        reconciler, monitor = watched(pool, state, now, kicked)
         view = DeviceView(good)
         assert (await reconciler.reconcile(good, apply=True)).status == "applied"
         for _ in range(50):
@@ -73,36 +88,15 @@ async def _after_restart(tmp_path, *, seen_registered: bool) -> list[str]:
     monitor over the same state reads it: the devices it asks a password resend for."""
     async with Fleet(devices=1, pbx=PBX, register_delay=0.05) as fleet, ClientPool() as pool:
         device = fleet.devices[0]
-        fields = {"enabled": True, "registrationEnabled": True, "domain": GOOD}
-        spec = DeviceSpec(
-            name="dev1",
-            file="dev1.yaml",
-            url=device.url,
-            auth=AuthSpec(AuthMethod.NONE),
-            mode=Mode.ENFORCE,
-            accounts={1: AccountSpec(1, fields, SecretStr("sip-secret"))},
-        )
-        now = [1000.0]
-        first = FileStateStore.open(tmp_path / "state")
-        reconciler = Reconciler(pool=pool, state=first)
+        spec = sip_spec(device.url)
+        now, kicked = [1000.0], []
+        reconciler, monitor = watched(pool, FileStateStore.open(tmp_path / "state"), now, kicked)
         assert (await reconciler.reconcile(spec, apply=True)).status == "applied"
         await _registered(fleet)
         if seen_registered:
-            monitor = RegistrationMonitor(
-                reconciler=reconciler, state=first, resync_interval=2.0, kick=print
-            )
             await monitor.check(spec, Outcome.of(spec, "in_sync"), DeviceView(spec))
         device.factory_reset()  # while no daemon runs
-        state = FileStateStore.open(tmp_path / "state")  # the next daemon's
-        reconciler = Reconciler(pool=pool, state=state)
-        kicked: list[str] = []
-        monitor = RegistrationMonitor(
-            reconciler=reconciler,
-            state=state,
-            resync_interval=2.0,
-            kick=kicked.append,
-            clock=lambda: now[0],
-        )
+        reconciler, monitor = watched(pool, FileStateStore.open(tmp_path / "state"), now, kicked)
         view = DeviceView(spec)
         outcome = await reconciler.reconcile(spec, apply=True)  # the reset's drift put back
         assert outcome.status == "applied" and "password" not in str(device.journal[-2:])
