@@ -175,6 +175,7 @@ class Daemon:
             gate=gate,
             wave_of=self.conductor.wave_of,
             unanswered=self.conductor.unanswered,
+            stopping=self.stopping,
         )
 
     # ------------------------------------------------------------------ load

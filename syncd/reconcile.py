@@ -86,7 +86,10 @@ class Reconciler:
         gate: PutGate | None = None,
         wave_of: Callable[[str], str | None] | None = None,
         unanswered: Callable[[str], None] | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
+        #: Set when the daemon stops: a PUT not started yet is not started (SPEC section 6).
+        self._stopping = stopping
         #: Cluster mode: a PUT only with the device's ownership key, bounded by the lease.
         self._sharing = sharing
         self._metrics = metrics
@@ -335,6 +338,10 @@ class Reconciler:
         """The PUT itself (in cluster mode with the ownership key); the outcome if it failed."""
         spec, plan = put.spec, put.plan
         log = self.log.bind(device=spec.name)
+        if self._stopping is not None and self._stopping.is_set():
+            reason = "the daemon is stopping"  # its read was in flight at the signal
+            events.reconcile_skipped(log, reason=reason, changes=len(plan.changes))
+            return put.outcome("changes")
         refused = await self._sharing.may_put(spec.name) if self._sharing is not None else None
         if refused is not None:
             if self._first(spec.name, "held", refused):  # once, until the device is in sync

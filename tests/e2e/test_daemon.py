@@ -200,6 +200,21 @@ class TestSignals:
         assert dev.accounts[0]["displayName"] == "Door 1"
         proc.wait_for("apply.succeeded", device="dev1", timeout=1)
 
+    def test_sigterm_starts_no_put_whose_read_was_in_flight(self, sim, daemon, tmp_path):
+        """SIGTERM while a device's config GET is in flight: the GET may finish, but the PUT
+        it leads to is not started (stop starting work); the change waits for the next start."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        dev.inject(kind="delay", delay=1.5, method="GET", path="/api/phone/config", count=1)
+        proc = daemon(*_args(_setup(tmp_path, fleet), tmp_path))
+        proc.wait_for("desired.loaded")
+        time.sleep(0.5)  # the first reconcile's GET is held by the device
+        assert proc.stop(signal.SIGTERM) == 0
+        assert [e.method for e in dev.journal if e.method == "PUT"] == []
+        assert dev.accounts[0]["displayName"] != "Door 1"
+        skipped = proc.wait_for("reconcile.skipped", device="dev1", timeout=1)
+        assert skipped["reason"] == "the daemon is stopping"
+
     def test_sigterm_after_the_log_reader_has_gone(self, sim, tmp_path):
         """With its log pipe closed, SIGTERM during a PUT still exits 0 within 10 s, with no traceback."""
         fleet = sim(devices=1)
