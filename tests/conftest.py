@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from syncd.client import ClientPool
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
 from syncd.simulator import Fleet
 from syncd.state import FileStateStore
+
+# No wall-clock deadline for a property's example: these machines are shared and their
+# speed varies twofold (a 200 ms deadline failed a pure hashing test on a busy run).
+settings.register_profile("syncd", deadline=None)
+settings.load_profile("syncd")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
