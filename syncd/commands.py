@@ -306,7 +306,7 @@ def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = 
     from syncd import loop
     from syncd.command_errors import report_error
     from syncd.lock import StateDirLocked, StateLock, state_lock_error
-    from syncd.outcome import Tally
+    from syncd.outcome import Tally, devices_text
 
     if settings.cluster_endpoints:
         # The cluster's nodes own the devices (SPEC 11); a PUT from outside would race them.
@@ -330,7 +330,7 @@ def apply(settings: Settings, *, devices: Sequence[str], ignore_windows: bool = 
         print(f"{name}: {problem}")
     tally = Tally.of(outcomes, broken=len(broken))
     print(
-        f"{tally.devices} devices: {tally.applied} changed, "
+        f"{devices_text(tally.devices)}: {tally.applied} changed, "
         f"{tally.in_sync} already in sync, "
         f"{tally.changes} observed with differences, "
         f"{tally.errors} failed, "

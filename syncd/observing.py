@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from syncd import events
 from syncd.devices_view import difference_key
 from syncd.fleet_view import FleetView
-from syncd.outcome import Outcome, Tally
+from syncd.outcome import Outcome, Tally, devices_text
 
 if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
     from syncd.metrics import Metrics
@@ -78,4 +78,4 @@ def status_line(outcomes: Iterable[Outcome | None], *, prefix: str = "") -> str:
         "pending": tally.pending,
     }
     parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-    return f"{prefix}{len(last)} devices: {parts or 'none'}"
+    return f"{prefix}{devices_text(len(last))}: {parts or 'none'}"

@@ -11,7 +11,7 @@ from syncd.diff import Change
 from syncd.history import HistoryEntry
 from syncd.model import DeviceSpec, Mode
 
-__all__ = ["Failure", "Outcome", "Tally"]
+__all__ = ["Failure", "Outcome", "Tally", "devices_text"]
 
 Status = Literal["in_sync", "changes", "applied", "error", "skipped", "waiting"]
 
@@ -31,6 +31,11 @@ class Failure:
     @classmethod
     def from_error(cls, exc: DeviceError) -> Failure:
         return cls(exc.kind, str(exc), exc)
+
+
+def devices_text(n: int) -> str:
+    """``1 device``, ``3 devices``: the head of every summary line."""
+    return f"{n} device" if n == 1 else f"{n} devices"
 
 
 @dataclass(frozen=True, kw_only=True)

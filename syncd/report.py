@@ -9,7 +9,7 @@ from typing import Any
 
 from syncd.desired import Problem
 from syncd.history import format_time
-from syncd.outcome import Outcome, Tally
+from syncd.outcome import Outcome, Tally, devices_text
 from syncd.policy import FleetPolicy
 from syncd.waves import assign_waves
 from syncd.windows import WindowState, window_state
@@ -57,7 +57,7 @@ def plan_text(outcomes: list[Outcome], broken: Mapping[str, str]) -> str:
         lines.append(f"{name}  error: {problem}")
     s = summary(outcomes, broken)
     lines.append(
-        f"{s['devices']} devices: {s['in_sync']} in sync, {s['changes']} with changes, "
+        f"{devices_text(s['devices'])}: {s['in_sync']} in sync, {s['changes']} with changes, "
         f"{s['errors']} errors, {s['skipped']} skipped"
     )
     return "\n".join(lines) + "\n"

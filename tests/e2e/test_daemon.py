@@ -304,6 +304,6 @@ class TestNotify:
         sock.close()
         text = "\n".join(messages)
         assert messages[0].startswith("READY=1")
-        assert "STATUS=1 devices" in text
+        assert "STATUS=1 device:" in text
         assert text.count("WATCHDOG=1") >= 2
         assert "STOPPING=1" in messages[-1]
