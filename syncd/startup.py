@@ -7,6 +7,7 @@ each raises :class:`StartupError` naming the dir or the setting.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -51,5 +52,11 @@ def start_metrics(
         server, _ = serve_metrics(metrics, address, stale_after=STALE_AFTER, status=status)
     except (OSError, ValueError, OverflowError) as exc:  # port > 65535: OverflowError
         shown = hide_credentials(address)
-        raise StartupError(f"bad setting metrics_address {shown!r}: {exc}") from None
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            why = "another process already listens there (another syncd?)"
+        elif isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
+            why = "no interface of this host has that address"
+        else:
+            why = str(exc)
+        raise StartupError(f"bad setting metrics_address {shown!r}: {why}") from None
     return server

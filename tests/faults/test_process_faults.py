@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -384,6 +385,20 @@ class TestBadSettings:
             "run", "--desired", str(tmp_path), "--state-dir", str(tmp_path / "s"), *args, timeout=30
         )
         _one_error(result, needle)
+
+    def test_metrics_port_in_use_says_so(self, tmp_path):
+        """A metrics address another process listens on: one sentence saying that, naming
+        the setting, not the bare errno."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            address = f"127.0.0.1:{taken.getsockname()[1]}"
+            result = syncd(
+                "run", "--desired", str(tmp_path), "--state-dir", str(tmp_path / "s"),
+                "--metrics-address", address, timeout=30,
+            )  # fmt: skip
+        error = _one_error(result, f"metrics_address '{address}'")
+        assert "already listens there" in error and "Errno" not in error
 
     @pytest.mark.parametrize(("env", "needle"), BAD_ENV.values(), ids=BAD_ENV.keys())
     def test_bad_environment(self, tmp_path, env, needle):
