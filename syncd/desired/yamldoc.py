@@ -295,7 +295,17 @@ def _where_it_starts(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
     quote = _unclosed_quote(text, up_to=line)
     if quote is not None:
         return quote, f"a quote opened on this line is not closed ({problem} on line {line})"
+    if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+        return line, f"a tab where YAML allows only spaces (indent with spaces; {problem})"
     return line, problem
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    """The character at 0-based ``line`` and ``column`` of ``text`` ("" past its end)."""
+    lines = text.splitlines()
+    if line >= len(lines) or column >= len(lines[line]):
+        return ""
+    return lines[line][column]
 
 
 def _unclosed_quote(text: str, *, up_to: int) -> int | None:

@@ -372,6 +372,19 @@ class TestDocumentShape:
         problem = only_error(load({"a.yaml": text}))
         assert problem.line == 6 and "quote" not in problem.message, str(problem)
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "device:\n  url: https://192.0.2.10\naccounts:\n\t- account: 1\n",
+            "device:\n  url: https://192.0.2.10\naccounts:\n  - account: 1\n\tenabled: true\n",
+        ],
+    )
+    def test_a_tab_indent_is_named_as_a_tab(self, load: Load, text: str) -> None:
+        """A tab where YAML wants spaces is said to be a tab, on its line."""
+        problem = only_error(load({"a.yaml": text}))
+        line = text.count("\n", 0, text.index("\t")) + 1
+        assert_problem(problem, "a.yaml", line, "", "a tab where YAML allows only spaces")
+
     def test_bad_indentation_names_line(self, load: Load) -> None:
         """Mis-indented YAML is an error on the offending line."""
         text = "device:\n  url: https://192.0.2.10\n   name: x\n"
