@@ -252,6 +252,12 @@ class Reconciler:
                 log = self.log.bind(device=spec.name)
                 events.apply_failed(log, error=str(exc), kind="device", revision=revision)
             return Outcome.of(spec, "error", failure=Failure("device", str(exc)))
+        void = self._sharing.void_read(spec.name) if self._sharing is not None else None
+        if void is not None:  # a read from before a pause: nothing said or kept from it
+            if self._first(spec.name, "held", void):
+                log = self.log.bind(device=spec.name)
+                events.reconcile_skipped(log, reason=void, changes=len(plan.changes))
+            return Outcome.of(spec, "skipped", elsewhere=True)
         if plan.empty:
             if self._state.unhealthy_fingerprint(spec.name) != spec.fingerprint:
                 self._record_in_force(spec, revision)  # else the health check says (after)

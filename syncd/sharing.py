@@ -89,6 +89,11 @@ class Sharing(Protocol):
         """The node that changes ``device`` (None standalone, or no live node known)."""
         ...
 
+    def void_read(self, device: str) -> str | None:
+        """After a turn's read: None when it stands, else why not (this node's lease ended
+        since, so another node may have changed the device; it is kicked to be read again)."""
+        ...
+
     async def may_put(self, device: str) -> str | None:
         """Right before a turn's PUT: None to go, else why not now (the worker is kicked
         again). A PUT goes only under the ownership its turn read the device under."""
@@ -159,6 +164,9 @@ class Standalone:
         return True
 
     def owner_of(self, device: str) -> str | None:
+        return None
+
+    def void_read(self, device: str) -> str | None:
         return None
 
     async def may_put(self, device: str) -> str | None:

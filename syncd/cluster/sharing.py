@@ -6,8 +6,8 @@ either: its owner reads it); ``turn`` returns a ``skipped`` outcome marked
 device alone). Before reading a device it owns, the node takes the device's
 ownership key (``acquire``): the previous owner releases it only after its PUT
 in flight and its state writes are in etcd, so what this node reads and plans
-comes after them. Right before the PUT the reconciler asks ``may_put``: the
-key must be the very one the turn took. A node whose lease ended meanwhile (a
+comes after them. After the read (``void_read``) and right before the PUT
+(``may_put``) the key must be the very one the turn took. A node whose lease ended meanwhile (a
 host paused between its GET and its PUT) may have lost the device to another
 node and got it back, so its plan may be stale: no PUT, and the device is read
 again. The PUT runs inside ``put_window``, which cancels it when the lease could
@@ -197,13 +197,19 @@ class Clustered:
             asyncio.get_running_loop().call_later(self._retry, self._kick, device)
         return False
 
-    async def may_put(self, device: str) -> str | None:
+    def void_read(self, device: str) -> str | None:
         started = self._turn_keys.get(device)
         if started is not None and self._cluster.key_revision(device) != started:
             # This node's lease ended since the turn read the device (a paused host, say):
-            # another node may have changed it meanwhile, so the plan may be stale.
+            # another node may have changed it meanwhile, so the read may be stale.
             asyncio.get_running_loop().call_soon(self._kick, device)
             return "this node's cluster lease ended since the device was read; reading it again"
+        return None
+
+    async def may_put(self, device: str) -> str | None:
+        void = self.void_read(device)
+        if void is not None:
+            return void
         if not await self.acquire(device):
             return "another cluster node still holds the device"
         return None

@@ -242,6 +242,7 @@ class TestClustered:
             await revoke_lease(node._cluster.connection, old)  # as if it expired meanwhile
             await eventually(lambda: node._cluster._lease.id not in (None, old) and node.available)
             kicks = worker.kicks
+            assert node.void_read(device) is not None  # what the turn read is void
             verdicts.append(await node.may_put(device))
             await eventually(lambda: worker.kicks > kicks)
             return Outcome.of(spec(device), "changes")

@@ -202,11 +202,21 @@ class HeldElsewhere:
     def __init__(self) -> None:
         self.held = True
 
+    def void_read(self, device: str) -> str | None:
+        return None
+
     async def may_put(self, device: str) -> str | None:
         return "another cluster node still holds the device" if self.held else None
 
     def put_window(self) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+
+class PausedNode(HeldElsewhere):
+    """A cluster node whose lease ended while its turn read the device (a paused host)."""
+
+    def void_read(self, device: str) -> str | None:
+        return "this node's cluster lease ended since the device was read; reading it again"
 
 
 class TestHeldElsewhere:
@@ -238,3 +248,24 @@ class TestHeldElsewhere:
                 assert (await reconciler.reconcile(spec, apply=True)).status == "changes"
         skipped = [e for e in logs if e["event"] == "reconcile.skipped"]
         assert [e["reason"] for e in skipped] == ["another cluster node still holds the device"] * 2
+
+    async def test_a_read_from_before_a_pause_says_and_changes_nothing(
+        self, emulated: Fleet, state_store: FileStateStore
+    ) -> None:
+        """A drift read under a lease that has ended since: no drift.detected, no PUT, no
+        state kept; one reconcile.skipped, and the outcome leaves the node's view alone."""
+        device = emulated.devices[0]
+        spec = spec_for(device, displayName="Wanted")
+        with capture_logs() as logs:
+            async with ClientPool(timeout=5.0) as pool:
+                reconciler = Reconciler(
+                    pool=pool,
+                    state=state_store,
+                    sharing=PausedNode(),  # type: ignore[arg-type]
+                )
+                outcome = await reconciler.reconcile(spec, apply=True)
+        assert outcome.status == "skipped" and outcome.elsewhere
+        assert [e["event"] for e in logs] == ["reconcile.skipped"]
+        assert "lease ended" in logs[0]["reason"]
+        assert [e.method for e in device.journal if e.method == "PUT"] == []
+        assert state_store.applied_fingerprint(spec.name) is None
