@@ -7,11 +7,12 @@ device alone). Before reading a device it owns, the node takes the device's
 ownership key (``acquire``): the previous owner releases it only after its PUT
 in flight and its state writes are in etcd, so what this node reads and plans
 comes after them. After the read (``void_read``) and right before the PUT
-(``may_put``) the key must be the very one the turn took. A node whose lease ended meanwhile (a
-host paused between its GET and its PUT) may have lost the device to another
-node and got it back, so its plan may be stale: no PUT, and the device is read
-again. The PUT runs inside ``put_window``, which cancels it when the lease could
-end (only a node that stopped renewing gets there). A device that moved away
+(``may_put``) the key must be the very one the turn took. A node whose lease
+ended meanwhile (a host paused between its GET and its PUT) may have lost the
+device to another node and got it back, so what it read may be stale: nothing
+is said, kept or PUT from it, and the device is read again. The PUT runs
+inside ``put_window``, which cancels it when the lease could end (only a node
+that stopped renewing gets there). A device that moved away
 is released after the run in flight ends. A membership change kicks the
 workers of the devices this node gained, so they are reconciled at once. Each
 node publishes the status JSON of the devices it owns in etcd
