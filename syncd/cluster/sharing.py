@@ -200,12 +200,18 @@ class Clustered:
 
     def void_read(self, device: str) -> str | None:
         started = self._turn_keys.get(device)
-        if started is not None and self._cluster.key_revision(device) != started:
-            # This node's lease ended since the turn read the device (a paused host, say):
-            # another node may have changed it meanwhile, so the read may be stale.
-            asyncio.get_running_loop().call_soon(self._kick, device)
-            return "this node's cluster lease ended since the device was read; reading it again"
-        return None
+        if started is None:
+            return None
+        if self._cluster.healthy and self._cluster.key_revision(device) == started:
+            return None
+        # This node's lease ended, or is no longer sure to live, since the turn took the
+        # device (a paused host, say; on waking its own clock says so before etcd does):
+        # another node may have changed the device meanwhile, so the read may be stale.
+        asyncio.get_running_loop().call_soon(self._kick, device)
+        return (
+            "this node's cluster lease ended or could not be renewed since the device was "
+            "read; reading it again"
+        )
 
     async def may_put(self, device: str) -> str | None:
         void = self.void_read(device)

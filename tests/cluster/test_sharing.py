@@ -249,7 +249,7 @@ class TestClustered:
 
         assert (await node.turn(spec(device), work)).status == "changes"
         assert verdicts[0] is None
-        assert verdicts[1] is not None and "lease ended" in verdicts[1]
+        assert verdicts[1] is not None and "lease ended" in verdicts[1]  # its new key
         verdicts.clear()
 
         async def again() -> Outcome:  # the next turn, under the new lease: the PUT may go
@@ -258,6 +258,26 @@ class TestClustered:
 
         assert (await node.turn(spec(device), again)).status == "applied"
         assert verdicts == [None]
+
+    async def test_a_read_is_void_once_the_lease_is_not_sure_to_live(
+        self, make_sharing: Factory
+    ) -> None:
+        """Woken from a pause, a node's own clock fences its lease before etcd's answer
+        says it ended (the key still looks held): what the turn read is void already."""
+        node = await make_sharing("p2")
+        device = DEVICES[0]
+        seen: list[str | None] = []
+
+        async def work() -> Outcome:
+            seen.append(node.void_read(device))
+            node._cluster._lease.failed()  # renewals overdue: fenced; the key not dropped yet
+            assert node._cluster.key_revision(device) is not None
+            seen.append(node.void_read(device))
+            return Outcome.of(spec(device), "changes")
+
+        await node.turn(spec(device), work)
+        assert seen[0] is None
+        assert seen[1] is not None and "could not be renewed" in seen[1]
 
     async def test_start_on_answering_etcd_logs_joined_not_unavailable(
         self, make_sharing: Factory

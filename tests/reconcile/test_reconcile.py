@@ -216,7 +216,7 @@ class PausedNode(HeldElsewhere):
     """A cluster node whose lease ended while its turn read the device (a paused host)."""
 
     def void_read(self, device: str) -> str | None:
-        return "this node's cluster lease ended since the device was read; reading it again"
+        return "this node's cluster lease ended or could not be renewed since the device was read"
 
 
 class TestHeldElsewhere:
