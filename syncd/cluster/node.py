@@ -225,14 +225,21 @@ class ClusterNode:
     async def publish_revision(self, revision: str, since: float) -> None:
         """Say in this node's registration that it has loaded ``revision`` since ``since``.
 
-        Kept across rejoins; a failure to write now is repaired at the next rejoin.
+        Kept across rejoins; what cannot be written now (etcd away, or a rejoin under
+        way that registers the record it read before) is written after a renewal.
         """
         if self._revision is not None and self._revision[0] == revision:
             return
         self._revision = (revision, since)
+        await self._republish()
+
+    async def _republish(self) -> None:
+        """Write this node's registration again when it lags what the node has loaded."""
         if not self.healthy or self._lease.id is None or self._written is None:
             return
         record, lease, written = self._record(), self._lease.id, self._written
+        if record == written:
+            return
         with contextlib.suppress(*TRANSIENT_ERRORS):
             key = self._member_key
             if await rewrite_record(self.connection, key, record, lease=lease, written=written):
@@ -341,6 +348,7 @@ class ClusterNode:
         await self._view.refresh()
         if self._view.leader is None:
             await self._campaign()
+        await self._republish()
 
     def _leader_gone(self) -> None:
         """Nobody holds the leader key: take it if healthy (in the background)."""

@@ -341,6 +341,19 @@ class TestClustered:
         assert not two.lagging("bbbb")
         assert two.may_drive("bbbb") == two.is_leader
 
+    async def test_a_revision_loaded_while_fenced_is_published_once_renewed(
+        self, make_sharing: Factory
+    ) -> None:
+        """A revision loaded while the node's lease is fenced (a host woken from a pause
+        loads its new tree before it has renewed) reaches its registration at the next
+        renewal, not at the next reload: no lasting cluster.revision_differs."""
+        one, two = await make_sharing("v1"), await make_sharing("v2")
+        one.publish_revision("aaaa")
+        await eventually(lambda: two._cluster.revisions.get("v1", ("",))[0] == "aaaa")
+        one._cluster._lease.failed()  # renewals overdue: nothing is written now
+        await one._cluster.publish_revision("bbbb", time.time())
+        await eventually(lambda: two._cluster.revisions.get("v1", ("",))[0] == "bbbb")
+
     async def test_metrics_and_health(self, make_sharing: Factory) -> None:
         """Members, owned devices and leadership are gauges; /healthz's problem is None while joined."""
         metrics = [Metrics(), Metrics()]
