@@ -40,6 +40,15 @@ class TestStderrIsJson:
         assert any(line.startswith("broken: ") for line in out)
         assert out[-1].startswith("4 devices: 2 changed")
 
+    def test_one_device_is_counted_in_the_singular(self, sim, tmp_path):
+        """plan's and apply's summary lines of a one-device fleet say "1 device"."""
+        root, state = tmp_path / "desired", str(tmp_path / "s")
+        write(root, "door.yaml", device_yaml(sim(devices=1).devices[0].url, ACCOUNT_1))
+        plan = syncd("plan", "--desired", str(root), "--state-dir", state)
+        assert plan.stdout.splitlines()[-1].startswith("1 device: 0 in sync, 1 with changes")
+        apply = syncd("apply", "--desired", str(root), "--state-dir", state)
+        assert apply.stdout.splitlines()[-1].startswith("1 device: 1 changed")
+
     def test_errors_and_usage_errors_are_json_lines(self, tmp_path):
         """A command's error sentence and a usage error are JSON lines on a non-terminal stderr."""
         missing = syncd("apply", "--desired", str(tmp_path / "nope"))
