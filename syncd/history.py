@@ -39,6 +39,7 @@ __all__ = [
     "format_history_table",
     "format_time",
     "history_changes",
+    "oldest_first",
     "parse_duration",
     "parse_time",
     "since_start",
@@ -237,10 +238,12 @@ class HistoryLog:
                 newer.replace(older)
 
     def read(self, *, device: str | None = None, since: datetime | None = None) -> HistoryRead:
-        """Entries oldest first (in the order written) across the rotated files, filtered.
+        """Entries oldest first across the rotated files, filtered.
 
-        A line that is not a whole entry (a torn last line) is skipped with a
-        warning naming file and line.
+        Oldest by each entry's time (its PUT's), not by the order written: a
+        rollout's entry is written once the device's health check ends, after
+        the PUTs of other devices made meanwhile. A line that is not a whole
+        entry (a torn last line) is skipped with a warning naming file and line.
         """
         found = HistoryRead([], [])
         for path in self._files:
@@ -254,7 +257,7 @@ class HistoryLog:
             lines = ((n, line) for n, line in enumerate(raw.splitlines(), start=1) if line.strip())
             torn = partial(_torn_line, path)
             collect_entries(lines, torn, device=device, since=since, into=found)
-        return found
+        return oldest_first(found)
 
 
 def append_entry(
@@ -270,6 +273,13 @@ def append_entry(
         events.state_write_failed(
             log.bind(device=entry.device), error=f"cannot append to the history: {reason}"
         )
+
+
+def oldest_first(found: HistoryRead) -> HistoryRead:
+    """``found`` by each entry's time: entries are written when their outcome is known
+    (after a health check), and a cluster's nodes append concurrently."""
+    found.entries.sort(key=lambda entry: entry.time)  # stable: equal times keep their order
+    return found
 
 
 def _torn_line(path: Path, number: int) -> str:

@@ -16,7 +16,7 @@ from syncd.cluster.connection import ClusterError, EtcdAccess
 from syncd.cluster.reading import read_once
 from syncd.cluster.settings import cluster_access
 from syncd.cluster.store import EtcdStateStore, history_prefix
-from syncd.history import HistoryEntry, HistoryRead, collect_entries
+from syncd.history import HistoryEntry, HistoryRead, collect_entries, oldest_first
 
 __all__ = ["EtcdHistory", "read_cluster_history"]
 
@@ -38,17 +38,11 @@ class EtcdHistory:
         found = HistoryRead([], [])
         rows = enumerate(self.store.history(), start=1)
         collect_entries(rows, _not_whole, device=device, since=since, into=found)
-        return _oldest_first(found)
+        return oldest_first(found)
 
 
 def _not_whole(number: int) -> str:
     return f"etcd history entry {number}: skipped, not a whole entry"
-
-
-def _oldest_first(found: HistoryRead) -> HistoryRead:
-    """By each entry's time: nodes append concurrently, so the keys' order is not quite that."""
-    found.entries.sort(key=lambda entry: entry.time)  # stable: equal times keep the keys' order
-    return found
 
 
 def read_cluster_history(settings: object, *, since: datetime | None = None) -> HistoryRead:
@@ -73,4 +67,4 @@ async def _read(access: EtcdAccess, cluster_name: str, since: datetime | None) -
     rows = ((number, value) for number, (_, value) in enumerate(docs, start=1))
     read = HistoryRead([], [])
     collect_entries(rows, _not_whole, device=None, since=since, into=read)
-    return _oldest_first(read)
+    return oldest_first(read)

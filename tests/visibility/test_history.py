@@ -116,6 +116,19 @@ class TestReadWrite:
         assert got.entries == written
         assert got.warnings == []
 
+    def test_read_by_time_not_by_order_written(self, tmp_path: Path) -> None:
+        """An entry written late (its health check took a while) still reads in its PUT's
+        place, in the file and across a rotation, and `syncd history` prints it there."""
+        path = tmp_path / "history.jsonl"
+        line_size = len(json.dumps(entry(0).as_dict(), ensure_ascii=False)) + 1
+        log = HistoryLog(path, rotate_bytes=3 * line_size)
+        for n in (1, 3, 0, 4, 2):  # 0 written after 3, into .1 ; 2 after 4, into the new file
+            log.append(entry(n, device=f"d{n}"))
+        assert [e.time.minute for e in log.read().entries] == [0, 1, 2, 3, 4]
+        done = syncd("history", "--state-dir", str(tmp_path), "--json")
+        assert done.returncode == 0, done.stderr
+        assert [e["device"] for e in json.loads(done.stdout)] == ["d0", "d1", "d2", "d3", "d4"]
+
     def test_missing_file_is_empty(self, tmp_path: Path) -> None:
         """No history yet reads as no entries and no warning."""
         assert HistoryLog(tmp_path / "history.jsonl").read() == ([], [])
