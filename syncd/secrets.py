@@ -78,6 +78,8 @@ def resolve_secret(
         value = environ.get(ref.name)
         if value is None:
             raise SecretError(f"environment variable {ref.name} is not set")
+        if not _utf8(value):  # os.environ keeps bytes that are not UTF-8 as surrogates
+            raise SecretError(f"environment variable {ref.name} is not UTF-8 text")
         return SecretStr(value)
     if ref.source == "file":
         path = base_dir / ref.name
@@ -105,6 +107,14 @@ def _read_secret_file(path: Path, what: str) -> str:
     except UnicodeDecodeError:
         raise SecretError(f"{what}: file {path} is not UTF-8 text") from None
     return _strip_newline(text)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _strip_newline(text: str) -> str:

@@ -242,6 +242,20 @@ class TestUnresolvable:
             resolve_secret(SecretRef("file", name="bin"), environ={}, base_dir=tmp_path)
         assert "UTF-8" in str(caught.value) and "SECRETBYTES" not in str(caught.value)
 
+    def test_non_utf8_env_value_not_echoed(self, tree: Tree) -> None:
+        """An environment variable holding bytes that are not UTF-8 (os.environ keeps them
+        as surrogates) is an error at the reference's line naming the variable, no byte of it."""
+        entry, root = entry_with(tree, "{env: API_PW}", "{env: SIP1_PW}", "{env: SIP2_PW}")
+        bad = "caf\udce9SECRETBYTES"  # what os.environ makes of b"caf\xe9SECRETBYTES"
+        with pytest.raises(SecretError) as caught:
+            resolve_device(
+                entry, environ={"API_PW": API, "SIP1_PW": bad, "SIP2_PW": SIP2}, base_dir=root
+            )
+        message = str(caught.value)
+        assert message == (
+            "a.yaml:8: accounts[0].password: environment variable SIP1_PW is not UTF-8 text"
+        )
+
     def test_huge_file_refused(self, tmp_path: Path) -> None:
         """A multi-megabyte 'secret' file is refused as too large, content unechoed."""
         (tmp_path / "big").write_text("Q" * (200 * 1024))

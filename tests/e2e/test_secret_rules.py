@@ -58,6 +58,19 @@ class TestPasswordTextRule:
         assert expected in run(root, tmp_path, "validate", "--resolve-secrets", env=env)
         assert expected in run(root, tmp_path, "plan", env=env)
 
+    def test_env_value_not_utf8(self, tmp_path):
+        """{env: SIP} holding Latin-1 bytes fails validate --resolve-secrets and plan at the
+        reference's line naming the variable (not one byte of it); the other device is planned."""
+        root = tmp_path / "desired"
+        write(root, "a.yaml", device_file("{env: LATIN}"))
+        write(root, "b.yaml", device_file('"Pw9-fine"').replace(":9", ":10"))
+        env = {"LATIN": "caf\udce9Pw9"}  # the child gets the bytes b"caf\xe9Pw9"
+        expected = "a.yaml:7: accounts[0].password: environment variable LATIN is not UTF-8 text"
+        assert expected in run(root, tmp_path, "validate", "--resolve-secrets", env=env)
+        out = run(root, tmp_path, "plan", env=env)
+        assert expected in out and "caf" not in out and "unexpected" not in out
+        assert '"devices": 1, "invalid": 1' in out  # b is planned, only a is refused
+
     def test_file_value_with_control_character(self, tmp_path):
         """{file: ...} whose text holds \\x01 fails plan and apply at the reference's line."""
         root = tmp_path / "desired"
