@@ -9,6 +9,11 @@ password is sent. Each (target, account) is held by at most one record: when a
 password is applied, other records' entries for that target and account are
 *released*, so a stale entry can never stand in for a newer password.
 
+A serial number that could not be read (the device's ``/api/system/info``
+failed once) is not another serial: a target without one stands for the same
+URL with any serial, both ways, and an entry made without the serial is bound
+to it once it is known. Only two known serials that differ make another device.
+
 A record marked ``forgotten`` (its passwords were made due on purpose, after a
 factory reset) never takes an entry over.
 
@@ -45,6 +50,19 @@ def _map(record: dict[str, Any], key: str) -> dict[str, Any]:
         value = {}  # missing or damaged: as if never applied
         record[key] = value
     return value
+
+
+def bound_target(target: str, stored: object) -> str:
+    """The target an entry recorded for ``stored`` is checked against when the device
+    is now ``target``: ``stored`` itself when only the serial is unknown on either side
+    (same URL), else ``target`` (another URL or another serial: another device)."""
+    if not isinstance(stored, str) or stored == target:
+        return target
+    url, _, serial = target.partition("#")
+    stored_url, _, stored_serial = stored.partition("#")
+    if url != stored_url or (serial and stored_serial):
+        return target
+    return stored
 
 
 def take_over(
@@ -163,12 +181,20 @@ class DeviceRecords(ABC):
         desired file was moved or renamed); it then moves to this name.
         """
         record = self._record(device)
-        digest = self._digest(target, account, password)
+        bound = bound_target(target, _map(record, "targets").get(str(account)))
         stored = record["passwords"].get(str(account))
-        if isinstance(stored, str) and hmac.compare_digest(stored, digest):
+        if isinstance(stored, str) and hmac.compare_digest(
+            stored, self._digest(bound, account, password)
+        ):
+            if bound != target and "#" in target:  # the serial is known now: bind to it
+                record["passwords"][str(account)] = self._digest(target, account, password)
+                record["targets"][str(account)] = target
+                self._by_target.add(record)
+                self._save_moved(device)
             return False
         if stored is not None:
             return True
+        digest = self._digest(target, account, password)
         source = take_over(
             record, self._holders(target), target=target, account=account, digest=digest
         )

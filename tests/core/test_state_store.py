@@ -566,6 +566,31 @@ class TestMovedDevice:
         assert FileStateStore.open(state_dir).password_due("new", SERIAL_TARGET, 1, SecretStr("a"))
 
 
+class TestUnknownSerial:
+    """A serial that could not be read (system/info failed) is not another serial."""
+
+    def test_entry_with_serial_holds_while_the_serial_is_unread(self, state_dir: Path) -> None:
+        """Recorded with the serial: the URL alone finds it; another serial or URL does not."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("a", SERIAL_TARGET, {1: SecretStr("pw")})
+        assert not store.password_due("a", URL, 1, SecretStr("pw"))
+        assert store.password_due("a", URL, 1, SecretStr("other"))
+        assert store.password_due("a", f"{URL}#54-0000-0002", 1, SecretStr("pw"))
+        assert store.password_due("a", "https://192.0.2.11", 1, SecretStr("pw"))
+        assert records_on_disk(state_dir)["a"]["targets"] == {"1": SERIAL_TARGET}
+
+    def test_entry_without_serial_is_bound_to_it_once_read(self, state_dir: Path) -> None:
+        """Recorded by URL alone: a serial read later finds it and binds it, so that a box
+        swapped after that (another serial) is another device again."""
+        store = FileStateStore.open(state_dir)
+        store.record_passwords("a", URL, {1: SecretStr("pw")})
+        assert not store.password_due("a", SERIAL_TARGET, 1, SecretStr("pw"))
+        reopened = FileStateStore.open(state_dir)
+        assert records_on_disk(state_dir)["a"]["targets"] == {"1": SERIAL_TARGET}
+        assert not reopened.password_due("a", SERIAL_TARGET, 1, SecretStr("pw"))
+        assert reopened.password_due("a", f"{URL}#54-0000-0002", 1, SecretStr("pw"))
+
+
 class TestReadOnly:
     def test_missing_dir_is_not_created(self, tmp_path: Path) -> None:
         """open_readonly on a missing dir creates nothing, and every password is due."""

@@ -6,6 +6,9 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
+from syncd.simulator.faults import Fault
 from tests.e2e.conftest import device_yaml, puts, syncd, write
 
 ACCOUNT_1 = """\
@@ -198,6 +201,33 @@ class TestPasswords:
         assert len(puts(dev)) == 2 and dev.passwords[1] == "s3cret-one"
         assert _run("apply", root, tmp_path, env=env).returncode == 0
         assert len(puts(dev)) == 2
+
+    @pytest.mark.parametrize(
+        "fault",
+        [{"kind": "reject", "code": 14}, {"kind": "malformed"}],
+        ids=["rejected", "not-json"],
+    )
+    def test_serial_unread_once_sends_no_password(self, sim, tmp_path, fault):
+        """One bad answer from /api/system/info is not another device: no apply around it,
+        recorded with the serial or without, sends the unchanged password again."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        root = _tree(tmp_path, fleet, "  - account: 1\n    password: {env: SIP1}\n")
+        env = {"SIP1": "s3cret-one"}
+        glitch = Fault.from_json({**fault, "count": 1, "path": "/api/system/info"})
+        dev.add_fault(glitch)  # the first apply records the password without the serial
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 1 and not dev.faults
+        for _ in range(2):  # the serial read: the entry is bound to it, not sent again
+            assert _run("apply", root, tmp_path, env=env).returncode == 0
+        dev.add_fault(glitch)
+        for _ in range(2):  # unread again, then read again
+            assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 1
+        dev.factory_reset()  # and a box swapped at the address is still another device
+        dev.identity["serialNumber"] = "54-9999-0001"
+        assert _run("apply", root, tmp_path, env=env).returncode == 0
+        assert len(puts(dev)) == 2 and dev.passwords[1] == "s3cret-one"
 
     def test_moved_device_file_sends_no_password(self, sim, tmp_path):
         """A device file renamed (git mv) is the same device: apply sends it no password again."""
