@@ -52,6 +52,11 @@ def problem_from_error(err: Any, doc: Any, rel: str) -> Problem:
         return problem(_unknown_key(loc))
     if kind == "missing":
         return problem("is required")
+    if kind == "text_type" and pos.raw in _NULLS:
+        return problem(
+            f'is empty (YAML null); write {loc[-1]}: "" to clear it on the device, '
+            "or leave the key out to leave the device's value alone"
+        )
     if kind == "text_type" and pos.raw is not None:
         return problem(
             f'must be a string; quote it: {loc[-1]}: "{pos.raw}" '
@@ -65,6 +70,10 @@ def problem_from_error(err: Any, doc: Any, rel: str) -> Problem:
     if kind == "enum":
         message = message.replace("Input should be", "must be")
     return problem(message)
+
+
+#: How YAML writes null: no value, ``~``, ``null`` in its three spellings.
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 
 
 def _unknown_key(loc: tuple[int | str, ...]) -> str:

@@ -8,6 +8,7 @@ bombs, deep nesting) stop early with a message instead of eating the host.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -37,6 +38,13 @@ _MERGE = "tag:yaml.org,2002:merge"
 _ScalarNode = yaml.ScalarNode
 #: Booleans in YAML 1.1 (PyYAML) but text in YAML 1.2: refused, as they mean different things.
 _YAML11_BOOLS = frozenset({"yes", "no", "on", "off"})
+#: YAML 1.2's core-schema numbers, the plain texts PyYAML's YAML 1.1 leaves as strings
+#: among them (``1e3``, ``0o17``); what may start one.
+_YAML12_NUMBER = re.compile(
+    r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+)
+_NUMBER_START = frozenset("0123456789+-.")
 _SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _resolve: Callable[..., str] = _SafeLoader.resolve
 #: Plain scalars' texts and the tags they resolve to (keys and common values recur in
@@ -87,6 +95,14 @@ class YamlError(Exception):
         super().__init__(f"{pos.file}:{pos.line}: {message}")
         self.pos = pos
         self.message = message
+
+
+@dataclass(frozen=True)
+class _Yaml12Number:
+    """An unquoted ``1e3``, ``0o17`` or ``1.5e3``: text to YAML 1.1 (PyYAML), a number
+    in YAML 1.2 (1000, 15, ...). syncd takes it as neither: every field refuses it, with a hint."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -192,7 +208,7 @@ class _Walker:
         tag = node.tag
         value: str = node.value
         if tag == _STR:
-            return value  # the common case, without PyYAML's generic constructor
+            return _text(node)  # the common case, without PyYAML's generic constructor
         if tag == _INT:
             # Plain decimals only: 0123 (octal in YAML 1.1), 0x1f, 1_000 or a huge one go
             # to PyYAML, whose readings (and failures) stay as they were.
@@ -251,7 +267,8 @@ class _Walker:
                 self._nodes += 1  # and for the usual value, a string
                 if self._nodes > MAX_NODES or inner > MAX_DEPTH:
                     self._refuse(value_node, inner)
-                raw = result[key] = value_node.value
+                raw = value_node.value
+                result[key] = _text(value_node) if raw[:1] in _NUMBER_START else raw
             else:
                 result[key] = self.walk(value_node, inner)
                 raw = value_node.value if value_node.__class__ is _ScalarNode else None
@@ -267,6 +284,14 @@ def _is_decimal(value: str) -> bool:
         and len(value) <= 18
         and (value[0] != "0" or value == "0")
     )
+
+
+def _text(node: yaml.ScalarNode) -> str | _Yaml12Number:
+    """A string scalar's value; a plain one that YAML 1.2 reads as a number is marked."""
+    value: str = node.value
+    if not node.style and value[:1] in _NUMBER_START and _YAML12_NUMBER.fullmatch(value):
+        return _Yaml12Number(value)
+    return value
 
 
 def _raw(node: yaml.Node) -> str | None:

@@ -160,6 +160,26 @@ class TestTypes:
         assert "quote" in problem.message
         assert 'sipNumber: "4001"' in problem.message
 
+    @pytest.mark.parametrize("raw", ["1e3", "0o17", "1.5e3", "-2E+5"])
+    def test_yaml12_number_in_text_field_says_quote(self, load: Load, raw: str) -> None:
+        """`sipNumber: 1e3` is text to PyYAML (YAML 1.1) but a number to YAML 1.2 tools: refused
+        like 4001, with the quoting hint; quoted it is the text."""
+        problem = only_error(load({"a.yaml": account_file(f"sipNumber: {raw}")}))
+        assert_problem(problem, "a.yaml", 5, "accounts[0].sipNumber", "must be a string")
+        assert f'sipNumber: "{raw}"' in problem.message
+        quoted = load({"a.yaml": account_file(f'sipNumber: "{raw}"')})
+        assert quoted.errors == []
+        assert quoted.devices["a"].accounts[1].fields["sipNumber"] == raw
+
+    @pytest.mark.parametrize("raw", ["null", "~", "NULL", ""])
+    def test_null_in_text_field_says_how_to_clear_it(self, load: Load, raw: str) -> None:
+        """`domain: null` (or ~, or nothing) is refused with the two things it may mean,
+        clear it ("") or leave it alone (no key); never the text "null" quoted."""
+        problem = only_error(load({"a.yaml": account_file(f"domain: {raw}".rstrip())}))
+        assert_problem(problem, "a.yaml", 5, "accounts[0].domain", "is empty (YAML null)")
+        assert 'write domain: "" to clear it' in problem.message
+        assert "leave the key out" in problem.message and '"null"' not in problem.message
+
     def test_leading_zero_number_quoted_as_written(self, load: Load) -> None:
         """`sipNumber: 0123` is refused and the hint quotes the digits as written, "0123"."""
         problem = only_error(load({"a.yaml": account_file("sipNumber: 0123")}))
@@ -206,8 +226,8 @@ class TestTypes:
             ("enabled: null", "enabled", "true or false"),
             ("domainPort:", "domainPort", "port"),
             ("answerMode: ~", "answerMode", "whole number"),
-            ("displayName: null", "displayName", "must be a string"),
-            ("sipNumber:", "sipNumber", "must be a string"),
+            ("displayName: null", "displayName", "is empty (YAML null)"),
+            ("sipNumber:", "sipNumber", "is empty (YAML null)"),
         ],
     )
     def test_explicit_null_is_a_type_error(
