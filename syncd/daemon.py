@@ -101,6 +101,7 @@ class Daemon:
             state=self.state,
             new=self._worker,
             forget=lambda name: self.reconciler.forget(name),
+            ask_again=lambda name: self.reconciler.ask_again(name),
         )
         self.history: HistorySink = self.sharing.history or HistoryLog.in_state_dir(
             settings.state_dir
@@ -176,6 +177,7 @@ class Daemon:
             wave_of=self.conductor.wave_of,
             unanswered=self.conductor.unanswered,
             stopping=self.stopping,
+            rejections_stand=True,
         )
 
     # ------------------------------------------------------------------ load

@@ -32,6 +32,7 @@ class DeviceWorkers:
         state: StateStore,
         new: Callable[[DeviceSpec], DeviceWorker],
         forget: Callable[[str], None],
+        ask_again: Callable[[str], None],
     ) -> None:
         self.by_name: dict[str, DeviceWorker] = {}
         self._view = view
@@ -41,6 +42,9 @@ class DeviceWorkers:
         self._new = new
         #: Drops what the reconciler keeps of a device gone.
         self._forget = forget
+        #: Tells the reconciler an operator asks for a device's PUT again (a rejection
+        #: of its desired state no longer stands).
+        self._ask_again = ask_again
 
     async def update(self, specs: Mapping[str, DeviceSpec], *, kick_all: bool) -> int:
         """Stop workers of devices gone, start new ones, hand changed specs over; count them."""
@@ -66,6 +70,8 @@ class DeviceWorkers:
             elif current.spec != spec or kick_all:
                 if current.spec != spec:
                     self._view.devices[name].update_spec(spec)
+                else:  # a SIGHUP
+                    self._ask_again(name)
                 current.update(spec)
                 changed += 1
         self._view.version += 1
@@ -84,7 +90,8 @@ class DeviceWorkers:
         for name in names:
             worker = self.by_name.get(name)
             if worker is not None:
-                worker.ask_again()
+                self._ask_again(name)
+                worker.kick()
 
     def retune(self, *, timing: Timing, lanes: Lanes) -> None:
         """Hand every worker the timing and lanes of new settings."""

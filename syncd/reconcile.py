@@ -26,7 +26,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from syncd import events
-from syncd.client import AuthError, ClientPool, DeviceClient, DeviceError, TransportError
+from syncd.client import (
+    REJECT_CODES,
+    AuthError,
+    ClientPool,
+    DeviceClient,
+    DeviceError,
+    RejectedError,
+    TransportError,
+)
 from syncd.devices_view import difference_key
 from syncd.diff import Change, DiffError, Plan, diff
 from syncd.history import HistoryEntry, Result, append_entry, history_changes
@@ -87,7 +95,14 @@ class Reconciler:
         wave_of: Callable[[str], str | None] | None = None,
         unanswered: Callable[[str], None] | None = None,
         stopping: asyncio.Event | None = None,
+        rejections_stand: bool = False,
     ) -> None:
+        #: The daemon's rule (SPEC section 6): a PUT the device rejected (codes 11-13) is
+        #: not sent again until its desired state changes or an operator asks; the device
+        #: is still read. A one-shot ``syncd apply`` is an operator asking: it sends it.
+        self._rejections_stand = rejections_stand
+        #: Devices whose standing rejection an operator set aside (a SIGHUP, a resume).
+        self._asked_again: set[str] = set()
         #: Set when the daemon stops: a PUT not started yet is not started (SPEC section 6).
         self._stopping = stopping
         #: Cluster mode: a PUT only with the device's ownership key, bounded by the lease.
@@ -132,7 +147,13 @@ class Reconciler:
             self._clients.clear()
         self._retry = retry
 
+    def ask_again(self, name: str) -> None:
+        """An operator asks for the device's PUT again: a rejection of its desired state
+        does not hold it back at its next reconcile."""
+        self._asked_again.add(name)
+
     def forget(self, name: str) -> None:
+        self._asked_again.discard(name)
         self._clients.pop(name, None)
         self._passwords.forget(name)
         self._unreachable.discard(name)
@@ -226,7 +247,39 @@ class Reconciler:
             and spec.mode is Mode.ENFORCE
             and self._state.applied_fingerprint(spec.name) != spec.fingerprint
             and self._gate.reads_calls(spec)
+            and not (self._rejections_stand and self._state.rejection(spec.name, spec.fingerprint))
         )
+
+    def _rejected(self, spec: DeviceSpec) -> Outcome | None:
+        """The device's rejection of this desired state's PUT, while it stands: the outcome
+        without a PUT (said once per daemon; ``apply.failed`` said it when it happened)."""
+        if not self._rejections_stand:
+            return None
+        if spec.name in self._asked_again:
+            self._asked_again.discard(spec.name)
+            return None
+        found = self._state.rejection(spec.name, spec.fingerprint)
+        if found is None:
+            return None
+        code, error = found
+        if self._first(spec.name, "rejected", spec.fingerprint):
+            reason = (
+                f"the device rejected the PUT of this desired state ({error}); it is not "
+                "sent again until the desired state changes, a SIGHUP or syncd rollout resume"
+            )
+            events.reconcile_skipped(self.log.bind(device=spec.name), reason=reason)
+        failure = Failure.from_error(RejectedError(error, code=code))
+        return Outcome.of(spec, "error", failure=failure)  # no PUT: none counted
+
+    def _note_rejection(self, spec: DeviceSpec, exc: DeviceError) -> None:
+        """Keep a rejection (codes 11-13) of this desired state's PUT in the state."""
+        if not isinstance(exc, RejectedError) or exc.code not in REJECT_CODES:
+            return
+        self._first(spec.name, "rejected", spec.fingerprint)  # apply.failed says it now
+        try:
+            self._state.record_rejection(spec.name, spec.fingerprint, code=exc.code, error=str(exc))
+        except StateError as failed:
+            events.state_write_failed(self.log.bind(device=spec.name), error=str(failed))
 
     async def _reconcile(
         self,
@@ -265,6 +318,9 @@ class Reconciler:
         drift = self._announce(spec, plan, revision)
         if not apply or spec.mode is not Mode.ENFORCE:
             return Outcome.of(spec, "changes", changes=plan.changes, drift=drift)
+        rejected = self._rejected(spec)
+        if rejected is not None:
+            return rejected
         if self._gate is not None:
             try:
                 read = functools.partial(self._with_retries, spec)
@@ -386,6 +442,7 @@ class Reconciler:
                 again=self._apply_failed_again(spec.name, put.revision, exc.kind, str(exc)),
             )
             self._append(put.entry("failed", error=str(exc)))
+            self._note_rejection(spec, exc)
             return put.outcome("error", failure=Failure.from_error(exc))
         return None
 

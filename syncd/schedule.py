@@ -3,7 +3,8 @@
 In sync: the resync interval, jittered ±10 % so a fleet is not hit at once.
 Unreachable (or a passing device error): 1, 2, 4 ... seconds, growing up to
 the resync interval. Credentials refused: from the resync interval up to
-``max_backoff``. A rejected PUT: not again until the desired state changes.
+``max_backoff``. A rejected PUT: read again at the resync interval, as in sync
+(the PUT itself is not sent again until the desired state changes).
 
 Who holds a concurrency slot while waiting on the network (:mod:`syncd.slots`):
 a device whose last reconcile could not reach it waits without one
@@ -30,17 +31,15 @@ def next_delay(
     resync_interval: float,
     max_backoff: float,
     rand: Callable[[float, float], float],
-) -> float | None:
-    """Seconds until the next reconcile, or None to wait for the desired state to change.
+) -> float:
+    """Seconds until the next reconcile.
 
     ``failures`` counts the failed reconciles in a row, this one included;
     ``rand(a, b)`` draws the jitter factor (``random.uniform`` in the daemon).
     """
     jitter = rand(0.9, 1.1)
-    if outcome_kind == "ok":
+    if outcome_kind in ("ok", "rejected"):
         return resync_interval * jitter
-    if outcome_kind == "rejected":
-        return None
     growth = float(2 ** min(max(failures, 1) - 1, 30))
     if outcome_kind == "auth":
         return min(max_backoff, resync_interval * growth) * jitter

@@ -6,11 +6,10 @@ stops; then it reconciles, never twice at once: kicks that arrive during a run
 fold into one more run. It reports each outcome through one callback and
 knows nothing else of the daemon.
 
-A device that rejected its desired state (codes 11, 12, 13) is not tried again
-until that state changes, a SIGHUP (:meth:`DeviceWorker.update`) or a resume
-(:meth:`DeviceWorker.ask_again`): a kick
-meanwhile (a new rollout's wave, after an edit of another device) reports the
-rejection again without a request.
+A device that rejected its desired state (codes 11, 12, 13) is still read at
+every resync (drift, registration); the reconciler does not send that PUT again
+until the desired state changes or an operator asks (see
+:meth:`syncd.reconcile.Reconciler.ask_again`).
 """
 
 from __future__ import annotations
@@ -93,8 +92,6 @@ class DeviceWorker:
         #: (Not an asyncio.Event: its deque alone was ~0.8 KB per device.)
         self._kicked = False
         self._wake: asyncio.Future[None] | None = None
-        #: The desired fingerprint the device rejected last (None: no rejection stands).
-        self._rejected: str | None = None
 
     def kick(self) -> None:
         self._kicked = True
@@ -109,13 +106,6 @@ class DeviceWorker:
         """A new desired state (or a SIGHUP): forget the backoff and reconcile now."""
         self.spec = spec
         self.failures = 0
-        self._rejected = None
-        self.kick()
-
-    def ask_again(self) -> None:
-        """The operator asks for it again (``syncd rollout resume``): a rejection no longer
-        holds; reconcile now."""
-        self._rejected = None
         self.kick()
 
     def retune(self, *, timing: Timing, lanes: Lanes) -> None:
@@ -129,7 +119,7 @@ class DeviceWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    def next_delay(self, outcome: Outcome) -> float | None:
+    def next_delay(self, outcome: Outcome) -> float:
         """Count the outcome into this device's failures; seconds until its next reconcile."""
         kind = outcome_kind(outcome)
         self.failures = 0 if kind == "ok" else self.failures + 1
@@ -163,12 +153,6 @@ class DeviceWorker:
             if self._stopping.is_set():
                 return
             self._kicked = False
-            if self.last is not None and self._rejected == self.spec.fingerprint:
-                # still rejected: said again (for a new rollout), not asked again; no PUT
-                # was made, so none is counted
-                self._report(replace(self.last, changes=()))
-                delay = None
-                continue
             last = outcome_kind(self.last) if self.last is not None else None
             async with Slot(self._lanes, failing_lane=failing_lane(last)):
                 if self._stopping.is_set():
@@ -180,8 +164,6 @@ class DeviceWorker:
             if self._after is not None:
                 outcome = await self._guarded(partial(self._after, self.spec, outcome))
             self.last = outcome
-            rejected = outcome_kind(outcome) == "rejected"
-            self._rejected = self.spec.fingerprint if rejected else None
             self._report(outcome)
             delay = self.next_delay(outcome)
             if outcome.retry_after is not None:  # a PUT waiting for a call to end

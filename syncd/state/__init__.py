@@ -78,6 +78,21 @@ class StateStore(Protocol):
         """The health-checked PUT whose check has not ended (:mod:`syncd.pending_put`)."""
         ...
 
+    def rejection(self, device: str, fingerprint: str) -> tuple[int, str] | None:
+        """The device's code and sentence when it rejected the PUT of desired state
+        ``fingerprint`` (codes 11, 12, 13), while that stands: not sent again until the
+        desired state changes or an operator asks (a SIGHUP, ``syncd rollout resume``).
+        It survives restarts, and in a cluster it moves with the device."""
+        ...
+
+    def record_rejection(self, device: str, fingerprint: str, *, code: int, error: str) -> None:
+        """The device rejected the PUT of ``fingerprint``; :meth:`record_in_force` ends it."""
+        ...
+
+    def drop_rejection(self, device: str) -> None:
+        """An operator asks for the PUT again: the rejection no longer stands."""
+        ...
+
     def record_pending_put(self, device: str, doc: Mapping[str, Any] | None) -> None:
         """Keep ``doc`` as the device's pending PUT, written before the PUT goes out (None:
         its check ended; :meth:`record_unhealthy` ends it too)."""

@@ -274,7 +274,11 @@ class DeviceRecords(ABC):
         A failed health check recorded before is over (a new PUT, or found healthy)."""
         changed = None if changed_at is None else changed_at.astimezone(UTC).isoformat()
         self._set_texts(
-            device, fingerprint=fingerprint, revision=revision, changed=changed, drop=("unhealthy",)
+            device,
+            fingerprint=fingerprint,
+            revision=revision,
+            changed=changed,
+            drop=("unhealthy", "rejected"),
         )
 
     def record_changed(self, device: str, at: datetime) -> None:
@@ -283,6 +287,23 @@ class DeviceRecords(ABC):
 
     def unhealthy_fingerprint(self, device: str) -> str | None:
         return self._text(device, "unhealthy")
+
+    def rejection(self, device: str, fingerprint: str) -> tuple[int, str] | None:
+        value = self._record(device).get("rejected")
+        if isinstance(value, dict) and value.get("fingerprint") == fingerprint:
+            code, error = value.get("code"), value.get("error")
+            if isinstance(code, int) and isinstance(error, str):
+                return code, error
+        return None
+
+    def record_rejection(self, device: str, fingerprint: str, *, code: int, error: str) -> None:
+        record = self._record(device)
+        record["rejected"] = {"fingerprint": fingerprint, "code": code, "error": error}
+        self._save(device)
+
+    def drop_rejection(self, device: str) -> None:
+        if self._record(device).pop("rejected", None) is not None:
+            self._save(device)
 
     def record_unhealthy(self, device: str, fingerprint: str, *, restored: str) -> None:
         """Also ends the pending PUT (its check is over)."""

@@ -64,10 +64,13 @@ class TestSchedule:
             assert delay is not None and 0.9 * centre <= delay <= 1.1 * centre
 
     @pytest.mark.parametrize("code", [11, 12, 13])
-    def test_rejection_waits_for_a_desired_change(self, code: int) -> None:
-        """A PUT rejected with 11, 12 or 13 is not retried on a timer at all."""
-        worker = _worker()
-        assert worker.next_delay(_failed(RejectedError("bad", code=code))) is None
+    def test_rejection_is_read_again_at_the_resync(self, code: int) -> None:
+        """A device whose PUT was rejected with 11, 12 or 13 is read again at the resync
+        interval, as one in sync is (its PUT waits for a change; its drift does not)."""
+        worker = _worker(resync_interval=10)
+        for _ in range(3):
+            delay = worker.next_delay(_failed(RejectedError("bad", code=code)))
+            assert 9.0 <= delay <= 11.0
 
     def test_code_14_is_retried_like_a_transport_failure(self) -> None:
         """An unspecified processing error (14) gets the growing retry, not the wait."""
@@ -111,9 +114,10 @@ class TestNextDelay:
         """Refused credentials wait 10, 20, 40, then max_backoff (50)."""
         assert [_delay("auth", n) for n in range(1, 5)] == [10, 20, 40, 50]
 
-    def test_rejection_waits_for_a_change(self) -> None:
-        """A rejected PUT gets no timer at all, however often it failed."""
-        assert _delay("rejected", 1) is None and _delay("rejected", 9) is None
+    def test_rejection_waits_the_resync_interval(self) -> None:
+        """A rejected PUT's device is read at the resync interval, however often it failed."""
+        assert _delay("rejected", 1, rand=0.9) == pytest.approx(9.0)
+        assert _delay("rejected", 9, rand=1.1) == pytest.approx(11.0)
 
     def test_huge_failure_counts_stay_finite(self) -> None:
         """A device failing for years still gets a finite delay, capped as usual."""

@@ -342,6 +342,49 @@ class TestRejections:
         assert len(puts(fleet.devices[3])) == 2
         assert proc.stop() == 0
 
+    def test_a_standing_rejection_is_read_not_sent_across_a_restart(self, sim, daemon, tmp_path):
+        """After a rejected PUT the device is still read at every resync (a hand-made change
+        on it is reported), its PUT is not sent again, also by a new daemon after a restart
+        (no second apply.failed: one reconcile.skipped saying why); a SIGHUP sends it."""
+        fleet = sim(devices=1)
+        dev = fleet.devices[0]
+        dev.inject(kind="reject", code=12, param="displayName", method="PUT", count=1)
+        root = tree(tmp_path / "desired", fleet)
+        args = run_args(root, tmp_path / "state", resync=0.5)
+        proc = daemon(*args)
+        proc.wait_for("change.pending", device="dev1", timeout=20)
+        proc.wait_for("apply.failed", device="dev1", timeout=20)
+        rejected_at = puts(dev)[0].started
+        wait_until(
+            lambda: (
+                sum(e.method == "GET" and e.started > rejected_at + 1.5 for e in dev.journal) >= 2
+            ),
+            10,
+            "GETs at the resyncs after the rejection",
+        )
+        dev.set_live(1, sipNumber="7777")  # someone changes the device meanwhile
+        noticed = proc.wait_for("change.pending", device="dev1", timeout=10)
+        assert {"account": 1, "field": "sipNumber", "live": "7777", "desired": "4001"} in (
+            noticed["fields"]
+        )
+        assert len(puts(dev)) == 1
+        assert proc.stop() == 0
+
+        again = daemon(*args)  # a restart (an upgrade): the rejection still stands
+        skipped = again.wait_for("reconcile.skipped", device="dev1", timeout=20)
+        assert "rejected the PUT of this desired state" in skipped["reason"]
+        time.sleep(1.5)  # three resyncs
+        assert len(puts(dev)) == 1
+        assert named(again.events, "apply.failed", device="dev1") == []
+        status = json.loads(
+            syncd("status", "--state-dir", str(tmp_path / "state"), "--json").stdout
+        )
+        assert [d["state"] for d in status["devices"]] == ["failed"]
+        again.proc.send_signal(signal.SIGHUP)  # the operator asks again: it goes through now
+        again.wait_for("apply.succeeded", device="dev1", timeout=20)
+        assert len(puts(dev)) == 2 and converged(dev, "Door 1")
+        assert again.stop() == 0
+
     def test_code_14_is_retried_within_the_pass_and_after_backoff(self, sim, daemon, tmp_path):
         """code 14 (unspecified processing error) is retried: twice within a pass, then after a short backoff, until the PUT goes through."""
         fleet = sim(devices=2)
