@@ -32,7 +32,7 @@ from syncd.settings import Settings
 from syncd.slots import PassSlots
 from syncd.state import FileStateStore
 
-__all__ = ["rollout_pass"]
+__all__ = ["ApplyPass", "rollout_pass"]
 
 #: Longest wait for the reverts of a halted rollout before ``apply`` gives up on them.
 REVERT_WAIT = 60.0
@@ -62,7 +62,7 @@ async def rollout_pass(
     async with ClientPool(
         timeout=settings.request_timeout, connect_timeout=settings.connect_timeout
     ) as pool:
-        run = _Pass(
+        run = ApplyPass(
             settings,
             pool=pool,
             state=state,
@@ -80,7 +80,7 @@ async def rollout_pass(
     return RolloutPass(outcomes, _verdict(conductor, outcomes))
 
 
-class _Pass:
+class ApplyPass:
     """One pass: the daemon's conductor, gate and reconciler, and a task per device."""
 
     def __init__(
@@ -100,9 +100,12 @@ class _Pass:
         self._on_done = on_done
         self._slots = PassSlots(settings.concurrency)
         self._concurrency = settings.concurrency
-        #: Devices whose task is not waiting for its wave; none left and the wave unsettled:
-        #: nothing can move the rollout on in this pass (a closed window, say).
+        #: Devices whose task is not waiting for its wave (a kicked one counts from its
+        #: kick, before its task wakes); none left and the wave unsettled: nothing can
+        #: move the rollout on in this pass (a closed window, say).
         self._moving = len(self._kicked)
+        #: Devices whose task waits for its wave and has not been kicked.
+        self._waiting: set[str] = set()
         retry = RetryPolicy(attempts=settings.retry_attempts)
         self.conductor = conductor = Conductor(
             state=state,
@@ -130,8 +133,13 @@ class _Pass:
 
     def _kick(self, names: Iterable[str]) -> None:
         for name in names:
-            if name in self._kicked:
-                self._kicked[name].set()
+            event = self._kicked.get(name)
+            if event is None:
+                continue
+            event.set()
+            if name in self._waiting:  # moving from now: a task of a later wave whose
+                self._waiting.discard(name)  # wait times out before this one wakes
+                self._moving += 1  # must not take the pass for stuck
 
     def _stuck(self) -> bool:
         return self._moving == 0 and not self.conductor.wave_done()
@@ -164,17 +172,26 @@ class _Pass:
             if outcome.retry_after is not None:  # a call: look again soon
                 await asyncio.sleep(outcome.retry_after)
                 continue
-            if outcome.waiting != "wave":
-                break
-            self._moving -= 1
-            go_on = await _kicked(self._kicked[spec.name], self.conductor, self._stuck)
-            self._moving += 1
-            if not go_on:
+            if outcome.waiting != "wave" or not await self._wave_started(spec.name):
                 break
         self._moving -= 1
         if self._on_done is not None:
             self._on_done(outcome)
         return outcome
+
+    async def _wave_started(self, name: str) -> bool:
+        """Wait for the device's wave to start (True), or for the rollout to stop moving."""
+        event = self._kicked[name]
+        if event.is_set():  # kicked while its reconcile ran
+            return True
+        self._moving -= 1
+        self._waiting.add(name)
+        try:
+            return await _kicked(event, self.conductor, self._stuck)
+        finally:
+            if name in self._waiting:  # not kicked (stuck, or cancelled): moving again
+                self._waiting.discard(name)
+                self._moving += 1
 
     async def _once(self, spec: DeviceSpec) -> Outcome:
         self._kicked[spec.name].clear()
