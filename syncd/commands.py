@@ -17,6 +17,7 @@ from syncd.desired import (
     Resolved,
     name_from_path,
     resolve_desired,
+    rollout_specs,
     select_devices,
     unmatched_patterns,
 )
@@ -362,6 +363,8 @@ async def _apply_pass(
             revision=revision,
             ignore_windows=ignore_windows,
             on_done=progress.advance,
+            # --device acts on a few; the rollout stays the tree's (its canary first)
+            rollout_specs=rollout_specs(desired, resolved) if devices else None,
         )
     finally:
         progress.close()

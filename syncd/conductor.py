@@ -121,6 +121,8 @@ class Conductor:
         )
         self._checks = self._restart(client_of=client_of, changing=changing)
         self._specs: dict[str, DeviceSpec] = {}
+        #: The devices whose pending changes make a rollout (``_specs`` unless told).
+        self._rollout_specs: Mapping[str, DeviceSpec[Any]] = self._specs
         #: Every device of the tree at the last load (``specs`` and the unusable ones).
         self._fleet: set[str] = set()
         self._window_open = True
@@ -223,19 +225,24 @@ class Conductor:
         specs: Mapping[str, DeviceSpec],
         revision: str,
         fleet: Iterable[str] = (),
+        rollout_specs: Mapping[str, DeviceSpec[Any]] | None = None,
     ) -> None:
         """A (re)load: the policy in force, and a new rollout if the pending changes are new.
 
         ``fleet`` names every device of the tree when ``specs`` is a subset (some
         not selected, or unusable now: an invalid file, a secret that does not
         resolve): the waves are assigned over all, and a device of the rollout
-        that is still in the tree keeps its place in it. A node that does not
-        drive the rollout starts none: it follows the driver's.
+        that is still in the tree keeps its place in it. ``rollout_specs``: the
+        devices whose changes make the rollout, when more than ``specs`` (``apply
+        --device`` acts on a few, but the rollout is the tree's: its canary
+        first). A node that does not drive the rollout starts none: it follows
+        the driver's.
         """
         self._loaded = revision
         self._fleet = set(fleet) | set(specs)
         self._policy.use(policy, self._fleet)
         self._specs = dict(specs)
+        self._rollout_specs = self._specs if rollout_specs is None else rollout_specs
         if self._role():
             self._start_pending(revision)
 
@@ -245,7 +252,8 @@ class Conductor:
             return  # no policy to roll out under; the saved rollout stays as it is
         fleet, applied = self._fleet, self._state.applied_fingerprint
         keep = self._policy.file_invalid  # a commit that broke it is no new desired state
-        if self._in_force.start_pending(revision, self._specs, fleet, applied, same_revision=keep):
+        specs = self._rollout_specs
+        if self._in_force.start_pending(revision, specs, fleet, applied, same_revision=keep):
             self._checks.forget()
 
     def revision_material(self, policy: PolicyResult) -> str:

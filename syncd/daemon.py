@@ -23,7 +23,7 @@ from syncd.capacity import Capacity
 from syncd.conductor import Conductor
 from syncd.control import ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
-from syncd.desired import Loader, Problem, resolve_desired, unmatched_patterns
+from syncd.desired import Loader, Problem, resolve_desired, rollout_specs, unmatched_patterns
 from syncd.desired.fleet import load_policy
 from syncd.device_workers import DeviceWorkers
 from syncd.fleet_view import FleetView
@@ -222,7 +222,15 @@ class Daemon:
                     revision=revision,
                 )
             fleet = set(desired.devices) | set(resolved.broken)
-            self.conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
+            # --device limits what this daemon acts on, never the rollout (its canary first)
+            in_rollout = rollout_specs(desired, resolved, specs) if self.only else None
+            self.conductor.load(
+                policy=policy,
+                specs=specs,
+                revision=revision,
+                fleet=fleet,
+                rollout_specs=in_rollout,
+            )
             await self.workers.update(specs, kick_all=kick_all)
 
     def _set_revision(self, revision: str) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from syncd import events
 from syncd.client import ClientPool
@@ -55,8 +56,15 @@ async def rollout_pass(
     revision: str,
     ignore_windows: bool,
     on_done: Callable[[Outcome], None] | None = None,
+    rollout_specs: Mapping[str, DeviceSpec[Any]] | None = None,
 ) -> RolloutPass:
-    """Roll ``specs`` out once, in the foreground."""
+    """Roll ``specs`` out once, in the foreground.
+
+    ``rollout_specs``: every valid device of the tree, when ``specs`` is the few
+    ``--device`` selects. The rollout is the tree's, so a selected device of a
+    later wave waits for the earlier waves (which this pass does not run): a
+    filter never lets a commit skip its canary.
+    """
     state = open_state(settings)
     history = HistoryLog.in_state_dir(settings.state_dir)
     async with ClientPool(
@@ -73,11 +81,17 @@ async def rollout_pass(
             on_done=on_done,
         )
         conductor = run.conductor
-        conductor.load(policy=policy, specs=specs, revision=revision, fleet=fleet)
+        conductor.load(
+            policy=policy,
+            specs=specs,
+            revision=revision,
+            fleet=fleet,
+            rollout_specs=rollout_specs,
+        )
         if ignore_windows and conductor.policy.windows:
             events.windows_ignored(get_logger(), revision=revision)
         outcomes = await run.drive_all(specs.values())
-    return RolloutPass(outcomes, _verdict(conductor, outcomes))
+    return RolloutPass(outcomes, _verdict(conductor, outcomes, selected=rollout_specs is not None))
 
 
 class ApplyPass:
@@ -212,7 +226,7 @@ async def _kicked(event: asyncio.Event, conductor: Conductor, stuck: Callable[[]
     return event.is_set()
 
 
-def _verdict(conductor: Conductor, outcomes: list[Outcome]) -> str | None:
+def _verdict(conductor: Conductor, outcomes: list[Outcome], *, selected: bool) -> str | None:
     if conductor.state == "halted":
         failed = ", ".join(conductor.rollout.failed) if conductor.rollout else ""
         return f"the rollout halted: failed devices: {failed}"
@@ -234,6 +248,13 @@ def _verdict(conductor: Conductor, outcomes: list[Outcome]) -> str | None:
         )
     if waiting:
         names = ", ".join(sorted(o.device for o in waiting))
+        if selected and all(o.waiting == "wave" for o in waiting):
+            wave = conductor.rollout.current_wave if conductor.rollout else None
+            return (
+                f"{len(waiting)} device(s) wait for their wave: {names}; this revision's "
+                f"rollout is at wave {wave}, whose devices --device did not select "
+                "(`syncd apply` without --device runs it)"
+            )
         return f"{len(waiting)} device(s) still wait for the rollout: {names}"
     return None
 

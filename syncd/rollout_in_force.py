@@ -54,7 +54,7 @@ class RolloutInForce:
     def start_pending(
         self,
         revision: str,
-        specs: Mapping[str, DeviceSpec],
+        specs: Mapping[str, DeviceSpec[Any]],
         fleet: set[str],
         applied: Callable[[str], str | None],
         *,

@@ -16,7 +16,13 @@ from syncd.desired.names import (
     select_devices,
     unmatched_patterns,
 )
-from syncd.desired.resolve import DeviceSecretError, Resolved, resolve_desired, resolve_device
+from syncd.desired.resolve import (
+    DeviceSecretError,
+    Resolved,
+    resolve_desired,
+    resolve_device,
+    rollout_specs,
+)
 from syncd.desired.result import DesiredState, Problem
 from syncd.desired.tree import MAX_FILE_BYTES, Loader, load_desired
 
@@ -33,6 +39,7 @@ __all__ = [
     "name_from_path",
     "resolve_desired",
     "resolve_device",
+    "rollout_specs",
     "select_devices",
     "unmatched_patterns",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -20,7 +21,7 @@ from syncd.desired.schema import blank_problem, text_problem
 from syncd.model import AccountSpec, AuthSpec, DeviceSpec
 from syncd.secrets import SecretError, SecretRef, resolve_secret
 
-__all__ = ["DeviceSecretError", "Resolved", "resolve_desired", "resolve_device"]
+__all__ = ["DeviceSecretError", "Resolved", "resolve_desired", "resolve_device", "rollout_specs"]
 
 
 class DeviceSecretError(SecretError):
@@ -121,3 +122,16 @@ def resolve_desired(
         mine = [p for p in desired.errors if p.file == rel] or desired.errors
         resolved.broken.setdefault(name, str(mine[0]) if mine else f"{rel} is invalid")
     return resolved
+
+
+def rollout_specs(
+    desired: DesiredState, resolved: Resolved, specs: Mapping[str, DeviceSpec] | None = None
+) -> dict[str, DeviceSpec[Any]]:
+    """Every device of the tree that can be acted on, ``specs`` (the selected ones,
+    resolved) over the rest: whose changes make a rollout when ``--device`` selects a
+    few. A rollout needs only their fingerprints and modes; no other secret is read."""
+    usable: dict[str, DeviceSpec[Any]] = {
+        n: s for n, s in desired.devices.items() if n not in resolved.broken
+    }
+    usable.update(resolved.specs if specs is None else specs)
+    return usable

@@ -176,6 +176,26 @@ class TestApply:
         assert domain_of(fleet.devices[0]) == GOOD
         assert [put_count(d) for d in fleet.devices[1:]] == before[1:]
 
+    def test_device_filter_never_skips_the_canary(self, sim, tmp_path):
+        """`apply --device dev2` on a commit not rolled out yet: dev2 (wave rest) waits for
+        the canary, which the filter did not select: no PUT anywhere, exit 1 saying so. The
+        canary's own apply rolls it; then `--device dev2` gets its PUT."""
+        fleet = sim(devices=3, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet)
+        only = _one_shot("apply", root, tmp_path, "--device", "dev2")
+        assert only.returncode == 1
+        assert _error(only) == (
+            "1 device(s) wait for their wave: dev2; this revision's rollout is at wave canary, "
+            "whose devices --device did not select (`syncd apply` without --device runs it)"
+        )
+        assert [put_count(d) for d in fleet.devices] == [0, 0, 0]
+        canary = _one_shot("apply", root, tmp_path, "--device", "dev1")
+        assert canary.returncode == 0, canary.stdout + canary.stderr
+        assert [put_count(d) for d in fleet.devices] == [1, 0, 0]
+        rest = _one_shot("apply", root, tmp_path, "--device", "dev2")
+        assert rest.returncode == 0, rest.stdout + rest.stderr
+        assert [put_count(d) for d in fleet.devices] == [1, 1, 0]
+
     def test_a_device_failed_in_a_completed_rollout_is_tried_again_on_resume(self, sim, tmp_path):
         """A PUT rejected in a rollout that completes (no maxFailures): the next apply names the
         device as failed in this revision's rollout, without a PUT; `rollout resume` lets the
