@@ -80,6 +80,18 @@ def _seconds(value: object) -> float:
     raise _error("seconds", "must be a number of seconds, 0 or more")
 
 
+def _wait_seconds(value: object) -> float:
+    """A health check's time limit: 0 would fail every check at once."""
+    seconds = _seconds(value)
+    if seconds == 0:
+        raise _error(
+            "seconds",
+            "must be a number of seconds more than 0: 0 fails every health check at once "
+            "(an account takes from under a second to tens of seconds to register again)",
+        )
+    return seconds
+
+
 def _percent(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100:
         return value
@@ -152,6 +164,7 @@ def _zone(value: object) -> str:
 
 
 Seconds = Annotated[float, PlainValidator(_seconds)]
+WaitSeconds = Annotated[float, PlainValidator(_wait_seconds)]
 Percent = Annotated[int, PlainValidator(_percent)]
 Glob = Annotated[str, PlainValidator(_glob)]
 MaxFailures = Annotated[int | str, PlainValidator(_max_failures)]
@@ -194,7 +207,7 @@ class _RolloutDoc(_Strict):
 
 class _HealthDoc(_Strict):
     registration: Bool = True
-    timeout: Seconds = 60.0
+    timeout: WaitSeconds = 60.0
     monitor: Bool = True
 
 

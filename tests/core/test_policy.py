@@ -331,6 +331,11 @@ class TestErrors:
         """Durations are seconds, 0 or more; negative, infinite or quoted values are errors."""
         assert_problem(only_error(root, text), 2, path, "number of seconds")
 
+    def test_health_timeout_zero_is_an_error(self, root: Path) -> None:
+        """health.timeout: 0 would fail every health check at once: refused at its line."""
+        problem = only_error(root, "health:\n  timeout: 0\n")
+        assert_problem(problem, 2, "health.timeout", "more than 0: 0 fails every health check")
+
     def test_yaml_string_boolean_is_an_error(self, root: Path) -> None:
         """health.registration: "yes" is a string, not a boolean."""
         problem = only_error(root, 'health:\n  registration: "yes"\n')
