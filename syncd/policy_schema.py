@@ -331,14 +331,30 @@ def _window_warnings(parsed: _FleetDoc, doc: YamlMap) -> list[Problem]:
 
 
 def _unmatched_globs(parsed: _FleetDoc, doc: YamlMap, devices: Collection[str]) -> list[Problem]:
-    """A warning for each wave glob that matches no device of the tree."""
+    """A warning for each wave glob that matches no device of the tree, and for each glob
+    wave whose devices an earlier glob wave takes, every one (a device joins the first
+    wave that matches it)."""
     problems = []
+    taken: dict[str, str] = {}  # device -> the glob wave that takes it
     for i, wave in enumerate(parsed.rollout.waves):
         for j, pattern in enumerate(wave.devices or ()):
             if not select_devices(devices, [pattern]):
                 pos, path = locate(doc, ("rollout", "waves", i, "devices", j), FLEET_FILE)
                 message = f"wave '{wave.name}': {pattern!r} matches no device"
                 problems.append(Problem(pos.file, pos.line, path, message, warning=True))
+        if not wave.devices:
+            continue
+        matched = select_devices(devices, wave.devices)
+        if matched and all(d in taken for d in matched):
+            earlier = ", ".join(f"'{w}'" for w in dict.fromkeys(taken[d] for d in sorted(matched)))
+            pos, path = locate(doc, ("rollout", "waves", i), FLEET_FILE)
+            message = (
+                f"wave '{wave.name}' never gets a device: every device it matches is in "
+                f"wave {earlier} before it"
+            )
+            problems.append(Problem(pos.file, pos.line, path, message, warning=True))
+        for device in matched:
+            taken.setdefault(device, wave.name)
     return problems
 
 

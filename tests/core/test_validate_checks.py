@@ -142,6 +142,30 @@ class TestWaveGlobs:
         assert status == 1
         assert not any("matches no device" in line for line in lines), lines
 
+    def test_a_glob_wave_whose_devices_an_earlier_wave_takes_is_a_warning(
+        self, tree: Tree, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A wave whose globs match only devices a wave before it took never gets a device:
+        a warning at the wave naming the earlier one; a wave with one device left is quiet."""
+        fleet = (
+            'rollout:\n  waves:\n    - name: canary\n      devices: ["lab/*"]\n'
+            "    - name: again\n      devices: [lab/one]\n"
+            '    - name: mixed\n      devices: ["lab/*", site-a/lobby]\n'
+        )
+        root = tree(
+            {
+                "_fleet.yaml": fleet,
+                "lab/one.yaml": device(url="https://192.0.2.11"),
+                "site-a/lobby.yaml": device(),
+            }
+        )
+        status, lines = check(root, capsys)
+        assert status == 0, lines
+        assert lines[:-1] == [
+            "warning: _fleet.yaml:5: rollout.waves[1]: wave 'again' never gets a device: "
+            "every device it matches is in wave 'canary' before it"
+        ]
+
 
 class TestDenyWindows:
     @pytest.mark.parametrize(
