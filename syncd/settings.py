@@ -111,6 +111,21 @@ class Settings(BaseSettings):
             raise PydanticCustomError("endpoints", message) from None  # no context: as written
         return value
 
+    @field_validator("metrics_address")
+    @classmethod
+    def _address_shape(cls, value: str | None) -> str | None:
+        """HOST:PORT, checked here so the error names the flag, variable or file."""
+        if not value:
+            return value
+        host, colon, port = value.rpartition(":")
+        if not colon or not port.isascii() or not port.isdigit():
+            raise PydanticCustomError("address", "must be HOST:PORT, for example 127.0.0.1:9477")
+        if not 1 <= int(port) <= 65535:
+            raise PydanticCustomError("address", "the port must be 1-65535")
+        if host.startswith("[") != host.endswith("]"):
+            raise PydanticCustomError("address", "an IPv6 address goes in brackets: [::1]:9477")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -56,6 +57,8 @@ def start_metrics(
             why = "another process already listens there (another syncd?)"
         elif isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
             why = "no interface of this host has that address"
+        elif isinstance(exc, socket.gaierror):
+            why = "its host name does not resolve to an address"
         else:
             why = str(exc)
         raise StartupError(f"bad setting metrics_address {shown!r}: {why}") from None

@@ -353,7 +353,7 @@ BAD_FLAGS = {
     "metrics-port": (["--metrics-address", "127.0.0.1:99999"], "metrics_address"),
     "metrics-no-port": (
         ["--metrics-address", "nonsense"],
-        "metrics_address 'nonsense': must be HOST:PORT",
+        "metrics_address (flag --metrics-address): must be HOST:PORT",
     ),
 }
 BAD_ENV = {
@@ -362,6 +362,10 @@ BAD_ENV = {
     "format-xml": ({"SYNCD_LOG_FORMAT": "xml"}, "log_format"),
     "timeout-nan": ({"SYNCD_REQUEST_TIMEOUT": "nan"}, "request_timeout"),
     "backoff-negative": ({"SYNCD_MAX_BACKOFF": "-3"}, "max_backoff"),
+    "metrics-ipv6-open": (
+        {"SYNCD_METRICS_ADDRESS": "[::1"},
+        "metrics_address (SYNCD_METRICS_ADDRESS): an IPv6 address goes in brackets",
+    ),
     "attempts-empty": ({"SYNCD_RETRY_ATTEMPTS": ""}, "retry_attempts"),
 }
 BAD_TOML = {
