@@ -23,7 +23,14 @@ from syncd.capacity import Capacity
 from syncd.conductor import Conductor
 from syncd.control import ControlServer, default_socket_path
 from syncd.daemon_control import StatusBoard, control_server, resend_passwords
-from syncd.desired import Loader, Problem, resolve_desired, rollout_specs, unmatched_patterns
+from syncd.desired import (
+    Loader,
+    Problem,
+    Resolved,
+    resolve_desired,
+    rollout_specs,
+    unmatched_patterns,
+)
 from syncd.desired.fleet import load_policy
 from syncd.device_workers import DeviceWorkers
 from syncd.fleet_view import FleetView
@@ -81,7 +88,7 @@ class Daemon:
         self.loader = Loader(self.desired_dir)
         self._reload_lock = asyncio.Lock()
         self._hups: set[asyncio.Task[None]] = set()
-        self._last_problems: set[Problem] = set()
+        self._last_problems: set[tuple[Problem, object]] = set()
         #: The desired revision in force (SPEC section 10).
         self.revision = ""
         self.socket_path = settings.socket or default_socket_path(settings.state_dir)
@@ -193,13 +200,16 @@ class Daemon:
             if why == "start" and unmatched:
                 raise StartupError(f"no device matches --device {unmatched[0]}")
             resolved = resolve_desired(desired, environ=os.environ, only=self.only)
-            # The 30 s backstop repeats only what is new, so journald is not flooded.
+            # A problem is said at start and on SIGHUP, else only when it is new or its
+            # file changed: an edit of another file (or the 30 s backstop) does not repeat
+            # an invalid file's desired.invalid, so an alert on it fires once per edit.
             periodic = why == "periodic"
-            seen, self._last_problems = self._last_problems, set(resolved.problems)
+            seen, self._last_problems = self._last_problems, self._problem_keys(resolved)
             policy = await asyncio.to_thread(load_policy, self.desired_dir)
+            said = {p for p, stamp in self._last_problems if (p, stamp) in seen}
             report_problems(
                 resolved,
-                logged=seen if periodic else None,
+                logged=None if why in ("start", "SIGHUP") else said,
                 log=self.log,
                 metrics=self.metrics,
                 fleet=self.view,
@@ -232,6 +242,10 @@ class Daemon:
                 rollout_specs=in_rollout,
             )
             await self.workers.update(specs, kick_all=kick_all)
+
+    def _problem_keys(self, resolved: Resolved) -> set[tuple[Problem, object]]:
+        """Each problem with the identity of its file (an edit of it says it again)."""
+        return {(p, self.loader.stamp_of(p.file)) for p in resolved.problems}
 
     def _set_revision(self, revision: str) -> None:
         if revision != self.revision:

@@ -115,6 +115,11 @@ class Loader:
         self._results = {k: v for k, v in self._results.items() if k in live}
         return state
 
+    def stamp_of(self, rel: str) -> tuple[int, int, int] | None:
+        """The identity (mtime, size, inode) the last load saw of file ``rel``, if it saw it."""
+        stamp = self._stamps.get(rel)
+        return None if stamp is None else (stamp.mtime_ns, stamp.size, stamp.ino)
+
     def _build_spread(self, rels: list[str]) -> None:
         """Build ``rels`` in this process and forked workers, when that pays."""
 

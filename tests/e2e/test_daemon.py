@@ -118,6 +118,28 @@ class TestBadEdits:
         _wait_until(lambda: dev.accounts[0]["displayName"] == "Fixed")
         assert proc.proc.poll() is None
 
+    def test_an_invalid_file_is_said_once_per_edit_of_it(self, sim, daemon, tmp_path):
+        """desired.invalid for a file is not repeated when other files change; it is said
+        again when that file is edited (still broken) and on SIGHUP."""
+        fleet = sim(devices=2)
+        root = _setup(tmp_path, fleet)
+        proc = daemon(*_args(root, tmp_path))
+        proc.wait_for("apply.succeeded", device="dev2")
+        dev1, dev2 = fleet.devices
+        broken = device_yaml(dev1.url, "  - account: 1\n    domainPort: abc\n")
+        write(root, "dev1.yaml", broken)
+        proc.wait_for("desired.invalid", file="dev1.yaml")
+        for name in ("Edit one", "Edit two"):  # edits of another file: no repeat
+            write(root, "dev2.yaml", device_yaml(dev2.url, ACCOUNT.format(name=name)))
+            _wait_until(lambda n=name: dev2.accounts[0]["displayName"] == n)
+        write(root, "dev1.yaml", broken + "# still broken\n")  # its own edit: said again
+        proc.wait_for("desired.invalid", file="dev1.yaml")
+        proc.proc.send_signal(signal.SIGHUP)  # and on SIGHUP
+        proc.wait_for("desired.invalid", file="dev1.yaml")
+        time.sleep(0.5)
+        said = [e for e in proc.events if e.get("event") == "desired.invalid"]
+        assert len(said) == 3, said
+
     def test_symlink_swap_of_desired_dir_reloads(self, sim, daemon, tmp_path):
         """Swapping a desired-dir symlink to a new checkout (git-sync style) applies it."""
         fleet = sim(devices=1)
