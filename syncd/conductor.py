@@ -398,6 +398,7 @@ class Conductor:
         """``syncd rollout resume``: unpause, and continue a halted rollout from zero failures."""
         if not self._control(RESUME):
             return RESUME.nothing
+        self._in_force.announce_held_wave(self.revision)
         if self.rollout is not None:
             status = self.rollout.status.items()
             self._ask_again(d for d, s in status if s in ("pending", "unreachable"))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from structlog.typing import FilteringBoundLogger as Log
 
+from syncd import events
 from syncd.model import DeviceSpec, Mode
 from syncd.policy_in_force import PolicyInForce
 from syncd.rollout import record, reverted, start
@@ -50,6 +51,9 @@ class RolloutInForce:
         self._clock = clock
         self._log = log
         self._metrics = metrics
+        #: A wave that began while the rollout was paused: its rollout.wave is said at resume,
+        #: when its devices may really start.
+        self._held_wave = False
 
     def start_pending(
         self,
@@ -124,7 +128,13 @@ class RolloutInForce:
         (``device`` healthy) as a journal line; anything else soon."""
         changed = step.rollout is not self._saved.rollout
         self._saved.rollout = step.rollout
-        log_rollout_events(self._log, step.events, step.rollout)
+        said = step.events
+        if self._saved.paused and any(e.name == "rollout.wave" for e in said):
+            said = tuple(e for e in said if e.name != "rollout.wave")
+            self._held_wave = True
+        elif any(e.name == "rollout.wave" for e in said):
+            self._held_wave = False
+        log_rollout_events(self._log, said, step.rollout)
         if step.events or (changed and urgent):
             self._saver.now()
         elif changed and device and step.rollout.status.get(device) is DeviceStatus.HEALTHY:
@@ -134,6 +144,15 @@ class RolloutInForce:
         self.set_halted_metric()
         if any(e.name == "rollout.wave" for e in step.events):
             self.kick_wave()
+
+    def announce_held_wave(self, revision: str | None) -> None:
+        """At resume: ``rollout.wave`` for the wave that began while paused, now it starts."""
+        rollout = self._saved.rollout
+        if not self._held_wave or rollout is None or rollout.current_wave is None:
+            return
+        self._held_wave = False
+        name, devices = rollout.waves[rollout.wave]
+        events.rollout_wave(self._log, wave=name, devices=list(devices), revision=revision)
 
     def kick_wave(self) -> None:
         """The devices of the current wave look again at once."""

@@ -444,6 +444,26 @@ class TestConductor:
         assert "resumed" in resume_saved(state)
         assert not _conductor(state, []).paused
 
+    def test_a_wave_begun_while_paused_is_announced_at_resume(self, tmp_path: Path) -> None:
+        """A revision loaded while paused logs rollout.started but not rollout.wave (no
+        device starts); resume logs the wave then, once; a later resume says nothing more."""
+        state = FileStateStore.open(tmp_path / "state")
+        assert "paused" in pause_saved(state)
+        conductor = _conductor(state, [])
+        with capture_logs() as logs:
+            conductor.load(policy=PolicyResult(None), specs=fleet_specs(2), revision="r1")
+        assert [e["event"] for e in logs] == ["rollout.started"]
+        with capture_logs() as logs:
+            assert conductor.resume() == "rollout resumed"
+        waves = [e for e in logs if e["event"] == "rollout.wave"]
+        assert [(e["wave"], e["devices"], e["revision"]) for e in waves] == [
+            ("all", ["dev1", "dev2"], "r1")
+        ]
+        conductor.pause()
+        with capture_logs() as logs:
+            conductor.resume()
+        assert [e for e in logs if e["event"] == "rollout.wave"] == []
+
     def test_an_invalid_policy_keeps_the_last_valid_one(self, tmp_path: Path) -> None:
         """A _fleet.yaml that turns invalid leaves the policy in force as it was."""
         state = FileStateStore.open(tmp_path / "state")
