@@ -138,6 +138,7 @@ class Daemon:
             view.owner_of = self.sharing.owner_of
             view.shared = self.sharing.shared_statuses
             view.available = lambda: self.sharing.available
+            view.lagging_revision = self.sharing.lagging_revision
         return view
 
     def _conductor(self) -> Conductor:

@@ -25,6 +25,7 @@ from syncd.status import (
     WindowStatus,
     device_from_json,
     device_json,
+    short_revision,
     sort_devices,
     status_json,
     summary_counts,
@@ -66,6 +67,13 @@ def _shared_status(
     return replace(status, wave=wave, owner=owner)
 
 
+def _lagging(owner: str, revision: str) -> str:
+    return (
+        f"its owner {owner} is on revision {short_revision(revision)}, behind another node's: "
+        f"the newer revision reaches this device when {owner} loads it"
+    )
+
+
 #: A device's message while its node has lost the cluster.
 UNAVAILABLE = "not read: this node has lost etcd and reads no device until it answers"
 
@@ -91,6 +99,9 @@ class FleetView:
     #: Whether this node reads devices now (the cluster sets it): while it does not
     #: (etcd lost), no device's last state is shown as current.
     available: Callable[[], bool] | None = None
+    #: The revision a node has loaded when it lags behind another's (the cluster sets it):
+    #: a device it owns, in sync with that revision, waits for it.
+    lagging_revision: Callable[[str], str | None] | None = None
     #: Bumped when something the status shows outside the devices changes.
     version: int = 0
     _cache: dict[str, tuple[object, DeviceStatus, dict[str, Any]]] = field(
@@ -135,7 +146,9 @@ class FleetView:
         owner = self.owner_of(name) if self.owner_of is not None else None
         elsewhere = shared is not None and owner is not None and owner != self.node
         record = shared.get(name) if shared is not None and elsewhere else None
-        source = (view.version, elsewhere, record)  # the record compares by identity first
+        lagging = self.lagging_revision
+        lag = lagging(owner) if lagging is not None and owner is not None and elsewhere else None
+        source = (view.version, elsewhere, record, lag)  # the record compares by identity first
         cached = self._cache.get(name)
         if (
             cached is None
@@ -144,6 +157,8 @@ class FleetView:
         ):
             if elsewhere:
                 status = _shared_status(view, record, wave=wave, owner=owner)
+                if lag is not None and owner is not None and status.state == "in_sync":
+                    status = replace(status, state="waiting", message=_lagging(owner, lag))
             else:
                 status = view.status(wave=wave, owner=owner)
             cached = (source, status, device_json(status))

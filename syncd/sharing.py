@@ -89,6 +89,11 @@ class Sharing(Protocol):
         """The node that changes ``device`` (None standalone, or no live node known)."""
         ...
 
+    def lagging_revision(self, node: str) -> str | None:
+        """The revision ``node`` has loaded when another node loaded a different one after
+        it (None standalone, or when it does not lag)."""
+        ...
+
     def void_read(self, device: str) -> str | None:
         """After a turn's read: None when it stands, else why not (this node's lease ended
         since, so another node may have changed the device; it is kicked to be read again)."""
@@ -164,6 +169,9 @@ class Standalone:
         return True
 
     def owner_of(self, device: str) -> str | None:
+        return None
+
+    def lagging_revision(self, node: str) -> str | None:
         return None
 
     def void_read(self, device: str) -> str | None:

@@ -261,6 +261,19 @@ class Clustered:
         now = time.time()
         return lags(self._cluster.revisions, node=self.config.node_name, revision=revision, now=now)
 
+    def lagging_revision(self, node: str) -> str | None:
+        """The revision ``node`` has loaded, when another node loaded a different one
+        after it (it lags: a checkout not pulled yet); None when it does not."""
+        found = self._cluster.revisions.get(node)
+        if found is None:
+            return None
+        now = time.time()
+        return (
+            found[0]
+            if lags(self._cluster.revisions, node=node, revision=found[0], now=now)
+            else None
+        )
+
     def may_drive(self, revision: str) -> bool:
         return self.is_leader and self.available and not self.lagging(revision)
 

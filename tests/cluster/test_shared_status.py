@@ -65,6 +65,28 @@ class TestFleetView:
         assert devices["silent"]["state"] == "in_sync" and devices["silent"]["owner"] == "n3"
         assert devices["theirs"]["state"] == "unknown"
 
+    def test_a_device_of_a_lagging_owner_waits_for_it(self) -> None:
+        """A device in sync under its owner's revision, while that owner lags behind another
+        node's (its checkout not pulled), is waiting and says so; in step again, in_sync."""
+        lag: dict[str, str] = {"n3": "0123456789abcdef"}
+        fleet = FleetView(
+            node="n1",
+            owner_of=lambda name: "n3",
+            shared=lambda: {"d": record("d", "in_sync", "n3")},
+            lagging_revision=lag.get,
+        )
+        fleet.devices["d"] = DeviceView(spec("d"))
+        device = by_name(fleet.snapshot())["d"]
+        assert device["state"] == "waiting"
+        assert device["message"] == (
+            "its owner n3 is on revision 0123456789ab, behind another node's: "
+            "the newer revision reaches this device when n3 loads it"
+        )
+        assert fleet.snapshot()["summary"]["waiting"] == 1
+        lag.clear()  # n3 pulled
+        device = by_name(fleet.snapshot())["d"]
+        assert (device["state"], device["message"]) == ("in_sync", None)
+
     def test_standalone_ignores_records(self) -> None:
         """Without an owner (standalone), every device comes from the view whatever is shared."""
         fleet = FleetView(node="h", shared=lambda: {"d": record("d", "failed", "x")})
