@@ -138,7 +138,8 @@ class FleetView:
         self,
         name: str,
         rollout: RolloutControl | None,
-        shared: Mapping[str, Mapping[str, Any]] | None = None,
+        shared: Mapping[str, Mapping[str, Any]] | None,
+        lags: Mapping[str, str],
     ) -> tuple[DeviceStatus, Any]:
         """The device's status and its JSON, rebuilt only when the device changed."""
         view = self.devices[name]
@@ -146,8 +147,7 @@ class FleetView:
         owner = self.owner_of(name) if self.owner_of is not None else None
         elsewhere = shared is not None and owner is not None and owner != self.node
         record = shared.get(name) if shared is not None and elsewhere else None
-        lagging = self.lagging_revision
-        lag = lagging(owner) if lagging is not None and owner is not None and elsewhere else None
+        lag = lags.get(owner) if owner is not None and elsewhere else None
         source = (view.version, elsewhere, record, lag)  # the record compares by identity first
         cached = self._cache.get(name)
         if (
@@ -171,8 +171,18 @@ class FleetView:
     def fleet_status(self, rollout: RolloutControl | None = None) -> FleetStatus:
         """The fleet as :mod:`syncd.status` shows it."""
         shared = self.shared() if self.shared is not None else None
-        devices = tuple(self._device(name, rollout, shared)[0] for name in self.devices)
+        lags = self._lags()
+        devices = tuple(self._device(name, rollout, shared, lags)[0] for name in self.devices)
         return replace(self._head(rollout), devices=devices)
+
+    def _lags(self) -> dict[str, str]:
+        """The lagging nodes' revisions, by node: asked once per status, not per device."""
+        lagging = self.lagging_revision
+        if lagging is None or self.owner_of is None:
+            return {}
+        owners = {self.owner_of(name) for name in self.devices}
+        found = {node: lagging(node) for node in owners if node is not None and node != self.node}
+        return {node: revision for node, revision in found.items() if revision is not None}
 
     def _head(self, rollout: RolloutControl | None) -> FleetStatus:
         """The fleet's status without its devices."""
@@ -191,7 +201,8 @@ class FleetView:
         JSON is kept until the device changes, so 10,000 devices cost little.
         """
         shared = self.shared() if self.shared is not None else None
-        built = [self._device(name, rollout, shared) for name in self.devices]
+        lags = self._lags()
+        built = [self._device(name, rollout, shared, lags) for name in self.devices]
         statuses = [status for status, _ in built]
         shown = {id(status): data for status, data in built}
         data = status_json(self._head(rollout))
