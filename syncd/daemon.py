@@ -164,7 +164,7 @@ class Daemon:
             self.state.record_changed(device, datetime.now(UTC))
         except StateError as exc:
             events.state_write_failed(self.log.bind(device=device), error=str(exc))
-        self.view.changed(device)
+        self.view.changed(device, revision=self.state.applied_revision(device))
 
     def _reconciler(self) -> Reconciler:
         """One device, once; its PUTs pass the rollout engine's gate."""

@@ -125,9 +125,12 @@ class DeviceView:
 
     # ------------------------------------------------------------ outcomes
 
-    def changed(self, now: float) -> None:
-        """syncd changed the device outside a reconcile (a revert)."""
+    def changed(self, now: float, *, revision: str | None = None) -> None:
+        """syncd changed the device outside a reconcile (a revert): ``revision``, the one
+        in force before the reverted PUT, is the device's again (None: as it was)."""
         self.last_change = now
+        if revision is not None:
+            self.revision = revision
         self.version += 1
 
     def begin_change(self) -> None:

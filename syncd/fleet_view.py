@@ -116,11 +116,12 @@ class FleetView:
         view = self.devices.get(device)
         return None if view is None else view.logged_key(topic)
 
-    def changed(self, device: str) -> None:
-        """syncd changed ``device`` outside a reconcile (a revert): its last change is now."""
+    def changed(self, device: str, *, revision: str | None = None) -> None:
+        """syncd changed ``device`` outside a reconcile (a revert): its last change is now,
+        and ``revision`` (the one before the reverted PUT) in force again."""
         view = self.devices.get(device)
         if view is not None:
-            view.changed(self.clock())
+            view.changed(self.clock(), revision=revision)
             self.version += 1
 
     def changing(self, device: str) -> None:

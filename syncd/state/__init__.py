@@ -61,7 +61,8 @@ class StateStore(Protocol):
 
     def record_changed(self, device: str, at: datetime) -> None:
         """When syncd changed the device other than to its desired state (a revert): what
-        :meth:`last_change` says from then on."""
+        :meth:`last_change` says from then on; and the revision in force before the
+        reverted PUT is what :meth:`applied_revision` says again."""
         ...
 
     def unhealthy_fingerprint(self, device: str) -> str | None:

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Keys of a device record whose value, when present, must be text (or null).
-_TEXT_KEYS = ("fingerprint", "revision", "changed", "unhealthy", "resend")
+_TEXT_KEYS = ("fingerprint", "revision", "changed", "unhealthy", "resend", "prior")
 
 
 @dataclass(frozen=True)

@@ -273,17 +273,26 @@ class DeviceRecords(ABC):
         """Both at once, in one write; ``changed_at``: when a verified PUT changed the device.
         A failed health check recorded before is over (a new PUT, or found healthy)."""
         changed = None if changed_at is None else changed_at.astimezone(UTC).isoformat()
+        before = self._text(device, "revision")
+        prior = before if revision is not None and before not in (None, revision) else None
         self._set_texts(
             device,
             fingerprint=fingerprint,
             revision=revision,
             changed=changed,
+            prior=prior,
             drop=("unhealthy", "rejected"),
         )
 
     def record_changed(self, device: str, at: datetime) -> None:
-        """When syncd changed the device other than to its desired state (a revert)."""
-        self._set_texts(device, changed=at.astimezone(UTC).isoformat())
+        """When syncd changed the device other than to its desired state (a revert); the
+        revision in force before the reverted PUT is in force again."""
+        self._set_texts(
+            device,
+            changed=at.astimezone(UTC).isoformat(),
+            revision=self._text(device, "prior"),
+            drop=("prior",),
+        )
 
     def unhealthy_fingerprint(self, device: str) -> str | None:
         return self._text(device, "unhealthy")

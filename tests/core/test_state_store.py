@@ -566,6 +566,21 @@ class TestMovedDevice:
         assert FileStateStore.open(state_dir).password_due("new", SERIAL_TARGET, 1, SecretStr("a"))
 
 
+class TestRevert:
+    def test_a_revert_puts_the_revision_before_the_put_back(self, state_dir: Path) -> None:
+        """In sync under r1 and r2, r3's PUT reverted: r2 is in force again, also reopened;
+        a later revert with no PUT between keeps it."""
+        store = FileStateStore.open(state_dir)
+        store.record_in_force("a", "f1", "r1")
+        store.record_in_force("a", "f1", "r2")
+        store.record_in_force("a", "f3", "r3", changed_at=datetime.now(UTC))
+        store.record_changed("a", datetime.now(UTC))
+        assert store.applied_revision("a") == "r2"
+        assert FileStateStore.open(state_dir).applied_revision("a") == "r2"
+        store.record_changed("a", datetime.now(UTC))
+        assert store.applied_revision("a") == "r2"
+
+
 class TestUnknownSerial:
     """A serial that could not be read (system/info failed) is not another serial."""
 

@@ -6,6 +6,7 @@ import json
 import signal
 import time
 
+from syncd.state import FileStateStore
 from tests.e2e.conftest import syncd, write
 from tests.rollouts.helpers import (
     BAD,
@@ -175,6 +176,13 @@ class TestApply:
         assert "health.failed" in names and "rollout.halted" in names and "apply.reverted" in names
         assert domain_of(fleet.devices[0]) == GOOD
         assert [put_count(d) for d in fleet.devices[1:]] == before[1:]
+        # The reverted canary holds the first revision's values: status says that revision.
+        (good,) = {
+            json.loads(line)["revision"]
+            for line in first.stderr.splitlines()
+            if line[:1] == "{" and json.loads(line)["event"] == "rollout.completed"
+        }
+        assert FileStateStore.open(tmp_path / "state").applied_revision("dev1") == good
 
     def test_device_filter_never_skips_the_canary(self, sim, tmp_path):
         """`apply --device dev2` on a commit not rolled out yet: dev2 (wave rest) waits for
