@@ -124,6 +124,9 @@ class DeviceSpec(Generic[P]):
     accounts: Mapping[int, AccountSpec[P]] = field(default_factory=dict)
     #: Paths of every file this spec was built from (device file and defaults).
     sources: tuple[str, ...] = ()
+    #: Where its ``url`` was written (file and line; a ``_defaults.yaml`` may set it):
+    #: a duplicate URL is told there.
+    url_at: tuple[str, int] | None = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def fingerprint(self) -> str:

@@ -83,6 +83,7 @@ def _spec(parsed: FileDoc, doc: Any, rel: str, sources: tuple[str, ...]) -> Devi
         )
         for i, a in enumerate(parsed.accounts)
     }
+    url_pos, _ = locate(doc, ("device", "url"), rel)
     return DeviceSpec(
         name=device.name or name_from_path(rel),
         file=rel,
@@ -96,6 +97,7 @@ def _spec(parsed: FileDoc, doc: Any, rel: str, sources: tuple[str, ...]) -> Devi
         mode=device.mode,
         accounts=accounts,
         sources=sources,
+        url_at=(url_pos.file, url_pos.line),
     )
 
 
@@ -128,7 +130,16 @@ def duplicates(specs: Sequence[DeviceSpec[SecretRef]]) -> list[Problem]:
         for group in groups.values():
             for spec in group if len(group) > 1 else ():
                 others = ", ".join(o.file for o in group if o is not spec)
-                problems.append(Problem(spec.file, 1, "device", f"same device {what} as {others}"))
+                message = f"same device {what} as {others}"
+                line, path = 1, "device"
+                if what == "URL" and spec.url_at is not None:
+                    path = "device.url"
+                    file, at = spec.url_at
+                    if file == spec.file:
+                        line = at
+                    else:  # inherited: the device file does not say it
+                        message += f" (its url is set in {file}:{at})"
+                problems.append(Problem(spec.file, line, path, message))
     return problems
 
 

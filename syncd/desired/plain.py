@@ -64,13 +64,22 @@ def _spec(spec: DeviceSpec[SecretRef]) -> tuple[Any, ...]:
         spec.mode.value,
         [(a.account, dict(a.fields), _ref(a.password)) for a in spec.accounts.values()],
         spec.sources,
+        spec.url_at,
     )
 
 
 def _unspec(plain: tuple[Any, ...]) -> DeviceSpec[SecretRef]:
-    name, file, url, (method, username, password), (verify, ca_file), mode, accounts, sources = (
-        plain
-    )
+    (
+        name,
+        file,
+        url,
+        (method, username, password),
+        (verify, ca_file),
+        mode,
+        accounts,
+        sources,
+        at,
+    ) = plain
     return DeviceSpec(
         name=name,
         file=file,
@@ -80,6 +89,7 @@ def _unspec(plain: tuple[Any, ...]) -> DeviceSpec[SecretRef]:
         mode=Mode(mode),
         accounts={n: AccountSpec(n, fields, _unref(ref)) for n, fields, ref in accounts},
         sources=sources,
+        url_at=None if at is None else (at[0], at[1]),
     )
 
 

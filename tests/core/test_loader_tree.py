@@ -176,6 +176,28 @@ class TestClashes:
         assert "same device URL" in messages["a.yaml"] and "b.yaml" in messages["a.yaml"]
         assert "same device URL" in messages["b.yaml"] and "a.yaml" in messages["b.yaml"]
 
+    def test_a_duplicate_url_is_told_where_it_is_written(self, load: Load) -> None:
+        """A duplicate URL is told at its url line, or, when a _defaults.yaml sets it for
+        the device file, with that file and line named."""
+        state = load(
+            {
+                "s/_defaults.yaml": "device:\n  url: https://192.0.2.10\n",
+                "s/a.yaml": "accounts:\n  - account: 1\n",
+                "b.yaml": device(url="https://192.0.2.10"),
+            }
+        )
+        assert state.devices == {}
+        told = {(p.file, p.line, p.path, p.message) for p in state.errors}
+        assert told == {
+            ("b.yaml", 2, "device.url", "same device URL as s/a.yaml"),
+            (
+                "s/a.yaml",
+                1,
+                "device.url",
+                "same device URL as b.yaml (its url is set in s/_defaults.yaml:2)",
+            ),
+        }
+
     def test_special_files_spelt_yml_are_named_not_taken_for_devices(self, load: Load) -> None:
         """_defaults.yml and _fleet.yml: one error each saying which name is read, not a
         device file's "device: is required"."""
