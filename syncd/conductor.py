@@ -333,6 +333,8 @@ class Conductor:
     def _role(self) -> bool:
         """Whether this node drives the rollout now (a follower takes the driver's document)."""
         turn = self._role_of.now(self._saved)
+        if turn.retried:  # the driver's resume: this node's devices are asked again too
+            self._ask_again(turn.retried)
         if turn.moved:
             self._in_force.kick_wave()
         if not turn.driving or turn.took_over:

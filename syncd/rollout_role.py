@@ -51,6 +51,9 @@ class Turn:
     took_over: bool = False
     #: The driver's document has a new revision, wave or state: its devices look again.
     moved: bool = False
+    #: Devices the driver tries again (``syncd rollout resume`` of a completed rollout
+    #: with failures): a rejection of their desired state no longer holds them back.
+    retried: frozenset[str] = frozenset()
 
 
 class Role:
@@ -82,11 +85,13 @@ class Role:
         """Ask again; a follower (or a node taking over) takes the driver's document into
         ``saved``."""
         driving = self._drives()
-        moved = False
+        moved, retried = False, frozenset[str]()
         if not driving or not self.driving:
+            before = saved.rollout
             moved = self._adopt(saved, took_over=driving)
+            retried = _retried(before, saved.rollout)
         took_over, self.driving = driving and not self.driving, driving
-        return Turn(driving, took_over, moved)
+        return Turn(driving, took_over, moved, retried)
 
     def _adopt(self, saved: SavedRollout, *, took_over: bool) -> bool:
         before, carried = saved.rollout, saved.fingerprints
@@ -166,3 +171,14 @@ class Role:
         for report in fresh:
             self._settled[report.device] = report.id
         return fresh
+
+
+def _retried(before: Rollout | None, after: Rollout | None) -> frozenset[str]:
+    """Devices failed in ``before`` and pending again in ``after``, the same revision's."""
+    if before is None or after is None or before.revision != after.revision:
+        return frozenset()
+    return frozenset(
+        d
+        for d, status in after.status.items()
+        if status is DeviceStatus.PENDING and before.status.get(d) is DeviceStatus.FAILED
+    )

@@ -302,6 +302,44 @@ class TestDriverAndFollower:
         assert follower.conductor.may_start(specs["dev1"]).go
 
 
+class TestResumeOnFollowers:
+    def test_a_resume_asks_the_followers_devices_again(
+        self, tmp_path: Path, relay: DictRelay
+    ) -> None:
+        """The leader's resume of a completed rollout with a failed device owned by a
+        follower: the follower asks that device again (its rejection no longer holds), not
+        the devices that did not fail."""
+        specs = fleet_specs(2)
+        asked: list[str] = []
+        follower = Conductor(
+            state=FileStateStore.open(tmp_path / "state"),
+            kick=lambda names: None,
+            ask_again=asked.extend,
+            client_of=lambda spec: DeviceClient(url=spec.url, pool=ClientPool()),
+            clock=lambda: 0.0,
+            drives=lambda: False,
+            owns=lambda device: device == "dev2",
+            relay=relay,
+        )
+        leader = Node(tmp_path / "state", relay, driving=True, owns="dev1")
+        for node in (leader.conductor, follower):
+            node.load(policy=PolicyResult(FleetPolicy()), specs=specs, revision="r1")
+        follower.step()
+        follower.begin("dev2")
+        rejected = Failure("rejected", "dev2 rejected the PUT (code 12)")
+        follower.observe(Outcome.of(specs["dev2"], "error", failure=rejected))
+        leader.conductor.observe(Outcome.of(specs["dev1"], "applied"))
+        leader.conductor.step()
+        assert leader.conductor.state == "completed"
+        follower.step()
+        assert asked == []
+        assert leader.conductor.resume() == "rollout resumed"
+        follower.step()
+        assert asked == ["dev2"]
+        follower.step()
+        assert asked == ["dev2"]
+
+
 class TestReports:
     def test_only_new_reports_about_the_revision_count(self) -> None:
         ok = report_doc("r1", "healthy")
