@@ -243,7 +243,13 @@ class TestEtcdDown:
         own_etcd.stop()
         await wait_for(lambda: not any(n.healthy for n in nodes))
         own_etcd.start()  # c renews every 10 s: it may not have seen etcd down
+        everyone = [*nodes, slow]
         await wait_for(lambda: all(n.healthy for n in nodes))
+        # Rejoined as the others see it (on a busy machine a node may be healthy before
+        # its own membership is back in every view): each owns its share again.
+        await wait_for(
+            lambda: all(n.members == {"a", "b", "c"} and n.owned(DEVICES) for n in everyone)
+        )
         for node in [*nodes, slow]:  # taking an ownership key needs a token etcd takes
             device = node.owned(DEVICES)[0]
             deadline = time.monotonic() + SLACK
