@@ -139,6 +139,7 @@ class Daemon:
             view.shared = self.sharing.shared_statuses
             view.available = lambda: self.sharing.available
             view.lagging_revision = self.sharing.lagging_revision
+            view.applied = self.state.applied_fingerprint
         return view
 
     def _conductor(self) -> Conductor:

@@ -69,6 +69,9 @@ class DeviceView:
         self.name = spec.name
         self.url = spec.url
         self.mode = spec.mode
+        #: The desired state this node has loaded for the device (a cluster's status asks
+        #: whether the device holds it already when its owner lags).
+        self.fingerprint = spec.fingerprint
         #: The desired revision last seen in force on the device.
         self.revision = revision
         self.outcome: Outcome | None = None
@@ -90,6 +93,7 @@ class DeviceView:
     def update_spec(self, spec: DeviceSpec) -> None:
         """A new desired state: a device that could not report registration is asked again."""
         self.url, self.mode, self._expected = spec.url, spec.mode, tuple(sorted(spec.accounts))
+        self.fingerprint = spec.fingerprint
         if spec.mode is not Mode.SUSPEND:
             self._logged.pop("suspend", None)
         if spec.mode is not Mode.OBSERVE:

@@ -102,6 +102,10 @@ class FleetView:
     #: The revision a node has loaded when it lags behind another's (the cluster sets it):
     #: a device it owns, in sync with that revision, waits for it.
     lagging_revision: Callable[[str], str | None] | None = None
+    #: The fingerprint of the desired state last applied to a device (the cluster's
+    #: records): a lagging owner's device that holds this node's desired state already
+    #: is in sync with it.
+    applied: Callable[[str], str | None] | None = None
     #: Bumped when something the status shows outside the devices changes.
     version: int = 0
     _cache: dict[str, tuple[object, DeviceStatus, dict[str, Any]]] = field(
@@ -149,7 +153,8 @@ class FleetView:
         elsewhere = shared is not None and owner is not None and owner != self.node
         record = shared.get(name) if shared is not None and elsewhere else None
         lag = lags.get(owner) if owner is not None and elsewhere else None
-        source = (view.version, elsewhere, record, lag)  # the record compares by identity first
+        held = self.applied(name) if lag is not None and self.applied is not None else None
+        source = (view.version, elsewhere, record, lag, held)  # record: by identity first
         cached = self._cache.get(name)
         if (
             cached is None
@@ -158,7 +163,12 @@ class FleetView:
         ):
             if elsewhere:
                 status = _shared_status(view, record, wave=wave, owner=owner)
-                if lag is not None and owner is not None and status.state == "in_sync":
+                if (
+                    lag is not None
+                    and owner is not None
+                    and status.state == "in_sync"
+                    and held != view.fingerprint  # else it holds this node's desired state
+                ):
                     status = replace(status, state="waiting", message=_lagging(owner, lag))
             else:
                 status = view.status(wave=wave, owner=owner)

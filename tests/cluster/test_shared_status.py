@@ -67,13 +67,16 @@ class TestFleetView:
 
     def test_a_device_of_a_lagging_owner_waits_for_it(self) -> None:
         """A device in sync under its owner's revision, while that owner lags behind another
-        node's (its checkout not pulled), is waiting and says so; in step again, in_sync."""
+        node's (its checkout not pulled), is waiting and says so, unless it holds this node's
+        desired state already (the newer commit changed nothing of it); in step, in_sync."""
         lag: dict[str, str] = {"n3": "0123456789abcdef"}
+        applied = {"d": "the fingerprint of the older desired state"}
         fleet = FleetView(
             node="n1",
             owner_of=lambda name: "n3",
             shared=lambda: {"d": record("d", "in_sync", "n3")},
             lagging_revision=lag.get,
+            applied=applied.get,
         )
         fleet.devices["d"] = DeviceView(spec("d"))
         device = by_name(fleet.snapshot())["d"]
@@ -83,6 +86,9 @@ class TestFleetView:
             "the newer revision reaches this device when n3 loads it"
         )
         assert fleet.snapshot()["summary"]["waiting"] == 1
+        applied["d"] = spec("d").fingerprint  # the newer revision changed nothing of d's
+        assert by_name(fleet.snapshot())["d"]["state"] == "in_sync"
+        applied.clear()
         lag.clear()  # n3 pulled
         device = by_name(fleet.snapshot())["d"]
         assert (device["state"], device["message"]) == ("in_sync", None)
