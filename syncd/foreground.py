@@ -30,6 +30,7 @@ from syncd.outcome import Outcome
 from syncd.policy import PolicyResult
 from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
+from syncd.rollout_values import WaitReason
 from syncd.settings import Settings
 from syncd.slots import PassSlots
 from syncd.state import FileStateStore, StateError
@@ -183,6 +184,12 @@ class ApplyPass:
         """Reconcile ``spec`` until its outcome is final for this pass."""
         while True:
             outcome = await self._once(spec)
+            if outcome.status == "error" and self._before_its_wave(spec):
+                # Unreachable before its wave began (every device is read at the start):
+                # tried again when the wave starts, where its failure settles it.
+                if not await self._wave_started(spec.name):
+                    break
+                continue
             if outcome.status != "waiting":
                 break
             if outcome.retry_after is not None:  # a call: look again soon
@@ -194,6 +201,11 @@ class ApplyPass:
         if self._on_done is not None:
             self._on_done(outcome)
         return outcome
+
+    def _before_its_wave(self, spec: DeviceSpec) -> bool:
+        """Whether the device's change waits for a wave of this rollout not begun yet."""
+        decision = self.conductor.may_start(spec)
+        return not decision.go and decision.reason is WaitReason.WAVE
 
     async def _wave_started(self, name: str) -> bool:
         """Wait for the device's wave to start (True), or for the rollout to stop moving."""

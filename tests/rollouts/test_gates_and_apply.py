@@ -184,6 +184,22 @@ class TestApply:
         }
         assert FileStateStore.open(tmp_path / "state").applied_revision("dev1") == good
 
+    def test_a_dark_device_in_a_later_wave_does_not_stop_the_rollout(self, sim, tmp_path):
+        """A device that does not answer, in the rest wave: found dark at the first read,
+        it is tried again when its wave starts and settles there as unreachable; the rest
+        wave's other devices get their PUT and the rollout completes (exit 1: one device
+        unreachable, not 'still wait for the rollout')."""
+        fleet = sim(devices=2, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet)
+        write(root, "dark.yaml", "device:\n  url: http://127.0.0.1:9\naccounts:\n  - account: 1\n")
+        result = _one_shot("apply", root, tmp_path, "--request-timeout", "1")
+        events = [json.loads(line) for line in result.stderr.splitlines() if line[:1] == "{"]
+        names = [e["event"] for e in events]
+        assert "rollout.completed" in names, result.stderr
+        assert [put_count(d) for d in fleet.devices] == [1, 1]
+        assert result.returncode == 1
+        assert "still wait" not in result.stderr and "2 changed" in result.stdout
+
     def test_device_filter_never_skips_the_canary(self, sim, tmp_path):
         """`apply --device dev2` on a commit not rolled out yet: dev2 (wave rest) waits for
         the canary, which the filter did not select: no PUT anywhere, exit 1 saying so. The
