@@ -82,12 +82,15 @@ def _seconds(value: object) -> float:
 
 def _wait_seconds(value: object) -> float:
     """A health check's time limit: 0 would fail every check at once."""
-    seconds = _seconds(value)
-    if seconds == 0:
+    try:
+        seconds = _seconds(value)
+    except PydanticCustomError:
+        seconds = -1.0
+    if seconds <= 0:
         raise _error(
             "seconds",
-            "must be a number of seconds more than 0: 0 fails every health check at once "
-            "(an account takes from under a second to tens of seconds to register again)",
+            "must be a number of seconds more than 0 (0 fails every health check at once: "
+            "an account takes from under a second to tens of seconds to register again)",
         )
     return seconds
 

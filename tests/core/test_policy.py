@@ -331,10 +331,12 @@ class TestErrors:
         """Durations are seconds, 0 or more; negative, infinite or quoted values are errors."""
         assert_problem(only_error(root, text), 2, path, "number of seconds")
 
-    def test_health_timeout_zero_is_an_error(self, root: Path) -> None:
-        """health.timeout: 0 would fail every health check at once: refused at its line."""
-        problem = only_error(root, "health:\n  timeout: 0\n")
-        assert_problem(problem, 2, "health.timeout", "more than 0: 0 fails every health check")
+    @pytest.mark.parametrize("value", ["0", "0.0", "-1", '"0"'])
+    def test_health_timeout_must_be_more_than_zero(self, root: Path, value: str) -> None:
+        """health.timeout: 0 would fail every health check at once: refused at its line, and
+        a negative or quoted value is told the same rule."""
+        problem = only_error(root, f"health:\n  timeout: {value}\n")
+        assert_problem(problem, 2, "health.timeout", "more than 0 (0 fails every health check")
 
     def test_yaml_string_boolean_is_an_error(self, root: Path) -> None:
         """health.registration: "yes" is a string, not a boolean."""
