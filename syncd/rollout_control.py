@@ -69,8 +69,11 @@ def _on_state(state: StateStore, control: Control) -> str:
     saved = read_saved(state, get_logger())
     if not control.change(saved):
         return control.nothing
+    held = saved.take_held_wave() if control is RESUME else None
     state.save_rollout(saved.to_doc())
     control.event(get_logger(), revision=saved.revision)
+    if held is not None:  # the wave that began while paused starts now
+        events.rollout_wave(get_logger(), wave=held[0], devices=held[1], revision=saved.revision)
     return control.done
 
 

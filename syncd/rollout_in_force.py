@@ -51,9 +51,6 @@ class RolloutInForce:
         self._clock = clock
         self._log = log
         self._metrics = metrics
-        #: A wave that began while the rollout was paused: its rollout.wave is said at resume,
-        #: when its devices may really start.
-        self._held_wave = False
 
     def start_pending(
         self,
@@ -131,9 +128,9 @@ class RolloutInForce:
         said = step.events
         if self._saved.paused and any(e.name == "rollout.wave" for e in said):
             said = tuple(e for e in said if e.name != "rollout.wave")
-            self._held_wave = True
+            self._saved.held_wave = True  # said at the resume, saved with the step
         elif any(e.name == "rollout.wave" for e in said):
-            self._held_wave = False
+            self._saved.held_wave = False
         log_rollout_events(self._log, said, step.rollout)
         if step.events or (changed and urgent):
             self._saver.now()
@@ -147,12 +144,10 @@ class RolloutInForce:
 
     def announce_held_wave(self, revision: str | None) -> None:
         """At resume: ``rollout.wave`` for the wave that began while paused, now it starts."""
-        rollout = self._saved.rollout
-        if not self._held_wave or rollout is None or rollout.current_wave is None:
-            return
-        self._held_wave = False
-        name, devices = rollout.waves[rollout.wave]
-        events.rollout_wave(self._log, wave=name, devices=list(devices), revision=revision)
+        held = self._saved.take_held_wave()
+        if held is not None:
+            events.rollout_wave(self._log, wave=held[0], devices=held[1], revision=revision)
+            self._saver.now()
 
     def kick_wave(self) -> None:
         """The devices of the current wave look again at once."""

@@ -100,7 +100,7 @@ class Role:
         if took_over and rollout is not None:
             rollout = restarted(rollout)
         saved.rollout, saved.fingerprints = rollout, doc.fingerprints
-        saved.paused, saved.undo = doc.paused, doc.undo
+        saved.paused, saved.undo, saved.held_wave = doc.paused, doc.undo, doc.held_wave
         if rollout is None or before is None or before.revision != rollout.revision:
             self._reverted_here.clear()
             self._undo_here.clear()

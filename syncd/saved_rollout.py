@@ -95,6 +95,9 @@ class SavedRollout:
     undo: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: Why the saved document could not be read (None: it could, or there was none).
     damaged: str | None = field(default=None, compare=False)
+    #: The wave under way began while paused: its ``rollout.wave`` is said at the resume
+    #: (by whichever process resumes), when its devices may start.
+    held_wave: bool = False
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -102,6 +105,7 @@ class SavedRollout:
             "fingerprints": self.fingerprints,
             "paused": self.paused,
             "undo": self.undo,
+            **({"held_wave": True} if self.held_wave else {}),
         }
 
     @classmethod
@@ -114,7 +118,8 @@ class SavedRollout:
             rollout = rollout_from_doc(_journalled(doc)) if doc.get("rollout") else None
             fingerprints = {str(k): str(v) for k, v in dict(doc.get("fingerprints") or {}).items()}
             undo = {str(k): list(v) for k, v in dict(doc.get("undo") or {}).items()}
-            return cls(rollout, fingerprints, bool(doc.get("paused")), undo)
+            held = doc.get("held_wave") is True
+            return cls(rollout, fingerprints, bool(doc.get("paused")), undo, held_wave=held)
         except (ValueError, TypeError, AttributeError) as exc:
             paused = bool(doc.get("paused")) if isinstance(doc, Mapping) else False
             return cls(paused=paused, damaged=str(exc))
@@ -142,6 +147,15 @@ class SavedRollout:
             return False
         self.paused = True
         return True
+
+    def take_held_wave(self) -> tuple[str, list[str]] | None:
+        """The wave that began while paused and its devices, to be said now (once)."""
+        held, self.held_wave = self.held_wave, False
+        rollout = self.rollout
+        if not held or rollout is None or rollout.state is not RolloutState.RUNNING:
+            return None
+        name, devices = rollout.waves[rollout.wave]
+        return name, list(devices)
 
     def resume(self) -> bool:
         """Unpause; a halted rollout runs again, a completed one tries its failed devices

@@ -464,6 +464,25 @@ class TestConductor:
             conductor.resume()
         assert [e for e in logs if e["event"] == "rollout.wave"] == []
 
+    def test_a_wave_begun_while_paused_is_announced_by_a_resume_on_the_state(
+        self, tmp_path: Path
+    ) -> None:
+        """The revision loaded (and its rollout started) by one process while paused, the
+        resume run on the state dir by another: that resume announces the wave."""
+        state = FileStateStore.open(tmp_path / "state")
+        assert "paused" in pause_saved(state)
+        with capture_logs() as logs:
+            _conductor(state, []).load(
+                policy=PolicyResult(None), specs=fleet_specs(2), revision="r1"
+            )
+        assert [e["event"] for e in logs] == ["rollout.started"]
+        with capture_logs() as logs:
+            assert "resumed" in resume_saved(FileStateStore.open(tmp_path / "state"))
+        assert [(e["event"], e.get("wave")) for e in logs] == [
+            ("rollout.resumed", None),
+            ("rollout.wave", "all"),
+        ]
+
     def test_an_invalid_policy_keeps_the_last_valid_one(self, tmp_path: Path) -> None:
         """A _fleet.yaml that turns invalid leaves the policy in force as it was."""
         state = FileStateStore.open(tmp_path / "state")
