@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from syncd import events
 from syncd.client import DeviceClient
 from syncd.health import Health
 from syncd.health_checks import HealthChecks
@@ -52,7 +53,7 @@ from syncd.rollout_reverts import RolloutReverts
 from syncd.rollout_role import NotDriving, Role
 from syncd.rollout_saving import RolloutSaver, read_saved
 from syncd.rollout_values import Decision, DeviceStatus, Rollout, RolloutState, Step, WaitReason
-from syncd.state import StateStore
+from syncd.state import StateError, StateStore
 from syncd.status import RolloutSummary, WindowStatus
 from syncd.windows import WindowState
 
@@ -103,6 +104,7 @@ class Conductor:
         self._clock = clock
         self._tick_interval = tick_interval
         self.log = get_logger()
+        self._wall = wall
         self._policy = PolicyInForce(log=self.log, wall=wall)
         self._records = RolloutHistory(
             history=history, metrics=metrics, wall=wall, wave_of=self.wave_of, log=self.log
@@ -136,8 +138,10 @@ class Conductor:
             calls=lambda: self.policy.calls,
             retry=retry or RetryPolicy(),
             clock=clock,
-            changed=changed,
+            changed=self._reverted,
         )
+        #: Hears that a revert changed a device, once the state says so (the daemon's view).
+        self._changed = changed
         self._in_force.set_halted_metric()
 
     def _restart(self, *, client_of: ClientOf, changing: Callable[[str], None]) -> HealthChecks:
@@ -329,6 +333,15 @@ class Conductor:
         its devices starts before the rollout of its revision is in force.
         """
         return self._role_of.driving
+
+    def _reverted(self, device: str) -> None:
+        """A revert PUT changed ``device``: its last change, and the revision before the
+        reverted PUT in force again, kept in the state (for ``apply`` as for the daemon)."""
+        try:
+            self._state.record_changed(device, self._wall())
+        except StateError as exc:
+            events.state_write_failed(self.log.bind(device=device), error=str(exc))
+        self._changed(device)
 
     def _role(self) -> bool:
         """Whether this node drives the rollout now (a follower takes the driver's document)."""

@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
 from functools import partial
 
 from syncd import daemon_events, events
@@ -51,7 +50,6 @@ from syncd.settings import Settings
 from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
-from syncd.state import StateError
 from syncd.ticking import backstop, heartbeat
 from syncd.tuning import Tuning
 from syncd.watching import DesiredWatcher
@@ -160,11 +158,7 @@ class Daemon:
         )
 
     def _reverted(self, device: str) -> None:
-        """A revert PUT changed ``device``: its last change, kept across restarts."""
-        try:
-            self.state.record_changed(device, datetime.now(UTC))
-        except StateError as exc:
-            events.state_write_failed(self.log.bind(device=device), error=str(exc))
+        """A revert PUT changed ``device`` (the conductor has kept it in the state)."""
         self.view.changed(device, revision=self.state.applied_revision(device))
 
     def _reconciler(self) -> Reconciler:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from syncd import events
@@ -33,7 +32,7 @@ from syncd.retrying import RetryPolicy
 from syncd.rollout_values import WaitReason
 from syncd.settings import Settings
 from syncd.slots import PassSlots
-from syncd.state import FileStateStore, StateError
+from syncd.state import FileStateStore
 
 __all__ = ["ApplyPass", "rollout_pass"]
 
@@ -129,7 +128,6 @@ class ApplyPass:
             client_of=lambda spec: self._reconciler.client(spec),
             history=history,
             retry=retry,
-            changed=lambda device: _reverted(state, device),
         )
         gate = Gate(
             policy=lambda: conductor.policy,
@@ -238,14 +236,6 @@ async def _kicked(event: asyncio.Event, conductor: Conductor, stuck: Callable[[]
             await asyncio.wait_for(event.wait(), 0.25)
             return True
     return event.is_set()
-
-
-def _reverted(state: FileStateStore, device: str) -> None:
-    """A revert PUT changed ``device``: its last change, and the revision before the PUT."""
-    try:
-        state.record_changed(device, datetime.now(UTC))
-    except StateError as exc:
-        events.state_write_failed(get_logger().bind(device=device), error=str(exc))
 
 
 def _verdict(conductor: Conductor, outcomes: list[Outcome], *, selected: bool) -> str | None:
