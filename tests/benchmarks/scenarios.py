@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -472,6 +472,67 @@ async def raw_pass(urls: Sequence[str], s: Scenario, ca: Path | None) -> float:
     return time.perf_counter() - started
 
 
+async def raw_change_pass(urls: Sequence[str], concurrency: int) -> float:
+    """The floor of a pass that changes every device: what ``syncd apply`` sends, from bare
+    asyncio streams with nothing else (no start-up, no desired state); its wall seconds.
+
+    Per device, as syncd does it: ``/api/phone/config`` and ``/api/call/status`` read
+    together on two new connections, then the ``PUT`` of account 1 (multipart
+    ``blob-json``) and the ``GET`` that verifies it on the first. Devices must be in
+    their factory state, so the PUT is a change.
+    """
+
+    async def exchange(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: str, body: bytes = b""
+    ) -> None:
+        writer.write(head.encode() + body)
+        answer = await reader.readuntil(b"\r\n\r\n")
+        match = re.search(rb"(?i)content-length: *(\d+)", answer)
+        await reader.readexactly(int(match.group(1)) if match else 0)
+
+    async def read(
+        host: str, port: int, path: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(host, port)
+        await exchange(reader, writer, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        return reader, writer
+
+    targets = iter(enumerate(urls, start=1))
+    boundary = "syncdbenchfloor"
+    part_head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="blob-json"; '
+        f'filename="blob-json.json"\r\nContent-Type: application/json\r\n\r\n'
+    ).encode()
+    part_end = f"\r\n--{boundary}--\r\n".encode()
+
+    async def worker() -> None:
+        for number, url in targets:
+            host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+            (reader, writer), (_, calls) = await asyncio.gather(
+                read(host, int(port), "/api/phone/config"),
+                read(host, int(port), "/api/call/status"),
+            )
+            calls.transport.abort()
+            blob = json.dumps({"accounts": [desired_account(number)]}).encode()
+            body = part_head + blob + part_end
+            put = (
+                f"PUT /api/phone/config HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            try:
+                await exchange(reader, writer, put, body)
+                await exchange(
+                    reader, writer, f"GET /api/phone/config HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                )
+            finally:
+                writer.transport.abort()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(urls)))))
+    return time.perf_counter() - started
+
+
 def _pass_limit(s: Scenario) -> float:
     return 60.0 + 3 * s.latency_bound + 0.01 * s.devices
 
@@ -766,6 +827,12 @@ def _fleet_json(path: Path, urls: Sequence[str]) -> None:
     path.write_text(json.dumps(blobs))
 
 
+async def _reset_then(urls: Sequence[str], work: Awaitable[float]) -> float:
+    """Every device back to its factory state (untimed), then ``work``."""
+    await admin_all(urls, "DELETE", "/_emulator/state", concurrency=64)
+    return await work
+
+
 def run_targets(report: Report, p: Params) -> None:
     runs = max(p.pair_runs, p.repeat)
     n = p.apply_devices
@@ -831,18 +898,25 @@ def run_targets(report: Report, p: Params) -> None:
             limit = 120 + 0.05 * n
             put = _timed(apply, f"{n} devices: {n} changed", limit)
             bound_put = n * 3 * 0.05 / 128
+            floor = min(
+                loop.run(_reset_then(emu.urls, raw_change_pass(emu.urls, 128))) for _ in range(2)
+            )
             in_sync = min(
                 _timed(apply, f"{n} devices: 0 changed, {n} already in sync", limit)
                 for _ in range(2)
             )
             bound_in_sync = n * 1 * 0.05 / 128
+            reads = Scenario(n, "http", 0.05, 128, "in-sync")
+            floor_in_sync = min(loop.run(raw_pass(emu.urls, reads, None)) for _ in range(2))
         suffix = "" if n == max(p.latency_apply_devices) else f"_{n}"
         report.add_target(
             Target(
                 "apply_latency_put_ratio" + suffix,
                 put / bound_put,
                 f"{n} devices, factory state (GET+PUT+GET each): {put:.2f} s, latency bound "
-                f"{bound_put:.2f} s (whole process: start-up and loading included)",
+                f"{bound_put:.2f} s (whole process: start-up and loading included); the "
+                f"floor, the same requests from bare asyncio streams with no start-up: "
+                f"{floor:.2f} s, {floor / bound_put:.2f} x the bound",
             )
         )
         report.add_target(
@@ -850,7 +924,8 @@ def run_targets(report: Report, p: Params) -> None:
                 "apply_latency_in_sync_ratio" + suffix,
                 in_sync / bound_in_sync,
                 f"{n} devices in sync (one GET each): {in_sync:.2f} s, latency bound "
-                f"{bound_in_sync:.2f} s (whole process)",
+                f"{bound_in_sync:.2f} s (whole process); the floor, the same GETs from bare "
+                f"asyncio streams: {floor_in_sync:.2f} s, {floor_in_sync / bound_in_sync:.2f} x",
             )
         )
     with report.phase(f"syncd validate vs bare CSafeLoader, {p.validate_files} files"):
