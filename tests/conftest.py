@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import compileall
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from syncd.reconcile import Reconciler
 from syncd.retrying import RetryPolicy
 from syncd.simulator import Fleet
 from syncd.state import FileStateStore
+from tests.bytecode import compile_syncd
 
 # No wall-clock deadline for a property's example: these machines are shared and their
 # speed varies twofold (a 200 ms deadline failed a pure hashing test on a busy run).
@@ -23,19 +22,9 @@ settings.load_profile("syncd")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Compile syncd once, as ``pip install .`` does, where nothing else would.
-
-    Hundreds of tests start syncd as a subprocess (the daemon, a command, the
-    emulator). In an editable install under ``PYTHONDONTWRITEBYTECODE`` (the
-    quick start's on a machine that sets it) no process may write bytecode, so
-    every one of those starts compiled syncd's modules again: about 0.3 s of
-    CPU each, a quarter of the suite's time. Compiled here (once, in the xdist
-    controller; the files are the ``__pycache__`` Git ignores), they start as
-    an installed syncd does. A checkout it may not write to stays as it is
-    (``quiet=2``: a file that cannot be written is no error here).
-    """
-    if sys.dont_write_bytecode and not hasattr(session.config, "workerinput"):
-        compileall.compile_dir(Path(__file__).parents[1] / "syncd", quiet=2)
+    """syncd's modules compiled once, in the xdist controller (:mod:`tests.bytecode`)."""
+    if not hasattr(session.config, "workerinput"):
+        compile_syncd()
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from tests.benchmarks.harness import (
     machine,
     write_tree,
 )
+from tests.bytecode import compile_syncd
 
 __all__ = ["Result", "Scenario", "main", "run_scenario"]
 
@@ -312,6 +313,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         darks += [round(args.devices * float(p) / 100) for p in args.dark_percent.split(",")]
     darks = darks or [0]
     first = args.first_drift if args.first_drift is not None else args.resync
+    compile_syncd()  # syncd's processes start as an installed syncd does
     results = []
     with tempfile.TemporaryDirectory(prefix="syncd-darksite-") as tmp:
         work = Path(tmp)

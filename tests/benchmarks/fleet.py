@@ -61,6 +61,7 @@ from tests.benchmarks.harness import (
     write_atomic,
     write_tree,
 )
+from tests.bytecode import compile_syncd
 
 __all__ = ["FIGURE_KEYS", "TARGETS", "main"]
 
@@ -968,6 +969,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     # SIGTERM unwinds like Ctrl-C, so every `finally` stops its emulator and daemon.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    compile_syncd()  # syncd's processes start as an installed syncd does
     devnull = open(os.devnull, "w")  # noqa: SIM115 - the in-process engine logs here
     configure_logging(level="info", fmt="json", stream=devnull)
     workdir = Path(tempfile.mkdtemp(prefix="syncd-bench-"))

@@ -96,6 +96,7 @@ from tests.benchmarks.harness import (
     run_delay,
     write_tree,
 )
+from tests.bytecode import compile_syncd
 
 __all__ = ["KINDS", "TARGET_KEYS", "main"]
 
@@ -1030,6 +1031,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     out = out or sys.stdout
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    compile_syncd()  # syncd's processes start as an installed syncd does
     raise_open_files()
     pace_collector()  # as syncd's own entry point does
     devnull = open(os.devnull, "w")  # noqa: SIM115 - the in-process engine logs here
