@@ -87,6 +87,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._hups: set[asyncio.Task[None]] = set()
         self._last_problems: set[tuple[Problem, object]] = set()
+        #: Why the desired dir could not be read at the last reload (said once), or None.
+        self._dir_unusable: str | None = None
         #: The desired revision in force (SPEC section 10).
         self.revision = ""
         self.socket_path = settings.socket or default_socket_path(settings.state_dir)
@@ -188,9 +190,16 @@ class Daemon:
     async def reload(self, *, kick_all: bool = False, why: str = "change") -> None:
         """Reload the tree; kick devices whose desired state changed (or all)."""
         async with self._reload_lock:
-            desired = await read_desired(self.loader, self.desired_dir, log=self.log)
-            if desired is None:
+            desired = await read_desired(self.loader, self.desired_dir)
+            if isinstance(desired, str):
+                # Said when the dir becomes unusable (or the reason changes) and at SIGHUP;
+                # not at every watcher event or backstop reload while it stays so.
+                if desired != self._dir_unusable or why in ("start", "SIGHUP"):
+                    dir_name = str(self.desired_dir)
+                    events.desired_invalid(self.log, file=dir_name, line=None, error=desired)
+                self._dir_unusable = desired
                 return
+            self._dir_unusable = None
             # Refused at start, as plan and apply refuse it; later a device may go for good.
             unmatched = unmatched_patterns(self.only, desired.devices, desired.invalid_files)
             if why == "start" and unmatched:

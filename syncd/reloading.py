@@ -1,7 +1,7 @@
 """The steps of the daemon's reload of the desired tree, apart from its workers.
 
-:func:`read_desired` reads the tree, or nothing where the desired dir cannot
-be read (that says nothing about the devices: they all keep their state).
+:func:`read_desired` reads the tree, or says why the desired dir cannot be
+read (that says nothing about the devices: they all keep their state).
 :func:`report_problems` logs the tree's problems and shows them in the status
 and the series. :func:`specs_in_force` keeps the last valid state of each
 device whose file turned invalid.
@@ -26,19 +26,15 @@ if TYPE_CHECKING:  # prometheus-client is imported only where metrics are served
 __all__ = ["read_desired", "report_problems", "specs_in_force"]
 
 
-async def read_desired(loader: Loader, desired_dir: Path, *, log: Any) -> DesiredState | None:
-    """The tree as it is now, or None (logged) when the desired dir cannot be read."""
+async def read_desired(loader: Loader, desired_dir: Path) -> DesiredState | str:
+    """The tree as it is now, or why the desired dir cannot be read: that says nothing
+    about the devices, which all keep their state (the caller says it, once)."""
     if not desired_dir.is_dir():
-        message = f"desired dir {desired_dir} is missing; keeping the last state"
-        events.desired_invalid(log, file=str(desired_dir), line=None, error=message)
-        return None
+        return f"desired dir {desired_dir} is missing; keeping the last state"
     desired = await asyncio.to_thread(loader.load)
     unreadable = [p for p in desired.problems if p.file == "."]
     if unreadable:
-        # An unreadable desired dir says nothing about the devices: keep them all.
-        message = f"{unreadable[0].message}; keeping the last state"
-        events.desired_invalid(log, file=str(desired_dir), line=None, error=message)
-        return None
+        return f"{unreadable[0].message}; keeping the last state"
     return desired
 
 

@@ -115,7 +115,7 @@ class TestDesiredDirGone:
     def test_desired_dir_removed_and_recloned_keeps_state_then_follows_new_tree(
         self, sim, daemon, tmp_path
     ):
-        """A desired dir deleted under the daemon is desired.invalid and the last state stays in force (drift is still corrected); a fresh copy in its place is applied at once and later edits too."""
+        """A desired dir deleted under the daemon is desired.invalid, said once (and at SIGHUP), and the last state stays in force (drift is still corrected); a fresh copy in its place is applied at once and later edits too."""
         fleet = sim(devices=2)
         dev1, dev2 = fleet.devices
         root = tmp_path / "desired"
@@ -129,6 +129,15 @@ class TestDesiredDirGone:
         assert "missing" in event["error"] and event["level"] == "error"
         dev1.set_live(1, displayName="Hacked")
         wait_until(lambda: converged(dev1, "Door 1"), 10, "drift corrected from the last state")
+
+        # Said once while it stays missing, not at each watcher event; again at SIGHUP.
+        def said() -> list[dict[str, Any]]:
+            return [e for e in proc.events if e.get("event") == "desired.invalid"]
+
+        assert len(said()) == 1, said()
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait_for("desired.invalid", timeout=10)
+        assert len(said()) == 2, said()
         # A fresh clone in the same place (a new directory, not the one watched before).
         fresh = tmp_path / ".clone"
         write(fresh, "dev1.yaml", device_yaml(dev1.url, account("Clone 1")))
