@@ -1,8 +1,11 @@
 """Merge ``_defaults.yaml`` under device files, keeping every value's position.
 
 Mappings merge key by key, ``accounts`` by account number, any other list is
-replaced (SPEC section 2). Accounts merge by number, so each source must name
-each account once, validly: :func:`check_accounts` says where it does not.
+replaced (SPEC section 2). A ``password`` is one value whatever its form: a
+device file's ``{file: PATH}`` replaces the defaults' ``{env: NAME}`` whole,
+as a quoted string would (merged key by key they made ``{env:, file:}``, no
+secret at all). Accounts merge by number, so each source must name each
+account once, validly: :func:`check_accounts` says where it does not.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ __all__ = ["check_accounts", "merge"]
 
 #: An account without ``account:`` (the schema reports the same place as "is required").
 MISSING_ACCOUNT = "is required: the account number, 1 to 4"
+#: Keys whose value is one secret (``device.auth.password``, an account's ``password``):
+#: replaced whole, never merged, even where both sources write a reference mapping.
+_WHOLE = frozenset({"password"})
 
 
 def check_accounts(doc: YamlMap) -> list[Problem]:
@@ -65,7 +71,7 @@ def merge(base: Any, top: Any) -> Any:
                 out[key] = value
                 continue
             below = base[key]
-            if isinstance(value, YamlMap):
+            if isinstance(value, YamlMap) and key not in _WHOLE:
                 out[key] = merge(below, value)
             elif key == "accounts" and isinstance(value, YamlList) and isinstance(below, YamlList):
                 out[key] = _merge_accounts(below, value)

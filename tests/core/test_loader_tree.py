@@ -526,6 +526,56 @@ class TestDefaults:
         assert lobby.auth.method is AuthMethod.BASIC
         assert lobby.auth.username == "site-user"
 
+    @pytest.mark.parametrize(
+        ("below", "above", "expected"),
+        [
+            (
+                "{env: SITE_PW}",
+                "{file: secrets/lobby.pw}",
+                SecretRef("file", name="secrets/lobby.pw"),
+            ),
+            ("{file: site.pw}", "{credential: lobby}", SecretRef("credential", name="lobby")),
+            ("{env: SITE_PW}", '"plain"', None),
+            ('"plain"', "{env: LOBBY_PW}", SecretRef("env", name="LOBBY_PW")),
+        ],
+    )
+    def test_a_password_is_replaced_whole(
+        self, load: Load, below: str, above: str, expected: SecretRef | None
+    ) -> None:
+        """A device file's password replaces the defaults' whatever either's form: two reference
+        mappings are not merged key by key (that made {env:, file:}, refused)."""
+        files = {
+            "_defaults.yaml": f"""\
+                device:
+                  auth:
+                    username: syncd
+                    password: {below}
+                accounts:
+                  - account: 1
+                    password: {below}
+                """,
+            "lobby.yaml": f"""\
+                device:
+                  url: https://192.0.2.10
+                  auth:
+                    password: {above}
+                accounts:
+                  - account: 1
+                    password: {above}
+                """,
+        }
+        state = load(files)
+        assert [p for p in state.problems if not p.warning] == []  # a literal: a warning
+        lobby = state.devices["lobby"]
+        for written in (lobby.auth.password, lobby.accounts[1].password):
+            assert written is not None
+            if expected is None:
+                assert written.source == "literal" and written.literal is not None
+                assert written.literal.get_secret_value() == "plain"
+            else:
+                assert written == expected
+        assert lobby.auth.username == "syncd"  # the rest of device.auth still merges
+
     def test_device_file_wins(self, load: Load) -> None:
         """A value in the device file beats every defaults file (mode enforce over observe)."""
         state = load(self.FILES)
