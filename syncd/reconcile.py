@@ -474,7 +474,9 @@ class Reconciler:
         log = self.log.bind(device=put.spec.name)
         fields = [c.as_dict() for c in left]
         again = self._apply_failed_again(put.spec.name, put.revision, "verify", message)
-        events.apply_failed(log, error=message, fields=fields, revision=put.revision, again=again)
+        events.apply_failed(
+            log, error=message, kind="verify", fields=fields, revision=put.revision, again=again
+        )
         self._append(put.entry("failed", error=message))
         return put.outcome("error", failure=Failure("verify", message))
 

@@ -419,6 +419,7 @@ class TestVerify:
         dev1.set_live(1, displayName="Overwritten")  # something on the device undoes it
         failed = proc.wait_for("apply.failed", device="dev1", timeout=10)
         assert "did not take" in failed["error"] and "displayName" in failed["error"]
+        assert failed["kind"] == "verify"
         assert failed["fields"] == [
             {"account": 1, "field": "displayName", "live": "Overwritten", "desired": "Door 1"}
         ]
