@@ -101,10 +101,14 @@ def load_tree(desired_dir: Path, *, log_problems: bool = True) -> DesiredState:
 
 
 def load_resolved(
-    settings: Settings, devices: Sequence[str]
+    settings: Settings, devices: Sequence[str], *, policy_warnings: bool = True
 ) -> tuple[DesiredState, Resolved, PolicyResult, str]:
     """``plan``'s and ``apply``'s load: the tree, its devices as specs, ``_fleet.yaml``, and
-    the revision (``desired.loaded`` carries it, as every event about the desired state does)."""
+    the revision (``desired.loaded`` carries it, as every event about the desired state does).
+
+    ``policy_warnings`` False leaves ``_fleet.yaml``'s warnings to the rollout, which says
+    them as the daemon's does (``apply``); its errors are said here, where a command stops.
+    """
     from syncd import events
     from syncd.logs import get_logger
     from syncd.policy import policy_material
@@ -126,7 +130,8 @@ def load_resolved(
     for problem in resolved.problems[len(desired.problems) :]:  # secrets that did not resolve
         events.desired_problem(log, problem)
     for problem in policy.problems:
-        events.desired_problem(log, problem)
+        if policy_warnings or not problem.warning:
+            events.desired_problem(log, problem)
     # Counted as the daemon counts them: devices that can be acted on, and those that cannot.
     events.desired_loaded(
         log, devices=len(resolved.specs), invalid=len(resolved.broken), revision=revision
@@ -350,7 +355,7 @@ async def _apply_pass(
     from syncd.foreground import rollout_pass
     from syncd.progress import Progress
 
-    desired, resolved, policy, revision = load_resolved(settings, devices)
+    desired, resolved, policy, revision = load_resolved(settings, devices, policy_warnings=False)
     if policy.errors:
         raise CommandError(_policy_refused(policy, "before applying"))
     progress = Progress(len(resolved.specs))

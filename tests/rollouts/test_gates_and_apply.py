@@ -46,6 +46,25 @@ def _error(result) -> str:
     return str(error)
 
 
+def _warnings(result) -> list[str]:
+    """The desired.warning events on stderr (JSON lines: stderr is a pipe)."""
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    return [e["error"] for e in lines if e["event"] == "desired.warning"]
+
+
+class TestFleetWarnings:
+    def test_a_fleet_warning_is_said_once_by_apply_as_by_plan(self, sim, tmp_path):
+        """A _fleet.yaml warning (a deny window open all week) is one desired.warning from apply,
+        changing devices or finding them in sync, as from plan."""
+        fleet = sim(devices=2, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, extra=DENY_ALWAYS)
+        for command, extra in (("apply", "--ignore-windows"), ("apply", ""), ("plan", "")):
+            result = _one_shot(command, root, tmp_path, *([extra] if extra else []))
+            assert result.returncode == 0, (command, result.stderr)
+            (warning,) = _warnings(result)
+            assert "open every day, all day" in warning
+
+
 class TestWindows:
     def test_deny_window_holds_a_change_but_not_a_drift_correction(self, sim, daemon, tmp_path):
         """Inside a deny window a change waits (apply.deferred, window) while drift is put back at once."""
