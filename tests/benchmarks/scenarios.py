@@ -444,6 +444,19 @@ async def one_pass(
     return wall, cpu, waited
 
 
+async def _raw_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: str, body: bytes = b""
+) -> None:
+    """One request written whole, its answer read by its Content-Length (the floors');
+    an answer other than 200 is no floor: BenchError."""
+    writer.write(head.encode() + body)
+    answer = await reader.readuntil(b"\r\n\r\n")
+    if not answer.startswith(b"HTTP/1.1 200 "):
+        raise BenchError(f"floor: {head.split(' ', 2)[:2]} answered {answer[:40]!r}")
+    match = re.search(rb"(?i)content-length: *(\d+)", answer)
+    await reader.readexactly(int(match.group(1)) if match else 0)
+
+
 async def raw_pass(urls: Sequence[str], s: Scenario, ca: Path | None) -> float:
     """The floor: the same requests from bare asyncio streams, nothing else; its wall seconds.
 
@@ -461,10 +474,9 @@ async def raw_pass(urls: Sequence[str], s: Scenario, ca: Path | None) -> float:
             reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
             try:
                 for path in paths:
-                    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    match = re.search(rb"(?i)content-length: *(\d+)", head)
-                    await reader.readexactly(int(match.group(1)) if match else 0)
+                    await _raw_exchange(
+                        reader, writer, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                    )
             finally:
                 writer.transport.abort()
 
@@ -483,19 +495,11 @@ async def raw_change_pass(urls: Sequence[str], concurrency: int) -> float:
     their factory state, so the PUT is a change.
     """
 
-    async def exchange(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: str, body: bytes = b""
-    ) -> None:
-        writer.write(head.encode() + body)
-        answer = await reader.readuntil(b"\r\n\r\n")
-        match = re.search(rb"(?i)content-length: *(\d+)", answer)
-        await reader.readexactly(int(match.group(1)) if match else 0)
-
     async def read(
         host: str, port: int, path: str
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(host, port)
-        await exchange(reader, writer, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        await _raw_exchange(reader, writer, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
         return reader, writer
 
     targets = iter(enumerate(urls, start=1))
@@ -522,8 +526,8 @@ async def raw_change_pass(urls: Sequence[str], concurrency: int) -> float:
                 f"Content-Length: {len(body)}\r\n\r\n"
             )
             try:
-                await exchange(reader, writer, put, body)
-                await exchange(
+                await _raw_exchange(reader, writer, put, body)
+                await _raw_exchange(
                     reader, writer, f"GET /api/phone/config HTTP/1.1\r\nHost: {host}\r\n\r\n"
                 )
             finally:
