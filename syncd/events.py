@@ -17,6 +17,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from syncd.desired.result import Problem
+from syncd.listing import first_names
 
 __all__ = [
     "apply_deferred",
@@ -70,6 +71,13 @@ Fields = Sequence[Mapping[str, Any]]
 
 def _given(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _names(key: str, names: Sequence[str]) -> dict[str, Any]:
+    """``key``: the first :data:`~syncd.listing.LISTED` names; ``key_more``: how many
+    more there are, when there are (a line stays short of journald's 48 KiB)."""
+    shown, more = first_names(names)
+    return {key: shown, f"{key}_more": more} if more else {key: shown}
 
 
 # ------------------------------------------------------------ desired state
@@ -304,13 +312,13 @@ def rollout_started(log: Log, *, revision: str, waves: Sequence[Mapping[str, Any
 def rollout_wave(
     log: Log, *, wave: str, devices: Sequence[str], revision: str | None = None
 ) -> None:
-    log.info("rollout.wave", wave=wave, devices=list(devices), **_given(revision=revision))
+    log.info("rollout.wave", wave=wave, **_names("devices", devices), **_given(revision=revision))
 
 
 def rollout_halted(
     log: Log, *, wave: str, failed: Sequence[str], revision: str | None = None
 ) -> None:
-    log.error("rollout.halted", wave=wave, failed=list(failed), **_given(revision=revision))
+    log.error("rollout.halted", wave=wave, **_names("failed", failed), **_given(revision=revision))
 
 
 def rollout_paused(log: Log, *, revision: str | None = None) -> None:
@@ -329,7 +337,8 @@ def windows_ignored(log: Log, *, revision: str | None = None) -> None:
 def rollout_completed(
     log: Log, *, devices: int, failed: Sequence[str], revision: str | None = None
 ) -> None:
-    log.info("rollout.completed", devices=devices, failed=list(failed), **_given(revision=revision))
+    extra = _given(revision=revision)
+    log.info("rollout.completed", devices=devices, **_names("failed", failed), **extra)
 
 
 # ------------------------------------------------------------ commands

@@ -22,6 +22,7 @@ from syncd.client import ClientPool
 from syncd.conductor import Conductor
 from syncd.gate import Gate
 from syncd.history import HistoryLog, format_time
+from syncd.listing import in_words
 from syncd.local_state import open_state
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
@@ -240,7 +241,7 @@ async def _kicked(event: asyncio.Event, conductor: Conductor, stuck: Callable[[]
 
 def _verdict(conductor: Conductor, outcomes: list[Outcome], *, selected: bool) -> str | None:
     if conductor.state == "halted":
-        failed = ", ".join(conductor.rollout.failed) if conductor.rollout else ""
+        failed = in_words(conductor.rollout.failed) if conductor.rollout else ""
         return f"the rollout halted: failed devices: {failed}"
     waiting = [o for o in outcomes if o.status == "waiting"]
     if conductor.state == "paused" and waiting:
@@ -255,11 +256,11 @@ def _verdict(conductor: Conductor, outcomes: list[Outcome], *, selected: bool) -
     failed_before = sorted(o.device for o in waiting if o.failed_in_rollout)
     if failed_before:
         return (
-            f"failed in this revision's rollout: {', '.join(failed_before)} "
+            f"failed in this revision's rollout: {in_words(failed_before)} "
             "(`syncd rollout resume` tries them again)"
         )
     if waiting:
-        names = ", ".join(sorted(o.device for o in waiting))
+        names = in_words(sorted(o.device for o in waiting))
         if selected and all(o.waiting == "wave" for o in waiting):
             wave = conductor.rollout.current_wave if conductor.rollout else None
             return (

@@ -464,6 +464,22 @@ class TestConductor:
             conductor.resume()
         assert [e for e in logs if e["event"] == "rollout.wave"] == []
 
+    def test_a_big_wave_names_its_first_hundred_devices_and_counts_the_rest(
+        self, tmp_path: Path
+    ) -> None:
+        """rollout.wave of 250 devices lists the wave's first 100 names in its order and
+        ``devices_more: 150``, so the line stays far below journald's 48 KiB; a wave of
+        100 lists them all with no count."""
+        for size, more in ((250, 150), (100, None)):
+            conductor = _conductor(FileStateStore.open(tmp_path / f"state{size}"), [])
+            with capture_logs() as logs:
+                conductor.load(policy=PolicyResult(None), specs=fleet_specs(size), revision="r1")
+            (wave,) = [e for e in logs if e["event"] == "rollout.wave"]
+            assert conductor.rollout is not None
+            ((_, names),) = conductor.rollout.waves
+            assert wave["devices"] == list(names)[:100]
+            assert wave.get("devices_more") == more
+
     def test_a_wave_begun_while_paused_is_announced_by_a_resume_on_the_state(
         self, tmp_path: Path
     ) -> None:
