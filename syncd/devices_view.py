@@ -268,7 +268,20 @@ class DeviceView:
             return "unreachable" if self.failing_kind in _UNREACHABLE_KINDS else "failed"
         if outcome.failed_in_rollout:  # as read after a restart
             return "failed"
+        if self._seen_under_older_spec():
+            return "unknown"
         return _STATE_OF.get(outcome.status, "unknown")
+
+    def _seen_under_older_spec(self) -> bool:
+        """In sync with a desired state that is no longer the one loaded, and not read
+        since: a new revision must not show the whole fleet in sync until it is read."""
+        outcome = self.outcome
+        return (
+            outcome is not None
+            and outcome.status in _CONVERGED
+            and outcome.fingerprint is not None
+            and outcome.fingerprint != self.fingerprint
+        )
 
     def message(self) -> str | None:
         outcome = self.outcome
@@ -276,6 +289,8 @@ class DeviceView:
             return None
         if outcome.failure is not None:
             return outcome.failure.message
+        if self._seen_under_older_spec():
+            return _NOT_READ_SINCE_CHANGE
         if outcome.status == "waiting":
             return _WAITING_FOR.get(outcome.waiting or "", "waiting")
         if outcome.status == "changes" and outcome.changes:
@@ -300,6 +315,8 @@ class DeviceView:
         )
 
 
+#: A device in sync with the desired state before the last load, not read since.
+_NOT_READ_SINCE_CHANGE = "its desired state changed; not read since"
 #: Why a PUT waits, as ``syncd status`` says it.
 _WAITING_FOR = {
     "wave": "waiting for its wave",

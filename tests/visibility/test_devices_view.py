@@ -261,6 +261,25 @@ class TestFleet:
         fleet.owner_of = lambda name: "n2"
         assert fleet.snapshot()["devices"][0]["owner"] == "n2"
 
+    def test_a_device_in_sync_with_the_old_desired_state_is_unknown_until_read(self):
+        """A new desired state (another fingerprint) turns a device seen in sync into
+        ``unknown``, saying why, until a reconcile under the new state; a change of mode
+        alone (same fingerprint) keeps it in sync."""
+        fleet = FleetView(node="n1")
+        view = fleet.devices["door"] = DeviceView(spec())
+        view.observe(outcome("in_sync"), 1.0, revision="r1")
+        view.update_spec(replace(spec(), mode=Mode.OBSERVE))
+        assert fleet.snapshot()["devices"][0]["state"] == "in_sync"
+        changed = AccountSpec(account=1, fields={"displayName": "Lobby"}, password=None)
+        new = replace(spec(), accounts={1: changed})
+        view.update_spec(new)
+        data = fleet.snapshot()
+        assert data["summary"]["unknown"] == 1 and data["summary"]["in_sync"] == 0
+        assert "desired state changed; not read since" in data["devices"][0]["message"]
+        view.observe(Outcome.of(new, "in_sync"), 2.0, revision="r2")
+        assert fleet.snapshot()["devices"][0]["state"] == "in_sync"
+        assert fleet.snapshot()["devices"][0]["message"] is None
+
     def test_revision_material_is_stable_and_follows_the_specs(self):
         """Same specs in any order: same material; another desired value: another."""
         a, b = spec(name="a"), spec(name="b")
