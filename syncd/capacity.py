@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from syncd.permits import Permits
+
 __all__ = ["Capacity"]
 
 
 class Capacity:
-    """Resizes ``gate``, an :class:`asyncio.Semaphore` created with ``size`` permits."""
+    """Resizes ``gate``, :class:`~syncd.permits.Permits` created with ``size`` permits."""
 
-    def __init__(self, gate: asyncio.Semaphore, size: int) -> None:
+    def __init__(self, gate: Permits, size: int) -> None:
         self._gate = gate
         self.size = size
         #: Permits the gate still owes since it was made smaller.

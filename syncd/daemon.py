@@ -42,6 +42,7 @@ from syncd.monitoring import RegistrationMonitor
 from syncd.notify import Notifier
 from syncd.observing import observe_outcome, status_line
 from syncd.outcome import Outcome
+from syncd.permits import Permits
 from syncd.reconcile import HistorySink, Reconciler
 from syncd.reloading import read_desired, report_problems, specs_in_force
 from syncd.retrying import RetryPolicy
@@ -78,7 +79,7 @@ class Daemon:
         self.only = list(devices)
         self.log = get_logger()
         self.stopping = asyncio.Event()
-        self.gate = asyncio.Semaphore(settings.concurrency)
+        self.gate = Permits(settings.concurrency)
         self.capacity = Capacity(self.gate, settings.concurrency)
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -278,6 +279,8 @@ class Daemon:
             timing=self.tuning.timing,
             after=self.conductor.after,
             lanes=self.tuning.lanes,
+            # news of a device whose change must wait for its wave does not go first
+            urgent=lambda spec: self.conductor.may_start(spec).go,
         )
 
     # ------------------------------------------------------------- observing

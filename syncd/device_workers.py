@@ -68,11 +68,12 @@ class DeviceWorkers:
                 workers[name].start()
                 changed += 1
             elif current.spec != spec or kick_all:
-                if current.spec != spec:
+                news = current.spec != spec
+                if news:
                     self._view.devices[name].update_spec(spec)
-                else:  # a SIGHUP
+                else:  # a SIGHUP: every device, none ahead of an edit's
                     self._ask_again(name)
-                current.update(spec)
+                current.update(spec, news=news)
                 changed += 1
         self._view.version += 1
         self._metrics.devices.set(len(workers))
@@ -106,7 +107,7 @@ class DeviceWorkers:
         """Let reconciles in flight (a PUT among them) finish, within ``grace`` seconds."""
         workers = list(self.by_name.values())
         for worker in workers:
-            worker.kick()  # wake idle workers so they see `stopping` and return
+            worker.kick(news=False)  # wake idle workers so they see `stopping` and return
         tasks = [w.task for w in workers if w.task is not None]
         if not tasks:
             return

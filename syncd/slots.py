@@ -25,6 +25,7 @@ from contextvars import Token
 from dataclasses import dataclass
 
 from syncd.outcome import Outcome
+from syncd.permits import Permits
 from syncd.retrying import PACING, Pacing
 from syncd.schedule import slot_lease
 from syncd.spacing import Spacing
@@ -41,11 +42,11 @@ class Lanes:
     worker built without lanes behaves).
     """
 
-    gate: asyncio.Semaphore
+    gate: Permits
     lease: float | None = None
 
     @classmethod
-    def for_daemon(cls, gate: asyncio.Semaphore, *, request_timeout: float) -> Lanes:
+    def for_daemon(cls, gate: Permits, *, request_timeout: float) -> Lanes:
         return cls(gate=gate, lease=slot_lease(request_timeout))
 
 
@@ -57,10 +58,12 @@ class Slot:
     (the slot is this task's ``PACING``).
     """
 
-    def __init__(self, lanes: Lanes, *, failing_lane: bool) -> None:
+    def __init__(self, lanes: Lanes, *, failing_lane: bool, first: bool = False) -> None:
         self.lanes = lanes
         #: Waiting for its answers without a slot (until it answers).
         self.failing_lane = failing_lane and lanes.lease is not None
+        #: Served before devices without news (:mod:`syncd.permits`), at each acquire.
+        self.first = first
         self._held = False
         self._overrun: asyncio.TimerHandle | None = None
         self._token: Token[Pacing | None] | None = None
@@ -71,7 +74,7 @@ class Slot:
 
     async def acquire(self) -> None:
         if not self._held:
-            await self.lanes.gate.acquire()
+            await self.lanes.gate.acquire(first=self.first)
             self._held = True
 
     def release(self) -> None:

@@ -8,11 +8,11 @@ until :meth:`Tuning.aclose` at stop.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from syncd.client import ClientPool
+from syncd.permits import Permits
 from syncd.settings import Settings
 from syncd.slots import Lanes
 from syncd.worker import Timing
@@ -30,7 +30,7 @@ def _pool(settings: Settings, node: str | None) -> ClientPool:
 class Tuning:
     """The pool, lanes and timing in force; ``gate`` bounds the devices in flight."""
 
-    gate: asyncio.Semaphore
+    gate: Permits
     node: str | None
     pool: ClientPool
     lanes: Lanes
@@ -39,7 +39,7 @@ class Tuning:
     retired: list[ClientPool] = field(default_factory=list)
 
     @classmethod
-    def of(cls, settings: Settings, *, gate: asyncio.Semaphore, node: str | None) -> Tuning:
+    def of(cls, settings: Settings, *, gate: Permits, node: str | None) -> Tuning:
         """The parts as ``settings`` shape them."""
         return cls(
             gate=gate,

@@ -4,7 +4,10 @@ A worker sleeps until its next reconcile (:func:`syncd.schedule.next_delay`),
 until it is kicked (its desired state changed, SIGHUP), or until the daemon
 stops; then it reconciles, never twice at once: kicks that arrive during a run
 fold into one more run. It reports each outcome through one callback and
-knows nothing else of the daemon.
+knows nothing else of the daemon. A kick with news (a new desired state, its
+wave began; not a SIGHUP's or the resync timer's) takes a slot before the
+devices without news (:mod:`syncd.permits`) when ``urgent`` says the device
+may act on it now (the rollout lets its change start).
 
 A device that rejected its desired state (codes 11, 12, 13) is still read at
 every resync (drift, registration); the reconciler does not send that PUT again
@@ -27,6 +30,7 @@ from syncd.client import REJECT_CODES, AuthError, RejectedError
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.outcome import Failure, Outcome
+from syncd.permits import Permits
 from syncd.schedule import OutcomeKind, failing_lane, next_delay
 from syncd.slots import Lanes, Slot
 
@@ -69,11 +73,12 @@ class DeviceWorker:
         *,
         run: Run,
         report: Report,
-        gate: asyncio.Semaphore,
+        gate: Permits,
         stopping: asyncio.Event,
         timing: Timing,
         after: After | None = None,
         lanes: Lanes | None = None,
+        urgent: Callable[[DeviceSpec], bool] | None = None,
     ) -> None:
         self.spec = spec
         self.failures = 0
@@ -92,21 +97,31 @@ class DeviceWorker:
         #: (Not an asyncio.Event: its deque alone was ~0.8 KB per device.)
         self._kicked = False
         self._wake: asyncio.Future[None] | None = None
+        #: Kicked with news since its last reconcile began (see :meth:`kick`).
+        self._news = False
+        #: Whether the device may act on its news now; None: always.
+        self._urgent = urgent
 
-    def kick(self) -> None:
+    def kick(self, *, news: bool = True) -> None:
+        """Reconcile now; with ``news`` (not a SIGHUP's kick of every device) ahead of
+        the devices without, if ``urgent`` lets it act on the news now."""
         self._kicked = True
+        self._news = self._news or news
         if self._wake is not None:
             _wake_up(self._wake)
+        gate, task = self._lanes.gate, self.task
+        if news and task is not None and gate.queued(task) and self._may_act():
+            gate.promote(task)  # queued behind devices without news: no longer
 
     def start(self) -> None:
         self.kick()
         self.task = asyncio.create_task(self._loop(), name=f"device:{self.spec.name}")
 
-    def update(self, spec: DeviceSpec) -> None:
-        """A new desired state (or a SIGHUP): forget the backoff and reconcile now."""
+    def update(self, spec: DeviceSpec, *, news: bool = True) -> None:
+        """A new desired state (``news``), or a SIGHUP: forget the backoff, reconcile now."""
         self.spec = spec
         self.failures = 0
-        self.kick()
+        self.kick(news=news)
 
     def retune(self, *, timing: Timing, lanes: Lanes) -> None:
         """New settings (SIGHUP): the schedule after the next reconcile, the slots from then on."""
@@ -153,8 +168,9 @@ class DeviceWorker:
             if self._stopping.is_set():
                 return
             self._kicked = False
+            first, self._news = self._news and self._may_act(), False
             last = outcome_kind(self.last) if self.last is not None else None
-            async with Slot(self._lanes, failing_lane=failing_lane(last)):
+            async with Slot(self._lanes, failing_lane=failing_lane(last), first=first):
                 if self._stopping.is_set():
                     return
                 started = time.time()
@@ -168,6 +184,9 @@ class DeviceWorker:
             delay = self.next_delay(outcome)
             if outcome.retry_after is not None:  # a PUT waiting for a call to end
                 delay = outcome.retry_after
+
+    def _may_act(self) -> bool:
+        return self._urgent is None or self._urgent(self.spec)
 
     async def _guarded(self, step: Callable[[], Awaitable[Outcome]]) -> Outcome:
         """Run one step of a reconcile (marked running); a bug in it is an ``internal`` error."""

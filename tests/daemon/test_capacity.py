@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from syncd.capacity import Capacity
+from syncd.permits import Permits
 
 
 class Holders:
     """``wanted`` tasks that each take a permit of ``gate`` and keep it until cancelled."""
 
-    def __init__(self, gate: asyncio.Semaphore, wanted: int) -> None:
+    def __init__(self, gate: Permits, wanted: int) -> None:
         self.got = 0
         self._gate = gate
         self.tasks = [asyncio.create_task(self._hold()) for _ in range(wanted)]
@@ -21,7 +22,7 @@ class Holders:
             await asyncio.Event().wait()
 
 
-async def holders(gate: asyncio.Semaphore, wanted: int) -> tuple[int, list[asyncio.Task[None]]]:
+async def holders(gate: Permits, wanted: int) -> tuple[int, list[asyncio.Task[None]]]:
     """Start ``wanted`` holders; how many got a permit, and their tasks."""
     started = Holders(gate, wanted)
     await settle()
@@ -42,7 +43,7 @@ async def stop(tasks: list[asyncio.Task[None]]) -> None:
 class TestCapacity:
     async def test_bigger_lets_more_in_at_once(self) -> None:
         """Growing from 2 to 5 lets three more holders in at once."""
-        gate = asyncio.Semaphore(2)
+        gate = Permits(2)
         capacity = Capacity(gate, 2)
         started = Holders(gate, 6)
         await settle()
@@ -55,7 +56,7 @@ class TestCapacity:
 
     async def test_smaller_takes_permits_back_as_holders_finish(self) -> None:
         """Shrinking from 4 to 1 cuts no holder short; once they are done, one at a time."""
-        gate = asyncio.Semaphore(4)
+        gate = Permits(4)
         capacity = Capacity(gate, 4)
         got, first = await holders(gate, 4)
         assert got == 4
@@ -69,7 +70,7 @@ class TestCapacity:
 
     async def test_shrink_then_grow_before_the_permits_are_back(self) -> None:
         """4 -> 1 -> 3 while all four are held: once they finish, exactly three get in."""
-        gate = asyncio.Semaphore(4)
+        gate = Permits(4)
         capacity = Capacity(gate, 4)
         _, first = await holders(gate, 4)
         capacity.resize(1)
@@ -84,7 +85,7 @@ class TestCapacity:
 
     async def test_grow_while_the_collector_waits(self) -> None:
         """4 -> 2 while all are held, then 2 -> 6: six get in, none is kept by the resize."""
-        gate = asyncio.Semaphore(4)
+        gate = Permits(4)
         capacity = Capacity(gate, 4)
         _, first = await holders(gate, 4)
         capacity.resize(2)

@@ -10,6 +10,7 @@ import pytest
 from syncd.client import TransportError
 from syncd.model import Mode
 from syncd.outcome import Outcome
+from syncd.permits import Permits
 from syncd.retrying import PACING, RetryPolicy, with_retries
 from syncd.schedule import OutcomeKind, failing_lane, slot_lease
 from syncd.slots import Lanes, PassSlots, Slot
@@ -56,7 +57,7 @@ class TestDecisions:
 class TestSlot:
     async def test_an_unanswered_attempt_gives_its_slot_back_after_the_lease(self) -> None:
         """A hanging request frees its slot after the lease, and takes one again when the answer comes."""
-        gate = asyncio.Semaphore(1)
+        gate = Permits(1)
         answer = asyncio.Event()
         lanes = Lanes(gate, lease=0.05)
 
@@ -79,7 +80,7 @@ class TestSlot:
 
     async def test_an_answer_within_the_lease_keeps_the_slot(self) -> None:
         """A device that answers promptly holds its slot throughout, as before."""
-        gate = asyncio.Semaphore(1)
+        gate = Permits(1)
         async with Slot(Lanes(gate, lease=1.0), failing_lane=False) as slot:
             async with slot.attempt():
                 await asyncio.sleep(0.01)
@@ -89,7 +90,7 @@ class TestSlot:
 
     async def test_a_failing_device_waits_for_its_answer_without_a_slot(self) -> None:
         """A device whose last reconcile failed holds no slot while its request is out; once it answers it is worked on in one."""
-        gate = asyncio.Semaphore(1)
+        gate = Permits(1)
         async with Slot(Lanes(gate, lease=1.0), failing_lane=True) as slot:
             assert not gate.locked()
             async with slot.attempt():
@@ -99,7 +100,7 @@ class TestSlot:
 
     async def test_no_slot_is_held_between_retries(self) -> None:
         """While a request waits for its next attempt, and during that attempt, the device holds no slot."""
-        gate = asyncio.Semaphore(1)
+        gate = Permits(1)
         seen: list[bool] = []
         calls = 0
 
@@ -123,7 +124,7 @@ class TestSlot:
 
     async def test_without_lanes_a_device_keeps_its_slot_except_between_retries(self) -> None:
         """A worker built with only a gate holds it for each attempt, however long, but not while it waits to retry."""
-        gate = asyncio.Semaphore(1)
+        gate = Permits(1)
         seen: list[bool] = []
 
         async def failing() -> None:
@@ -140,13 +141,13 @@ class TestSlot:
     async def test_the_pacing_is_the_slot_only_inside_it(self) -> None:
         """with_retries finds the slot of the reconcile running in its task, and nothing outside it."""
         assert PACING.get() is None
-        async with Slot(Lanes(asyncio.Semaphore(1)), failing_lane=False) as slot:
+        async with Slot(Lanes(Permits(1)), failing_lane=False) as slot:
             assert PACING.get() is slot
         assert PACING.get() is None
 
     async def test_a_cancelled_reconcile_gives_its_slot_back(self) -> None:
         """Cancelling a reconcile while it waits for an answer, or for a slot, leaves every permit free."""
-        gate = asyncio.Semaphore(1)
+        gate = Permits(1)
         lanes = Lanes(gate, lease=10.0)
 
         async def stuck() -> None:

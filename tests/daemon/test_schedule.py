@@ -9,6 +9,7 @@ import pytest
 from syncd.client import AuthError, DeviceError, RejectedError, TransportError
 from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
+from syncd.permits import Permits
 from syncd.schedule import OutcomeKind, next_delay
 from syncd.worker import DeviceWorker, Timing, outcome_kind
 
@@ -24,7 +25,7 @@ def _worker(resync_interval: float = 60, max_backoff: float = 3600) -> DeviceWor
         SPEC,
         run=_never,
         report=lambda outcome: None,
-        gate=asyncio.Semaphore(1),
+        gate=Permits(1),
         stopping=asyncio.Event(),
         timing=Timing(resync_interval=resync_interval, max_backoff=max_backoff),
     )
