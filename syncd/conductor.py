@@ -43,6 +43,7 @@ from syncd.outcome import Outcome
 from syncd.policy import FleetPolicy, PolicyResult
 from syncd.policy_in_force import PolicyInForce
 from syncd.retrying import RetryPolicy
+from syncd.reverting import SlotFor
 from syncd.rollout import abandoned, begin, may_start, progress, restarted, tick
 from syncd.rollout_control import PAUSE, RESUME, Control
 from syncd.rollout_history import RolloutHistory
@@ -55,6 +56,7 @@ from syncd.rollout_saving import RolloutSaver, read_saved
 from syncd.rollout_values import Decision, DeviceStatus, Rollout, RolloutState, Step, WaitReason
 from syncd.state import StateError, StateStore
 from syncd.status import RolloutSummary, WindowStatus
+from syncd.turns import Turns
 from syncd.windows import WindowState
 
 if TYPE_CHECKING:
@@ -92,8 +94,11 @@ class Conductor:
         relay: Relay | None = None,
         changing: Callable[[str], None] = lambda device: None,
         changed: Callable[[str], None] = lambda device: None,
+        revert_slot: SlotFor | None = None,
     ) -> None:
         self._state = state
+        #: Each device's turn: its reconcile and health check, or its revert (syncd.turns).
+        self.turns = Turns()
         #: Cluster: whether this node drives the rollout (:mod:`syncd.rollout_role`).
         self._role_of = Role(state=state, drives=drives, owns=owns, relay=relay)
         #: The revision last loaded (None before the first load).
@@ -139,6 +144,8 @@ class Conductor:
             retry=retry or RetryPolicy(),
             clock=clock,
             changed=self._reverted,
+            turn=self.turns.of,
+            slot=revert_slot,
         )
         #: Hears that a revert changed a device, once the state says so (the daemon's view).
         self._changed = changed

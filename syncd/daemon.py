@@ -50,6 +50,7 @@ from syncd.revision import desired_revision, revision_material
 from syncd.settings import Settings
 from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
+from syncd.slots import Slot
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
 from syncd.ticking import backstop, heartbeat
 from syncd.tuning import Tuning
@@ -158,6 +159,8 @@ class Daemon:
             relay=self.sharing.relay,
             changing=self.view.changing,
             changed=self._reverted,
+            # a revert takes a slot like any change, ahead of devices without news
+            revert_slot=lambda: Slot(self.tuning.lanes, failing_lane=False, first=True),
         )
 
     def _reverted(self, device: str) -> None:
@@ -281,6 +284,7 @@ class Daemon:
             lanes=self.tuning.lanes,
             # news of a device whose change must wait for its wave does not go first
             urgent=lambda spec: self.conductor.may_start(spec).go,
+            turn=self.conductor.turns.of,
         )
 
     # ------------------------------------------------------------- observing

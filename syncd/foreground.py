@@ -222,10 +222,11 @@ class ApplyPass:
 
     async def _once(self, spec: DeviceSpec) -> Outcome:
         self._kicked[spec.name].clear()
-        outcome = await self._slots.run(
-            lambda: self._reconciler.reconcile(spec, apply=True, revision=self._revision)
-        )
-        outcome = await self.conductor.after(spec, outcome)
+        async with self.conductor.turns.of(spec.name):  # no revert of it meanwhile
+            outcome = await self._slots.run(
+                lambda: self._reconciler.reconcile(spec, apply=True, revision=self._revision)
+            )
+            outcome = await self.conductor.after(spec, outcome)
         self.conductor.observe(outcome)
         return outcome
 

@@ -2,8 +2,11 @@
 
 A device whose rollout PUT failed its verify or health check is put back to
 the values it held before that PUT (the rollout's *undo* changes: ``live`` is
-the value before). The revert waits, like any change, until the device has no
-call under way (``calls.waitForIdle``, at most ``maxWait``), retries its PUT as
+the value before). The revert takes the device's turn (:mod:`syncd.turns`: no
+reconcile of the device runs meanwhile) and a concurrency slot, as any change
+does (thousands of failed devices are reverted ``concurrency`` at a time, not
+all at once). It waits until the device has no call under way
+(``calls.waitForIdle``, at most ``maxWait``), retries its PUT as
 every request does, and when it fails is tried again after
 :data:`REVERT_RETRY` seconds, for as long as it is due (the undo values are
 saved with the rollout, so also after a restart). A revert that keeps failing
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -30,7 +34,7 @@ from syncd.model import DeviceSpec
 from syncd.policy import CallsPolicy
 from syncd.retrying import RetryPolicy, with_retries
 
-__all__ = ["REVERT_RETRY", "Reverter", "wait_until_idle"]
+__all__ = ["REVERT_RETRY", "Reverter", "SlotFor", "Turn", "wait_until_idle"]
 
 #: Seconds before a revert PUT that failed is tried again.
 REVERT_RETRY = 10.0
@@ -43,6 +47,14 @@ UndoOf = Callable[[str], tuple[DeviceSpec | None, Sequence[Mapping[str, Any]]]]
 Done = Callable[[str, Sequence[Change]], None]
 #: Called when a device's revert PUT failed: the changes it tried to put back, and why.
 Failed = Callable[[str, Sequence[Change], str], None]
+#: A device's turn (:meth:`syncd.turns.Turns.of`).
+Turn = Callable[[str], AbstractAsyncContextManager[None]]
+#: A concurrency slot for one revert (the daemon's :class:`~syncd.slots.Slot`).
+SlotFor = Callable[[], AbstractAsyncContextManager[object]]
+
+
+def _no_turn(device: str) -> AbstractAsyncContextManager[None]:
+    return nullcontext()
 
 
 class Reverter:
@@ -59,7 +71,11 @@ class Reverter:
         retry: RetryPolicy,
         failed: Failed = lambda device, changes, error: None,
         clock: Callable[[], float] = time.monotonic,
+        turn: Turn | None = None,
+        slot: SlotFor | None = None,
     ) -> None:
+        self._turn = turn or _no_turn
+        self._slot = slot or nullcontext
         self._client_of = client_of
         self._undo_of = undo_of
         self._calls = calls
@@ -93,12 +109,16 @@ class Reverter:
             if now - self._failed.get(device, -REVERT_RETRY) < REVERT_RETRY:
                 continue
             self._tasks[device] = asyncio.get_running_loop().create_task(
-                self._revert(device), name=f"revert:{device}"
+                self._in_turn(device), name=f"revert:{device}"
             )
 
     def cancel(self) -> None:
         for task in self._tasks.values():
             task.cancel()
+
+    async def _in_turn(self, device: str) -> None:
+        async with self._turn(device), self._slot():
+            await self._revert(device)
 
     async def _revert(self, device: str) -> None:
         """One PUT of the values the rollout's PUT changed, as read before it."""
@@ -157,22 +177,25 @@ async def wait_until_idle(
 
     An unusable answer (no connection, HTTP 5xx, not a call list, an error code other
     than "cannot report") may hide a call: looked at again, as a call would be, within
-    ``maxWait``. ``on_wait`` is called once, when it first has to wait.
+    ``maxWait``. ``on_wait`` is called once, when a call is first listed (an unusable
+    answer is not said to be a call).
     """
     if not calls.wait_for_idle:
         return True
     started = clock()
     waited = False
     while True:
+        in_call = False
         try:
             if not await client.call_status():
                 return True
+            in_call = True
         except DeviceError as exc:
             if cannot_report(exc):
                 return True
         if clock() - started >= calls.max_wait:
             return True
-        if not waited:
+        if in_call and not waited:
             waited = True
             on_wait()
         await asyncio.sleep(min(3.0, calls.max_wait))

@@ -18,7 +18,7 @@ from syncd.diff import Change
 from syncd.model import DeviceSpec
 from syncd.policy import CallsPolicy
 from syncd.retrying import RetryPolicy
-from syncd.reverting import Reverter
+from syncd.reverting import Reverter, SlotFor, Turn
 from syncd.rollout import reverts_due
 from syncd.rollout_history import RolloutHistory
 from syncd.rollout_in_force import RolloutInForce
@@ -44,6 +44,8 @@ class RolloutReverts:
         retry: RetryPolicy,
         clock: Callable[[], float],
         changed: Callable[[str], None] = lambda device: None,
+        turn: Turn | None = None,
+        slot: SlotFor | None = None,
     ) -> None:
         self._saved = saved
         #: Hears that a revert PUT changed a device (its last change, in status).
@@ -62,6 +64,8 @@ class RolloutReverts:
             failed=self._revert_failed,
             retry=retry,
             clock=clock,
+            turn=turn,
+            slot=slot,
         )
 
     def retune(self, retry: RetryPolicy) -> None:

@@ -22,6 +22,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -79,6 +80,7 @@ class DeviceWorker:
         after: After | None = None,
         lanes: Lanes | None = None,
         urgent: Callable[[DeviceSpec], bool] | None = None,
+        turn: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self.spec = spec
         self.failures = 0
@@ -101,6 +103,8 @@ class DeviceWorker:
         self._news = False
         #: Whether the device may act on its news now; None: always.
         self._urgent = urgent
+        #: The device's turn, held from its read to its health verdict (syncd.turns).
+        self._turn = turn or _no_turn
 
     def kick(self, *, news: bool = True) -> None:
         """Reconcile now; with ``news`` (not a SIGHUP's kick of every device) ahead of
@@ -170,15 +174,16 @@ class DeviceWorker:
             self._kicked = False
             first, self._news = self._news and self._may_act(), False
             last = outcome_kind(self.last) if self.last is not None else None
-            async with Slot(self._lanes, failing_lane=failing_lane(last), first=first):
-                if self._stopping.is_set():
-                    return
-                started = time.time()
-                outcome = await self._guarded(partial(self._run, self.spec))
-                if outcome.status == "error":
-                    outcome = replace(outcome, started=started)
-            if self._after is not None:
-                outcome = await self._guarded(partial(self._after, self.spec, outcome))
+            async with self._turn(self.spec.name):
+                async with Slot(self._lanes, failing_lane=failing_lane(last), first=first):
+                    if self._stopping.is_set():
+                        return
+                    started = time.time()
+                    outcome = await self._guarded(partial(self._run, self.spec))
+                    if outcome.status == "error":
+                        outcome = replace(outcome, started=started)
+                if self._after is not None:
+                    outcome = await self._guarded(partial(self._after, self.spec, outcome))
             self.last = outcome
             self._report(outcome)
             delay = self.next_delay(outcome)
@@ -199,6 +204,10 @@ class DeviceWorker:
             return Outcome.of(self.spec, "error", failure=Failure("internal", str(exc)))
         finally:
             self.running = False
+
+
+def _no_turn(device: str) -> AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def _wake_up(wake: asyncio.Future[None]) -> None:

@@ -11,6 +11,7 @@ from syncd.model import DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
 from syncd.permits import Permits
 from syncd.schedule import OutcomeKind, next_delay
+from syncd.turns import Turns
 from syncd.worker import DeviceWorker, Timing, outcome_kind
 
 SPEC = DeviceSpec(name="d", file="d.yaml", url="http://192.0.2.1")
@@ -139,3 +140,42 @@ class TestNextDelay:
             failure=Failure("internal", "boom"),
         )
         assert outcome_kind(internal) == "transient"
+
+
+class TestTurn:
+    async def test_the_device_turn_is_held_from_its_read_to_its_health_verdict(self) -> None:
+        """Run and after (the health check) run within the device's turn, so its revert waits
+        for both; the worker takes no turn while it sleeps."""
+        turns = Turns()
+        seen: list[tuple[str, bool]] = []
+        ran = asyncio.Event()
+
+        async def run(spec: DeviceSpec) -> Outcome:
+            seen.append(("run", turns.held(spec.name)))
+            return _ok()
+
+        async def after(spec: DeviceSpec, outcome: Outcome) -> Outcome:
+            await asyncio.sleep(0.05)
+            seen.append(("after", turns.held(spec.name)))
+            ran.set()
+            return outcome
+
+        stopping = asyncio.Event()
+        worker = DeviceWorker(
+            SPEC,
+            run=run,
+            report=lambda outcome: None,
+            gate=Permits(1),
+            stopping=stopping,
+            timing=Timing(resync_interval=60, max_backoff=60),
+            after=after,
+            turn=turns.of,
+        )
+        worker.start()
+        await asyncio.sleep(0.01)
+        async with turns.of("d"):  # a revert asks for the turn while the check runs
+            assert ran.is_set()
+        assert seen == [("run", True), ("after", True)]
+        assert not turns.held("d")
+        stopping.set()
+        await worker.stop()

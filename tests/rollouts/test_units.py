@@ -23,6 +23,7 @@ from syncd.health import REGISTRATION_FIELDS, Health, is_healthy
 from syncd.lock import LOCK_FILE, StateDirLocked, StateLock
 from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
+from syncd.permits import Permits
 from syncd.policy import (
     CallsPolicy,
     FleetPolicy,
@@ -40,6 +41,7 @@ from syncd.rollout_values import Decision, WaitReason
 from syncd.simulator import EmulatedDevice, Fleet
 from syncd.simulator.fields import SIP_FIELDS
 from syncd.state import FileStateStore
+from syncd.turns import Turns
 
 
 def spec_for(
@@ -124,7 +126,9 @@ class TestGate:
         self, emulated: Fleet, pool: ClientPool
     ) -> None:
         """A revert does not take a 503 from the call status as idle: it looks again, and goes
-        only once ``maxWait`` has passed (a refusal, the device cannot tell, goes at once)."""
+        only once ``maxWait`` has passed (a refusal, the device cannot tell, goes at once).
+        A 503 is not a call: no ``apply.deferred`` (reason ``call``) is said for it; a
+        call listed is said once."""
         device = emulated.devices[0]
         client = DeviceClient(url=device.url, pool=pool)
         ticks = iter([0.0, 1.0, 2.5])
@@ -141,9 +145,16 @@ class TestGate:
             went = await wait_until_idle(
                 client, policy, lambda: next(ticks), on_wait=lambda: waits.append(True)
             )
-            assert went is True and waits == [True]  # said once, when it first waited
+            assert went is True and waits == []  # no answer is no call
             assert len(slept) == 1  # read twice: at 1.0 s it waited, at 2.5 s it went
             device.clear_faults()
+            device.start_call()
+            ticks = iter([0.0, 1.0, 1.5, 2.5])
+            went = await wait_until_idle(
+                client, policy, lambda: next(ticks), on_wait=lambda: waits.append(True)
+            )
+            assert went is True and waits == [True]  # said once, when it first waited
+            device.end_calls()
             device.inject(kind="reject", path="/api/call/status", code=10, count=None)
             slept.clear()
             assert await wait_until_idle(client, policy, lambda: 0.0) is True
@@ -511,6 +522,48 @@ class TestConductor:
 
 
 class TestReverter:
+    async def test_a_revert_waits_for_the_devices_turn_and_takes_a_slot(
+        self, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """While the device's reconcile holds its turn, its revert sends nothing (it raced
+        a reconcile's health re-check before, and the failed state was taken as in force);
+        with one slot, two devices' reverts go one after the other, not at once."""
+        devices = emulated.devices
+        specs = {f"dev{d.number}": spec_for(d, displayName="Lobby") for d in devices}
+        undo = [{"account": 1, "field": "displayName", "live": "Old", "desired": "Lobby"}]
+        for device in devices:
+            device.latency = 0.1
+        turns, permits = Turns(), Permits(1)
+        done: list[str] = []
+        reverter = Reverter(
+            client_of=lambda s: DeviceClient(url=s.url, pool=pool),
+            undo_of=lambda name: (specs[name], undo),
+            calls=lambda: CallsPolicy(wait_for_idle=False),
+            revision=lambda: "r1",
+            done=lambda name, changes: done.append(name),
+            retry=RetryPolicy(attempts=1),
+            turn=turns.of,
+            slot=lambda: permits,
+        )
+        async with turns.of("dev1"):  # dev1's reconcile and health check under way
+            reverter.start(["dev1", "dev2"])
+            await asyncio.sleep(0.3)
+            assert [e.method for e in devices[0].journal] == []
+            assert done == ["dev2"]
+        while reverter.busy:
+            await asyncio.sleep(0.01)
+        assert done == ["dev2", "dev1"]
+        assert devices[0].accounts[0]["displayName"] == "Old"
+        for device in devices:
+            device.clear_journal()
+        reverter.start(["dev1", "dev2"])  # no turn held: only the one slot orders them
+        while reverter.busy:
+            await asyncio.sleep(0.01)
+        one, two = sorted(
+            (e for d in devices for e in d.journal if e.method == "PUT"), key=lambda e: e.started
+        )
+        assert one.finished <= two.started  # one slot: one revert PUT at a time
+
     async def test_a_revert_failing_the_same_way_is_said_once_and_tried_on(
         self, emulated: Fleet, pool: ClientPool
     ) -> None:
