@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from syncd.cluster_refusals import check_not_node_dir, no_node_here
 from syncd.command_errors import report_warning
@@ -58,7 +61,7 @@ def status_command(settings: Settings, *, as_json: bool, devices: Sequence[str] 
         raise CommandError(str(exc)) from None
     if devices:
         try:
-            shown = [d for d in data["devices"] if _matches(d["device"], devices)]
+            shown = [d for d in data["devices"] if _matches(d["device"], patterns=devices)]
             counts = summary_counts([device_from_json(d) for d in shown])
         except (KeyError, TypeError, ValueError):
             raise _unreadable(settings) from None
@@ -95,34 +98,46 @@ def history_command(
             start = since_start(since, datetime.now(UTC))
         except ValueError as exc:
             raise CommandError(f"--since {exc}") from None
-    read = _read_history(settings, since=start)
+    keep = partial(_matches, patterns=devices) if devices else None
+    read = _read_history(settings, since=start, keep=keep)
     for warning in read.warnings:
         report_warning(warning, event="history.skipped")
-    entries = [e for e in read.entries if not devices or _matches(e.device, devices)]
     if as_json:
-        sys.stdout.write(json.dumps([e.as_dict() for e in entries], indent=2) + "\n")
+        _write_json_array(e.as_dict() for e in read.entries)
     else:
-        sys.stdout.write(format_history_table(entries))
+        sys.stdout.write(format_history_table(read.entries))
     return EXIT_OK
 
 
-def _read_history(settings: Settings, *, since: datetime | None) -> HistoryRead:
+def _write_json_array(items: Iterable[Any]) -> None:
+    """``json.dumps(list(items), indent=2)``, written an item at a time: the whole
+    document at once took 0.8 GB for the history of four fleet-wide changes."""
+    out, opening = sys.stdout, "["
+    for item in items:
+        out.write(opening + "\n" + textwrap.indent(json.dumps(item, indent=2), "  "))
+        opening = ","
+    out.write("\n]\n" if opening == "," else "[]\n")
+
+
+def _read_history(
+    settings: Settings, *, since: datetime | None, keep: Callable[[Any], bool] | None
+) -> HistoryRead:
     """The cluster's history from etcd when the settings name a cluster, else the state dir's."""
     if settings.cluster_endpoints:
         from syncd.cluster import ClusterError
         from syncd.cluster.history import read_cluster_history
 
         try:
-            return read_cluster_history(settings, since=since)
+            return read_cluster_history(settings, since=since, keep=keep)
         except ClusterError as exc:
             raise CommandError(str(exc)) from None
     check_not_node_dir(settings)
     if not settings.state_dir.is_dir():
         raise CommandError(state_dir_missing(settings.state_dir))
-    return HistoryLog.in_state_dir(settings.state_dir).read(since=since)
+    return HistoryLog.in_state_dir(settings.state_dir).read(since=since, keep=keep)
 
 
-def _matches(name: object, patterns: Sequence[str]) -> bool:
+def _matches(name: object, *, patterns: Sequence[str]) -> bool:
     return isinstance(name, str) and any(fnmatchcase(name, p) for p in patterns)
 
 

@@ -78,7 +78,7 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, _SCALARS) else str(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryChange:
     """One field a PUT changed. A password change holds no value, whatever is passed."""
 
@@ -128,7 +128,7 @@ def history_changes(
     return tuple(records)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One PUT, as SPEC section 10 lists its fields."""
 
@@ -185,6 +185,10 @@ class HistoryEntry:
         )
 
 
+#: Whether ``syncd history`` keeps a device's entries (its ``--device`` globs).
+Keep = Callable[[Any], bool]
+
+
 class HistoryRead(NamedTuple):
     """What :meth:`HistoryLog.read` found: entries oldest first, and lines it had to skip."""
 
@@ -237,8 +241,14 @@ class HistoryLog:
             if newer.exists():
                 newer.replace(older)
 
-    def read(self, *, device: str | None = None, since: datetime | None = None) -> HistoryRead:
-        """Entries oldest first across the rotated files, filtered.
+    def read(
+        self,
+        *,
+        device: str | None = None,
+        since: datetime | None = None,
+        keep: Keep | None = None,
+    ) -> HistoryRead:
+        """Entries oldest first across the rotated files, filtered (``keep``: device names).
 
         Oldest by each entry's time (its PUT's), not by the order written: a
         rollout's entry is written once the device's health check ends, after
@@ -256,7 +266,7 @@ class HistoryLog:
                 continue
             lines = ((n, line) for n, line in enumerate(raw.splitlines(), start=1) if line.strip())
             torn = partial(_torn_line, path)
-            collect_entries(lines, torn, device=device, since=since, into=found)
+            collect_entries(lines, torn, device=device, since=since, keep=keep, into=found)
         return oldest_first(found)
 
 
@@ -293,14 +303,20 @@ def collect_entries(
     device: str | None,
     since: datetime | None,
     into: HistoryRead,
+    keep: Keep | None = None,
 ) -> None:
     """Add to ``into`` those of the numbered ``docs`` (JSON lines or objects) the filter keeps.
 
     A doc that is not a whole entry is skipped with the warning ``skipped(number)``.
+    A device ``keep`` refuses is passed over before its entry is built (a history of
+    a fleet-wide change per day is hundreds of thousands of entries).
     """
     for number, doc in docs:
         try:
-            entry = HistoryEntry.from_dict(json.loads(doc) if isinstance(doc, bytes) else doc)
+            data = json.loads(doc) if isinstance(doc, bytes) else doc
+            if keep is not None and not keep(data["device"]):
+                continue
+            entry = HistoryEntry.from_dict(data)
         except (ValueError, KeyError, TypeError, AttributeError):
             into.warnings.append(skipped(number))
             continue

@@ -10,7 +10,9 @@ file and TLS settings the daemon uses.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from syncd.cluster.connection import ClusterError, EtcdAccess
 from syncd.cluster.reading import read_once
@@ -45,7 +47,9 @@ def _not_whole(number: int) -> str:
     return f"etcd history entry {number}: skipped, not a whole entry"
 
 
-def read_cluster_history(settings: object, *, since: datetime | None = None) -> HistoryRead:
+def read_cluster_history(
+    settings: object, *, since: datetime | None = None, keep: Callable[[Any], bool] | None = None
+) -> HistoryRead:
     """The history of the cluster ``settings`` name as etcd holds it now, oldest first.
 
     Entries older than ``since`` are left out; an entry that is not whole is
@@ -57,14 +61,19 @@ def read_cluster_history(settings: object, *, since: datetime | None = None) -> 
     if found is None:
         raise ClusterError("cluster_endpoints is not set: the history is in the state dir")
     access, cluster_name = found
-    return asyncio.run(_read(access, cluster_name, since))
+    return asyncio.run(_read(access, cluster_name, since, keep))
 
 
-async def _read(access: EtcdAccess, cluster_name: str, since: datetime | None) -> HistoryRead:
+async def _read(
+    access: EtcdAccess,
+    cluster_name: str,
+    since: datetime | None,
+    keep: Callable[[Any], bool] | None,
+) -> HistoryRead:
     changes = await read_once(access, history_prefix(cluster_name), what="history")
     # Keys sort by the time written, then node, as the daemons' own mirror does.
     docs = sorted((c.key, c.value) for c in changes if c.value is not None)
     rows = ((number, value) for number, (_, value) in enumerate(docs, start=1))
     read = HistoryRead([], [])
-    collect_entries(rows, _not_whole, device=None, since=since, into=read)
+    collect_entries(rows, _not_whole, device=None, since=since, keep=keep, into=read)
     return oldest_first(read)
