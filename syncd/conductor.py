@@ -40,6 +40,7 @@ from syncd.health_checks import HealthChecks
 from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.outcome import Outcome
+from syncd.pending_put import PendingPut
 from syncd.policy import FleetPolicy, PolicyResult
 from syncd.policy_in_force import PolicyInForce
 from syncd.retrying import RetryPolicy
@@ -261,11 +262,24 @@ class Conductor:
         """The driver's part of a load: a new rollout if the pending changes are new."""
         if self._policy.invalid is not None:
             return  # no policy to roll out under; the saved rollout stays as it is
-        fleet, applied = self._fleet, self._state.applied_fingerprint
+        fleet = self._fleet
         keep = self._policy.file_invalid  # a commit that broke it is no new desired state
         specs = self._rollout_specs
-        if self._in_force.start_pending(revision, specs, fleet, applied, same_revision=keep):
+        if self._in_force.start_pending(revision, specs, fleet, self._proven, same_revision=keep):
             self._checks.forget()
+
+    def _proven(self, device: str) -> str | None:
+        """The fingerprint last applied to ``device`` and past its health check.
+
+        A PUT whose check is under way is applied (verified) but not proven: a new
+        revision loaded meanwhile keeps that device in its rollout, in its wave, so a
+        canary still being checked is not left out and the later waves wait for it.
+        """
+        applied = self._state.applied_fingerprint(device)
+        pending = PendingPut.from_doc(self._state.pending_put(device))
+        if applied is not None and pending is not None and pending.fingerprint == applied:
+            return pending.before
+        return applied
 
     def revision_material(self, policy: PolicyResult) -> str:
         """What the ``tree:`` revision hashes of ``_fleet.yaml`` when ``policy`` is loaded next

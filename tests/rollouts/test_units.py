@@ -23,6 +23,7 @@ from syncd.health import REGISTRATION_FIELDS, Health, is_healthy
 from syncd.lock import LOCK_FILE, StateDirLocked, StateLock
 from syncd.model import AccountSpec, AuthMethod, AuthSpec, DeviceSpec, Mode
 from syncd.outcome import Failure, Outcome
+from syncd.pending_put import PendingPut
 from syncd.permits import Permits
 from syncd.policy import (
     CallsPolicy,
@@ -324,6 +325,37 @@ class TestConductor:
         assert conductor.state == "running"
         assert not conductor.may_start(bad["dev2"]).go
         assert conductor.may_start(fixed["dev2"]).go
+
+    def test_a_revision_loaded_while_the_canary_is_checked_keeps_the_canary_first(
+        self, tmp_path: Path
+    ) -> None:
+        """A new revision (a comment in _fleet.yaml: the same desired states) while the
+        canary's health check runs: the new rollout starts at the canary wave with the
+        canary in it, the rest waits, and the canary's failure halts it (it started at the
+        rest and the whole fleet got the change before the canary's verdict)."""
+        state = FileStateStore.open(tmp_path / "state")
+        waves = (Wave("canary", devices=("dev1",)), Wave("rest"))
+        policy = PolicyResult(FleetPolicy(rollout=RolloutPolicy(waves=waves, max_failures=0)))
+        conductor = _conductor(state, [])
+        specs = fleet_specs(3)
+        conductor.load(policy=policy, specs=specs, revision="r1")
+        assert conductor.may_start(specs["dev1"]).go and not conductor.may_start(specs["dev2"]).go
+        conductor.begin("dev1")
+        # dev1's PUT went out and verified; its health check runs (as Health and the
+        # Reconciler record them)
+        put = PendingPut.of(
+            specs["dev1"].fingerprint, None, (), drift=False, time=datetime.now(UTC)
+        )
+        state.record_pending_put("dev1", put.to_doc())
+        state.record_in_force("dev1", specs["dev1"].fingerprint, "r1")
+        conductor.load(policy=policy, specs=specs, revision="r2")
+        assert conductor.revision == "r2" and conductor.rollout is not None
+        assert conductor.rollout.current_wave == "canary"
+        assert "dev1" in conductor.rollout.status
+        assert not conductor.may_start(specs["dev2"]).go
+        failure = Failure("health", "account 1 did not register")
+        conductor.observe(Outcome.of(specs["dev1"], "error", failure=failure))
+        assert conductor.state == "halted" and not conductor.may_start(specs["dev2"]).go
 
     def test_a_halt_persists_and_a_restart_continues_it(self, tmp_path: Path) -> None:
         """A failure past maxFailures halts; the saved rollout is halted in a new conductor too."""
