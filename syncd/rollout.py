@@ -39,6 +39,7 @@ __all__ = [
     "may_start",
     "progress",
     "record",
+    "recovers",
     "restarted",
     "resume",
     "retry_failed",
@@ -140,9 +141,15 @@ def record(
     """``device``'s outcome: settle it, count a failure, maybe halt, maybe start the next wave.
 
     ``now`` is monotonic. An outcome for a device that already has a final one
-    in this rollout, or is not in it, changes nothing.
+    in this rollout, or is not in it, changes nothing, but for a failed device
+    found healthy later under the same desired state (its accounts registered at
+    last) when the rollout does not revert: it is no failure of the rollout any
+    more (``rollout.completed`` would name a healthy device), the count of
+    failures that halted it stays.
     """
     status = rollout.status.get(device)
+    if recovers(rollout, device, result):
+        return _advance(_with(rollout, device, DeviceStatus(result)), now, paused=paused)
     if status is None or status in FINAL:
         return Step(rollout)
     new = DeviceStatus(result)
@@ -163,6 +170,20 @@ def record(
         )
         return Step(halted, (event,), reverts_due(halted))
     return _advance(failed, now, paused=paused)
+
+
+#: Outcomes that show a device sound under the rollout's desired state.
+_SOUND = ("healthy", "in_sync")
+
+
+def recovers(rollout: Rollout, device: str, result: Result) -> bool:
+    """Whether ``result`` takes ``device`` off the rollout's failures: it failed, is sound
+    now under the same desired state, and the rollout does not revert its failures."""
+    return (
+        rollout.status.get(device) is DeviceStatus.FAILED
+        and not rollout.revert
+        and result in _SOUND
+    )
 
 
 def tick(rollout: Rollout, now: float, *, paused: bool = False) -> Step:

@@ -18,7 +18,7 @@ from structlog.typing import FilteringBoundLogger as Log
 from syncd import events
 from syncd.model import DeviceSpec, Mode
 from syncd.policy_in_force import PolicyInForce
-from syncd.rollout import record, reverted, start
+from syncd.rollout import record, recovers, reverted, start
 from syncd.rollout_events import log_rollout_events
 from syncd.rollout_saving import RolloutSaver
 from syncd.rollout_values import FINAL, DeviceStatus, Result, Step
@@ -104,7 +104,7 @@ class RolloutInForce:
         index = rollout.wave_of(device)
         if result != "in_sync" and index is not None and index > rollout.wave:
             return  # its wave has not started: neither settled nor failed by the rollout
-        if rollout.status[device] in FINAL:
+        if rollout.status[device] in FINAL and not recovers(rollout, device, result):
             return  # settled already: a later outcome changes nothing, its undo least of all
         if undo is not None:
             self._saved.undo[device] = undo

@@ -320,6 +320,20 @@ class TestResume:
         assert step.rollout.state is RolloutState.HALTED  # maxFailures 0 again, from zero
         assert step.events[0].fields["failed"] == ["a", "b"]
 
+    def test_a_failed_device_found_healthy_later_is_no_failure_unless_reverted(self) -> None:
+        """A device that failed, then is sound under the same desired state (its accounts
+        registered at last), leaves the failed list (``rollout.completed`` named healthy
+        devices as failed); under ``onFailure: revert`` it stays failed (its revert is due)."""
+        for on_failure, failed in (("halt", []), ("revert", ["a"])):
+            rollout = started({"a": "w", "b": "w"}, ("w",), on_failure=on_failure)
+            rollout = run(rollout, "a", "failed").rollout
+            rollout = record(rollout, "a", "healthy", 1.0).rollout
+            assert list(rollout.failed) == failed
+            step = run(rollout, "b", "healthy")
+            assert step.rollout.state is RolloutState.COMPLETED
+            assert step.events[-1].fields["failed"] == failed
+            assert record(step.rollout, "a", "failed", 2.0).rollout is step.rollout
+
     def test_resume_of_a_halted_done_wave_bakes_then_moves_on(self) -> None:
         """A wave halted when its last device failed moves on after the bake once resumed."""
         rollout = started({"a": "canary", "b": "rest"}, bake=30.0, max_failures=0)
