@@ -132,12 +132,20 @@ class DesiredWatcher:
 def _batches(
     *paths: Path, stop: asyncio.Event, keep: Callable[[watchfiles.Change, str], bool]
 ) -> AsyncIterator[set[tuple[watchfiles.Change, str]]]:
-    """Batches of file events under ``paths`` (recursively) that ``keep`` keeps, until ``stop``."""
+    """Batches of file events under ``paths`` (recursively) that ``keep`` keeps, until ``stop``.
+
+    A batch ends once the tree has been quiet for ``step`` ms (at most ``debounce`` ms
+    after it began). A tree rewritten in place file by file (``sed -i`` over 10,000
+    files: 3 s of writes with sub-millisecond gaps) is one batch, not a load every
+    400 ms of a half-written tree, whose canary files were not rewritten yet: each of
+    those partial loads started a rollout without its canary. 100 ms of quiet is what
+    a single save waits more than it did (30 ms).
+    """
     return watchfiles.awatch(
         *paths,
         stop_event=stop,
-        debounce=400,
-        step=30,
+        debounce=10_000,
+        step=100,
         watch_filter=keep,
         recursive=True,
         ignore_permission_denied=True,

@@ -55,6 +55,34 @@ class TestWavesAndBake:
         assert all(device.registered(1) for device in fleet.devices)
         assert proc.stop() == 0
 
+    def test_a_tree_rewritten_file_by_file_is_one_rollout_canary_first(self, sim, daemon, tmp_path):
+        """Every device file rewritten in place, the canary's last, over 0.6 s (as ``sed -i``
+        over a big tree does): one rollout, the canary's PUT first. A load every 400 ms of
+        the half-written tree had started a rollout without the canary each time."""
+        fleet = sim(devices=12, pbx=PBX, register_delay=0.2)
+        root = tree(tmp_path, fleet, bake=1.0)
+        proc = daemon(*args(root, tmp_path), env=ENV)
+        _converged(proc)
+        for device in fleet.devices:
+            device.clear_journal()
+        for n in range(12, 0, -1):
+            path = root / f"dev{n}.yaml"
+            path.write_text(path.read_text().replace('sipNumber: "40', 'sipNumber: "50'))
+            time.sleep(0.05)
+        proc.wait_for("rollout.completed", timeout=30)
+        rollouts = [e for e in proc.events if e.get("event") == "rollout.started"]
+        assert len(rollouts) == 2, rollouts  # the start-up's, and this edit's
+        assert rollouts[-1]["waves"] == [
+            {"name": "canary", "devices": 1},
+            {"name": "rest", "devices": 11},
+        ]
+        first = {
+            n: min(e.started for e in d.journal if e.method == "PUT")
+            for n, d in enumerate(fleet.devices, 1)
+        }
+        assert first[1] < min(first[n] for n in range(2, 13))
+        assert proc.stop() == 0
+
     def test_a_canary_whose_put_keeps_failing_does_not_stall_the_rollout(
         self, sim, daemon, tmp_path
     ):
