@@ -236,7 +236,11 @@ def open_sharing(
     assert config is not None
     try:
         return Clustered(
-            config, workers=workers, resync_interval=settings.resync_interval, metrics=metrics
+            config,
+            workers=workers,
+            resync_interval=settings.resync_interval,
+            metrics=metrics,
+            desired_dir=settings.desired_dir,
         )
     except ClusterError as exc:
         raise SharingError(str(exc)) from None

@@ -3,8 +3,10 @@
 Each node publishes in its registration the desired revision it has loaded
 and since when (its wall clock). Two decisions are made of what a node sees:
 
-- ``lags``: this node's revision is older than another live node's (another
-  node loaded a different revision after this node loaded its own). A lagging
+- ``lags``: this node's revision is older than another live node's: by the Git
+  history when both are commits it knows how to order
+  (:mod:`syncd.cluster.commit_order`), else another node loaded a different
+  revision after this node loaded its own. A lagging
   node does not drive a rollout, and that holds at once: a node that has not
   pulled yet must never roll out what another node has already replaced.
 - ``follow``: whether to log ``cluster.revision_differs`` or
@@ -21,9 +23,11 @@ state, so other hosts' clocks do not enter into the warning.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
+
+from syncd.cluster.commit_order import Order
 
 __all__ = ["Notice", "RevisionsSeen", "follow", "lags", "revision_grace"]
 
@@ -51,17 +55,30 @@ def revision_grace(*, resync_interval: float, lease_ttl: float) -> float:
 
 
 def lags(
-    revisions: Mapping[str, tuple[str, float]], *, node: str, revision: str, now: float
+    revisions: Mapping[str, tuple[str, float]],
+    *,
+    node: str,
+    revision: str,
+    now: float,
+    order: Callable[[str, str], Order] = lambda ours, theirs: None,
 ) -> bool:
-    """Another member loaded a different revision after ``node`` loaded ``revision``.
+    """Another member's revision is newer than ``revision``, which ``node`` loaded.
 
-    ``revisions``: the live members' ``node -> (revision, since)``, wall-clock
-    times as they published them; ``now`` stands for ``since`` when ``node``
-    has not published ``revision`` yet (it has just loaded it).
+    ``order(ours, theirs)`` says so where it can (the Git history); where it
+    cannot, a revision loaded later is the newer. ``revisions``: the live
+    members' ``node -> (revision, since)``, wall-clock times as they published
+    them; ``now`` stands for ``since`` when ``node`` has not published
+    ``revision`` yet (it has just loaded it).
     """
     ours = revisions.get(node)
     since = ours[1] if ours is not None and ours[0] == revision else now
-    return any(r != revision and s > since for r, s in revisions.values())
+    for theirs, loaded in revisions.values():
+        if theirs == revision:
+            continue
+        known = order(revision, theirs)
+        if known == "older" or (known is None and loaded > since):
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncd import events
@@ -42,6 +43,7 @@ from syncd.cluster import (
     start_cluster,
 )
 from syncd.cluster.agreement import RevisionsSeen, follow, lags, revision_grace
+from syncd.cluster.commit_order import CommitOrder, Order
 from syncd.cluster.connection import TRANSIENT_ERRORS
 from syncd.cluster.gauges import ClusterGauges
 from syncd.cluster.history import EtcdHistory
@@ -74,6 +76,7 @@ class Clustered:
         workers: Workers,
         resync_interval: float,
         metrics: Metrics | None = None,
+        desired_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.node: str | None = config.node_name
@@ -102,6 +105,10 @@ class Clustered:
         self._started = time.monotonic()
         #: The members' revisions as seen, and what was logged of them (``agreement.follow``).
         self._revisions_seen = RevisionsSeen()
+        #: Which of two revisions is newer, by this checkout's Git history (else by time).
+        self._order: Callable[[str, str], Order] = (
+            CommitOrder(desired_dir) if desired_dir is not None else lambda ours, theirs: None
+        )
         self._revision_grace = revision_grace(
             resync_interval=resync_interval, lease_ttl=config.lease_ttl
         )
@@ -259,7 +266,13 @@ class Clustered:
     def lagging(self, revision: str) -> bool:
         """Another node loaded a different revision after ours: at once, no grace."""
         now = time.time()
-        return lags(self._cluster.revisions, node=self.config.node_name, revision=revision, now=now)
+        return lags(
+            self._cluster.revisions,
+            node=self.config.node_name,
+            revision=revision,
+            now=now,
+            order=self._order,
+        )
 
     def lagging_revision(self, node: str) -> str | None:
         """The revision ``node`` has loaded, when another node loaded a different one
@@ -270,7 +283,9 @@ class Clustered:
         now = time.time()
         return (
             found[0]
-            if lags(self._cluster.revisions, node=node, revision=found[0], now=now)
+            if lags(
+                self._cluster.revisions, node=node, revision=found[0], now=now, order=self._order
+            )
             else None
         )
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.cluster.agreement import Notice, RevisionsSeen, follow, lags, revision_grace
+from syncd.cluster.commit_order import CommitOrder
+from tests.git_repo import git
 
 GRACE = 5.0
 Step = tuple[float, Mapping[str, str]]
@@ -54,6 +57,35 @@ class TestLags:
         revisions = {"n1": ("aaaa", 100.0), "n2": ("bbbb", 100.5)}
         assert not lags(revisions, node="n1", revision="cccc", now=101.0)
         assert not lags({"n1": ("aaaa", 100.0)}, node="n1", revision="aaaa", now=101.0)
+
+    def test_the_git_history_orders_revisions_before_the_time_they_were_loaded(
+        self, tmp_path: Path
+    ) -> None:
+        """A node started late on an older commit lags (it was the newest by load time),
+        one on the newer commit does not; a commit this checkout lacks is newer than ours;
+        revisions Git cannot order are ordered by load time."""
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        commits = []
+        for n in range(3):
+            (repo / "d.yaml").write_text(f"n: {n}\n")
+            git(repo, "add", "-A")
+            git(repo, "commit", "-qm", f"c{n}")
+            commits.append(git(repo, "rev-parse", "HEAD"))
+        old, mid, new = commits
+        order = CommitOrder(repo)
+        assert order(old, new) == "older" and order(new, old) == "newer"
+        assert order(new, "f" * 40) == "older"  # pushed after our last fetch
+        assert order("tree:0123456789ab", new) is None
+        assert CommitOrder(tmp_path)(old, new) is None  # no repository: unknown
+        # the newer commit's node loaded first, the older one's (restarted late) after it
+        revisions = {"up": (new, 100.0), "late": (mid, 200.0)}
+        assert lags(revisions, node="late", revision=mid, now=201.0, order=order)
+        assert not lags(revisions, node="up", revision=new, now=201.0, order=order)
+        assert not lags(revisions, node="late", revision=mid, now=201.0)  # by time alone
+        tree = {"up": ("tree:aaaaaaaaaaaa", 100.0), "late": ("tree:bbbbbbbbbbbb", 200.0)}
+        assert lags(tree, node="up", revision="tree:aaaaaaaaaaaa", now=201.0, order=order)
 
 
 class TestFollow:
