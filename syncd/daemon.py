@@ -313,12 +313,19 @@ class Daemon:
         """Reconcile ``device`` now (no-op for a device not managed)."""
         self.workers.kick((device,))
 
+    def _owned_elsewhere(self, device: str) -> str | None:
+        """The cluster node that owns ``device``, when it is not this one."""
+        if self.sharing.node is None or self.sharing.owns(device):
+            return None
+        return self.sharing.owner_of(device)
+
     def _control_server(self) -> ControlServer:
         resend = partial(
             resend_passwords,
             workers=self.workers.by_name,
             state=self.state,
             reconciler=self.reconciler,
+            elsewhere=self._owned_elsewhere,
         )
         return control_server(
             self.socket_path,

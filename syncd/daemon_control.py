@@ -142,8 +142,13 @@ def resend_passwords(
     workers: Mapping[str, DeviceWorker],
     state: StateStore,
     reconciler: Reconciler,
+    elsewhere: Callable[[str], str | None] = lambda device: None,
 ) -> str:
-    """Mark ``device``'s passwords due (``syncd passwords resend``) and reconcile it now."""
+    """Mark ``device``'s passwords due (``syncd passwords resend``) and reconcile it now.
+
+    ``elsewhere``: the cluster node that owns the device when it is not this one
+    (the state says the passwords are due; that node sends them at its next resync).
+    """
     worker = workers.get(device)
     if worker is None:
         raise KeyError(f"no device {device} is managed by this daemon")
@@ -157,6 +162,12 @@ def resend_passwords(
     worker.update(worker.spec)  # now, without the backoff of a failing device
     if not managed:
         return f"device {device} has no password that syncd manages"
+    owner = elsewhere(device)
+    if owner is not None:
+        return (
+            f"the passwords of {device} are due again; node {owner} owns it and sends them "
+            "at its next resync (run this on its host to send them now)"
+        )
     return (
         f"the passwords of {device} are due again; its reconcile starts now and sends them "
         "(unless a window, a call or the rollout makes the change wait)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from syncd.control import (
     ControlClient,
@@ -22,7 +24,11 @@ from syncd.control import (
     ControlUnavailable,
     default_socket_path,
 )
+from syncd.daemon_control import resend_passwords
+from syncd.model import AccountSpec, DeviceSpec
+from syncd.permits import Permits
 from syncd.status import status_json
+from syncd.worker import DeviceWorker, Timing
 
 from .fleet_samples import sample_fleet
 
@@ -288,3 +294,25 @@ async def test_a_pause_or_resume_rebuilds_the_status_at_once(tmp_path: Path) -> 
     assert await asyncio.to_thread(handlers.resume) == "rollout resumed"
     assert await asyncio.to_thread(handlers.status) == {"rebuilt": 2}
     assert rebuilt == ["now", "now"]
+
+
+async def test_a_resend_on_a_node_that_does_not_own_the_device_names_its_owner(
+    reconciler: Any, state_store: Any
+) -> None:
+    """Through a cluster node that does not own the device the passwords are marked due,
+    and the answer says which node sends them and when, not that a reconcile starts now."""
+    account = AccountSpec(1, {"displayName": "Door"}, SecretStr("pw"))
+    spec = DeviceSpec(name="d", file="d.yaml", url="http://192.0.2.1", accounts={1: account})
+    worker = DeviceWorker(
+        spec,
+        run=reconciler.reconcile,
+        report=lambda outcome: None,
+        gate=Permits(1),
+        stopping=asyncio.Event(),
+        timing=Timing(resync_interval=60, max_backoff=60),
+    )
+    parts = {"workers": {"d": worker}, "state": state_store, "reconciler": reconciler}
+    there = resend_passwords("d", **parts, elsewhere=lambda device: "n3")
+    assert "node n3 owns it and sends them at its next resync" in there, there
+    assert "starts now" not in there
+    assert "its reconcile starts now" in resend_passwords("d", **parts)
