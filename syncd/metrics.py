@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -262,7 +263,8 @@ def _status_routes(
         if environ.get("PATH_INFO") == "/status":
             body = (json.dumps(data) + "\n").encode()
             return _answer(start, "200 OK", "application/json", body, _PAGE_HEADERS)
-        page = render_page(data, datetime.now(UTC)).encode()
+        query = parse_qs(environ.get("QUERY_STRING", "")).get("q", [""])[0][:200]
+        page = render_page(data, datetime.now(UTC), query=query).encode()
     except Exception as exc:  # the server must go on whatever the status source does
         body = f"the daemon could not build its status: {type(exc).__name__}\n".encode()
         return _answer(start, "500 Internal Server Error", "text/plain", body, [])

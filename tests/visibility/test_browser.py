@@ -8,7 +8,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,17 @@ def visible_names(driver: Any) -> list[str]:
     return names
 
 
+def settled_names(driver: Any, done: Callable[[list[str]], bool], timeout: float = 10) -> list[str]:
+    """The visible names once ``done`` holds for them (the rows of a filter come from the
+    server within a moment), or as they are at the timeout."""
+    deadline = time.monotonic() + timeout
+    names = visible_names(driver)
+    while not done(names) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        names = visible_names(driver)
+    return names
+
+
 def severe(driver: Any) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -166,18 +177,39 @@ def test_filter_hides_non_matching_rows(page: Any) -> None:
 
     box = page.find_element(By.ID, "filter")
     box.send_keys("lobby")
-    assert visible_names(page) == ["site-0/lobby"]
+    assert settled_names(page, lambda n: n == ["site-0/lobby"]) == ["site-0/lobby"]
     assert page.find_element(By.ID, "shown").text == "1 of 20 shown"
     box.clear()
     box.send_keys("UNREACHABLE")
-    assert len(visible_names(page)) == 2
+    assert len(settled_names(page, lambda n: len(n) == 2)) == 2
     box.clear()
     box.send_keys("script")
-    assert visible_names(page) == [SCRIPT_NAME]
+    assert settled_names(page, lambda n: n == [SCRIPT_NAME]) == [SCRIPT_NAME]
     page.execute_script(
         "arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input'));", box
     )
-    assert len(visible_names(page)) == 20
+    assert len(settled_names(page, lambda n: len(n) == 20)) == 20
+    assert severe(page) == []
+
+
+def test_the_filter_finds_a_device_the_page_does_not_list(page: Any, base_url: str) -> None:
+    """A page that lists fewer devices than the fleet has (only the worst of a big fleet)
+    brings the row of a device it did not list from the server when its name is typed."""
+    from selenium.webdriver.common.by import By
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("syncd.page.PAGE_ROWS", 5)
+        page.get(base_url + "/")
+        listed = visible_names(page)
+        assert len(listed) == 5
+        assert "5 of 20 devices shown" in page.find_element(By.ID, "more").text
+        every = [d["device"] for d in status_json(sample_fleet())["devices"]]
+        wanted = next(
+            n for n in every if n not in listed and sum(n.lower() in m.lower() for m in every) == 1
+        )
+        page.find_element(By.ID, "filter").send_keys(wanted)
+        assert settled_names(page, lambda n: n == [wanted]) == [wanted]
+        assert page.find_element(By.ID, "shown").text == "1 of 20 shown"
     assert severe(page) == []
 
 

@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.metrics import Metrics, serve_metrics
-from syncd.page import content_security_policy, render_page
-from syncd.status import FleetStatus, status_json
+from syncd.page import PAGE_ROWS, content_security_policy, render_page
+from syncd.status import DeviceStatus, FleetStatus, status_json
 
 from .fleet_samples import NOW, SCRIPT_NAME, sample_fleet
 
@@ -119,7 +119,33 @@ class TestRender:
         """The page has a viewport for phones and refreshes itself."""
         assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
         assert '<meta http-equiv="refresh" content="5">' in page
-        assert "setTimeout(refresh, 5000)" in page
+        assert "later(box.value.trim() ? 0 : 5)" in page and "later(5)" in page
+
+    def test_a_big_fleet_lists_its_worst_devices_and_the_filter_finds_the_rest(
+        self,
+    ) -> None:
+        """350 devices: the page lists PAGE_ROWS of them, worst first, and says how many
+        match; a query lists the devices that match it, however far down they are."""
+        base = sample_fleet()
+        many = tuple(
+            DeviceStatus(
+                f"site-9/door-{n:04d}", f"http://127.0.0.1:{9000 + n}", "enforce", "in_sync"
+            )
+            for n in range(350)
+        )
+        data = status_json(replace(base, devices=(*base.devices, *many)))
+        total = len(data["devices"])
+        html = render_page(data, NOW)
+        rows = html.count('<tr class="device"')
+        assert rows == PAGE_ROWS
+        assert f"{PAGE_ROWS} of {total} devices shown, worst first" in html
+        assert f'data-total="{total}"' in html
+        assert "site-0/lobby" in html  # the worst come first
+        found = render_page(data, NOW, query="DOOR-0349")
+        assert found.count('<tr class="device"') == 1 and "site-9/door-0349" in found
+        none = render_page(data, NOW, query="nowhere")
+        assert "No device matches “nowhere”." in none and '<tr class="device"' not in none
+        assert len(html) < 400_000  # 10,000 rows were 7.5 MB
 
     def test_empty_fleet(self) -> None:
         """A fleet without devices renders and says so."""
