@@ -103,6 +103,8 @@ class Clustered:
         self._owners_among: frozenset[str] = frozenset()
         self._seen: tuple[str, frozenset[str], str | None] | None = None
         self._started = time.monotonic()
+        #: Whether etcd ever answered this node (a first outage names the likely setting).
+        self._joined_once = False
         #: The members' revisions as seen, and what was logged of them (``agreement.follow``).
         self._revisions_seen = RevisionsSeen()
         #: Which of two revisions is newer, by this checkout's Git history (else by time).
@@ -153,7 +155,17 @@ class Clustered:
     def health_problem(self) -> str | None:
         """Why ``/healthz`` answers 503, or None (called from the metrics thread)."""
         if not self._cluster.healthy:
-            return "cluster unavailable: etcd does not answer; this node changes nothing"
+            endpoints = ",".join(self.config.access.endpoints)
+            never = "" if self._joined_once else " since this node started"
+            hint = (
+                " (an https:// etcd asked over http://, or a wrong host or port?)"
+                if not self._joined_once and not self.config.access.tls
+                else ""
+            )
+            return (
+                f"cluster unavailable: etcd does not answer at cluster_endpoints "
+                f"{endpoints}{never}{hint}; this node changes nothing"
+            )
         if not self._store.loaded:
             return "cluster state not loaded from etcd yet; this node changes nothing"
         return None
@@ -411,6 +423,7 @@ class Clustered:
                     error = self.health_problem() or "etcd does not answer"
                     events.cluster_unavailable(self.log, node=node, error=error)
             elif was != "joined":
+                self._joined_once = True
                 events.cluster_joined(
                     self.log, node=node, members=members, leader=seen[2], owned=len(owned)
                 )

@@ -321,8 +321,11 @@ class TestEtcdLost:
             ),
         ]
         try:
-            for proc in procs:
-                proc.wait_for("cluster.unavailable", timeout=20)
+            first = [proc.wait_for("cluster.unavailable", timeout=20) for proc in procs]
+            # never answered since start: the setting and what may be wrong with it are named
+            assert (
+                f"cluster_endpoints {server.endpoint} since this node started" in first[0]["error"]
+            ), first[0]
             wait_until(lambda: healthz(port) == 503, 10, "/healthz says 503")
             wait_until(lambda: "STATUS=cluster unavailable" in notify.last_status(), 5, "STATUS")
             time.sleep(2 * RESYNC)
@@ -337,8 +340,8 @@ class TestEtcdLost:
             wait_until(lambda: "STATUS=node n1" in notify.last_status(), 5, "STATUS names n1")
 
             server.stop()
-            for proc in procs:
-                proc.wait_for("cluster.unavailable", timeout=LEASE_TTL + 5)
+            lost = [proc.wait_for("cluster.unavailable", timeout=LEASE_TTL + 5) for proc in procs]
+            assert f"cluster_endpoints {server.endpoint};" in lost[0]["error"], lost[0]
             time.sleep(LEASE_TTL)
             for device in devices:
                 device.clear_journal()
