@@ -27,9 +27,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from syncd.cluster.commit_order import Order
+__all__ = ["Notice", "Order", "RevisionsSeen", "follow", "lags", "revision_grace"]
 
-__all__ = ["Notice", "RevisionsSeen", "follow", "lags", "revision_grace"]
+#: Of two revisions, ours is ``older`` or ``newer`` than theirs; None: cannot tell
+#: (:mod:`syncd.cluster.commit_order` reads it from the Git history).
+Order = Literal["older", "newer"] | None
 
 #: The shortest grace, seconds: watching the files (a 0.4 s debounce), reading and
 #: validating a large tree on a busy host, and the etcd round trip that publishes

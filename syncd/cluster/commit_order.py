@@ -24,12 +24,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
 
-__all__ = ["CommitOrder", "Order"]
+from syncd.cluster.agreement import Order
 
-#: ``older``: ours is older than theirs; ``newer``: ours is newer; None: unknown.
-Order = Literal["older", "newer"] | None
+__all__ = ["CommitOrder"]
 
 _COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 

@@ -42,8 +42,8 @@ from syncd.cluster import (
     build_cluster,
     start_cluster,
 )
-from syncd.cluster.agreement import RevisionsSeen, follow, lags, revision_grace
-from syncd.cluster.commit_order import CommitOrder, Order
+from syncd.cluster.agreement import Order, RevisionsSeen, follow, lags, revision_grace
+from syncd.cluster.commit_order import CommitOrder
 from syncd.cluster.connection import TRANSIENT_ERRORS
 from syncd.cluster.gauges import ClusterGauges
 from syncd.cluster.history import EtcdHistory
