@@ -357,11 +357,20 @@ class Conductor:
 
     def _reverted(self, device: str) -> None:
         """A revert PUT changed ``device``: its last change, and the revision before the
-        reverted PUT in force again, kept in the state (for ``apply`` as for the daemon)."""
+        reverted PUT in force again, kept in the state (for ``apply`` as for the daemon).
+
+        The desired state whose values were taken back is not in force, whatever was
+        recorded meanwhile (a re-check that found the device registered while its
+        revert was due): else the next resync would see the reverted values as drift
+        from it and send them again.
+        """
         try:
             self._state.record_changed(device, self._wall())
         except StateError as exc:
             events.state_write_failed(self.log.bind(device=device), error=str(exc))
+        spec = self._specs.get(device)
+        if spec is not None and self._state.applied_fingerprint(device) == spec.fingerprint:
+            self.health.mark_unhealthy(spec, None)
         self._changed(device)
 
     def _role(self) -> bool:

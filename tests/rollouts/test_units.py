@@ -17,7 +17,7 @@ from syncd.client import ClientPool, DeviceClient
 from syncd.conductor import Conductor
 from syncd.desired import Problem
 from syncd.device_status import AccountStatus
-from syncd.diff import Plan, diff
+from syncd.diff import Change, Plan, diff
 from syncd.gate import Gate, Wait
 from syncd.health import REGISTRATION_FIELDS, Health, is_healthy
 from syncd.lock import LOCK_FILE, StateDirLocked, StateLock
@@ -554,6 +554,39 @@ class TestConductor:
 
 
 class TestReverter:
+    async def test_a_reverted_desired_state_is_not_in_force_however_recorded(
+        self, tmp_path: Path, emulated: Fleet, pool: ClientPool
+    ) -> None:
+        """A canary whose failed state was recorded in force meanwhile (a re-check found it
+        registered while its revert was due) is, once reverted, not in force under that
+        state: the next resync sees a change the halted rollout holds, not drift to undo."""
+        device = emulated.devices[0]
+        spec = spec_for(device, displayName="Broken")
+        state = FileStateStore.open(tmp_path / "state")
+        conductor = Conductor(
+            state=state,
+            kick=lambda names: None,
+            client_of=lambda s: DeviceClient(url=s.url, pool=pool),
+        )
+        waves = (Wave("canary", devices=(spec.name,)),)
+        policy = RolloutPolicy(waves=waves, max_failures=0, on_failure="revert")
+        conductor.load(
+            policy=PolicyResult(FleetPolicy(rollout=policy)), specs={spec.name: spec}, revision="r1"
+        )
+        conductor.begin(spec.name)
+        device.set_live(1, displayName="Broken")  # the rollout's PUT
+        state.record_in_force(spec.name, spec.fingerprint, "r1")  # taken for healthy meanwhile
+        change = Change(1, "displayName", "Good", "Broken")
+        failed = Failure("health", "account 1 did not register")
+        conductor.observe(Outcome.of(spec, "error", changes=(change,), failure=failed))
+        assert conductor.state == "halted"
+        conductor.step()  # the tick that sends the reverts due
+        await conductor.settle(5.0)
+        assert device.accounts[0]["displayName"] == "Good"
+        assert state.applied_fingerprint(spec.name) != spec.fingerprint
+        assert state.unhealthy_fingerprint(spec.name) == spec.fingerprint
+        assert not conductor.may_start(spec).go  # its change waits: the rollout halted
+
     async def test_a_revert_waits_for_the_devices_turn_and_takes_a_slot(
         self, emulated: Fleet, pool: ClientPool
     ) -> None:
