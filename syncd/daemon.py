@@ -52,6 +52,7 @@ from syncd.settings_reload import log_reread, reread_settings
 from syncd.sharing import SharingError, open_sharing
 from syncd.slots import Slot
 from syncd.startup import StartupError, check_desired_dir, start_control, start_metrics
+from syncd.status import ClusterSummary
 from syncd.ticking import backstop, heartbeat
 from syncd.tuning import Tuning
 from syncd.watching import DesiredWatcher
@@ -142,6 +143,9 @@ class Daemon:
             view.available = lambda: self.sharing.available
             view.lagging_revision = self.sharing.lagging_revision
             view.applied = self.state.applied_fingerprint
+            view.cluster = lambda: ClusterSummary(
+                tuple(sorted(self.sharing.members)), self.sharing.leader
+            )
         return view
 
     def _conductor(self) -> Conductor:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from syncd.devices_view import DeviceView
 from syncd.status import (
     STATES,
+    ClusterSummary,
     DeviceStatus,
     FleetStatus,
     InvalidFile,
@@ -106,6 +107,8 @@ class FleetView:
     #: records): a lagging owner's device that holds this node's desired state already
     #: is in sync with it.
     applied: Callable[[str], str | None] | None = None
+    #: The cluster's live members and leader (the cluster sets it); None: no ``cluster``.
+    cluster: Callable[[], ClusterSummary] | None = None
     #: Bumped when something the status shows outside the devices changes.
     version: int = 0
     _cache: dict[str, tuple[object, DeviceStatus, dict[str, Any]]] = field(
@@ -203,6 +206,7 @@ class FleetView:
             rollout=rollout.rollout_status() if rollout is not None else RolloutSummary(),
             window=rollout.window_status() if rollout is not None else WindowStatus(),
             invalid_files=self.invalid_files,
+            cluster=self.cluster() if self.cluster is not None else None,
         )
 
     def snapshot(self, rollout: RolloutControl | None = None) -> dict[str, Any]:

@@ -79,6 +79,11 @@ class Sharing(Protocol):
         ...
 
     @property
+    def members(self) -> frozenset[str]:
+        """The cluster's live nodes (none standalone)."""
+        ...
+
+    @property
     def available(self) -> bool:
         """This node may change devices now (cluster: joined and its lease trusted)."""
         ...
@@ -160,6 +165,10 @@ class Standalone:
     @property
     def leader(self) -> str | None:
         return None
+
+    @property
+    def members(self) -> frozenset[str]:
+        return frozenset()
 
     @property
     def available(self) -> bool:

@@ -18,6 +18,7 @@ from syncd.history import format_time, parse_time
 __all__ = [
     "STATES",
     "WORST_FIRST",
+    "ClusterSummary",
     "DeviceState",
     "DeviceStatus",
     "FleetStatus",
@@ -81,6 +82,14 @@ class RolloutSummary:
 
 
 @dataclass(frozen=True)
+class ClusterSummary:
+    """A cluster node's view of the cluster: its live members, and the leader (if any)."""
+
+    members: tuple[str, ...] = ()
+    leader: str | None = None
+
+
+@dataclass(frozen=True)
 class WindowStatus:
     open: bool = True
     next_open: datetime | None = None
@@ -101,6 +110,8 @@ class FleetStatus:
     window: WindowStatus = field(default_factory=WindowStatus)
     devices: tuple[DeviceStatus, ...] = ()
     invalid_files: tuple[InvalidFile, ...] = ()
+    #: On a cluster node (SPEC 11), the members and the leader; None standalone.
+    cluster: ClusterSummary | None = None
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -131,8 +142,9 @@ def device_json(device: DeviceStatus) -> dict[str, Any]:
 
 
 def status_json(fleet: FleetStatus) -> dict[str, Any]:
-    """SPEC section 10's ``syncd status --json`` object, devices worst first."""
-    return {
+    """SPEC section 10's ``syncd status --json`` object, devices worst first; on a cluster
+    node also ``cluster``: its live ``members`` and the ``leader``."""
+    data = {
         "revision": fleet.revision,
         "node": fleet.node,
         "rollout": {
@@ -148,6 +160,10 @@ def status_json(fleet: FleetStatus) -> dict[str, Any]:
             {"file": f.file, "line": f.line, "error": f.error} for f in fleet.invalid_files
         ],
     }
+    if fleet.cluster is not None:
+        cluster = fleet.cluster
+        data["cluster"] = {"members": list(cluster.members), "leader": cluster.leader}
+    return data
 
 
 def _opt_time(value: Any) -> datetime | None:
@@ -158,7 +174,11 @@ def status_from_json(data: Mapping[str, Any]) -> FleetStatus:
     """Parse the JSON of :func:`status_json` back; KeyError/ValueError when it is not that."""
     rollout = data["rollout"]
     window = data["window"]
+    cluster = data.get("cluster")
     return FleetStatus(
+        cluster=None
+        if cluster is None
+        else ClusterSummary(tuple(cluster["members"]), cluster["leader"]),
         revision=data["revision"],
         node=data["node"],
         rollout=RolloutSummary(
@@ -294,6 +314,11 @@ def _header(data: Mapping[str, Any], width: int) -> list[str]:
     rollout = data["rollout"]
     window = data["window"]
     lines = [f"revision  {_line(data['revision'])}   node {_line(data['node'])}"]
+    cluster = data.get("cluster")
+    if cluster is not None:
+        members = ", ".join(_line(m) for m in cluster["members"]) or "none live"
+        leader = f"leader {_line(cluster['leader'])}" if cluster["leader"] else "no leader"
+        lines.append(f"cluster   {members} ({leader})")
     if rollout["state"] != "none":
         text = f"rollout   {rollout['state']} {short_revision(rollout['revision'])}"
         if rollout["wave"]:

@@ -281,6 +281,17 @@ class TestWholeFleetStatus:
             assert {d["device"]: d["owner"] for d in data["devices"]} == keys
             assert all(d["last_sync"] is not None for d in data["devices"])
             assert SIP_PASSWORD not in result.stdout
+            assert data["cluster"]["members"] == ["n1", "n2", "n3"]
+            assert data["cluster"]["leader"] in ("n1", "n2", "n3")
+        leaders = {
+            json.loads(syncd("status", "--json", "--socket", str(p), timeout=20).stdout)["cluster"][
+                "leader"
+            ]
+            for p in sockets.values()
+        }
+        assert len(leaders) == 1  # every node names the same leader
+        text = syncd("status", "--socket", str(sockets["n1"]), timeout=20).stdout
+        assert f"cluster   n1, n2, n3 (leader {leaders.pop()})" in text, text
 
         # Every node's outcomes reached the one node driving the rollout: it completed. (Without
         # _fleet.yaml nothing waits for the driver, SPEC 9: when the devices were all changed

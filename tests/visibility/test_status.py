@@ -11,6 +11,7 @@ import pytest
 from syncd.status import (
     STATES,
     WORST_FIRST,
+    ClusterSummary,
     DeviceStatus,
     FleetStatus,
     format_age,
@@ -113,6 +114,20 @@ class TestJson:
         """Parsing the JSON back gives the same JSON."""
         data = status_json(sample_fleet())
         assert status_json(status_from_json(json.loads(json.dumps(data)))) == data
+
+    def test_a_cluster_node_adds_its_members_and_leader(self) -> None:
+        """On a cluster node the object ends with ``cluster`` (live members and the
+        leader), the text says them under the revision, and the JSON reads back."""
+        fleet = replace(sample_fleet(), cluster=ClusterSummary(("n1", "n2", "n3"), "n2"))
+        data = status_json(fleet)
+        assert list(data)[-1] == "cluster"
+        assert data["cluster"] == {"members": ["n1", "n2", "n3"], "leader": "n2"}
+        assert status_json(status_from_json(json.loads(json.dumps(data)))) == data
+        lines = format_status(fleet, NOW).splitlines()
+        assert lines[1] == "cluster   n1, n2, n3 (leader n2)"
+        alone = replace(fleet, cluster=ClusterSummary(("n1",), None))
+        assert "cluster   n1 (no leader)" in format_status(alone, NOW)
+        assert "cluster" not in status_json(sample_fleet())
 
 
 class TestText:
