@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncd.commands import CommandError
+from syncd.listing import in_words
 from syncd.node_marker import read_node_marker
 
 if TYPE_CHECKING:
@@ -78,5 +79,5 @@ def no_node_here(
 
 def _nodes(members: frozenset[str]) -> str:
     names = sorted(members)
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    shown = in_words(names, limit=5)
     return f"node{'s' if len(names) > 1 else ''} {shown}"

@@ -33,8 +33,9 @@ from syncd.logs import get_logger
 from syncd.model import DeviceSpec
 from syncd.policy import CallsPolicy
 from syncd.retrying import RetryPolicy, with_retries
+from syncd.turns import Turn, no_turn
 
-__all__ = ["REVERT_RETRY", "Reverter", "SlotFor", "Turn", "wait_until_idle"]
+__all__ = ["REVERT_RETRY", "Reverter", "SlotFor", "wait_until_idle"]
 
 #: Seconds before a revert PUT that failed is tried again.
 REVERT_RETRY = 10.0
@@ -47,14 +48,8 @@ UndoOf = Callable[[str], tuple[DeviceSpec | None, Sequence[Mapping[str, Any]]]]
 Done = Callable[[str, Sequence[Change]], None]
 #: Called when a device's revert PUT failed: the changes it tried to put back, and why.
 Failed = Callable[[str, Sequence[Change], str], None]
-#: A device's turn (:meth:`syncd.turns.Turns.of`).
-Turn = Callable[[str], AbstractAsyncContextManager[None]]
 #: A concurrency slot for one revert (the daemon's :class:`~syncd.slots.Slot`).
 SlotFor = Callable[[], AbstractAsyncContextManager[object]]
-
-
-def _no_turn(device: str) -> AbstractAsyncContextManager[None]:
-    return nullcontext()
 
 
 class Reverter:
@@ -74,7 +69,7 @@ class Reverter:
         turn: Turn | None = None,
         slot: SlotFor | None = None,
     ) -> None:
-        self._turn = turn or _no_turn
+        self._turn = turn or no_turn
         self._slot = slot or nullcontext
         self._client_of = client_of
         self._undo_of = undo_of

@@ -18,12 +18,13 @@ from syncd.diff import Change
 from syncd.model import DeviceSpec
 from syncd.policy import CallsPolicy
 from syncd.retrying import RetryPolicy
-from syncd.reverting import Reverter, SlotFor, Turn
+from syncd.reverting import Reverter, SlotFor
 from syncd.rollout import reverts_due
 from syncd.rollout_history import RolloutHistory
 from syncd.rollout_in_force import RolloutInForce
 from syncd.rollout_role import Role
 from syncd.saved_rollout import SavedRollout
+from syncd.turns import Turn
 
 __all__ = ["RolloutReverts"]
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
-__all__ = ["Turns"]
+__all__ = ["Turn", "Turns", "no_turn"]
+
+#: A device's turn: ``async with turn(device)``.
+Turn = Callable[[str], AbstractAsyncContextManager[None]]
 
 
 class Turns:
@@ -42,3 +46,8 @@ class Turns:
         finally:
             del self._held[device]
             done.set_result(None)
+
+
+def no_turn(device: str) -> AbstractAsyncContextManager[None]:
+    """No turn to take: a part used without the others (tests, tools)."""
+    return contextlib.nullcontext()

@@ -22,7 +22,6 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -34,6 +33,7 @@ from syncd.outcome import Failure, Outcome
 from syncd.permits import Permits
 from syncd.schedule import OutcomeKind, failing_lane, next_delay
 from syncd.slots import Lanes, Slot
+from syncd.turns import Turn, no_turn
 
 __all__ = ["DeviceWorker", "Timing", "outcome_kind"]
 
@@ -80,7 +80,7 @@ class DeviceWorker:
         after: After | None = None,
         lanes: Lanes | None = None,
         urgent: Callable[[DeviceSpec], bool] | None = None,
-        turn: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
+        turn: Turn | None = None,
     ) -> None:
         self.spec = spec
         self.failures = 0
@@ -104,7 +104,7 @@ class DeviceWorker:
         #: Whether the device may act on its news now; None: always.
         self._urgent = urgent
         #: The device's turn, held from its read to its health verdict (syncd.turns).
-        self._turn = turn or _no_turn
+        self._turn = turn or no_turn
 
     def kick(self, *, news: bool = True) -> None:
         """Reconcile now; with ``news`` (not a SIGHUP's kick of every device) ahead of
@@ -204,10 +204,6 @@ class DeviceWorker:
             return Outcome.of(self.spec, "error", failure=Failure("internal", str(exc)))
         finally:
             self.running = False
-
-
-def _no_turn(device: str) -> AbstractAsyncContextManager[None]:
-    return contextlib.nullcontext()
 
 
 def _wake_up(wake: asyncio.Future[None]) -> None:
